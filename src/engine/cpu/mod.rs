@@ -1,0 +1,149 @@
+//! CPU mode: native Rust kernels (the `gemm` crate for products, rayon across cores).
+mod blas;
+mod conv;
+mod elementwise;
+mod norm;
+mod pool;
+mod softmax;
+mod solver;
+mod transfer;
+
+use crate::engine::{Engine, Kernel, TensorId, View};
+
+/// Host memory of the CPU engine: one Vec per tensor.
+#[derive(Default)]
+pub struct Memory {
+    bufs: Vec<Vec<f32>>,
+    free_ids: Vec<u32>,
+}
+
+impl Memory {
+    pub fn read(&self, v: View) -> &[f32] {
+        &self.bufs[v.id.0 as usize][v.offset..v.offset + v.len]
+    }
+
+    pub fn write(&mut self, v: View) -> &mut [f32] {
+        &mut self.bufs[v.id.0 as usize][v.offset..v.offset + v.len]
+    }
+
+    /// Runs `f` with mutable slices for `outs` and shared slices for `ins`.
+    /// Outputs must lie in distinct tensors; an input in the same tensor as an output is read from a
+    /// copy taken before `f` runs, so in-place layers (top == bottom) see their original input.
+    pub fn with<R>(
+        &mut self,
+        outs: &[View],
+        ins: &[View],
+        f: impl FnOnce(&mut [&mut [f32]], &[&[f32]]) -> R,
+    ) -> R {
+        let mut taken: Vec<(u32, Vec<f32>)> = Vec::with_capacity(outs.len());
+        for o in outs {
+            assert!(
+                taken.iter().all(|(id, _)| *id != o.id.0),
+                "kernel outputs must be in distinct tensors"
+            );
+            taken.push((o.id.0, std::mem::take(&mut self.bufs[o.id.0 as usize])));
+        }
+        let copies: Vec<Option<Vec<f32>>> = ins
+            .iter()
+            .map(|i| {
+                taken
+                    .iter()
+                    .find(|(id, _)| *id == i.id.0)
+                    .map(|(_, buf)| buf[i.offset..i.offset + i.len].to_vec())
+            })
+            .collect();
+        let result = {
+            let in_slices: Vec<&[f32]> = ins
+                .iter()
+                .zip(&copies)
+                .map(|(i, c)| match c {
+                    Some(c) => c.as_slice(),
+                    None => &self.bufs[i.id.0 as usize][i.offset..i.offset + i.len],
+                })
+                .collect();
+            let mut out_slices: Vec<&mut [f32]> = taken
+                .iter_mut()
+                .zip(outs)
+                .map(|((_, buf), o)| &mut buf[o.offset..o.offset + o.len])
+                .collect();
+            f(&mut out_slices, &in_slices)
+        };
+        for (id, buf) in taken {
+            self.bufs[id as usize] = buf;
+        }
+        result
+    }
+}
+
+pub struct CpuEngine {
+    mem: Memory,
+}
+
+impl Default for CpuEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuEngine {
+    pub fn new() -> Self {
+        CpuEngine { mem: Memory::default() }
+    }
+}
+
+impl Engine for CpuEngine {
+    fn name(&self) -> String {
+        format!("CPU ({} threads)", rayon::current_num_threads())
+    }
+
+    fn alloc(&mut self, len: usize) -> TensorId {
+        let buf = vec![0.0; len];
+        if let Some(id) = self.mem.free_ids.pop() {
+            self.mem.bufs[id as usize] = buf;
+            TensorId(id)
+        } else {
+            self.mem.bufs.push(buf);
+            TensorId((self.mem.bufs.len() - 1) as u32)
+        }
+    }
+
+    fn free(&mut self, id: TensorId) {
+        self.mem.bufs[id.0 as usize] = Vec::new();
+        self.mem.free_ids.push(id.0);
+    }
+
+    fn len(&self, id: TensorId) -> usize {
+        self.mem.bufs[id.0 as usize].len()
+    }
+
+    fn upload(&mut self, dst: View, data: &[f32]) {
+        self.mem.write(dst)[..data.len()].copy_from_slice(data);
+    }
+
+    fn download(&mut self, src: View) -> Vec<f32> {
+        self.mem.read(src).to_vec()
+    }
+
+    fn fill(&mut self, dst: View, value: f32) {
+        self.mem.write(dst).fill(value);
+    }
+
+    fn copy(&mut self, src: View, dst: View) {
+        assert_eq!(src.len, dst.len, "copy between views of different lengths");
+        self.mem.with(&[dst], &[src], |o, i| o[0].copy_from_slice(i[0]));
+    }
+
+    fn launch(&mut self, kernel: &Kernel) -> anyhow::Result<()> {
+        let mem = &mut self.mem;
+        match kernel {
+            Kernel::Blas(k) => blas::run(k, mem),
+            Kernel::Conv(k) => conv::run(k, mem),
+            Kernel::Elementwise(k) => elementwise::run(k, mem),
+            Kernel::Norm(k) => norm::run(k, mem),
+            Kernel::Pool(k) => pool::run(k, mem),
+            Kernel::Softmax(k) => softmax::run(k, mem),
+            Kernel::Solver(k) => solver::run(k, mem),
+            Kernel::Transfer(k) => transfer::run(k, mem),
+        }
+    }
+}

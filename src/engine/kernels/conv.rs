@@ -1,0 +1,4 @@
+//! conv kernels.
+
+#[derive(Clone, Debug)]
+pub enum ConvKernel {}

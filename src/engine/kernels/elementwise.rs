@@ -1,0 +1,4 @@
+//! elementwise kernels.
+
+#[derive(Clone, Debug)]
+pub enum ElementwiseKernel {}

@@ -1,0 +1,4 @@
+//! norm kernels.
+
+#[derive(Clone, Debug)]
+pub enum NormKernel {}

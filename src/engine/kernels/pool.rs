@@ -1,0 +1,4 @@
+//! pool kernels.
+
+#[derive(Clone, Debug)]
+pub enum PoolKernel {}

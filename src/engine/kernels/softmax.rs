@@ -1,0 +1,4 @@
+//! softmax kernels.
+
+#[derive(Clone, Debug)]
+pub enum SoftmaxKernel {}

@@ -1,0 +1,4 @@
+//! solver kernels.
+
+#[derive(Clone, Debug)]
+pub enum SolverKernel {}

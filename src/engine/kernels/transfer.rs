@@ -1,0 +1,4 @@
+//! transfer kernels.
+
+#[derive(Clone, Debug)]
+pub enum TransferKernel {}

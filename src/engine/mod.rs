@@ -1,0 +1,58 @@
+//! The interface both engines implement. Layers are written once against it: they allocate tensors,
+//! move data in and out, and launch kernels; they never see wgpu or CPU loops.
+//!
+//! A kernel is a value of [`Kernel`]: one family enum per file in `kernels/`, so adding a layer means
+//! adding variants to one family (and their implementations in each engine), nothing else.
+pub mod cpu;
+pub mod kernels;
+
+pub use kernels::Kernel;
+
+/// Handle of a tensor (a flat f32 buffer) owned by an engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(pub u32);
+
+/// A contiguous window of a tensor, in elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub id: TensorId,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl View {
+    pub fn new(id: TensorId, offset: usize, len: usize) -> Self {
+        View { id, offset, len }
+    }
+    /// The sub-window `[start, start + len)` of this view.
+    pub fn slice(&self, start: usize, len: usize) -> View {
+        debug_assert!(start + len <= self.len, "view slice out of range");
+        View { id: self.id, offset: self.offset + start, len }
+    }
+}
+
+pub trait Engine: Send {
+    /// Human-readable device name ("CPU (2 threads)", "llvmpipe (LLVM 15.0.6, 256 bits)").
+    fn name(&self) -> String;
+    /// A new zero-filled tensor of `len` elements.
+    fn alloc(&mut self, len: usize) -> TensorId;
+    fn free(&mut self, id: TensorId);
+    fn len(&self, id: TensorId) -> usize;
+    /// Copy host values into the start of a view (`data.len() <= view.len`).
+    fn upload(&mut self, dst: View, data: &[f32]);
+    /// Read a view back to the host. Ends the current batch of recorded work.
+    fn download(&mut self, src: View) -> Vec<f32>;
+    fn fill(&mut self, dst: View, value: f32);
+    /// `dst = src` (same length; may be in the same tensor when the ranges do not overlap).
+    fn copy(&mut self, src: View, dst: View);
+    fn launch(&mut self, kernel: &Kernel) -> anyhow::Result<()>;
+    /// Submit recorded work and wait for it (a no-op for the CPU engine).
+    fn sync(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whole-tensor view.
+pub fn whole(eng: &dyn Engine, id: TensorId) -> View {
+    View { id, offset: 0, len: eng.len(id) }
+}

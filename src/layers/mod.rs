@@ -1,0 +1,182 @@
+//! One file per Caffe layer type: its parameters, its pure shape rule (`reshape`) and its forward and
+//! backward written once against the engine interface. Registered by Caffe's type string in
+//! [`REGISTRY`]; nothing else needs to change to add a layer.
+use anyhow::{Result, bail};
+
+use crate::engine::{Engine, TensorId, View};
+use crate::proto::{FillerParameter, LayerParameter, Phase};
+use crate::rng::Rng;
+
+pub mod common;
+pub mod testing;
+
+/// A blob as layers see it: a shape and two tensors (values and gradients).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Blob {
+    pub shape: Vec<usize>,
+    pub data: TensorId,
+    pub diff: TensorId,
+}
+
+impl Blob {
+    pub fn count(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn data(&self) -> View {
+        View::new(self.data, 0, self.count())
+    }
+    pub fn diff(&self) -> View {
+        View::new(self.diff, 0, self.count())
+    }
+}
+
+/// A learnable (or stored) parameter blob the layer asks for: its shape and how to initialise it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamDef {
+    pub shape: Vec<usize>,
+    pub filler: FillerParameter,
+}
+
+/// What `reshape` decides: the shapes of the tops and the parameter blobs the layer owns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Shapes {
+    pub tops: Vec<Vec<usize>>,
+    pub params: Vec<ParamDef>,
+}
+
+/// Everything a forward or backward pass touches.
+pub struct Ctx<'a> {
+    pub eng: &'a mut dyn Engine,
+    pub bottoms: &'a [Blob],
+    pub tops: &'a [Blob],
+    pub params: &'a [Blob],
+    pub phase: Phase,
+    pub rng: &'a mut Rng,
+}
+
+pub trait Layer: Send {
+    /// Caffe's LayerSetUp + Reshape as a pure shape rule: validates the bottom shapes and the layer's
+    /// parameters, remembers what forward needs and returns the top and parameter shapes. Called
+    /// again whenever the bottom shapes change; the parameter shapes must then stay the same.
+    fn reshape(&mut self, bottoms: &[Vec<usize>]) -> Result<Shapes>;
+
+    fn forward(&mut self, cx: &mut Ctx) -> Result<()>;
+
+    /// Adds nothing to parameter diffs when the layer has no parameters; writes (overwrites)
+    /// `bottom.diff` for each bottom with `propagate_down[i]`, and accumulates into param diffs
+    /// (Caffe's semantics: param diffs are accumulated, bottom diffs are overwritten).
+    fn backward(&mut self, _cx: &mut Ctx, _propagate_down: &[bool]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether gradient can flow into bottom `i` (false for labels, indices, selectors).
+    fn can_propagate_down(&self, _bottom: usize) -> bool {
+        true
+    }
+
+    /// Loss layers put an implicit loss_weight of 1 on their first top.
+    fn is_loss(&self) -> bool {
+        false
+    }
+
+    /// Multiply-adds of one forward pass with the shapes of the last `reshape`.
+    fn macs(&self) -> u64 {
+        0
+    }
+
+    /// Bottoms whose shape is read but not their values, e.g. Crop's reference blob.
+    fn shape_only_bottom(&self, _bottom: usize) -> bool {
+        false
+    }
+}
+
+pub type Factory = fn(&LayerParameter) -> Result<Box<dyn Layer>>;
+
+macro_rules! registry {
+    ($($type_name:literal => $module:ident),* $(,)?) => {
+        $(pub mod $module;)*
+        /// Every layer type Caffe 1.0 registers, by its type string.
+        pub const REGISTRY: &[(&str, Factory)] = &[$(($type_name, $module::create)),*];
+    };
+}
+
+registry! {
+    "AbsVal" => absval,
+    "Accuracy" => accuracy,
+    "ArgMax" => argmax,
+    "BatchNorm" => batch_norm,
+    "BatchReindex" => batch_reindex,
+    "Bias" => bias,
+    "BNLL" => bnll,
+    "Clip" => clip,
+    "Concat" => concat,
+    "ContrastiveLoss" => contrastive_loss,
+    "Convolution" => convolution,
+    "Crop" => crop,
+    "Data" => data,
+    "Deconvolution" => deconvolution,
+    "Dropout" => dropout,
+    "DummyData" => dummy_data,
+    "Eltwise" => eltwise,
+    "ELU" => elu,
+    "Embed" => embed,
+    "EuclideanLoss" => euclidean_loss,
+    "Exp" => exp,
+    "Filter" => filter,
+    "Flatten" => flatten,
+    "HDF5Data" => hdf5_data,
+    "HDF5Output" => hdf5_output,
+    "HingeLoss" => hinge_loss,
+    "Im2col" => im2col,
+    "ImageData" => image_data,
+    "InfogainLoss" => infogain_loss,
+    "InnerProduct" => inner_product,
+    "Input" => input,
+    "Log" => log,
+    "LRN" => lrn,
+    "LSTM" => lstm,
+    "LSTMUnit" => lstm_unit,
+    "MemoryData" => memory_data,
+    "MultinomialLogisticLoss" => multinomial_logistic_loss,
+    "MVN" => mvn,
+    "Parameter" => parameter,
+    "Pooling" => pooling,
+    "Power" => power,
+    "PReLU" => prelu,
+    "Python" => python,
+    "Reduction" => reduction,
+    "ReLU" => relu,
+    "Reshape" => reshape,
+    "RNN" => rnn,
+    "Scale" => scale,
+    "Sigmoid" => sigmoid,
+    "SigmoidCrossEntropyLoss" => sigmoid_cross_entropy_loss,
+    "Silence" => silence,
+    "Slice" => slice,
+    "Softmax" => softmax,
+    "SoftmaxWithLoss" => softmax_with_loss,
+    "Split" => split,
+    "SPP" => spp,
+    "Swish" => swish,
+    "TanH" => tanh,
+    "Threshold" => threshold,
+    "Tile" => tile,
+    "WindowData" => window_data,
+}
+
+/// Creates the layer for `param.type`, or an error naming the layer and the nearest known type.
+pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
+    let type_name = param.r#type();
+    match REGISTRY.iter().find(|(name, _)| *name == type_name) {
+        Some((_, factory)) => factory(param),
+        None => {
+            let nearest = REGISTRY
+                .iter()
+                .map(|(name, _)| (common::edit_distance(&name.to_lowercase(), &type_name.to_lowercase()), *name))
+                .min()
+                .map(|(_, name)| name)
+                .unwrap_or("");
+            bail!("unknown layer type \"{type_name}\" (did you mean \"{nearest}\"?)")
+        }
+    }
+}

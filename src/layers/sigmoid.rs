@@ -1,0 +1,9 @@
+//! Sigmoid: not implemented yet.
+use anyhow::Result;
+
+use super::Layer;
+use crate::proto::LayerParameter;
+
+pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
+    super::common::not_supported(param)
+}
