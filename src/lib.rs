@@ -5,3 +5,5 @@ pub mod engine;
 pub mod rng;
 pub mod layers;
 pub mod net;
+pub mod tools;
+pub mod solver;

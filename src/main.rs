@@ -1,3 +1,265 @@
-fn main() {
-    println!("caffe-rs");
+//! The `caffe-rs` command line: Caffe's flag spellings normalised, then dispatch into tools/.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use caffe_rs::proto::Phase;
+use caffe_rs::solver::SignalEffect;
+use caffe_rs::tools;
+
+#[derive(Parser)]
+#[command(
+    name = "caffe-rs",
+    version,
+    about = "Caffe's toolchain in one Rust binary: train, test, time and inspect Caffe models",
+    long_about = "Caffe's toolchain in one Rust binary. Flags follow Caffe: -solver x, -solver=x, --solver x and --solver=x all work."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
+
+#[derive(Args, Clone)]
+struct NetStateArgs {
+    /// Network phase (TRAIN or TEST)
+    #[arg(long, default_value = "TEST", value_parser = parse_phase)]
+    phase: Phase,
+    /// Network level
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    level: i32,
+    /// Network stages, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    stage: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a net's layers: shapes, parameters, multiply-adds; with -weights the fine-tuning plan
+    Inspect {
+        /// The model definition (.prototxt)
+        #[arg(long)]
+        model: PathBuf,
+        /// Trained weights (.caffemodel), comma-separated for several
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Output format: table, json or dot
+        #[arg(long, default_value = "table")]
+        format: String,
+        #[command(flatten)]
+        state: NetStateArgs,
+    },
+    /// Train or fine-tune a model (Caffe's `caffe train`)
+    Train {
+        /// The solver definition (.prototxt)
+        #[arg(long)]
+        solver: PathBuf,
+        /// Weights to fine-tune from (.caffemodel), comma-separated
+        #[arg(long)]
+        weights: Option<String>,
+        /// A .solverstate to resume training from
+        #[arg(long)]
+        snapshot: Option<PathBuf>,
+        /// GPU device ids: 0, 0,1 or all (default: the solver's solver_mode)
+        #[arg(long)]
+        gpu: Option<String>,
+        /// Network level of the train net
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        level: i32,
+        /// Network stages of the train net, comma-separated
+        #[arg(long, value_delimiter = ',')]
+        stage: Vec<String>,
+        /// What SIGINT does: stop, snapshot or none
+        #[arg(long, default_value = "stop")]
+        sigint_effect: SignalEffect,
+        /// What SIGHUP does: stop, snapshot or none
+        #[arg(long, default_value = "snapshot")]
+        sighup_effect: SignalEffect,
+    },
+    /// Score a model over a number of batches (Caffe's `caffe test`)
+    Test {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        weights: Option<String>,
+        /// Number of batches
+        #[arg(long, default_value_t = 50)]
+        iterations: i32,
+        #[arg(long)]
+        gpu: Option<String>,
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        level: i32,
+        #[arg(long, value_delimiter = ',')]
+        stage: Vec<String>,
+    },
+    /// Benchmark a model's per-layer forward and backward time (Caffe's `caffe time`)
+    Time {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        weights: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        iterations: i32,
+        #[arg(long)]
+        gpu: Option<String>,
+        #[arg(long, default_value = "TRAIN", value_parser = parse_phase)]
+        phase: Phase,
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        level: i32,
+        #[arg(long, value_delimiter = ',')]
+        stage: Vec<String>,
+    },
+    /// Run a net on tensors from a safetensors file and write every blob (and gradients)
+    Forward {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        weights: Option<String>,
+        /// Tensors named input.<blob> (and top_diff.<blob> with -backward)
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Where to write output.<blob> (bottom_diff.<blob>, param_diff.<layer>.<i>)
+        #[arg(long)]
+        output: PathBuf,
+        /// Only these blobs, comma-separated
+        #[arg(long, value_delimiter = ',')]
+        blobs: Vec<String>,
+        /// Also run backward
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        backward: bool,
+        #[arg(long)]
+        gpu: Option<String>,
+        #[command(flatten)]
+        state: NetStateArgs,
+    },
+    /// List the GPU adapters (Caffe's `caffe device_query`)
+    DeviceQuery {
+        #[arg(long)]
+        gpu: Option<String>,
+    },
+    /// Upgrade a V0/V1 net (.prototxt or .caffemodel) or a solver file to the current format
+    Upgrade {
+        input: PathBuf,
+        output: PathBuf,
+    },
+}
+
+fn parse_phase(s: &str) -> Result<Phase, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "TRAIN" => Ok(Phase::Train),
+        "TEST" => Ok(Phase::Test),
+        _ => Err(format!("unknown phase \"{s}\" (expected TRAIN or TEST)")),
+    }
+}
+
+/// Caffe (gflags) accepts `-flag value` and `-flag=value`; clap wants `--flag`.
+fn normalise_flags(args: impl Iterator<Item = String>) -> Vec<String> {
+    args.enumerate()
+        .map(|(i, a)| {
+            let bytes = a.as_bytes();
+            if i > 0 && bytes.len() > 2 && bytes[0] == b'-' && bytes[1].is_ascii_alphabetic() {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// CPU mode unless `-gpu` is given, as in Caffe's test/time tools.
+fn engine(gpu: Option<&str>) -> Result<Box<dyn caffe_rs::engine::Engine>> {
+    match gpu {
+        Some(list) => tools::engine_for_gpu_flag(list),
+        None => Ok(Box::new(caffe_rs::engine::cpu::CpuEngine::new())),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect { model, weights, format, state } => {
+            let out = tools::inspect::run(&tools::inspect::InspectArgs {
+                model,
+                weights,
+                phase: state.phase,
+                level: state.level,
+                stages: state.stage,
+                format,
+            })?;
+            print!("{out}");
+        }
+        Command::Train { solver, weights, snapshot, gpu, level, stage, sigint_effect, sighup_effect } => {
+            tools::train::run(&tools::train::TrainArgs {
+                solver,
+                weights,
+                snapshot,
+                gpu,
+                level,
+                stages: stage,
+                sigint_effect,
+                sighup_effect,
+            })?;
+        }
+        Command::Test { model, weights, iterations, gpu, level, stage } => {
+            let mut eng = engine(gpu.as_deref())?;
+            tools::test::run(eng.as_mut(), &tools::test::TestArgs { model, weights, iterations, level, stages: stage })?;
+        }
+        Command::Time { model, weights, iterations, gpu, phase, level, stage } => {
+            let mut eng = engine(gpu.as_deref())?;
+            tools::time::run(
+                eng.as_mut(),
+                &tools::time::TimeArgs { model, weights, iterations, phase, level, stages: stage },
+            )?;
+        }
+        Command::Forward { model, weights, input, output, blobs, backward, gpu, state } => {
+            let mut eng = engine(gpu.as_deref())?;
+            let opts = tools::forward::ForwardOptions {
+                phase: state.phase,
+                level: state.level,
+                stages: state.stage,
+                backward,
+                blobs,
+                ..Default::default()
+            };
+            let n = tools::forward::run(eng.as_mut(), &tools::forward::ForwardArgs { model, weights, input, output: output.clone(), opts })?;
+            eprintln!("Wrote {n} tensors to {}", output.display());
+        }
+        Command::DeviceQuery { gpu } => {
+            let adapters = caffe_rs::engine::gpu::list_adapters();
+            if adapters.is_empty() {
+                anyhow::bail!("{}", caffe_rs::engine::gpu::no_adapter_message());
+            }
+            let wanted: Option<usize> = gpu.as_deref().and_then(|g| g.parse().ok());
+            for a in adapters.iter().filter(|a| wanted.is_none_or(|w| w == a.index)) {
+                println!("Device id: {}\nName: {}\nBackend: {}\nType: {}\nDriver: {} {}", a.index, a.name, a.backend, a.device_type, a.driver, a.driver_info);
+                for (k, v) in &a.limits {
+                    println!("{k}: {v}");
+                }
+                println!("Features: {}\n", a.features.join(", "));
+            }
+        }
+        Command::Upgrade { input, output } => {
+            let report = tools::upgrade::run(&input, &output)?;
+            eprintln!("{report}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse_from(normalise_flags(std::env::args())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+

@@ -908,3 +908,13 @@ fn bad_hex_in_float_field() {
         "expected a decimal number for field \"base_lr\", got \"0x10\"",
     );
 }
+
+/// A file written by Caffe's own C++ TextFormat printer is reproduced byte for byte.
+#[test]
+fn writer_matches_caffe_output_byte_for_byte() {
+    let path = shared().join("golden/legacy_v1/upgraded_by_caffe.prototxt");
+    let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let n: NetParameter =
+        parse_text(&src, "upgraded_by_caffe.prototxt", NET).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(to_text(&n, NET), src);
+}

@@ -4,6 +4,7 @@
 //! A kernel is a value of [`Kernel`]: one family enum per file in `kernels/`, so adding a layer means
 //! adding variants to one family (and their implementations in each engine), nothing else.
 pub mod cpu;
+pub mod gpu;
 pub mod kernels;
 
 pub use kernels::Kernel;

@@ -13,8 +13,8 @@ use std::fmt;
 use nom::{
     IResult, Parser,
     branch::alt,
-    bytes::complete::take_while,
-    character::complete::{char, digit0, digit1, hex_digit1, multispace1, one_of, satisfy},
+    bytes::complete::{take_while, take_while1},
+    character::complete::{char, digit0, digit1, hex_digit1, one_of, satisfy},
     combinator::opt,
     error::{ErrorKind, ParseError},
     multi::many0_count,
@@ -136,7 +136,12 @@ pub fn parse(src: &str) -> Result<Vec<Field>, TextError> {
 /// Maps byte offsets of one source text to line:column.
 pub struct LineIndex<'s> {
     src: &'s str,
+    /// Byte offset of the start of each line.
     starts: Vec<usize>,
+    /// Whether the text is pure ASCII (then columns are byte differences).
+    ascii: bool,
+    /// The line (0-based) of the last lookup: spans are mostly asked for in increasing order.
+    hint: std::cell::Cell<usize>,
 }
 
 impl<'s> LineIndex<'s> {
@@ -149,21 +154,40 @@ impl<'s> LineIndex<'s> {
                 .filter(|&(_, b)| b == b'\n')
                 .map(|(i, _)| i + 1),
         );
-        LineIndex { src, starts }
+        LineIndex {
+            src,
+            starts,
+            ascii: src.is_ascii(),
+            hint: std::cell::Cell::new(0),
+        }
     }
 
     /// Span of a byte offset (clamped to the text).
     pub fn span(&self, offset: usize) -> Span {
         let offset = offset.min(self.src.len());
-        let line = self.starts.partition_point(|&s| s <= offset).max(1);
-        let start = self.starts.get(line - 1).copied().unwrap_or(0);
-        let col = match self.src.get(start..offset) {
-            Some(s) if s.is_ascii() => s.len(),
-            Some(s) => s.chars().count(),
-            None => offset - start,
+        let in_line = |l: usize| {
+            self.starts.get(l).is_some_and(|&s| s <= offset)
+                && self.starts.get(l + 1).is_none_or(|&next| offset < next)
+        };
+        let hint = self.hint.get();
+        // 0-based line: the hinted one or the next few, else a binary search.
+        let line = (hint..hint + 4).find(|&l| in_line(l)).unwrap_or_else(|| {
+            self.starts
+                .partition_point(|&s| s <= offset)
+                .saturating_sub(1)
+        });
+        self.hint.set(line);
+        let start = self.starts.get(line).copied().unwrap_or(0);
+        let col = if self.ascii {
+            offset - start.min(offset)
+        } else {
+            match self.src.get(start..offset) {
+                Some(s) => s.chars().count(),
+                None => offset - start.min(offset),
+            }
         };
         Span {
-            line: u32::try_from(line).unwrap_or(u32::MAX),
+            line: u32::try_from(line + 1).unwrap_or(u32::MAX),
             col: u32::try_from(col + 1).unwrap_or(u32::MAX),
         }
     }
@@ -217,10 +241,15 @@ where
     }
 }
 
+/// Whitespace as C's `isspace` has it, plus a byte-order mark.
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c' | '\u{feff}')
+}
+
 /// Whitespace and `#` comments (to end of line).
 fn ws(i: &str) -> &str {
     let comment = consumed(pair(char('#'), take_while(|c| c != '\n')));
-    match many0_count(alt((multispace1::<&str, PErr>, comment))).parse(i) {
+    match many0_count(alt((take_while1::<_, &str, PErr>(is_space), comment))).parse(i) {
         Ok((rest, _)) => rest,
         Err(_) => i,
     }
@@ -241,7 +270,7 @@ fn ident(i: &str) -> PResult<'_, &str> {
 /// Characters that can start some token; anything else is reported as unexpected.
 fn is_known_char(c: char) -> bool {
     is_ident_char(c)
-        || c.is_whitespace()
+        || is_space(c)
         || matches!(
             c,
             '"' | '\''
@@ -907,6 +936,7 @@ mod tests {
         assert!(parse("").is_ok_and(|f| f.is_empty()));
         assert!(parse("  # only a comment").is_ok_and(|f| f.is_empty()));
         assert!(parse("a: 1\r\n# windows\r\nb: 2\r\n").is_ok_and(|f| f.len() == 2));
+        assert!(parse("\u{feff}a: 1\x0b\x0cb: 2").is_ok_and(|f| f.len() == 2));
     }
 
     #[test]
@@ -1026,5 +1056,33 @@ mod tests {
     fn display() {
         let e = error("a: @");
         assert_eq!(e.to_string(), "1:4: unexpected character '@'");
+    }
+}
+
+#[cfg(test)]
+mod line_index_tests {
+    use super::*;
+
+    #[test]
+    fn spans_in_any_order() {
+        let src = "ab\ncd\n\néf\ng";
+        let idx = LineIndex::new(src);
+        let want = |line, col| Span { line, col };
+        let cases = [
+            (0, want(1, 1)),
+            (2, want(1, 3)),
+            (3, want(2, 1)),
+            (6, want(3, 1)),
+            (7, want(4, 1)),
+            (9, want(4, 2)),
+            (13, want(5, 2)),
+            (100, want(5, 2)),
+        ];
+        for (off, span) in cases {
+            assert_eq!(idx.span(off), span, "offset {off}");
+        }
+        for (off, span) in cases.iter().rev() {
+            assert_eq!(idx.span(*off), *span, "offset {off} (backwards)");
+        }
     }
 }

@@ -637,6 +637,9 @@ fn g_style(sci: &str, lo: usize, hi: usize) -> String {
     };
     let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
     let n = digits.len();
+    if n == 0 {
+        return sci.to_string();
+    }
     let precision = if n <= lo { lo } else { hi.max(n) };
     let mut s = String::with_capacity(n + 8);
     if neg {

@@ -27,7 +27,8 @@ use anyhow::{Result, anyhow, bail};
 use crate::proto::{
     BlobShape, InputParameter, LayerParameter, NetParameter, ParamSpec, SolverParameter,
     V0LayerParameter, V1LayerParameter, param_spec, pooling_parameter, solver_parameter,
-    v0_layer_parameter, v1_layer_parameter::{self, LayerType},
+    v0_layer_parameter,
+    v1_layer_parameter::{self, LayerType},
 };
 
 /// One of Caffe's net upgrade passes.
@@ -96,18 +97,29 @@ pub fn net_needs_v1_to_v2_upgrade(net: &NetParameter) -> bool {
 /// A V1 DATA / IMAGE_DATA / WINDOW_DATA layer sets scale, mean_file, crop_size or mirror in its
 /// data parameter.
 pub fn net_needs_data_upgrade(net: &NetParameter) -> bool {
-    net.layers.iter().any(|l| match l.r#type.and_then(|t| LayerType::try_from(t).ok()) {
-        Some(LayerType::Data) => l.data_param.as_ref().is_some_and(|p| {
-            p.scale.is_some() || p.mean_file.is_some() || p.crop_size.is_some() || p.mirror.is_some()
-        }),
-        Some(LayerType::ImageData) => l.image_data_param.as_ref().is_some_and(|p| {
-            p.scale.is_some() || p.mean_file.is_some() || p.crop_size.is_some() || p.mirror.is_some()
-        }),
-        Some(LayerType::WindowData) => l.window_data_param.as_ref().is_some_and(|p| {
-            p.scale.is_some() || p.mean_file.is_some() || p.crop_size.is_some() || p.mirror.is_some()
-        }),
-        _ => false,
-    })
+    net.layers.iter().any(
+        |l| match l.r#type.and_then(|t| LayerType::try_from(t).ok()) {
+            Some(LayerType::Data) => l.data_param.as_ref().is_some_and(|p| {
+                p.scale.is_some()
+                    || p.mean_file.is_some()
+                    || p.crop_size.is_some()
+                    || p.mirror.is_some()
+            }),
+            Some(LayerType::ImageData) => l.image_data_param.as_ref().is_some_and(|p| {
+                p.scale.is_some()
+                    || p.mean_file.is_some()
+                    || p.crop_size.is_some()
+                    || p.mirror.is_some()
+            }),
+            Some(LayerType::WindowData) => l.window_data_param.as_ref().is_some_and(|p| {
+                p.scale.is_some()
+                    || p.mean_file.is_some()
+                    || p.crop_size.is_some()
+                    || p.mirror.is_some()
+            }),
+            _ => false,
+        },
+    )
 }
 
 /// The net declares `input` fields.
@@ -117,7 +129,9 @@ pub fn net_needs_input_upgrade(net: &NetParameter) -> bool {
 
 /// A BatchNorm layer declares exactly three `param {}` (the old BatchNorm definition).
 pub fn net_needs_batch_norm_upgrade(net: &NetParameter) -> bool {
-    net.layer.iter().any(|l| l.r#type() == "BatchNorm" && l.param.len() == 3)
+    net.layer
+        .iter()
+        .any(|l| l.r#type() == "BatchNorm" && l.param.len() == 3)
 }
 
 /// Upgrade a legacy net in place (Caffe's `UpgradeNetAsNeeded`); returns whether it changed.
@@ -202,7 +216,10 @@ fn upgrade_v0_padding_layers(
         top_count: usize,
     }
     let v0_type = |l: &V1LayerParameter| -> String {
-        l.layer.as_ref().map(|v0| v0.r#type().to_string()).unwrap_or_default()
+        l.layer
+            .as_ref()
+            .map(|v0| v0.r#type().to_string())
+            .unwrap_or_default()
     };
     let infos: Vec<Info> = layers
         .iter()
@@ -233,7 +250,9 @@ fn upgrade_v0_padding_layers(
                      earlier layer"
                 );
             };
-            let Some(source_index) = source_index else { continue };
+            let Some(source_index) = source_index else {
+                continue;
+            };
             let source = infos
                 .get(source_index)
                 .ok_or_else(|| anyhow!("{label}: internal error: bad source layer index"))?;
@@ -318,7 +337,11 @@ fn upgrade_v0_layer(
     index: usize,
     warnings: &mut Vec<String>,
 ) -> Result<V1LayerParameter> {
-    let mut out = V1LayerParameter { bottom: conn.bottom, top: conn.top, ..Default::default() };
+    let mut out = V1LayerParameter {
+        bottom: conn.bottom,
+        top: conn.top,
+        ..Default::default()
+    };
     let Some(v0) = conn.layer else {
         return Ok(out);
     };
@@ -385,18 +408,30 @@ fn upgrade_v0_layer(
     }
     if let Some(v) = num_output {
         match t {
-            "conv" => out.convolution_param.get_or_insert_with(Default::default).num_output = Some(v),
+            "conv" => {
+                out.convolution_param
+                    .get_or_insert_with(Default::default)
+                    .num_output = Some(v)
+            }
             "innerproduct" => {
-                out.inner_product_param.get_or_insert_with(Default::default).num_output = Some(v)
+                out.inner_product_param
+                    .get_or_insert_with(Default::default)
+                    .num_output = Some(v)
             }
             _ => unknown!("num_output"),
         }
     }
     if let Some(v) = biasterm {
         match t {
-            "conv" => out.convolution_param.get_or_insert_with(Default::default).bias_term = Some(v),
+            "conv" => {
+                out.convolution_param
+                    .get_or_insert_with(Default::default)
+                    .bias_term = Some(v)
+            }
             "innerproduct" => {
-                out.inner_product_param.get_or_insert_with(Default::default).bias_term = Some(v)
+                out.inner_product_param
+                    .get_or_insert_with(Default::default)
+                    .bias_term = Some(v)
             }
             _ => unknown!("biasterm"),
         }
@@ -404,10 +439,14 @@ fn upgrade_v0_layer(
     if let Some(v) = weight_filler {
         match t {
             "conv" => {
-                out.convolution_param.get_or_insert_with(Default::default).weight_filler = Some(v)
+                out.convolution_param
+                    .get_or_insert_with(Default::default)
+                    .weight_filler = Some(v)
             }
             "innerproduct" => {
-                out.inner_product_param.get_or_insert_with(Default::default).weight_filler = Some(v)
+                out.inner_product_param
+                    .get_or_insert_with(Default::default)
+                    .weight_filler = Some(v)
             }
             _ => unknown!("weight_filler"),
         }
@@ -415,38 +454,66 @@ fn upgrade_v0_layer(
     if let Some(v) = bias_filler {
         match t {
             "conv" => {
-                out.convolution_param.get_or_insert_with(Default::default).bias_filler = Some(v)
+                out.convolution_param
+                    .get_or_insert_with(Default::default)
+                    .bias_filler = Some(v)
             }
             "innerproduct" => {
-                out.inner_product_param.get_or_insert_with(Default::default).bias_filler = Some(v)
+                out.inner_product_param
+                    .get_or_insert_with(Default::default)
+                    .bias_filler = Some(v)
             }
             _ => unknown!("bias_filler"),
         }
     }
     if let Some(v) = pad {
         match t {
-            "conv" => out.convolution_param.get_or_insert_with(Default::default).pad.push(v),
+            "conv" => out
+                .convolution_param
+                .get_or_insert_with(Default::default)
+                .pad
+                .push(v),
             "pool" => out.pooling_param.get_or_insert_with(Default::default).pad = Some(v),
             _ => unknown!("pad"),
         }
     }
     if let Some(v) = kernelsize {
         match t {
-            "conv" => out.convolution_param.get_or_insert_with(Default::default).kernel_size.push(v),
-            "pool" => out.pooling_param.get_or_insert_with(Default::default).kernel_size = Some(v),
+            "conv" => out
+                .convolution_param
+                .get_or_insert_with(Default::default)
+                .kernel_size
+                .push(v),
+            "pool" => {
+                out.pooling_param
+                    .get_or_insert_with(Default::default)
+                    .kernel_size = Some(v)
+            }
             _ => unknown!("kernelsize"),
         }
     }
     if let Some(v) = group {
         match t {
-            "conv" => out.convolution_param.get_or_insert_with(Default::default).group = Some(v),
+            "conv" => {
+                out.convolution_param
+                    .get_or_insert_with(Default::default)
+                    .group = Some(v)
+            }
             _ => unknown!("group"),
         }
     }
     if let Some(v) = stride {
         match t {
-            "conv" => out.convolution_param.get_or_insert_with(Default::default).stride.push(v),
-            "pool" => out.pooling_param.get_or_insert_with(Default::default).stride = Some(v),
+            "conv" => out
+                .convolution_param
+                .get_or_insert_with(Default::default)
+                .stride
+                .push(v),
+            "pool" => {
+                out.pooling_param
+                    .get_or_insert_with(Default::default)
+                    .stride = Some(v)
+            }
             _ => unknown!("stride"),
         }
     }
@@ -461,7 +528,9 @@ fn upgrade_v0_layer(
                 Err(_) => None,
             };
             match method {
-                Some(m) => out.pooling_param.get_or_insert_with(Default::default).pool = Some(m as i32),
+                Some(m) => {
+                    out.pooling_param.get_or_insert_with(Default::default).pool = Some(m as i32)
+                }
                 None => warnings.push(format!("{label}: unknown pool method {v}; dropped")),
             }
         } else {
@@ -470,13 +539,21 @@ fn upgrade_v0_layer(
     }
     if let Some(v) = dropout_ratio {
         match t {
-            "dropout" => out.dropout_param.get_or_insert_with(Default::default).dropout_ratio = Some(v),
+            "dropout" => {
+                out.dropout_param
+                    .get_or_insert_with(Default::default)
+                    .dropout_ratio = Some(v)
+            }
             _ => unknown!("dropout_ratio"),
         }
     }
     if let Some(v) = local_size {
         match t {
-            "lrn" => out.lrn_param.get_or_insert_with(Default::default).local_size = Some(v),
+            "lrn" => {
+                out.lrn_param
+                    .get_or_insert_with(Default::default)
+                    .local_size = Some(v)
+            }
             _ => unknown!("local_size"),
         }
     }
@@ -501,52 +578,96 @@ fn upgrade_v0_layer(
     if let Some(v) = source {
         match t {
             "data" => out.data_param.get_or_insert_with(Default::default).source = Some(v),
-            "hdf5_data" => out.hdf5_data_param.get_or_insert_with(Default::default).source = Some(v),
-            "images" => out.image_data_param.get_or_insert_with(Default::default).source = Some(v),
+            "hdf5_data" => {
+                out.hdf5_data_param
+                    .get_or_insert_with(Default::default)
+                    .source = Some(v)
+            }
+            "images" => {
+                out.image_data_param
+                    .get_or_insert_with(Default::default)
+                    .source = Some(v)
+            }
             "window_data" => {
-                out.window_data_param.get_or_insert_with(Default::default).source = Some(v)
+                out.window_data_param
+                    .get_or_insert_with(Default::default)
+                    .source = Some(v)
             }
             "infogain_loss" => {
-                out.infogain_loss_param.get_or_insert_with(Default::default).source = Some(v)
+                out.infogain_loss_param
+                    .get_or_insert_with(Default::default)
+                    .source = Some(v)
             }
             _ => unknown!("source"),
         }
     }
     if let Some(v) = scale {
-        out.transform_param.get_or_insert_with(Default::default).scale = Some(v);
+        out.transform_param
+            .get_or_insert_with(Default::default)
+            .scale = Some(v);
     }
     if let Some(v) = meanfile {
-        out.transform_param.get_or_insert_with(Default::default).mean_file = Some(v);
+        out.transform_param
+            .get_or_insert_with(Default::default)
+            .mean_file = Some(v);
     }
     if let Some(v) = batchsize {
         match t {
-            "data" => out.data_param.get_or_insert_with(Default::default).batch_size = Some(v),
-            "hdf5_data" => {
-                out.hdf5_data_param.get_or_insert_with(Default::default).batch_size = Some(v)
+            "data" => {
+                out.data_param
+                    .get_or_insert_with(Default::default)
+                    .batch_size = Some(v)
             }
-            "images" => out.image_data_param.get_or_insert_with(Default::default).batch_size = Some(v),
+            "hdf5_data" => {
+                out.hdf5_data_param
+                    .get_or_insert_with(Default::default)
+                    .batch_size = Some(v)
+            }
+            "images" => {
+                out.image_data_param
+                    .get_or_insert_with(Default::default)
+                    .batch_size = Some(v)
+            }
             "window_data" => {
-                out.window_data_param.get_or_insert_with(Default::default).batch_size = Some(v)
+                out.window_data_param
+                    .get_or_insert_with(Default::default)
+                    .batch_size = Some(v)
             }
             _ => unknown!("batchsize"),
         }
     }
     if let Some(v) = cropsize {
-        out.transform_param.get_or_insert_with(Default::default).crop_size = Some(v);
+        out.transform_param
+            .get_or_insert_with(Default::default)
+            .crop_size = Some(v);
     }
     if let Some(v) = mirror {
-        out.transform_param.get_or_insert_with(Default::default).mirror = Some(v);
+        out.transform_param
+            .get_or_insert_with(Default::default)
+            .mirror = Some(v);
     }
     if let Some(v) = rand_skip {
         match t {
-            "data" => out.data_param.get_or_insert_with(Default::default).rand_skip = Some(v),
-            "images" => out.image_data_param.get_or_insert_with(Default::default).rand_skip = Some(v),
+            "data" => {
+                out.data_param
+                    .get_or_insert_with(Default::default)
+                    .rand_skip = Some(v)
+            }
+            "images" => {
+                out.image_data_param
+                    .get_or_insert_with(Default::default)
+                    .rand_skip = Some(v)
+            }
             _ => unknown!("rand_skip"),
         }
     }
     if let Some(v) = shuffle_images {
         match t {
-            "images" => out.image_data_param.get_or_insert_with(Default::default).shuffle = Some(v),
+            "images" => {
+                out.image_data_param
+                    .get_or_insert_with(Default::default)
+                    .shuffle = Some(v)
+            }
             _ => unknown!("shuffle"),
         }
     }
@@ -555,7 +676,9 @@ fn upgrade_v0_layer(
     if let Some(v) = new_height {
         match t {
             "images" => {
-                out.image_data_param.get_or_insert_with(Default::default).new_height = Some(v as u32)
+                out.image_data_param
+                    .get_or_insert_with(Default::default)
+                    .new_height = Some(v as u32)
             }
             _ => unknown!("new_height"),
         }
@@ -563,21 +686,29 @@ fn upgrade_v0_layer(
     if let Some(v) = new_width {
         match t {
             "images" => {
-                out.image_data_param.get_or_insert_with(Default::default).new_width = Some(v as u32)
+                out.image_data_param
+                    .get_or_insert_with(Default::default)
+                    .new_width = Some(v as u32)
             }
             _ => unknown!("new_width"),
         }
     }
     if let Some(v) = concat_dim {
         match t {
-            "concat" => out.concat_param.get_or_insert_with(Default::default).concat_dim = Some(v),
+            "concat" => {
+                out.concat_param
+                    .get_or_insert_with(Default::default)
+                    .concat_dim = Some(v)
+            }
             _ => unknown!("concat_dim"),
         }
     }
     if let Some(v) = det_fg_threshold {
         match t {
             "window_data" => {
-                out.window_data_param.get_or_insert_with(Default::default).fg_threshold = Some(v)
+                out.window_data_param
+                    .get_or_insert_with(Default::default)
+                    .fg_threshold = Some(v)
             }
             _ => unknown!("det_fg_threshold"),
         }
@@ -585,7 +716,9 @@ fn upgrade_v0_layer(
     if let Some(v) = det_bg_threshold {
         match t {
             "window_data" => {
-                out.window_data_param.get_or_insert_with(Default::default).bg_threshold = Some(v)
+                out.window_data_param
+                    .get_or_insert_with(Default::default)
+                    .bg_threshold = Some(v)
             }
             _ => unknown!("det_bg_threshold"),
         }
@@ -593,7 +726,9 @@ fn upgrade_v0_layer(
     if let Some(v) = det_fg_fraction {
         match t {
             "window_data" => {
-                out.window_data_param.get_or_insert_with(Default::default).fg_fraction = Some(v)
+                out.window_data_param
+                    .get_or_insert_with(Default::default)
+                    .fg_fraction = Some(v)
             }
             _ => unknown!("det_fg_fraction"),
         }
@@ -601,7 +736,9 @@ fn upgrade_v0_layer(
     if let Some(v) = det_context_pad {
         match t {
             "window_data" => {
-                out.window_data_param.get_or_insert_with(Default::default).context_pad = Some(v)
+                out.window_data_param
+                    .get_or_insert_with(Default::default)
+                    .context_pad = Some(v)
             }
             _ => unknown!("det_context_pad"),
         }
@@ -609,7 +746,9 @@ fn upgrade_v0_layer(
     if let Some(v) = det_crop_mode {
         match t {
             "window_data" => {
-                out.window_data_param.get_or_insert_with(Default::default).crop_mode = Some(v)
+                out.window_data_param
+                    .get_or_insert_with(Default::default)
+                    .crop_mode = Some(v)
             }
             _ => unknown!("det_crop_mode"),
         }
@@ -799,7 +938,9 @@ fn upgrade_v1_layer(
     for (i, mode) in blob_share_mode.into_iter().enumerate() {
         let m = match v1_layer_parameter::DimCheckMode::try_from(mode) {
             Ok(v1_layer_parameter::DimCheckMode::Strict) => param_spec::DimCheckMode::Strict,
-            Ok(v1_layer_parameter::DimCheckMode::Permissive) => param_spec::DimCheckMode::Permissive,
+            Ok(v1_layer_parameter::DimCheckMode::Permissive) => {
+                param_spec::DimCheckMode::Permissive
+            }
             Err(_) => bail!("{label}: unknown blob_share_mode {mode}"),
         };
         spec(&mut specs, i).share_mode = Some(m as i32);
@@ -811,7 +952,9 @@ fn upgrade_v1_layer(
         spec(&mut specs, i).decay_mult = Some(wd);
     }
     if layer.is_some() {
-        warnings.push(format!("{label}: the V1 layer also holds a V0 layer; it is ignored"));
+        warnings.push(format!(
+            "{label}: the V1 layer also holds a V0 layer; it is ignored"
+        ));
     }
     Ok(LayerParameter {
         name,
@@ -887,7 +1030,9 @@ fn upgrade_net_input(net: &mut NetParameter) -> Result<()> {
                         net.input.len()
                     )
                 })?;
-                shapes.push(BlobShape { dim: dims.iter().map(|&d| i64::from(d)).collect() });
+                shapes.push(BlobShape {
+                    dim: dims.iter().map(|&d| i64::from(d)).collect(),
+                });
             }
         }
         let layer = LayerParameter {

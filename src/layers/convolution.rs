@@ -1,9 +1,1127 @@
-//! Convolution: not implemented yet.
-use anyhow::Result;
+//! Convolution (Caffe's ConvolutionLayer): N-D spatial, groups, dilation, per-axis kernel / stride /
+//! pad, bias. Weights [num_output, channels / group, k...], bias [num_output]. Computed as im2col +
+//! one matrix product per image and group (no im2col for 1x1 kernels with stride 1 and no pad).
+//!
+//! The im2col / gemm machinery ([`ConvGeom`]) is shared with Deconvolution and Im2col.
+use anyhow::{Result, bail, ensure};
 
-use super::Layer;
-use crate::proto::LayerParameter;
+use super::common::{Scratch, canonical_axis, check_count, shape_str};
+use super::{Ctx, Layer, ParamDef, Shapes};
+use crate::engine::kernels::blas::{BlasKernel, Gemm};
+use crate::engine::kernels::conv::{ConvKernel, Im2col};
+use crate::engine::{Engine, Kernel, View};
+use crate::proto::{ConvolutionParameter, FillerParameter, LayerParameter};
+
+/// Column buffers are cut into chunks of whole images of at most this many elements (at least one
+/// image per chunk).
+const COL_BUDGET: usize = 1 << 22;
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
-    super::common::not_supported(param)
+    Ok(Box::new(Convolution {
+        spec: ConvSpec::parse(param, false)?,
+        state: None,
+        col: Scratch::default(),
+    }))
+}
+
+/// Kernel, stride, pad and dilation per spatial axis, as Caffe resolves them.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Window {
+    pub kernel: Vec<usize>,
+    pub stride: Vec<usize>,
+    pub pad: Vec<usize>,
+    pub dilation: Vec<usize>,
+}
+
+/// One spatial parameter given as a repeated field or as its _h/_w pair.
+fn per_axis(
+    name: &str,
+    repeated: &[u32],
+    hw: (Option<u32>, Option<u32>),
+    num_spatial: usize,
+    default: usize,
+) -> Result<Vec<usize>> {
+    if hw.0.is_some() || hw.1.is_some() {
+        ensure!(
+            num_spatial == 2,
+            "{name}_h & {name}_w can only be used for 2D convolution, the input has {num_spatial} spatial axes"
+        );
+        ensure!(
+            repeated.is_empty(),
+            "either {name} or {name}_h/w should be specified, not both"
+        );
+        let (Some(h), Some(w)) = hw else {
+            bail!("{name}_h and {name}_w must be given together");
+        };
+        return Ok(vec![h as usize, w as usize]);
+    }
+    match repeated.len() {
+        0 => Ok(vec![default; num_spatial]),
+        1 => Ok(vec![repeated[0] as usize; num_spatial]),
+        n if n == num_spatial => Ok(repeated.iter().map(|&v| v as usize).collect()),
+        n => bail!(
+            "{name} must be specified once, or once per spatial dimension ({name} specified {n} times; {num_spatial} spatial dims)"
+        ),
+    }
+}
+
+/// Resolves the window parameters of `p` for `num_spatial` spatial axes (BaseConvolutionLayer::LayerSetUp).
+pub(crate) fn window(p: &ConvolutionParameter, num_spatial: usize) -> Result<Window> {
+    let kernel = if p.kernel_h.is_some() || p.kernel_w.is_some() {
+        per_axis(
+            "kernel",
+            &p.kernel_size,
+            (p.kernel_h, p.kernel_w),
+            num_spatial,
+            0,
+        )?
+    } else {
+        ensure!(
+            !p.kernel_size.is_empty() || num_spatial == 0,
+            "kernel_size (or kernel_h and kernel_w) is required"
+        );
+        per_axis("kernel_size", &p.kernel_size, (None, None), num_spatial, 0)?
+    };
+    ensure!(
+        kernel.iter().all(|&k| k > 0),
+        "filter dimensions must be nonzero, got kernel {kernel:?}"
+    );
+    let stride = per_axis(
+        "stride",
+        &p.stride,
+        (p.stride_h, p.stride_w),
+        num_spatial,
+        1,
+    )?;
+    ensure!(
+        stride.iter().all(|&s| s > 0),
+        "stride dimensions must be nonzero, got stride {stride:?}"
+    );
+    let pad = per_axis("pad", &p.pad, (p.pad_h, p.pad_w), num_spatial, 0)?;
+    let dilation = per_axis("dilation", &p.dilation, (None, None), num_spatial, 1)?;
+    ensure!(
+        dilation.iter().all(|&d| d > 0),
+        "dilation must be positive, got {dilation:?}"
+    );
+    Ok(Window {
+        kernel,
+        stride,
+        pad,
+        dilation,
+    })
+}
+
+/// Convolution output size along each axis: (in + 2p - (d(k-1)+1)) / s + 1.
+pub(crate) fn conv_out_shape(input: &[usize], w: &Window) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(input.len());
+    for (a, &i) in input.iter().enumerate() {
+        let extent = w.dilation[a] * (w.kernel[a] - 1) + 1;
+        ensure!(
+            i + 2 * w.pad[a] >= extent,
+            "kernel extent {extent} exceeds the padded input size {} (input {i}, pad {}) on spatial axis {a}",
+            i + 2 * w.pad[a],
+            w.pad[a]
+        );
+        out.push((i + 2 * w.pad[a] - extent) / w.stride[a] + 1);
+    }
+    Ok(out)
+}
+
+/// The parsed ConvolutionParameter of a Convolution or Deconvolution layer.
+#[derive(Clone, Debug)]
+pub(crate) struct ConvSpec {
+    pub param: ConvolutionParameter,
+    pub num_output: usize,
+    pub group: usize,
+    pub bias_term: bool,
+    pub weight_filler: FillerParameter,
+    pub bias_filler: FillerParameter,
+    /// Deconvolution: the roles of bottom and top are swapped.
+    pub reverse: bool,
+}
+
+impl ConvSpec {
+    pub fn parse(param: &LayerParameter, reverse: bool) -> Result<ConvSpec> {
+        let p = param.convolution_param.clone().unwrap_or_default();
+        let num_output = p.num_output() as usize;
+        ensure!(
+            num_output > 0,
+            "convolution_param.num_output must be given and positive"
+        );
+        let group = p.group() as usize;
+        ensure!(group > 0, "convolution_param.group must be positive");
+        ensure!(
+            num_output.is_multiple_of(group),
+            "number of outputs ({num_output}) should be a multiple of group ({group})"
+        );
+        Ok(ConvSpec {
+            num_output,
+            group,
+            bias_term: p.bias_term(),
+            weight_filler: p.weight_filler.clone().unwrap_or_default(),
+            bias_filler: p.bias_filler.clone().unwrap_or_default(),
+            reverse,
+            param: p,
+        })
+    }
+
+    /// The shape rule shared by Convolution and Deconvolution: returns the geometry and the shapes.
+    pub fn reshape(
+        &self,
+        bottoms: &[Vec<usize>],
+        prev: Option<&ConvGeom>,
+    ) -> Result<(ConvGeom, Shapes)> {
+        check_count("bottom", bottoms.len(), 1, usize::MAX)?;
+        let shape = &bottoms[0];
+        for (i, b) in bottoms.iter().enumerate().skip(1) {
+            ensure!(
+                b == shape,
+                "all bottoms must have the same shape: bottom 0 is {}, bottom {i} is {}",
+                shape_str(shape),
+                shape_str(b)
+            );
+        }
+        let axis = canonical_axis(self.param.axis(), shape.len())?;
+        let num_spatial = shape.len() - axis - 1;
+        let w = window(&self.param, num_spatial)?;
+        let channels = shape[axis];
+        ensure!(
+            channels.is_multiple_of(self.group),
+            "number of input channels ({channels}) should be a multiple of group ({})",
+            self.group
+        );
+        if let Some(prev) = prev {
+            let prev_channels = if self.reverse {
+                prev.out_channels
+            } else {
+                prev.in_channels
+            };
+            ensure!(
+                prev.axis == axis && prev.in_shape.len() == num_spatial,
+                "the bottom's number of axes may not change (was {}, now {})",
+                prev.axis + 1 + prev.in_shape.len(),
+                shape.len()
+            );
+            ensure!(
+                prev_channels == channels,
+                "input channels may not change (was {prev_channels}, now {channels})"
+            );
+        }
+        let spatial = shape[axis + 1..].to_vec();
+        let num: usize = shape[..axis].iter().product();
+        let (geom, top_spatial) = if self.reverse {
+            let mut out = Vec::with_capacity(num_spatial);
+            for (a, &i) in spatial.iter().enumerate() {
+                ensure!(
+                    i > 0,
+                    "deconvolution input size must be positive on spatial axis {a}"
+                );
+                let extent = w.dilation[a] * (w.kernel[a] - 1) + 1;
+                let full = w.stride[a] * (i - 1) + extent;
+                ensure!(
+                    full > 2 * w.pad[a],
+                    "deconvolution output would be empty on spatial axis {a} (pad {} too large)",
+                    w.pad[a]
+                );
+                out.push(full - 2 * w.pad[a]);
+            }
+            let g = ConvGeom {
+                num,
+                axis,
+                group: self.group,
+                in_channels: self.num_output,
+                out_channels: channels,
+                in_shape: out.clone(),
+                out_shape: spatial,
+                w,
+            };
+            (g, out)
+        } else {
+            let out = conv_out_shape(&spatial, &w)?;
+            let g = ConvGeom {
+                num,
+                axis,
+                group: self.group,
+                in_channels: channels,
+                out_channels: self.num_output,
+                in_shape: spatial,
+                out_shape: out.clone(),
+                w,
+            };
+            (g, out)
+        };
+        let mut top = shape[..axis].to_vec();
+        top.push(self.num_output);
+        top.extend(top_spatial);
+        let mut weight_shape = vec![geom.out_channels, geom.in_channels / self.group];
+        weight_shape.extend(&geom.w.kernel);
+        let mut params = vec![ParamDef {
+            shape: weight_shape,
+            filler: self.weight_filler.clone(),
+        }];
+        if self.bias_term {
+            params.push(ParamDef {
+                shape: vec![self.num_output],
+                filler: self.bias_filler.clone(),
+            });
+        }
+        Ok((
+            geom,
+            Shapes {
+                tops: vec![top; bottoms.len()],
+                params,
+            },
+        ))
+    }
+}
+
+/// The im2col side ("in": channels x in_shape) and the matrix-product side ("out": out_channels x
+/// out_shape) of a convolution. For Convolution in = bottom, out = top; Deconvolution swaps them.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ConvGeom {
+    /// Images: the product of the axes before the channel axis.
+    pub num: usize,
+    pub axis: usize,
+    pub group: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub in_shape: Vec<usize>,
+    pub out_shape: Vec<usize>,
+    pub w: Window,
+}
+
+/// A gemm operand: matrix (image i, group g) starts at `view.offset + i * image + g * group`.
+#[derive(Clone, Copy)]
+struct Operand {
+    view: View,
+    image: usize,
+    group: usize,
+}
+
+impl ConvGeom {
+    pub fn in_dim(&self) -> usize {
+        self.in_channels * self.in_shape.iter().product::<usize>()
+    }
+    pub fn out_spatial(&self) -> usize {
+        self.out_shape.iter().product()
+    }
+    pub fn out_dim(&self) -> usize {
+        self.out_channels * self.out_spatial()
+    }
+    /// Rows of one group's column matrix: in_channels / group * prod(kernel).
+    pub fn kernel_dim(&self) -> usize {
+        self.in_channels / self.group * self.w.kernel.iter().product::<usize>()
+    }
+    /// Elements of one image's column buffer.
+    pub fn col_len(&self) -> usize {
+        self.kernel_dim() * self.group * self.out_spatial()
+    }
+    pub fn is_1x1(&self) -> bool {
+        self.w.kernel.iter().all(|&k| k == 1)
+            && self.w.stride.iter().all(|&s| s == 1)
+            && self.w.pad.iter().all(|&p| p == 0)
+    }
+    /// Multiply-adds of one pass over all images.
+    pub fn macs(&self) -> u64 {
+        (self.num * self.out_channels * self.out_spatial() * self.kernel_dim()) as u64
+    }
+    fn weight_group(&self) -> usize {
+        self.out_channels / self.group * self.kernel_dim()
+    }
+
+    /// Images per column chunk.
+    fn chunk(&self) -> usize {
+        (COL_BUDGET / self.col_len().max(1)).clamp(1, self.num.max(1))
+    }
+
+    /// The im2col description for images [first, first + batch) of `im` into `col`.
+    pub fn im2col(&self, im: View, col: View, first: usize, batch: usize) -> Im2col {
+        let in_dim = self.in_dim();
+        Im2col {
+            im: im.slice(first * in_dim, batch * in_dim),
+            col,
+            batch,
+            im_stride: in_dim,
+            col_stride: self.col_len(),
+            channels: self.in_channels,
+            im_shape: self.in_shape.clone(),
+            col_shape: self.out_shape.clone(),
+            kernel: self.w.kernel.clone(),
+            pad: self.w.pad.clone(),
+            stride: self.w.stride.clone(),
+            dilation: self.w.dilation.clone(),
+        }
+    }
+
+    /// For `images` images and `group` groups: C = alpha op(A) op(B) + beta C, batched over whichever
+    /// of images / groups is larger.
+    #[allow(clippy::too_many_arguments)]
+    fn gemms(
+        &self,
+        eng: &mut dyn Engine,
+        (trans_a, trans_b): (bool, bool),
+        (m, n, k): (usize, usize, usize),
+        beta: f32,
+        a: Operand,
+        b: Operand,
+        c: Operand,
+        images: usize,
+    ) -> Result<()> {
+        let groups = self.group;
+        let (outer, batch) = if groups <= images {
+            (groups, images)
+        } else {
+            (images, groups)
+        };
+        let stride = |o: &Operand| if groups <= images { o.image } else { o.group };
+        let step = |o: &Operand| if groups <= images { o.group } else { o.image };
+        for j in 0..outer {
+            let view = |o: &Operand, one: usize| {
+                let len = stride(o) * (batch - 1) + one;
+                View::new(o.view.id, o.view.offset + j * step(o), len)
+            };
+            let (a_len, b_len, c_len) = (m * k, k * n, m * n);
+            let g = Gemm {
+                trans_a,
+                trans_b,
+                m,
+                n,
+                k,
+                alpha: 1.0,
+                beta,
+                a: view(&a, a_len),
+                b: view(&b, b_len),
+                c: view(&c, c_len),
+                batch,
+                stride_a: stride(&a),
+                stride_b: stride(&b),
+                stride_c: stride(&c),
+            };
+            eng.launch(&Kernel::Blas(BlasKernel::Gemm(g)))?;
+        }
+        Ok(())
+    }
+
+    /// out = W * im2col(im) for every image (Convolution forward, Deconvolution backward to its bottom).
+    pub fn im_to_out(
+        &self,
+        eng: &mut dyn Engine,
+        col: &mut Scratch,
+        weight: View,
+        im: View,
+        out: View,
+    ) -> Result<()> {
+        let (kd, s, og) = (
+            self.kernel_dim(),
+            self.out_spatial(),
+            self.out_channels / self.group,
+        );
+        let w = Operand {
+            view: weight,
+            image: 0,
+            group: self.weight_group(),
+        };
+        let chunk = self.chunk();
+        let mut first = 0;
+        while first < self.num {
+            let batch = chunk.min(self.num - first);
+            let b = if self.is_1x1() {
+                Operand {
+                    view: im.slice(first * self.in_dim(), batch * self.in_dim()),
+                    image: self.in_dim(),
+                    group: kd * s,
+                }
+            } else {
+                let cv = col.get(eng, batch * self.col_len());
+                eng.launch(&Kernel::Conv(ConvKernel::Im2col(
+                    self.im2col(im, cv, first, batch),
+                )))?;
+                Operand {
+                    view: cv,
+                    image: self.col_len(),
+                    group: kd * s,
+                }
+            };
+            let c = Operand {
+                view: out.slice(first * self.out_dim(), batch * self.out_dim()),
+                image: self.out_dim(),
+                group: og * s,
+            };
+            self.gemms(eng, (false, false), (og, s, kd), 0.0, w, b, c, batch)?;
+            first += batch;
+        }
+        Ok(())
+    }
+
+    /// im = col2im(W^T * out) for every image (Convolution backward to its bottom, Deconvolution forward).
+    pub fn out_to_im(
+        &self,
+        eng: &mut dyn Engine,
+        col: &mut Scratch,
+        weight: View,
+        out: View,
+        im: View,
+    ) -> Result<()> {
+        let (kd, s, og) = (
+            self.kernel_dim(),
+            self.out_spatial(),
+            self.out_channels / self.group,
+        );
+        let w = Operand {
+            view: weight,
+            image: 0,
+            group: self.weight_group(),
+        };
+        let chunk = self.chunk();
+        let mut first = 0;
+        while first < self.num {
+            let batch = chunk.min(self.num - first);
+            let b = Operand {
+                view: out.slice(first * self.out_dim(), batch * self.out_dim()),
+                image: self.out_dim(),
+                group: og * s,
+            };
+            if self.is_1x1() {
+                let c = Operand {
+                    view: im.slice(first * self.in_dim(), batch * self.in_dim()),
+                    image: self.in_dim(),
+                    group: kd * s,
+                };
+                self.gemms(eng, (true, false), (kd, s, og), 0.0, w, b, c, batch)?;
+            } else {
+                let cv = col.get(eng, batch * self.col_len());
+                let c = Operand {
+                    view: cv,
+                    image: self.col_len(),
+                    group: kd * s,
+                };
+                self.gemms(eng, (true, false), (kd, s, og), 0.0, w, b, c, batch)?;
+                eng.launch(&Kernel::Conv(ConvKernel::Col2im(
+                    self.im2col(im, cv, first, batch),
+                )))?;
+            }
+            first += batch;
+        }
+        Ok(())
+    }
+
+    /// weight_diff += out_diff * im2col(im)^T summed over images.
+    pub fn weight_grad(
+        &self,
+        eng: &mut dyn Engine,
+        col: &mut Scratch,
+        im: View,
+        out_diff: View,
+        weight_diff: View,
+    ) -> Result<()> {
+        let (kd, s, og) = (
+            self.kernel_dim(),
+            self.out_spatial(),
+            self.out_channels / self.group,
+        );
+        let chunk = self.chunk();
+        let mut first = 0;
+        while first < self.num {
+            let batch = chunk.min(self.num - first);
+            let (cols, col_image) = if self.is_1x1() {
+                (
+                    im.slice(first * self.in_dim(), batch * self.in_dim()),
+                    self.in_dim(),
+                )
+            } else {
+                let cv = col.get(eng, batch * self.col_len());
+                eng.launch(&Kernel::Conv(ConvKernel::Im2col(
+                    self.im2col(im, cv, first, batch),
+                )))?;
+                (cv, self.col_len())
+            };
+            for i in 0..batch {
+                let a = Operand {
+                    view: out_diff.slice((first + i) * self.out_dim(), self.out_dim()),
+                    image: 0,
+                    group: og * s,
+                };
+                let b = Operand {
+                    view: cols.slice(i * col_image, col_image),
+                    image: 0,
+                    group: kd * s,
+                };
+                let c = Operand {
+                    view: weight_diff,
+                    image: 0,
+                    group: self.weight_group(),
+                };
+                // One image: batch over the groups.
+                let g = ConvGeom {
+                    num: 1,
+                    ..self.clone()
+                };
+                g.gemms(eng, (false, true), (og, kd, s), 1.0, a, b, c, 1)?;
+            }
+            first += batch;
+        }
+        Ok(())
+    }
+
+    /// y[n, c, :] += bias[c] on the out side.
+    pub fn add_bias(&self, eng: &mut dyn Engine, y: View, bias: View) -> Result<()> {
+        eng.launch(&Kernel::Conv(ConvKernel::AddChannelBias {
+            y,
+            bias,
+            outer: self.num,
+            channels: self.out_channels,
+            inner: self.out_spatial(),
+        }))
+    }
+
+    /// bias_diff[c] += sum over n and positions of dy[n, c, :] on the out side.
+    pub fn bias_grad(&self, eng: &mut dyn Engine, dy: View, bias_diff: View) -> Result<()> {
+        eng.launch(&Kernel::Conv(ConvKernel::ChannelSum {
+            x: dy,
+            out: bias_diff,
+            outer: self.num,
+            channels: self.out_channels,
+            inner: self.out_spatial(),
+            alpha: 1.0,
+            beta: 1.0,
+        }))
+    }
+}
+
+struct Convolution {
+    spec: ConvSpec,
+    state: Option<ConvGeom>,
+    col: Scratch,
+}
+
+impl Convolution {
+    fn geom(&self) -> Result<&ConvGeom> {
+        self.state
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("forward called before reshape"))
+    }
+}
+
+impl Layer for Convolution {
+    fn reshape(&mut self, bottoms: &[Vec<usize>]) -> Result<Shapes> {
+        let (geom, shapes) = self.spec.reshape(bottoms, self.state.as_ref())?;
+        self.state = Some(geom);
+        Ok(shapes)
+    }
+
+    fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
+        let g = self.geom()?.clone();
+        for (b, t) in cx.bottoms.iter().zip(cx.tops) {
+            g.im_to_out(
+                cx.eng,
+                &mut self.col,
+                cx.params[0].data(),
+                b.data(),
+                t.data(),
+            )?;
+            if self.spec.bias_term {
+                g.add_bias(cx.eng, t.data(), cx.params[1].data())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {
+        let g = self.geom()?.clone();
+        for (i, (b, t)) in cx.bottoms.iter().zip(cx.tops).enumerate() {
+            if self.spec.bias_term {
+                g.bias_grad(cx.eng, t.diff(), cx.params[1].diff())?;
+            }
+            g.weight_grad(
+                cx.eng,
+                &mut self.col,
+                b.data(),
+                t.diff(),
+                cx.params[0].diff(),
+            )?;
+            if propagate_down.get(i).copied().unwrap_or(false) {
+                g.out_to_im(
+                    cx.eng,
+                    &mut self.col,
+                    cx.params[0].data(),
+                    t.diff(),
+                    b.diff(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn macs(&self) -> u64 {
+        self.state.as_ref().map_or(0, |g| g.macs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::cpu::CpuEngine;
+    use crate::layers::testing::{LayerCase, check_gradient, run_layer};
+    use crate::proto::Phase;
+    use crate::rng::Rng;
+
+    pub(crate) fn conv_param(kind: &str, p: ConvolutionParameter) -> LayerParameter {
+        LayerParameter {
+            name: Some("conv".into()),
+            r#type: Some(kind.into()),
+            convolution_param: Some(p),
+            ..Default::default()
+        }
+    }
+
+    fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect()
+    }
+
+    /// Direct N-D convolution of one image set, the reference for the tests.
+    fn reference(
+        x: &[f32],
+        shape: &[usize],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        g: &ConvGeom,
+    ) -> Vec<f32> {
+        let (n, c) = (shape[0], shape[1]);
+        let in_sp: Vec<usize> = shape[2..].to_vec();
+        let out_sp = g.out_shape.clone();
+        let o = g.out_channels;
+        let (cg, og) = (c / g.group, o / g.group);
+        let kprod: usize = g.w.kernel.iter().product();
+        let in_plane: usize = in_sp.iter().product();
+        let out_plane: usize = out_sp.iter().product();
+        let d = in_sp.len();
+        let mut y = vec![0f32; n * o * out_plane];
+        for img in 0..n {
+            for oc in 0..o {
+                let grp = oc / og;
+                for op in 0..out_plane {
+                    let mut oidx = vec![0; d];
+                    let mut r = op;
+                    for a in (0..d).rev() {
+                        oidx[a] = r % out_sp[a];
+                        r /= out_sp[a];
+                    }
+                    let mut acc = bias.map_or(0.0, |b| b[oc]);
+                    for ic in 0..cg {
+                        for kp in 0..kprod {
+                            let mut r = kp;
+                            let mut pos = 0usize;
+                            let mut inside = true;
+                            let mut kidx = vec![0; d];
+                            for a in (0..d).rev() {
+                                kidx[a] = r % g.w.kernel[a];
+                                r /= g.w.kernel[a];
+                            }
+                            for a in 0..d {
+                                let i = (oidx[a] * g.w.stride[a] + kidx[a] * g.w.dilation[a])
+                                    as isize
+                                    - g.w.pad[a] as isize;
+                                if i < 0 || i >= in_sp[a] as isize {
+                                    inside = false;
+                                }
+                                pos = pos * in_sp[a] + i.max(0) as usize;
+                            }
+                            if inside {
+                                let xv = x[(img * c + grp * cg + ic) * in_plane + pos];
+                                acc += xv * weight[(oc * cg + ic) * kprod + kp];
+                            }
+                        }
+                    }
+                    y[(img * o + oc) * out_plane + op] = acc;
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn forward_matches_direct_convolution() {
+        let mut rng = Rng::new(7);
+        let cases: Vec<(Vec<usize>, ConvolutionParameter)> = vec![
+            (
+                vec![2, 3, 6, 5],
+                ConvolutionParameter {
+                    num_output: Some(4),
+                    kernel_size: vec![3],
+                    pad: vec![1],
+                    ..Default::default()
+                },
+            ),
+            (
+                vec![1, 4, 7, 7],
+                ConvolutionParameter {
+                    num_output: Some(6),
+                    kernel_size: vec![3],
+                    stride: vec![2],
+                    dilation: vec![2],
+                    pad: vec![2],
+                    group: Some(2),
+                    ..Default::default()
+                },
+            ),
+            (
+                vec![2, 2, 5, 6],
+                ConvolutionParameter {
+                    num_output: Some(2),
+                    kernel_h: Some(3),
+                    kernel_w: Some(2),
+                    stride_h: Some(2),
+                    stride_w: Some(1),
+                    pad_h: Some(1),
+                    pad_w: Some(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                vec![3, 4, 3, 3],
+                ConvolutionParameter {
+                    num_output: Some(5),
+                    kernel_size: vec![1],
+                    ..Default::default()
+                },
+            ),
+            (
+                vec![2, 2, 4, 3, 5],
+                ConvolutionParameter {
+                    num_output: Some(3),
+                    kernel_size: vec![3, 2, 3],
+                    pad: vec![1, 0, 1],
+                    stride: vec![1, 1, 2],
+                    ..Default::default()
+                },
+            ),
+            (
+                vec![2, 3, 9],
+                ConvolutionParameter {
+                    num_output: Some(2),
+                    kernel_size: vec![4],
+                    stride: vec![3],
+                    pad: vec![2],
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (shape, p) in cases {
+            let param = conv_param("Convolution", p);
+            let spec = ConvSpec::parse(&param, false).unwrap();
+            let (geom, shapes) = spec.reshape(std::slice::from_ref(&shape), None).unwrap();
+            let x = random(shape.iter().product(), &mut rng);
+            let w = random(shapes.params[0].shape.iter().product(), &mut rng);
+            let b = random(spec.num_output, &mut rng);
+            let case = LayerCase {
+                param,
+                phase: Phase::Test,
+                bottoms: vec![(shape.clone(), x.clone())],
+                params: Some(vec![w.clone(), b.clone()]),
+            };
+            let run = run_layer(&mut CpuEngine::new(), &case, None, None).unwrap();
+            let want = reference(&x, &shape, &w, Some(&b), &geom);
+            assert_eq!(run.tops[0].0, shapes.tops[0]);
+            for (a, e) in run.tops[0].1.iter().zip(&want) {
+                assert!((a - e).abs() < 1e-4, "shape {shape:?}: {a} vs {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn hand_checked_values() {
+        // 1x1x3x3 input, 2x2 kernel of ones, bias 0.5: sums of 2x2 blocks.
+        let p = ConvolutionParameter {
+            num_output: Some(1),
+            kernel_size: vec![2],
+            ..Default::default()
+        };
+        let case = LayerCase {
+            param: conv_param("Convolution", p),
+            phase: Phase::Test,
+            bottoms: vec![(vec![1, 1, 3, 3], (1..=9).map(|v| v as f32).collect())],
+            params: Some(vec![vec![1.0; 4], vec![0.5]]),
+        };
+        let run = run_layer(&mut CpuEngine::new(), &case, None, None).unwrap();
+        assert_eq!(run.tops[0].0, vec![1, 1, 2, 2]);
+        assert_eq!(run.tops[0].1, vec![12.5, 16.5, 24.5, 28.5]);
+    }
+
+    #[test]
+    fn gradients() {
+        let mut rng = Rng::new(11);
+        let cases: Vec<(Vec<usize>, ConvolutionParameter)> = vec![
+            (
+                vec![2, 2, 4, 4],
+                ConvolutionParameter {
+                    num_output: Some(2),
+                    kernel_size: vec![3],
+                    pad: vec![1],
+                    stride: vec![2],
+                    ..Default::default()
+                },
+            ),
+            (
+                vec![1, 4, 5, 5],
+                ConvolutionParameter {
+                    num_output: Some(2),
+                    kernel_size: vec![2],
+                    group: Some(2),
+                    dilation: vec![2],
+                    ..Default::default()
+                },
+            ),
+            (
+                vec![2, 3, 2, 2],
+                ConvolutionParameter {
+                    num_output: Some(2),
+                    kernel_size: vec![1],
+                    ..Default::default()
+                },
+            ),
+            (
+                vec![1, 2, 3, 3, 3],
+                ConvolutionParameter {
+                    num_output: Some(2),
+                    kernel_size: vec![2],
+                    pad: vec![1],
+                    stride: vec![2],
+                    bias_term: Some(false),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (shape, p) in cases {
+            let param = conv_param("Convolution", p);
+            let spec = ConvSpec::parse(&param, false).unwrap();
+            let (_, shapes) = spec.reshape(std::slice::from_ref(&shape), None).unwrap();
+            let mut params = vec![random(shapes.params[0].shape.iter().product(), &mut rng)];
+            if spec.bias_term {
+                params.push(random(spec.num_output, &mut rng));
+            }
+            let case = LayerCase {
+                param,
+                phase: Phase::Train,
+                bottoms: vec![(shape.clone(), random(shape.iter().product(), &mut rng))],
+                params: Some(params),
+            };
+            check_gradient(&mut CpuEngine::new(), &case, &[0], 1e-2, 1e-2).unwrap();
+        }
+    }
+
+    #[test]
+    fn shapes_and_fillers() {
+        let p = ConvolutionParameter {
+            num_output: Some(8),
+            kernel_size: vec![3],
+            stride: vec![2],
+            group: Some(2),
+            ..Default::default()
+        };
+        let mut layer = create(&conv_param("Convolution", p)).unwrap();
+        let s = layer.reshape(&[vec![2, 4, 9, 8]]).unwrap();
+        assert_eq!(s.tops, vec![vec![2, 8, 4, 3]]);
+        assert_eq!(s.params[0].shape, vec![8, 2, 3, 3]);
+        assert_eq!(s.params[0].filler.r#type(), "constant");
+        assert_eq!(s.params[0].filler.value(), 0.0);
+        assert_eq!(s.params[1].shape, vec![8]);
+        assert_eq!(layer.macs(), 2 * 8 * 12 * 18);
+        // Channels may not change afterwards.
+        assert!(layer.reshape(&[vec![2, 6, 9, 8]]).is_err());
+        assert!(layer.reshape(&[vec![1, 4, 5, 5]]).is_ok());
+    }
+
+    /// A random convolution configuration with `spatial` spatial axes.
+    fn random_config(rng: &mut Rng, spatial: usize) -> (Vec<usize>, ConvolutionParameter) {
+        let group = 1 + rng.below(2);
+        let channels = group * (1 + rng.below(3));
+        let num_output = group * (1 + rng.below(3));
+        let kernel: Vec<u32> = (0..spatial).map(|_| 1 + rng.below(3) as u32).collect();
+        let stride: Vec<u32> = (0..spatial).map(|_| 1 + rng.below(3) as u32).collect();
+        let pad: Vec<u32> = (0..spatial).map(|_| rng.below(3) as u32).collect();
+        let dilation: Vec<u32> = (0..spatial).map(|_| 1 + rng.below(2) as u32).collect();
+        let mut shape = vec![1 + rng.below(3), channels];
+        for a in 0..spatial {
+            let extent = dilation[a] as usize * (kernel[a] as usize - 1) + 1;
+            shape.push(extent.saturating_sub(2 * pad[a] as usize).max(1) + rng.below(4));
+        }
+        let p = ConvolutionParameter {
+            num_output: Some(num_output as u32),
+            kernel_size: kernel,
+            stride,
+            pad,
+            dilation,
+            group: Some(group as u32),
+            ..Default::default()
+        };
+        (shape, p)
+    }
+
+    #[test]
+    fn randomised_against_reference() {
+        let mut rng = Rng::new(2024);
+        for i in 0..12 {
+            let (shape, p) = random_config(&mut rng, 1 + i % 3);
+            let param = conv_param("Convolution", p);
+            let spec = ConvSpec::parse(&param, false).unwrap();
+            let (geom, shapes) = spec.reshape(std::slice::from_ref(&shape), None).unwrap();
+            let x = random(shape.iter().product(), &mut rng);
+            let w = random(shapes.params[0].shape.iter().product(), &mut rng);
+            let b = random(spec.num_output, &mut rng);
+            let case = LayerCase {
+                param,
+                phase: Phase::Test,
+                bottoms: vec![(shape.clone(), x.clone())],
+                params: Some(vec![w.clone(), b.clone()]),
+            };
+            let run = run_layer(&mut CpuEngine::new(), &case, None, None).unwrap();
+            let want = reference(&x, &shape, &w, Some(&b), &geom);
+            for (a, e) in run.tops[0].1.iter().zip(&want) {
+                assert!((a - e).abs() < 1e-4, "case {i} {shape:?}: {a} vs {e}");
+            }
+        }
+    }
+
+    /// Deconvolution is the adjoint of Convolution with the same weights:
+    /// <deconv(x), y> = <x, conv(y)>.
+    #[test]
+    fn deconvolution_is_the_adjoint() {
+        let mut rng = Rng::new(77);
+        let mut done = 0;
+        for i in 0..100 {
+            if done == 8 {
+                break;
+            }
+            let (shape, mut p) = random_config(&mut rng, 1 + i % 3);
+            p.bias_term = Some(false);
+            let deconv = conv_param("Deconvolution", p.clone());
+            let spec = ConvSpec::parse(&deconv, true).unwrap();
+            // Pads too large for the input give an empty deconvolution output: draw again.
+            let Ok((_, shapes)) = spec.reshape(std::slice::from_ref(&shape), None) else {
+                continue;
+            };
+            done += 1;
+            let top_shape = shapes.tops[0].clone();
+            let w = random(shapes.params[0].shape.iter().product(), &mut rng);
+            let x = random(shape.iter().product(), &mut rng);
+            let y = random(top_shape.iter().product(), &mut rng);
+            let mut eng = CpuEngine::new();
+            let case = LayerCase {
+                param: deconv,
+                phase: Phase::Test,
+                bottoms: vec![(shape.clone(), x.clone())],
+                params: Some(vec![w.clone()]),
+            };
+            let dx = run_layer(&mut eng, &case, None, None)
+                .unwrap()
+                .tops
+                .remove(0);
+            p.num_output = Some(shape[1] as u32);
+            let case = LayerCase {
+                param: conv_param("Convolution", p),
+                phase: Phase::Test,
+                bottoms: vec![(top_shape, y.clone())],
+                params: Some(vec![w]),
+            };
+            let cy = run_layer(&mut eng, &case, None, None)
+                .unwrap()
+                .tops
+                .remove(0);
+            assert_eq!(cy.0, shape, "case {i}");
+            let lhs: f64 = dx.1.iter().zip(&y).map(|(a, b)| (a * b) as f64).sum();
+            let rhs: f64 = x.iter().zip(&cy.1).map(|(a, b)| (a * b) as f64).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
+                "case {i}: {lhs} vs {rhs}"
+            );
+        }
+    }
+
+    #[test]
+    fn several_bottoms_share_the_weights() {
+        let mut rng = Rng::new(3);
+        let p = ConvolutionParameter {
+            num_output: Some(2),
+            kernel_size: vec![2],
+            ..Default::default()
+        };
+        let shape = vec![1, 2, 3, 3];
+        let (x0, x1) = (random(18, &mut rng), random(18, &mut rng));
+        let params = Some(vec![random(16, &mut rng), random(2, &mut rng)]);
+        let dy = random(8, &mut rng);
+        let mut eng = CpuEngine::new();
+        let both = LayerCase {
+            param: conv_param("Convolution", p.clone()),
+            phase: Phase::Train,
+            bottoms: vec![(shape.clone(), x0.clone()), (shape.clone(), x1.clone())],
+            params: params.clone(),
+        };
+        let r = run_layer(&mut eng, &both, Some(&[dy.clone(), dy.clone()]), None).unwrap();
+        let mut sum = vec![0f32; 16];
+        for (i, x) in [x0, x1].into_iter().enumerate() {
+            let one = LayerCase {
+                param: conv_param("Convolution", p.clone()),
+                phase: Phase::Train,
+                bottoms: vec![(shape.clone(), x)],
+                params: params.clone(),
+            };
+            let s = run_layer(&mut eng, &one, Some(&[dy.clone()]), None).unwrap();
+            assert_eq!(r.tops[i], s.tops[0]);
+            assert_eq!(r.bottom_diffs[i], s.bottom_diffs[0]);
+            sum.iter_mut()
+                .zip(&s.param_diffs[0])
+                .for_each(|(a, b)| *a += b);
+        }
+        for (a, b) in r.param_diffs[0].iter().zip(&sum) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn parameter_errors() {
+        let bad = [
+            ConvolutionParameter {
+                kernel_size: vec![3],
+                ..Default::default()
+            },
+            ConvolutionParameter {
+                num_output: Some(3),
+                kernel_size: vec![3],
+                group: Some(2),
+                ..Default::default()
+            },
+            ConvolutionParameter {
+                num_output: Some(2),
+                ..Default::default()
+            },
+            ConvolutionParameter {
+                num_output: Some(2),
+                kernel_size: vec![3],
+                kernel_h: Some(3),
+                kernel_w: Some(3),
+                ..Default::default()
+            },
+            ConvolutionParameter {
+                num_output: Some(2),
+                kernel_size: vec![3, 3, 3],
+                ..Default::default()
+            },
+            ConvolutionParameter {
+                num_output: Some(2),
+                kernel_size: vec![5],
+                ..Default::default()
+            },
+            ConvolutionParameter {
+                num_output: Some(2),
+                kernel_size: vec![3],
+                stride: vec![0],
+                ..Default::default()
+            },
+        ];
+        for p in bad {
+            let r = create(&conv_param("Convolution", p.clone()))
+                .and_then(|mut l| l.reshape(&[vec![1, 3, 4, 4]]));
+            assert!(r.is_err(), "{p:?} should be rejected");
+        }
+    }
 }

@@ -1,2 +1,10 @@
-//! The graph: NetState filtering, blob resolution, shared params and shapes. No GPU in here.
+//! The graph: NetState filtering, blob resolution, shared params and shapes (no engine in
+//! `state`/`builder`), and the runnable `Net` that adds tensors from an engine.
+pub mod builder;
 pub mod filler;
+pub mod state;
+pub mod runtime;
+pub mod weights;
+
+pub use builder::{NetGraph, Strictness};
+pub use runtime::Net;

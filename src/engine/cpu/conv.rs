@@ -1,6 +1,421 @@
-use super::Memory;
-use crate::engine::kernels::conv::ConvKernel;
+use anyhow::{Result, ensure};
+use rayon::prelude::*;
 
-pub fn run(kernel: &ConvKernel, _mem: &mut Memory) -> anyhow::Result<()> {
-    match *kernel {}
+use super::Memory;
+use crate::engine::View;
+use crate::engine::kernels::conv::{ConvKernel, Im2col};
+
+/// Elements a rayon task should at least get before splitting is worth it.
+const GRAIN: usize = 1 << 14;
+
+pub fn run(kernel: &ConvKernel, mem: &mut Memory) -> Result<()> {
+    match kernel {
+        ConvKernel::Im2col(k) => {
+            let geo = Geo::new(k)?;
+            let (im, col) = spans(k)?;
+            mem.with(&[col], &[im], |o, i| {
+                for b in 0..k.batch {
+                    let im_b = &i[0][b * k.im_stride..][..k.im_len()];
+                    let col_b = &mut o[0][b * k.col_stride..][..k.col_len()];
+                    im2col_image(&geo, im_b, col_b);
+                }
+            });
+        }
+        ConvKernel::Col2im(k) => {
+            let geo = Geo::new(k)?;
+            let (im, col) = spans(k)?;
+            mem.with(&[im], &[col], |o, i| {
+                for b in 0..k.batch {
+                    let col_b = &i[0][b * k.col_stride..][..k.col_len()];
+                    let im_b = &mut o[0][b * k.im_stride..][..k.im_len()];
+                    col2im_image(&geo, col_b, im_b);
+                }
+            });
+        }
+        &ConvKernel::AddChannelBias {
+            y,
+            bias,
+            outer,
+            channels,
+            inner,
+        } => {
+            ensure!(
+                y.len == outer * channels * inner,
+                "AddChannelBias: y has {} elements, expected {}",
+                y.len,
+                outer * channels * inner
+            );
+            ensure!(
+                bias.len == channels,
+                "AddChannelBias: bias has {} elements, expected {channels}",
+                bias.len
+            );
+            if y.len == 0 {
+                return Ok(());
+            }
+            mem.with(&[y], &[bias], |o, i| {
+                let bias = i[0];
+                if inner == 1 {
+                    let min = (GRAIN / channels.max(1)).max(1);
+                    o[0].par_chunks_mut(channels)
+                        .with_min_len(min)
+                        .for_each(|row| {
+                            for (v, b) in row.iter_mut().zip(bias) {
+                                *v += b;
+                            }
+                        });
+                } else {
+                    let min = (GRAIN / inner).max(1);
+                    o[0].par_chunks_mut(inner)
+                        .with_min_len(min)
+                        .enumerate()
+                        .for_each(|(r, row)| {
+                            let b = bias[r % channels];
+                            row.iter_mut().for_each(|v| *v += b);
+                        });
+                }
+            });
+        }
+        &ConvKernel::ChannelSum {
+            x,
+            out,
+            outer,
+            channels,
+            inner,
+            alpha,
+            beta,
+        } => {
+            ensure!(
+                x.len == outer * channels * inner,
+                "ChannelSum: x has {} elements, expected {}",
+                x.len,
+                outer * channels * inner
+            );
+            ensure!(
+                out.len == channels,
+                "ChannelSum: out has {} elements, expected {channels}",
+                out.len
+            );
+            mem.with(&[out], &[x], |o, i| {
+                let x = i[0];
+                let sums: Vec<f64> = if inner == 1 {
+                    let mut acc = vec![0f64; channels];
+                    for row in x.chunks(channels.max(1)) {
+                        for (a, v) in acc.iter_mut().zip(row) {
+                            *a += *v as f64;
+                        }
+                    }
+                    acc
+                } else {
+                    (0..channels)
+                        .into_par_iter()
+                        .map(|c| {
+                            (0..outer)
+                                .map(|n| {
+                                    x[(n * channels + c) * inner..][..inner].iter().sum::<f32>()
+                                        as f64
+                                })
+                                .sum::<f64>()
+                        })
+                        .collect()
+                };
+                for (v, s) in o[0].iter_mut().zip(sums) {
+                    let base = if beta == 0.0 { 0.0 } else { beta * *v };
+                    *v = base + alpha * s as f32;
+                }
+            });
+        }
+        &ConvKernel::GatherRows {
+            indices,
+            weight,
+            top,
+            rows,
+            width,
+        } => {
+            ensure!(
+                weight.len == rows * width,
+                "GatherRows: weight has {} elements, expected {}",
+                weight.len,
+                rows * width
+            );
+            ensure!(
+                top.len == indices.len * width,
+                "GatherRows: top has {} elements, expected {}",
+                top.len,
+                indices.len * width
+            );
+            if width == 0 || rows == 0 {
+                mem.write(top).fill(0.0);
+                return Ok(());
+            }
+            mem.with(&[top], &[indices, weight], |o, i| {
+                let (idx, w) = (i[0], i[1]);
+                o[0].par_chunks_mut(width)
+                    .with_min_len((GRAIN / width).max(1))
+                    .enumerate()
+                    .for_each(|(m, row)| {
+                        let r = row_index(idx[m], rows);
+                        row.copy_from_slice(&w[r * width..][..width]);
+                    });
+            });
+        }
+        &ConvKernel::ScatterAddRows {
+            indices,
+            top_diff,
+            weight_diff,
+            rows,
+            width,
+        } => {
+            ensure!(
+                weight_diff.len == rows * width,
+                "ScatterAddRows: weight_diff has {} elements, expected {}",
+                weight_diff.len,
+                rows * width
+            );
+            ensure!(
+                top_diff.len == indices.len * width,
+                "ScatterAddRows: top_diff has {} elements, expected {}",
+                top_diff.len,
+                indices.len * width
+            );
+            if width == 0 || rows == 0 {
+                return Ok(());
+            }
+            mem.with(&[weight_diff], &[indices, top_diff], |o, i| {
+                let (idx, dy) = (i[0], i[1]);
+                for (m, &v) in idx.iter().enumerate() {
+                    let r = row_index(v, rows);
+                    for (w, d) in o[0][r * width..][..width]
+                        .iter_mut()
+                        .zip(&dy[m * width..][..width])
+                    {
+                        *w += d;
+                    }
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Caffe's static_cast<int>(index), clamped into [0, rows).
+fn row_index(v: f32, rows: usize) -> usize {
+    if v.is_nan() || v < 1.0 {
+        0
+    } else {
+        (v as usize).min(rows - 1)
+    }
+}
+
+/// The full views of the batch: (image span, column span).
+fn spans(k: &Im2col) -> Result<(View, View)> {
+    if k.batch == 0 {
+        return Ok((k.im.slice(0, 0), k.col.slice(0, 0)));
+    }
+    let im_len = (k.batch - 1) * k.im_stride + k.im_len();
+    let col_len = (k.batch - 1) * k.col_stride + k.col_len();
+    ensure!(
+        k.im.len >= im_len,
+        "im2col: image view has {} elements, needs {im_len}",
+        k.im.len
+    );
+    ensure!(
+        k.col.len >= col_len,
+        "im2col: column view has {} elements, needs {col_len}",
+        k.col.len
+    );
+    Ok((k.im.slice(0, im_len), k.col.slice(0, col_len)))
+}
+
+/// Normalised geometry: at least one spatial axis, the last axis handled as whole lines.
+struct Geo {
+    channels: usize,
+    im: Vec<usize>,
+    out: Vec<usize>,
+    kernel: Vec<usize>,
+    pad: Vec<usize>,
+    stride: Vec<usize>,
+    dilation: Vec<usize>,
+    /// Elements of one image channel.
+    plane: usize,
+    /// Column positions (prod(out)).
+    cols: usize,
+    /// Kernel positions (prod(kernel)).
+    kprod: usize,
+}
+
+impl Geo {
+    fn new(k: &Im2col) -> Result<Geo> {
+        let d = k.im_shape.len();
+        ensure!(
+            k.col_shape.len() == d
+                && k.kernel.len() == d
+                && k.pad.len() == d
+                && k.stride.len() == d
+                && k.dilation.len() == d,
+            "im2col: every spatial vector needs {d} entries"
+        );
+        ensure!(
+            k.stride.iter().all(|&s| s > 0),
+            "im2col: strides must be positive"
+        );
+        let norm = |v: &[usize]| if d == 0 { vec![1] } else { v.to_vec() };
+        let zero = |v: &[usize]| if d == 0 { vec![0] } else { v.to_vec() };
+        let g = Geo {
+            channels: k.channels,
+            im: norm(&k.im_shape),
+            out: norm(&k.col_shape),
+            kernel: norm(&k.kernel),
+            pad: zero(&k.pad),
+            stride: norm(&k.stride),
+            dilation: norm(&k.dilation),
+            plane: k.im_shape.iter().product(),
+            cols: k.col_shape.iter().product(),
+            kprod: k.kernel.iter().product(),
+        };
+        Ok(g)
+    }
+
+    /// Calls `f(col_line_start, im_line_start, lo, hi, off)` for every line (fixed outer output
+    /// position) of the kernel offset `kpos`: positions `lo..hi` of the line read
+    /// `im[im_line_start + pos * stride + off]`, the others are padding. `im_line_start` is None when
+    /// the whole line lies in the padding.
+    fn lines(&self, kpos: usize, mut f: impl FnMut(usize, Option<usize>, usize, usize, isize)) {
+        let d = self.im.len();
+        let last = d - 1;
+        // Kernel multi-index, last axis fastest.
+        let mut kidx = vec![0usize; d];
+        let mut rest = kpos;
+        for a in (0..d).rev() {
+            kidx[a] = rest % self.kernel[a];
+            rest /= self.kernel[a];
+        }
+        let (w, ow, s) = (
+            self.im[last] as isize,
+            self.out[last],
+            self.stride[last] as isize,
+        );
+        let off = (kidx[last] * self.dilation[last]) as isize - self.pad[last] as isize;
+        let lo = if off >= 0 {
+            0
+        } else {
+            ((-off + s - 1) / s) as usize
+        }
+        .min(ow);
+        let hi = if w - off <= 0 {
+            0
+        } else {
+            ((w - off + s - 1) / s) as usize
+        }
+        .clamp(lo, ow);
+        let lines: usize = self.out[..last].iter().product();
+        let mut oidx = vec![0usize; last];
+        for line in 0..lines {
+            // Input offset of this line's outer coordinates.
+            let mut base = Some(0usize);
+            for a in 0..last {
+                let i = (oidx[a] * self.stride[a] + kidx[a] * self.dilation[a]) as isize
+                    - self.pad[a] as isize;
+                if i < 0 || i >= self.im[a] as isize {
+                    base = None;
+                    break;
+                }
+                base = base.map(|b| b * self.im[a] + i as usize);
+            }
+            let base = base.map(|b| b * self.im[last]);
+            f(line * ow, base, lo, hi, off);
+            for a in (0..last).rev() {
+                oidx[a] += 1;
+                if oidx[a] < self.out[a] {
+                    break;
+                }
+                oidx[a] = 0;
+            }
+        }
+    }
+}
+
+fn im2col_image(g: &Geo, im: &[f32], col: &mut [f32]) {
+    if g.cols == 0 || col.is_empty() {
+        return;
+    }
+    let s = g.stride[g.stride.len() - 1];
+    let ow = g.out[g.out.len() - 1];
+    let fill_row = |r: usize, row: &mut [f32]| {
+        let c = r / g.kprod;
+        let plane = &im[c * g.plane..][..g.plane];
+        g.lines(r % g.kprod, |start, base, lo, hi, off| {
+            let dst = &mut row[start..start + ow];
+            match base {
+                None => dst.fill(0.0),
+                Some(base) => {
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if hi == lo {
+                        return;
+                    }
+                    let first = (base as isize + (lo * s) as isize + off) as usize;
+                    if s == 1 {
+                        dst[lo..hi].copy_from_slice(&plane[first..first + (hi - lo)]);
+                    } else {
+                        for (j, v) in dst[lo..hi].iter_mut().enumerate() {
+                            *v = plane[first + j * s];
+                        }
+                    }
+                }
+            }
+        });
+    };
+    if col.len() < 2 * GRAIN {
+        col.chunks_mut(g.cols)
+            .enumerate()
+            .for_each(|(r, row)| fill_row(r, row));
+    } else {
+        let min = (GRAIN / g.cols).max(1);
+        col.par_chunks_mut(g.cols)
+            .with_min_len(min)
+            .enumerate()
+            .for_each(|(r, row)| fill_row(r, row));
+    }
+}
+
+fn col2im_image(g: &Geo, col: &[f32], im: &mut [f32]) {
+    if g.plane == 0 || im.is_empty() {
+        return;
+    }
+    let s = g.stride[g.stride.len() - 1];
+    let ow = g.out[g.out.len() - 1];
+    let fill_plane = |c: usize, plane: &mut [f32]| {
+        plane.fill(0.0);
+        if g.cols == 0 {
+            return;
+        }
+        for kpos in 0..g.kprod {
+            let row = &col[(c * g.kprod + kpos) * g.cols..][..g.cols];
+            g.lines(kpos, |start, base, lo, hi, off| {
+                if let (Some(base), true) = (base, hi > lo) {
+                    let src = &row[start..start + ow];
+                    let first = (base as isize + (lo * s) as isize + off) as usize;
+                    if s == 1 {
+                        for (v, x) in plane[first..first + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *v += x;
+                        }
+                    } else {
+                        for (j, x) in src[lo..hi].iter().enumerate() {
+                            plane[first + j * s] += x;
+                        }
+                    }
+                }
+            });
+        }
+    };
+    if g.channels * g.kprod * g.cols < 2 * GRAIN {
+        im.chunks_mut(g.plane)
+            .enumerate()
+            .for_each(|(c, p)| fill_plane(c, p));
+    } else {
+        im.par_chunks_mut(g.plane)
+            .enumerate()
+            .for_each(|(c, p)| fill_plane(c, p));
+    }
 }

@@ -1,6 +1,415 @@
-use super::Memory;
-use crate::engine::kernels::pool::PoolKernel;
+use anyhow::{Result, ensure};
+use rayon::prelude::*;
 
-pub fn run(kernel: &PoolKernel, _mem: &mut Memory) -> anyhow::Result<()> {
-    match *kernel {}
+use super::Memory;
+use crate::engine::View;
+use crate::engine::kernels::pool::{PoolGeom, PoolKernel};
+
+/// Planes of work below which the kernels stay on one thread.
+const GRAIN: usize = 1 << 14;
+
+pub fn run(kernel: &PoolKernel, mem: &mut Memory) -> Result<()> {
+    match kernel {
+        PoolKernel::MaxForward {
+            g,
+            bottom,
+            top,
+            mask,
+        } => {
+            check(g, &[*bottom], &[*top, *mask])?;
+            if empty(g) {
+                return Ok(());
+            }
+            mem.with(&[*top, *mask], &[*bottom], |o, i| {
+                let [top, mask] = o else { unreachable!() };
+                let planes: Vec<_> = top_planes(top, g)
+                    .into_iter()
+                    .zip(top_planes(mask, g))
+                    .collect();
+                for_planes(g, planes, |p, (top, mask)| {
+                    max_forward(g, plane(i[0], g, p), top, mask)
+                });
+            });
+        }
+        PoolKernel::AveForward { g, bottom, top } => {
+            check(g, &[*bottom], &[*top])?;
+            if empty(g) {
+                return Ok(());
+            }
+            mem.with(&[*top], &[*bottom], |o, i| {
+                let planes = top_planes(o[0], g);
+                for_planes(g, planes, |p, top| ave_forward(g, plane(i[0], g, p), top));
+            });
+        }
+        PoolKernel::StochasticTest { g, bottom, top } => {
+            check(g, &[*bottom], &[*top])?;
+            if empty(g) {
+                return Ok(());
+            }
+            mem.with(&[*top], &[*bottom], |o, i| {
+                let planes = top_planes(o[0], g);
+                for_planes(g, planes, |p, top| {
+                    sto_test_forward(g, plane(i[0], g, p), top)
+                });
+            });
+        }
+        &PoolKernel::StochasticTrain {
+            ref g,
+            bottom,
+            top,
+            mask,
+            seed,
+        } => {
+            check(g, &[bottom], &[top, mask])?;
+            if empty(g) {
+                return Ok(());
+            }
+            mem.with(&[top, mask], &[bottom], |o, i| {
+                let [top, mask] = o else { unreachable!() };
+                let planes: Vec<_> = top_planes(top, g)
+                    .into_iter()
+                    .zip(top_planes(mask, g))
+                    .collect();
+                for_planes(g, planes, |p, (top, mask)| {
+                    sto_train_forward(g, plane(i[0], g, p), top, mask, seed, p)
+                });
+            });
+        }
+        &PoolKernel::MaskBackward {
+            ref g,
+            top_diff,
+            mask,
+            bottom_diff,
+            accumulate,
+        } => {
+            check(g, &[bottom_diff], &[top_diff, mask])?;
+            backward(
+                g,
+                mem,
+                bottom_diff,
+                &[top_diff, mask],
+                accumulate,
+                |p, ins, bd| {
+                    let (dy, m) = (top_plane(ins[0], g, p), top_plane(ins[1], g, p));
+                    for (&d, &m) in dy.iter().zip(m) {
+                        if m >= 0.0 && (m as usize) < bd.len() {
+                            bd[m as usize] += d;
+                        }
+                    }
+                },
+            );
+        }
+        &PoolKernel::AveBackward {
+            ref g,
+            top_diff,
+            bottom_diff,
+            accumulate,
+        } => {
+            check(g, &[bottom_diff], &[top_diff])?;
+            backward(
+                g,
+                mem,
+                bottom_diff,
+                &[top_diff],
+                accumulate,
+                |p, ins, bd| {
+                    let dy = top_plane(ins[0], g, p);
+                    for ph in 0..g.pooled_h {
+                        let (hs, he, hsize) =
+                            ave_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+                        for pw in 0..g.pooled_w {
+                            let (ws, we, wsize) =
+                                ave_window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
+                            let d = dy[ph * g.pooled_w + pw] / (hsize * wsize) as f32;
+                            for h in hs..he {
+                                for v in &mut bd[h * g.width + ws..h * g.width + we] {
+                                    *v += d;
+                                }
+                            }
+                        }
+                    }
+                },
+            );
+        }
+        &PoolKernel::StochasticTestBackward {
+            ref g,
+            bottom,
+            top,
+            top_diff,
+            bottom_diff,
+            accumulate,
+        } => {
+            check(g, &[bottom, bottom_diff], &[top, top_diff])?;
+            backward(
+                g,
+                mem,
+                bottom_diff,
+                &[top_diff, top, bottom],
+                accumulate,
+                |p, ins, bd| {
+                    let (dy, y, x) = (
+                        top_plane(ins[0], g, p),
+                        top_plane(ins[1], g, p),
+                        plane(ins[2], g, p),
+                    );
+                    for ph in 0..g.pooled_h {
+                        let (hs, he) = sto_window(ph, g.stride_h, g.kernel_h, g.height);
+                        for pw in 0..g.pooled_w {
+                            let (ws, we) = sto_window(pw, g.stride_w, g.kernel_w, g.width);
+                            let mut sum = f32::MIN_POSITIVE;
+                            for h in hs..he {
+                                sum += x[h * g.width + ws..h * g.width + we].iter().sum::<f32>();
+                            }
+                            let (d, t) = (dy[ph * g.pooled_w + pw], y[ph * g.pooled_w + pw]);
+                            for h in hs..he {
+                                let row = h * g.width;
+                                for (v, &xv) in bd[row + ws..row + we]
+                                    .iter_mut()
+                                    .zip(&x[row + ws..row + we])
+                                {
+                                    *v += d * (2.0 * xv - t) / sum;
+                                }
+                            }
+                        }
+                    }
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+fn empty(g: &PoolGeom) -> bool {
+    g.num * g.channels * g.pooled_h * g.pooled_w == 0
+}
+
+/// Checks the lengths of bottom-shaped and top-shaped views.
+fn check(g: &PoolGeom, bottoms: &[View], tops: &[View]) -> Result<()> {
+    ensure!(
+        g.stride_h > 0 && g.stride_w > 0,
+        "pooling: strides must be positive"
+    );
+    ensure!(
+        g.num <= 1 || g.top_num_stride >= g.channels * g.pooled_h * g.pooled_w,
+        "pooling: top_num_stride {} is smaller than an image's output",
+        g.top_num_stride
+    );
+    for b in bottoms {
+        ensure!(
+            b.len == g.bottom_len(),
+            "pooling: bottom view has {} elements, expected {}",
+            b.len,
+            g.bottom_len()
+        );
+    }
+    for t in tops {
+        ensure!(
+            t.len == g.top_len(),
+            "pooling: top view has {} elements, expected {}",
+            t.len,
+            g.top_len()
+        );
+    }
+    Ok(())
+}
+
+/// Bottom plane `p` (= n * channels + c).
+fn plane<'a>(bottom: &'a [f32], g: &PoolGeom, p: usize) -> &'a [f32] {
+    let len = g.height * g.width;
+    &bottom[p * len..][..len]
+}
+
+/// Top plane `p` in the strided top layout.
+fn top_plane<'a>(top: &'a [f32], g: &PoolGeom, p: usize) -> &'a [f32] {
+    let len = g.pooled_h * g.pooled_w;
+    let (n, c) = (p / g.channels, p % g.channels);
+    &top[n * g.top_num_stride + c * len..][..len]
+}
+
+/// The top planes in order p = n * channels + c.
+fn top_planes<'a>(top: &'a mut [f32], g: &PoolGeom) -> Vec<&'a mut [f32]> {
+    let len = g.pooled_h * g.pooled_w;
+    let mut planes = Vec::with_capacity(g.num * g.channels);
+    let mut rest = top;
+    for n in 0..g.num {
+        let (image, tail) = if n + 1 < g.num {
+            rest.split_at_mut(g.top_num_stride)
+        } else {
+            (rest, &mut [][..])
+        };
+        planes.extend(image[..g.channels * len].chunks_mut(len));
+        rest = tail;
+    }
+    planes
+}
+
+/// Runs `f(p, plane)` over every plane, in parallel when the work is big enough.
+fn for_planes<T: Send>(g: &PoolGeom, planes: Vec<T>, f: impl Fn(usize, T) + Sync) {
+    let work = g.bottom_len().max(g.top_len());
+    if work < 2 * GRAIN {
+        planes.into_iter().enumerate().for_each(|(p, t)| f(p, t));
+    } else {
+        let min = (GRAIN / (g.height * g.width).max(1)).max(1);
+        planes
+            .into_par_iter()
+            .with_min_len(min)
+            .enumerate()
+            .for_each(|(p, t)| f(p, t));
+    }
+}
+
+/// Shared driver of the backward kernels: zeroes (unless accumulating) each bottom-diff plane and lets
+/// `f` add the plane's gradient.
+fn backward(
+    g: &PoolGeom,
+    mem: &mut Memory,
+    bottom_diff: View,
+    ins: &[View],
+    accumulate: bool,
+    f: impl Fn(usize, &[&[f32]], &mut [f32]) + Sync,
+) {
+    let len = g.height * g.width;
+    if len == 0 || g.num * g.channels == 0 {
+        return;
+    }
+    mem.with(&[bottom_diff], ins, |o, i| {
+        let planes: Vec<&mut [f32]> = o[0].chunks_mut(len).collect();
+        for_planes(g, planes, |p, bd| {
+            if !accumulate {
+                bd.fill(0.0);
+            }
+            if g.pooled_h * g.pooled_w > 0 {
+                f(p, i, bd);
+            }
+        });
+    });
+}
+
+/// MAX window along one axis: [start, end) clipped to the image.
+fn max_window(o: usize, stride: usize, pad: usize, kernel: usize, size: usize) -> (usize, usize) {
+    let start = (o * stride) as isize - pad as isize;
+    let end = (start + kernel as isize).min(size as isize);
+    let start = start.clamp(0, size as isize);
+    (start as usize, end.max(start) as usize)
+}
+
+/// AVE window along one axis: (start, end) clipped to the image and the padded extent that divides.
+fn ave_window(
+    o: usize,
+    stride: usize,
+    pad: usize,
+    kernel: usize,
+    size: usize,
+) -> (usize, usize, isize) {
+    let start = (o * stride) as isize - pad as isize;
+    let end = (start + kernel as isize).min((size + pad) as isize);
+    let extent = end - start;
+    let (cs, ce) = (start.clamp(0, size as isize), end.min(size as isize));
+    (cs as usize, ce.max(cs) as usize, extent)
+}
+
+/// STOCHASTIC window along one axis (no padding).
+fn sto_window(o: usize, stride: usize, kernel: usize, size: usize) -> (usize, usize) {
+    let start = (o * stride).min(size);
+    (start, (start + kernel).min(size))
+}
+
+fn max_forward(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
+    for ph in 0..g.pooled_h {
+        let (hs, he) = max_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+        for pw in 0..g.pooled_w {
+            let (ws, we) = max_window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
+            let mut best = -f32::MAX;
+            let mut idx = -1isize;
+            for h in hs..he {
+                let row = h * g.width;
+                for (w, &v) in x[row + ws..row + we].iter().enumerate() {
+                    if v > best {
+                        best = v;
+                        idx = (row + ws + w) as isize;
+                    }
+                }
+            }
+            top[ph * g.pooled_w + pw] = best;
+            mask[ph * g.pooled_w + pw] = idx as f32;
+        }
+    }
+}
+
+fn ave_forward(g: &PoolGeom, x: &[f32], top: &mut [f32]) {
+    for ph in 0..g.pooled_h {
+        let (hs, he, hsize) = ave_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+        for pw in 0..g.pooled_w {
+            let (ws, we, wsize) = ave_window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
+            let mut sum = 0f32;
+            for h in hs..he {
+                sum += x[h * g.width + ws..h * g.width + we].iter().sum::<f32>();
+            }
+            top[ph * g.pooled_w + pw] = sum / (hsize * wsize) as f32;
+        }
+    }
+}
+
+fn sto_test_forward(g: &PoolGeom, x: &[f32], top: &mut [f32]) {
+    for ph in 0..g.pooled_h {
+        let (hs, he) = sto_window(ph, g.stride_h, g.kernel_h, g.height);
+        for pw in 0..g.pooled_w {
+            let (ws, we) = sto_window(pw, g.stride_w, g.kernel_w, g.width);
+            let (mut sum, mut sq) = (f32::MIN_POSITIVE, 0f32);
+            for h in hs..he {
+                for &v in &x[h * g.width + ws..h * g.width + we] {
+                    sum += v;
+                    sq += v * v;
+                }
+            }
+            top[ph * g.pooled_w + pw] = sq / sum;
+        }
+    }
+}
+
+/// A uniform number in [0, 1) from (seed, counter): splitmix64 finalisation, 24 bits.
+pub(crate) fn uniform_hash(seed: u64, counter: u64) -> f32 {
+    let mut z = seed ^ counter.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+}
+
+fn sto_train_forward(
+    g: &PoolGeom,
+    x: &[f32],
+    top: &mut [f32],
+    mask: &mut [f32],
+    seed: u64,
+    p: usize,
+) {
+    let len = g.pooled_h * g.pooled_w;
+    for ph in 0..g.pooled_h {
+        let (hs, he) = sto_window(ph, g.stride_h, g.kernel_h, g.height);
+        for pw in 0..g.pooled_w {
+            let (ws, we) = sto_window(pw, g.stride_w, g.kernel_w, g.width);
+            let o = ph * g.pooled_w + pw;
+            let mut sum = 0f32;
+            for h in hs..he {
+                sum += x[h * g.width + ws..h * g.width + we].iter().sum::<f32>();
+            }
+            let threshold = uniform_hash(seed, (p * len + o) as u64) * sum;
+            let (mut value, mut idx) = (0f32, -1isize);
+            let mut running = 0f32;
+            'search: for h in hs..he {
+                for w in ws..we {
+                    let i = h * g.width + w;
+                    running += x[i];
+                    value = x[i];
+                    idx = i as isize;
+                    if running >= threshold {
+                        break 'search;
+                    }
+                }
+            }
+            top[o] = value;
+            mask[o] = idx as f32;
+        }
+    }
 }

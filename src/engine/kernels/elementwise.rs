@@ -1,4 +1,132 @@
-//! elementwise kernels.
+//! Element-wise kernels: the unary neuron functions (forward and backward, one data-driven pair),
+//! the n-ary Eltwise operations, channel-broadcast ops over an (outer, channels, inner) layout with
+//! their per-channel reductions, PReLU and dropout.
+use crate::engine::View;
+
+/// A tensor viewed as `[outer, channels, inner]` (row-major): element (o, c, i) sits at
+/// `(o * channels + c) * inner + i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelDims {
+    pub outer: usize,
+    pub channels: usize,
+    pub inner: usize,
+}
+
+impl ChannelDims {
+    pub fn new(outer: usize, channels: usize, inner: usize) -> Self {
+        ChannelDims { outer, channels, inner }
+    }
+    pub fn count(&self) -> usize {
+        self.outer * self.channels * self.inner
+    }
+}
+
+/// A unary function with Caffe's exact formulas. `Unary` computes `y = f(x)`; `UnaryBackward`
+/// computes `dx = dy * f'(x)` from the bottom data `x` and/or the top data `y`, reading the same
+/// values Caffe's Backward_cpu reads (so an in-place layer, where x and y are one tensor, behaves
+/// as in Caffe).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    /// y = max(x, 0) + negative_slope * min(x, 0); dx = dy * ((x > 0) + negative_slope * (x <= 0)).
+    Relu { negative_slope: f32 },
+    /// y = 0.5 * tanh(0.5 * x) + 0.5; dx = dy * y * (1 - y).
+    Sigmoid,
+    /// y = tanh(x); dx = dy * (1 - y^2).
+    TanH,
+    /// y = |x|; dx = dy * sign(x) (sign(0) = 0).
+    AbsVal,
+    /// y = x > 0 ? x + ln(1 + e^-x) : ln(1 + e^x); dx = dy * e / (e + 1), e = exp(min(x, 50)).
+    Bnll,
+    /// y = max(x, 0) + alpha * (exp(min(x, 0)) - 1); dx = dy * ((x > 0) + (alpha + y) * (x <= 0)).
+    Elu { alpha: f32 },
+    /// y = (shift + scale * x)^power (a constant shift^power, or 1 for power 0, when
+    /// power * scale == 0); dx = dy * power * scale * (shift + scale * x)^(power - 1), computed
+    /// with Caffe's special cases (power 2, shift 0, power 1, power * scale 0).
+    Power { power: f32, scale: f32, shift: f32 },
+    /// y = outer_scale * exp(inner_scale * x); dx = dy * y * inner_scale.
+    Exp { inner_scale: f32, outer_scale: f32 },
+    /// y = base_scale * ln(scale * x + shift); dx = dy * scale * base_scale / (scale * x + shift).
+    Log { scale: f32, shift: f32, base_scale: f32 },
+    /// y = x > threshold ? 1 : 0 (strict); no gradient: dx = 0.
+    Threshold { threshold: f32 },
+    /// y = max(min, min(x, max)); dx = dy * (min <= x && x <= max).
+    Clip { min: f32, max: f32 },
+    /// y = x * s, s = sigmoid(beta * x); dx = dy * (beta * y + s * (1 - beta * y)).
+    Swish { beta: f32 },
+}
+
+impl UnaryOp {
+    /// y = scale * x (a copy when scale is 1).
+    pub fn scale(scale: f32) -> Self {
+        UnaryOp::Power { power: 1.0, scale, shift: 0.0 }
+    }
+    /// y = scale * x + shift.
+    pub fn affine(scale: f32, shift: f32) -> Self {
+        UnaryOp::Power { power: 1.0, scale, shift }
+    }
+}
+
+/// The n-ary element-wise operation of Caffe's Eltwise layer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NaryOp {
+    /// y = sum_j coeffs[j] * x_j (summed in input order starting from 0).
+    Sum { coeffs: Vec<f32> },
+    /// y = prod_j x_j. Backward: stable -> dx_i = dy * prod_{j != i} x_j, else dx_i = dy * y / x_i.
+    Prod { stable: bool },
+    /// y = max_j x_j with Caffe's tie rule (between x_0 and x_1 a tie picks x_1, later inputs must
+    /// be strictly greater); argmax receives the winning input index (as f32).
+    /// Backward: dx_i = argmax == i ? dy : 0.
+    Max,
+}
+
+/// The per-element weight of a [`ElementwiseKernel::ChannelSum`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SumWeight {
+    /// Plain sum of `a`.
+    One,
+    /// Sum of a * b.
+    By(View),
+    /// Sum of a * min(b, 0) (= a * b * (b <= 0), PReLU's slope gradient).
+    ByNegPart(View),
+}
 
 #[derive(Clone, Debug)]
-pub enum ElementwiseKernel {}
+pub enum ElementwiseKernel {
+    /// y = op(x) element-wise (x and y of equal length; they may be the same view).
+    Unary { op: UnaryOp, x: View, y: View },
+    /// dx = dy * op'(x), from x (bottom data) and y (top data) as described on [`UnaryOp`].
+    UnaryBackward { op: UnaryOp, x: View, y: View, dy: View, dx: View },
+    /// y = op(xs) element-wise over equally long inputs; `argmax` (same length) is written for
+    /// [`NaryOp::Max`] and ignored otherwise.
+    Nary { op: NaryOp, xs: Vec<View>, y: View, argmax: Option<View> },
+    /// dx = dy * dy_out/dxs[index] (see [`NaryOp`]); y is the forward output, argmax the forward's.
+    NaryBackward { op: NaryOp, index: usize, xs: Vec<View>, y: View, argmax: Option<View>, dy: View, dx: View },
+    /// y[o, c, i] = x[o, c, i] * scale[c] + bias[c] (a missing scale is 1, a missing bias 0).
+    ChannelAffine { dims: ChannelDims, x: View, scale: Option<View>, bias: Option<View>, y: View },
+    /// y[c] = beta * y[c] + sum_{o, i} a[o, c, i] * w[o, c, i] (w from `weight`); beta 0 overwrites.
+    ChannelSum { dims: ChannelDims, a: View, weight: SumWeight, beta: f32, y: View },
+    /// PReLU: y[o, c, i] = max(x, 0) + slope[c] * min(x, 0).
+    PRelu { dims: ChannelDims, x: View, slope: View, y: View },
+    /// PReLU backward to its bottom: dx = dy * ((x > 0) + slope[c] * (x <= 0)).
+    PReluBackward { dims: ChannelDims, x: View, slope: View, dy: View, dx: View },
+    /// Dropout with an on-device mask: y[i] = keep(seed, i) ? x[i] * scale : 0 where
+    /// keep(seed, i) = uniform(hash(seed, i)) >= ratio (see [`dropout_keep`]). The same seed gives
+    /// the same mask, so backward is the same kernel with x = top diff, y = bottom diff.
+    Dropout { seed: u32, ratio: f32, scale: f32, x: View, y: View },
+}
+
+/// The dropout hash (PCG-RXS-M-XS, a GPU-friendly 32-bit mix): every engine must use exactly this.
+pub fn dropout_hash(seed: u32, index: u32) -> u32 {
+    fn pcg(v: u32) -> u32 {
+        let state = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+        let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
+        (word >> 22) ^ word
+    }
+    pcg(index.wrapping_add(pcg(seed)))
+}
+
+/// Whether dropout keeps element `index`: the top 24 bits of the hash as a uniform in [0, 1),
+/// compared with `ratio`.
+pub fn dropout_keep(seed: u32, index: u32, ratio: f32) -> bool {
+    ((dropout_hash(seed, index) >> 8) as f32) * (1.0 / 16_777_216.0) >= ratio
+}

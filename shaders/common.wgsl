@@ -1,0 +1,25 @@
+// Prepended to every shader family (see src/engine/gpu/mod.rs).
+//
+// Binding 0 of group 0 holds the dispatch's parameters as 64 32-bit words; storage bindings start at
+// 1 and are all declared read_write in the bind group layout. A view bound at binding b starts
+// `shift` elements into the binding (the offset is aligned down to the adapter's alignment).
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> P: array<vec4<u32>, 16>;
+
+fn pu(i: u32) -> u32 {
+    return P[i / 4u][i % 4u];
+}
+
+fn pi(i: u32) -> i32 {
+    return bitcast<i32>(P[i / 4u][i % 4u]);
+}
+
+fn pf(i: u32) -> f32 {
+    return bitcast<f32>(P[i / 4u][i % 4u]);
+}
+
+// Linear invocation index of a 1-D shader dispatched as a (possibly folded) 2-D grid.
+fn gid(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid;
+}

@@ -1,0 +1,873 @@
+//! GPU mode: WGSL compute shaders on `wgpu` (Vulkan first, Metal/DX12 where they exist, GL as a
+//! fallback; Mesa's lavapipe on machines without a GPU). The only module that imports wgpu.
+//!
+//! - Adapters are listed in a fixed order (Vulkan/Metal/DX12 before GL, discrete before integrated
+//!   before software); `-gpu N` is the index in [`list_adapters`].
+//! - A tensor is one storage buffer. A shader binds a window of it (offset aligned down to the
+//!   adapter's storage offset alignment, the remainder passed as an element shift). Kernels whose
+//!   windows would exceed `max_storage_buffer_binding_size` are split into several dispatches over
+//!   their outer units (elements, rows, images), so large tensors work on every adapter.
+//! - Every dispatch, copy and upload is recorded into one command encoder; the encoder is submitted
+//!   only by [`Engine::download`] and [`Engine::sync`]. Uniform parameters of all dispatches of a
+//!   batch live in a few arena buffers written once before the submission.
+//! - Pipelines (one per shader + entry point) and their explicit bind group layouts are created once
+//!   and cached.
+mod blas;
+mod conv;
+mod elementwise;
+mod norm;
+mod pool;
+mod softmax;
+mod transfer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Result, anyhow, bail};
+use wgpu::util::DeviceExt;
+
+use crate::engine::{Engine, Kernel, TensorId, View};
+
+const NO_ADAPTER: &str = "no GPU adapter found: install a GPU driver, or Mesa's software Vulkan \
+                          driver with `apt-get install mesa-vulkan-drivers`";
+
+/// Words of uniform parameters one dispatch may pass (the shaders read `array<vec4<u32>, 16>`).
+const PARAM_WORDS: usize = 64;
+/// Size of one uniform arena buffer.
+const ARENA_BYTES: u64 = 64 * 1024;
+/// Invocations per workgroup of the 1-D shaders (must match `WG` in common.wgsl).
+pub(crate) const WG: u32 = 256;
+
+/// Description of one adapter, as `device_query` prints it.
+#[derive(Clone, Debug)]
+pub struct AdapterInfo {
+    /// Position in [`list_adapters`] (the `-gpu` index).
+    pub index: usize,
+    pub name: String,
+    /// "Vulkan", "Metal", "Dx12", "Gl", ...
+    pub backend: String,
+    /// "DiscreteGpu", "IntegratedGpu", "VirtualGpu", "Cpu", "Other".
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub vendor: u32,
+    pub device: u32,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    /// Key limits as (name, value).
+    pub limits: Vec<(&'static str, u64)>,
+    /// Every supported feature, by wgpu's name.
+    pub features: Vec<String>,
+}
+
+fn backends() -> wgpu::Backends {
+    wgpu::Backends::from_env()
+        .unwrap_or(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12 | wgpu::Backends::GL)
+}
+
+fn make_instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends();
+    desc.flags = wgpu::InstanceFlags::VALIDATION_INDIRECT_CALL.with_env();
+    wgpu::Instance::new(desc)
+}
+
+fn backend_rank(b: wgpu::Backend) -> u8 {
+    match b {
+        wgpu::Backend::Vulkan => 0,
+        wgpu::Backend::Metal | wgpu::Backend::Dx12 => 1,
+        wgpu::Backend::Gl => 2,
+        _ => 3,
+    }
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+/// The adapters in `-gpu` index order.
+fn sorted_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends()));
+    adapters.sort_by_key(|a| {
+        let info = a.get_info();
+        (backend_rank(info.backend), type_rank(info.device_type))
+    });
+    adapters
+}
+
+fn key_limits(l: &wgpu::Limits) -> Vec<(&'static str, u64)> {
+    vec![
+        ("max_buffer_size", l.max_buffer_size),
+        ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
+        ("max_uniform_buffer_binding_size", l.max_uniform_buffer_binding_size),
+        ("max_storage_buffers_per_shader_stage", l.max_storage_buffers_per_shader_stage as u64),
+        ("max_compute_workgroup_storage_size", l.max_compute_workgroup_storage_size as u64),
+        ("max_compute_invocations_per_workgroup", l.max_compute_invocations_per_workgroup as u64),
+        ("max_compute_workgroup_size_x", l.max_compute_workgroup_size_x as u64),
+        ("max_compute_workgroups_per_dimension", l.max_compute_workgroups_per_dimension as u64),
+        ("min_storage_buffer_offset_alignment", l.min_storage_buffer_offset_alignment as u64),
+        ("min_uniform_buffer_offset_alignment", l.min_uniform_buffer_offset_alignment as u64),
+        ("max_bind_groups", l.max_bind_groups as u64),
+    ]
+}
+
+fn describe(index: usize, a: &wgpu::Adapter) -> AdapterInfo {
+    let info = a.get_info();
+    let limits = a.limits();
+    AdapterInfo {
+        index,
+        name: info.name,
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: info.driver,
+        driver_info: info.driver_info,
+        vendor: info.vendor,
+        device: info.device,
+        subgroup_min_size: info.subgroup_min_size,
+        subgroup_max_size: info.subgroup_max_size,
+        limits: key_limits(&limits),
+        features: a.features().iter_names().map(|(name, _)| name.to_string()).collect(),
+    }
+}
+
+/// Every adapter wgpu finds, in `-gpu` index order (empty when there is none).
+pub fn list_adapters() -> Vec<AdapterInfo> {
+    let instance = make_instance();
+    sorted_adapters(&instance).iter().enumerate().map(|(i, a)| describe(i, a)).collect()
+}
+
+/// The error to give when GPU mode is requested on a machine without an adapter.
+pub fn no_adapter_message() -> &'static str {
+    NO_ADAPTER
+}
+
+struct Tensor {
+    buf: wgpu::Buffer,
+    len: usize,
+}
+
+/// A window of a buffer as one shader binding: bytes `[offset, offset + size)`, the view starting
+/// `shift` elements into it.
+#[derive(Clone)]
+pub(crate) struct Bound {
+    buf: wgpu::Buffer,
+    offset: u64,
+    size: u64,
+    pub shift: u32,
+}
+
+struct Pipe {
+    pipeline: wgpu::ComputePipeline,
+    layout: Arc<wgpu::BindGroupLayout>,
+}
+
+/// Uniform parameters of one dispatch, as 32-bit words.
+#[derive(Default, Clone)]
+pub(crate) struct Params(pub Vec<u32>);
+
+impl Params {
+    pub fn new() -> Self {
+        Params(Vec::with_capacity(16))
+    }
+    /// An unsigned word (values are checked by [`GpuEngine::check_u32`] at the call sites that
+    /// may overflow; sizes inside one binding always fit).
+    pub fn u(mut self, v: usize) -> Self {
+        self.0.push(v as u32);
+        self
+    }
+    pub fn i(mut self, v: i32) -> Self {
+        self.0.push(v as u32);
+        self
+    }
+    pub fn f(mut self, v: f32) -> Self {
+        self.0.push(v.to_bits());
+        self
+    }
+    pub fn shift(self, b: &Bound) -> Self {
+        self.u(b.shift as usize)
+    }
+}
+
+/// Work recorded but not yet submitted.
+#[derive(Default)]
+struct Recorder {
+    encoder: Option<wgpu::CommandEncoder>,
+    /// Host copies of the uniform arenas used by this batch.
+    arena_data: Vec<Vec<u8>>,
+    /// Commands recorded since the last submission.
+    commands: usize,
+}
+
+/// GPU mode engine: one adapter, one device, one queue.
+pub struct GpuEngine {
+    _instance: wgpu::Instance,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    subgroup_gemm: bool,
+    tensors: Vec<Option<Tensor>>,
+    free_ids: Vec<u32>,
+    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    pipelines: HashMap<(&'static str, &'static str), Arc<Pipe>>,
+    layouts: HashMap<usize, (Arc<wgpu::BindGroupLayout>, wgpu::PipelineLayout)>,
+    arenas: Vec<wgpu::Buffer>,
+    param_slot: usize,
+    rec: Recorder,
+    scratch: HashMap<&'static str, wgpu::Buffer>,
+    errors: Arc<Mutex<Vec<String>>>,
+    /// Elements one storage binding may span (the adapter's limit unless lowered for tests).
+    max_bind_elems: usize,
+}
+
+impl GpuEngine {
+    /// Opens adapter `index` of [`list_adapters`] with its full limits and the optional features
+    /// the kernels use (subgroups, timestamp queries) when it has them.
+    pub fn new(index: usize) -> Result<GpuEngine> {
+        let instance = make_instance();
+        let mut adapters = sorted_adapters(&instance);
+        if adapters.is_empty() {
+            bail!(NO_ADAPTER);
+        }
+        if index >= adapters.len() {
+            let names: Vec<String> = adapters
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!("{i}: {}", a.get_info().name))
+                .collect();
+            bail!("GPU adapter {index} does not exist; the adapters are: {}", names.join(", "));
+        }
+        let adapter = adapters.swap_remove(index);
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let wanted = wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let features = adapter.features() & wanted;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("caffe-rs"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| anyhow!("cannot open GPU adapter {index} ({}): {e}", info.name))?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        {
+            let errors = errors.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                errors.lock().unwrap().push(e.to_string());
+            }));
+        }
+        {
+            let errors = errors.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                if reason != wgpu::DeviceLostReason::Destroyed {
+                    errors.lock().unwrap().push(format!("GPU device lost ({reason:?}): {msg}"));
+                }
+            });
+        }
+        // The subgroup GEMM runs 8 lanes per workgroup and needs them in one subgroup.
+        let subgroup_gemm = features.contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size >= 8
+            && std::env::var("CAFFE_RS_NO_SUBGROUPS").map(|v| v == "0").unwrap_or(true);
+        let param_slot =
+            (PARAM_WORDS * 4).max(limits.min_uniform_buffer_offset_alignment as usize).next_multiple_of(16);
+        let align = limits.min_storage_buffer_offset_alignment as usize;
+        let max_bind_elems = ((limits.max_storage_buffer_binding_size as usize).saturating_sub(align) / 4) & !63;
+        Ok(GpuEngine {
+            _instance: instance,
+            device,
+            queue,
+            info,
+            limits,
+            subgroup_gemm,
+            tensors: Vec::new(),
+            free_ids: Vec::new(),
+            modules: HashMap::new(),
+            pipelines: HashMap::new(),
+            layouts: HashMap::new(),
+            arenas: Vec::new(),
+            param_slot,
+            rec: Recorder::default(),
+            scratch: HashMap::new(),
+            errors,
+            max_bind_elems,
+        })
+    }
+
+    /// Backend of the opened adapter ("Vulkan", "Gl", ...).
+    pub fn backend(&self) -> String {
+        format!("{:?}", self.info.backend)
+    }
+
+    /// Whether the GEMM runs the subgroup kernel (else the portable register-tiled one).
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroup_gemm
+    }
+
+    /// Chooses the GEMM kernel: the subgroup one is used only when the adapter supports it.
+    pub fn set_subgroups(&mut self, on: bool) {
+        self.subgroup_gemm = on && self.device.features().contains(wgpu::Features::SUBGROUP) && self.info.subgroup_min_size >= 8;
+    }
+
+    /// Lowers the number of elements one shader binding may span (tests use it to exercise the
+    /// split dispatches without allocating hundreds of MiB). Values above the adapter's limit are
+    /// clamped to it.
+    pub fn set_max_binding_elems(&mut self, elems: usize) {
+        let align = self.limits.min_storage_buffer_offset_alignment as usize;
+        let cap = ((self.limits.max_storage_buffer_binding_size as usize).saturating_sub(align) / 4) & !63;
+        self.max_bind_elems = elems.clamp(64, cap.max(64)) & !63;
+    }
+
+    /// Elements one storage binding may span.
+    pub(crate) fn max_bind(&self) -> usize {
+        self.max_bind_elems
+    }
+
+    fn take_errors(&self) -> Result<()> {
+        let mut errs = self.errors.lock().unwrap();
+        if errs.is_empty() {
+            return Ok(());
+        }
+        let msg = errs.join("\n");
+        errs.clear();
+        Err(anyhow!("GPU error on {}: {msg}", self.info.name))
+    }
+
+    fn tensor(&self, id: TensorId) -> &Tensor {
+        self.tensors
+            .get(id.0 as usize)
+            .and_then(|t| t.as_ref())
+            .unwrap_or_else(|| panic!("GPU tensor {} does not exist (freed or never allocated)", id.0))
+    }
+
+    pub(crate) fn check_view(&self, v: View) -> Result<()> {
+        let t = self
+            .tensors
+            .get(v.id.0 as usize)
+            .and_then(|t| t.as_ref())
+            .ok_or_else(|| anyhow!("GPU tensor {} does not exist (freed or never allocated)", v.id.0))?;
+        if v.offset + v.len > t.len {
+            bail!("view [{}, {}) of tensor {} is outside its {} elements", v.offset, v.offset + v.len, v.id.0, t.len);
+        }
+        Ok(())
+    }
+
+    // ---- recording -------------------------------------------------------------------------
+
+    fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self.rec.commands += 1;
+        let device = &self.device;
+        self.rec
+            .encoder
+            .get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }))
+    }
+
+    /// Submits everything recorded (without waiting).
+    fn flush(&mut self) {
+        let Some(encoder) = self.rec.encoder.take() else {
+            return;
+        };
+        for (arena, data) in self.arenas.iter().zip(&self.rec.arena_data) {
+            if !data.is_empty() {
+                self.queue.write_buffer(arena, 0, data);
+            }
+        }
+        self.rec.arena_data.clear();
+        self.rec.commands = 0;
+        self.queue.submit([encoder.finish()]);
+    }
+
+    fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow!("GPU wait failed on {}: {e}", self.info.name))?;
+        Ok(())
+    }
+
+    /// Reserves a uniform slot for `params`; returns (arena index, byte offset).
+    fn push_params(&mut self, params: &[u32]) -> Result<(usize, u64)> {
+        if params.len() > PARAM_WORDS {
+            bail!("internal: {} parameter words exceed {PARAM_WORDS}", params.len());
+        }
+        let slot = self.param_slot;
+        let arena = match self.rec.arena_data.iter().position(|d| d.len() + slot <= ARENA_BYTES as usize) {
+            Some(i) => i,
+            None => {
+                self.rec.arena_data.push(Vec::with_capacity(ARENA_BYTES as usize));
+                self.rec.arena_data.len() - 1
+            }
+        };
+        while self.arenas.len() <= arena {
+            self.arenas.push(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: ARENA_BYTES,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let data = &mut self.rec.arena_data[arena];
+        let offset = data.len() as u64;
+        data.extend_from_slice(bytemuck::cast_slice(params));
+        data.resize(offset as usize + slot, 0);
+        Ok((arena, offset))
+    }
+
+    fn layout(&mut self, n: usize) -> (Arc<wgpu::BindGroupLayout>, &wgpu::PipelineLayout) {
+        let device = &self.device;
+        let (bgl, pl) = self.layouts.entry(n).or_insert_with(|| {
+            let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            }];
+            for b in 1..=n as u32 {
+                entries.push(wgpu::BindGroupLayoutEntry {
+                    binding: b,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: false },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                });
+            }
+            let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: None,
+                entries: &entries,
+            });
+            let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: None,
+                bind_group_layouts: &[Some(&bgl)],
+                immediate_size: 0,
+            });
+            (Arc::new(bgl), pl)
+        });
+        (bgl.clone(), pl)
+    }
+
+    fn pipeline(&mut self, shader: &'static str, entry: &'static str, n: usize) -> Result<Arc<Pipe>> {
+        if let Some(p) = self.pipelines.get(&(shader, entry)) {
+            return Ok(p.clone());
+        }
+        if !self.modules.contains_key(shader) {
+            let source = shader_source(shader)?;
+            let code = format!("{}\n{}", include_str!("../../../shaders/common.wgsl"), source);
+            let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader),
+                source: wgpu::ShaderSource::Wgsl(code.into()),
+            });
+            self.take_errors().map_err(|e| anyhow!("compiling shader {shader}.wgsl: {e}"))?;
+            self.modules.insert(shader, module);
+        }
+        let (bgl, _) = self.layout(n);
+        let pipeline = {
+            let module = &self.modules[shader];
+            let pl = &self.layouts[&n].1;
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(pl),
+                module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        self.take_errors().map_err(|e| anyhow!("creating pipeline {shader}::{entry}: {e}"))?;
+        let p = Arc::new(Pipe { pipeline, layout: bgl });
+        self.pipelines.insert((shader, entry), p.clone());
+        Ok(p)
+    }
+
+    /// The binding of a view (which must fit one binding; callers split larger work).
+    pub(crate) fn bind(&self, v: View) -> Result<Bound> {
+        self.check_view(v)?;
+        let t = self.tensor(v.id);
+        self.bind_buffer(&t.buf, v.offset, v.len)
+    }
+
+    /// The buffer holding a tensor.
+    pub(crate) fn buffer(&self, id: TensorId) -> wgpu::Buffer {
+        self.tensor(id).buf.clone()
+    }
+
+    /// The binding of `len` elements of `buf` from element `offset`.
+    pub(crate) fn bind_buffer(&self, buf: &wgpu::Buffer, offset: usize, len: usize) -> Result<Bound> {
+        let align = self.limits.min_storage_buffer_offset_alignment as u64;
+        let start = offset as u64 * 4;
+        let aligned = start / align * align;
+        let shift = (start - aligned) / 4;
+        let size = (shift + len.max(1) as u64) * 4;
+        let size = size.min(buf.size() - aligned);
+        if size > self.limits.max_storage_buffer_binding_size {
+            bail!(
+                "a window of {len} elements exceeds the adapter's max_storage_buffer_binding_size ({} bytes)",
+                self.limits.max_storage_buffer_binding_size
+            );
+        }
+        Ok(Bound { buf: buf.clone(), offset: aligned, size, shift: shift as u32 })
+    }
+
+    /// A scratch buffer of at least `len` elements, reused across calls under `name`.
+    /// Reuse inside one batch is safe: commands run in order with barriers between them.
+    pub(crate) fn scratch(&mut self, name: &'static str, len: usize) -> Result<Bound> {
+        let bytes = (len.max(1) as u64 * 4).next_multiple_of(256);
+        if bytes > self.limits.max_buffer_size {
+            bail!("scratch buffer of {len} elements exceeds the adapter's max_buffer_size");
+        }
+        let need_new = self.scratch.get(name).is_none_or(|b| b.size() < bytes);
+        if need_new {
+            let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(name),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.scratch.insert(name, buf);
+        }
+        let buf = self.scratch[name].clone();
+        self.bind_buffer(&buf, 0, len)
+    }
+
+    /// Copies a view into scratch buffer `name` (for inputs that alias an output).
+    pub(crate) fn scratch_copy(&mut self, name: &'static str, v: View) -> Result<Bound> {
+        self.check_view(v)?;
+        let s = self.scratch(name, v.len)?;
+        let src = self.tensor(v.id).buf.clone();
+        let (dst, len) = (s.buf.clone(), v.len as u64 * 4);
+        if len > 0 {
+            self.encoder().copy_buffer_to_buffer(&src, v.offset as u64 * 4, &dst, 0, len);
+        }
+        Ok(s)
+    }
+
+    /// Binds `input`, copying it to scratch first when it overlaps one of `outputs` (a kernel whose
+    /// invocations may read what another writes). `pointwise` kernels read and write each index in
+    /// the same invocation, so an input that coincides exactly with an output is bound directly.
+    pub(crate) fn bind_input(&mut self, name: &'static str, input: View, outputs: &[View], pointwise: bool) -> Result<Bound> {
+        let clash = outputs.iter().any(|o| {
+            o.id == input.id
+                && o.offset < input.offset + input.len
+                && input.offset < o.offset + o.len
+                && !(pointwise && o.offset == input.offset && o.len == input.len)
+        });
+        if clash { self.scratch_copy(name, input) } else { self.bind(input) }
+    }
+
+    /// Records one dispatch of `shader::entry` with `params` and the storage bindings `bufs`
+    /// (bindings 1..=bufs.len()).
+    pub(crate) fn dispatch(
+        &mut self,
+        shader: &'static str,
+        entry: &'static str,
+        params: &Params,
+        bufs: &[&Bound],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let maxg = self.limits.max_compute_workgroups_per_dimension;
+        if groups.iter().any(|&g| g > maxg) {
+            bail!("internal: dispatch {groups:?} of {shader}::{entry} exceeds {maxg} workgroups per dimension");
+        }
+        let pipe = self.pipeline(shader, entry, bufs.len())?;
+        let (arena, offset) = self.push_params(&params.0)?;
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.arenas[arena],
+                offset,
+                size: wgpu::BufferSize::new(self.param_slot as u64),
+            }),
+        }];
+        for (i, b) in bufs.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.buf,
+                    offset: b.offset,
+                    size: wgpu::BufferSize::new(b.size),
+                }),
+            });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipe.layout,
+            entries: &entries,
+        });
+        let enc = self.encoder();
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            pass.set_pipeline(&pipe.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        Ok(())
+    }
+
+    /// Workgroup counts covering `threads` invocations of a 1-D shader (`WG` per workgroup),
+    /// folded into two dimensions when needed (see `gid` in common.wgsl).
+    pub(crate) fn groups_1d(&self, threads: usize) -> [u32; 3] {
+        let groups = threads.div_ceil(WG as usize);
+        let maxg = self.limits.max_compute_workgroups_per_dimension as usize;
+        if groups <= maxg {
+            [groups as u32, 1, 1]
+        } else {
+            [maxg as u32, groups.div_ceil(maxg) as u32, 1]
+        }
+    }
+
+    /// Splits `units` into ranges such that every binding, which spans `per_unit[i]` elements per
+    /// unit (plus `extra[i]`), fits one binding. Errors when one unit alone is too large.
+    pub(crate) fn unit_chunks(&self, what: &str, units: usize, per_unit: &[usize]) -> Result<Vec<std::ops::Range<usize>>> {
+        let max = self.max_bind();
+        let widest = per_unit.iter().copied().max().unwrap_or(1).max(1);
+        if widest > max {
+            bail!(
+                "GPU kernel {what}: one unit spans {widest} elements, more than one binding may hold ({max}) on {}",
+                self.info.name
+            );
+        }
+        let step = (max / widest).max(1);
+        Ok((0..units).step_by(step).map(|s| s..(s + step).min(units)).collect())
+    }
+
+    fn record_fill(&mut self, dst: View, value: f32) -> Result<()> {
+        self.check_view(dst)?;
+        if dst.len == 0 {
+            return Ok(());
+        }
+        if value.to_bits() == 0 {
+            let buf = self.tensor(dst.id).buf.clone();
+            self.encoder().clear_buffer(&buf, dst.offset as u64 * 4, Some(dst.len as u64 * 4));
+            return Ok(());
+        }
+        for r in self.unit_chunks("fill", dst.len, &[1])? {
+            let b = self.bind(dst.slice(r.start, r.len()))?;
+            let p = Params::new().u(r.len()).shift(&b).f(value);
+            let g = self.groups_1d(r.len());
+            self.dispatch("util", "fill", &p, &[&b], g)?;
+        }
+        Ok(())
+    }
+
+    fn record_copy(&mut self, src: View, dst: View) -> Result<()> {
+        self.check_view(src)?;
+        self.check_view(dst)?;
+        if src.len != dst.len {
+            bail!("copy between views of different lengths ({} and {})", src.len, dst.len);
+        }
+        if src.len == 0 {
+            return Ok(());
+        }
+        if src.id != dst.id {
+            let (s, d) = (self.tensor(src.id).buf.clone(), self.tensor(dst.id).buf.clone());
+            self.encoder().copy_buffer_to_buffer(&s, src.offset as u64 * 4, &d, dst.offset as u64 * 4, src.len as u64 * 4);
+            return Ok(());
+        }
+        if src.offset == dst.offset {
+            return Ok(());
+        }
+        if src.offset < dst.offset + dst.len && dst.offset < src.offset + src.len {
+            // Overlapping ranges: go through scratch.
+            let s = self.scratch_copy("copy", src)?;
+            let d = self.tensor(dst.id).buf.clone();
+            self.encoder().copy_buffer_to_buffer(&s.buf, 0, &d, dst.offset as u64 * 4, src.len as u64 * 4);
+            return Ok(());
+        }
+        for r in self.unit_chunks("copy", src.len, &[1])? {
+            let s = self.bind(src.slice(r.start, r.len()))?;
+            let d = self.bind(dst.slice(r.start, r.len()))?;
+            let p = Params::new().u(r.len()).shift(&s).shift(&d);
+            let g = self.groups_1d(r.len());
+            self.dispatch("util", "copy", &p, &[&s, &d], g)?;
+        }
+        Ok(())
+    }
+
+    fn record_upload(&mut self, dst: View, data: &[f32]) -> Result<()> {
+        self.check_view(dst)?;
+        if data.len() > dst.len {
+            bail!("upload of {} values into a view of {}", data.len(), dst.len);
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let buf = self.tensor(dst.id).buf.clone();
+        if self.rec.encoder.is_none() {
+            // Nothing recorded yet: a queue write is ordered before the next submission.
+            self.queue.write_buffer(&buf, dst.offset as u64 * 4, bytemuck::cast_slice(data));
+        } else {
+            let staging = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("upload"),
+                contents: bytemuck::cast_slice(data),
+                usage: wgpu::BufferUsages::COPY_SRC,
+            });
+            self.encoder().copy_buffer_to_buffer(&staging, 0, &buf, dst.offset as u64 * 4, data.len() as u64 * 4);
+        }
+        Ok(())
+    }
+
+    fn record_download(&mut self, src: View) -> Result<Vec<f32>> {
+        self.check_view(src)?;
+        if src.len == 0 {
+            self.flush();
+            return Ok(Vec::new());
+        }
+        let bytes = src.len as u64 * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("download"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let buf = self.tensor(src.id).buf.clone();
+        self.encoder().copy_buffer_to_buffer(&buf, src.offset as u64 * 4, &staging, 0, bytes);
+        self.flush();
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| anyhow!("GPU read-back was dropped"))?
+            .map_err(|e| anyhow!("GPU read-back failed: {e}"))?;
+        let out = {
+            let mapped = staging.get_mapped_range(..).map_err(|e| anyhow!("GPU read-back failed: {e:?}"))?;
+            bytemuck::cast_slice::<u8, f32>(&mapped).to_vec()
+        };
+        staging.unmap();
+        self.take_errors()?;
+        Ok(out)
+    }
+
+    /// Binds the params of one dispatch and the views with per-view aliasing handled by the caller:
+    /// convenience for kernels that bind whole views (already known to fit).
+    pub(crate) fn bind_all(&self, views: &[View]) -> Result<Vec<Bound>> {
+        views.iter().map(|v| self.bind(*v)).collect()
+    }
+
+    pub(crate) fn unimplemented(&self, what: &str) -> anyhow::Error {
+        anyhow!("GPU kernel {what} not implemented yet")
+    }
+}
+
+fn shader_source(name: &str) -> Result<&'static str> {
+    Ok(match name {
+        "util" => include_str!("../../../shaders/util.wgsl"),
+        "blas" => include_str!("../../../shaders/blas.wgsl"),
+        "blas_subgroup" => include_str!("../../../shaders/blas_subgroup.wgsl"),
+        "elementwise" => include_str!("../../../shaders/elementwise.wgsl"),
+        "conv" => include_str!("../../../shaders/conv.wgsl"),
+        "pool" => include_str!("../../../shaders/pool.wgsl"),
+        "softmax" => include_str!("../../../shaders/softmax.wgsl"),
+        "transfer" => include_str!("../../../shaders/transfer.wgsl"),
+        "norm" => include_str!("../../../shaders/norm.wgsl"),
+        _ => bail!("internal: unknown shader {name}"),
+    })
+}
+
+impl Engine for GpuEngine {
+    fn name(&self) -> String {
+        self.info.name.clone()
+    }
+
+    fn alloc(&mut self, len: usize) -> TensorId {
+        let bytes = (len.max(1) as u64 * 4).next_multiple_of(16);
+        let too_big = bytes > self.limits.max_buffer_size;
+        if too_big {
+            self.errors.lock().unwrap().push(format!(
+                "a tensor of {len} elements ({bytes} bytes) exceeds the adapter's max_buffer_size ({} bytes)",
+                self.limits.max_buffer_size
+            ));
+        }
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: if too_big { 16 } else { bytes },
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let t = Tensor { buf, len: if too_big { 0 } else { len } };
+        if let Some(id) = self.free_ids.pop() {
+            self.tensors[id as usize] = Some(t);
+            TensorId(id)
+        } else {
+            self.tensors.push(Some(t));
+            TensorId(self.tensors.len() as u32 - 1)
+        }
+    }
+
+    fn free(&mut self, id: TensorId) {
+        if let Some(slot) = self.tensors.get_mut(id.0 as usize)
+            && slot.take().is_some()
+        {
+            self.free_ids.push(id.0);
+        }
+    }
+
+    fn len(&self, id: TensorId) -> usize {
+        self.tensor(id).len
+    }
+
+    fn upload(&mut self, dst: View, data: &[f32]) {
+        if let Err(e) = self.record_upload(dst, data) {
+            self.errors.lock().unwrap().push(format!("upload: {e}"));
+        }
+    }
+
+    fn download(&mut self, src: View) -> Vec<f32> {
+        match self.take_errors().and_then(|_| self.record_download(src)) {
+            Ok(v) => v,
+            Err(e) => panic!("GPU download failed: {e:#}"),
+        }
+    }
+
+    fn fill(&mut self, dst: View, value: f32) {
+        if let Err(e) = self.record_fill(dst, value) {
+            self.errors.lock().unwrap().push(format!("fill: {e}"));
+        }
+    }
+
+    fn copy(&mut self, src: View, dst: View) {
+        if let Err(e) = self.record_copy(src, dst) {
+            self.errors.lock().unwrap().push(format!("copy: {e}"));
+        }
+    }
+
+    fn launch(&mut self, kernel: &Kernel) -> Result<()> {
+        self.take_errors()?;
+        match kernel {
+            Kernel::Blas(k) => blas::launch(self, k),
+            Kernel::Conv(k) => conv::launch(self, k),
+            Kernel::Elementwise(k) => elementwise::launch(self, k),
+            Kernel::Norm(k) => norm::launch(self, k),
+            Kernel::Pool(k) => pool::launch(self, k),
+            Kernel::Softmax(k) => softmax::launch(self, k),
+            Kernel::Solver(_) => Err(self.unimplemented("Solver")),
+            Kernel::Transfer(k) => transfer::launch(self, k),
+        }?;
+        self.take_errors()
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.flush();
+        self.wait()?;
+        self.take_errors()
+    }
+}

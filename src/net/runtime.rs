@@ -1,0 +1,261 @@
+//! A runnable net: the graph plus one engine's tensors for every blob and parameter.
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::builder::{NetGraph, Strictness};
+use super::weights;
+use crate::engine::{Engine, View};
+use crate::layers::{Blob, Ctx};
+use crate::proto::{BlobProto, BlobShape, NetParameter, NetState};
+use crate::rng::Rng;
+
+pub struct Net {
+    pub graph: NetGraph,
+    /// Tensors of each blob of the graph.
+    pub blobs: Vec<Blob>,
+    /// Tensors of each parameter (shared parameters hold their owner's tensors).
+    pub params: Vec<Blob>,
+    pub rng: Rng,
+}
+
+fn new_blob(eng: &mut dyn Engine, shape: &[usize]) -> Blob {
+    let count: usize = shape.iter().product();
+    Blob { shape: shape.to_vec(), data: eng.alloc(count), diff: eng.alloc(count) }
+}
+
+impl Net {
+    /// Builds the net of `param` in `state`, allocates its tensors and fills its parameters.
+    pub fn from_param(param: &NetParameter, state: &NetState, eng: &mut dyn Engine, seed: Option<u64>) -> Result<Net> {
+        let graph = NetGraph::build(param, state, Strictness::Strict)?;
+        Net::new(graph, eng, seed)
+    }
+
+    pub fn new(graph: NetGraph, eng: &mut dyn Engine, seed: Option<u64>) -> Result<Net> {
+        let mut rng = seed.map(Rng::new).unwrap_or_else(Rng::from_clock);
+        let mut blobs = Vec::with_capacity(graph.blobs.len());
+        for b in &graph.blobs {
+            let shape = b.shape.as_ref().ok_or_else(|| anyhow!("blob '{}' has an unknown shape", b.name))?;
+            blobs.push(new_blob(eng, shape));
+        }
+        let mut params: Vec<Blob> = Vec::with_capacity(graph.params.len());
+        for (i, p) in graph.params.iter().enumerate() {
+            if p.owner == i {
+                let blob = new_blob(eng, &p.shape);
+                let def = &graph.layers[p.layer].param_defs[p.index];
+                let values = super::filler::fill(&def.filler, &def.shape, &mut rng).with_context(|| {
+                    format!("layer '{}': param {}", graph.layers[p.layer].name(), p.index)
+                })?;
+                eng.upload(blob.data(), &values);
+                params.push(blob);
+            } else {
+                let owner = params[p.owner].clone();
+                params.push(Blob { shape: p.shape.clone(), ..owner });
+            }
+        }
+        Ok(Net { graph, blobs, params, rng })
+    }
+
+    fn layer_blobs(&self, i: usize) -> (Vec<Blob>, Vec<Blob>, Vec<Blob>) {
+        let node = &self.graph.layers[i];
+        (
+            node.bottoms.iter().map(|&b| self.blobs[b].clone()).collect(),
+            node.tops.iter().map(|&t| self.blobs[t].clone()).collect(),
+            node.params.iter().map(|&p| self.params[p].clone()).collect(),
+        )
+    }
+
+    fn label(&self, i: usize) -> String {
+        let node = &self.graph.layers[i];
+        format!("layer '{}' ({})", node.name(), node.type_name())
+    }
+
+    /// Forward of layers `start..end`.
+    pub fn forward_range(&mut self, eng: &mut dyn Engine, start: usize, end: usize) -> Result<()> {
+        let phase = self.graph.phase();
+        for i in start..end.min(self.graph.layers.len()) {
+            let (bottoms, tops, params) = self.layer_blobs(i);
+            let label = self.label(i);
+            let layer = self.graph.layers[i].layer.as_mut().ok_or_else(|| anyhow!("{label}: not built"))?;
+            let mut cx = Ctx { eng, bottoms: &bottoms, tops: &tops, params: &params, phase, rng: &mut self.rng };
+            layer.forward(&mut cx).with_context(|| label.clone())?;
+        }
+        Ok(())
+    }
+
+    pub fn forward(&mut self, eng: &mut dyn Engine) -> Result<()> {
+        let n = self.graph.layers.len();
+        self.forward_range(eng, 0, n)
+    }
+
+    /// Sets each loss top's diff to its loss weight, then runs backward through every layer that
+    /// needs it.
+    pub fn backward(&mut self, eng: &mut dyn Engine) -> Result<()> {
+        self.seed_loss_diffs(eng);
+        self.backward_layers(eng)
+    }
+
+    pub fn seed_loss_diffs(&mut self, eng: &mut dyn Engine) {
+        for node in &self.graph.layers {
+            for (j, &t) in node.tops.iter().enumerate() {
+                let w = node.loss_weights.get(j).copied().unwrap_or(0.0);
+                if w != 0.0 {
+                    eng.fill(self.blobs[t].diff(), w);
+                }
+            }
+        }
+    }
+
+    /// Backward without touching top diffs (callers may have set them).
+    pub fn backward_layers(&mut self, eng: &mut dyn Engine) -> Result<()> {
+        for i in (0..self.graph.layers.len()).rev() {
+            self.backward_layer(eng, i)?;
+        }
+        Ok(())
+    }
+
+    /// Backward of layer `i` alone, when it needs one.
+    pub fn backward_layer(&mut self, eng: &mut dyn Engine, i: usize) -> Result<()> {
+        if !self.graph.layers[i].need_backward {
+            return Ok(());
+        }
+        let phase = self.graph.phase();
+        let (bottoms, tops, params) = self.layer_blobs(i);
+        let label = self.label(i);
+        let propagate_down = self.graph.layers[i].bottom_need_backward.clone();
+        let layer = self.graph.layers[i].layer.as_mut().ok_or_else(|| anyhow!("{label}: not built"))?;
+        let mut cx = Ctx { eng, bottoms: &bottoms, tops: &tops, params: &params, phase, rng: &mut self.rng };
+        layer.backward(&mut cx, &propagate_down).with_context(|| format!("{label} backward"))
+    }
+
+    /// The weighted sum of every loss top (reads back only the loss tops).
+    pub fn loss(&self, eng: &mut dyn Engine) -> f32 {
+        let mut loss = 0.0f32;
+        for node in &self.graph.layers {
+            for (j, &t) in node.tops.iter().enumerate() {
+                let w = node.loss_weights.get(j).copied().unwrap_or(0.0);
+                if w != 0.0 {
+                    let values = eng.download(self.blobs[t].data());
+                    loss += w * values.iter().sum::<f32>();
+                }
+            }
+        }
+        loss
+    }
+
+    pub fn clear_param_diffs(&self, eng: &mut dyn Engine) {
+        for (i, p) in self.graph.params.iter().enumerate() {
+            if p.owner == i {
+                eng.fill(self.params[i].diff(), 0.0);
+            }
+        }
+    }
+
+    pub fn blob(&self, name: &str) -> Option<&Blob> {
+        self.graph.blob_index(name).map(|i| &self.blobs[i])
+    }
+
+    pub fn blob_data(&self, eng: &mut dyn Engine, name: &str) -> Option<Vec<f32>> {
+        self.blob(name).map(|b| eng.download(b.data()))
+    }
+
+    /// Parameter blobs of a layer by layer name.
+    pub fn layer_params(&self, layer: &str) -> Vec<&Blob> {
+        match self.graph.layer_index(layer) {
+            Some(i) => self.graph.layers[i].params.iter().map(|&p| &self.params[p]).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Caffe's CopyTrainedLayersFrom; `log` receives "Ignoring source layer X" lines.
+    pub fn copy_trained_layers(
+        &mut self,
+        eng: &mut dyn Engine,
+        weights: &NetParameter,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<()> {
+        let plan = weights::plan(&self.graph, weights);
+        weights::check_plan(&plan)?;
+        for name in &plan.ignored {
+            log(&format!("Ignoring source layer {name}"));
+        }
+        let mut done = std::collections::HashSet::new();
+        for source in &weights.layer {
+            let Some(target) = self.graph.layer_index(source.name()) else { continue };
+            if !done.insert(target) {
+                continue;
+            }
+            for (j, &p) in self.graph.layers[target].params.iter().enumerate() {
+                let values = source.blobs[j].values_f32();
+                let blob = &self.params[p];
+                if values.len() != blob.count() {
+                    bail!(
+                        "layer '{}' param {j}: the weights file holds {} values for a blob of {}",
+                        source.name(),
+                        values.len(),
+                        blob.count()
+                    );
+                }
+                eng.upload(blob.data(), &values);
+            }
+        }
+        Ok(())
+    }
+
+    /// Caffe's Net::ToProto: every layer's parameters and blobs (diffs too when `write_diff`).
+    pub fn to_proto(&self, eng: &mut dyn Engine, write_diff: bool) -> NetParameter {
+        let mut net = NetParameter { name: Some(self.graph.name.clone()), ..Default::default() };
+        for node in &self.graph.layers {
+            let mut layer = node.param.clone();
+            layer.blobs = node
+                .params
+                .iter()
+                .map(|&p| {
+                    let blob = &self.params[p];
+                    BlobProto {
+                        shape: Some(BlobShape { dim: blob.shape.iter().map(|&d| d as i64).collect() }),
+                        data: eng.download(blob.data()),
+                        diff: if write_diff { eng.download(blob.diff()) } else { Vec::new() },
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            net.layer.push(layer);
+        }
+        net
+    }
+
+    pub fn view_of(&self, name: &str) -> Option<View> {
+        self.blob(name).map(|b| b.data())
+    }
+}
+
+impl Net {
+    /// Caffe's ShareTrainedLayersWith: layers of the same name use `other`'s parameter tensors.
+    /// The tensors this net no longer uses are returned so the caller can free them.
+    pub fn share_trained_layers_with(&mut self, other: &Net) -> Result<Vec<Blob>> {
+        let mut freed = Vec::new();
+        for i in 0..self.graph.layers.len() {
+            let name = self.graph.layers[i].name().to_string();
+            let Some(j) = other.graph.layer_index(&name) else { continue };
+            let mine = self.graph.layers[i].params.clone();
+            let theirs = &other.graph.layers[j].params;
+            if mine.len() != theirs.len() {
+                bail!("layer '{name}': {} parameter blobs here, {} in the net it shares with", mine.len(), theirs.len());
+            }
+            for (&p, &q) in mine.iter().zip(theirs) {
+                let source = &other.params[q];
+                if source.shape != self.params[p].shape {
+                    bail!(
+                        "layer '{name}': cannot share a parameter of shape {:?} with one of shape {:?}",
+                        self.params[p].shape,
+                        source.shape
+                    );
+                }
+                let own = std::mem::replace(&mut self.params[p], source.clone());
+                if self.graph.params[p].owner == p && own.data != source.data {
+                    freed.push(own);
+                }
+            }
+        }
+        Ok(freed)
+    }
+}

@@ -1,0 +1,91 @@
+//! `caffe-rs time`: Caffe's per-layer forward/backward benchmark.
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::engine::Engine;
+use crate::net::state::make_state;
+use crate::net::{Net, NetGraph, Strictness};
+use crate::proto::Phase;
+use crate::solver::log::{fmt_g, info};
+
+pub struct TimeArgs {
+    pub model: PathBuf,
+    pub weights: Option<String>,
+    pub iterations: i32,
+    pub phase: Phase,
+    pub level: i32,
+    pub stages: Vec<String>,
+}
+
+pub struct Timing {
+    pub layers: Vec<(String, f64, f64)>,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+}
+
+pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
+    let param = crate::format::read_net_prototxt(&args.model)?;
+    let state = make_state(&param, args.phase, args.level, &args.stages);
+    let graph = NetGraph::build(&param, &state, Strictness::Strict)?;
+    let mut net = Net::new(graph, eng, Some(1701))?;
+    if let Some(list) = &args.weights {
+        for path in list.split(',').filter(|p| !p.is_empty()) {
+            let w = crate::format::caffemodel::read_net_binary(std::path::Path::new(path))?;
+            net.copy_trained_layers(eng, &w, &mut |l| info("net.cpp:1137", l))?;
+        }
+    }
+    let n_layers = net.graph.layers.len();
+    info("caffe.cpp:352", "Performing Forward");
+    net.forward(eng)?;
+    info("caffe.cpp:354", &format!("Initial loss: {}", fmt_g(net.loss(eng) as f64)));
+    info("caffe.cpp:355", "Performing Backward");
+    net.backward(eng)?;
+    eng.sync()?;
+    info("caffe.cpp:368", "*** Benchmark begins ***");
+    info("caffe.cpp:369", &format!("Testing for {} iterations.", args.iterations));
+    let mut fwd = vec![0f64; n_layers];
+    let mut bwd = vec![0f64; n_layers];
+    let (mut forward_total, mut backward_total) = (0f64, 0f64);
+    let total = Instant::now();
+    for j in 0..args.iterations {
+        let iter_timer = Instant::now();
+        let forward_timer = Instant::now();
+        for (i, t) in fwd.iter_mut().enumerate() {
+            let timer = Instant::now();
+            net.forward_range(eng, i, i + 1)?;
+            eng.sync()?;
+            *t += timer.elapsed().as_secs_f64() * 1e3;
+        }
+        forward_total += forward_timer.elapsed().as_secs_f64() * 1e3;
+        let backward_timer = Instant::now();
+        for i in (0..n_layers).rev() {
+            let timer = Instant::now();
+            net.backward_layer(eng, i)?;
+            eng.sync()?;
+            bwd[i] += timer.elapsed().as_secs_f64() * 1e3;
+        }
+        backward_total += backward_timer.elapsed().as_secs_f64() * 1e3;
+        info(
+            "caffe.cpp:397",
+            &format!("Iteration: {} forward-backward time: {} ms.", j + 1, fmt_g(iter_timer.elapsed().as_secs_f64() * 1e3)),
+        );
+    }
+    let total_ms = total.elapsed().as_secs_f64() * 1e3;
+    let n = args.iterations.max(1) as f64;
+    info("caffe.cpp:400", "Average time per layer: ");
+    let mut layers = Vec::new();
+    for (i, node) in net.graph.layers.iter().enumerate() {
+        let name = node.name();
+        info("caffe.cpp:403", &format!("{name:>10}\tforward: {} ms.", fmt_g(fwd[i] / n)));
+        info("caffe.cpp:406", &format!("{name:>10}\tbackward: {} ms.", fmt_g(bwd[i] / n)));
+        layers.push((name.to_string(), fwd[i] / n, bwd[i] / n));
+    }
+    info("caffe.cpp:411", &format!("Average Forward pass: {} ms.", fmt_g(forward_total / n)));
+    info("caffe.cpp:413", &format!("Average Backward pass: {} ms.", fmt_g(backward_total / n)));
+    info("caffe.cpp:415", &format!("Average Forward-Backward: {} ms.", fmt_g(total_ms / n)));
+    info("caffe.cpp:416", &format!("Total Time: {} ms.", fmt_g(total_ms)));
+    info("caffe.cpp:417", "*** Benchmark ends ***");
+    Ok(Timing { layers, forward_ms: forward_total / n, backward_ms: backward_total / n })
+}

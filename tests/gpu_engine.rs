@@ -1,0 +1,294 @@
+//! GPU mode against CPU mode: every kernel variant the GPU engine implements runs on random inputs
+//! in both engines and the results must agree within 1e-4 (relative to max(|cpu|, 1)).
+//!
+//! These tests need a GPU adapter (Mesa's lavapipe will do:
+//! `apt-get install mesa-vulkan-drivers libvulkan1`); without one they fail with that advice.
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use caffe_rs::engine::cpu::CpuEngine;
+use caffe_rs::engine::gpu::GpuEngine;
+use caffe_rs::engine::kernels::blas::{BlasKernel, Gemm};
+use caffe_rs::engine::{Engine, Kernel, TensorId, View};
+
+static GPU: OnceLock<Mutex<GpuEngine>> = OnceLock::new();
+
+/// The shared GPU engine (one device per test process; pipelines compile once).
+fn gpu() -> MutexGuard<'static, GpuEngine> {
+    let m = GPU.get_or_init(|| {
+        let e = GpuEngine::new(0).unwrap_or_else(|e| {
+            panic!("the GPU tests need a GPU adapter and found none usable: {e:#}")
+        });
+        Mutex::new(e)
+    });
+    let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
+    // A test that lowered the binding limit may have panicked before restoring it.
+    g.set_max_binding_elems(usize::MAX);
+    g
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1)
+    }
+    fn next_u32(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 32) as u32
+    }
+    /// Uniform in [lo, hi).
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * (self.next_u32() >> 8) as f32 / 16_777_216.0
+    }
+    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u32() as usize) % n.max(1)
+    }
+}
+
+/// Runs `build` (which makes the kernels from the engine's tensor ids) on both engines over tensors
+/// initialised with `init`, and returns the final contents of every tensor from (cpu, gpu).
+fn run_both(
+    gpu: &mut GpuEngine,
+    init: &[Vec<f32>],
+    build: &dyn Fn(&[TensorId]) -> Vec<Kernel>,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    fn run(e: &mut dyn Engine, init: &[Vec<f32>], build: &dyn Fn(&[TensorId]) -> Vec<Kernel>) -> Vec<Vec<f32>> {
+        let ids: Vec<TensorId> = init
+            .iter()
+            .map(|d| {
+                let id = e.alloc(d.len());
+                e.upload(View::new(id, 0, d.len()), d);
+                id
+            })
+            .collect();
+        for k in build(&ids) {
+            e.launch(&k).unwrap_or_else(|err| panic!("{} failed on {k:?}: {err:#}", e.name()));
+        }
+        e.sync().unwrap();
+        let out = ids.iter().zip(init).map(|(&id, d)| e.download(View::new(id, 0, d.len()))).collect();
+        for id in ids {
+            e.free(id);
+        }
+        out
+    }
+    let mut cpu = CpuEngine::new();
+    (run(&mut cpu, init, build), run(gpu, init, build))
+}
+
+fn assert_close(what: &str, cpu: &[f32], gpu: &[f32], tol: f32) {
+    assert_eq!(cpu.len(), gpu.len(), "{what}: lengths differ");
+    let mut worst = (0.0f32, 0usize);
+    for (i, (&c, &g)) in cpu.iter().zip(gpu).enumerate() {
+        if c.is_nan() && g.is_nan() {
+            continue;
+        }
+        if c == g {
+            continue;
+        }
+        let err = (c - g).abs() / c.abs().max(1.0);
+        if err.is_nan() || err > worst.0 {
+            worst = (if err.is_nan() { f32::INFINITY } else { err }, i);
+        }
+    }
+    assert!(
+        worst.0 <= tol,
+        "{what}: element {} differs: cpu {} gpu {} (relative error {})",
+        worst.1,
+        cpu[worst.1],
+        gpu[worst.1],
+        worst.0
+    );
+}
+
+/// Compares every tensor of a run.
+fn check_all(what: &str, gpu: &mut GpuEngine, init: &[Vec<f32>], build: &dyn Fn(&[TensorId]) -> Vec<Kernel>) {
+    let (c, g) = run_both(gpu, init, build);
+    for (i, (c, g)) in c.iter().zip(&g).enumerate() {
+        assert_close(&format!("{what}, tensor {i}"), c, g, 1e-4);
+    }
+}
+
+fn whole(id: TensorId, len: usize) -> View {
+    View::new(id, 0, len)
+}
+
+// ---- adapters -------------------------------------------------------------------------------
+
+#[test]
+fn adapter_is_listed_and_opens() {
+    let list = caffe_rs::engine::gpu::list_adapters();
+    assert!(!list.is_empty(), "{}", caffe_rs::engine::gpu::no_adapter_message());
+    for a in &list {
+        assert!(!a.name.is_empty());
+        assert!(a.limits.iter().any(|(n, v)| *n == "max_storage_buffer_binding_size" && *v > 0));
+    }
+    let g = gpu();
+    assert!(!g.name().is_empty());
+    assert!(GpuEngine::new(list.len() + 5).is_err());
+}
+
+// ---- blas -----------------------------------------------------------------------------------
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_case(gpu: &mut GpuEngine, rng: &mut Rng, ta: bool, tb: bool, m: usize, n: usize, k: usize, batch: usize, shared_a: bool) {
+    let (alpha, beta) = (rng.uniform(-2.0, 2.0), if rng.below(3) == 0 { 0.0 } else { rng.uniform(-1.0, 1.0) });
+    // Views start at odd offsets and batch entries have padding between them.
+    let (oa, ob, oc) = (rng.below(5), rng.below(5), rng.below(5));
+    let sa = if shared_a { 0 } else { m * k + rng.below(3) };
+    let (sb, sc) = (k * n + rng.below(3), m * n + rng.below(3));
+    let la = oa + sa * (batch - 1) + m * k;
+    let lb = ob + sb * (batch - 1) + k * n;
+    let lc = oc + sc * (batch - 1) + m * n;
+    let mut c0 = rng.vec(lc, -1.0, 1.0);
+    if beta == 0.0 {
+        c0[oc] = f32::NAN; // beta 0 overwrites, NaN included
+    }
+    let init = vec![rng.vec(la, -1.0, 1.0), rng.vec(lb, -1.0, 1.0), c0];
+    let what = format!("gemm ta {ta} tb {tb} m {m} n {n} k {k} batch {batch} shared_a {shared_a}");
+    check_all(&what, gpu, &init, &|ids| {
+        vec![Kernel::Blas(BlasKernel::Gemm(Gemm {
+            trans_a: ta,
+            trans_b: tb,
+            m,
+            n,
+            k,
+            alpha,
+            beta,
+            a: View::new(ids[0], oa, la - oa),
+            b: View::new(ids[1], ob, lb - ob),
+            c: View::new(ids[2], oc, lc - oc),
+            batch,
+            stride_a: sa,
+            stride_b: sb,
+            stride_c: sc,
+        }))]
+    });
+}
+
+fn gemm_suite(gpu: &mut GpuEngine, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for &(m, n, k) in &[(1, 1, 1), (7, 33, 100), (33, 7, 1), (100, 65, 33), (64, 64, 64), (1, 130, 7), (129, 1, 257)] {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                gemm_case(gpu, &mut rng, ta, tb, m, n, k, 1, false);
+            }
+        }
+    }
+    gemm_case(gpu, &mut rng, false, false, 5, 3, 0, 1, false);
+    gemm_case(gpu, &mut rng, false, true, 17, 40, 9, 3, false);
+    gemm_case(gpu, &mut rng, true, false, 20, 70, 50, 4, true);
+    gemm_case(gpu, &mut rng, false, false, 96, 200, 75, 2, true);
+}
+
+#[test]
+fn gemm_matches_cpu() {
+    let mut g = gpu();
+    g.set_subgroups(true);
+    gemm_suite(&mut g, 1);
+}
+
+#[test]
+fn gemm_portable_path_matches_cpu() {
+    let mut g = gpu();
+    let had = g.uses_subgroups();
+    g.set_subgroups(false);
+    gemm_suite(&mut g, 2);
+    g.set_subgroups(had);
+}
+
+#[test]
+fn gemm_split_into_small_bindings_matches_cpu() {
+    let mut g = gpu();
+    g.set_max_binding_elems(4096);
+    let mut rng = Rng::new(3);
+    for ta in [false, true] {
+        for tb in [false, true] {
+            gemm_case(&mut g, &mut rng, ta, tb, 150, 130, 70, 1, false);
+        }
+    }
+    gemm_case(&mut g, &mut rng, false, true, 20, 30, 10, 9, false);
+    gemm_case(&mut g, &mut rng, true, false, 20, 30, 10, 9, true);
+    g.set_max_binding_elems(usize::MAX);
+}
+
+#[test]
+fn axpby_and_scale_match_cpu() {
+    let mut g = gpu();
+    let mut rng = Rng::new(4);
+    for n in [1usize, 7, 33, 100, 1000] {
+        let init = vec![rng.vec(n + 3, -1.0, 1.0), rng.vec(n + 1, -1.0, 1.0)];
+        let (a, b, s) = (rng.uniform(-2.0, 2.0), rng.uniform(-2.0, 2.0), rng.uniform(-2.0, 2.0));
+        check_all(&format!("axpby/scale n {n}"), &mut g, &init, &|ids| {
+            vec![
+                Kernel::Blas(BlasKernel::Axpby { alpha: a, x: View::new(ids[0], 3, n), beta: b, y: View::new(ids[1], 1, n) }),
+                Kernel::Blas(BlasKernel::Scale { alpha: s, y: View::new(ids[0], 0, n) }),
+            ]
+        });
+    }
+}
+
+// ---- engine basics --------------------------------------------------------------------------
+
+#[test]
+fn fill_copy_upload_download_round_trip() {
+    let mut g = gpu();
+    let mut rng = Rng::new(5);
+    let data = rng.vec(1001, -5.0, 5.0);
+    let a = g.alloc(1001);
+    let b = g.alloc(2002);
+    assert_eq!(g.download(whole(b, 2002)), vec![0.0; 2002], "alloc zero-fills");
+    g.upload(whole(a, 1001), &data);
+    g.copy(whole(a, 1001), View::new(b, 3, 1001));
+    g.fill(View::new(b, 1004, 998), 2.5);
+    g.fill(View::new(a, 1, 5), 0.0);
+    // Same-tensor copies, overlapping and not.
+    g.copy(View::new(b, 3, 10), View::new(b, 1500, 10));
+    g.copy(View::new(b, 0, 100), View::new(b, 50, 100));
+    let mut want_b = vec![0.0; 2002];
+    want_b[3..1004].copy_from_slice(&data);
+    want_b[1004..].fill(2.5);
+    let tmp: Vec<f32> = want_b[3..13].to_vec();
+    want_b[1500..1510].copy_from_slice(&tmp);
+    let tmp: Vec<f32> = want_b[0..100].to_vec();
+    want_b[50..150].copy_from_slice(&tmp);
+    let mut want_a = data.clone();
+    want_a[1..6].fill(0.0);
+    g.sync().unwrap();
+    assert_eq!(g.download(whole(a, 1001)), want_a);
+    assert_eq!(g.download(whole(b, 2002)), want_b);
+    // Uploads are ordered with recorded work.
+    g.fill(whole(a, 1001), 1.0);
+    g.upload(View::new(a, 10, 3), &[7.0, 8.0, 9.0]);
+    g.fill(View::new(a, 11, 1), -1.0);
+    let got = g.download(View::new(a, 9, 4));
+    assert_eq!(got, vec![1.0, 7.0, -1.0, 9.0]);
+    g.free(a);
+    g.free(b);
+}
+
+#[test]
+fn tensor_larger_than_one_binding_fill_copy_round_trip() {
+    let mut g = gpu();
+    // 36 Mi floats = 144 MiB, above lavapipe's 128 MiB binding limit.
+    let n = 36 << 20;
+    let a = g.alloc(n);
+    let b = g.alloc(n);
+    g.fill(whole(a, n), 1.5);
+    g.fill(View::new(a, n - 10, 10), -2.0);
+    g.copy(whole(a, n), whole(b, n));
+    g.copy(View::new(b, 0, 1000), View::new(b, n - 2000, 1000));
+    g.launch(&Kernel::Blas(BlasKernel::Scale { alpha: 2.0, y: whole(b, n) })).unwrap();
+    let got = g.download(whole(b, n));
+    assert_eq!(got.len(), n);
+    assert!(got[..n - 2000].iter().all(|&v| v == 3.0));
+    assert!(got[n - 2000..n - 1000].iter().all(|&v| v == 3.0));
+    assert!(got[n - 1000..n - 10].iter().all(|&v| v == 3.0));
+    assert!(got[n - 10..].iter().all(|&v| v == -4.0));
+    g.free(a);
+    g.free(b);
+}
