@@ -27,7 +27,7 @@ pub fn message_descriptor(full_name: &str) -> prost_reflect::MessageDescriptor {
 
 impl BlobProto {
     /// The blob's shape: `shape.dim` when present, else the legacy (num, channels, height, width)
-    /// when any of them is set, else the shape implied by the data length (1-D).
+    /// when any of them is set, else 0 axes (Caffe writes a 0-axis blob with no shape at all).
     pub fn dims(&self) -> Vec<usize> {
         if let Some(shape) = &self.shape {
             return shape.dim.iter().map(|&d| d.max(0) as usize).collect();
@@ -40,8 +40,7 @@ impl BlobProto {
                 self.width() as usize,
             ];
         }
-        let len = if self.double_data.is_empty() { self.data.len() } else { self.double_data.len() };
-        if len == 0 { vec![] } else { vec![len] }
+        vec![]
     }
 
     /// The blob's values as f32 (from `data`, or `double_data` when that is what the file holds).

@@ -606,6 +606,27 @@ fn convert_speed() {
         let s = t.elapsed().as_secs_f64();
         println!("caffemodel -> safetensors ({dtype:?}): {size:.0} MB in {s:.3} s = {:.0} MB/s", size / s);
     }
+    // phases, in memory
+    let t = std::time::Instant::now();
+    let bytes = std::fs::read(&src).unwrap();
+    println!("  read: {:.3} s", t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    let _ = sha256_hex(&bytes);
+    println!("  sha256: {:.3} s", t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    let (out, _) = caffemodel_bytes_to_safetensors(&bytes, &ExportOptions::default()).unwrap();
+    println!("  in-memory export (sha + scan + copy): {:.3} s", t.elapsed().as_secs_f64());
+    drop((bytes, out));
+    if Path::new("/dev/shm").is_dir() {
+        let shm = std::path::PathBuf::from(format!("/dev/shm/caffe-rs-speed-{}.safetensors", std::process::id()));
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            caffemodel_to_safetensors(&src, &shm, &ExportOptions::default()).unwrap();
+            let s = t.elapsed().as_secs_f64();
+            println!("caffemodel -> safetensors on tmpfs: {size:.0} MB in {s:.3} s = {:.0} MB/s", size / s);
+        }
+        let _ = std::fs::remove_file(&shm);
+    }
     let opts = ExportOptions::default();
     caffemodel_to_safetensors(&src, &st, &opts).unwrap();
     for _ in 0..2 {

@@ -17,7 +17,7 @@ use crate::engine::kernels::norm::{EpsMode, NormGrad, NormKernel};
 use crate::proto::{FillerParameter, LayerParameter, Phase};
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
-    let p = param.batch_norm_param.clone().unwrap_or_default();
+    let p = param.batch_norm_param.unwrap_or_default();
     let eps = p.eps();
     if eps.is_nan() || eps < 0.0 {
         bail!("batch_norm_param.eps must be >= 0, got {eps}");
@@ -54,19 +54,42 @@ impl Layer for BatchNorm {
         check_count("bottom", bottoms.len(), 1, 1)?;
         let shape = &bottoms[0];
         if shape.is_empty() {
-            bail!("BatchNorm needs a bottom with at least 1 axis, got {}", shape_str(shape));
+            bail!(
+                "BatchNorm needs a bottom with at least 1 axis, got {}",
+                shape_str(shape)
+            );
         }
         let channels = if shape.len() == 1 { 1 } else { shape[1] };
         let count: usize = shape.iter().product();
-        let inner = if count == 0 { 0 } else { count / (shape[0] * channels) };
+        let inner = if count == 0 {
+            0
+        } else {
+            count / (shape[0] * channels)
+        };
         self.dims = ChannelDims::new(shape[0], channels, inner);
-        let zero = FillerParameter { r#type: Some("constant".into()), value: Some(0.0), ..Default::default() };
+        let zero = FillerParameter {
+            r#type: Some("constant".into()),
+            value: Some(0.0),
+            ..Default::default()
+        };
         let params = vec![
-            ParamDef { shape: vec![channels], filler: zero.clone() },
-            ParamDef { shape: vec![channels], filler: zero.clone() },
-            ParamDef { shape: vec![1], filler: zero },
+            ParamDef {
+                shape: vec![channels],
+                filler: zero.clone(),
+            },
+            ParamDef {
+                shape: vec![channels],
+                filler: zero.clone(),
+            },
+            ParamDef {
+                shape: vec![1],
+                filler: zero,
+            },
         ];
-        Ok(Shapes { tops: vec![shape.clone()], params })
+        Ok(Shapes {
+            tops: vec![shape.clone()],
+            params,
+        })
     }
 
     fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
@@ -76,15 +99,42 @@ impl Layer for BatchNorm {
         let mean = self.mean.get(cx.eng, c);
         let var = self.var.get(cx.eng, c);
         let std = self.std.get(cx.eng, c);
-        let (sums, sq_sums, count) = (cx.params[0].data(), cx.params[1].data(), cx.params[2].data());
+        let (sums, sq_sums, count) = (
+            cx.params[0].data(),
+            cx.params[1].data(),
+            cx.params[2].data(),
+        );
         let x = cx.bottoms[0].data();
         if self.global {
-            cx.eng.launch(&Kernel::Norm(NormKernel::StoredStats { sums, sq_sums, count, mean, var }))?;
+            cx.eng.launch(&Kernel::Norm(NormKernel::StoredStats {
+                sums,
+                sq_sums,
+                count,
+                mean,
+                var,
+            }))?;
         } else {
-            cx.eng.launch(&Kernel::Norm(NormKernel::Moments { dims, x, mean, var: Some(var) }))?;
+            cx.eng.launch(&Kernel::Norm(NormKernel::Moments {
+                dims,
+                x,
+                mean,
+                var: Some(var),
+            }))?;
             let m = dims.count() / c.max(1);
-            let correction = if m > 1 { m as f32 / (m - 1) as f32 } else { 1.0 };
-            let update = NormKernel::StatsUpdate { maf: self.maf, correction, mean, var, sums, sq_sums, count };
+            let correction = if m > 1 {
+                m as f32 / (m - 1) as f32
+            } else {
+                1.0
+            };
+            let update = NormKernel::StatsUpdate {
+                maf: self.maf,
+                correction,
+                mean,
+                var,
+                sums,
+                sq_sums,
+                count,
+            };
             cx.eng.launch(&Kernel::Norm(update))?;
         }
         let y = cx.tops[0].data();
@@ -118,7 +168,14 @@ impl Layer for BatchNorm {
         } else {
             (NormGrad::Full, self.x_norm.get(cx.eng, dims.count()))
         };
-        let kernel = NormKernel::NormalizeBackward { dims, grad, y, dy: cx.tops[0].diff(), std, dx: cx.bottoms[0].diff() };
+        let kernel = NormKernel::NormalizeBackward {
+            dims,
+            grad,
+            y,
+            dy: cx.tops[0].diff(),
+            std,
+            dx: cx.bottoms[0].diff(),
+        };
         cx.eng.launch(&Kernel::Norm(kernel))
     }
 
@@ -141,9 +198,15 @@ mod tests {
     fn stats(x: &[f32], n: usize, c: usize, s: usize) -> Vec<(f64, f64)> {
         (0..c)
             .map(|ch| {
-                let v: Vec<f64> = (0..n).flat_map(|i| (0..s).map(move |k| (i, k))).map(|(i, k)| x[(i * c + ch) * s + k] as f64).collect();
+                let v: Vec<f64> = (0..n)
+                    .flat_map(|i| (0..s).map(move |k| (i, k)))
+                    .map(|(i, k)| x[(i * c + ch) * s + k] as f64)
+                    .collect();
                 let m = v.iter().sum::<f64>() / v.len() as f64;
-                (m, v.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / v.len() as f64)
+                (
+                    m,
+                    v.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / v.len() as f64,
+                )
             })
             .collect()
     }
@@ -152,7 +215,10 @@ mod tests {
     fn train_forward_and_running_stats() {
         let (n, c, s) = (3, 2, 4);
         let x = values(100, n * c * s, -2.0, 3.0, &[], 0.0);
-        let mut case = case(r#"type: "BatchNorm" batch_norm_param { moving_average_fraction: 0.9 }"#, vec![(vec![n, c, 2, 2], x.clone())]);
+        let mut case = case(
+            r#"type: "BatchNorm" batch_norm_param { moving_average_fraction: 0.9 }"#,
+            vec![(vec![n, c, 2, 2], x.clone())],
+        );
         case.phase = Phase::Train;
         case.params = Some(vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0]]);
         let r = run(&case, None);
@@ -165,8 +231,19 @@ mod tests {
             .collect();
         assert_close(&r.tops[0].1, &want, 1e-5);
         let mm = (n * s) as f64;
-        assert_close(&r.params[0].1, &[(st[0].0 + 0.9) as f32, (st[1].0 + 1.8) as f32], 1e-5);
-        assert_close(&r.params[1].1, &[(st[0].1 * mm / (mm - 1.0) + 2.7) as f32, (st[1].1 * mm / (mm - 1.0) + 3.6) as f32], 1e-5);
+        assert_close(
+            &r.params[0].1,
+            &[(st[0].0 + 0.9) as f32, (st[1].0 + 1.8) as f32],
+            1e-5,
+        );
+        assert_close(
+            &r.params[1].1,
+            &[
+                (st[0].1 * mm / (mm - 1.0) + 2.7) as f32,
+                (st[1].1 * mm / (mm - 1.0) + 3.6) as f32,
+            ],
+            1e-5,
+        );
         assert_close(&r.params[2].1, &[5.5], 1e-6);
     }
 
@@ -177,7 +254,12 @@ mod tests {
         c.params = Some(vec![vec![2.0, 4.0], vec![8.0, 2.0], vec![2.0]]);
         let r = run(&c, Some(&[vec![1.0; 4]]));
         // mean (1, 2), var (4, 1)
-        let want = [(1.0 - 1.0) / (4.0f32 + 1e-5).sqrt(), 1.0 / (4.0f32 + 1e-5).sqrt(), 1.0 / (1.0f32 + 1e-5).sqrt(), 2.0 / (1.0f32 + 1e-5).sqrt()];
+        let want = [
+            (1.0 - 1.0) / (4.0f32 + 1e-5).sqrt(),
+            1.0 / (4.0f32 + 1e-5).sqrt(),
+            1.0 / (1.0f32 + 1e-5).sqrt(),
+            2.0 / (1.0f32 + 1e-5).sqrt(),
+        ];
         assert_close(&r.tops[0].1, &want, 1e-6);
         assert_close(&r.bottom_diffs[0], &[0.5, 0.5, 1.0, 1.0], 1e-4);
         // Parameters untouched; no param diffs.
@@ -186,15 +268,26 @@ mod tests {
         // Scale factor 0 -> statistics 0.
         c.params = Some(vec![vec![2.0, 4.0], vec![8.0, 2.0], vec![0.0]]);
         let r = run(&c, None);
-        assert_close(&r.tops[0].1, &x.iter().map(|v| v / (1e-5f32).sqrt()).collect::<Vec<_>>(), 1e-5);
+        assert_close(
+            &r.tops[0].1,
+            &x.iter().map(|v| v / (1e-5f32).sqrt()).collect::<Vec<_>>(),
+            1e-5,
+        );
     }
 
     #[test]
     fn gradients() {
         // TRAIN (batch statistics): the output does not depend on the stored blobs.
-        for (seed, shape) in [(110u64, vec![3usize, 2, 2, 2]), (111, vec![4, 3]), (112, vec![2, 2, 3])] {
+        for (seed, shape) in [
+            (110u64, vec![3usize, 2, 2, 2]),
+            (111, vec![4, 3]),
+            (112, vec![2, 2, 3]),
+        ] {
             let count: usize = shape.iter().product();
-            let mut c = case(r#"type: "BatchNorm""#, vec![(shape, values(seed, count, -2.0, 2.0, &[], 0.0))]);
+            let mut c = case(
+                r#"type: "BatchNorm""#,
+                vec![(shape, values(seed, count, -2.0, 2.0, &[], 0.0))],
+            );
             c.phase = Phase::Train;
             let ch = c.bottoms[0].0[1];
             c.params = Some(vec![vec![0.0; ch], vec![0.0; ch], vec![0.0]]);
@@ -207,10 +300,19 @@ mod tests {
         // check_gradient would also perturb the stored statistics (whose diff Caffe never
         // computes), so compare dx = dy / std against finite differences here.
         let x = values(120, 12, -2.0, 2.0, &[], 0.0);
-        let mut c = case(r#"type: "BatchNorm" batch_norm_param { use_global_stats: true }"#, vec![(vec![2, 3, 2], x.clone())]);
+        let mut c = case(
+            r#"type: "BatchNorm" batch_norm_param { use_global_stats: true }"#,
+            vec![(vec![2, 3, 2], x.clone())],
+        );
         c.params = Some(vec![vec![0.3, -0.6, 0.9], vec![1.2, 0.6, 2.4], vec![1.5]]);
         let dy = values(121, 12, -1.0, 1.0, &[], 0.0);
-        let r = run_layer(&mut CpuEngine::new(), &c, Some(&[dy.clone()]), None).unwrap();
+        let r = run_layer(
+            &mut CpuEngine::new(),
+            &c,
+            Some(std::slice::from_ref(&dy)),
+            None,
+        )
+        .unwrap();
         for i in 0..12 {
             let f = |d: f32| {
                 let mut c2 = c.clone();
@@ -219,7 +321,11 @@ mod tests {
                 t.iter().zip(&dy).map(|(a, b)| (a * b) as f64).sum::<f64>()
             };
             let numeric = ((f(1e-2) - f(-1e-2)) / 2e-2) as f32;
-            assert!((numeric - r.bottom_diffs[0][i]).abs() < 1e-2, "{i}: {numeric} vs {}", r.bottom_diffs[0][i]);
+            assert!(
+                (numeric - r.bottom_diffs[0][i]).abs() < 1e-2,
+                "{i}: {numeric} vs {}",
+                r.bottom_diffs[0][i]
+            );
         }
     }
 
@@ -230,23 +336,38 @@ mod tests {
         let mut c = case(r#"type: "BatchNorm""#, vec![(vec![2, 3, 4], x.clone())]);
         c.phase = Phase::Train;
         c.params = Some(vec![vec![0.0; 3], vec![0.0; 3], vec![0.0]]);
-        let want = run(&c, Some(&[dy.clone()]));
+        let want = run(&c, Some(std::slice::from_ref(&dy)));
         let mut eng = CpuEngine::new();
         let mut layer = crate::layers::create(&c.param).unwrap();
         let shapes = layer.reshape(&[vec![2, 3, 4]]).unwrap();
-        let blob = Blob { shape: vec![2, 3, 4], data: eng.alloc(24), diff: eng.alloc(24) };
+        let blob = Blob {
+            shape: vec![2, 3, 4],
+            data: eng.alloc(24),
+            diff: eng.alloc(24),
+        };
         eng.upload(blob.data(), &x);
         let params: Vec<Blob> = shapes
             .params
             .iter()
             .map(|d| {
                 let n = d.shape.iter().product();
-                Blob { shape: d.shape.clone(), data: eng.alloc(n), diff: eng.alloc(n) }
+                Blob {
+                    shape: d.shape.clone(),
+                    data: eng.alloc(n),
+                    diff: eng.alloc(n),
+                }
             })
             .collect();
         let blobs = [blob.clone()];
         let mut rng = Rng::new(1);
-        let mut cx = Ctx { eng: &mut eng, bottoms: &blobs, tops: &blobs, params: &params, phase: Phase::Train, rng: &mut rng };
+        let mut cx = Ctx {
+            eng: &mut eng,
+            bottoms: &blobs,
+            tops: &blobs,
+            params: &params,
+            phase: Phase::Train,
+            rng: &mut rng,
+        };
         layer.forward(&mut cx).unwrap();
         // A later in-place layer clobbering the top must not change the gradient.
         cx.eng.fill(blob.data(), 7.0);

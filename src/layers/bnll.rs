@@ -16,7 +16,10 @@ mod tests {
 
     #[test]
     fn forward_backward_values() {
-        let c = case(r#"type: "BNLL""#, vec![(vec![4], vec![0.0, 1.0, -2.0, 80.0])]);
+        let c = case(
+            r#"type: "BNLL""#,
+            vec![(vec![4], vec![0.0, 1.0, -2.0, 80.0])],
+        );
         let r = run(&c, Some(&[vec![1.0, 1.0, 1.0, 2.0]]));
         let sp = |x: f64| (1.0 + x.exp()).ln() as f32;
         assert_close(&r.tops[0].1, &[sp(0.0), sp(1.0), sp(-2.0), 80.0], 1e-6);
@@ -26,6 +29,12 @@ mod tests {
 
     #[test]
     fn gradients() {
-        grad(&case(r#"type: "BNLL""#, vec![(vec![2, 3, 4], values(6, 24, -4.0, 4.0, &[], 0.0))]), &[0]);
+        grad(
+            &case(
+                r#"type: "BNLL""#,
+                vec![(vec![2, 3, 4], values(6, 24, -4.0, 4.0, &[], 0.0))],
+            ),
+            &[0],
+        );
     }
 }

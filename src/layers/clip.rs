@@ -20,7 +20,10 @@ mod tests {
 
     #[test]
     fn forward_backward_values() {
-        let c = case(r#"type: "Clip" clip_param { min: -0.5 max: 0.8 }"#, vec![(vec![5], vec![-1.0, -0.5, 0.1, 0.8, 2.0])]);
+        let c = case(
+            r#"type: "Clip" clip_param { min: -0.5 max: 0.8 }"#,
+            vec![(vec![5], vec![-1.0, -0.5, 0.1, 0.8, 2.0])],
+        );
         let r = run(&c, Some(&[vec![1.0, 2.0, 3.0, 4.0, 5.0]]));
         assert_eq!(r.tops[0].1, vec![-0.5, -0.5, 0.1, 0.8, 0.8]);
         assert_eq!(r.bottom_diffs[0], vec![0.0, 2.0, 3.0, 4.0, 0.0]);

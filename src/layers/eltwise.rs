@@ -14,9 +14,19 @@ pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     let p = param.eltwise_param.clone().unwrap_or_default();
     let operation = p.operation();
     if operation != EltwiseOp::Sum && !p.coeff.is_empty() {
-        bail!("Eltwise takes coefficients only for SUM (operation is {})", operation.as_str_name());
+        bail!(
+            "Eltwise takes coefficients only for SUM (operation is {})",
+            operation.as_str_name()
+        );
     }
-    Ok(Box::new(Eltwise { operation, coeff: p.coeff.clone(), stable: p.stable_prod_grad(), op: None, count: 0, argmax: Scratch::default() }))
+    Ok(Box::new(Eltwise {
+        operation,
+        coeff: p.coeff.clone(),
+        stable: p.stable_prod_grad(),
+        op: None,
+        count: 0,
+        argmax: Scratch::default(),
+    }))
 }
 
 struct Eltwise {
@@ -32,35 +42,71 @@ impl Layer for Eltwise {
     fn reshape(&mut self, bottoms: &[Vec<usize>]) -> Result<Shapes> {
         check_count("bottom", bottoms.len(), 2, usize::MAX)?;
         if !self.coeff.is_empty() && self.coeff.len() != bottoms.len() {
-            bail!("Eltwise takes one coefficient per bottom blob: {} coefficients for {} bottoms", self.coeff.len(), bottoms.len());
+            bail!(
+                "Eltwise takes one coefficient per bottom blob: {} coefficients for {} bottoms",
+                self.coeff.len(),
+                bottoms.len()
+            );
         }
         for (i, b) in bottoms.iter().enumerate().skip(1) {
             if b != &bottoms[0] {
-                bail!("bottom {i} has shape {} but bottom 0 has {}: Eltwise needs equal shapes", shape_str(b), shape_str(&bottoms[0]));
+                bail!(
+                    "bottom {i} has shape {} but bottom 0 has {}: Eltwise needs equal shapes",
+                    shape_str(b),
+                    shape_str(&bottoms[0])
+                );
             }
         }
         self.op = Some(match self.operation {
             EltwiseOp::Sum => NaryOp::Sum {
-                coeffs: if self.coeff.is_empty() { vec![1.0; bottoms.len()] } else { self.coeff.clone() },
+                coeffs: if self.coeff.is_empty() {
+                    vec![1.0; bottoms.len()]
+                } else {
+                    self.coeff.clone()
+                },
             },
-            EltwiseOp::Prod => NaryOp::Prod { stable: self.stable },
+            EltwiseOp::Prod => NaryOp::Prod {
+                stable: self.stable,
+            },
             EltwiseOp::Max => NaryOp::Max,
         });
         self.count = bottoms[0].iter().product();
-        Ok(Shapes { tops: vec![bottoms[0].clone()], params: vec![] })
+        Ok(Shapes {
+            tops: vec![bottoms[0].clone()],
+            params: vec![],
+        })
     }
 
     fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
-        let op = self.op.clone().ok_or_else(|| anyhow::anyhow!("Eltwise forward before reshape"))?;
+        let op = self
+            .op
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("Eltwise forward before reshape"))?;
         let xs: Vec<View> = cx.bottoms.iter().map(|b| b.data()).collect();
-        let argmax = if op == NaryOp::Max { Some(self.argmax.get(cx.eng, self.count)) } else { None };
-        cx.eng.launch(&Kernel::Elementwise(ElementwiseKernel::Nary { op, xs, y: cx.tops[0].data(), argmax }))
+        let argmax = if op == NaryOp::Max {
+            Some(self.argmax.get(cx.eng, self.count))
+        } else {
+            None
+        };
+        cx.eng.launch(&Kernel::Elementwise(ElementwiseKernel::Nary {
+            op,
+            xs,
+            y: cx.tops[0].data(),
+            argmax,
+        }))
     }
 
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {
-        let op = self.op.clone().ok_or_else(|| anyhow::anyhow!("Eltwise backward before reshape"))?;
+        let op = self
+            .op
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("Eltwise backward before reshape"))?;
         let xs: Vec<View> = cx.bottoms.iter().map(|b| b.data()).collect();
-        let argmax = if op == NaryOp::Max { Some(self.argmax.get(cx.eng, self.count)) } else { None };
+        let argmax = if op == NaryOp::Max {
+            Some(self.argmax.get(cx.eng, self.count))
+        } else {
+            None
+        };
         for (index, bottom) in cx.bottoms.iter().enumerate() {
             if !propagate_down.get(index).copied().unwrap_or(false) {
                 continue;
@@ -94,30 +140,66 @@ mod tests {
         let b = vec![2.0, -2.0, -1.0, 4.0];
         let c = vec![0.0, 5.0, 3.0, 1.0];
         let dy = vec![1.0, 2.0, 3.0, 4.0];
-        let bottoms = vec![(vec![4], a.clone()), (vec![4], b.clone()), (vec![4], c.clone())];
-        let r = run(&case(r#"type: "Eltwise" eltwise_param { operation: SUM coeff: 0.5 coeff: -1 coeff: 2 }"#, bottoms.clone()), Some(&[dy.clone()]));
+        let bottoms = vec![
+            (vec![4], a.clone()),
+            (vec![4], b.clone()),
+            (vec![4], c.clone()),
+        ];
+        let r = run(
+            &case(
+                r#"type: "Eltwise" eltwise_param { operation: SUM coeff: 0.5 coeff: -1 coeff: 2 }"#,
+                bottoms.clone(),
+            ),
+            Some(std::slice::from_ref(&dy)),
+        );
         assert_close(&r.tops[0].1, &[-1.5, 11.0, 8.5, -1.75], 1e-6);
         assert_close(&r.bottom_diffs[1], &[-1.0, -2.0, -3.0, -4.0], 1e-6);
         assert_close(&r.bottom_diffs[2], &[2.0, 4.0, 6.0, 8.0], 1e-6);
-        let r = run(&case(r#"type: "Eltwise" eltwise_param { operation: PROD }"#, bottoms.clone()), Some(&[dy.clone()]));
+        let r = run(
+            &case(
+                r#"type: "Eltwise" eltwise_param { operation: PROD }"#,
+                bottoms.clone(),
+            ),
+            Some(std::slice::from_ref(&dy)),
+        );
         assert_close(&r.tops[0].1, &[0.0, 20.0, -9.0, 2.0], 1e-6);
         // Stable gradient: product of the others (defined even where an input is 0).
         assert_close(&r.bottom_diffs[0], &[0.0, -20.0, -9.0, 16.0], 1e-6);
         assert_close(&r.bottom_diffs[2], &[2.0, 8.0, -9.0, 8.0], 1e-6);
-        let r = run(&case(r#"type: "Eltwise" eltwise_param { operation: MAX }"#, bottoms), Some(&[dy]));
+        let r = run(
+            &case(
+                r#"type: "Eltwise" eltwise_param { operation: MAX }"#,
+                bottoms,
+            ),
+            Some(&[dy]),
+        );
         assert_close(&r.tops[0].1, &[2.0, 5.0, 3.0, 4.0], 1e-6);
         // Ties: a vs b tie -> b; later bottoms must be strictly greater (a=3 vs c=3 at index 2 -> a).
         assert_eq!(r.bottom_diffs[0], vec![0.0, 0.0, 3.0, 0.0]);
         assert_eq!(r.bottom_diffs[1], vec![1.0, 0.0, 0.0, 4.0]);
         assert_eq!(r.bottom_diffs[2], vec![0.0, 2.0, 0.0, 0.0]);
-        let r = run(&case(r#"type: "Eltwise" eltwise_param { operation: MAX }"#, vec![(vec![1], vec![1.0]), (vec![1], vec![1.0])]), Some(&[vec![1.0]]));
+        let r = run(
+            &case(
+                r#"type: "Eltwise" eltwise_param { operation: MAX }"#,
+                vec![(vec![1], vec![1.0]), (vec![1], vec![1.0])],
+            ),
+            Some(&[vec![1.0]]),
+        );
         assert_eq!((r.bottom_diffs[0][0], r.bottom_diffs[1][0]), (0.0, 1.0));
     }
 
     #[test]
     fn bad_params_are_errors() {
-        assert!(crate::layers::create(&param(r#"type: "Eltwise" eltwise_param { operation: PROD coeff: 1 coeff: 2 }"#)).is_err());
-        let c = case(r#"type: "Eltwise" eltwise_param { coeff: 1 }"#, vec![(vec![2], vec![0.0; 2]), (vec![2], vec![0.0; 2])]);
+        assert!(
+            crate::layers::create(&param(
+                r#"type: "Eltwise" eltwise_param { operation: PROD coeff: 1 coeff: 2 }"#
+            ))
+            .is_err()
+        );
+        let c = case(
+            r#"type: "Eltwise" eltwise_param { coeff: 1 }"#,
+            vec![(vec![2], vec![0.0; 2]), (vec![2], vec![0.0; 2])],
+        );
         let mut l = crate::layers::create(&c.param).unwrap();
         assert!(l.reshape(&[vec![2], vec![2]]).is_err());
         assert!(l.reshape(&[vec![2], vec![3]]).is_err());
@@ -126,15 +208,56 @@ mod tests {
     #[test]
     fn gradients() {
         let mk = |seed: u64, gap: f32| -> Vec<(Vec<usize>, Vec<f32>)> {
-            (0..3).map(|k| (vec![2, 3, 2], values(seed + k, 12, -2.0, 2.0, &[], 0.0).iter().map(|v| v + k as f32 * gap).collect())).collect()
+            (0..3)
+                .map(|k| {
+                    (
+                        vec![2, 3, 2],
+                        values(seed + k, 12, -2.0, 2.0, &[], 0.0)
+                            .iter()
+                            .map(|v| v + k as f32 * gap)
+                            .collect(),
+                    )
+                })
+                .collect()
         };
-        grad(&case(r#"type: "Eltwise" eltwise_param { operation: SUM coeff: 0.5 coeff: -1.5 coeff: 2 }"#, mk(70, 0.0)), &[0, 1, 2]);
-        grad(&case(r#"type: "Eltwise" eltwise_param { operation: PROD }"#, mk(73, 0.0)), &[0, 1, 2]);
-        grad(&case(r#"type: "Eltwise" eltwise_param { operation: PROD stable_prod_grad: false }"#, mk(76, 0.0)), &[0, 1, 2]);
+        grad(
+            &case(
+                r#"type: "Eltwise" eltwise_param { operation: SUM coeff: 0.5 coeff: -1.5 coeff: 2 }"#,
+                mk(70, 0.0),
+            ),
+            &[0, 1, 2],
+        );
+        grad(
+            &case(
+                r#"type: "Eltwise" eltwise_param { operation: PROD }"#,
+                mk(73, 0.0),
+            ),
+            &[0, 1, 2],
+        );
+        grad(
+            &case(
+                r#"type: "Eltwise" eltwise_param { operation: PROD stable_prod_grad: false }"#,
+                mk(76, 0.0),
+            ),
+            &[0, 1, 2],
+        );
         // MAX: keep the bottoms well apart so finite differences do not switch the winner.
         let bottoms: Vec<(Vec<usize>, Vec<f32>)> = (0..3)
-            .map(|k| (vec![12], (0..12).map(|i| ((i * 7 + k * 5) % 12) as f32 * 0.5).collect()))
+            .map(|k| {
+                (
+                    vec![12],
+                    (0..12)
+                        .map(|i| ((i * 7 + k * 5) % 12) as f32 * 0.5)
+                        .collect(),
+                )
+            })
             .collect();
-        grad(&case(r#"type: "Eltwise" eltwise_param { operation: MAX }"#, bottoms), &[0, 1, 2]);
+        grad(
+            &case(
+                r#"type: "Eltwise" eltwise_param { operation: MAX }"#,
+                bottoms,
+            ),
+            &[0, 1, 2],
+        );
     }
 }

@@ -51,6 +51,10 @@ impl Filter {
 }
 
 impl Layer for Filter {
+    fn forwarded_top_shapes(&self) -> Option<Vec<Vec<usize>>> {
+        Some(self.forwarded_shapes())
+    }
+
     fn reshape(&mut self, bottoms: &[Vec<usize>]) -> Result<Shapes> {
         check_count("bottom", bottoms.len(), 2, usize::MAX)?;
         if bottoms.len() != self.num_tops + 1 {

@@ -14,18 +14,35 @@ use crate::proto::LayerParameter;
 use crate::proto::lrn_parameter::NormRegion;
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
-    let p = param.lrn_param.clone().unwrap_or_default();
+    let p = param.lrn_param.unwrap_or_default();
     let size = p.local_size() as usize;
-    if size % 2 == 0 {
+    if size.is_multiple_of(2) {
         bail!("LRN only supports odd values for local_size, got {size}");
     }
     let region = match p.norm_region() {
         NormRegion::AcrossChannels => LrnRegion::AcrossChannels,
         NormRegion::WithinChannel => LrnRegion::WithinChannel,
     };
-    let k = if region == LrnRegion::WithinChannel { 1.0 } else { p.k() };
-    let lrn = Lrn { region, num: 0, channels: 0, height: 0, width: 0, size, alpha: p.alpha(), beta: p.beta(), k };
-    Ok(Box::new(LrnLayer { lrn, scale: Scratch::default() }))
+    let k = if region == LrnRegion::WithinChannel {
+        1.0
+    } else {
+        p.k()
+    };
+    let lrn = Lrn {
+        region,
+        num: 0,
+        channels: 0,
+        height: 0,
+        width: 0,
+        size,
+        alpha: p.alpha(),
+        beta: p.beta(),
+        k,
+    };
+    Ok(Box::new(LrnLayer {
+        lrn,
+        scale: Scratch::default(),
+    }))
 }
 
 struct LrnLayer {
@@ -39,15 +56,31 @@ impl Layer for LrnLayer {
         check_count("bottom", bottoms.len(), 1, 1)?;
         let s = &bottoms[0];
         if s.len() != 4 {
-            bail!("LRN input must have 4 axes (num, channels, height, width), got {}", shape_str(s));
+            bail!(
+                "LRN input must have 4 axes (num, channels, height, width), got {}",
+                shape_str(s)
+            );
         }
-        (self.lrn.num, self.lrn.channels, self.lrn.height, self.lrn.width) = (s[0], s[1], s[2], s[3]);
-        Ok(Shapes { tops: vec![s.clone()], params: vec![] })
+        (
+            self.lrn.num,
+            self.lrn.channels,
+            self.lrn.height,
+            self.lrn.width,
+        ) = (s[0], s[1], s[2], s[3]);
+        Ok(Shapes {
+            tops: vec![s.clone()],
+            params: vec![],
+        })
     }
 
     fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
         let scale = self.scale.get(cx.eng, self.lrn.count());
-        let kernel = NormKernel::Lrn { lrn: self.lrn, x: cx.bottoms[0].data(), scale, y: cx.tops[0].data() };
+        let kernel = NormKernel::Lrn {
+            lrn: self.lrn,
+            x: cx.bottoms[0].data(),
+            scale,
+            y: cx.tops[0].data(),
+        };
         cx.eng.launch(&Kernel::Norm(kernel))
     }
 
@@ -81,11 +114,25 @@ mod tests {
     use super::super::relu::test_support::*;
 
     /// Direct reference: y = x * (k + alpha / n * window sum of x^2)^-beta.
-    fn reference(x: &[f32], shape: [usize; 4], size: usize, alpha: f32, beta: f32, k: f32, within: bool) -> Vec<f32> {
+    fn reference(
+        x: &[f32],
+        shape: [usize; 4],
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        k: f32,
+        within: bool,
+    ) -> Vec<f32> {
         let [n, c, h, w] = shape;
         let pre = (size - 1) as isize / 2;
         let at = |i: usize, ch: isize, hh: isize, ww: isize| -> f64 {
-            if ch < 0 || ch >= c as isize || hh < 0 || hh >= h as isize || ww < 0 || ww >= w as isize {
+            if ch < 0
+                || ch >= c as isize
+                || hh < 0
+                || hh >= h as isize
+                || ww < 0
+                || ww >= w as isize
+            {
                 0.0
             } else {
                 x[((i * c + ch as usize) * h + hh as usize) * w + ww as usize] as f64
@@ -123,17 +170,33 @@ mod tests {
     fn forward_matches_reference() {
         let shape = [2, 7, 3, 3];
         let x = values(140, 126, -2.0, 2.0, &[], 0.0);
-        let r = run(&case(r#"type: "LRN" lrn_param { local_size: 5 alpha: 0.1 beta: 0.75 k: 2 }"#, vec![(shape.to_vec(), x.clone())]), None);
-        assert_close(&r.tops[0].1, &reference(&x, shape, 5, 0.1, 0.75, 2.0, false), 1e-5);
+        let r = run(
+            &case(
+                r#"type: "LRN" lrn_param { local_size: 5 alpha: 0.1 beta: 0.75 k: 2 }"#,
+                vec![(shape.to_vec(), x.clone())],
+            ),
+            None,
+        );
+        assert_close(
+            &r.tops[0].1,
+            &reference(&x, shape, 5, 0.1, 0.75, 2.0, false),
+            1e-5,
+        );
         let src = r#"type: "LRN" lrn_param { norm_region: WITHIN_CHANNEL local_size: 3 alpha: 0.5 beta: 0.75 k: 7 }"#;
         let r = run(&case(src, vec![(shape.to_vec(), x.clone())]), None);
         // k is ignored for WITHIN_CHANNEL (Caffe uses 1).
-        assert_close(&r.tops[0].1, &reference(&x, shape, 3, 0.5, 0.75, 1.0, true), 1e-5);
+        assert_close(
+            &r.tops[0].1,
+            &reference(&x, shape, 3, 0.5, 0.75, 1.0, true),
+            1e-5,
+        );
     }
 
     #[test]
     fn bad_params_are_errors() {
-        assert!(crate::layers::create(&param(r#"type: "LRN" lrn_param { local_size: 4 }"#)).is_err());
+        assert!(
+            crate::layers::create(&param(r#"type: "LRN" lrn_param { local_size: 4 }"#)).is_err()
+        );
         let mut l = crate::layers::create(&param(r#"type: "LRN""#)).unwrap();
         assert!(l.reshape(&[vec![2, 3, 4]]).is_err());
     }
@@ -147,7 +210,16 @@ mod tests {
             r#"type: "LRN" lrn_param { norm_region: WITHIN_CHANNEL local_size: 5 alpha: 1.5 beta: 0.6 }"#,
         ];
         for (seed, src) in cases.iter().enumerate() {
-            grad(&case(src, vec![(vec![2, 4, 3, 3], values(150 + seed as u64, 72, -1.5, 1.5, &[], 0.0))]), &[0]);
+            grad(
+                &case(
+                    src,
+                    vec![(
+                        vec![2, 4, 3, 3],
+                        values(150 + seed as u64, 72, -1.5, 1.5, &[], 0.0),
+                    )],
+                ),
+                &[0],
+            );
         }
     }
 }

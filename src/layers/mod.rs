@@ -84,6 +84,12 @@ pub trait Layer: Send {
         0
     }
 
+    /// Top shapes that depend on the data (Filter): read after `forward`; `None` when the shapes
+    /// `reshape` gave still hold.
+    fn forwarded_top_shapes(&self) -> Option<Vec<Vec<usize>>> {
+        None
+    }
+
     /// Bottoms whose shape is read but not their values, e.g. Crop's reference blob.
     fn shape_only_bottom(&self, _bottom: usize) -> bool {
         false

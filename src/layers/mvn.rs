@@ -11,7 +11,7 @@ use crate::engine::kernels::norm::{EpsMode, NormGrad, NormKernel};
 use crate::proto::LayerParameter;
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
-    let p = param.mvn_param.clone().unwrap_or_default();
+    let p = param.mvn_param.unwrap_or_default();
     Ok(Box::new(Mvn {
         normalize_variance: p.normalize_variance(),
         across_channels: p.across_channels(),
@@ -39,14 +39,24 @@ impl Layer for Mvn {
         check_count("bottom", bottoms.len(), 1, 1)?;
         let s = &bottoms[0];
         if s.is_empty() || s.len() > 4 {
-            bail!("MVN needs a bottom of 1 to 4 axes (Caffe's num/channels), got {}", shape_str(s));
+            bail!(
+                "MVN needs a bottom of 1 to 4 axes (Caffe's num/channels), got {}",
+                shape_str(s)
+            );
         }
         let count: usize = s.iter().product();
         let channels = s.get(1).copied().unwrap_or(1);
-        let rows = if self.across_channels { s[0] } else { s[0] * channels };
-        let dim = if rows == 0 { 0 } else { count / rows };
+        let rows = if self.across_channels {
+            s[0]
+        } else {
+            s[0] * channels
+        };
+        let dim = count.checked_div(rows).unwrap_or(0);
         self.dims = ChannelDims::new(1, rows, dim);
-        Ok(Shapes { tops: vec![s.clone()], params: vec![] })
+        Ok(Shapes {
+            tops: vec![s.clone()],
+            params: vec![],
+        })
     }
 
     fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
@@ -54,12 +64,25 @@ impl Layer for Mvn {
         let x = cx.bottoms[0].data();
         let mean = self.mean.get(cx.eng, dims.channels);
         let (var, std) = if self.normalize_variance {
-            (Some(self.var.get(cx.eng, dims.channels)), Some(self.std.get(cx.eng, dims.channels)))
+            (
+                Some(self.var.get(cx.eng, dims.channels)),
+                Some(self.std.get(cx.eng, dims.channels)),
+            )
         } else {
             (None, None)
         };
-        cx.eng.launch(&Kernel::Norm(NormKernel::Moments { dims, x, mean, var }))?;
-        let kernel = NormKernel::Normalize { dims, eps: self.eps, eps_mode: EpsMode::SqrtVarThenEps, x, mean, var, std, y: cx.tops[0].data() };
+        cx.eng
+            .launch(&Kernel::Norm(NormKernel::Moments { dims, x, mean, var }))?;
+        let kernel = NormKernel::Normalize {
+            dims,
+            eps: self.eps,
+            eps_mode: EpsMode::SqrtVarThenEps,
+            x,
+            mean,
+            var,
+            std,
+            y: cx.tops[0].data(),
+        };
         cx.eng.launch(&Kernel::Norm(kernel))
     }
 
@@ -74,7 +97,14 @@ impl Layer for Mvn {
             (NormGrad::CenterOnly, None)
         };
         // Caffe's MVN backward reads the top data (y).
-        let kernel = NormKernel::NormalizeBackward { dims, grad, y: cx.tops[0].data(), dy: cx.tops[0].diff(), std, dx: cx.bottoms[0].diff() };
+        let kernel = NormKernel::NormalizeBackward {
+            dims,
+            grad,
+            y: cx.tops[0].data(),
+            dy: cx.tops[0].diff(),
+            std,
+            dx: cx.bottoms[0].diff(),
+        };
         cx.eng.launch(&Kernel::Norm(kernel))
     }
 
@@ -91,12 +121,38 @@ mod tests {
     fn forward_values() {
         // 2 rows of 4 (N=1, C=2, 2x2).
         let x = vec![1.0, 2.0, 3.0, 4.0, -1.0, -1.0, 1.0, 1.0];
-        let r = run(&case(r#"type: "MVN""#, vec![(vec![1, 2, 2, 2], x.clone())]), None);
+        let r = run(
+            &case(r#"type: "MVN""#, vec![(vec![1, 2, 2, 2], x.clone())]),
+            None,
+        );
         let s0 = 1.25f32.sqrt() + 1e-9;
-        assert_close(&r.tops[0].1, &[-1.5 / s0, -0.5 / s0, 0.5 / s0, 1.5 / s0, -1.0, -1.0, 1.0, 1.0], 1e-6);
-        let r = run(&case(r#"type: "MVN" mvn_param { normalize_variance: false across_channels: true }"#, vec![(vec![1, 2, 2, 2], x)]), None);
+        assert_close(
+            &r.tops[0].1,
+            &[
+                -1.5 / s0,
+                -0.5 / s0,
+                0.5 / s0,
+                1.5 / s0,
+                -1.0,
+                -1.0,
+                1.0,
+                1.0,
+            ],
+            1e-6,
+        );
+        let r = run(
+            &case(
+                r#"type: "MVN" mvn_param { normalize_variance: false across_channels: true }"#,
+                vec![(vec![1, 2, 2, 2], x)],
+            ),
+            None,
+        );
         // mean over all 8 = 1.25
-        assert_close(&r.tops[0].1, &[-0.25, 0.75, 1.75, 2.75, -2.25, -2.25, -0.25, -0.25], 1e-6);
+        assert_close(
+            &r.tops[0].1,
+            &[-0.25, 0.75, 1.75, 2.75, -2.25, -2.25, -0.25, -0.25],
+            1e-6,
+        );
     }
 
     #[test]
@@ -108,7 +164,16 @@ mod tests {
             r#"type: "MVN" mvn_param { normalize_variance: false across_channels: true }"#,
         ];
         for (seed, src) in cases.iter().enumerate() {
-            grad(&case(src, vec![(vec![2, 3, 2, 2], values(160 + seed as u64, 24, -2.0, 2.0, &[], 0.0))]), &[0]);
+            grad(
+                &case(
+                    src,
+                    vec![(
+                        vec![2, 3, 2, 2],
+                        values(160 + seed as u64, 24, -2.0, 2.0, &[], 0.0),
+                    )],
+                ),
+                &[0],
+            );
         }
     }
 }

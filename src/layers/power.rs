@@ -7,8 +7,12 @@ use crate::engine::kernels::elementwise::UnaryOp;
 use crate::proto::LayerParameter;
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
-    let p = param.power_param.clone().unwrap_or_default();
-    Ok(Box::new(NeuronLayer::new(UnaryOp::Power { power: p.power(), scale: p.scale(), shift: p.shift() })))
+    let p = param.power_param.unwrap_or_default();
+    Ok(Box::new(NeuronLayer::new(UnaryOp::Power {
+        power: p.power(),
+        scale: p.scale(),
+        shift: p.shift(),
+    })))
 }
 
 #[cfg(test)]
@@ -23,20 +27,47 @@ mod tests {
     #[test]
     fn forward_backward_values() {
         let x = vec![0.5, 1.0, 2.0, -0.3];
-        for p in [(2.0, 0.5, 1.0), (2.0, -1.5, 0.25), (3.0, 2.0, 0.0), (0.5, 1.0, 3.0), (1.0, 2.0, -1.0)] {
-            let src = format!(r#"type: "Power" power_param {{ power: {} scale: {} shift: {} }}"#, p.0, p.1, p.2);
+        for p in [
+            (2.0, 0.5, 1.0),
+            (2.0, -1.5, 0.25),
+            (3.0, 2.0, 0.0),
+            (0.5, 1.0, 3.0),
+            (1.0, 2.0, -1.0),
+        ] {
+            let src = format!(
+                r#"type: "Power" power_param {{ power: {} scale: {} shift: {} }}"#,
+                p.0, p.1, p.2
+            );
             let dy = vec![1.0, -2.0, 0.5, 1.5];
-            let r = run(&case(&src, vec![(vec![4], x.clone())]), Some(&[dy.clone()]));
-            let (want_y, want_d): (Vec<f32>, Vec<f32>) =
-                x.iter().zip(&dy).map(|(&x, &d)| (reference(x, p).0, d * reference(x, p).1)).unzip();
+            let r = run(
+                &case(&src, vec![(vec![4], x.clone())]),
+                Some(std::slice::from_ref(&dy)),
+            );
+            let (want_y, want_d): (Vec<f32>, Vec<f32>) = x
+                .iter()
+                .zip(&dy)
+                .map(|(&x, &d)| (reference(x, p).0, d * reference(x, p).1))
+                .unzip();
             assert_close(&r.tops[0].1, &want_y, 1e-5);
             assert_close(&r.bottom_diffs[0], &want_d, 1e-5);
         }
         // power * scale == 0: a constant, zero gradient.
-        let r = run(&case(r#"type: "Power" power_param { power: 2 scale: 0 shift: 3 }"#, vec![(vec![2], vec![1.0, 5.0])]), Some(&[vec![1.0, 1.0]]));
+        let r = run(
+            &case(
+                r#"type: "Power" power_param { power: 2 scale: 0 shift: 3 }"#,
+                vec![(vec![2], vec![1.0, 5.0])],
+            ),
+            Some(&[vec![1.0, 1.0]]),
+        );
         assert_eq!(r.tops[0].1, vec![9.0, 9.0]);
         assert_eq!(r.bottom_diffs[0], vec![0.0, 0.0]);
-        let r = run(&case(r#"type: "Power" power_param { power: 0 }"#, vec![(vec![2], vec![1.0, 5.0])]), None);
+        let r = run(
+            &case(
+                r#"type: "Power" power_param { power: 0 }"#,
+                vec![(vec![2], vec![1.0, 5.0])],
+            ),
+            None,
+        );
         assert_eq!(r.tops[0].1, vec![1.0, 1.0]);
     }
 
@@ -49,7 +80,16 @@ mod tests {
             r#"type: "Power" power_param { power: -1.5 scale: 0.5 shift: 3 }"#,
         ];
         for (seed, src) in cases.iter().enumerate() {
-            grad(&case(src, vec![(vec![2, 3, 2], values(20 + seed as u64, 12, 0.1, 2.0, &[], 0.0))]), &[0]);
+            grad(
+                &case(
+                    src,
+                    vec![(
+                        vec![2, 3, 2],
+                        values(20 + seed as u64, 12, 0.1, 2.0, &[], 0.0),
+                    )],
+                ),
+                &[0],
+            );
         }
     }
 }

@@ -15,7 +15,13 @@ pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
         value: Some(0.25),
         ..Default::default()
     });
-    Ok(Box::new(PRelu { shared: p.channel_shared(), filler, dims: ChannelDims::new(0, 0, 0), saved: Scratch::default(), in_place: false }))
+    Ok(Box::new(PRelu {
+        shared: p.channel_shared(),
+        filler,
+        dims: ChannelDims::new(0, 0, 0),
+        saved: Scratch::default(),
+        in_place: false,
+    }))
 }
 
 struct PRelu {
@@ -32,7 +38,10 @@ impl Layer for PRelu {
         check_count("bottom", bottoms.len(), 1, 1)?;
         let shape = &bottoms[0];
         if shape.len() < 2 {
-            bail!("PReLU needs a bottom of at least 2 axes (N, C, ...), got {}", shape_str(shape));
+            bail!(
+                "PReLU needs a bottom of at least 2 axes (N, C, ...), got {}",
+                shape_str(shape)
+            );
         }
         let count: usize = shape.iter().product();
         let channels = shape[1];
@@ -42,7 +51,13 @@ impl Layer for PRelu {
             ChannelDims::new(shape[0], channels, count / (shape[0] * channels).max(1))
         };
         let slope_shape = if self.shared { vec![] } else { vec![channels] };
-        Ok(Shapes { tops: vec![shape.clone()], params: vec![ParamDef { shape: slope_shape, filler: self.filler.clone() }] })
+        Ok(Shapes {
+            tops: vec![shape.clone()],
+            params: vec![ParamDef {
+                shape: slope_shape,
+                filler: self.filler.clone(),
+            }],
+        })
     }
 
     fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
@@ -53,11 +68,21 @@ impl Layer for PRelu {
             cx.eng.copy(x, copy);
         }
         let slope = cx.params[0].data();
-        cx.eng.launch(&Kernel::Elementwise(ElementwiseKernel::PRelu { dims: self.dims, x, slope, y }))
+        cx.eng
+            .launch(&Kernel::Elementwise(ElementwiseKernel::PRelu {
+                dims: self.dims,
+                x,
+                slope,
+                y,
+            }))
     }
 
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {
-        let x = if self.in_place { self.saved.get(cx.eng, self.dims.count()) } else { cx.bottoms[0].data() };
+        let x = if self.in_place {
+            self.saved.get(cx.eng, self.dims.count())
+        } else {
+            cx.bottoms[0].data()
+        };
         let dy = cx.tops[0].diff();
         // Slope gradient first: in place, dy and dx share a tensor.
         let dslope = ElementwiseKernel::ChannelSum {
@@ -71,7 +96,14 @@ impl Layer for PRelu {
         if propagate_down.first().copied().unwrap_or(false) {
             let slope = cx.params[0].data();
             let dx = cx.bottoms[0].diff();
-            cx.eng.launch(&Kernel::Elementwise(ElementwiseKernel::PReluBackward { dims: self.dims, x, slope, dy, dx }))?;
+            cx.eng
+                .launch(&Kernel::Elementwise(ElementwiseKernel::PReluBackward {
+                    dims: self.dims,
+                    x,
+                    slope,
+                    dy,
+                    dx,
+                }))?;
         }
         Ok(())
     }
@@ -97,7 +129,10 @@ mod tests {
         assert_close(&r.bottom_diffs[0], &[0.25, 1.0, 0.5, 3.0], 1e-6);
         // dslope_c = sum dy * min(x, 0)
         assert_close(&r.param_diffs[0], &[-1.0, -8.0], 1e-6);
-        let mut shared = case(r#"type: "PReLU" prelu_param { channel_shared: true }"#, vec![(vec![1, 2, 2], vec![-1.0, 2.0, -4.0, 0.5])]);
+        let mut shared = case(
+            r#"type: "PReLU" prelu_param { channel_shared: true }"#,
+            vec![(vec![1, 2, 2], vec![-1.0, 2.0, -4.0, 0.5])],
+        );
         shared.params = Some(vec![vec![0.5]]);
         let r = run(&shared, Some(&[vec![1.0, 1.0, 2.0, 3.0]]));
         assert_eq!(r.params[0].0, Vec::<usize>::new());
@@ -107,9 +142,22 @@ mod tests {
 
     #[test]
     fn gradients() {
-        for (seed, src) in [(50, r#"type: "PReLU""#), (51, r#"type: "PReLU" prelu_param { channel_shared: true }"#)] {
-            let mut c = case(src, vec![(vec![2, 3, 2, 2], values(seed, 24, -3.0, 3.0, &[0.0], 0.05))]);
-            c.params = Some(vec![values(seed + 100, if src.contains("shared") { 1 } else { 3 }, -0.5, 0.9, &[], 0.0)]);
+        for (seed, src) in [
+            (50, r#"type: "PReLU""#),
+            (51, r#"type: "PReLU" prelu_param { channel_shared: true }"#),
+        ] {
+            let mut c = case(
+                src,
+                vec![(vec![2, 3, 2, 2], values(seed, 24, -3.0, 3.0, &[0.0], 0.05))],
+            );
+            c.params = Some(vec![values(
+                seed + 100,
+                if src.contains("shared") { 1 } else { 3 },
+                -0.5,
+                0.9,
+                &[],
+                0.0,
+            )]);
             grad(&c, &[0]);
         }
     }

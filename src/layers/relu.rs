@@ -10,8 +10,13 @@ use crate::engine::kernels::elementwise::{ElementwiseKernel, UnaryOp};
 use crate::proto::LayerParameter;
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
-    let slope = param.relu_param.as_ref().map_or(0.0, |p| p.negative_slope());
-    Ok(Box::new(NeuronLayer::new(UnaryOp::Relu { negative_slope: slope })))
+    let slope = param
+        .relu_param
+        .as_ref()
+        .map_or(0.0, |p| p.negative_slope());
+    Ok(Box::new(NeuronLayer::new(UnaryOp::Relu {
+        negative_slope: slope,
+    })))
 }
 
 /// A one-bottom, one-top element-wise layer `top = op(bottom)`, usable in place.
@@ -26,7 +31,12 @@ pub struct NeuronLayer {
 
 impl NeuronLayer {
     pub fn new(op: UnaryOp) -> Self {
-        NeuronLayer { op, count: 0, saved_input: Scratch::default(), saved: false }
+        NeuronLayer {
+            op,
+            count: 0,
+            saved_input: Scratch::default(),
+            saved: false,
+        }
     }
 
     fn has_backward(&self) -> bool {
@@ -44,7 +54,10 @@ impl Layer for NeuronLayer {
     fn reshape(&mut self, bottoms: &[Vec<usize>]) -> Result<Shapes> {
         check_count("bottom", bottoms.len(), 1, 1)?;
         self.count = bottoms[0].iter().product();
-        Ok(Shapes { tops: vec![bottoms[0].clone()], params: vec![] })
+        Ok(Shapes {
+            tops: vec![bottoms[0].clone()],
+            params: vec![],
+        })
     }
 
     fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
@@ -55,7 +68,12 @@ impl Layer for NeuronLayer {
             let copy = self.saved_input.get(cx.eng, x.len);
             cx.eng.copy(x, copy);
         }
-        cx.eng.launch(&Kernel::Elementwise(ElementwiseKernel::Unary { op: self.op, x, y }))
+        cx.eng
+            .launch(&Kernel::Elementwise(ElementwiseKernel::Unary {
+                op: self.op,
+                x,
+                y,
+            }))
     }
 
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {
@@ -100,17 +118,24 @@ pub(crate) mod test_support {
     }
 
     pub fn case(src: &str, bottoms: Vec<(Vec<usize>, Vec<f32>)>) -> LayerCase {
-        LayerCase { param: param(src), phase: Phase::Test, bottoms, params: None }
+        LayerCase {
+            param: param(src),
+            phase: Phase::Test,
+            bottoms,
+            params: None,
+        }
     }
 
     /// Uniform values in [lo, hi), skipping the band |x - k| < gap around each kink k.
     pub fn values(seed: u64, n: usize, lo: f32, hi: f32, kinks: &[f32], gap: f32) -> Vec<f32> {
         let mut rng = Rng::new(seed);
         (0..n)
-            .map(|_| loop {
-                let v = rng.uniform_range(lo, hi);
-                if kinks.iter().all(|k| (v - k).abs() >= gap) {
-                    break v;
+            .map(|_| {
+                loop {
+                    let v = rng.uniform_range(lo, hi);
+                    if kinks.iter().all(|k| (v - k).abs() >= gap) {
+                        break v;
+                    }
                 }
             })
             .collect()
@@ -127,7 +152,10 @@ pub(crate) mod test_support {
     pub fn assert_close(got: &[f32], want: &[f32], tol: f32) {
         assert_eq!(got.len(), want.len(), "length");
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= tol * w.abs().max(1.0), "element {i}: got {g}, want {w}");
+            assert!(
+                (g - w).abs() <= tol * w.abs().max(1.0),
+                "element {i}: got {g}, want {w}"
+            );
         }
     }
 }
@@ -139,7 +167,10 @@ mod tests {
     #[test]
     fn forward_backward_values() {
         let x = vec![-2.0, -0.5, 0.0, 0.5, 3.0];
-        let c = case(r#"type: "ReLU" relu_param { negative_slope: 0.1 }"#, vec![(vec![5], x)]);
+        let c = case(
+            r#"type: "ReLU" relu_param { negative_slope: 0.1 }"#,
+            vec![(vec![5], x)],
+        );
         let r = run(&c, Some(&[vec![1.0, 2.0, 3.0, 4.0, 5.0]]));
         assert_close(&r.tops[0].1, &[-0.2, -0.05, 0.0, 0.5, 3.0], 1e-6);
         // x <= 0 gets the slope (Caffe: (x > 0) + slope * (x <= 0)).
@@ -150,7 +181,10 @@ mod tests {
 
     #[test]
     fn gradients() {
-        for (seed, src) in [(1, r#"type: "ReLU""#), (2, r#"type: "ReLU" relu_param { negative_slope: 0.3 }"#)] {
+        for (seed, src) in [
+            (1, r#"type: "ReLU""#),
+            (2, r#"type: "ReLU" relu_param { negative_slope: 0.3 }"#),
+        ] {
             let x = values(seed, 2 * 3 * 4, -3.0, 3.0, &[0.0], 0.05);
             grad(&case(src, vec![(vec![2, 3, 4], x)]), &[0]);
         }

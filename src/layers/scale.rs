@@ -59,17 +59,30 @@ impl Layer for Scale {
             bottoms[1].clone()
         } else {
             let shape = param_shape(&bottoms[0], self.axis, self.num_axes)?;
-            params.push(ParamDef { shape: shape.clone(), filler: self.filler.clone() });
+            params.push(ParamDef {
+                shape: shape.clone(),
+                filler: self.filler.clone(),
+            });
             shape
         };
         self.dims = operand_dims(&bottoms[0], self.axis, &scale_shape)?;
         if self.bias_term {
             // Caffe's inner Bias layer: axis = scale axis, num_axes = the scale's axis count.
-            let bias_axes = if self.two_bottoms { bottoms[1].len() as i32 } else { self.num_axes };
+            let bias_axes = if self.two_bottoms {
+                bottoms[1].len() as i32
+            } else {
+                self.num_axes
+            };
             let shape = param_shape(&bottoms[0], self.axis, bias_axes)?;
-            params.push(ParamDef { shape, filler: self.bias_filler.clone() });
+            params.push(ParamDef {
+                shape,
+                filler: self.bias_filler.clone(),
+            });
         }
-        Ok(Shapes { tops: vec![bottoms[0].clone()], params })
+        Ok(Shapes {
+            tops: vec![bottoms[0].clone()],
+            params,
+        })
     }
 
     fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
@@ -79,36 +92,82 @@ impl Layer for Scale {
             let copy = self.saved.get(cx.eng, x.len);
             cx.eng.copy(x, copy);
         }
-        let scale = if self.two_bottoms { cx.bottoms[1].data() } else { cx.params[0].data() };
+        let scale = if self.two_bottoms {
+            cx.bottoms[1].data()
+        } else {
+            cx.params[0].data()
+        };
         let bias = self.bias_index().map(|i| cx.params[i].data());
-        cx.eng.launch(&Kernel::Elementwise(ElementwiseKernel::ChannelAffine { dims: self.dims, x, scale: Some(scale), bias, y }))
+        cx.eng
+            .launch(&Kernel::Elementwise(ElementwiseKernel::ChannelAffine {
+                dims: self.dims,
+                x,
+                scale: Some(scale),
+                bias,
+                y,
+            }))
     }
 
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {
         let dy = cx.tops[0].diff();
         let dims = self.dims;
         if let Some(i) = self.bias_index() {
-            let kernel = ElementwiseKernel::ChannelSum { dims, a: dy, weight: SumWeight::One, beta: 1.0, y: cx.params[i].diff() };
+            let kernel = ElementwiseKernel::ChannelSum {
+                dims,
+                a: dy,
+                weight: SumWeight::One,
+                beta: 1.0,
+                y: cx.params[i].diff(),
+            };
             cx.eng.launch(&Kernel::Elementwise(kernel))?;
         }
         let scale_diff = if self.two_bottoms {
-            propagate_down.get(1).copied().unwrap_or(false).then(|| cx.bottoms[1].diff())
+            propagate_down
+                .get(1)
+                .copied()
+                .unwrap_or(false)
+                .then(|| cx.bottoms[1].diff())
         } else {
             Some(cx.params[0].diff())
         };
         if let Some(y) = scale_diff {
-            let x = if self.in_place { self.saved.get(cx.eng, dims.count()) } else { cx.bottoms[0].data() };
+            let x = if self.in_place {
+                self.saved.get(cx.eng, dims.count())
+            } else {
+                cx.bottoms[0].data()
+            };
             // Caffe accumulates into a learned scale's diff, except in two cases where its
             // Backward_cpu writes the reduction straight into the diff: an element-wise scale
             // (outer = inner = 1) and outer == 1 with inner > 1 and more than one scale.
-            let overwrite = dims.outer * dims.inner == 1 || (dims.outer == 1 && dims.inner > 1 && dims.channels > 1);
-            let beta = if self.two_bottoms || overwrite { 0.0 } else { 1.0 };
-            let kernel = ElementwiseKernel::ChannelSum { dims, a: dy, weight: SumWeight::By(x), beta, y };
+            let overwrite = dims.outer * dims.inner == 1
+                || (dims.outer == 1 && dims.inner > 1 && dims.channels > 1);
+            let beta = if self.two_bottoms || overwrite {
+                0.0
+            } else {
+                1.0
+            };
+            let kernel = ElementwiseKernel::ChannelSum {
+                dims,
+                a: dy,
+                weight: SumWeight::By(x),
+                beta,
+                y,
+            };
             cx.eng.launch(&Kernel::Elementwise(kernel))?;
         }
         if propagate_down.first().copied().unwrap_or(false) {
-            let scale = if self.two_bottoms { cx.bottoms[1].data() } else { cx.params[0].data() };
-            let kernel = ElementwiseKernel::ChannelAffine { dims, x: dy, scale: Some(scale), bias: None, y: cx.bottoms[0].diff() };
+            let scale = if self.two_bottoms {
+                cx.bottoms[1].data()
+            } else {
+                cx.params[0].data()
+            };
+            let kernel = ElementwiseKernel::ChannelAffine {
+                dims,
+                x: dy,
+                scale: Some(scale),
+                bias: None,
+                y: cx.bottoms[0].diff(),
+            };
             cx.eng.launch(&Kernel::Elementwise(kernel))?;
         }
         Ok(())
@@ -131,18 +190,26 @@ mod tests {
     #[test]
     fn forward_backward_values() {
         let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
-        let mut c = case(r#"type: "Scale" scale_param { bias_term: true }"#, vec![(vec![2, 3, 2], x.clone())]);
+        let mut c = case(
+            r#"type: "Scale" scale_param { bias_term: true }"#,
+            vec![(vec![2, 3, 2], x.clone())],
+        );
         c.params = Some(vec![vec![2.0, -1.0, 0.5], vec![1.0, 0.0, -1.0]]);
         let dy = vec![1.0; 12];
         let r = run(&c, Some(&[dy]));
-        let want: Vec<f32> = (0..12).map(|i| i as f32 * [2.0, -1.0, 0.5][(i / 2) % 3] + [1.0, 0.0, -1.0][(i / 2) % 3]).collect();
+        let want: Vec<f32> = (0..12)
+            .map(|i| i as f32 * [2.0, -1.0, 0.5][(i / 2) % 3] + [1.0, 0.0, -1.0][(i / 2) % 3])
+            .collect();
         assert_close(&r.tops[0].1, &want, 1e-6);
         let want_dx: Vec<f32> = (0..12).map(|i| [2.0, -1.0, 0.5][(i / 2) % 3]).collect();
         assert_close(&r.bottom_diffs[0], &want_dx, 1e-6);
         assert_close(&r.param_diffs[0], &[14.0, 22.0, 30.0], 1e-6);
         assert_close(&r.param_diffs[1], &[4.0, 4.0, 4.0], 1e-6);
         // Default fillers: scale 1, no bias blob.
-        let r = run(&case(r#"type: "Scale""#, vec![(vec![2, 3, 2], x.clone())]), None);
+        let r = run(
+            &case(r#"type: "Scale""#, vec![(vec![2, 3, 2], x.clone())]),
+            None,
+        );
         assert_eq!(r.params.len(), 1);
         assert_eq!(r.params[0].1, vec![1.0; 3]);
         assert_eq!(r.tops[0].1, x);
@@ -150,10 +217,18 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let mut l = crate::layers::create(&param(r#"type: "Scale" scale_param { axis: 0 num_axes: -1 bias_term: true }"#)).unwrap();
+        let mut l = crate::layers::create(&param(
+            r#"type: "Scale" scale_param { axis: 0 num_axes: -1 bias_term: true }"#,
+        ))
+        .unwrap();
         let s = l.reshape(&[vec![2, 3, 4]]).unwrap();
-        assert_eq!(s.params.iter().map(|p| p.shape.clone()).collect::<Vec<_>>(), vec![vec![2, 3, 4], vec![2, 3, 4]]);
-        let mut l = crate::layers::create(&param(r#"type: "Scale" scale_param { bias_term: true }"#)).unwrap();
+        assert_eq!(
+            s.params.iter().map(|p| p.shape.clone()).collect::<Vec<_>>(),
+            vec![vec![2, 3, 4], vec![2, 3, 4]]
+        );
+        let mut l =
+            crate::layers::create(&param(r#"type: "Scale" scale_param { bias_term: true }"#))
+                .unwrap();
         let s = l.reshape(&[vec![2, 3, 4], vec![3, 4]]).unwrap();
         assert_eq!(s.params.len(), 1);
         assert_eq!(s.params[0].shape, vec![3, 4]);
@@ -165,8 +240,16 @@ mod tests {
         let x = values(90, 24, -2.0, 2.0, &[], 0.0);
         for (seed, src, n) in [
             (91, r#"type: "Scale" scale_param { bias_term: true }"#, 3),
-            (92, r#"type: "Scale" scale_param { axis: 0 num_axes: -1 }"#, 24),
-            (93, r#"type: "Scale" scale_param { axis: 1 num_axes: 0 }"#, 1),
+            (
+                92,
+                r#"type: "Scale" scale_param { axis: 0 num_axes: -1 }"#,
+                24,
+            ),
+            (
+                93,
+                r#"type: "Scale" scale_param { axis: 1 num_axes: 0 }"#,
+                1,
+            ),
             (94, r#"type: "Scale" scale_param { axis: 2 }"#, 4),
         ] {
             let mut c = case(src, vec![(vec![2, 3, 4], x.clone())]);
@@ -177,7 +260,10 @@ mod tests {
             c.params = Some(ps);
             grad(&c, &[0]);
         }
-        let c = case(r#"type: "Scale" scale_param { bias_term: true }"#, vec![(vec![2, 3, 4], x), (vec![3], vec![0.5, -1.0, 2.0])]);
+        let c = case(
+            r#"type: "Scale" scale_param { bias_term: true }"#,
+            vec![(vec![2, 3, 4], x), (vec![3], vec![0.5, -1.0, 2.0])],
+        );
         grad(&c, &[0, 1]);
     }
 
@@ -185,34 +271,60 @@ mod tests {
     fn in_place_matches_out_of_place() {
         let x = values(95, 24, -2.0, 2.0, &[], 0.0);
         let dy = values(96, 24, -1.0, 1.0, &[], 0.0);
-        let mut c = case(r#"type: "Scale" scale_param { bias_term: true }"#, vec![(vec![2, 3, 4], x.clone())]);
+        let mut c = case(
+            r#"type: "Scale" scale_param { bias_term: true }"#,
+            vec![(vec![2, 3, 4], x.clone())],
+        );
         let ps = vec![vec![0.5, -1.0, 2.0], vec![0.1, 0.2, 0.3]];
         c.params = Some(ps.clone());
-        let want = run(&c, Some(&[dy.clone()]));
+        let want = run(&c, Some(std::slice::from_ref(&dy)));
         let mut eng = CpuEngine::new();
         let mut layer = crate::layers::create(&c.param).unwrap();
         let shapes = layer.reshape(&[vec![2, 3, 4]]).unwrap();
-        let blob = Blob { shape: vec![2, 3, 4], data: eng.alloc(24), diff: eng.alloc(24) };
+        let blob = Blob {
+            shape: vec![2, 3, 4],
+            data: eng.alloc(24),
+            diff: eng.alloc(24),
+        };
         eng.upload(blob.data(), &x);
         let params: Vec<Blob> = shapes
             .params
             .iter()
             .zip(&ps)
             .map(|(d, v)| {
-                let b = Blob { shape: d.shape.clone(), data: eng.alloc(v.len()), diff: eng.alloc(v.len()) };
+                let b = Blob {
+                    shape: d.shape.clone(),
+                    data: eng.alloc(v.len()),
+                    diff: eng.alloc(v.len()),
+                };
                 eng.upload(b.data(), v);
                 b
             })
             .collect();
         let blobs = [blob.clone()];
         let mut rng = Rng::new(1);
-        let mut cx = Ctx { eng: &mut eng, bottoms: &blobs, tops: &blobs, params: &params, phase: Phase::Test, rng: &mut rng };
+        let mut cx = Ctx {
+            eng: &mut eng,
+            bottoms: &blobs,
+            tops: &blobs,
+            params: &params,
+            phase: Phase::Test,
+            rng: &mut rng,
+        };
         layer.forward(&mut cx).unwrap();
         cx.eng.upload(blob.diff(), &dy);
         layer.backward(&mut cx, &[true]).unwrap();
         assert_close(&cx.eng.download(blob.data()), &want.tops[0].1, 1e-6);
         assert_close(&cx.eng.download(blob.diff()), &want.bottom_diffs[0], 1e-6);
-        assert_close(&cx.eng.download(params[0].diff()), &want.param_diffs[0], 1e-6);
-        assert_close(&cx.eng.download(params[1].diff()), &want.param_diffs[1], 1e-6);
+        assert_close(
+            &cx.eng.download(params[0].diff()),
+            &want.param_diffs[0],
+            1e-6,
+        );
+        assert_close(
+            &cx.eng.download(params[1].diff()),
+            &want.param_diffs[1],
+            1e-6,
+        );
     }
 }

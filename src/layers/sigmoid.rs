@@ -20,11 +20,25 @@ mod tests {
         let r = run(&c, Some(&[vec![1.0, 1.0, 2.0]]));
         let s = |x: f32| 1.0 / (1.0 + (-x).exp());
         assert_close(&r.tops[0].1, &[0.5, s(2.0), s(-1.0)], 1e-6);
-        assert_close(&r.bottom_diffs[0], &[0.25, s(2.0) * (1.0 - s(2.0)), 2.0 * s(-1.0) * (1.0 - s(-1.0))], 1e-6);
+        assert_close(
+            &r.bottom_diffs[0],
+            &[
+                0.25,
+                s(2.0) * (1.0 - s(2.0)),
+                2.0 * s(-1.0) * (1.0 - s(-1.0)),
+            ],
+            1e-6,
+        );
     }
 
     #[test]
     fn gradients() {
-        grad(&case(r#"type: "Sigmoid""#, vec![(vec![2, 3, 4], values(3, 24, -4.0, 4.0, &[], 0.0))]), &[0]);
+        grad(
+            &case(
+                r#"type: "Sigmoid""#,
+                vec![(vec![2, 3, 4], values(3, 24, -4.0, 4.0, &[], 0.0))],
+            ),
+            &[0],
+        );
     }
 }

@@ -146,7 +146,7 @@ mod tests {
         let c = case(&[2, 3, 2], None, 5);
         let dy: Vec<f32> = (0..12).map(|i| i as f32 * 0.1 - 0.5).collect();
         let mut eng = CpuEngine::new();
-        let want = run_layer(&mut eng, &c, Some(&[dy.clone()]), None).unwrap();
+        let want = run_layer(&mut eng, &c, Some(std::slice::from_ref(&dy)), None).unwrap();
         let blob = Blob {
             shape: vec![2, 3, 2],
             data: eng.alloc(12),
@@ -154,7 +154,7 @@ mod tests {
         };
         eng.upload(blob.data(), &c.bottoms[0].1);
         let mut layer = create(&c.param).unwrap();
-        layer.reshape(&[blob.shape.clone()]).unwrap();
+        layer.reshape(std::slice::from_ref(&blob.shape)).unwrap();
         let blobs = [blob.clone()];
         let mut rng = Rng::new(1);
         let mut cx = Ctx {

@@ -14,15 +14,18 @@ pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
 #[cfg(test)]
 mod tests {
     use super::super::relu::test_support::*;
-    use crate::engine::cpu::CpuEngine;
     use crate::engine::Engine;
+    use crate::engine::cpu::CpuEngine;
     use crate::layers::{Blob, Ctx};
     use crate::proto::Phase;
     use crate::rng::Rng;
 
     #[test]
     fn forward_backward_values() {
-        let c = case(r#"type: "Swish" swish_param { beta: 1.5 }"#, vec![(vec![3], vec![0.0, 1.0, -2.0])]);
+        let c = case(
+            r#"type: "Swish" swish_param { beta: 1.5 }"#,
+            vec![(vec![3], vec![0.0, 1.0, -2.0])],
+        );
         let r = run(&c, Some(&[vec![1.0, 1.0, 1.0]]));
         let s = |x: f32| 1.0 / (1.0 + (-1.5 * x).exp());
         assert_close(&r.tops[0].1, &[0.0, s(1.0), -2.0 * s(-2.0)], 1e-6);
@@ -32,8 +35,17 @@ mod tests {
 
     #[test]
     fn gradients() {
-        for (seed, src) in [(10, r#"type: "Swish""#), (11, r#"type: "Swish" swish_param { beta: 0.7 }"#)] {
-            grad(&case(src, vec![(vec![2, 3, 4], values(seed, 24, -3.0, 3.0, &[], 0.0))]), &[0]);
+        for (seed, src) in [
+            (10, r#"type: "Swish""#),
+            (11, r#"type: "Swish" swish_param { beta: 0.7 }"#),
+        ] {
+            grad(
+                &case(
+                    src,
+                    vec![(vec![2, 3, 4], values(seed, 24, -3.0, 3.0, &[], 0.0))],
+                ),
+                &[0],
+            );
         }
     }
 
@@ -41,16 +53,30 @@ mod tests {
     fn in_place_backward_matches() {
         let x = values(12, 12, -3.0, 3.0, &[], 0.0);
         let dy = values(13, 12, -1.0, 1.0, &[], 0.0);
-        let c = case(r#"type: "Swish" swish_param { beta: 1.5 }"#, vec![(vec![12], x.clone())]);
-        let want = run(&c, Some(&[dy.clone()]));
+        let c = case(
+            r#"type: "Swish" swish_param { beta: 1.5 }"#,
+            vec![(vec![12], x.clone())],
+        );
+        let want = run(&c, Some(std::slice::from_ref(&dy)));
         let mut eng = CpuEngine::new();
         let mut layer = crate::layers::create(&c.param).unwrap();
         layer.reshape(&[vec![12]]).unwrap();
-        let blob = Blob { shape: vec![12], data: eng.alloc(12), diff: eng.alloc(12) };
+        let blob = Blob {
+            shape: vec![12],
+            data: eng.alloc(12),
+            diff: eng.alloc(12),
+        };
         eng.upload(blob.data(), &x);
         let blobs = [blob.clone()];
         let mut rng = Rng::new(1);
-        let mut cx = Ctx { eng: &mut eng, bottoms: &blobs, tops: &blobs, params: &[], phase: Phase::Test, rng: &mut rng };
+        let mut cx = Ctx {
+            eng: &mut eng,
+            bottoms: &blobs,
+            tops: &blobs,
+            params: &[],
+            phase: Phase::Test,
+            rng: &mut rng,
+        };
         layer.forward(&mut cx).unwrap();
         cx.eng.upload(blob.diff(), &dy);
         layer.backward(&mut cx, &[true]).unwrap();

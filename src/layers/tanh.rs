@@ -25,6 +25,12 @@ mod tests {
 
     #[test]
     fn gradients() {
-        grad(&case(r#"type: "TanH""#, vec![(vec![2, 3, 4], values(4, 24, -3.0, 3.0, &[], 0.0))]), &[0]);
+        grad(
+            &case(
+                r#"type: "TanH""#,
+                vec![(vec![2, 3, 4], values(4, 24, -3.0, 3.0, &[], 0.0))],
+            ),
+            &[0],
+        );
     }
 }

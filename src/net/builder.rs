@@ -289,10 +289,11 @@ impl NetGraph {
     ) -> Result<()> {
         let is_batch_norm = node.type_name() == "BatchNorm";
         for (i, def) in node.param_defs.iter().enumerate() {
-            let mut spec = node.param.param.get(i).cloned().unwrap_or_default();
+            let given = node.param.param.get(i).cloned();
+            let mut spec = given.clone().unwrap_or_default();
             if is_batch_norm {
                 // Caffe masks BatchNorm's statistics from the solver.
-                if spec.lr_mult() != 0.0 {
+                if given.is_some() && spec.lr_mult() != 0.0 {
                     bail!("cannot configure batch normalization statistics as layer parameters (lr_mult must be 0)");
                 }
                 spec.lr_mult = Some(0.0);

@@ -10,6 +10,10 @@ use crate::rng::Rng;
 
 pub struct Net {
     pub graph: NetGraph,
+    /// Elements allocated for each blob (shapes may shrink and grow back within it).
+    capacity: Vec<usize>,
+    /// Bottom shapes of each layer at its last reshape.
+    reshaped_for: Vec<Vec<Vec<usize>>>,
     /// Tensors of each blob of the graph.
     pub blobs: Vec<Blob>,
     /// Tensors of each parameter (shared parameters hold their owner's tensors).
@@ -51,7 +55,13 @@ impl Net {
                 params.push(Blob { shape: p.shape.clone(), ..owner });
             }
         }
-        Ok(Net { graph, blobs, params, rng })
+        let capacity = blobs.iter().map(|b| b.count()).collect();
+        let reshaped_for = graph
+            .layers
+            .iter()
+            .map(|l| l.bottoms.iter().map(|&b| blobs[b].shape.clone()).collect())
+            .collect();
+        Ok(Net { graph, capacity, reshaped_for, blobs, params, rng })
     }
 
     fn layer_blobs(&self, i: usize) -> (Vec<Blob>, Vec<Blob>, Vec<Blob>) {
@@ -72,13 +82,51 @@ impl Net {
     pub fn forward_range(&mut self, eng: &mut dyn Engine, start: usize, end: usize) -> Result<()> {
         let phase = self.graph.phase();
         for i in start..end.min(self.graph.layers.len()) {
+            self.reshape_if_needed(eng, i)?;
             let (bottoms, tops, params) = self.layer_blobs(i);
             let label = self.label(i);
             let layer = self.graph.layers[i].layer.as_mut().ok_or_else(|| anyhow!("{label}: not built"))?;
             let mut cx = Ctx { eng, bottoms: &bottoms, tops: &tops, params: &params, phase, rng: &mut self.rng };
             layer.forward(&mut cx).with_context(|| label.clone())?;
+            if let Some(shapes) = layer.forwarded_top_shapes() {
+                let tops = self.graph.layers[i].tops.clone();
+                for (&t, shape) in tops.iter().zip(shapes) {
+                    self.set_blob_shape(eng, t, shape);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Caffe reshapes every layer at each forward; here a layer is re-shaped only when its bottom
+    /// shapes changed since its last reshape (data-dependent shapes, e.g. after a Filter).
+    fn reshape_if_needed(&mut self, eng: &mut dyn Engine, i: usize) -> Result<()> {
+        let current: Vec<Vec<usize>> = self.graph.layers[i].bottoms.iter().map(|&b| self.blobs[b].shape.clone()).collect();
+        if current == self.reshaped_for[i] {
+            return Ok(());
+        }
+        let label = self.label(i);
+        let layer = self.graph.layers[i].layer.as_mut().ok_or_else(|| anyhow!("{label}: not built"))?;
+        let shapes = layer.reshape(&current).with_context(|| label.clone())?;
+        let tops = self.graph.layers[i].tops.clone();
+        for (&t, shape) in tops.iter().zip(shapes.tops) {
+            self.set_blob_shape(eng, t, shape);
+        }
+        self.reshaped_for[i] = current;
+        Ok(())
+    }
+
+    fn set_blob_shape(&mut self, eng: &mut dyn Engine, b: usize, shape: Vec<usize>) {
+        let count: usize = shape.iter().product();
+        if count > self.capacity[b] {
+            eng.free(self.blobs[b].data);
+            eng.free(self.blobs[b].diff);
+            self.blobs[b].data = eng.alloc(count);
+            self.blobs[b].diff = eng.alloc(count);
+            self.capacity[b] = count;
+        }
+        self.graph.blobs[b].shape = Some(shape.clone());
+        self.blobs[b].shape = shape;
     }
 
     pub fn forward(&mut self, eng: &mut dyn Engine) -> Result<()> {

@@ -16,7 +16,9 @@ pub(super) const CHUNK: usize = 1 << 13;
 /// Runs `f(start, chunk)` over `out` in chunks (in parallel when `out` is big).
 pub(super) fn for_chunks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     if out.len() >= PAR_MIN && rayon::current_num_threads() > 1 {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, c)| f(k * CHUNK, c));
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(k, c)| f(k * CHUNK, c));
     } else {
         f(0, out);
     }
@@ -29,7 +31,10 @@ pub(super) fn for_rows(out: &mut [f32], inner: usize, f: impl Fn(usize, &mut [f3
     }
     if out.len() >= PAR_MIN && rayon::current_num_threads() > 1 {
         let min_rows = (CHUNK / inner).max(1);
-        out.par_chunks_mut(inner).enumerate().with_min_len(min_rows).for_each(|(r, row)| f(r, row));
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .with_min_len(min_rows)
+            .for_each(|(r, row)| f(r, row));
     } else {
         for (r, row) in out.chunks_mut(inner).enumerate() {
             f(r, row);
@@ -90,7 +95,13 @@ fn map2(y: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync 
     });
 }
 
-fn map3(y: &mut [f32], a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) {
+fn map3(
+    y: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32 + Sync + Send,
+) {
     for_chunks(y, |s, yc| {
         let n = yc.len();
         let (ac, bc, cc) = (&a[s..s + n], &b[s..s + n], &c[s..s + n]);
@@ -120,8 +131,14 @@ fn unary(op: UnaryOp, x: &[f32], y: &mut [f32]) {
                 (1.0 + x.exp() as f64).ln() as f32
             }
         }),
-        UnaryOp::Elu { alpha } => map1(y, x, move |x| x.max(0.0) + alpha * (x.min(0.0).exp() - 1.0)),
-        UnaryOp::Power { power, scale, shift } => {
+        UnaryOp::Elu { alpha } => {
+            map1(y, x, move |x| x.max(0.0) + alpha * (x.min(0.0).exp() - 1.0))
+        }
+        UnaryOp::Power {
+            power,
+            scale,
+            shift,
+        } => {
             if power * scale == 0.0 {
                 let value = if power == 0.0 { 1.0 } else { shift.powf(power) };
                 y.fill(value);
@@ -141,12 +158,27 @@ fn unary(op: UnaryOp, x: &[f32], y: &mut [f32]) {
                 })
             }
         }
-        UnaryOp::Exp { inner_scale, outer_scale } => map1(y, x, move |x| {
-            let v = if inner_scale == 1.0 { x } else { inner_scale * x };
+        UnaryOp::Exp {
+            inner_scale,
+            outer_scale,
+        } => map1(y, x, move |x| {
+            let v = if inner_scale == 1.0 {
+                x
+            } else {
+                inner_scale * x
+            };
             let v = v.exp();
-            if outer_scale == 1.0 { v } else { v * outer_scale }
+            if outer_scale == 1.0 {
+                v
+            } else {
+                v * outer_scale
+            }
         }),
-        UnaryOp::Log { scale, shift, base_scale } => map1(y, x, move |x| {
+        UnaryOp::Log {
+            scale,
+            shift,
+            base_scale,
+        } => map1(y, x, move |x| {
             let mut v = x;
             if scale != 1.0 {
                 v *= scale;
@@ -157,7 +189,9 @@ fn unary(op: UnaryOp, x: &[f32], y: &mut [f32]) {
             let v = v.ln();
             if base_scale == 1.0 { v } else { v * base_scale }
         }),
-        UnaryOp::Threshold { threshold } => map1(y, x, move |x| if x > threshold { 1.0 } else { 0.0 }),
+        UnaryOp::Threshold { threshold } => {
+            map1(y, x, move |x| if x > threshold { 1.0 } else { 0.0 })
+        }
         UnaryOp::Clip { min, max } => map1(y, x, move |x| min.max(x.min(max))),
         UnaryOp::Swish { beta } => map1(y, x, move |x| x * sigmoid(x * beta)),
     }
@@ -170,18 +204,26 @@ fn step(c: bool) -> f32 {
 /// dx from (x, y, dy).
 fn unary_backward(op: UnaryOp, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
     match op {
-        UnaryOp::Relu { negative_slope: s } => map2(dx, x, dy, move |x, d| d * (step(x > 0.0) + s * step(x <= 0.0))),
-        UnaryOp::Sigmoid => map2(dx, y, dy, |y, d| (d as f64 * y as f64 * (1.0 - y as f64)) as f32),
+        UnaryOp::Relu { negative_slope: s } => map2(dx, x, dy, move |x, d| {
+            d * (step(x > 0.0) + s * step(x <= 0.0))
+        }),
+        UnaryOp::Sigmoid => map2(dx, y, dy, |y, d| {
+            (d as f64 * y as f64 * (1.0 - y as f64)) as f32
+        }),
         UnaryOp::TanH => map2(dx, y, dy, |y, d| d * (1.0 - y * y)),
         UnaryOp::AbsVal => map2(dx, x, dy, |x, d| (step(0.0 < x) - step(x < 0.0)) * d),
         UnaryOp::Bnll => map2(dx, x, dy, |x, d| {
             let e = x.min(BNLL_THRESHOLD).exp() as f64;
             (d as f64 * e / (e + 1.0)) as f32
         }),
-        UnaryOp::Elu { alpha } => {
-            map3(dx, x, y, dy, move |x, y, d| d * (step(x > 0.0) + (alpha + y) * step(x <= 0.0)))
-        }
-        UnaryOp::Power { power, scale, shift } => {
+        UnaryOp::Elu { alpha } => map3(dx, x, y, dy, move |x, y, d| {
+            d * (step(x > 0.0) + (alpha + y) * step(x <= 0.0))
+        }),
+        UnaryOp::Power {
+            power,
+            scale,
+            shift,
+        } => {
             let diff_scale = power * scale;
             if diff_scale == 0.0 {
                 dx.fill(0.0);
@@ -213,9 +255,17 @@ fn unary_backward(op: UnaryOp, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32])
         }
         UnaryOp::Exp { inner_scale, .. } => map2(dx, y, dy, move |y, d| {
             let g = y * d;
-            if inner_scale == 1.0 { g } else { g * inner_scale }
+            if inner_scale == 1.0 {
+                g
+            } else {
+                g * inner_scale
+            }
         }),
-        UnaryOp::Log { scale, shift, base_scale } => {
+        UnaryOp::Log {
+            scale,
+            shift,
+            base_scale,
+        } => {
             let num_scale = scale * base_scale;
             map2(dx, x, dy, move |x, d| {
                 let mut v = x;
@@ -275,7 +325,12 @@ fn nary(op: &NaryOp, xs: &[&[f32]], y: &mut [f32], argmax: Option<&mut [f32]>) {
             };
             let work = |s: usize, yc: &mut [f32], mc: &mut [f32]| {
                 let n = yc.len();
-                for (((o, m), &a), &b) in yc.iter_mut().zip(mc.iter_mut()).zip(&xs[0][s..s + n]).zip(&xs[1][s..s + n]) {
+                for (((o, m), &a), &b) in yc
+                    .iter_mut()
+                    .zip(mc.iter_mut())
+                    .zip(&xs[0][s..s + n])
+                    .zip(&xs[1][s..s + n])
+                {
                     if a > b {
                         *o = a;
                         *m = 0.0;
@@ -305,7 +360,15 @@ fn nary(op: &NaryOp, xs: &[&[f32]], y: &mut [f32], argmax: Option<&mut [f32]>) {
     }
 }
 
-fn nary_backward(op: &NaryOp, index: usize, xs: &[&[f32]], y: &[f32], argmax: Option<&[f32]>, dy: &[f32], dx: &mut [f32]) {
+fn nary_backward(
+    op: &NaryOp,
+    index: usize,
+    xs: &[&[f32]],
+    y: &[f32],
+    argmax: Option<&[f32]>,
+    dy: &[f32],
+    dx: &mut [f32],
+) {
     match op {
         NaryOp::Sum { coeffs } => {
             let c = coeffs[index];
@@ -351,13 +414,24 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
         }
         ElementwiseKernel::UnaryBackward { op, x, y, dy, dx } => {
             check_len(&[*x, *y, *dy], dx.len)?;
-            mem.with(&[*dx], &[*x, *y, *dy], |o, i| unary_backward(*op, i[0], i[1], i[2], o[0]));
+            mem.with(&[*dx], &[*x, *y, *dy], |o, i| {
+                unary_backward(*op, i[0], i[1], i[2], o[0])
+            });
         }
         ElementwiseKernel::Nary { op, xs, y, argmax } => {
-            anyhow::ensure!(xs.len() >= 2, "Nary kernel needs at least 2 inputs, got {}", xs.len());
+            anyhow::ensure!(
+                xs.len() >= 2,
+                "Nary kernel needs at least 2 inputs, got {}",
+                xs.len()
+            );
             check_len(xs, y.len)?;
             if let NaryOp::Sum { coeffs } = op {
-                anyhow::ensure!(coeffs.len() == xs.len(), "Nary Sum: {} coefficients for {} inputs", coeffs.len(), xs.len());
+                anyhow::ensure!(
+                    coeffs.len() == xs.len(),
+                    "Nary Sum: {} coefficients for {} inputs",
+                    coeffs.len(),
+                    xs.len()
+                );
             }
             let mut outs = vec![*y];
             if let (NaryOp::Max, Some(m)) = (op, argmax) {
@@ -369,8 +443,20 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 nary(op, i, first[0], rest.first_mut().map(|m| &mut **m));
             });
         }
-        ElementwiseKernel::NaryBackward { op, index, xs, y, argmax, dy, dx } => {
-            anyhow::ensure!(*index < xs.len(), "NaryBackward index {index} out of {} inputs", xs.len());
+        ElementwiseKernel::NaryBackward {
+            op,
+            index,
+            xs,
+            y,
+            argmax,
+            dy,
+            dx,
+        } => {
+            anyhow::ensure!(
+                *index < xs.len(),
+                "NaryBackward index {index} out of {} inputs",
+                xs.len()
+            );
             check_len(xs, dx.len)?;
             check_len(&[*y, *dy], dx.len)?;
             let mut ins = xs.clone();
@@ -382,11 +468,21 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
             }
             let n = xs.len();
             mem.with(&[*dx], &ins, |o, i| {
-                let mask = if argmax.is_some() { Some(i[n + 2]) } else { None };
+                let mask = if argmax.is_some() {
+                    Some(i[n + 2])
+                } else {
+                    None
+                };
                 nary_backward(op, *index, &i[..n], i[n], mask, i[n + 1], o[0]);
             });
         }
-        ElementwiseKernel::ChannelAffine { dims, x, scale, bias, y } => {
+        ElementwiseKernel::ChannelAffine {
+            dims,
+            x,
+            scale,
+            bias,
+            y,
+        } => {
             check_len(&[*x], dims.count())?;
             check_len(&[*y], dims.count())?;
             let mut ins = vec![*x];
@@ -399,7 +495,11 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
             mem.with(&[*y], &ins, |o, i| {
                 let x = i[0];
                 let s = if has_scale { Some(i[1]) } else { None };
-                let b = if has_bias { Some(i[1 + usize::from(has_scale)]) } else { None };
+                let b = if has_bias {
+                    Some(i[1 + usize::from(has_scale)])
+                } else {
+                    None
+                };
                 for_rows(o[0], dims.inner, |r, row| {
                     let c = r % dims.channels;
                     let xr = &x[r * dims.inner..(r + 1) * dims.inner];
@@ -421,7 +521,13 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 });
             });
         }
-        ElementwiseKernel::ChannelSum { dims, a, weight, beta, y } => {
+        ElementwiseKernel::ChannelSum {
+            dims,
+            a,
+            weight,
+            beta,
+            y,
+        } => {
             check_len(&[*a], dims.count())?;
             check_len(&[*y], dims.channels)?;
             let mut ins = vec![*a];
@@ -444,7 +550,9 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
                             None => sum(ar),
                             Some(w) if neg => {
                                 tmp.clear();
-                                tmp.extend(w[start..start + dims.inner].iter().map(|&v| v.min(0.0)));
+                                tmp.extend(
+                                    w[start..start + dims.inner].iter().map(|&v| v.min(0.0)),
+                                );
                                 dot(ar, &tmp)
                             }
                             Some(w) => dot(ar, &w[start..start + dims.inner]),
@@ -458,8 +566,11 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
                     let s = one(c);
                     *yc = if beta == 0.0 { s } else { beta * *yc + s };
                 };
-                if dims.count() >= PAR_MIN && dims.channels > 1 && rayon::current_num_threads() > 1 {
-                    y.par_iter_mut().enumerate().for_each(|(c, yc)| update(c, yc));
+                if dims.count() >= PAR_MIN && dims.channels > 1 && rayon::current_num_threads() > 1
+                {
+                    y.par_iter_mut()
+                        .enumerate()
+                        .for_each(|(c, yc)| update(c, yc));
                 } else {
                     y.iter_mut().enumerate().for_each(|(c, yc)| update(c, yc));
                 }
@@ -474,11 +585,19 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 for_rows(o[0], dims.inner, |r, row| {
                     let a = slope[r % dims.channels];
                     let xr = &x[r * dims.inner..(r + 1) * dims.inner];
-                    row.iter_mut().zip(xr).for_each(|(o, &v)| *o = v.max(0.0) + a * v.min(0.0));
+                    row.iter_mut()
+                        .zip(xr)
+                        .for_each(|(o, &v)| *o = v.max(0.0) + a * v.min(0.0));
                 });
             });
         }
-        ElementwiseKernel::PReluBackward { dims, x, slope, dy, dx } => {
+        ElementwiseKernel::PReluBackward {
+            dims,
+            x,
+            slope,
+            dy,
+            dx,
+        } => {
             check_len(&[*x, *dy, *dx], dims.count())?;
             check_len(&[*slope], dims.channels)?;
             let dims = *dims;
@@ -493,7 +612,13 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 });
             });
         }
-        ElementwiseKernel::Dropout { seed, ratio, scale, x, y } => {
+        ElementwiseKernel::Dropout {
+            seed,
+            ratio,
+            scale,
+            x,
+            y,
+        } => {
             check_len(&[*x], y.len)?;
             let (seed, ratio, scale) = (*seed, *ratio, *scale);
             mem.with(&[*y], &[*x], |o, i| {
@@ -501,7 +626,11 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 for_chunks(o[0], |s, yc| {
                     let n = yc.len();
                     for (k, (o, &v)) in yc.iter_mut().zip(&x[s..s + n]).enumerate() {
-                        *o = if dropout_keep(seed, (s + k) as u32, ratio) { v * scale } else { 0.0 };
+                        *o = if dropout_keep(seed, (s + k) as u32, ratio) {
+                            v * scale
+                        } else {
+                            0.0
+                        };
                     }
                 });
             });
@@ -513,7 +642,11 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
 /// Every view must have `len` elements.
 pub(super) fn check_len(views: &[View], len: usize) -> anyhow::Result<()> {
     for v in views {
-        anyhow::ensure!(v.len == len, "kernel operand of {} elements where {len} are expected", v.len);
+        anyhow::ensure!(
+            v.len == len,
+            "kernel operand of {} elements where {len} are expected",
+            v.len
+        );
     }
     Ok(())
 }
@@ -541,8 +674,14 @@ mod tests {
         let s = upload(&mut eng, &[1.0, 2.0, -1.0]);
         let b = upload(&mut eng, &[0.5, 0.0, 1.0]);
         let y = upload(&mut eng, &[0.0; 12]);
-        eng.launch(&Kernel::Elementwise(ElementwiseKernel::ChannelAffine { dims, x, scale: Some(s), bias: Some(b), y }))
-            .unwrap();
+        eng.launch(&Kernel::Elementwise(ElementwiseKernel::ChannelAffine {
+            dims,
+            x,
+            scale: Some(s),
+            bias: Some(b),
+            y,
+        }))
+        .unwrap();
         let got = eng.download(y);
         let want: Vec<f32> = (0..12)
             .map(|i| {
@@ -552,8 +691,14 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         let out = upload(&mut eng, &[1.0, 1.0, 1.0]);
-        eng.launch(&Kernel::Elementwise(ElementwiseKernel::ChannelSum { dims, a: x, weight: SumWeight::One, beta: 1.0, y: out }))
-            .unwrap();
+        eng.launch(&Kernel::Elementwise(ElementwiseKernel::ChannelSum {
+            dims,
+            a: x,
+            weight: SumWeight::One,
+            beta: 1.0,
+            y: out,
+        }))
+        .unwrap();
         // channel 0: 0 + 1 + 6 + 7 = 14, channel 1: 2 + 3 + 8 + 9 = 22, channel 2: 4 + 5 + 10 + 11 = 30
         assert_eq!(eng.download(out), vec![15.0, 23.0, 31.0]);
     }
@@ -563,10 +708,17 @@ mod tests {
         // Above PAR_MIN the chunked parallel path must give the same numbers.
         let mut eng = CpuEngine::new();
         let n = PAR_MIN * 2 + 37;
-        let xv: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect();
+        let xv: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0)
+            .collect();
         let x = upload(&mut eng, &xv);
         let y = upload(&mut eng, &vec![0.0; n]);
-        eng.launch(&Kernel::Elementwise(ElementwiseKernel::Unary { op: UnaryOp::Elu { alpha: 0.5 }, x, y })).unwrap();
+        eng.launch(&Kernel::Elementwise(ElementwiseKernel::Unary {
+            op: UnaryOp::Elu { alpha: 0.5 },
+            x,
+            y,
+        }))
+        .unwrap();
         let got = eng.download(y);
         for (g, &v) in got.iter().zip(&xv) {
             assert_eq!(*g, v.max(0.0) + 0.5 * (v.min(0.0).exp() - 1.0));
@@ -575,9 +727,13 @@ mod tests {
 
     #[test]
     fn dropout_mask_rate() {
-        let kept = (0..100_000u32).filter(|&i| dropout_keep(12345, i, 0.3)).count();
+        let kept = (0..100_000u32)
+            .filter(|&i| dropout_keep(12345, i, 0.3))
+            .count();
         assert!((kept as f64 / 100_000.0 - 0.7).abs() < 0.01, "kept {kept}");
-        let kept2 = (0..100_000u32).filter(|&i| dropout_keep(54321, i, 0.3) == dropout_keep(12345, i, 0.3)).count();
+        let kept2 = (0..100_000u32)
+            .filter(|&i| dropout_keep(54321, i, 0.3) == dropout_keep(12345, i, 0.3))
+            .count();
         assert!(kept2 < 70_000, "masks of different seeds must differ");
     }
 }

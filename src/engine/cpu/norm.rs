@@ -77,7 +77,13 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 }),
             }
         }
-        NormKernel::StoredStats { sums, sq_sums, count, mean, var } => {
+        NormKernel::StoredStats {
+            sums,
+            sq_sums,
+            count,
+            mean,
+            var,
+        } => {
             check_len(&[*sq_sums, *mean, *var], sums.len)?;
             check_len(&[*count], 1)?;
             mem.with(&[*mean, *var], &[*sums, *sq_sums, *count], |o, i| {
@@ -91,7 +97,15 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 }
             });
         }
-        NormKernel::StatsUpdate { maf, correction, mean, var, sums, sq_sums, count } => {
+        NormKernel::StatsUpdate {
+            maf,
+            correction,
+            mean,
+            var,
+            sums,
+            sq_sums,
+            count,
+        } => {
             check_len(&[*var, *sums, *sq_sums], mean.len)?;
             check_len(&[*count], 1)?;
             let (maf, corr) = (*maf, *correction);
@@ -105,7 +119,16 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 o[2][0] = o[2][0] * maf + 1.0;
             });
         }
-        NormKernel::Normalize { dims, eps, eps_mode, x, mean, var, std, y } => {
+        NormKernel::Normalize {
+            dims,
+            eps,
+            eps_mode,
+            x,
+            mean,
+            var,
+            std,
+            y,
+        } => {
             let dims = *dims;
             check_len(&[*x, *y], dims.count())?;
             check_len(&[*mean], dims.channels)?;
@@ -139,12 +162,20 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 _ => anyhow::bail!("Normalize needs both var and std, or neither"),
             }
         }
-        NormKernel::NormalizeBackward { dims, grad, y, dy, std, dx } => {
+        NormKernel::NormalizeBackward {
+            dims,
+            grad,
+            y,
+            dy,
+            std,
+            dx,
+        } => {
             let dims = *dims;
             check_len(&[*y, *dy, *dx], dims.count())?;
             let mut ins = vec![*y, *dy];
             if *grad != NormGrad::CenterOnly {
-                let std = std.ok_or_else(|| anyhow::anyhow!("NormalizeBackward {grad:?} needs std"))?;
+                let std =
+                    std.ok_or_else(|| anyhow::anyhow!("NormalizeBackward {grad:?} needs std"))?;
                 check_len(&[std], dims.channels)?;
                 ins.push(std);
             }
@@ -155,7 +186,9 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 let (y, dy) = (i[0], i[1]);
                 let (mut s_dy, mut s_dyy) = (vec![0f32; dims.channels], vec![0f32; dims.channels]);
                 if grad != NormGrad::Frozen {
-                    per_channel(&mut s_dy, dims.count(), |c| rows(dy, dims, c).map(|r| sum(r) as f64).sum::<f64>() as f32);
+                    per_channel(&mut s_dy, dims.count(), |c| {
+                        rows(dy, dims, c).map(|r| sum(r) as f64).sum::<f64>() as f32
+                    });
                 }
                 if grad == NormGrad::Full {
                     per_channel(&mut s_dyy, dims.count(), |c| {
@@ -200,23 +233,41 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 let x = i[0];
                 let (so, yo) = o.split_at_mut(1);
                 let img = lrn.channels * lrn.height * lrn.width;
-                per_image(lrn, so[0], yo[0], |n, sc, yc| lrn_forward_image(&lrn, &x[n * img..(n + 1) * img], sc, yc));
+                per_image(lrn, so[0], yo[0], |n, sc, yc| {
+                    lrn_forward_image(&lrn, &x[n * img..(n + 1) * img], sc, yc)
+                });
             });
         }
-        NormKernel::LrnBackward { lrn, x, y, scale, dy, dx } => {
+        NormKernel::LrnBackward {
+            lrn,
+            x,
+            y,
+            scale,
+            dy,
+            dx,
+        } => {
             check_len(&[*x, *y, *scale, *dy, *dx], lrn.count())?;
             let lrn = *lrn;
             mem.with(&[*dx], &[*x, *y, *scale, *dy], |o, i| {
                 let img = lrn.channels * lrn.height * lrn.width;
                 let work = |n: usize, dxc: &mut [f32]| {
                     let r = n * img..(n + 1) * img;
-                    lrn_backward_image(&lrn, &i[0][r.clone()], &i[1][r.clone()], &i[2][r.clone()], &i[3][r], dxc);
+                    lrn_backward_image(
+                        &lrn,
+                        &i[0][r.clone()],
+                        &i[1][r.clone()],
+                        &i[2][r.clone()],
+                        &i[3][r],
+                        dxc,
+                    );
                 };
                 if img == 0 {
                     return;
                 }
                 if parallel(lrn.count()) && lrn.num > 1 {
-                    o[0].par_chunks_mut(img).enumerate().for_each(|(n, c)| work(n, c));
+                    o[0].par_chunks_mut(img)
+                        .enumerate()
+                        .for_each(|(n, c)| work(n, c));
                 } else {
                     for (n, c) in o[0].chunks_mut(img).enumerate() {
                         work(n, c);
@@ -229,13 +280,22 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
 }
 
 /// Runs `f(n, scale_n, y_n)` for each image n (in parallel when big).
-fn per_image(lrn: Lrn, scale: &mut [f32], y: &mut [f32], f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync + Send) {
+fn per_image(
+    lrn: Lrn,
+    scale: &mut [f32],
+    y: &mut [f32],
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync + Send,
+) {
     let img = lrn.channels * lrn.height * lrn.width;
     if img == 0 {
         return;
     }
     if parallel(lrn.count()) && lrn.num > 1 {
-        scale.par_chunks_mut(img).zip(y.par_chunks_mut(img)).enumerate().for_each(|(n, (s, y))| f(n, s, y));
+        scale
+            .par_chunks_mut(img)
+            .zip(y.par_chunks_mut(img))
+            .enumerate()
+            .for_each(|(n, (s, y))| f(n, s, y));
     } else {
         for (n, (s, y)) in scale.chunks_mut(img).zip(y.chunks_mut(img)).enumerate() {
             f(n, s, y);
@@ -257,7 +317,11 @@ fn lrn_forward_image(lrn: &Lrn, x: &[f32], scale: &mut [f32], y: &mut [f32]) {
             let pre = (lrn.size - 1) / 2;
             let a = lrn.alpha / lrn.size as f32;
             let sq = |p: usize| -> Option<&[f32]> {
-                if p >= pre && p - pre < cs { Some(&x[(p - pre) * s..(p - pre + 1) * s]) } else { None }
+                if p >= pre && p - pre < cs {
+                    Some(&x[(p - pre) * s..(p - pre + 1) * s])
+                } else {
+                    None
+                }
             };
             scale[..s].fill(lrn.k);
             for p in 0..lrn.size {
@@ -317,14 +381,23 @@ fn lrn_backward_image(lrn: &Lrn, x: &[f32], y: &[f32], scale: &[f32], dy: &[f32]
     for ((o, &sc), &d) in dx.iter_mut().zip(scale).zip(dy) {
         *o = sc.powf(-lrn.beta) * d;
     }
-    let ratio: Vec<f32> = dy.iter().zip(y).zip(scale).map(|((&d, &t), &sc)| d * t / sc).collect();
+    let ratio: Vec<f32> = dy
+        .iter()
+        .zip(y)
+        .zip(scale)
+        .map(|((&d, &t), &sc)| d * t / sc)
+        .collect();
     match lrn.region {
         LrnRegion::AcrossChannels => {
             let coef = 2.0 * lrn.alpha * lrn.beta / lrn.size as f32;
             // Caffe's running window sum of the ratios over channels.
-            let inv_pre = lrn.size - (lrn.size + 1) / 2;
+            let inv_pre = lrn.size - lrn.size.div_ceil(2);
             let padded = |p: usize| -> Option<&[f32]> {
-                if p >= inv_pre && p - inv_pre < cs { Some(&ratio[(p - inv_pre) * s..(p - inv_pre + 1) * s]) } else { None }
+                if p >= inv_pre && p - inv_pre < cs {
+                    Some(&ratio[(p - inv_pre) * s..(p - inv_pre + 1) * s])
+                } else {
+                    None
+                }
             };
             let mut accum = vec![0f32; s];
             for p in 0..lrn.size - 1 {

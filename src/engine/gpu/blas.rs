@@ -69,6 +69,13 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
     }
     let c_view = g.c.slice(0, c_len);
     e.check_view(c_view)?;
+    if k == 0 {
+        // C = beta * C, exactly as the CPU engine does (0 * NaN stays NaN).
+        for b in 0..g.batch {
+            launch(e, &BlasKernel::Scale { alpha: g.beta, y: g.c.slice(b * g.stride_c, m * n) })?;
+        }
+        return Ok(());
+    }
     // Inputs overlapping C are read from a copy taken first (as the CPU engine does).
     let operand = |e: &mut GpuEngine, v: View, name: &'static str| -> Result<Operand> {
         e.check_view(v)?;
@@ -95,14 +102,14 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
     if !g.trans_a {
         mc = mc.min(max / k.max(1));
     }
-    if mc < m {
+    if mc < m && mc >= 32 {
         mc = mc / 32 * 32;
     }
     let mut nc = n;
     if g.trans_b {
         nc = nc.min(max / k.max(1));
     }
-    if nc < n {
+    if nc < n && nc >= 64 {
         nc = nc / 64 * 64;
     }
     let mut kc = k;

@@ -541,7 +541,7 @@ impl GpuEngine {
             self.scratch.insert(name, buf);
         }
         let buf = self.scratch[name].clone();
-        self.bind_buffer(&buf, 0, len)
+        self.bind_buffer(&buf, 0, len.max(4))
     }
 
     /// Copies a view into scratch buffer `name` (for inputs that alias an output).

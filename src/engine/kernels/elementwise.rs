@@ -14,7 +14,11 @@ pub struct ChannelDims {
 
 impl ChannelDims {
     pub fn new(outer: usize, channels: usize, inner: usize) -> Self {
-        ChannelDims { outer, channels, inner }
+        ChannelDims {
+            outer,
+            channels,
+            inner,
+        }
     }
     pub fn count(&self) -> usize {
         self.outer * self.channels * self.inner
@@ -46,7 +50,11 @@ pub enum UnaryOp {
     /// y = outer_scale * exp(inner_scale * x); dx = dy * y * inner_scale.
     Exp { inner_scale: f32, outer_scale: f32 },
     /// y = base_scale * ln(scale * x + shift); dx = dy * scale * base_scale / (scale * x + shift).
-    Log { scale: f32, shift: f32, base_scale: f32 },
+    Log {
+        scale: f32,
+        shift: f32,
+        base_scale: f32,
+    },
     /// y = x > threshold ? 1 : 0 (strict); no gradient: dx = 0.
     Threshold { threshold: f32 },
     /// y = max(min, min(x, max)); dx = dy * (min <= x && x <= max).
@@ -58,11 +66,19 @@ pub enum UnaryOp {
 impl UnaryOp {
     /// y = scale * x (a copy when scale is 1).
     pub fn scale(scale: f32) -> Self {
-        UnaryOp::Power { power: 1.0, scale, shift: 0.0 }
+        UnaryOp::Power {
+            power: 1.0,
+            scale,
+            shift: 0.0,
+        }
     }
     /// y = scale * x + shift.
     pub fn affine(scale: f32, shift: f32) -> Self {
-        UnaryOp::Power { power: 1.0, scale, shift }
+        UnaryOp::Power {
+            power: 1.0,
+            scale,
+            shift,
+        }
     }
 }
 
@@ -95,24 +111,72 @@ pub enum ElementwiseKernel {
     /// y = op(x) element-wise (x and y of equal length; they may be the same view).
     Unary { op: UnaryOp, x: View, y: View },
     /// dx = dy * op'(x), from x (bottom data) and y (top data) as described on [`UnaryOp`].
-    UnaryBackward { op: UnaryOp, x: View, y: View, dy: View, dx: View },
+    UnaryBackward {
+        op: UnaryOp,
+        x: View,
+        y: View,
+        dy: View,
+        dx: View,
+    },
     /// y = op(xs) element-wise over equally long inputs; `argmax` (same length) is written for
     /// [`NaryOp::Max`] and ignored otherwise.
-    Nary { op: NaryOp, xs: Vec<View>, y: View, argmax: Option<View> },
+    Nary {
+        op: NaryOp,
+        xs: Vec<View>,
+        y: View,
+        argmax: Option<View>,
+    },
     /// dx = dy * dy_out/dxs[index] (see [`NaryOp`]); y is the forward output, argmax the forward's.
-    NaryBackward { op: NaryOp, index: usize, xs: Vec<View>, y: View, argmax: Option<View>, dy: View, dx: View },
+    NaryBackward {
+        op: NaryOp,
+        index: usize,
+        xs: Vec<View>,
+        y: View,
+        argmax: Option<View>,
+        dy: View,
+        dx: View,
+    },
     /// y[o, c, i] = x[o, c, i] * scale[c] + bias[c] (a missing scale is 1, a missing bias 0).
-    ChannelAffine { dims: ChannelDims, x: View, scale: Option<View>, bias: Option<View>, y: View },
+    ChannelAffine {
+        dims: ChannelDims,
+        x: View,
+        scale: Option<View>,
+        bias: Option<View>,
+        y: View,
+    },
     /// y[c] = beta * y[c] + sum_{o, i} a[o, c, i] * w[o, c, i] (w from `weight`); beta 0 overwrites.
-    ChannelSum { dims: ChannelDims, a: View, weight: SumWeight, beta: f32, y: View },
+    ChannelSum {
+        dims: ChannelDims,
+        a: View,
+        weight: SumWeight,
+        beta: f32,
+        y: View,
+    },
     /// PReLU: y[o, c, i] = max(x, 0) + slope[c] * min(x, 0).
-    PRelu { dims: ChannelDims, x: View, slope: View, y: View },
+    PRelu {
+        dims: ChannelDims,
+        x: View,
+        slope: View,
+        y: View,
+    },
     /// PReLU backward to its bottom: dx = dy * ((x > 0) + slope[c] * (x <= 0)).
-    PReluBackward { dims: ChannelDims, x: View, slope: View, dy: View, dx: View },
+    PReluBackward {
+        dims: ChannelDims,
+        x: View,
+        slope: View,
+        dy: View,
+        dx: View,
+    },
     /// Dropout with an on-device mask: y[i] = keep(seed, i) ? x[i] * scale : 0 where
     /// keep(seed, i) = uniform(hash(seed, i)) >= ratio (see [`dropout_keep`]). The same seed gives
     /// the same mask, so backward is the same kernel with x = top diff, y = bottom diff.
-    Dropout { seed: u32, ratio: f32, scale: f32, x: View, y: View },
+    Dropout {
+        seed: u32,
+        ratio: f32,
+        scale: f32,
+        x: View,
+        y: View,
+    },
 }
 
 /// The dropout hash (PCG-RXS-M-XS, a GPU-friendly 32-bit mix): every engine must use exactly this.

@@ -61,22 +61,69 @@ impl Lrn {
 pub enum NormKernel {
     /// mean[c] = sum_{o, i} x[o, c, i] / m; var[c] (when given) = sum (x - mean[c])^2 / m (biased),
     /// m = outer * inner.
-    Moments { dims: ChannelDims, x: View, mean: View, var: Option<View> },
+    Moments {
+        dims: ChannelDims,
+        x: View,
+        mean: View,
+        var: Option<View>,
+    },
     /// BatchNorm's stored statistics: f = count[0] == 0 ? 0 : 1 / count[0];
     /// mean[c] = f * sums[c], var[c] = f * sq_sums[c].
-    StoredStats { sums: View, sq_sums: View, count: View, mean: View, var: View },
+    StoredStats {
+        sums: View,
+        sq_sums: View,
+        count: View,
+        mean: View,
+        var: View,
+    },
     /// BatchNorm's running statistics update: count[0] = count[0] * maf + 1,
     /// sums[c] = mean[c] + maf * sums[c], sq_sums[c] = correction * var[c] + maf * sq_sums[c].
-    StatsUpdate { maf: f32, correction: f32, mean: View, var: View, sums: View, sq_sums: View, count: View },
+    StatsUpdate {
+        maf: f32,
+        correction: f32,
+        mean: View,
+        var: View,
+        sums: View,
+        sq_sums: View,
+        count: View,
+    },
     /// With var: std[c] = eps_mode(var[c], eps) is written and y = (x - mean[c]) / std[c];
     /// without var (and std): y = x - mean[c].
-    Normalize { dims: ChannelDims, eps: f32, eps_mode: EpsMode, x: View, mean: View, var: Option<View>, std: Option<View>, y: View },
+    Normalize {
+        dims: ChannelDims,
+        eps: f32,
+        eps_mode: EpsMode,
+        x: View,
+        mean: View,
+        var: Option<View>,
+        std: Option<View>,
+        y: View,
+    },
     /// Backward of Normalize from its output y (see [`NormGrad`]); `std` is needed except for
     /// CenterOnly.
-    NormalizeBackward { dims: ChannelDims, grad: NormGrad, y: View, dy: View, std: Option<View>, dx: View },
+    NormalizeBackward {
+        dims: ChannelDims,
+        grad: NormGrad,
+        y: View,
+        dy: View,
+        std: Option<View>,
+        dx: View,
+    },
     /// LRN forward: writes scale and y from x.
-    Lrn { lrn: Lrn, x: View, scale: View, y: View },
+    Lrn {
+        lrn: Lrn,
+        x: View,
+        scale: View,
+        y: View,
+    },
     /// LRN backward: dx = dy * scale^-beta - 2 alpha beta / n * x * sum_{window} (dy * y / scale),
     /// from the forward's x, y and scale (n as in [`Lrn`]).
-    LrnBackward { lrn: Lrn, x: View, y: View, scale: View, dy: View, dx: View },
+    LrnBackward {
+        lrn: Lrn,
+        x: View,
+        y: View,
+        scale: View,
+        dy: View,
+        dx: View,
+    },
 }

@@ -1,0 +1,1 @@
+../benches/gpu_gemm.rs
