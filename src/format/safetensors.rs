@@ -24,7 +24,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -717,8 +718,12 @@ fn write_safetensors<W: Write + ?Sized>(
     tensors: &[OutTensor<'_>],
     dtype: DType,
     metadata: &BTreeMap<String, String>,
-) -> Result<u64> {
+) -> Result<(u64, Option<usize>)> {
     let header = safetensors_header(tensors, dtype, metadata)?;
+    // the metadata map comes first and no JSON string can hold an unescaped quote, so the first
+    // match is the metadata entry
+    const KEY: &[u8] = b"\"source_sha256\":\"";
+    let sha_offset = header.windows(KEY.len()).position(|win| win == KEY).map(|p| 8 + p + KEY.len());
     w.write_all(&(header.len() as u64).to_le_bytes())?;
     w.write_all(&header)?;
     let mut total = 8 + header.len() as u64;
@@ -726,7 +731,7 @@ fn write_safetensors<W: Write + ?Sized>(
         t.data.write_as(w, dtype).with_context(|| format!("writing tensor {}", t.name))?;
         total += (t.data.len() * dtype.size()) as u64;
     }
-    Ok(total)
+    Ok((total, sha_offset))
 }
 
 /// SHA-256 of `bytes`, lower-case hex.
@@ -741,15 +746,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Export core: `bytes` is a binary NetParameter; the safetensors file goes to `w`.
+///
+/// `sha`: the input's SHA-256 when known; `None` writes a placeholder of 64 `0`s and returns its
+/// byte offset in the output, to be patched once the hash (computed concurrently) is known.
 fn export_to<W: Write + ?Sized>(
     bytes: &[u8],
     opts: &ExportOptions,
     w: &mut W,
-) -> Result<ExportReport> {
+    sha: Option<String>,
+) -> Result<(ExportReport, Option<usize>)> {
     if bytes.is_empty() {
         bail!("the caffemodel is empty (0 bytes), not a binary NetParameter");
     }
-    let sha = sha256_hex(bytes);
+    let deferred = sha.is_none();
+    let sha = sha.unwrap_or_else(|| "0".repeat(64));
     let mut metadata = BTreeMap::new();
     metadata.insert("format".to_string(), "caffe-rs".to_string());
     metadata.insert("names".to_string(), opts.names.as_str().to_string());
@@ -797,13 +807,14 @@ fn export_to<W: Write + ?Sized>(
         &scanned
     };
     let tensors = export_tensors(layers, opts.names, model.as_ref())?;
-    let bytes_written = write_safetensors(w, &tensors, opts.dtype, &metadata)?;
-    Ok(ExportReport {
+    let (bytes_written, sha_offset) = write_safetensors(w, &tensors, opts.dtype, &metadata)?;
+    let report = ExportReport {
         tensors: tensors.iter().map(|t| t.name.clone()).collect(),
         bytes_written,
         source_sha256: sha,
         folded,
-    })
+    };
+    Ok((report, sha_offset.filter(|_| deferred)))
 }
 
 /// In-memory export: caffemodel bytes -> safetensors bytes.
@@ -811,8 +822,8 @@ pub fn caffemodel_bytes_to_safetensors(
     bytes: &[u8],
     opts: &ExportOptions,
 ) -> Result<(Vec<u8>, ExportReport)> {
-    let mut out = Vec::new();
-    let report = export_to(bytes, opts, &mut out)?;
+    let mut out = Vec::with_capacity(bytes.len() + (1 << 16));
+    let (report, _) = export_to(bytes, opts, &mut out, Some(sha256_hex(bytes)))?;
     Ok((out, report))
 }
 
@@ -825,20 +836,54 @@ pub fn net_to_safetensors(
     caffemodel_bytes_to_safetensors(&weights.encode_to_vec(), opts)
 }
 
-/// `caffe-rs convert src.caffemodel dst.safetensors`: reads `src`, streams the safetensors file to
-/// a temporary file beside `dst` and renames it into place.
+/// `caffe-rs convert src.caffemodel dst.safetensors`: maps `src`, streams the safetensors file to
+/// a temporary file beside `dst` (hashing the input on a second thread meanwhile; the hash is
+/// patched into the header at the end) and renames it into place.
 pub fn caffemodel_to_safetensors(
     src: &Path,
     dst: &Path,
     opts: &ExportOptions,
 ) -> Result<ExportReport> {
-    let bytes = fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
-    write_atomic_with(dst, |w| export_to(&bytes, opts, w))
-        .with_context(|| format!("converting {} to {}", src.display(), dst.display()))
+    let bytes = map_file(src)?;
+    let bytes: &[u8] = &bytes;
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| sha256_hex(bytes));
+        write_atomic_with(dst, |w| {
+            let (mut report, offset) = export_to(bytes, opts, w, None)?;
+            let sha = hasher.join().map_err(|_| anyhow!("the hashing thread panicked"))?;
+            if let Some(offset) = offset {
+                w.flush()?;
+                let file = w.get_mut();
+                file.seek(SeekFrom::Start(offset as u64))?;
+                file.write_all(sha.as_bytes())?;
+            }
+            report.source_sha256 = sha;
+            Ok(report)
+        })
+    })
+    .with_context(|| format!("converting {} to {}", src.display(), dst.display()))
 }
 
-/// Write `dst` through a temporary file in the same directory, renamed into place on success.
-fn write_atomic_with<T>(dst: &Path, f: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+/// The bytes of `path`, memory-mapped (read-only, pages prefetched). Like every reader of mapped
+/// files, this assumes nobody truncates the file while it is converted.
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let len = file.metadata().with_context(|| format!("cannot read {}", path.display()))?.len();
+    if len == 0 {
+        bail!("{} is empty (0 bytes)", path.display());
+    }
+    // SAFETY: the map is read-only and private to this call; the file is not modified by us.
+    unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+        .with_context(|| format!("cannot map {}", path.display()))
+}
+
+/// Write `dst` through a temporary file in the same directory, renamed into place on success
+/// (no fsync: a conversion is rerun rather than recovered).
+fn write_atomic_with<T>(
+    dst: &Path,
+    f: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
+) -> Result<T> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match dst.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -846,9 +891,18 @@ fn write_atomic_with<T>(dst: &Path, f: impl FnOnce(&mut dyn Write) -> Result<T>)
     let file_name = dst
         .file_name()
         .ok_or_else(|| anyhow!("{} is not a file path", dst.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
     let result = (|| -> Result<T> {
-        let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
         let value = f(&mut w)?;
         w.flush().with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -1257,7 +1311,7 @@ pub fn safetensors_to_caffemodel(
     model: Option<&NetParameter>,
     expected: Option<&ExpectedShapes<'_>>,
 ) -> Result<ImportReport> {
-    let bytes = fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let bytes = map_file(src)?;
     let (plan, report) =
         import_plan(&bytes, model, expected).with_context(|| format!("reading {}", src.display()))?;
     write_atomic_with(dst, |w| write_caffemodel(w, model.and_then(|m| m.name.as_deref()), &plan))

@@ -14,7 +14,7 @@ use crate::proto::{ConvolutionParameter, FillerParameter, LayerParameter};
 
 /// Column buffers are cut into chunks of whole images of at most this many elements (at least one
 /// image per chunk).
-const COL_BUDGET: usize = 1 << 22;
+const COL_BUDGET: usize = 1 << 21;
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     Ok(Box::new(Convolution {
@@ -1065,7 +1065,7 @@ mod tests {
                 bottoms: vec![(shape.clone(), x)],
                 params: params.clone(),
             };
-            let s = run_layer(&mut eng, &one, Some(&[dy.clone()]), None).unwrap();
+            let s = run_layer(&mut eng, &one, Some(std::slice::from_ref(&dy)), None).unwrap();
             assert_eq!(r.tops[i], s.tops[0]);
             assert_eq!(r.bottom_diffs[i], s.bottom_diffs[0]);
             sum.iter_mut()

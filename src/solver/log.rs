@@ -34,7 +34,7 @@ fn trim_zeros(s: &str) -> &str {
     if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { s }
 }
 
-/// Writes `I<mmdd> <hh:mm:ss.uuuuuu> <pid> <file>] <message>` to stderr, as glog does.
+/// Writes `I<yyyymmdd> <hh:mm:ss.uuuuuu> <pid> <file>] <message>` to stderr, as glog does.
 pub fn info(file: &str, message: &str) {
     let line = format!("{}{message}\n", prefix('I', file));
     let _ = std::io::stderr().write_all(line.as_bytes());
@@ -49,9 +49,9 @@ fn prefix(level: char, file: &str) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (year_day_secs, days) = (secs.rem_euclid(86_400), secs.div_euclid(86_400));
-    let (_, month, day) = civil_from_days(days);
+    let (year, month, day) = civil_from_days(days);
     format!(
-        "{level}{month:02}{day:02} {:02}:{:02}:{:02}.{:06} {} {file}] ",
+        "{level}{year:04}{month:02}{day:02} {:02}:{:02}:{:02}.{:06} {} {file}] ",
         year_day_secs / 3600,
         (year_day_secs / 60) % 60,
         year_day_secs % 60,

@@ -358,8 +358,8 @@ fn im2col_image(g: &Geo, im: &[f32], col: &mut [f32]) {
                     if s == 1 {
                         dst[lo..hi].copy_from_slice(&plane[first..first + (hi - lo)]);
                     } else {
-                        for (j, v) in dst[lo..hi].iter_mut().enumerate() {
-                            *v = plane[first + j * s];
+                        for (v, x) in dst[lo..hi].iter_mut().zip(plane[first..].iter().step_by(s)) {
+                            *v = *x;
                         }
                     }
                 }
@@ -401,8 +401,8 @@ fn col2im_image(g: &Geo, col: &[f32], im: &mut [f32]) {
                             *v += x;
                         }
                     } else {
-                        for (j, x) in src[lo..hi].iter().enumerate() {
-                            plane[first + j * s] += x;
+                        for (v, x) in plane[first..].iter_mut().step_by(s).zip(&src[lo..hi]) {
+                            *v += x;
                         }
                     }
                 }

@@ -468,10 +468,17 @@ impl GpuEngine {
         if !self.modules.contains_key(shader) {
             let source = shader_source(shader)?;
             let code = format!("{}\n{}", include_str!("../../../shaders/common.wgsl"), source);
-            let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader),
-                source: wgpu::ShaderSource::Wgsl(code.into()),
-            });
+            let desc = wgpu::ShaderModuleDescriptor { label: Some(shader), source: wgpu::ShaderSource::Wgsl(code.into()) };
+            let mode = std::env::var("CAFFE_RS_CHECKS").unwrap_or_default();
+            let module = if mode.is_empty() {
+                self.device.create_shader_module(desc)
+            } else {
+                let mut checks = wgpu::ShaderRuntimeChecks::checked();
+                checks.bounds_checks = mode.contains('b');
+                checks.force_loop_bounding = mode.contains('l');
+                checks.int_div_checks = mode.contains('d');
+                unsafe { self.device.create_shader_module_trusted(desc, checks) }
+            };
             self.take_errors().map_err(|e| anyhow!("compiling shader {shader}.wgsl: {e}"))?;
             self.modules.insert(shader, module);
         }
