@@ -18,17 +18,6 @@ pub fn read_net_prototxt(path: &Path) -> Result<NetParameter> {
     Ok(net)
 }
 
-/// Reads a net from either a text .prototxt or a binary .caffemodel (by trying binary first for
-/// files that are not valid UTF-8 text).
-pub fn read_net_any(path: &Path) -> Result<NetParameter> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if std::str::from_utf8(&bytes).is_ok() && !bytes.is_empty() {
-        read_net_prototxt(path)
-    } else {
-        caffemodel::read_net_binary(path)
-    }
-}
-
 /// Reads a text solver file and upgrades its legacy `solver_type`.
 pub fn read_solver_prototxt(path: &Path) -> Result<SolverParameter> {
     let mut solver: SolverParameter = transcode::read_text_file(path, "caffe.SolverParameter")?;

@@ -366,26 +366,22 @@ struct SrcBlob<'a> {
     data: Data<'a>,
 }
 
-/// The shape a blob holds: `BlobProto::dims()` semantics; with neither shape nor legacy dims, the
-/// data length (1-D). Checked against the value count.
+/// The shape a blob holds: `BlobProto::dims()` (Caffe's `Blob::FromProto`: `shape`, else the
+/// legacy num/channels/height/width, else 0 axes), checked against the value count.
 fn blob_shape(
     shape: Option<BlobShape>,
     legacy: [Option<i32>; 4],
     len: usize,
 ) -> Result<Vec<usize>> {
-    let dims = if shape.is_none() && legacy.iter().all(Option::is_none) {
-        vec![len]
-    } else {
-        BlobProto {
-            shape,
-            num: legacy[0],
-            channels: legacy[1],
-            height: legacy[2],
-            width: legacy[3],
-            ..Default::default()
-        }
-        .dims()
-    };
+    let dims = BlobProto {
+        shape,
+        num: legacy[0],
+        channels: legacy[1],
+        height: legacy[2],
+        width: legacy[3],
+        ..Default::default()
+    }
+    .dims();
     match checked_count(&dims) {
         Some(n) if n == len => Ok(dims),
         _ => bail!("shape {} does not match its {len} values", shape_str(&dims)),

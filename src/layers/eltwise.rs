@@ -25,6 +25,7 @@ pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
         stable: p.stable_prod_grad(),
         op: None,
         count: 0,
+        bottoms: 0,
         argmax: Scratch::default(),
     }))
 }
@@ -35,6 +36,7 @@ struct Eltwise {
     stable: bool,
     op: Option<NaryOp>,
     count: usize,
+    bottoms: usize,
     argmax: Scratch,
 }
 
@@ -71,6 +73,7 @@ impl Layer for Eltwise {
             EltwiseOp::Max => NaryOp::Max,
         });
         self.count = bottoms[0].iter().product();
+        self.bottoms = bottoms.len();
         Ok(Shapes {
             tops: vec![bottoms[0].clone()],
             params: vec![],
@@ -126,7 +129,7 @@ impl Layer for Eltwise {
     }
 
     fn macs(&self) -> u64 {
-        self.count as u64 * self.coeff.len().max(1) as u64
+        self.count as u64 * self.bottoms.saturating_sub(1).max(1) as u64
     }
 }
 

@@ -52,6 +52,8 @@ pub struct LayerNode {
     pub bottom_need_backward: Vec<bool>,
     /// Why the shapes of this layer are unknown (or the layer could not be built).
     pub problem: Option<String>,
+    /// A Split layer inserted for fan-out (not in the user's prototxt).
+    pub auto_split: bool,
 }
 
 impl LayerNode {
@@ -171,6 +173,8 @@ impl NetGraph {
     /// Builds the graph of an (already upgraded) net in `state`.
     pub fn build(net: &NetParameter, state: &NetState, strictness: Strictness) -> Result<NetGraph> {
         let filtered = super::state::filter_net(net, state)?;
+        let user_layers: std::collections::HashSet<String> =
+            filtered.layer.iter().map(|l| l.name().to_string()).collect();
         let mut net = insert_splits(&filtered)?;
         let phase = state.phase();
         for layer in &mut net.layer {
@@ -200,6 +204,7 @@ impl NetGraph {
                 need_backward: false,
                 bottom_need_backward: Vec::new(),
                 problem: None,
+                auto_split: param.r#type() == "Split" && !user_layers.contains(param.name()),
                 param,
             };
             for bottom in &node.param.bottom {
@@ -409,6 +414,16 @@ impl NetGraph {
                 }
             }
         }
+    }
+
+    /// The blob a user wrote for `b`: the source of an auto-inserted split's tops.
+    pub fn user_blob(&self, b: usize) -> usize {
+        for node in &self.layers {
+            if node.auto_split && node.tops.contains(&b) {
+                return node.bottoms[0];
+            }
+        }
+        b
     }
 
     pub fn blob_index(&self, name: &str) -> Option<usize> {

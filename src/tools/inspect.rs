@@ -113,8 +113,9 @@ pub fn totals(graph: &NetGraph) -> Totals {
 pub fn table(graph: &NetGraph, plan: Option<&CopyPlan>) -> String {
     let header = ["#", "name", "type", "bottoms -> tops", "top shapes", "params", "lr/decay", "MACs", "notes"];
     let mut rows: Vec<[String; 9]> = Vec::new();
-    for (i, node) in graph.layers.iter().enumerate() {
-        let blob_names = |ids: &[usize]| ids.iter().map(|&b| graph.blobs[b].name.clone()).collect::<Vec<_>>().join(",");
+    for (i, node) in graph.layers.iter().enumerate().filter(|(_, n)| !n.auto_split) {
+        let blob_names =
+            |ids: &[usize]| ids.iter().map(|&b| graph.blobs[graph.user_blob(b)].name.clone()).collect::<Vec<_>>().join(",");
         let tops: Vec<String> = node.tops.iter().map(|&t| dims(&graph.blobs[t].shape)).collect();
         let params: Vec<String> = node.param_defs.iter().map(|d| shape_text(&d.shape)).collect();
         let mults: Vec<String> = node
@@ -199,12 +200,13 @@ pub fn to_json(graph: &NetGraph, plan: Option<&CopyPlan>) -> serde_json::Value {
         .layers
         .iter()
         .enumerate()
+        .filter(|(_, n)| !n.auto_split)
         .map(|(i, node)| {
             let fate = plan.and_then(|p| p.layers.iter().find(|l| l.layer == node.name())).map(|l| fate_text(&l.fate, l.frozen));
             json!({
                 "name": node.name(),
                 "type": node.type_name(),
-                "bottoms": node.bottoms.iter().map(|&b| graph.blobs[b].name.clone()).collect::<Vec<_>>(),
+                "bottoms": node.bottoms.iter().map(|&b| graph.blobs[graph.user_blob(b)].name.clone()).collect::<Vec<_>>(),
                 "tops": node.tops.iter().map(|&b| graph.blobs[b].name.clone()).collect::<Vec<_>>(),
                 "top_shapes": node.tops.iter().map(|&b| graph.blobs[b].shape.clone()).collect::<Vec<_>>(),
                 "params": node.params.iter().map(|&p| {
@@ -236,7 +238,7 @@ pub fn to_dot(graph: &NetGraph) -> String {
     let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let mut out = String::new();
     let _ = writeln!(out, "digraph \"{}\" {{\n  rankdir=LR;", esc(&graph.name));
-    for (i, node) in graph.layers.iter().enumerate() {
+    for (i, node) in graph.layers.iter().enumerate().filter(|(_, n)| !n.auto_split) {
         let _ = writeln!(
             out,
             "  \"layer{i}\" [shape=record, style=filled, fillcolor=\"#6495ED\", label=\"{}\\n({})\"];",
@@ -244,7 +246,7 @@ pub fn to_dot(graph: &NetGraph) -> String {
             esc(node.type_name())
         );
     }
-    for (b, blob) in graph.blobs.iter().enumerate() {
+    for (b, blob) in graph.blobs.iter().enumerate().filter(|(b, _)| graph.user_blob(*b) == *b) {
         let _ = writeln!(
             out,
             "  \"blob{b}\" [shape=octagon, style=filled, fillcolor=\"#E0E0E0\", label=\"{}\\n{}\"];",
@@ -252,8 +254,9 @@ pub fn to_dot(graph: &NetGraph) -> String {
             dims(&blob.shape)
         );
     }
-    for (i, node) in graph.layers.iter().enumerate() {
+    for (i, node) in graph.layers.iter().enumerate().filter(|(_, n)| !n.auto_split) {
         for &b in &node.bottoms {
+            let b = graph.user_blob(b);
             let _ = writeln!(out, "  \"blob{b}\" -> \"layer{i}\";");
         }
         for &t in &node.tops {
