@@ -35,6 +35,7 @@ struct NetStateArgs {
 }
 
 #[derive(Subcommand)]
+#[command(rename_all = "snake_case")]
 enum Command {
     /// Print a net's layers: shapes, parameters, multiply-adds; with -weights the fine-tuning plan
     Inspect {
@@ -71,10 +72,10 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         stage: Vec<String>,
         /// What SIGINT does: stop, snapshot or none
-        #[arg(long, default_value = "stop")]
+        #[arg(long = "sigint_effect", default_value = "stop")]
         sigint_effect: SignalEffect,
         /// What SIGHUP does: stop, snapshot or none
-        #[arg(long, default_value = "snapshot")]
+        #[arg(long = "sighup_effect", default_value = "snapshot")]
         sighup_effect: SignalEffect,
     },
     /// Score a model over a number of batches (Caffe's `caffe test`)
@@ -137,6 +138,23 @@ enum Command {
     DeviceQuery {
         #[arg(long)]
         gpu: Option<String>,
+    },
+    /// Convert weights: .caffemodel -> .safetensors, or .safetensors -> .caffemodel (with -model)
+    Convert {
+        input: PathBuf,
+        output: PathBuf,
+        /// The net (deploy .prototxt): needed for -fold_bn and to check shapes when importing
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Tensor names: raw (<layer>.<i>) or pytorch (<layer>.weight, .bias, ...)
+        #[arg(long, default_value = "raw")]
+        names: caffe_rs::format::safetensors::NameScheme,
+        /// Fold BatchNorm (+Scale) into the preceding Convolution / InnerProduct
+        #[arg(long = "fold_bn", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        fold_bn: bool,
+        /// f32, f16 or bf16
+        #[arg(long, default_value = "f32")]
+        dtype: caffe_rs::format::safetensors::DType,
     },
     /// Upgrade a V0/V1 net (.prototxt or .caffemodel) or a solver file to the current format
     Upgrade {
@@ -236,6 +254,11 @@ fn run(cli: Cli) -> Result<()> {
                     println!("{k}: {v}");
                 }
                 println!("Features: {}\n", a.features.join(", "));
+            }
+        }
+        Command::Convert { input, output, model, names, fold_bn, dtype } => {
+            for line in tools::convert::run(&tools::convert::ConvertArgs { input, output, model, names, fold_bn, dtype })? {
+                eprintln!("{line}");
             }
         }
         Command::Upgrade { input, output } => {

@@ -1,4 +1,5 @@
 //! One file per command; main.rs only parses flags and dispatches here.
+pub mod convert;
 pub mod forward;
 pub mod inspect;
 pub mod test;

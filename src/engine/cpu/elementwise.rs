@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use super::Memory;
 use crate::engine::View;
 use crate::engine::kernels::elementwise::{
-    ElementwiseKernel, NaryOp, SumWeight, UnaryOp, dropout_keep,
+    ElementwiseKernel, NaryOp, SumWeight, UnaryOp, dropout_threshold, pcg_hash,
 };
 
 /// Tensors at least this long are processed in parallel.
@@ -620,17 +620,15 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
             y,
         } => {
             check_len(&[*x], y.len)?;
-            let (seed, ratio, scale) = (*seed, *ratio, *scale);
+            // dropout_keep with the seed's hash and the threshold hoisted out of the loop.
+            let (base, threshold, scale) = (pcg_hash(*seed), dropout_threshold(*ratio), *scale);
             mem.with(&[*y], &[*x], |o, i| {
                 let x = i[0];
                 for_chunks(o[0], |s, yc| {
                     let n = yc.len();
                     for (k, (o, &v)) in yc.iter_mut().zip(&x[s..s + n]).enumerate() {
-                        *o = if dropout_keep(seed, (s + k) as u32, ratio) {
-                            v * scale
-                        } else {
-                            0.0
-                        };
+                        let keep = pcg_hash(((s + k) as u32).wrapping_add(base)) >> 8 >= threshold;
+                        *o = if keep { v * scale } else { 0.0 };
                     }
                 });
             });
@@ -655,7 +653,7 @@ pub(super) fn check_len(views: &[View], len: usize) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::engine::cpu::CpuEngine;
-    use crate::engine::kernels::elementwise::ChannelDims;
+    use crate::engine::kernels::elementwise::{ChannelDims, dropout_keep};
     use crate::engine::{Engine, Kernel, whole};
 
     fn upload(eng: &mut CpuEngine, v: &[f32]) -> View {
@@ -723,6 +721,34 @@ mod tests {
         for (g, &v) in got.iter().zip(&xv) {
             assert_eq!(*g, v.max(0.0) + 0.5 * (v.min(0.0).exp() - 1.0));
         }
+    }
+
+    #[test]
+    fn dropout_kernel_uses_dropout_keep() {
+        let mut eng = CpuEngine::new();
+        let n = PAR_MIN + 100;
+        let x = upload(&mut eng, &vec![1.0; n]);
+        let y = upload(&mut eng, &vec![0.0; n]);
+        let k = ElementwiseKernel::Dropout {
+            seed: 99,
+            ratio: 0.25,
+            scale: 2.0,
+            x,
+            y,
+        };
+        eng.launch(&Kernel::Elementwise(k)).unwrap();
+        for (i, v) in eng.download(y).into_iter().enumerate() {
+            assert_eq!(
+                v,
+                if dropout_keep(99, i as u32, 0.25) {
+                    2.0
+                } else {
+                    0.0
+                }
+            );
+        }
+        assert_eq!(dropout_threshold(0.0), 0);
+        assert_eq!(dropout_threshold(0.5), 1 << 23);
     }
 
     #[test]

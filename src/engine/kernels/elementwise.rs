@@ -179,18 +179,26 @@ pub enum ElementwiseKernel {
     },
 }
 
-/// The dropout hash (PCG-RXS-M-XS, a GPU-friendly 32-bit mix): every engine must use exactly this.
-pub fn dropout_hash(seed: u32, index: u32) -> u32 {
-    fn pcg(v: u32) -> u32 {
-        let state = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
-        let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
-        (word >> 22) ^ word
-    }
-    pcg(index.wrapping_add(pcg(seed)))
+/// PCG-RXS-M-XS 32-bit hash (GPU-friendly: 32-bit integer ops only).
+pub fn pcg_hash(v: u32) -> u32 {
+    let state = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
+    (word >> 22) ^ word
 }
 
-/// Whether dropout keeps element `index`: the top 24 bits of the hash as a uniform in [0, 1),
-/// compared with `ratio`.
+/// The dropout hash of element `index` for a seed: `pcg_hash(index + pcg_hash(seed))`. Every
+/// engine must use exactly this.
+pub fn dropout_hash(seed: u32, index: u32) -> u32 {
+    pcg_hash(index.wrapping_add(pcg_hash(seed)))
+}
+
+/// The integer form of the keep test: keep iff `dropout_hash(seed, i) >> 8 >= threshold` with
+/// threshold = ceil(ratio * 2^24), i.e. a uniform u = (hash >> 8) / 2^24 in [0, 1) has u >= ratio.
+pub fn dropout_threshold(ratio: f32) -> u32 {
+    (ratio.clamp(0.0, 1.0) as f64 * 16_777_216.0).ceil() as u32
+}
+
+/// Whether dropout keeps element `index` (probability 1 - ratio).
 pub fn dropout_keep(seed: u32, index: u32, ratio: f32) -> bool {
-    ((dropout_hash(seed, index) >> 8) as f32) * (1.0 / 16_777_216.0) >= ratio
+    dropout_hash(seed, index) >> 8 >= dropout_threshold(ratio)
 }
