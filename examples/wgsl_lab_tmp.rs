@@ -18,6 +18,7 @@ fn main() {
     desc.backends = wgpu::Backends::VULKAN;
     let inst = wgpu::Instance::new(desc);
     let ad = pollster::block_on(inst.request_adapter(&Default::default())).unwrap();
+    if std::env::var("LAB_LIMITS").is_ok() { println!("{:#?}\n{:?}", ad.limits(), ad.features()); }
     let (dev, q) = pollster::block_on(ad.request_device(&wgpu::DeviceDescriptor {
         label: None, required_features: ad.features() & wgpu::Features::SUBGROUP, required_limits: ad.limits(),
         experimental_features: wgpu::ExperimentalFeatures::disabled(), memory_hints: Default::default(), trace: Default::default(),

@@ -57,7 +57,12 @@ fn assert_same_blobs(orig: &NetParameter, back: &NetParameter, case: &str) {
         let b = by_name
             .get(l.name())
             .unwrap_or_else(|| panic!("{case}: layer {} missing after round trip", l.name()));
-        assert_eq!(l.blobs.len(), b.blobs.len(), "{case}: {} blob count", l.name());
+        assert_eq!(
+            l.blobs.len(),
+            b.blobs.len(),
+            "{case}: {} blob count",
+            l.name()
+        );
         for (i, (x, y)) in l.blobs.iter().zip(&b.blobs).enumerate() {
             assert_eq!(x.dims(), y.dims(), "{case}: {}.{i} shape", l.name());
             let xb: Vec<u32> = x.values_f32().iter().map(|v| v.to_bits()).collect();
@@ -76,7 +81,9 @@ fn assert_same_blobs(orig: &NetParameter, back: &NetParameter, case: &str) {
 }
 
 fn tensor_f32(st: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let t = st.tensor(name).unwrap_or_else(|_| panic!("tensor {name} missing"));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("tensor {name} missing"));
     let v = match t.dtype() {
         Dtype::F32 => t
             .data()
@@ -108,7 +115,11 @@ fn layer<'a>(net: &'a NetParameter, name: &str) -> &'a LayerParameter {
 #[test]
 fn every_golden_caffemodel_round_trips_bit_exactly_in_f32() {
     let cases = golden_cases();
-    assert!(cases.len() >= 30, "found only {} golden caffemodels", cases.len());
+    assert!(
+        cases.len() >= 30,
+        "found only {} golden caffemodels",
+        cases.len()
+    );
     for dir in &cases {
         let case = dir.file_name().unwrap().to_string_lossy().to_string();
         let bytes = std::fs::read(dir.join("weights.caffemodel")).unwrap();
@@ -120,23 +131,33 @@ fn every_golden_caffemodel_round_trips_bit_exactly_in_f32() {
         let parsed = SafeTensors::deserialize(&st).expect("valid safetensors");
         for l in orig.layer.iter() {
             for (i, b) in l.blobs.iter().enumerate() {
-                let t = parsed.tensor(&format!("{}.{i}", l.name())).expect("raw tensor");
+                let t = parsed
+                    .tensor(&format!("{}.{i}", l.name()))
+                    .expect("raw tensor");
                 assert_eq!(t.shape(), b.dims().as_slice(), "{case}: {}.{i}", l.name());
                 assert_eq!(t.dtype(), Dtype::F32);
             }
         }
         // without the net
-        let (back, _) = safetensors_to_net(&st, None, None)
-            .unwrap_or_else(|e| panic!("{case}: import: {e:#}"));
+        let (back, _) =
+            safetensors_to_net(&st, None, None).unwrap_or_else(|e| panic!("{case}: import: {e:#}"));
         assert_same_blobs(&orig, &back, &case);
         // with the net: the streamed caffemodel decodes to the materialized NetParameter
         let model = read_model(&dir.join("net.prototxt"));
         let (with_model, report) = safetensors_to_net(&st, Some(&model), None)
             .unwrap_or_else(|e| panic!("{case}: import with model: {e:#}"));
-        assert!(report.unused.is_empty(), "{case}: unused {:?}", report.unused);
+        assert!(
+            report.unused.is_empty(),
+            "{case}: unused {:?}",
+            report.unused
+        );
         assert_same_blobs(&orig, &with_model, &case);
         let (cm, _) = safetensors_to_caffemodel_bytes(&st, Some(&model), None).unwrap();
-        assert_eq!(NetParameter::decode(cm.as_slice()).unwrap(), with_model, "{case}");
+        assert_eq!(
+            NetParameter::decode(cm.as_slice()).unwrap(),
+            with_model,
+            "{case}"
+        );
         let (cm, _) = safetensors_to_caffemodel_bytes(&st, None, None).unwrap();
         assert_eq!(NetParameter::decode(cm.as_slice()).unwrap(), back, "{case}");
         // and the layer parameters come from the net
@@ -165,7 +186,10 @@ fn files_are_written_atomically_and_metadata_has_the_sha256() {
     let (_, meta) = SafeTensors::read_metadata(&st_bytes).unwrap();
     let meta = meta.metadata().clone().expect("__metadata__");
     use sha2::Digest;
-    let want: String = sha2::Sha256::digest(&src_bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let want: String = sha2::Sha256::digest(&src_bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(meta["source_sha256"], want);
     assert_eq!(meta["format"], "caffe-rs");
     assert_eq!(meta["names"], "raw");
@@ -200,7 +224,10 @@ fn pytorch_names_divide_running_stats() {
     let bytes = std::fs::read(dir.join("weights.caffemodel")).unwrap();
     let orig = decode(&bytes);
     let model = read_model(&dir.join("net.prototxt"));
-    let opts = ExportOptions { names: NameScheme::Pytorch, ..Default::default() };
+    let opts = ExportOptions {
+        names: NameScheme::Pytorch,
+        ..Default::default()
+    };
     let (st, report) = caffemodel_bytes_to_safetensors(&bytes, &opts).unwrap();
     let parsed = SafeTensors::deserialize(&st).unwrap();
     for name in parsed.names() {
@@ -237,7 +264,10 @@ fn pytorch_names_divide_running_stats() {
                 let (shape, w) = tensor_f32(&parsed, &format!("{name}.weight"));
                 assert_eq!(shape, l.blobs[0].dims());
                 assert_eq!(w, l.blobs[0].data);
-                assert!(parsed.tensor(&format!("{name}.bias")).is_err(), "bias_term false");
+                assert!(
+                    parsed.tensor(&format!("{name}.bias")).is_err(),
+                    "bias_term false"
+                );
             }
             "InnerProduct" => {
                 let (shape, _) = tensor_f32(&parsed, &format!("{name}.weight"));
@@ -250,7 +280,11 @@ fn pytorch_names_divide_running_stats() {
     }
     assert_eq!(bn_layers, 6);
     // the scale factor really is not 1 in this golden, so the division was exercised
-    assert!(orig.layer.iter().any(|l| l.r#type() == "BatchNorm" && l.blobs[2].data[0] != 1.0));
+    assert!(
+        orig.layer
+            .iter()
+            .any(|l| l.r#type() == "BatchNorm" && l.blobs[2].data[0] != 1.0)
+    );
 
     // back with the net: BatchNorm blobs are [mean, var, 1]
     let (back, report) = safetensors_to_net(&st, Some(&model), None).unwrap();
@@ -262,8 +296,14 @@ fn pytorch_names_divide_running_stats() {
     let f = 1.0 / orig_bn.blobs[2].data[0];
     let want: Vec<f32> = orig_bn.blobs[0].data.iter().map(|x| x * f).collect();
     assert_eq!(bn.blobs[0].data, want);
-    assert_eq!(layer(&back, "conv1").blobs[0].data, layer(&orig, "conv1").blobs[0].data);
-    assert_eq!(layer(&back, "fc").blobs[1].data, layer(&orig, "fc").blobs[1].data);
+    assert_eq!(
+        layer(&back, "conv1").blobs[0].data,
+        layer(&orig, "conv1").blobs[0].data
+    );
+    assert_eq!(
+        layer(&back, "fc").blobs[1].data,
+        layer(&orig, "fc").blobs[1].data
+    );
     // PyTorch-style names without the net are refused by name
     let err = safetensors_to_net(&st, None, None).unwrap_err().to_string();
     assert!(err.contains("is not a raw `<layer>.<i>` name"), "{err}");
@@ -277,7 +317,10 @@ fn half_precision_exports_stay_within_their_precision() {
         (DType::F16, Dtype::F16, 2f32.powi(-11)),
         (DType::BF16, Dtype::BF16, 2f32.powi(-8)),
     ] {
-        let opts = ExportOptions { dtype, ..Default::default() };
+        let opts = ExportOptions {
+            dtype,
+            ..Default::default()
+        };
         let (st, _) = caffemodel_bytes_to_safetensors(&bytes, &opts).unwrap();
         let parsed = SafeTensors::deserialize(&st).unwrap();
         let mut checked = 0;
@@ -301,9 +344,17 @@ fn half_precision_exports_stay_within_their_precision() {
         assert_eq!(layer(&back, "conv1").blobs[0].data, v);
     }
     let meta = {
-        let opts = ExportOptions { dtype: DType::BF16, ..Default::default() };
+        let opts = ExportOptions {
+            dtype: DType::BF16,
+            ..Default::default()
+        };
         let (st, _) = caffemodel_bytes_to_safetensors(&bytes, &opts).unwrap();
-        SafeTensors::read_metadata(&st).unwrap().1.metadata().clone().unwrap()
+        SafeTensors::read_metadata(&st)
+            .unwrap()
+            .1
+            .metadata()
+            .clone()
+            .unwrap()
     };
     assert_eq!(meta["dtype"], "bf16");
 }
@@ -330,7 +381,10 @@ layer { name: "out" type: "Concat" bottom: "bn3" bottom: "other" top: "out" }
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
     fn vec(&mut self, n: usize) -> Vec<f32> {
@@ -345,7 +399,10 @@ fn blobs_layer(name: &str, ty: &str, blobs: Vec<(Vec<usize>, Vec<f32>)>) -> Laye
     LayerParameter {
         name: Some(name.into()),
         r#type: Some(ty.into()),
-        blobs: blobs.into_iter().map(|(s, d)| BlobProto::from_shape_data(&s, d)).collect(),
+        blobs: blobs
+            .into_iter()
+            .map(|(s, d)| BlobProto::from_shape_data(&s, d))
+            .collect(),
         ..Default::default()
     }
 }
@@ -355,17 +412,33 @@ fn bn_weights() -> NetParameter {
     let bn = |r: &mut Lcg, name: &str, c: usize, factor: f32| {
         let mean: Vec<f32> = r.vec(c).iter().map(|v| v * factor).collect();
         let var: Vec<f32> = r.positive(c).iter().map(|v| v * factor).collect();
-        blobs_layer(name, "BatchNorm", vec![(vec![c], mean), (vec![c], var), (vec![1], vec![factor])])
+        blobs_layer(
+            name,
+            "BatchNorm",
+            vec![(vec![c], mean), (vec![c], var), (vec![1], vec![factor])],
+        )
     };
     NetParameter {
         name: Some("bn_net".into()),
         layer: vec![
-            blobs_layer("ip1", "InnerProduct", vec![(vec![3, 4], r.vec(12)), (vec![3], r.vec(3))]),
+            blobs_layer(
+                "ip1",
+                "InnerProduct",
+                vec![(vec![3, 4], r.vec(12)), (vec![3], r.vec(3))],
+            ),
             bn(&mut r, "bn1", 3, 2.5),
-            blobs_layer("sc1", "Scale", vec![(vec![3], r.vec(3)), (vec![3], r.vec(3))]),
+            blobs_layer(
+                "sc1",
+                "Scale",
+                vec![(vec![3], r.vec(3)), (vec![3], r.vec(3))],
+            ),
             blobs_layer("ip2", "InnerProduct", vec![(vec![3, 5], r.vec(15))]),
             bn(&mut r, "bn2", 5, 0.5),
-            blobs_layer("ip3", "InnerProduct", vec![(vec![3, 5], r.vec(15)), (vec![3], r.vec(3))]),
+            blobs_layer(
+                "ip3",
+                "InnerProduct",
+                vec![(vec![3, 5], r.vec(15)), (vec![3], r.vec(3))],
+            ),
             bn(&mut r, "bn3", 3, 1.0),
         ],
         ..Default::default()
@@ -377,8 +450,15 @@ fn ip(x: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, transpose: bool) -> Vec
     let k = x.len();
     (0..n)
         .map(|o| {
-            let s: f32 =
-                (0..k).map(|i| x[i] * if transpose { w[i * n + o] } else { w[o * k + i] }).sum();
+            let s: f32 = (0..k)
+                .map(|i| {
+                    x[i] * if transpose {
+                        w[i * n + o]
+                    } else {
+                        w[o * k + i]
+                    }
+                })
+                .sum();
             s + b.map_or(0.0, |b| b[o])
         })
         .collect()
@@ -388,9 +468,7 @@ fn batchnorm(x: &[f32], l: &LayerParameter, eps: f32) -> Vec<f32> {
     let f = 1.0 / l.blobs[2].data[0];
     x.iter()
         .enumerate()
-        .map(|(c, v)| {
-            (v - l.blobs[0].data[c] * f) / (l.blobs[1].data[c] * f + eps).sqrt()
-        })
+        .map(|(c, v)| (v - l.blobs[0].data[c] * f) / (l.blobs[1].data[c] * f + eps).sqrt())
         .collect()
 }
 
@@ -402,14 +480,31 @@ fn fold_bn_rewrites_the_net_and_the_weights() {
     let pairs = fold_bn_net(&mut net, &mut folded).unwrap();
     assert_eq!(
         pairs,
-        vec![("ip1".to_string(), "bn1".to_string()), ("ip2".to_string(), "bn2".to_string())]
+        vec![
+            ("ip1".to_string(), "bn1".to_string()),
+            ("ip2".to_string(), "bn2".to_string())
+        ]
     );
     let names: Vec<&str> = net.layer.iter().map(|l| l.name()).collect();
-    assert_eq!(names, ["data", "ip1", "ip2", "relu2", "ip3", "bn3", "other", "out"]);
+    assert_eq!(
+        names,
+        ["data", "ip1", "ip2", "relu2", "ip3", "bn3", "other", "out"]
+    );
     assert_eq!(layer(&net, "ip1").top, ["ip1"]);
     assert_eq!(layer(&net, "ip2").top, ["bn2"]);
-    assert_eq!(layer(&net, "ip2").inner_product_param.as_ref().unwrap().bias_term, Some(true));
-    assert_eq!(layer(&net, "ip3"), layer(&model, "ip3"), "ip3 feeds two layers: untouched");
+    assert_eq!(
+        layer(&net, "ip2")
+            .inner_product_param
+            .as_ref()
+            .unwrap()
+            .bias_term,
+        Some(true)
+    );
+    assert_eq!(
+        layer(&net, "ip3"),
+        layer(&model, "ip3"),
+        "ip3 feeds two layers: untouched"
+    );
     let wnames: Vec<&str> = folded.layer.iter().map(|l| l.name()).collect();
     assert_eq!(wnames, ["ip1", "ip2", "ip3", "bn3"]);
     assert_eq!(layer(&folded, "ip2").blobs.len(), 2);
@@ -420,7 +515,13 @@ fn fold_bn_rewrites_the_net_and_the_weights() {
     let x = Lcg(99).vec(4);
     let w = |net: &NetParameter, l: &str, i: usize| layer(net, l).blobs[i].data.clone();
     let orig = {
-        let h = ip(&x, &w(&weights, "ip1", 0), Some(&w(&weights, "ip1", 1)), 3, false);
+        let h = ip(
+            &x,
+            &w(&weights, "ip1", 0),
+            Some(&w(&weights, "ip1", 1)),
+            3,
+            false,
+        );
         let h = batchnorm(&h, layer(&weights, "bn1"), 0.001);
         let (g, b) = (w(&weights, "sc1", 0), w(&weights, "sc1", 1));
         let h: Vec<f32> = h.iter().enumerate().map(|(c, v)| v * g[c] + b[c]).collect();
@@ -428,18 +529,42 @@ fn fold_bn_rewrites_the_net_and_the_weights() {
         batchnorm(&h, layer(&weights, "bn2"), 1e-5)
     };
     let fast = {
-        let h = ip(&x, &w(&folded, "ip1", 0), Some(&w(&folded, "ip1", 1)), 3, false);
-        ip(&h, &w(&folded, "ip2", 0), Some(&w(&folded, "ip2", 1)), 5, true)
+        let h = ip(
+            &x,
+            &w(&folded, "ip1", 0),
+            Some(&w(&folded, "ip1", 1)),
+            3,
+            false,
+        );
+        ip(
+            &h,
+            &w(&folded, "ip2", 0),
+            Some(&w(&folded, "ip2", 1)),
+            5,
+            true,
+        )
     };
     for (a, b) in orig.iter().zip(&fast) {
-        assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{orig:?} vs {fast:?}");
+        assert!(
+            (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+            "{orig:?} vs {fast:?}"
+        );
     }
 
     // the export with -fold_bn
-    let opts = ExportOptions { fold_bn: true, model: Some(model), ..Default::default() };
+    let opts = ExportOptions {
+        fold_bn: true,
+        model: Some(model),
+        ..Default::default()
+    };
     let (st, report) = net_to_safetensors(&weights, &opts).unwrap();
     assert_eq!(report.folded, pairs);
-    assert_eq!(report.tensors, ["ip1.0", "ip1.1", "ip2.0", "ip2.1", "ip3.0", "ip3.1", "bn3.0", "bn3.1", "bn3.2"]);
+    assert_eq!(
+        report.tensors,
+        [
+            "ip1.0", "ip1.1", "ip2.0", "ip2.1", "ip3.0", "ip3.1", "bn3.0", "bn3.1", "bn3.2"
+        ]
+    );
     let (_, meta) = SafeTensors::read_metadata(&st).unwrap();
     let meta = meta.metadata().clone().unwrap();
     assert_eq!(meta["folded_bn"], "ip1:bn1,ip2:bn2");
@@ -448,7 +573,10 @@ fn fold_bn_rewrites_the_net_and_the_weights() {
     let parsed = SafeTensors::deserialize(&st).unwrap();
     assert_eq!(tensor_f32(&parsed, "ip2.1").1, w(&folded, "ip2", 1));
     // folding needs the net
-    let opts = ExportOptions { fold_bn: true, ..Default::default() };
+    let opts = ExportOptions {
+        fold_bn: true,
+        ..Default::default()
+    };
     let err = net_to_safetensors(&weights, &opts).unwrap_err().to_string();
     assert!(err.contains("-model"), "{err}");
 }
@@ -461,19 +589,36 @@ fn fold_bn_on_the_resnet_block() {
     let orig = weights.clone();
     let pairs = fold_bn_net(&mut net, &mut weights).unwrap();
     let convs: Vec<&str> = pairs.iter().map(|(c, _)| c.as_str()).collect();
-    assert_eq!(convs, ["conv1", "res2a", "res2b", "res3a", "res3b", "res3proj"]);
-    assert!(net.layer.iter().all(|l| l.r#type() != "BatchNorm" && l.r#type() != "Scale"));
+    assert_eq!(
+        convs,
+        ["conv1", "res2a", "res2b", "res3a", "res3b", "res3proj"]
+    );
+    assert!(
+        net.layer
+            .iter()
+            .all(|l| l.r#type() != "BatchNorm" && l.r#type() != "Scale")
+    );
     assert_eq!(layer(&net, "conv1").top, ["conv1_bn"]);
-    assert_eq!(layer(&net, "conv1").convolution_param.as_ref().unwrap().bias_term, Some(true));
+    assert_eq!(
+        layer(&net, "conv1")
+            .convolution_param
+            .as_ref()
+            .unwrap()
+            .bias_term,
+        Some(true)
+    );
     assert_eq!(layer(&net, "add2").bottom, ["conv1_bn", "res2b_bn"]);
     assert_eq!(layer(&net, "res2a").bottom, ["conv1_bn"]);
     // one output channel by hand
-    let (w0, bn, sc) = (layer(&orig, "res3a"), layer(&orig, "res3a_bn"), layer(&orig, "res3a_scale"));
+    let (w0, bn, sc) = (
+        layer(&orig, "res3a"),
+        layer(&orig, "res3a_bn"),
+        layer(&orig, "res3a_scale"),
+    );
     let f = 1.0 / bn.blobs[2].data[0];
     let per = w0.blobs[0].data.len() / 16;
     let c = 5;
-    let a = sc.blobs[0].data[c] as f64
-        / ((bn.blobs[1].data[c] * f) as f64 + 1e-5).sqrt();
+    let a = sc.blobs[0].data[c] as f64 / ((bn.blobs[1].data[c] * f) as f64 + 1e-5).sqrt();
     let got = layer(&weights, "res3a");
     assert_eq!(got.blobs[0].dims(), w0.blobs[0].dims());
     for i in c * per..(c + 1) * per {
@@ -482,7 +627,12 @@ fn fold_bn_on_the_resnet_block() {
     }
     let want_b = ((-(bn.blobs[0].data[c] * f) as f64) * a + sc.blobs[1].data[c] as f64) as f32;
     assert_eq!(got.blobs[1].data[c], want_b);
-    assert!(weights.layer.iter().all(|l| !l.name().ends_with("_bn") && !l.name().ends_with("_scale")));
+    assert!(
+        weights
+            .layer
+            .iter()
+            .all(|l| !l.name().ends_with("_bn") && !l.name().ends_with("_scale"))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -511,10 +661,17 @@ fn conv_weights(cin: usize) -> NetParameter {
             blobs_layer(
                 "conv1",
                 "Convolution",
-                vec![(vec![20, cin, 5, 5], r.vec(20 * cin * 25)), (vec![20], r.vec(20))],
+                vec![
+                    (vec![20, cin, 5, 5], r.vec(20 * cin * 25)),
+                    (vec![20], r.vec(20)),
+                ],
             ),
             // legacy 4-D InnerProduct weight: fits [2, 320]
-            blobs_layer("ip", "InnerProduct", vec![(vec![1, 1, 2, 320], r.vec(640)), (vec![2], r.vec(2))]),
+            blobs_layer(
+                "ip",
+                "InnerProduct",
+                vec![(vec![1, 1, 2, 320], r.vec(640)), (vec![2], r.vec(2))],
+            ),
         ],
         ..Default::default()
     }
@@ -531,9 +688,17 @@ fn shape_mismatch_is_refused_by_tensor_name() {
     );
     let dir = tmp_dir("mismatch");
     std::fs::write(dir.join("w.safetensors"), &st).unwrap();
-    let err = safetensors_to_caffemodel(&dir.join("w.safetensors"), &dir.join("w.caffemodel"), Some(&model), Some(&expected))
-        .unwrap_err();
-    assert!(format!("{err:#}").contains("tensor conv1.0 has shape [20, 1, 5, 5]"), "{err:#}");
+    let err = safetensors_to_caffemodel(
+        &dir.join("w.safetensors"),
+        &dir.join("w.caffemodel"),
+        Some(&model),
+        Some(&expected),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("tensor conv1.0 has shape [20, 1, 5, 5]"),
+        "{err:#}"
+    );
     assert!(!dir.join("w.caffemodel").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 
@@ -542,34 +707,56 @@ fn shape_mismatch_is_refused_by_tensor_name() {
     let (net, report) = safetensors_to_net(&st, Some(&model), Some(&expected)).unwrap();
     assert_eq!(layer(&net, "ip").blobs[0].dims(), vec![2, 320]);
     assert_eq!(layer(&net, "conv1").r#type(), "Convolution");
-    assert_eq!(report.layers, [("conv1".to_string(), 2), ("ip".to_string(), 2)]);
+    assert_eq!(
+        report.layers,
+        [("conv1".to_string(), 2), ("ip".to_string(), 2)]
+    );
 
     // a missing blob is refused too
     let mut w = conv_weights(3);
     w.layer[0].blobs.pop();
     let (st, _) = net_to_safetensors(&w, &ExportOptions::default()).unwrap();
-    let err = safetensors_to_net(&st, Some(&model), Some(&expected)).unwrap_err().to_string();
-    assert_eq!(err, "layer conv1 (Convolution) expects 2 blobs but the file has 1 (conv1.0)");
+    let err = safetensors_to_net(&st, Some(&model), Some(&expected))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "layer conv1 (Convolution) expects 2 blobs but the file has 1 (conv1.0)"
+    );
 }
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
     let opts = ExportOptions::default();
-    for bytes in [&b""[..], b"garbage", b"\x0a\x05ab", b"\xa2\x06\x05\x3a\x03\x2a\x01\x00"] {
-        assert!(caffemodel_bytes_to_safetensors(bytes, &opts).is_err(), "{bytes:?}");
+    for bytes in [
+        &b""[..],
+        b"garbage",
+        b"\x0a\x05ab",
+        b"\xa2\x06\x05\x3a\x03\x2a\x01\x00",
+    ] {
+        assert!(
+            caffemodel_bytes_to_safetensors(bytes, &opts).is_err(),
+            "{bytes:?}"
+        );
     }
     // a blob whose shape does not match its data
     let mut w = conv_weights(3);
     w.layer[1].blobs[1].data.push(1.0);
     let err = net_to_safetensors(&w, &opts).unwrap_err();
     assert!(format!("{err:#}").contains("layer 'ip' blob 1"), "{err:#}");
-    for bytes in [&b""[..], b"12345678", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1}        "] {
+    for bytes in [
+        &b""[..],
+        b"12345678",
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1}        ",
+    ] {
         assert!(safetensors_to_net(bytes, None, None).is_err());
     }
     // a name that matches nothing in the net
     let (st, _) = net_to_safetensors(&conv_weights(3), &opts).unwrap();
     let other = parse_model("layer { name: \"x\" type: \"ReLU\" bottom: \"a\" top: \"a\" }");
-    let err = safetensors_to_net(&st, Some(&other), None).unwrap_err().to_string();
+    let err = safetensors_to_net(&st, Some(&other), None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("none of the 4 tensors"), "{err}");
     assert!("f8".parse::<DType>().is_err());
     assert!("onnx".parse::<NameScheme>().is_err());
@@ -588,7 +775,11 @@ fn convert_speed() {
         name: Some("big".into()),
         layer: (0..layers)
             .map(|i| {
-                blobs_layer(&format!("fc{i}"), "InnerProduct", vec![(vec![6400, 1000], chunk.clone()), (vec![6400], r.vec(6400))])
+                blobs_layer(
+                    &format!("fc{i}"),
+                    "InnerProduct",
+                    vec![(vec![6400, 1000], chunk.clone()), (vec![6400], r.vec(6400))],
+                )
             })
             .collect(),
         ..Default::default()
@@ -600,11 +791,17 @@ fn convert_speed() {
     let st = dir.join("big.safetensors");
     let back = dir.join("back.caffemodel");
     for dtype in [DType::F32, DType::F32, DType::F16] {
-        let opts = ExportOptions { dtype, ..Default::default() };
+        let opts = ExportOptions {
+            dtype,
+            ..Default::default()
+        };
         let t = std::time::Instant::now();
         caffemodel_to_safetensors(&src, &st, &opts).unwrap();
         let s = t.elapsed().as_secs_f64();
-        println!("caffemodel -> safetensors ({dtype:?}): {size:.0} MB in {s:.3} s = {:.0} MB/s", size / s);
+        println!(
+            "caffemodel -> safetensors ({dtype:?}): {size:.0} MB in {s:.3} s = {:.0} MB/s",
+            size / s
+        );
     }
     // phases, in memory
     let t = std::time::Instant::now();
@@ -615,22 +812,34 @@ fn convert_speed() {
     println!("  sha256: {:.3} s", t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
     let (out, _) = caffemodel_bytes_to_safetensors(&bytes, &ExportOptions::default()).unwrap();
-    println!("  in-memory export (sha + scan + copy): {:.3} s", t.elapsed().as_secs_f64());
+    println!(
+        "  in-memory export (sha + scan + copy): {:.3} s",
+        t.elapsed().as_secs_f64()
+    );
     drop((bytes, out));
     if Path::new("/dev/shm").is_dir() {
-        let shm = std::path::PathBuf::from(format!("/dev/shm/caffe-rs-speed-{}.safetensors", std::process::id()));
+        let shm = std::path::PathBuf::from(format!(
+            "/dev/shm/caffe-rs-speed-{}.safetensors",
+            std::process::id()
+        ));
         for _ in 0..2 {
             let t = std::time::Instant::now();
             caffemodel_to_safetensors(&src, &shm, &ExportOptions::default()).unwrap();
             let s = t.elapsed().as_secs_f64();
-            println!("caffemodel -> safetensors on tmpfs: {size:.0} MB in {s:.3} s = {:.0} MB/s", size / s);
+            println!(
+                "caffemodel -> safetensors on tmpfs: {size:.0} MB in {s:.3} s = {:.0} MB/s",
+                size / s
+            );
         }
         let shm_back = shm.with_extension("caffemodel");
         for _ in 0..2 {
             let t = std::time::Instant::now();
             safetensors_to_caffemodel(&shm, &shm_back, None, None).unwrap();
             let s = t.elapsed().as_secs_f64();
-            println!("safetensors -> caffemodel on tmpfs: {size:.0} MB in {s:.3} s = {:.0} MB/s", size / s);
+            println!(
+                "safetensors -> caffemodel on tmpfs: {size:.0} MB in {s:.3} s = {:.0} MB/s",
+                size / s
+            );
         }
         let _ = std::fs::remove_file(&shm);
         let _ = std::fs::remove_file(&shm_back);
@@ -641,7 +850,10 @@ fn convert_speed() {
         let t = std::time::Instant::now();
         safetensors_to_caffemodel(&st, &back, None, None).unwrap();
         let s = t.elapsed().as_secs_f64();
-        println!("safetensors -> caffemodel: {size:.0} MB in {s:.3} s = {:.0} MB/s", size / s);
+        println!(
+            "safetensors -> caffemodel: {size:.0} MB in {s:.3} s = {:.0} MB/s",
+            size / s
+        );
     }
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(l) = status.lines().find(|l| l.starts_with("VmHWM")) {

@@ -25,8 +25,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 use half::slice::HalfFloatSliceExt;
@@ -302,7 +302,10 @@ impl<'a> WireReader<'a> {
     fn varint(&mut self) -> Result<u64> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
-            let byte = *self.buf.get(self.pos).ok_or_else(|| anyhow!("truncated varint"))?;
+            let byte = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| anyhow!("truncated varint"))?;
             self.pos += 1;
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
@@ -412,7 +415,9 @@ fn scan_blob(bytes: &[u8]) -> Result<SrcBlob<'_>> {
         Owned(Vec<f32>),
     }
     let le = |b: &[u8]| -> Vec<f32> {
-        b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     };
     let mut shape: Option<Vec<i64>> = None;
     let mut legacy = [None; 4];
@@ -504,13 +509,15 @@ fn scan_layer(bytes: &[u8], v1: bool, index: usize) -> Result<Option<SrcLayer<'_
             _ => {}
         }
     }
-    let label = if name.is_empty() { format!("#{index}") } else { name.clone() };
+    let label = if name.is_empty() {
+        format!("#{index}")
+    } else {
+        name.clone()
+    };
     let blobs = blob_bytes
         .into_iter()
         .enumerate()
-        .map(|(i, b)| {
-            scan_blob(b).with_context(|| format!("layer '{label}' blob {i}"))
-        })
+        .map(|(i, b)| scan_blob(b).with_context(|| format!("layer '{label}' blob {i}")))
         .collect::<Result<Vec<_>>>()?;
     Ok(Some(SrcLayer { name, ty, blobs }))
 }
@@ -556,8 +563,17 @@ fn src_layers_of_net(net: &NetParameter) -> Result<Vec<SrcLayer<'_>>> {
     let mut out = Vec::new();
     for l in &net.layer {
         let name = l.name().to_string();
-        let blobs = l.blobs.iter().enumerate().map(|(i, b)| blob(&name, i, b)).collect::<Result<_>>()?;
-        out.push(SrcLayer { ty: l.r#type().to_string(), name, blobs });
+        let blobs = l
+            .blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| blob(&name, i, b))
+            .collect::<Result<_>>()?;
+        out.push(SrcLayer {
+            ty: l.r#type().to_string(),
+            name,
+            blobs,
+        });
     }
     for l in &net.layers {
         if l.layer.is_some() {
@@ -568,7 +584,12 @@ fn src_layers_of_net(net: &NetParameter) -> Result<Vec<SrcLayer<'_>>> {
             .map(crate::format::upgrade::upgrade_v1_layer_type)
             .unwrap_or("")
             .to_string();
-        let blobs = l.blobs.iter().enumerate().map(|(i, b)| blob(&name, i, b)).collect::<Result<_>>()?;
+        let blobs = l
+            .blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| blob(&name, i, b))
+            .collect::<Result<_>>()?;
         out.push(SrcLayer { name, ty, blobs });
     }
     Ok(out)
@@ -603,7 +624,9 @@ fn bn_stat(blob: &SrcBlob<'_>, factor: f32) -> Result<Vec<f32>> {
 
 fn bn_factor(blob: &SrcBlob<'_>) -> Result<f32> {
     let v = blob.data.to_vec()?;
-    let b2 = *v.first().ok_or_else(|| anyhow!("empty scale-factor blob"))?;
+    let b2 = *v
+        .first()
+        .ok_or_else(|| anyhow!("empty scale-factor blob"))?;
     Ok(if b2 == 0.0 { 0.0 } else { 1.0 / b2 })
 }
 
@@ -651,11 +674,17 @@ fn export_tensors<'a>(
         match ty {
             "BatchNorm" => {
                 if n != 3 {
-                    bail!("layer '{}' (BatchNorm) has {n} blobs, expected 3", layer.name);
+                    bail!(
+                        "layer '{}' (BatchNorm) has {n} blobs, expected 3",
+                        layer.name
+                    );
                 }
                 let factor = bn_factor(&layer.blobs[2])
                     .with_context(|| format!("layer '{}' (BatchNorm)", layer.name))?;
-                for (suffix, b) in [("running_mean", &layer.blobs[0]), ("running_var", &layer.blobs[1])] {
+                for (suffix, b) in [
+                    ("running_mean", &layer.blobs[0]),
+                    ("running_var", &layer.blobs[1]),
+                ] {
                     out.push(OutTensor {
                         name: format!("{}.{suffix}", layer.name),
                         shape: squeeze_1d(&b.shape),
@@ -663,11 +692,23 @@ fn export_tensors<'a>(
                     });
                 }
             }
-            "Bias" if n == 1 => out.push(named("bias", &layer.blobs[0], squeeze_1d(&layer.blobs[0].shape))),
-            "PReLU" if n == 1 => out.push(named("weight", &layer.blobs[0], layer.blobs[0].shape.clone())),
+            "Bias" if n == 1 => out.push(named(
+                "bias",
+                &layer.blobs[0],
+                squeeze_1d(&layer.blobs[0].shape),
+            )),
+            "PReLU" if n == 1 => out.push(named(
+                "weight",
+                &layer.blobs[0],
+                layer.blobs[0].shape.clone(),
+            )),
             _ if n <= 2 => {
                 let w = &layer.blobs[0];
-                let wshape = if ty == "InnerProduct" && w.shape.len() == 4 && w.shape[0] == 1 && w.shape[1] == 1 {
+                let wshape = if ty == "InnerProduct"
+                    && w.shape.len() == 4
+                    && w.shape[0] == 1
+                    && w.shape[1] == 1
+                {
                     w.shape[2..].to_vec()
                 } else {
                     w.shape.clone()
@@ -719,12 +760,17 @@ fn write_safetensors<W: Write + ?Sized>(
     // the metadata map comes first and no JSON string can hold an unescaped quote, so the first
     // match is the metadata entry
     const KEY: &[u8] = b"\"source_sha256\":\"";
-    let sha_offset = header.windows(KEY.len()).position(|win| win == KEY).map(|p| 8 + p + KEY.len());
+    let sha_offset = header
+        .windows(KEY.len())
+        .position(|win| win == KEY)
+        .map(|p| 8 + p + KEY.len());
     w.write_all(&(header.len() as u64).to_le_bytes())?;
     w.write_all(&header)?;
     let mut total = 8 + header.len() as u64;
     for t in tensors {
-        t.data.write_as(w, dtype).with_context(|| format!("writing tensor {}", t.name))?;
+        t.data
+            .write_as(w, dtype)
+            .with_context(|| format!("writing tensor {}", t.name))?;
         total += (t.data.len() * dtype.size()) as u64;
     }
     Ok((total, sha_offset))
@@ -846,7 +892,9 @@ pub fn caffemodel_to_safetensors(
         let hasher = scope.spawn(|| sha256_hex(bytes));
         write_atomic_with(dst, |w| {
             let (mut report, offset) = export_to(bytes, opts, w, None)?;
-            let sha = hasher.join().map_err(|_| anyhow!("the hashing thread panicked"))?;
+            let sha = hasher
+                .join()
+                .map_err(|_| anyhow!("the hashing thread panicked"))?;
             if let Some(offset) = offset {
                 w.flush()?;
                 let file = w.get_mut();
@@ -864,7 +912,10 @@ pub fn caffemodel_to_safetensors(
 /// files, this assumes nobody truncates the file while it is converted.
 fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let len = file.metadata().with_context(|| format!("cannot read {}", path.display()))?.len();
+    let len = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
     if len == 0 {
         bail!("{} is empty (0 bytes)", path.display());
     }
@@ -901,7 +952,8 @@ fn write_atomic_with<T>(
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
         let value = f(&mut w)?;
-        w.flush().with_context(|| format!("cannot write {}", tmp.display()))?;
+        w.flush()
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         Ok(value)
     })()
     .and_then(|v| {
@@ -939,22 +991,35 @@ fn read_tensors(bytes: &[u8]) -> Result<(Vec<Tensor<'_>>, BTreeMap<String, Strin
     let (n, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| anyhow!("not a valid safetensors file: {e}"))?;
     let data = &bytes[8 + n..];
-    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let infos = meta.tensors();
     let mut out: Vec<Tensor<'_>> = Vec::with_capacity(infos.len());
     let mut names: Vec<(&String, _)> = infos.iter().collect();
     names.sort_by_key(|(_, info)| info.data_offsets);
     for (name, info) in names {
         let (s, e) = info.data_offsets;
-        let raw = data.get(s..e).ok_or_else(|| anyhow!("tensor {name}: data out of range"))?;
+        let raw = data
+            .get(s..e)
+            .ok_or_else(|| anyhow!("tensor {name}: data out of range"))?;
         let data = match info.dtype {
             Dtype::F32 => Data::F32Le(raw),
             Dtype::F16 => Data::F16Le(raw),
             Dtype::BF16 => Data::BF16Le(raw),
             Dtype::F64 => Data::F64Le(raw),
-            other => bail!("tensor {name} has dtype {other:?}; only F32, F16, BF16 and F64 become Caffe blobs"),
+            other => bail!(
+                "tensor {name} has dtype {other:?}; only F32, F16, BF16 and F64 become Caffe blobs"
+            ),
         };
-        out.push(Tensor { name: name.clone(), shape: info.shape.clone(), data });
+        out.push(Tensor {
+            name: name.clone(),
+            shape: info.shape.clone(),
+            data,
+        });
     }
     Ok((out, metadata))
 }
@@ -1035,7 +1100,9 @@ fn plan_import<'a>(
         }
         let is_raw = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         let raw = entries.iter().any(|(s, _)| is_raw(s));
-        let named = entries.iter().any(|(s, _)| !is_raw(s) && *s != "num_batches_tracked");
+        let named = entries
+            .iter()
+            .any(|(s, _)| !is_raw(s) && *s != "num_batches_tracked");
         if raw && named {
             let list: Vec<&str> = entries.iter().map(|(_, t)| t.name.as_str()).collect();
             bail!(
@@ -1061,7 +1128,11 @@ fn plan_import<'a>(
                 slots.resize_with(slot + 1, || None);
             }
             if let Some(prev) = &slots[slot] {
-                bail!("tensors {} and {} are both blob {slot} of layer {name}", prev.name, t.name);
+                bail!(
+                    "tensors {} and {} are both blob {slot} of layer {name}",
+                    prev.name,
+                    t.name
+                );
             }
             if !raw && ty == "BatchNorm" {
                 bn_factor_slot = true;
@@ -1082,7 +1153,11 @@ fn plan_import<'a>(
             if blobs_src.len() != 2 {
                 bail!("layer {name} (BatchNorm): needs both running_mean and running_var");
             }
-            blobs_src.push((format!("{name}.<scale factor>"), vec![1], Data::Owned(vec![1.0])));
+            blobs_src.push((
+                format!("{name}.<scale factor>"),
+                vec![1],
+                Data::Owned(vec![1.0]),
+            ));
         }
         let mut blobs = Vec::with_capacity(blobs_src.len());
         if let Some(exp) = &exp {
@@ -1103,10 +1178,17 @@ fn plan_import<'a>(
                         shape_str(want)
                     );
                 }
-                blobs.push(PlanBlob { shape: want.clone(), data });
+                blobs.push(PlanBlob {
+                    shape: want.clone(),
+                    data,
+                });
             }
         } else {
-            blobs.extend(blobs_src.into_iter().map(|(_, shape, data)| PlanBlob { shape, data }));
+            blobs.extend(
+                blobs_src
+                    .into_iter()
+                    .map(|(_, shape, data)| PlanBlob { shape, data }),
+            );
         }
         let mut param = layer.clone();
         param.blobs.clear();
@@ -1148,12 +1230,21 @@ fn plan_import_raw(tensors: Vec<Tensor<'_>>) -> Result<Vec<PlanLayer<'_>>> {
         let mut blobs = Vec::with_capacity(entries.len());
         for (pos, (idx, t)) in entries.into_iter().enumerate() {
             if idx != pos {
-                bail!("layer {layer}: tensor {} found but blob {pos} is missing or repeated", t.name);
+                bail!(
+                    "layer {layer}: tensor {} found but blob {pos} is missing or repeated",
+                    t.name
+                );
             }
-            blobs.push(PlanBlob { shape: t.shape, data: t.data });
+            blobs.push(PlanBlob {
+                shape: t.shape,
+                data: t.data,
+            });
         }
         plan.push(PlanLayer {
-            param: LayerParameter { name: Some(layer), ..Default::default() },
+            param: LayerParameter {
+                name: Some(layer),
+                ..Default::default()
+            },
             blobs,
         });
     }
@@ -1161,10 +1252,15 @@ fn plan_import_raw(tensors: Vec<Tensor<'_>>) -> Result<Vec<PlanLayer<'_>>> {
 }
 
 fn materialize(name: Option<String>, plan: Vec<PlanLayer<'_>>) -> Result<NetParameter> {
-    let mut net = NetParameter { name, ..Default::default() };
+    let mut net = NetParameter {
+        name,
+        ..Default::default()
+    };
     for PlanLayer { mut param, blobs } in plan {
         for b in blobs {
-            param.blobs.push(BlobProto::from_shape_data(&b.shape, b.data.to_vec()?));
+            param
+                .blobs
+                .push(BlobProto::from_shape_data(&b.shape, b.data.to_vec()?));
         }
         net.layer.push(param);
     }
@@ -1223,7 +1319,11 @@ fn write_caffemodel<W: Write + ?Sized>(
             }
             let n = b.data.len();
             let data_bytes = 4 * n;
-            let data_field = if n == 0 { 0 } else { 1 + varint_len(data_bytes as u64) + data_bytes };
+            let data_field = if n == 0 {
+                0
+            } else {
+                1 + varint_len(data_bytes as u64) + data_bytes
+            };
             let blob_len = 1 + varint_len(shape_msg.len() as u64) + shape_msg.len() + data_field;
             let mut bh = vec![0x3a];
             put_varint(&mut bh, blob_len as u64);
@@ -1280,9 +1380,15 @@ fn import_plan<'a>(
     expected: Option<&ExpectedShapes<'_>>,
 ) -> Result<(Vec<PlanLayer<'a>>, ImportReport)> {
     let (tensors, metadata) = read_tensors(bytes)?;
-    let mut report = ImportReport { metadata, ..Default::default() };
+    let mut report = ImportReport {
+        metadata,
+        ..Default::default()
+    };
     let plan = plan_import(tensors, model, expected, &mut report)?;
-    report.layers = plan.iter().map(|l| (l.param.name().to_string(), l.blobs.len())).collect();
+    report.layers = plan
+        .iter()
+        .map(|l| (l.param.name().to_string(), l.blobs.len()))
+        .collect();
     Ok((plan, report))
 }
 
@@ -1308,10 +1414,12 @@ pub fn safetensors_to_caffemodel(
     expected: Option<&ExpectedShapes<'_>>,
 ) -> Result<ImportReport> {
     let bytes = map_file(src)?;
-    let (plan, report) =
-        import_plan(&bytes, model, expected).with_context(|| format!("reading {}", src.display()))?;
-    write_atomic_with(dst, |w| write_caffemodel(w, model.and_then(|m| m.name.as_deref()), &plan))
-        .with_context(|| format!("writing {}", dst.display()))?;
+    let (plan, report) = import_plan(&bytes, model, expected)
+        .with_context(|| format!("reading {}", src.display()))?;
+    write_atomic_with(dst, |w| {
+        write_caffemodel(w, model.and_then(|m| m.name.as_deref()), &plan)
+    })
+    .with_context(|| format!("writing {}", dst.display()))?;
     Ok(report)
 }
 
@@ -1345,8 +1453,14 @@ fn find_folds(layers: &[LayerParameter]) -> Vec<Fold> {
     for (i, conv) in layers.iter().enumerate() {
         let ty = conv.r#type();
         let axis_ok = match ty {
-            "Convolution" => conv.convolution_param.as_ref().is_none_or(|p| p.axis() == 1),
-            "InnerProduct" => conv.inner_product_param.as_ref().is_none_or(|p| p.axis() == 1),
+            "Convolution" => conv
+                .convolution_param
+                .as_ref()
+                .is_none_or(|p| p.axis() == 1),
+            "InnerProduct" => conv
+                .inner_product_param
+                .as_ref()
+                .is_none_or(|p| p.axis() == 1),
             _ => false,
         };
         if !axis_ok || conv.top.len() != 1 || conv.param.iter().any(|p| !p.name().is_empty()) {
@@ -1356,12 +1470,18 @@ fn find_folds(layers: &[LayerParameter]) -> Vec<Fold> {
         if conv.bottom.iter().any(|b| b == t) {
             continue;
         }
-        let [b] = readers_after(layers, i, t)[..] else { continue };
+        let [b] = readers_after(layers, i, t)[..] else {
+            continue;
+        };
         let bn = &layers[b];
         if bn.r#type() != "BatchNorm"
             || bn.bottom.len() != 1
             || bn.top.len() != 1
-            || bn.batch_norm_param.as_ref().and_then(|p| p.use_global_stats) == Some(false)
+            || bn
+                .batch_norm_param
+                .as_ref()
+                .and_then(|p| p.use_global_stats)
+                == Some(false)
         {
             continue;
         }
@@ -1386,12 +1506,20 @@ fn find_folds(layers: &[LayerParameter]) -> Vec<Fold> {
         let names = [t, u, top];
         let clash = (i + 1..last).filter(|&j| j != b).any(|j| {
             let l = &layers[j];
-            l.bottom.iter().chain(&l.top).any(|x| names.contains(&x.as_str()))
+            l.bottom
+                .iter()
+                .chain(&l.top)
+                .any(|x| names.contains(&x.as_str()))
         });
         if clash {
             continue;
         }
-        folds.push(Fold { conv: i, bn: b, scale, top: top.to_string() });
+        folds.push(Fold {
+            conv: i,
+            bn: b,
+            scale,
+            top: top.to_string(),
+        });
     }
     folds
 }
@@ -1424,7 +1552,10 @@ pub fn fold_bn_net(
         let (conv_name, bn_name) = (conv.name().to_string(), bn.name().to_string());
         let eps = f64::from(bn.batch_norm_param.unwrap_or_default().eps());
         let transpose = conv.r#type() == "InnerProduct"
-            && conv.inner_product_param.as_ref().is_some_and(|p| p.transpose());
+            && conv
+                .inner_product_param
+                .as_ref()
+                .is_some_and(|p| p.transpose());
         let scale_name = f.scale.map(|s| net.layer[s].name().to_string());
         let find = |name: &str| weights.layer.iter().position(|l| l.name() == name);
         let ctx = || format!("folding {bn_name} into {conv_name}");
@@ -1436,15 +1567,29 @@ pub fn fold_bn_net(
             .with_context(ctx)?;
         let bn_blobs = &weights.layer[bi].blobs;
         if bn_blobs.len() != 3 {
-            bail!("layer '{bn_name}' (BatchNorm) has {} blobs, expected 3", bn_blobs.len());
+            bail!(
+                "layer '{bn_name}' (BatchNorm) has {} blobs, expected 3",
+                bn_blobs.len()
+            );
         }
         let b2 = bn_blobs[2].values_f32().first().copied().unwrap_or(0.0);
         let factor = if b2 == 0.0 { 0.0 } else { 1.0 / b2 };
-        let mean: Vec<f32> = bn_blobs[0].values_f32().iter().map(|v| v * factor).collect();
-        let var: Vec<f32> = bn_blobs[1].values_f32().iter().map(|v| v * factor).collect();
+        let mean: Vec<f32> = bn_blobs[0]
+            .values_f32()
+            .iter()
+            .map(|v| v * factor)
+            .collect();
+        let var: Vec<f32> = bn_blobs[1]
+            .values_f32()
+            .iter()
+            .map(|v| v * factor)
+            .collect();
         let c = mean.len();
         if var.len() != c || c == 0 {
-            bail!("layer '{bn_name}' (BatchNorm): mean has {c} values, variance {}", var.len());
+            bail!(
+                "layer '{bn_name}' (BatchNorm): mean has {c} values, variance {}",
+                var.len()
+            );
         }
         let (gamma, beta) = match &scale_name {
             Some(sn) => {
@@ -1453,7 +1598,10 @@ pub fn fold_bn_net(
                     .with_context(ctx)?;
                 let sb = &weights.layer[si].blobs;
                 let gamma = sb.first().map(BlobProto::values_f32).unwrap_or_default();
-                let beta = sb.get(1).map(BlobProto::values_f32).unwrap_or_else(|| vec![0.0; c]);
+                let beta = sb
+                    .get(1)
+                    .map(BlobProto::values_f32)
+                    .unwrap_or_else(|| vec![0.0; c]);
                 if gamma.len() != c || beta.len() != c {
                     bail!(
                         "layer '{sn}' (Scale) has {} / {} values, its BatchNorm '{bn_name}' has {c} channels",
@@ -1484,15 +1632,27 @@ pub fn fold_bn_net(
             let k = if transpose { idx % c } else { idx / per };
             *x = (f64::from(*x) * a[k]) as f32;
         }
-        let old_bias = wl.blobs.get(1).map(BlobProto::values_f32).unwrap_or_else(|| vec![0.0; c]);
+        let old_bias = wl
+            .blobs
+            .get(1)
+            .map(BlobProto::values_f32)
+            .unwrap_or_else(|| vec![0.0; c]);
         if old_bias.len() != c {
-            bail!("layer '{conv_name}': bias has {} values, {bn_name} has {c} channels", old_bias.len());
+            bail!(
+                "layer '{conv_name}': bias has {} values, {bn_name} has {c} channels",
+                old_bias.len()
+            );
         }
         let bias: Vec<f32> = (0..c)
-            .map(|k| ((f64::from(old_bias[k]) - f64::from(mean[k])) * a[k] + f64::from(beta[k])) as f32)
+            .map(|k| {
+                ((f64::from(old_bias[k]) - f64::from(mean[k])) * a[k] + f64::from(beta[k])) as f32
+            })
             .collect();
         let wshape = wl.blobs[0].dims();
-        wl.blobs = vec![BlobProto::from_shape_data(&wshape, wv), BlobProto::from_shape_data(&[c], bias)];
+        wl.blobs = vec![
+            BlobProto::from_shape_data(&wshape, wv),
+            BlobProto::from_shape_data(&[c], bias),
+        ];
         set_bias_term(wl);
         drop_weights.insert(bn_name.clone());
         drop_net.insert(f.bn);
@@ -1518,8 +1678,16 @@ pub fn fold_bn_net(
 
 fn set_bias_term(l: &mut LayerParameter) {
     match l.r#type() {
-        "Convolution" => l.convolution_param.get_or_insert_with(Default::default).bias_term = Some(true),
-        "InnerProduct" => l.inner_product_param.get_or_insert_with(Default::default).bias_term = Some(true),
+        "Convolution" => {
+            l.convolution_param
+                .get_or_insert_with(Default::default)
+                .bias_term = Some(true)
+        }
+        "InnerProduct" => {
+            l.inner_product_param
+                .get_or_insert_with(Default::default)
+                .bias_term = Some(true)
+        }
         _ => {}
     }
 }

@@ -36,6 +36,15 @@ pub fn run(args: &ConvertArgs) -> Result<Vec<String>> {
                 Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?),
                 None => None,
             };
+            let folded_model = match (&model, args.fold_bn) {
+                (Some(m), true) => {
+                    let mut net = m.clone();
+                    let mut weights = crate::format::caffemodel::read_net_binary(&args.input)?;
+                    st::fold_bn_net(&mut net, &mut weights)?;
+                    Some(net)
+                }
+                _ => None,
+            };
             let opts = ExportOptions { names: args.names, dtype: args.dtype, fold_bn: args.fold_bn, model, model_text };
             let report = st::caffemodel_to_safetensors(&args.input, &args.output, &opts)?;
             let mut lines = vec![format!(
@@ -47,6 +56,12 @@ pub fn run(args: &ConvertArgs) -> Result<Vec<String>> {
             )];
             for (a, b) in &report.folded {
                 lines.push(format!("Folded {b} into {a}"));
+            }
+            if let Some(net) = folded_model {
+                let path = args.output.with_extension("prototxt");
+                let text = crate::format::transcode::to_text(&net, "caffe.NetParameter");
+                crate::format::caffemodel::write_atomic(&path, text.as_bytes())?;
+                lines.push(format!("Wrote the folded net to {}", path.display()));
             }
             Ok(lines)
         }
