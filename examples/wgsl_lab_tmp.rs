@@ -32,7 +32,16 @@ fn main() {
     let p = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor { label: None, layout: None, module: &m, entry_point: Some(entry), compilation_options: Default::default(), cache: None });
     let bgl = p.get_bind_group_layout(0);
     let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: pb.as_entire_binding() }];
-    for (i, b) in bufs.iter().enumerate() { entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() }); }
+    let ubo = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&vec![1.0f32; 16384]), usage: wgpu::BufferUsages::UNIFORM });
+    let tex = dev.create_texture(&wgpu::TextureDescriptor { label: None, size: wgpu::Extent3d { width: 1024, height: 1024, depth_or_array_layers: 1 }, mip_level_count: 1, sample_count: 1, dimension: wgpu::TextureDimension::D2, format: wgpu::TextureFormat::Rgba32Float, usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST, view_formats: &[] });
+    let tv = tex.create_view(&Default::default());
+    let mode = std::env::var("LAB_MODE").unwrap_or_default();
+    for (i, b) in bufs.iter().enumerate() {
+        let binding = i as u32 + 1;
+        if binding == 1 && mode == "tex" { entries.push(wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::TextureView(&tv) }); continue; }
+        if binding == 1 && mode == "ubo" { entries.push(wgpu::BindGroupEntry { binding, resource: ubo.as_entire_binding() }); continue; }
+        entries.push(wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() });
+    }
     let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &bgl, entries: &entries });
     for it in 0..iters + 1 {
         let t = Instant::now();

@@ -721,6 +721,10 @@ fn export_tensors<'a>(
             _ => raw(&mut out),
         }
     }
+    let mut names = HashSet::new();
+    if let Some(t) = out.iter().find(|t| !names.insert(t.name.as_str())) {
+        bail!("two blobs would both be stored as tensor '{}'", t.name);
+    }
     Ok(out)
 }
 
