@@ -23,3 +23,8 @@ fn pf(i: u32) -> f32 {
 fn gid(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * WG + lid;
 }
+
+// Linear float textures (rgba32float, TEX_W = 4096 texels per row): texel t holds floats 4t..4t+4.
+fn tex_coord(t: u32) -> vec2<u32> {
+    return vec2<u32>(t & 4095u, t >> 12u);
+}

@@ -7,3 +7,4 @@ pub mod layers;
 pub mod net;
 pub mod tools;
 pub mod solver;
+pub mod data;

@@ -359,6 +359,108 @@ fn half_precision_exports_stay_within_their_precision() {
     assert_eq!(meta["dtype"], "bf16");
 }
 
+fn legacy_blob(n: i32, c: i32, h: i32, w: i32, data: Vec<f32>) -> BlobProto {
+    BlobProto {
+        num: Some(n),
+        channels: Some(c),
+        height: Some(h),
+        width: Some(w),
+        data,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn legacy_v1_and_v0_caffemodels_export_with_their_stored_shapes() {
+    use caffe_rs::proto::{V0LayerParameter, V1LayerParameter, v1_layer_parameter::LayerType};
+    let mut r = Lcg(5);
+    let (w, b) = (r.vec(2 * 3 * 4), r.vec(2));
+    let v1 = NetParameter {
+        layers: vec![V1LayerParameter {
+            name: Some("fc".into()),
+            r#type: Some(LayerType::InnerProduct as i32),
+            blobs: vec![
+                legacy_blob(1, 1, 2, 12, w.clone()),
+                legacy_blob(1, 1, 1, 2, b.clone()),
+            ],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let (st, _) =
+        caffemodel_bytes_to_safetensors(&v1.encode_to_vec(), &ExportOptions::default()).unwrap();
+    let parsed = SafeTensors::deserialize(&st).unwrap();
+    assert_eq!(tensor_f32(&parsed, "fc.0"), (vec![1, 1, 2, 12], w.clone()));
+    assert_eq!(tensor_f32(&parsed, "fc.1"), (vec![1, 1, 1, 2], b.clone()));
+    let opts = ExportOptions {
+        names: NameScheme::Pytorch,
+        ..Default::default()
+    };
+    let (st, _) = caffemodel_bytes_to_safetensors(&v1.encode_to_vec(), &opts).unwrap();
+    let parsed = SafeTensors::deserialize(&st).unwrap();
+    assert_eq!(tensor_f32(&parsed, "fc.weight"), (vec![2, 12], w.clone()));
+    assert_eq!(tensor_f32(&parsed, "fc.bias"), (vec![2], b.clone()));
+
+    // V0 (`layers { layer { ... } }`): decoded and upgraded instead of scanned
+    let v0 = NetParameter {
+        layers: vec![V1LayerParameter {
+            layer: Some(V0LayerParameter {
+                name: Some("conv".into()),
+                r#type: Some("conv".into()),
+                num_output: Some(2),
+                kernelsize: Some(2),
+                blobs: vec![
+                    legacy_blob(2, 1, 2, 3, r.vec(12)),
+                    legacy_blob(1, 1, 1, 2, r.vec(2)),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let (st, report) =
+        caffemodel_bytes_to_safetensors(&v0.encode_to_vec(), &ExportOptions::default()).unwrap();
+    assert_eq!(report.tensors, ["conv.0", "conv.1"]);
+    let (back, _) = safetensors_to_net(&st, None, None).unwrap();
+    let mut want = v0.clone();
+    upgrade_net(&mut want).unwrap();
+    assert_same_blobs(&want, &back, "v0");
+
+    // unpacked (non-packed) float data and double_data are accepted too
+    let mut bytes = Vec::new();
+    let blob = [
+        &[0x3a, 0x02, 0x08, 0x02][..],
+        &[0x2d],
+        &1.5f32.to_le_bytes(),
+        &[0x2d],
+        &(-2f32).to_le_bytes(),
+    ]
+    .concat();
+    let layer = [&[0x0a, 0x01, b'p', 0x3a, blob.len() as u8][..], &blob].concat();
+    bytes.extend_from_slice(&[0xa2, 0x06, layer.len() as u8]);
+    bytes.extend_from_slice(&layer);
+    let doubles = BlobProto {
+        shape: None,
+        double_data: vec![0.25, 4.0],
+        ..Default::default()
+    };
+    let net = NetParameter {
+        layer: vec![blobs_layer("q", "Scale", vec![])],
+        ..Default::default()
+    };
+    let mut net = net;
+    net.layer[0].blobs.push(BlobProto {
+        shape: Some(caffe_rs::proto::BlobShape { dim: vec![2] }),
+        ..doubles
+    });
+    bytes.extend(net.encode_to_vec());
+    let (st, _) = caffemodel_bytes_to_safetensors(&bytes, &ExportOptions::default()).unwrap();
+    let parsed = SafeTensors::deserialize(&st).unwrap();
+    assert_eq!(tensor_f32(&parsed, "p.0"), (vec![2], vec![1.5, -2.0]));
+    assert_eq!(tensor_f32(&parsed, "q.0"), (vec![2], vec![0.25, 4.0]));
+}
+
 // ---------------------------------------------------------------------------------------------
 // BatchNorm folding
 
@@ -844,8 +946,23 @@ fn convert_speed() {
         let _ = std::fs::remove_file(&shm);
         let _ = std::fs::remove_file(&shm_back);
     }
+    let hwm = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM"))
+            .unwrap_or("VmHWM: ?")
+            .to_string()
+    };
     let opts = ExportOptions::default();
+    // "5" resets the peak RSS (Linux), so the peak below is the conversion's own
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    println!("  before export: {}", hwm());
     caffemodel_to_safetensors(&src, &st, &opts).unwrap();
+    println!("  peak during export (the mapped input counts): {}", hwm());
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    safetensors_to_caffemodel(&st, &back, None, None).unwrap();
+    println!("  peak during import (the mapped input counts): {}", hwm());
     for _ in 0..2 {
         let t = std::time::Instant::now();
         safetensors_to_caffemodel(&st, &back, None, None).unwrap();
@@ -854,10 +971,6 @@ fn convert_speed() {
             "safetensors -> caffemodel: {size:.0} MB in {s:.3} s = {:.0} MB/s",
             size / s
         );
-    }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if let Some(l) = status.lines().find(|l| l.starts_with("VmHWM")) {
-        println!("peak RSS of the test process (includes building the input): {l}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

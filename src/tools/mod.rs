@@ -1,5 +1,7 @@
 //! One file per command; main.rs only parses flags and dispatches here.
+pub mod compute_image_mean;
 pub mod convert;
+pub mod convert_imageset;
 pub mod forward;
 pub mod inspect;
 pub mod test;

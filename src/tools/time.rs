@@ -29,6 +29,11 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
     let param = crate::format::read_net_prototxt(&args.model)?;
     let state = make_state(&param, args.phase, args.level, &args.stages);
     let graph = NetGraph::build(&param, &state, Strictness::Strict)?;
+    let mut graph = graph;
+    // Caffe's time runs every layer's Backward (parameter gradients included), loss or not.
+    for node in &mut graph.layers {
+        node.need_backward = true;
+    }
     let mut net = Net::new(graph, eng, Some(1701))?;
     if let Some(list) = &args.weights {
         for path in list.split(',').filter(|p| !p.is_empty()) {

@@ -7,7 +7,7 @@
 //! rows of C, columns of C and the k dimension (later k blocks accumulate with beta = 1).
 use anyhow::{Result, bail};
 
-use super::{GpuEngine, Params};
+use super::{GpuEngine, Params, Res};
 use crate::engine::View;
 use crate::engine::kernels::blas::{BlasKernel, Gemm};
 
@@ -123,6 +123,9 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
         return Err(too_big());
     }
     kc = kc.min(max / mc.next_multiple_of(32)).min(max / nc.next_multiple_of(64));
+    if kc < k {
+        kc = kc / 4 * 4; // packed k is padded to a multiple of 4
+    }
     if k > 0 && kc == 0 {
         return Err(too_big());
     }
@@ -130,7 +133,8 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
     let window = |stride: usize, nb: usize, one: usize| if stride == 0 { one } else { (nb - 1) * stride + one };
     let mut nb = 1;
     if mc == m && nc == n && kc == k {
-        let (pa, pb) = (m.next_multiple_of(32) * k, n.next_multiple_of(64) * k);
+        let kp = k.next_multiple_of(4);
+        let (pa, pb) = (m.next_multiple_of(32) * kp, n.next_multiple_of(64) * kp);
         let fits = |nb: usize| {
             window(g.stride_a, nb, m * k) <= max
                 && window(g.stride_b, nb, k * n) <= max
@@ -154,67 +158,66 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
             let panels_m = mlen.div_ceil(32);
             for (ki, kr) in ranges(k, kc).into_iter().enumerate() {
                 let klen = kr.len();
+                let kp = klen.next_multiple_of(4);
                 let beta = if ki == 0 { g.beta } else { 1.0 };
-                // Pack A block (rows mr, k kr) for nba entries.
-                let ap_stride = panels_m * 32 * klen;
-                let ap = e.scratch("gemm_ap", (nba * ap_stride).max(1))?;
-                if klen > 0 {
-                    let (start, one) = if g.trans_a {
-                        (kr.start * lda + mr.start, (klen - 1) * lda + mlen)
-                    } else {
-                        (mr.start * lda + kr.start, (mlen - 1) * lda + klen)
-                    };
-                    let src = e.bind_buffer(
-                        &a.buf,
-                        a.offset + b0 * g.stride_a + start,
-                        window(g.stride_a, nba, one),
-                    )?;
-                    let threads = nba * ap_stride;
-                    let p = Params::new()
-                        .u(mlen)
-                        .u(klen)
-                        .u(klen)
-                        .u(g.trans_a as usize)
-                        .u(lda)
-                        .shift(&src)
-                        .u(g.stride_a)
-                        .u(ap_stride)
-                        .u(panels_m)
-                        .u(threads);
-                    let gr = e.groups_1d(threads);
-                    e.dispatch("blas", "pack_a", &p, &[&src, &ap], gr)?;
-                }
+                // Pack the A block (rows mr, k kr) of nba entries, then copy it into a texture.
+                let ap_stride = panels_m * kp * 8; // texels
+                let (start, one) = if g.trans_a {
+                    (kr.start * lda + mr.start, (klen - 1) * lda + mlen)
+                } else {
+                    (mr.start * lda + kr.start, (mlen - 1) * lda + klen)
+                };
+                let (src, shift) =
+                    e.buffer_tex("gemm_src", &a.buf, a.offset + b0 * g.stride_a + start, window(g.stride_a, nba, one))?;
+                let ap = e.scratch("gemm_ap", nba * ap_stride * 4)?;
+                let p = Params::new()
+                    .u(mlen)
+                    .u(klen)
+                    .u(kp)
+                    .u(g.trans_a as usize)
+                    .u(lda)
+                    .u(shift as usize)
+                    .u(g.stride_a)
+                    .u(ap_stride)
+                    .u(panels_m);
+                let gr = [(kp * 8).div_ceil(64) as u32, panels_m as u32, nba as u32];
+                if !std::env::var("GEMM_SKIP").is_ok_and(|v| v.contains("pack")) {
+                e.dispatch_res("blas", "pack_a", &p, &[Res::T(&src), Res::B(&ap)], gr)?; }
+                let ta = e.scratch_tex("gemm_ta", nba * ap_stride * 4)?;
+                e.copy_to_tex(&ap.buf, 0, nba * ap_stride * 4, &ta);
+                let ta = ta.create_view(&Default::default());
                 for nr in ranges(n, nc) {
                     let nlen = nr.len();
                     let panels_n = nlen.div_ceil(64);
-                    let bp_stride = panels_n * 64 * klen;
-                    let bp = e.scratch("gemm_bp", (nbb * bp_stride).max(1))?;
-                    if klen > 0 {
-                        let (start, one) = if g.trans_b {
-                            (nr.start * ldb + kr.start, (nlen - 1) * ldb + klen)
-                        } else {
-                            (kr.start * ldb + nr.start, (klen - 1) * ldb + nlen)
-                        };
-                        let src = e.bind_buffer(
-                            &b.buf,
-                            b.offset + b0 * g.stride_b + start,
-                            window(g.stride_b, nbb, one),
-                        )?;
-                        let threads = nbb * bp_stride;
-                        let p = Params::new()
-                            .u(nlen)
-                            .u(klen)
-                            .u(klen)
-                            .u(g.trans_b as usize)
-                            .u(ldb)
-                            .shift(&src)
-                            .u(g.stride_b)
-                            .u(bp_stride)
-                            .u(panels_n)
-                            .u(threads);
-                        let gr = e.groups_1d(threads);
-                        e.dispatch("blas", "pack_b", &p, &[&src, &bp], gr)?;
-                    }
+                    let bp_stride = panels_n * kp * 16; // texels
+                    let (start, one) = if g.trans_b {
+                        (nr.start * ldb + kr.start, (nlen - 1) * ldb + klen)
+                    } else {
+                        (kr.start * ldb + nr.start, (klen - 1) * ldb + nlen)
+                    };
+                    let (src, shift) = e.buffer_tex(
+                        "gemm_src",
+                        &b.buf,
+                        b.offset + b0 * g.stride_b + start,
+                        window(g.stride_b, nbb, one),
+                    )?;
+                    let bp = e.scratch("gemm_bp", nbb * bp_stride * 4)?;
+                    let p = Params::new()
+                        .u(nlen)
+                        .u(klen)
+                        .u(kp)
+                        .u(g.trans_b as usize)
+                        .u(ldb)
+                        .u(shift as usize)
+                        .u(g.stride_b)
+                        .u(bp_stride)
+                        .u(panels_n);
+                    let gr = [(kp * 16).div_ceil(64) as u32, panels_n as u32, nbb as u32];
+                    if !std::env::var("GEMM_SKIP").is_ok_and(|v| v.contains("pack")) {
+                    e.dispatch_res("blas", "pack_b", &p, &[Res::T(&src), Res::B(&bp)], gr)?; }
+                    let tb = e.scratch_tex("gemm_tb", nbb * bp_stride * 4)?;
+                    e.copy_to_tex(&bp.buf, 0, nbb * bp_stride * 4, &tb);
+                    let tb = tb.create_view(&Default::default());
                     let cb = e.bind_buffer(
                         &cbuf,
                         c_view.offset + b0 * g.stride_c + mr.start * n + nr.start,
@@ -223,22 +226,21 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
                     let p = Params::new()
                         .u(mlen)
                         .u(nlen)
-                        .u(klen)
+                        .u(kp)
                         .u(n)
                         .shift(&cb)
                         .u(g.stride_c)
-                        .u(if g.stride_a == 0 { 0 } else { ap_stride / 4 })
-                        .u(if g.stride_b == 0 { 0 } else { bp_stride / 4 })
+                        .u(if g.stride_a == 0 { 0 } else { ap_stride })
+                        .u(if g.stride_b == 0 { 0 } else { bp_stride })
                         .f(g.alpha)
-                        .f(beta)
-                        .u(0)
-                        .u(0);
+                        .f(beta);
                     let groups = [panels_n as u32, panels_m as u32, nbg as u32];
-                    if std::env::var("GEMM_SKIP_MAIN").is_ok() { continue; }
+                    if std::env::var("GEMM_SKIP").is_ok_and(|v| v.contains("main")) { continue; }
+                    let res = [Res::T(&ta), Res::T(&tb), Res::B(&cb)];
                     if sub {
-                        e.dispatch("blas_subgroup", "gemm_sg", &p, &[&ap, &bp, &cb], groups)?;
+                        e.dispatch_res("blas_subgroup", "gemm_sg", &p, &res, groups)?;
                     } else {
-                        e.dispatch("blas", "gemm_tiled", &p, &[&ap, &bp, &cb], groups)?;
+                        e.dispatch_res("blas", "gemm_tiled", &p, &res, groups)?;
                     }
                 }
             }

@@ -31,6 +31,8 @@ use crate::engine::{Engine, Kernel, TensorId, View};
 const NO_ADAPTER: &str = "no GPU adapter found: install a GPU driver, or Mesa's software Vulkan \
                           driver with `apt-get install mesa-vulkan-drivers`";
 
+/// Width in texels of the linear textures (must match `TEX_SHIFT` in common.wgsl).
+pub(crate) const TEX_W: u32 = 4096;
 /// Words of uniform parameters one dispatch may pass (the shaders read `array<vec4<u32>, 16>`).
 const PARAM_WORDS: usize = 64;
 /// Size of one uniform arena buffer.
@@ -162,6 +164,12 @@ pub(crate) struct Bound {
     pub shift: u32,
 }
 
+/// One binding of a dispatch: a storage buffer window or a float texture.
+pub(crate) enum Res<'a> {
+    B(&'a Bound),
+    T(&'a wgpu::TextureView),
+}
+
 struct Pipe {
     pipeline: wgpu::ComputePipeline,
     layout: Arc<wgpu::BindGroupLayout>,
@@ -216,7 +224,8 @@ pub struct GpuEngine {
     free_ids: Vec<u32>,
     modules: HashMap<&'static str, wgpu::ShaderModule>,
     pipelines: HashMap<(&'static str, &'static str), Arc<Pipe>>,
-    layouts: HashMap<usize, (Arc<wgpu::BindGroupLayout>, wgpu::PipelineLayout)>,
+    layouts: HashMap<Vec<bool>, (Arc<wgpu::BindGroupLayout>, wgpu::PipelineLayout)>,
+    textures: HashMap<&'static str, wgpu::Texture>,
     arenas: Vec<wgpu::Buffer>,
     param_slot: usize,
     rec: Recorder,
@@ -295,6 +304,7 @@ impl GpuEngine {
             modules: HashMap::new(),
             pipelines: HashMap::new(),
             layouts: HashMap::new(),
+            textures: HashMap::new(),
             arenas: Vec::new(),
             param_slot,
             rec: Recorder::default(),
@@ -422,9 +432,11 @@ impl GpuEngine {
         Ok((arena, offset))
     }
 
-    fn layout(&mut self, n: usize) -> (Arc<wgpu::BindGroupLayout>, &wgpu::PipelineLayout) {
+    /// The layout of uniform binding 0 then one storage buffer (false) or float texture (true) per
+    /// entry of `sig`.
+    fn layout(&mut self, sig: &[bool]) -> (Arc<wgpu::BindGroupLayout>, &wgpu::PipelineLayout) {
         let device = &self.device;
-        let (bgl, pl) = self.layouts.entry(n).or_insert_with(|| {
+        let (bgl, pl) = self.layouts.entry(sig.to_vec()).or_insert_with(|| {
             let mut entries = vec![wgpu::BindGroupLayoutEntry {
                 binding: 0,
                 visibility: wgpu::ShaderStages::COMPUTE,
@@ -435,15 +447,24 @@ impl GpuEngine {
                 },
                 count: None,
             }];
-            for b in 1..=n as u32 {
-                entries.push(wgpu::BindGroupLayoutEntry {
-                    binding: b,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
+            for (i, &tex) in sig.iter().enumerate() {
+                let ty = if tex {
+                    wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                        multisampled: false,
+                    }
+                } else {
+                    wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Storage { read_only: false },
                         has_dynamic_offset: false,
                         min_binding_size: None,
-                    },
+                    }
+                };
+                entries.push(wgpu::BindGroupLayoutEntry {
+                    binding: i as u32 + 1,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty,
                     count: None,
                 });
             }
@@ -461,7 +482,7 @@ impl GpuEngine {
         (bgl.clone(), pl)
     }
 
-    fn pipeline(&mut self, shader: &'static str, entry: &'static str, n: usize) -> Result<Arc<Pipe>> {
+    fn pipeline(&mut self, shader: &'static str, entry: &'static str, sig: &[bool]) -> Result<Arc<Pipe>> {
         if let Some(p) = self.pipelines.get(&(shader, entry)) {
             return Ok(p.clone());
         }
@@ -482,10 +503,10 @@ impl GpuEngine {
             self.take_errors().map_err(|e| anyhow!("compiling shader {shader}.wgsl: {e}"))?;
             self.modules.insert(shader, module);
         }
-        let (bgl, _) = self.layout(n);
+        let (bgl, _) = self.layout(sig);
         let pipeline = {
             let module = &self.modules[shader];
-            let pl = &self.layouts[&n].1;
+            let pl = &self.layouts[sig].1;
             self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
                 layout: Some(pl),
@@ -586,6 +607,19 @@ impl GpuEngine {
         bufs: &[&Bound],
         groups: [u32; 3],
     ) -> Result<()> {
+        let res: Vec<Res> = bufs.iter().map(|b| Res::B(b)).collect();
+        self.dispatch_res(shader, entry, params, &res, groups)
+    }
+
+    /// [`Self::dispatch`] with storage buffers and textures (bindings 1..=res.len()).
+    pub(crate) fn dispatch_res(
+        &mut self,
+        shader: &'static str,
+        entry: &'static str,
+        params: &Params,
+        res: &[Res],
+        groups: [u32; 3],
+    ) -> Result<()> {
         if groups.contains(&0) {
             return Ok(());
         }
@@ -593,7 +627,8 @@ impl GpuEngine {
         if groups.iter().any(|&g| g > maxg) {
             bail!("internal: dispatch {groups:?} of {shader}::{entry} exceeds {maxg} workgroups per dimension");
         }
-        let pipe = self.pipeline(shader, entry, bufs.len())?;
+        let sig: Vec<bool> = res.iter().map(|r| matches!(r, Res::T(_))).collect();
+        let pipe = self.pipeline(shader, entry, &sig)?;
         let (arena, offset) = self.push_params(&params.0)?;
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
@@ -603,15 +638,16 @@ impl GpuEngine {
                 size: wgpu::BufferSize::new(self.param_slot as u64),
             }),
         }];
-        for (i, b) in bufs.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        for (i, r) in res.iter().enumerate() {
+            let resource = match r {
+                Res::B(b) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: &b.buf,
                     offset: b.offset,
                     size: wgpu::BufferSize::new(b.size),
                 }),
-            });
+                Res::T(t) => wgpu::BindingResource::TextureView(t),
+            };
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
@@ -626,6 +662,99 @@ impl GpuEngine {
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         }
         Ok(())
+    }
+
+    /// A float texture used as a linear array of at least `floats` floats (texel t holds floats
+    /// 4t..4t+4 at (t % TEX_W, t / TEX_W)), reused under `name` like [`Self::scratch`].
+    ///
+    /// Lavapipe reads textures with real gathers but storage buffers one lane at a time, so the
+    /// hot loops (GEMM) read their operands from textures.
+    pub(crate) fn scratch_tex(&mut self, name: &'static str, floats: usize) -> Result<wgpu::Texture> {
+        let rows = floats.div_ceil(TEX_W as usize * 4).max(1).next_power_of_two() as u32;
+        if rows > self.limits.max_texture_dimension_2d {
+            bail!("a texture of {floats} floats exceeds the adapter's max_texture_dimension_2d");
+        }
+        let need_new = self.textures.get(name).is_none_or(|t| t.height() < rows);
+        if need_new {
+            let tex = self.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some(name),
+                size: wgpu::Extent3d { width: TEX_W, height: rows, depth_or_array_layers: 1 },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            self.textures.insert(name, tex);
+        }
+        Ok(self.textures[name].clone())
+    }
+
+    /// Records copies of `floats` floats of `buf` from byte `offset` (a multiple of 16) into the
+    /// linear texture `tex`. The buffer must hold whole texels up to the end.
+    pub(crate) fn copy_to_tex(&mut self, buf: &wgpu::Buffer, offset: u64, floats: usize, tex: &wgpu::Texture) {
+        let row_floats = TEX_W as usize * 4;
+        let (full, rest) = (floats / row_floats, floats % row_floats);
+        let enc = self.encoder();
+        if full > 0 {
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: buf,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset,
+                        bytes_per_row: Some(TEX_W * 16),
+                        rows_per_image: Some(full as u32),
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: tex,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d::ZERO,
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d { width: TEX_W, height: full as u32, depth_or_array_layers: 1 },
+            );
+        }
+        if rest > 0 {
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: buf,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: offset + (full * row_floats * 4) as u64,
+                        bytes_per_row: Some(TEX_W * 16),
+                        rows_per_image: Some(1),
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: tex,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y: full as u32, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d { width: rest.div_ceil(4) as u32, height: 1, depth_or_array_layers: 1 },
+            );
+        }
+    }
+
+    /// Copies a window of a buffer (element `offset`, `len` elements) into linear texture `name`;
+    /// returns the texture view and the shift of the window's first element in it.
+    pub(crate) fn buffer_tex(
+        &mut self,
+        name: &'static str,
+        buf: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<(wgpu::TextureView, u32)> {
+        let start = offset & !3;
+        let shift = offset - start;
+        let floats = shift + len.max(1);
+        if (start + floats.next_multiple_of(4)) as u64 * 4 > buf.size() {
+            bail!("internal: texture copy beyond the end of a buffer");
+        }
+        let tex = self.scratch_tex(name, floats)?;
+        self.copy_to_tex(buf, start as u64 * 4, floats, &tex);
+        Ok((tex.create_view(&Default::default()), shift as u32))
     }
 
     /// Workgroup counts covering `threads` invocations of a 1-D shader (`WG` per workgroup),
