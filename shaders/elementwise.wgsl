@@ -1,0 +1,282 @@
+// Element-wise family. Point-wise kernels share one parameter layout:
+//   0 n (elements of this dispatch), 1..8 shifts of bindings 1..7, 8.. op-specific words.
+// Unary op codes: 0 ReLU(a = slope), 1 Sigmoid, 2 TanH, 3 AbsVal, 4 BNLL, 5 ELU(a = alpha),
+// 6 Power(a = power, b = scale, c = shift), 7 Exp(a = inner, b = outer), 8 Log(a = scale,
+// b = shift, c = base_scale), 9 Threshold(a), 10 Clip(a = min, b = max), 11 Swish(a = beta).
+
+@group(0) @binding(1) var<storage, read_write> e1: array<f32>;
+@group(0) @binding(2) var<storage, read_write> e2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> e3: array<f32>;
+@group(0) @binding(4) var<storage, read_write> e4: array<f32>;
+
+fn sigm(x: f32) -> f32 {
+    return 0.5 * tanh(0.5 * x) + 0.5;
+}
+
+fn step(c: bool) -> f32 {
+    return select(0.0, 1.0, c);
+}
+
+// pow with C semantics for negative bases and integral exponents.
+fn cpow(v: f32, p: f32) -> f32 {
+    if (p == 1.0) { return v; }
+    if (p == 2.0) { return v * v; }
+    if (v < 0.0 && fract(p) == 0.0) {
+        let r = pow(-v, p);
+        if ((i32(p) & 1) != 0) { return -r; }
+        return r;
+    }
+    return pow(v, p);
+}
+
+fn unary_f(op: u32, x: f32) -> f32 {
+    let a = pf(9u);
+    let b = pf(10u);
+    let c = pf(11u);
+    switch op {
+        case 0u: { return max(x, 0.0) + a * min(x, 0.0); }
+        case 1u: { return sigm(x); }
+        case 2u: { return tanh(x); }
+        case 3u: { return abs(x); }
+        case 4u: {
+            if (x > 0.0) { return x + log(1.0 + exp(-x)); }
+            return log(1.0 + exp(x));
+        }
+        case 5u: { return max(x, 0.0) + a * (exp(min(x, 0.0)) - 1.0); }
+        case 6u: {
+            var v = x;
+            if (b != 1.0) { v *= b; }
+            if (c != 0.0) { v += c; }
+            return cpow(v, a);
+        }
+        case 7u: {
+            var v = x;
+            if (a != 1.0) { v = a * x; }
+            v = exp(v);
+            if (b != 1.0) { v *= b; }
+            return v;
+        }
+        case 8u: {
+            var v = x;
+            if (a != 1.0) { v *= a; }
+            if (b != 0.0) { v += b; }
+            v = log(v);
+            if (c != 1.0) { v *= c; }
+            return v;
+        }
+        case 9u: { return step(x > a); }
+        case 10u: { return max(a, min(x, b)); }
+        default: { return x * sigm(x * a); }
+    }
+}
+
+// dx from x, y, dy (op codes as unary_f; Power's sub-case chosen on the host: word 12).
+fn unary_b(op: u32, x: f32, y: f32, d: f32) -> f32 {
+    let a = pf(9u);
+    let b = pf(10u);
+    let c = pf(11u);
+    switch op {
+        case 0u: { return d * (step(x > 0.0) + a * step(x <= 0.0)); }
+        case 1u: { return d * y * (1.0 - y); }
+        case 2u: { return d * (1.0 - y * y); }
+        case 3u: { return (step(0.0 < x) - step(x < 0.0)) * d; }
+        case 4u: {
+            let e = exp(min(x, 50.0));
+            return d * e / (e + 1.0);
+        }
+        case 5u: { return d * (step(x > 0.0) + (a + y) * step(x <= 0.0)); }
+        case 6u: {
+            // a power, b scale, c shift
+            let ds = a * b;
+            switch pu(12u) {
+                case 0u: { return 0.0; }
+                case 1u: { return d * ds; }
+                case 2u: { return d * (ds * b * x + ds * c); }
+                case 3u: { return d * ((y / x) * a); }
+                default: {
+                    var v = x;
+                    if (b != 1.0) { v *= b; }
+                    v += c;
+                    var g = y / v;
+                    if (ds != 1.0) { g *= ds; }
+                    return d * g;
+                }
+            }
+        }
+        case 7u: {
+            let g = y * d;
+            if (a != 1.0) { return g * a; }
+            return g;
+        }
+        case 8u: {
+            var v = x;
+            if (a != 1.0) { v *= a; }
+            if (b != 0.0) { v += b; }
+            var g = 1.0 / v;
+            let ns = a * c;
+            if (ns != 1.0) { g *= ns; }
+            return d * g;
+        }
+        case 9u: { return 0.0; }
+        case 10u: { return d * step(x >= a && x <= b); }
+        default: {
+            let s = sigm(x * a);
+            let by = a * y;
+            return d * (by + s * (1.0 - by));
+        }
+    }
+}
+
+// y = op(x): e1 = x, e2 = y; word 8 = op
+@compute @workgroup_size(256)
+fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(pu(8u), e1[pu(1u) + i]);
+}
+
+// dx = dy * op'(x, y): e1 = x, e2 = y, e3 = dy, e4 = dx
+@compute @workgroup_size(256)
+fn unary_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(pu(8u), e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+
+// One step of an n-ary op: e1 = x_j, e2 = y, e3 = argmax. words: 8 mode, 9 coeff, 10 j
+// mode 0: y = c * x; 1: y += c * x; 2: y *= x; 3: max first pair start (y = x, m = 0);
+// 4: y, m = (x >= y ? (x, j) : (y, m)) (x_1 wins ties); 5: strictly greater wins.
+@compute @workgroup_size(256)
+fn nary_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let x = e1[pu(1u) + i];
+    let yi = pu(2u) + i;
+    let c = pf(9u);
+    switch pu(8u) {
+        case 0u: { e2[yi] = c * x; }
+        case 1u: { e2[yi] += c * x; }
+        case 2u: { e2[yi] *= x; }
+        case 3u: { e2[yi] = x; e3[pu(3u) + i] = 0.0; }
+        case 4u: {
+            if (!(e2[yi] > x)) { e2[yi] = x; e3[pu(3u) + i] = f32(pu(10u)); }
+        }
+        default: {
+            if (x > e2[yi]) { e2[yi] = x; e3[pu(3u) + i] = f32(pu(10u)); }
+        }
+    }
+}
+
+// Backward helpers: e1 = a, e2 = b, e3 = c, e4 = dx. word 8 mode:
+// 0: dx = a * c9 (Sum: a = dy); 1: dx = (a / b) * c (Prod unstable: a = y, b = x_i, c = dy);
+// 2: dx = (a == f(10) ? b : 0) (Max: a = argmax, b = dy); 3: dx = a (start a product);
+// 4: dx *= a.
+@compute @workgroup_size(256)
+fn nary_back(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let di = pu(4u) + i;
+    switch pu(8u) {
+        case 0u: { e4[di] = e1[pu(1u) + i] * pf(9u); }
+        case 1u: { e4[di] = (e1[pu(1u) + i] / e2[pu(2u) + i]) * e3[pu(3u) + i]; }
+        case 2u: { e4[di] = select(0.0, e2[pu(2u) + i], e1[pu(1u) + i] == pf(10u)); }
+        case 3u: { e4[di] = e1[pu(1u) + i]; }
+        default: { e4[di] *= e1[pu(1u) + i]; }
+    }
+}
+
+// Channel ops over rows of `inner` elements; the channel of global row r is r % channels.
+// words: 8 inner, 9 channels, 10 first element index of this dispatch (global), 11 mode/flags
+// channel_affine: e1 = x, e2 = y, e3 = scale, e4 = bias; flags bit 0 scale, bit 1 bias
+@compute @workgroup_size(256)
+fn channel_affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let ch = ((pu(10u) + i) / pu(8u)) % pu(9u);
+    var v = e1[pu(1u) + i];
+    let flags = pu(11u);
+    if ((flags & 1u) != 0u) { v *= e3[pu(3u) + ch]; }
+    if ((flags & 2u) != 0u) { v += e4[pu(4u) + ch]; }
+    e2[pu(2u) + i] = v;
+}
+
+// prelu: e1 = x, e2 = y, e3 = slope
+@compute @workgroup_size(256)
+fn prelu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let ch = ((pu(10u) + i) / pu(8u)) % pu(9u);
+    let x = e1[pu(1u) + i];
+    e2[pu(2u) + i] = max(x, 0.0) + e3[pu(3u) + ch] * min(x, 0.0);
+}
+
+// prelu_backward: e1 = x, e2 = dy, e3 = slope, e4 = dx
+@compute @workgroup_size(256)
+fn prelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let ch = ((pu(10u) + i) / pu(8u)) % pu(9u);
+    let x = e1[pu(1u) + i];
+    e4[pu(4u) + i] = e2[pu(2u) + i] * (step(x > 0.0) + e3[pu(3u) + ch] * step(x <= 0.0));
+}
+
+fn pcg(v: u32) -> u32 {
+    let state = v * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+// dropout: e1 = x, e2 = y. words: 8 hashed seed, 9 threshold, 10 first index, 11 scale
+@compute @workgroup_size(256)
+fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let keep = (pcg(pu(10u) + i + pu(8u)) >> 8u) >= pu(9u);
+    e2[pu(2u) + i] = select(0.0, e1[pu(1u) + i] * pf(11u), keep);
+}
+
+// channel_sum: one workgroup per channel (z = channel within this dispatch).
+// e1 = a, e2 = w (or a again), e3 = y. words: 8 inner, 9 channels, 10 outer, 11 weight mode
+// (0 one, 1 by, 2 by negative part), 12 beta, 13 first channel
+var<workgroup> cs_part: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn channel_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = pu(13u) + wid.x + wid.y * 65535u;
+    if (c >= pu(9u)) { return; }
+    let inner = pu(8u);
+    let m = pu(10u) * inner;
+    let mode = pu(11u);
+    var s = 0.0;
+    for (var j = lid; j < m; j += 256u) {
+        let o = j / inner;
+        let idx = (o * pu(9u) + c) * inner + (j - o * inner);
+        let a = e1[pu(1u) + idx];
+        if (mode == 0u) {
+            s += a;
+        } else if (mode == 1u) {
+            s += a * e2[pu(2u) + idx];
+        } else {
+            s += a * min(e2[pu(2u) + idx], 0.0);
+        }
+    }
+    cs_part[lid] = s;
+    workgroupBarrier();
+    for (var h = 128u; h > 0u; h >>= 1u) {
+        if (lid < h) { cs_part[lid] += cs_part[lid + h]; }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        let beta = pf(12u);
+        let yi = pu(3u) + c;
+        if (beta == 0.0) { e3[yi] = cs_part[0]; } else { e3[yi] = beta * e3[yi] + cs_part[0]; }
+    }
+}

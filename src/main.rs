@@ -156,6 +156,54 @@ enum Command {
         #[arg(long, default_value = "f32")]
         dtype: caffe_rs::format::safetensors::DType,
     },
+    /// Convert a set of images and a list file into an LMDB/LevelDB of Datum records
+    ConvertImageset {
+        /// Folder prefixed to every path of the list (keep the trailing /)
+        root_folder: String,
+        /// Lines of "path label"
+        list_file: String,
+        db_name: String,
+        /// Read the images as greyscale
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        gray: bool,
+        /// Shuffle the order of the images
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        shuffle: bool,
+        /// lmdb or leveldb
+        #[arg(long, default_value = "lmdb")]
+        backend: String,
+        #[arg(long = "resize_width", default_value_t = 0)]
+        resize_width: i32,
+        #[arg(long = "resize_height", default_value_t = 0)]
+        resize_height: i32,
+        /// Check that all records have the same size
+        #[arg(long = "check_size", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        check_size: bool,
+        /// Store the encoded image
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        encoded: bool,
+        /// png or jpg (with -encoded)
+        #[arg(long = "encode_type", default_value = "")]
+        encode_type: String,
+    },
+    /// Compute the mean image of a database into a .binaryproto
+    ComputeImageMean {
+        input_db: String,
+        output_file: Option<String>,
+        #[arg(long, default_value = "lmdb")]
+        backend: String,
+    },
+    /// Train LeNet on the bundled digits, snapshot, convert and inspect it (the README demo)
+    Demo {
+        /// The folder holding the digits and the recipe
+        #[arg(long, default_value = "fixtures/digits")]
+        data: PathBuf,
+        /// Output folder (the working directory of the run)
+        #[arg(long, default_value = "demo_output")]
+        dir: PathBuf,
+        #[arg(long)]
+        gpu: Option<String>,
+    },
     /// Upgrade a V0/V1 net (.prototxt or .caffemodel) or a solver file to the current format
     Upgrade {
         input: PathBuf,
@@ -260,6 +308,44 @@ fn run(cli: Cli) -> Result<()> {
             for line in tools::convert::run(&tools::convert::ConvertArgs { input, output, model, names, fold_bn, dtype })? {
                 eprintln!("{line}");
             }
+        }
+        Command::ConvertImageset {
+            root_folder,
+            list_file,
+            db_name,
+            gray,
+            shuffle,
+            backend,
+            resize_width,
+            resize_height,
+            check_size,
+            encoded,
+            encode_type,
+        } => {
+            tools::convert_imageset::run(&tools::convert_imageset::ConvertImagesetArgs {
+                root_folder,
+                list_file,
+                db_name,
+                gray,
+                shuffle,
+                backend,
+                resize_width,
+                resize_height,
+                check_size,
+                encoded,
+                encode_type,
+                seed: None,
+            })?;
+        }
+        Command::ComputeImageMean { input_db, output_file, backend } => {
+            tools::compute_image_mean::run(&tools::compute_image_mean::ComputeImageMeanArgs {
+                input_db,
+                output_file,
+                backend,
+            })?;
+        }
+        Command::Demo { data, dir, gpu } => {
+            tools::demo::run(&tools::demo::DemoArgs { data, dir, gpu })?;
         }
         Command::Upgrade { input, output } => {
             let report = tools::upgrade::run(&input, &output)?;

@@ -80,8 +80,10 @@ pub struct Solver {
     smoothed_loss: f32,
     pub signals: Signals,
     requested_early_exit: bool,
-    /// Every line logged, for tests.
+    /// Silences the log (library use).
     pub quiet: bool,
+    /// The mean outputs of the last test of each test net.
+    pub last_test: Vec<Vec<(String, f32)>>,
 }
 
 fn update_rule(p: &SolverParameter, iter: i32) -> Result<UpdateRule> {
@@ -205,6 +207,7 @@ impl Solver {
             signals: Signals::default(),
             requested_early_exit: false,
             quiet: false,
+            last_test: Vec::new(),
         })
     }
 
@@ -555,6 +558,10 @@ impl Solver {
             self.info("solver.cpp:384", &format!("    Test net output #{k}: {name} = {}{extra}", fmt_g(mean as f64)));
             out.push((name, mean));
         }
+        if self.last_test.len() <= i {
+            self.last_test.resize(i + 1, Vec::new());
+        }
+        self.last_test[i] = out.clone();
         Ok(out)
     }
 

@@ -2,6 +2,7 @@
 pub mod compute_image_mean;
 pub mod convert;
 pub mod convert_imageset;
+pub mod demo;
 pub mod forward;
 pub mod inspect;
 pub mod test;

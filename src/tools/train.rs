@@ -39,6 +39,11 @@ pub fn choose_engine(gpu_flag: Option<&str>, solver_mode_gpu: Option<i64>) -> Re
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
+    run_solver(args).map(|_| ())
+}
+
+/// Trains and returns the solver (for its last test results and final iteration).
+pub fn run_solver(args: &TrainArgs) -> Result<Solver> {
     if args.snapshot.is_some() && args.weights.is_some() {
         bail!("give a snapshot to resume training or weights to finetune, but not both");
     }
@@ -68,5 +73,5 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
     solver.solve()?;
     log::info("caffe.cpp:263", "Optimization Done.");
-    Ok(())
+    Ok(solver)
 }

@@ -181,8 +181,7 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
                     .u(ap_stride)
                     .u(panels_m);
                 let gr = [(kp * 8).div_ceil(64) as u32, panels_m as u32, nba as u32];
-                if !std::env::var("GEMM_SKIP").is_ok_and(|v| v.contains("pack")) {
-                e.dispatch_res("blas", "pack_a", &p, &[Res::T(&src), Res::B(&ap)], gr)?; }
+                e.dispatch_res("blas", "pack_a", &p, &[Res::T(&src), Res::B(&ap)], gr)?;
                 let ta = e.scratch_tex("gemm_ta", nba * ap_stride * 4)?;
                 e.copy_to_tex(&ap.buf, 0, nba * ap_stride * 4, &ta);
                 let ta = ta.create_view(&Default::default());
@@ -213,8 +212,7 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
                         .u(bp_stride)
                         .u(panels_n);
                     let gr = [(kp * 16).div_ceil(64) as u32, panels_n as u32, nbb as u32];
-                    if !std::env::var("GEMM_SKIP").is_ok_and(|v| v.contains("pack")) {
-                    e.dispatch_res("blas", "pack_b", &p, &[Res::T(&src), Res::B(&bp)], gr)?; }
+                    e.dispatch_res("blas", "pack_b", &p, &[Res::T(&src), Res::B(&bp)], gr)?;
                     let tb = e.scratch_tex("gemm_tb", nbb * bp_stride * 4)?;
                     e.copy_to_tex(&bp.buf, 0, nbb * bp_stride * 4, &tb);
                     let tb = tb.create_view(&Default::default());
@@ -235,7 +233,6 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
                         .f(g.alpha)
                         .f(beta);
                     let groups = [panels_n as u32, panels_m as u32, nbg as u32];
-                    if std::env::var("GEMM_SKIP").is_ok_and(|v| v.contains("main")) { continue; }
                     let res = [Res::T(&ta), Res::T(&tb), Res::B(&cb)];
                     if sub {
                         e.dispatch_res("blas_subgroup", "gemm_sg", &p, &res, groups)?;

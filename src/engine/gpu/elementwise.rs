@@ -1,11 +1,407 @@
-//! Host side of the elementwise family (shaders/elementwise.wgsl).
-use anyhow::Result;
+//! Host side of the element-wise family (shaders/elementwise.wgsl).
+//!
+//! Point-wise kernels bind their inputs then their outputs and are split into dispatches of at
+//! most one binding's worth of elements. Inputs that overlap an output other than exactly (an
+//! in-place layer) are read from a copy, as the CPU engine does.
+use anyhow::{Result, ensure};
 
-use super::GpuEngine;
-use crate::engine::kernels::elementwise::ElementwiseKernel;
+use super::{Bound, GpuEngine, Params};
+use crate::engine::View;
+use crate::engine::kernels::elementwise::{
+    ChannelDims, ElementwiseKernel, NaryOp, SumWeight, UnaryOp, dropout_threshold, pcg_hash,
+};
+
+const SCRATCH: [&str; 4] = ["in0", "in1", "in2", "in3"];
+
+fn check_len(views: &[View], len: usize) -> Result<()> {
+    for v in views {
+        ensure!(v.len == len, "kernel operand of {} elements where {len} are expected", v.len);
+    }
+    Ok(())
+}
+
+/// Runs `entry` over `n` elements: bindings are `ins` then `outs` (all of `n` elements, or of
+/// `per_channel` length when listed in `whole`), words 8.. are `words(first_index)`.
+fn pointwise(
+    e: &mut GpuEngine,
+    entry: &'static str,
+    n: usize,
+    ins: &[View],
+    outs: &[View],
+    whole: &[View],
+    words: &dyn Fn(usize) -> Vec<u32>,
+) -> Result<()> {
+    for r in e.unit_chunks(entry, n, &[1])? {
+        let outs_c: Vec<View> = outs.iter().map(|o| o.slice(r.start, r.len())).collect();
+        let mut binds: Vec<Bound> = Vec::new();
+        for (i, v) in ins.iter().enumerate() {
+            binds.push(e.bind_input(SCRATCH[i % 4], v.slice(r.start, r.len()), &outs_c, true)?);
+        }
+        for o in &outs_c {
+            binds.push(e.bind(*o)?);
+        }
+        for (i, w) in whole.iter().enumerate() {
+            binds.push(e.bind_input(SCRATCH[(ins.len() + i) % 4], *w, &outs_c, false)?);
+        }
+        let mut p = Params::new().u(r.len());
+        for b in &binds {
+            p = p.shift(b);
+        }
+        while p.0.len() < 8 {
+            p = p.u(0);
+        }
+        p.0.extend(words(r.start));
+        let refs: Vec<&Bound> = binds.iter().collect();
+        let g = e.groups_1d(r.len());
+        e.dispatch("elementwise", entry, &p, &refs, g)?;
+    }
+    Ok(())
+}
+
+/// (op code, a, b, c) of a unary op.
+fn code(op: UnaryOp) -> (u32, f32, f32, f32) {
+    match op {
+        UnaryOp::Relu { negative_slope } => (0, negative_slope, 0.0, 0.0),
+        UnaryOp::Sigmoid => (1, 0.0, 0.0, 0.0),
+        UnaryOp::TanH => (2, 0.0, 0.0, 0.0),
+        UnaryOp::AbsVal => (3, 0.0, 0.0, 0.0),
+        UnaryOp::Bnll => (4, 0.0, 0.0, 0.0),
+        UnaryOp::Elu { alpha } => (5, alpha, 0.0, 0.0),
+        UnaryOp::Power { power, scale, shift } => (6, power, scale, shift),
+        UnaryOp::Exp { inner_scale, outer_scale } => (7, inner_scale, outer_scale, 0.0),
+        UnaryOp::Log { scale, shift, base_scale } => (8, scale, shift, base_scale),
+        UnaryOp::Threshold { threshold } => (9, threshold, 0.0, 0.0),
+        UnaryOp::Clip { min, max } => (10, min, max, 0.0),
+        UnaryOp::Swish { beta } => (11, beta, 0.0, 0.0),
+    }
+}
+
+fn channel_words(d: &ChannelDims, first: usize, flags: u32) -> Vec<u32> {
+    vec![d.inner.max(1) as u32, d.channels.max(1) as u32, first as u32, flags]
+}
 
 pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
-    let name = format!("{k:?}");
-    let variant = name.split([' ', '(', '{']).next().unwrap_or("?");
-    Err(e.unimplemented(&format!("Elementwise::{variant}")))
+    match k {
+        ElementwiseKernel::Unary { op, x, y } => {
+            check_len(&[*x], y.len)?;
+            let (c, a, b, cc) = code(*op);
+            if let UnaryOp::Power { power, scale, shift } = op
+                && power * scale == 0.0
+            {
+                let value = if *power == 0.0 { 1.0 } else { shift.powf(*power) };
+                return e.record_fill(*y, value);
+            }
+            pointwise(e, "unary", y.len, &[*x], &[*y], &[], &|_| {
+                vec![c, a.to_bits(), b.to_bits(), cc.to_bits()]
+            })
+        }
+        ElementwiseKernel::UnaryBackward { op, x, y, dy, dx } => {
+            check_len(&[*x, *y, *dy], dx.len)?;
+            let (c, a, b, cc) = code(*op);
+            let sub = match *op {
+                UnaryOp::Power { power, scale, shift } => {
+                    if power * scale == 0.0 {
+                        0
+                    } else if power == 1.0 {
+                        1
+                    } else if power == 2.0 {
+                        2
+                    } else if shift == 0.0 {
+                        3
+                    } else {
+                        4
+                    }
+                }
+                _ => 0,
+            };
+            pointwise(e, "unary_backward", dx.len, &[*x, *y, *dy], &[*dx], &[], &|_| {
+                vec![c, a.to_bits(), b.to_bits(), cc.to_bits(), sub]
+            })
+        }
+        ElementwiseKernel::Nary { op, xs, y, argmax } => {
+            ensure!(xs.len() >= 2, "Nary kernel needs at least 2 inputs, got {}", xs.len());
+            check_len(xs, y.len)?;
+            let n = y.len;
+            // Inputs that overlap the outputs are copied first (the steps write y as they go).
+            let mut outs = vec![*y];
+            if let (NaryOp::Max, Some(m)) = (op, argmax) {
+                check_len(&[*m], n)?;
+                outs.push(*m);
+            }
+            let mask = match (op, argmax) {
+                (NaryOp::Max, Some(m)) => *m,
+                (NaryOp::Max, None) => {
+                    // Caffe keeps a mask either way; use scratch when the caller gives none.
+                    let s = e.scratch("nary_mask", n)?;
+                    return nary_max_into(e, xs, *y, Some(s), n);
+                }
+                _ => *y,
+            };
+            match op {
+                NaryOp::Sum { coeffs } => {
+                    ensure!(coeffs.len() == xs.len(), "Nary Sum: {} coefficients for {} inputs", coeffs.len(), xs.len());
+                    nary_steps(e, xs, *y, None, n, &|j| if j == 0 { (0, coeffs[0]) } else { (1, coeffs[j]) })
+                }
+                NaryOp::Prod { .. } => {
+                    nary_steps(e, xs, *y, None, n, &|j| if j == 0 { (0, 1.0) } else { (2, 1.0) })
+                }
+                NaryOp::Max => nary_steps(e, xs, *y, Some(mask), n, &|j| match j {
+                    0 => (3, 1.0),
+                    1 => (4, 1.0),
+                    _ => (5, 1.0),
+                }),
+            }
+        }
+        ElementwiseKernel::NaryBackward { op, index, xs, y, argmax, dy, dx } => {
+            ensure!(*index < xs.len(), "NaryBackward index {index} out of {} inputs", xs.len());
+            check_len(xs, dx.len)?;
+            check_len(&[*y, *dy], dx.len)?;
+            let n = dx.len;
+            match op {
+                NaryOp::Sum { coeffs } => {
+                    back(e, n, &[*dy, *dy, *dy], *dx, 0, coeffs[*index], 0.0)
+                }
+                NaryOp::Prod { stable: false } => back(e, n, &[*y, xs[*index], *dy], *dx, 1, 0.0, 0.0),
+                NaryOp::Prod { stable: true } => {
+                    // dx = dy * prod_{j != index} x_j, built in scratch when dx aliases an input.
+                    let aliased = xs.iter().chain([dy]).any(|v| overlaps(v, dx));
+                    let target = if aliased { None } else { Some(*dx) };
+                    let acc = match target {
+                        Some(d) => Acc::View(d),
+                        None => Acc::Scratch(e.scratch("nary_acc", n)?),
+                    };
+                    acc_back(e, n, dy, &acc, 3)?;
+                    for (j, x) in xs.iter().enumerate() {
+                        if j != *index {
+                            acc_back(e, n, x, &acc, 4)?;
+                        }
+                    }
+                    if let Acc::Scratch(s) = acc {
+                        e.copy_from_bound(&s, *dx)?;
+                    }
+                    Ok(())
+                }
+                NaryOp::Max => {
+                    let m = argmax.ok_or_else(|| anyhow::anyhow!("Eltwise MAX backward needs the forward's argmax"))?;
+                    check_len(&[m], n)?;
+                    back(e, n, &[m, *dy, *dy], *dx, 2, 0.0, *index as f32)
+                }
+            }
+        }
+        ElementwiseKernel::ChannelAffine { dims, x, scale, bias, y } => {
+            check_len(&[*x, *y], dims.count())?;
+            let flags = scale.is_some() as u32 | (bias.is_some() as u32) << 1;
+            for v in [scale, bias].into_iter().flatten() {
+                check_len(&[*v], dims.channels)?;
+            }
+            // scale / bias fall back to a tiny slice of x when absent (never read).
+            let (s, b) = (scale.unwrap_or(x.slice(0, x.len.min(1))), bias.unwrap_or(x.slice(0, x.len.min(1))));
+            let d = *dims;
+            pointwise(e, "channel_affine", x.len, &[*x], &[*y], &[s, b], &|first| channel_words(&d, first, flags))
+        }
+        ElementwiseKernel::PRelu { dims, x, slope, y } => {
+            check_len(&[*x, *y], dims.count())?;
+            check_len(&[*slope], dims.channels)?;
+            let d = *dims;
+            pointwise(e, "prelu", x.len, &[*x], &[*y], &[*slope], &|first| channel_words(&d, first, 0))
+        }
+        ElementwiseKernel::PReluBackward { dims, x, slope, dy, dx } => {
+            check_len(&[*x, *dy, *dx], dims.count())?;
+            check_len(&[*slope], dims.channels)?;
+            let d = *dims;
+            // Binding order: x, dy, slope, dx.
+            for r in e.unit_chunks("PReluBackward", dx.len, &[1])? {
+                let dxc = dx.slice(r.start, r.len());
+                let xb = e.bind_input("in0", x.slice(r.start, r.len()), &[dxc], true)?;
+                let db = e.bind_input("in1", dy.slice(r.start, r.len()), &[dxc], true)?;
+                let sb = e.bind_input("in2", *slope, &[dxc], false)?;
+                let ob = e.bind(dxc)?;
+                let mut p = Params::new().u(r.len()).shift(&xb).shift(&db).shift(&sb).shift(&ob);
+                while p.0.len() < 8 {
+                    p = p.u(0);
+                }
+                p.0.extend(channel_words(&d, r.start, 0));
+                let g = e.groups_1d(r.len());
+                e.dispatch("elementwise", "prelu_backward", &p, &[&xb, &db, &sb, &ob], g)?;
+            }
+            Ok(())
+        }
+        ElementwiseKernel::Dropout { seed, ratio, scale, x, y } => {
+            check_len(&[*x], y.len)?;
+            let (base, threshold, scale) = (pcg_hash(*seed), dropout_threshold(*ratio), *scale);
+            pointwise(e, "dropout", y.len, &[*x], &[*y], &[], &|first| {
+                vec![base, threshold, first as u32, scale.to_bits()]
+            })
+        }
+        ElementwiseKernel::ChannelSum { dims, a, weight, beta, y } => {
+            check_len(&[*a], dims.count())?;
+            check_len(&[*y], dims.channels)?;
+            let (mode, w) = match weight {
+                SumWeight::One => (0u32, *a),
+                SumWeight::By(w) => (1, *w),
+                SumWeight::ByNegPart(w) => (2, *w),
+            };
+            check_len(&[w], dims.count())?;
+            channel_sum(e, dims, *a, w, mode, *beta, *y)
+        }
+    }
+}
+
+fn overlaps(a: &View, b: &View) -> bool {
+    a.id == b.id && a.offset < b.offset + b.len && b.offset < a.offset + a.len
+}
+
+enum Acc {
+    View(View),
+    Scratch(Bound),
+}
+
+/// One accumulation step of a stable product gradient: mode 3 sets acc = src, 4 multiplies.
+fn acc_back(e: &mut GpuEngine, n: usize, src: &View, acc: &Acc, mode: u32) -> Result<()> {
+    match acc {
+        Acc::View(d) => back(e, n, &[*src, *src, *src], *d, mode, 0.0, 0.0),
+        Acc::Scratch(s) => {
+            let b = e.bind(*src)?;
+            let mut p = Params::new().u(n).shift(&b).shift(&b).shift(&b).shift(s);
+            while p.0.len() < 8 {
+                p = p.u(0);
+            }
+            p = p.u(mode as usize);
+            let g = e.groups_1d(n);
+            e.dispatch("elementwise", "nary_back", &p, &[&b, &b, &b, s], g)
+        }
+    }
+}
+
+/// `nary_back` over three inputs (a, b, c) into dx.
+fn back(e: &mut GpuEngine, n: usize, ins: &[View; 3], dx: View, mode: u32, c: f32, idx: f32) -> Result<()> {
+    for r in e.unit_chunks("NaryBackward", n, &[1])? {
+        let dxc = dx.slice(r.start, r.len());
+        let mut binds = Vec::new();
+        for (i, v) in ins.iter().enumerate() {
+            binds.push(e.bind_input(SCRATCH[i], v.slice(r.start, r.len()), &[dxc], true)?);
+        }
+        binds.push(e.bind(dxc)?);
+        let mut p = Params::new().u(r.len());
+        for b in &binds {
+            p = p.shift(b);
+        }
+        while p.0.len() < 8 {
+            p = p.u(0);
+        }
+        p = p.u(mode as usize).f(c).f(idx);
+        let refs: Vec<&Bound> = binds.iter().collect();
+        let g = e.groups_1d(r.len());
+        e.dispatch("elementwise", "nary_back", &p, &refs, g)?;
+    }
+    Ok(())
+}
+
+/// Forward n-ary op as a sequence of steps over the inputs; `mode(j)` gives (step mode, coeff).
+fn nary_steps(
+    e: &mut GpuEngine,
+    xs: &[View],
+    y: View,
+    mask: Option<View>,
+    n: usize,
+    mode: &dyn Fn(usize) -> (u32, f32),
+) -> Result<()> {
+    let outs: Vec<View> = std::iter::once(y).chain(mask).collect();
+    let aliased = xs.iter().any(|x| outs.iter().any(|o| overlaps(x, o)));
+    for r in e.unit_chunks("Nary", n, &[1])? {
+        // With aliasing, every input chunk is copied to its own scratch slot first.
+        let mut inputs = Vec::new();
+        for (j, x) in xs.iter().enumerate() {
+            let xc = x.slice(r.start, r.len());
+            inputs.push(if aliased { e.scratch_copy(NARY_SCRATCH[j % NARY_SCRATCH.len()], xc)? } else { e.bind(xc)? });
+            if aliased && j >= NARY_SCRATCH.len() {
+                anyhow::bail!("Nary with more than {} inputs aliasing its output", NARY_SCRATCH.len());
+            }
+        }
+        let yb = e.bind(y.slice(r.start, r.len()))?;
+        let mb = match mask {
+            Some(m) => e.bind(m.slice(r.start, r.len()))?,
+            None => yb.clone(),
+        };
+        for (j, xb) in inputs.iter().enumerate() {
+            let (m, c) = mode(j);
+            let mut p = Params::new().u(r.len()).shift(xb).shift(&yb).shift(&mb);
+            while p.0.len() < 8 {
+                p = p.u(0);
+            }
+            p = p.u(m as usize).f(c).u(j);
+            let g = e.groups_1d(r.len());
+            e.dispatch("elementwise", "nary_step", &p, &[xb, &yb, &mb], g)?;
+        }
+    }
+    Ok(())
+}
+
+const NARY_SCRATCH: [&str; 8] = ["nary0", "nary1", "nary2", "nary3", "nary4", "nary5", "nary6", "nary7"];
+
+fn nary_max_into(e: &mut GpuEngine, xs: &[View], y: View, mask: Option<Bound>, n: usize) -> Result<()> {
+    let mask = mask.expect("scratch mask");
+    for r in e.unit_chunks("Nary", n, &[1])? {
+        let yb = e.bind(y.slice(r.start, r.len()))?;
+        let mut inputs = Vec::new();
+        for (j, x) in xs.iter().enumerate() {
+            let xc = x.slice(r.start, r.len());
+            let clash = overlaps(&xc, &y.slice(r.start, r.len()));
+            inputs.push(if clash { e.scratch_copy(NARY_SCRATCH[j % 8], xc)? } else { e.bind(xc)? });
+        }
+        for (j, xb) in inputs.iter().enumerate() {
+            let m = match j {
+                0 => 3,
+                1 => 4,
+                _ => 5,
+            };
+            let mut p = Params::new().u(r.len()).shift(xb).shift(&yb).u(r.start);
+            while p.0.len() < 8 {
+                p = p.u(0);
+            }
+            p = p.u(m).f(1.0).u(j);
+            let g = e.groups_1d(r.len());
+            e.dispatch("elementwise", "nary_step", &p, &[xb, &yb, &mask], g)?;
+        }
+    }
+    Ok(())
+}
+
+fn channel_sum(e: &mut GpuEngine, d: &ChannelDims, a: View, w: View, mode: u32, beta: f32, y: View) -> Result<()> {
+    if d.channels == 0 {
+        return Ok(());
+    }
+    let per_outer = d.channels * d.inner;
+    let chunks = if d.outer == 0 { vec![0..0] } else { e.unit_chunks("ChannelSum", d.outer, &[per_outer])? };
+    for (ci, r) in chunks.into_iter().enumerate() {
+        let ac = a.slice(r.start * per_outer, r.len() * per_outer);
+        let wc = w.slice(r.start * per_outer, r.len() * per_outer);
+        let ab = e.bind_input("in0", ac, &[y], false)?;
+        let wb = e.bind_input("in1", wc, &[y], false)?;
+        let yb = e.bind(y)?;
+        let b = if ci == 0 { beta } else { 1.0 };
+        let mut first = 0;
+        while first < d.channels {
+            let nch = (d.channels - first).min(65535 * 65535);
+            let p = Params::new()
+                .u(0)
+                .shift(&ab)
+                .shift(&wb)
+                .shift(&yb)
+                .u(0)
+                .u(0)
+                .u(0)
+                .u(0)
+                .u(d.inner)
+                .u(d.channels)
+                .u(r.len())
+                .u(mode as usize)
+                .f(b)
+                .u(first);
+            let groups = [nch.min(65535) as u32, nch.div_ceil(65535) as u32, 1];
+            e.dispatch("elementwise", "channel_sum", &p, &[&ab, &wb, &yb], groups)?;
+            first += nch;
+        }
+    }
+    Ok(())
 }

@@ -584,6 +584,19 @@ impl GpuEngine {
         Ok(s)
     }
 
+    /// Records a copy of a bound window (of `dst.len` elements) into a view.
+    pub(crate) fn copy_from_bound(&mut self, src: &Bound, dst: View) -> Result<()> {
+        self.check_view(dst)?;
+        if dst.len == 0 {
+            return Ok(());
+        }
+        let d = self.tensor(dst.id).buf.clone();
+        let s = src.buf.clone();
+        let from = src.offset + src.shift as u64 * 4;
+        self.encoder().copy_buffer_to_buffer(&s, from, &d, dst.offset as u64 * 4, dst.len as u64 * 4);
+        Ok(())
+    }
+
     /// Binds `input`, copying it to scratch first when it overlaps one of `outputs` (a kernel whose
     /// invocations may read what another writes). `pointwise` kernels read and write each index in
     /// the same invocation, so an input that coincides exactly with an output is bound directly.
@@ -784,7 +797,7 @@ impl GpuEngine {
         Ok((0..units).step_by(step).map(|s| s..(s + step).min(units)).collect())
     }
 
-    fn record_fill(&mut self, dst: View, value: f32) -> Result<()> {
+    pub(crate) fn record_fill(&mut self, dst: View, value: f32) -> Result<()> {
         self.check_view(dst)?;
         if dst.len == 0 {
             return Ok(());
