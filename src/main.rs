@@ -127,7 +127,7 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         blobs: Vec<String>,
         /// Also run backward
-        #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
         backward: bool,
         #[arg(long)]
         gpu: Option<String>,
@@ -150,7 +150,7 @@ enum Command {
         #[arg(long, default_value = "raw")]
         names: caffe_rs::format::safetensors::NameScheme,
         /// Fold BatchNorm (+Scale) into the preceding Convolution / InnerProduct
-        #[arg(long = "fold_bn", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        #[arg(long = "fold_bn", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
         fold_bn: bool,
         /// f32, f16 or bf16
         #[arg(long, default_value = "f32")]
@@ -164,10 +164,10 @@ enum Command {
         list_file: String,
         db_name: String,
         /// Read the images as greyscale
-        #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
         gray: bool,
         /// Shuffle the order of the images
-        #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
         shuffle: bool,
         /// lmdb or leveldb
         #[arg(long, default_value = "lmdb")]
@@ -177,10 +177,10 @@ enum Command {
         #[arg(long = "resize_height", default_value_t = 0)]
         resize_height: i32,
         /// Check that all records have the same size
-        #[arg(long = "check_size", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        #[arg(long = "check_size", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
         check_size: bool,
         /// Store the encoded image
-        #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
         encoded: bool,
         /// png or jpg (with -encoded)
         #[arg(long = "encode_type", default_value = "")]

@@ -292,3 +292,151 @@ fn tensor_larger_than_one_binding_fill_copy_round_trip() {
     g.free(a);
     g.free(b);
 }
+
+// ---- elementwise ----------------------------------------------------------------------------
+
+use caffe_rs::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel as Ew, NaryOp, SumWeight, UnaryOp};
+
+fn unary_ops() -> Vec<(UnaryOp, f32, f32)> {
+    vec![
+        (UnaryOp::Relu { negative_slope: 0.0 }, -3.0, 3.0),
+        (UnaryOp::Relu { negative_slope: 0.1 }, -3.0, 3.0),
+        (UnaryOp::Sigmoid, -6.0, 6.0),
+        (UnaryOp::TanH, -4.0, 4.0),
+        (UnaryOp::AbsVal, -3.0, 3.0),
+        (UnaryOp::Bnll, -8.0, 8.0),
+        (UnaryOp::Elu { alpha: 0.7 }, -3.0, 3.0),
+        (UnaryOp::Power { power: 2.0, scale: 0.5, shift: 1.0 }, -3.0, 3.0),
+        (UnaryOp::Power { power: 3.0, scale: 1.5, shift: 0.0 }, -2.0, 2.0),
+        (UnaryOp::Power { power: 0.5, scale: 2.0, shift: 0.1 }, 0.1, 3.0),
+        (UnaryOp::Power { power: 1.0, scale: -1.5, shift: 0.25 }, -3.0, 3.0),
+        (UnaryOp::Power { power: 0.0, scale: 1.0, shift: 2.0 }, -3.0, 3.0),
+        (UnaryOp::Exp { inner_scale: 0.5, outer_scale: 2.0 }, -3.0, 3.0),
+        (UnaryOp::Exp { inner_scale: 1.0, outer_scale: 1.0 }, -3.0, 3.0),
+        (UnaryOp::Log { scale: 2.0, shift: 0.5, base_scale: 0.5 }, 0.1, 5.0),
+        (UnaryOp::Log { scale: 1.0, shift: 0.0, base_scale: 1.0 }, 0.1, 5.0),
+        (UnaryOp::Threshold { threshold: 0.2 }, -1.0, 1.0),
+        (UnaryOp::Clip { min: -0.5, max: 0.7 }, -1.0, 1.0),
+        (UnaryOp::Swish { beta: 1.3 }, -4.0, 4.0),
+    ]
+}
+
+fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for (op, lo, hi) in unary_ops() {
+        for n in [1usize, 7, 33, 100, 1000] {
+            let x = rng.vec(n, lo, hi);
+            let y = rng.vec(n, lo, hi);
+            let dy = rng.vec(n, -1.0, 1.0);
+            let what = format!("{op:?} n {n}");
+            // Out of place forward + backward, then in place.
+            check_all(&what, g, &[x.clone(), vec![0.0; n], dy.clone(), vec![0.0; n]], &|ids| {
+                vec![
+                    Kernel::Elementwise(Ew::Unary { op, x: whole(ids[0], n), y: whole(ids[1], n) }),
+                    Kernel::Elementwise(Ew::UnaryBackward {
+                        op,
+                        x: whole(ids[0], n),
+                        y: whole(ids[1], n),
+                        dy: whole(ids[2], n),
+                        dx: whole(ids[3], n),
+                    }),
+                ]
+            });
+            check_all(&format!("{what} in place"), g, &[x.clone(), y.clone(), dy.clone()], &|ids| {
+                vec![
+                    Kernel::Elementwise(Ew::Unary { op, x: whole(ids[0], n), y: whole(ids[0], n) }),
+                    Kernel::Elementwise(Ew::UnaryBackward {
+                        op,
+                        x: whole(ids[0], n),
+                        y: whole(ids[0], n),
+                        dy: whole(ids[2], n),
+                        dx: whole(ids[2], n),
+                    }),
+                ]
+            });
+        }
+    }
+    for n in [1usize, 33, 1000] {
+        let xs: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(n, -2.0, 2.0)).collect();
+        let mut tied = xs[0].clone();
+        tied[0] = xs[1][0]; // a tie between x0 and x1
+        let ops = [NaryOp::Sum { coeffs: vec![0.5, -1.0, 2.0] }, NaryOp::Prod { stable: true }, NaryOp::Prod { stable: false }, NaryOp::Max];
+        for op in ops {
+            let init = vec![tied.clone(), xs[1].clone(), xs[2].clone(), vec![0.0; n], vec![0.0; n], rng.vec(n, -1.0, 1.0), vec![0.0; n], vec![0.0; n], vec![0.0; n]];
+            let opc = op.clone();
+            check_all(&format!("nary {op:?} n {n}"), g, &init, &|ids| {
+                let xs: Vec<View> = (0..3).map(|j| whole(ids[j], n)).collect();
+                let mut ks = vec![Kernel::Elementwise(Ew::Nary { op: opc.clone(), xs: xs.clone(), y: whole(ids[3], n), argmax: Some(whole(ids[4], n)) })];
+                for (index, dx) in [(0usize, 6usize), (1, 7), (2, 8)] {
+                    ks.push(Kernel::Elementwise(Ew::NaryBackward {
+                        op: opc.clone(),
+                        index,
+                        xs: xs.clone(),
+                        y: whole(ids[3], n),
+                        argmax: Some(whole(ids[4], n)),
+                        dy: whole(ids[5], n),
+                        dx: whole(ids[dx], n),
+                    }));
+                }
+                ks
+            });
+        }
+        // In place: y is x0.
+        check_all(&format!("nary sum in place n {n}"), g, &xs, &|ids| {
+            let xs: Vec<View> = (0..3).map(|j| whole(ids[j], n)).collect();
+            vec![Kernel::Elementwise(Ew::Nary { op: NaryOp::Sum { coeffs: vec![1.0, 1.0, 1.0] }, xs, y: whole(ids[0], n), argmax: None })]
+        });
+    }
+    for (outer, channels, inner) in [(1usize, 1usize, 1usize), (2, 3, 7), (3, 5, 33), (1, 17, 100), (4, 2, 1)] {
+        let d = ChannelDims::new(outer, channels, inner);
+        let n = d.count();
+        let init = vec![
+            rng.vec(n, -2.0, 2.0),
+            rng.vec(channels, -1.0, 1.0),
+            rng.vec(channels, -1.0, 1.0),
+            vec![0.0; n],
+            rng.vec(n, -1.0, 1.0),
+            vec![0.0; n],
+            rng.vec(channels, -1.0, 1.0),
+            rng.vec(channels, -1.0, 1.0),
+            rng.vec(channels, -1.0, 1.0),
+            vec![0.0; n],
+        ];
+        check_all(&format!("channel ops {d:?}"), g, &init, &|ids| {
+            let (x, s, b, y, dy, dx) = (whole(ids[0], n), whole(ids[1], channels), whole(ids[2], channels), whole(ids[3], n), whole(ids[4], n), whole(ids[5], n));
+            vec![
+                Kernel::Elementwise(Ew::ChannelAffine { dims: d, x, scale: Some(s), bias: Some(b), y }),
+                Kernel::Elementwise(Ew::ChannelAffine { dims: d, x, scale: None, bias: Some(b), y: whole(ids[9], n) }),
+                Kernel::Elementwise(Ew::ChannelAffine { dims: d, x: dy, scale: Some(s), bias: None, y: dy }),
+                Kernel::Elementwise(Ew::PRelu { dims: d, x, slope: s, y }),
+                Kernel::Elementwise(Ew::PReluBackward { dims: d, x, slope: s, dy, dx }),
+                Kernel::Elementwise(Ew::ChannelSum { dims: d, a: dy, weight: SumWeight::One, beta: 0.0, y: whole(ids[6], channels) }),
+                Kernel::Elementwise(Ew::ChannelSum { dims: d, a: dy, weight: SumWeight::By(x), beta: 0.5, y: whole(ids[7], channels) }),
+                Kernel::Elementwise(Ew::ChannelSum { dims: d, a: dy, weight: SumWeight::ByNegPart(x), beta: 1.0, y: whole(ids[8], channels) }),
+            ]
+        });
+    }
+    for n in [1usize, 100, 5000] {
+        let init = vec![rng.vec(n, -1.0, 1.0), vec![0.0; n]];
+        check_all(&format!("dropout n {n}"), g, &init, &|ids| {
+            vec![
+                Kernel::Elementwise(Ew::Dropout { seed: 1234, ratio: 0.3, scale: 1.0 / 0.7, x: whole(ids[0], n), y: whole(ids[1], n) }),
+                Kernel::Elementwise(Ew::Dropout { seed: 99, ratio: 0.5, scale: 2.0, x: whole(ids[0], n), y: whole(ids[0], n) }),
+            ]
+        });
+    }
+}
+
+#[test]
+fn elementwise_matches_cpu() {
+    let mut g = gpu();
+    elementwise_suite(&mut g, 10);
+}
+
+#[test]
+fn elementwise_split_into_small_bindings_matches_cpu() {
+    let mut g = gpu();
+    g.set_max_binding_elems(128);
+    elementwise_suite(&mut g, 11);
+    g.set_max_binding_elems(usize::MAX);
+}
