@@ -1,0 +1,130 @@
+// Convolution helpers: N-D im2col / col2im (one invocation per output element; grid z = image),
+// Embed's row gather and scatter-add.
+//
+// im2col / col2im words: 0 elements per image (col_len or im_len), 1 im shift, 2 col shift, 3 d,
+// 4 channels, 5 cols (prod out), 6 kprod, 7 plane (prod im), 8 im stride, 9 col stride,
+// 12 + 6a..: axis a: im, out, kernel, pad, stride, dilation.
+
+@group(0) @binding(1) var<storage, read_write> c_im: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c_col: array<f32>;
+
+fn ax(a: u32, f: u32) -> u32 {
+    return pu(12u + 6u * a + f);
+}
+
+@compute @workgroup_size(256)
+fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    if (i >= pu(0u)) { return; }
+    let b = wid.z;
+    let cols = pu(5u);
+    let row = i / cols;
+    var pos = i - row * cols;
+    let kprod = pu(6u);
+    let c = row / kprod;
+    var kpos = row - c * kprod;
+    let d = pu(3u);
+    // Walk the axes from the last (fastest) to the first.
+    var im_idx = 0u;
+    var im_mul = 1u;
+    var inside = true;
+    for (var t = 0u; t < d; t++) {
+        let a = d - 1u - t;
+        let o = pos % ax(a, 1u);
+        pos = pos / ax(a, 1u);
+        let k = kpos % ax(a, 2u);
+        kpos = kpos / ax(a, 2u);
+        let p = i32(o * ax(a, 4u) + k * ax(a, 5u)) - i32(ax(a, 3u));
+        if (p < 0 || p >= i32(ax(a, 0u))) { inside = false; }
+        im_idx += u32(max(p, 0)) * im_mul;
+        im_mul *= ax(a, 0u);
+    }
+    var v = 0.0;
+    if (inside) {
+        v = c_im[pu(1u) + b * pu(8u) + c * pu(7u) + im_idx];
+    }
+    c_col[pu(2u) + b * pu(9u) + i] = v;
+}
+
+@compute @workgroup_size(256)
+fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    if (i >= pu(0u)) { return; }
+    let b = wid.z;
+    let plane = pu(7u);
+    let c = i / plane;
+    let pix = i - c * plane;
+    let d = pu(3u);
+    let kprod = pu(6u);
+    let cols = pu(5u);
+    var s = 0.0;
+    let cb = pu(2u) + b * pu(9u) + c * kprod * cols;
+    for (var kp = 0u; kp < kprod; kp++) {
+        var kr = kp;
+        var pr = pix;
+        var out_idx = 0u;
+        var out_mul = 1u;
+        var ok = true;
+        for (var t = 0u; t < d; t++) {
+            let a = d - 1u - t;
+            let k = kr % ax(a, 2u);
+            kr = kr / ax(a, 2u);
+            let p = pr % ax(a, 0u);
+            pr = pr / ax(a, 0u);
+            let num = i32(p + ax(a, 3u)) - i32(k * ax(a, 5u));
+            let st = i32(ax(a, 4u));
+            if (num < 0 || num % st != 0) {
+                ok = false;
+            } else {
+                let o = u32(num / st);
+                if (o >= ax(a, 1u)) { ok = false; }
+                out_idx += o * out_mul;
+            }
+            out_mul *= ax(a, 1u);
+        }
+        if (ok) {
+            s += c_col[cb + kp * cols + out_idx];
+        }
+    }
+    c_im[pu(1u) + b * pu(8u) + i] = s;
+}
+
+@group(0) @binding(1) var<storage, read_write> g_idx: array<f32>;
+@group(0) @binding(2) var<storage, read_write> g_a: array<f32>;
+@group(0) @binding(3) var<storage, read_write> g_b: array<f32>;
+
+// Caffe's static_cast<int>(v) clamped into [0, rows).
+fn row_of(v: f32, rows: u32) -> u32 {
+    if (!(v >= 1.0)) { return 0u; }
+    return min(u32(min(v, 4294967040.0)), rows - 1u);
+}
+
+// top[m, :] = weight[row(idx[m]), :]. words: 0 n, 1 idx shift, 2 weight shift, 3 top shift,
+// 8 rows, 9 width
+@compute @workgroup_size(256)
+fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let width = pu(9u);
+    let m = i / width;
+    let j = i - m * width;
+    let r = row_of(g_idx[pu(1u) + m], pu(8u));
+    g_b[pu(3u) + i] = g_a[pu(2u) + r * width + j];
+}
+
+// weight_diff[row(idx[m]), j] += top_diff[m, j], serial over m, one invocation per column j.
+// words: 0 width, 1 idx shift, 2 top_diff shift, 3 weight_diff shift, 8 rows, 9 count of m
+@compute @workgroup_size(256)
+fn scatter_add_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let j = gid(wid, nwg, lid);
+    let width = pu(0u);
+    if (j >= width) { return; }
+    for (var m = 0u; m < pu(9u); m++) {
+        let r = row_of(g_idx[pu(1u) + m], pu(8u));
+        g_b[pu(3u) + r * width + j] += g_a[pu(2u) + m * width + j];
+    }
+}

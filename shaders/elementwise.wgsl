@@ -245,7 +245,7 @@ fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 // channel_sum: one workgroup per channel (z = channel within this dispatch).
 // e1 = a, e2 = w (or a again), e3 = y. words: 8 inner, 9 channels, 10 outer, 11 weight mode
-// (0 one, 1 by, 2 by negative part), 12 beta, 13 first channel
+// (0 one, 1 by, 2 by negative part), 12 beta, 13 first channel, 14 alpha
 var<workgroup> cs_part: array<f32, 256>;
 
 @compute @workgroup_size(256)
@@ -277,6 +277,7 @@ fn channel_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     if (lid == 0u) {
         let beta = pf(12u);
         let yi = pu(3u) + c;
-        if (beta == 0.0) { e3[yi] = cs_part[0]; } else { e3[yi] = beta * e3[yi] + cs_part[0]; }
+        let v = pf(14u) * cs_part[0];
+        if (beta == 0.0) { e3[yi] = v; } else { e3[yi] = beta * e3[yi] + v; }
     }
 }

@@ -416,7 +416,7 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
             ]
         });
     }
-    for n in [1usize, 100, 5000] {
+    for n in [1usize, 100, 5000, 9000] {
         let init = vec![rng.vec(n, -1.0, 1.0), vec![0.0; n]];
         check_all(&format!("dropout n {n}"), g, &init, &|ids| {
             vec![
@@ -436,7 +436,105 @@ fn elementwise_matches_cpu() {
 #[test]
 fn elementwise_split_into_small_bindings_matches_cpu() {
     let mut g = gpu();
-    g.set_max_binding_elems(128);
+    // Every kernel splits its work at unit boundaries; ChannelSum's unit is one outer slice
+    // (channels * inner, up to 1700 elements here).
+    g.set_max_binding_elems(2048);
     elementwise_suite(&mut g, 11);
+    g.set_max_binding_elems(usize::MAX);
+}
+
+// ---- conv -----------------------------------------------------------------------------------
+
+use caffe_rs::engine::kernels::conv::{ConvKernel, Im2col};
+
+#[allow(clippy::too_many_arguments)]
+fn im2col_geom(
+    im: View,
+    col: View,
+    batch: usize,
+    channels: usize,
+    im_shape: &[usize],
+    kernel: &[usize],
+    pad: &[usize],
+    stride: &[usize],
+    dilation: &[usize],
+) -> Im2col {
+    let col_shape: Vec<usize> = (0..im_shape.len())
+        .map(|a| (im_shape[a] + 2 * pad[a] - (dilation[a] * (kernel[a] - 1) + 1)) / stride[a] + 1)
+        .collect();
+    let im_len = channels * im_shape.iter().product::<usize>();
+    let col_len = channels * kernel.iter().product::<usize>() * col_shape.iter().product::<usize>();
+    Im2col {
+        im,
+        col,
+        batch,
+        im_stride: im_len + 1,
+        col_stride: col_len + 2,
+        channels,
+        im_shape: im_shape.to_vec(),
+        col_shape,
+        kernel: kernel.to_vec(),
+        pad: pad.to_vec(),
+        stride: stride.to_vec(),
+        dilation: dilation.to_vec(),
+    }
+}
+
+fn conv_suite(g: &mut GpuEngine, seed: u64) {
+    let mut rng = Rng::new(seed);
+    type Case = (usize, usize, Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>);
+    let cases: Vec<Case> = vec![
+        (1, 1, vec![5, 5], vec![3, 3], vec![0, 0], vec![1, 1], vec![1, 1]),
+        (2, 3, vec![7, 6], vec![3, 2], vec![1, 0], vec![2, 1], vec![1, 1]),
+        (3, 2, vec![9, 9], vec![3, 3], vec![2, 2], vec![1, 2], vec![2, 2]),
+        (1, 4, vec![11], vec![5], vec![2], vec![3], vec![1]),
+        (2, 2, vec![4, 5, 6], vec![2, 3, 2], vec![1, 1, 0], vec![1, 2, 2], vec![1, 1, 2]),
+        (1, 3, vec![33, 20], vec![1, 1], vec![0, 0], vec![1, 1], vec![1, 1]),
+    ];
+    for (batch, channels, ims, ks, pads, strides, dils) in cases {
+        let probe = im2col_geom(View::new(TensorId(0), 0, 0), View::new(TensorId(0), 0, 0), batch, channels, &ims, &ks, &pads, &strides, &dils);
+        let im_total = (batch - 1) * probe.im_stride + probe.im_len() + 3;
+        let col_total = (batch - 1) * probe.col_stride + probe.col_len() + 1;
+        let init = vec![rng.vec(im_total, -1.0, 1.0), rng.vec(col_total, -1.0, 1.0), rng.vec(col_total, -1.0, 1.0), rng.vec(im_total, -1.0, 1.0)];
+        check_all(&format!("im2col/col2im {ims:?} k {ks:?}"), g, &init, &|ids| {
+            let fwd = im2col_geom(View::new(ids[0], 2, im_total - 2), View::new(ids[1], 1, col_total - 1), batch, channels, &ims, &ks, &pads, &strides, &dils);
+            let bwd = im2col_geom(View::new(ids[3], 2, im_total - 2), View::new(ids[2], 1, col_total - 1), batch, channels, &ims, &ks, &pads, &strides, &dils);
+            vec![Kernel::Conv(ConvKernel::Im2col(fwd)), Kernel::Conv(ConvKernel::Col2im(bwd))]
+        });
+    }
+    for (outer, channels, inner) in [(1usize, 1usize, 1usize), (2, 3, 7), (5, 4, 1), (3, 16, 33)] {
+        let n = outer * channels * inner;
+        let init = vec![rng.vec(n, -1.0, 1.0), rng.vec(channels, -1.0, 1.0), rng.vec(channels, -1.0, 1.0)];
+        check_all(&format!("bias/sum {outer}x{channels}x{inner}"), g, &init, &|ids| {
+            vec![
+                Kernel::Conv(ConvKernel::AddChannelBias { y: whole(ids[0], n), bias: whole(ids[1], channels), outer, channels, inner }),
+                Kernel::Conv(ConvKernel::ChannelSum { x: whole(ids[0], n), out: whole(ids[2], channels), outer, channels, inner, alpha: 0.5, beta: 2.0 }),
+            ]
+        });
+    }
+    for (rows, width, m) in [(1usize, 1usize, 1usize), (10, 7, 13), (50, 33, 100)] {
+        let mut idx: Vec<f32> = (0..m).map(|_| rng.below(rows + 2) as f32 - 0.5).collect();
+        idx[0] = f32::NAN;
+        let init = vec![idx, rng.vec(rows * width, -1.0, 1.0), vec![0.0; m * width], rng.vec(m * width, -1.0, 1.0), rng.vec(rows * width, -1.0, 1.0)];
+        check_all(&format!("embed rows {rows} width {width} m {m}"), g, &init, &|ids| {
+            vec![
+                Kernel::Conv(ConvKernel::GatherRows { indices: whole(ids[0], m), weight: whole(ids[1], rows * width), top: whole(ids[2], m * width), rows, width }),
+                Kernel::Conv(ConvKernel::ScatterAddRows { indices: whole(ids[0], m), top_diff: whole(ids[3], m * width), weight_diff: whole(ids[4], rows * width), rows, width }),
+            ]
+        });
+    }
+}
+
+#[test]
+fn conv_kernels_match_cpu() {
+    let mut g = gpu();
+    conv_suite(&mut g, 20);
+}
+
+#[test]
+fn conv_kernels_split_into_small_bindings_match_cpu() {
+    let mut g = gpu();
+    g.set_max_binding_elems(4096);
+    conv_suite(&mut g, 21);
     g.set_max_binding_elems(usize::MAX);
 }

@@ -1,6 +1,7 @@
 //! Caffe's log lines: glog-style prefixes and C++ iostream number formatting, so scripts written for
 //! Caffe's logs (parse_log.py, plot_training_log.py) read ours.
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A float as C++ `std::ostream << x` prints it (6 significant digits, %g style).
 pub fn fmt_g(x: f64) -> String {
@@ -34,15 +35,40 @@ fn trim_zeros(s: &str) -> &str {
     if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { s }
 }
 
+static PROGRESS_SHOWN: AtomicBool = AtomicBool::new(false);
+
+/// On a terminal, replaces the one-line progress display (never on a pipe or file, so logs stay
+/// exactly Caffe's). Log lines clear it first, so it never breaks them.
+pub fn progress(message: &str) {
+    let mut err = std::io::stderr();
+    if !err.is_terminal() {
+        return;
+    }
+    let _ = write!(err, "\r\x1b[2K{message}");
+    let _ = err.flush();
+    PROGRESS_SHOWN.store(true, Ordering::Relaxed);
+}
+
+fn clear_progress(err: &mut std::io::Stderr) {
+    if PROGRESS_SHOWN.swap(false, Ordering::Relaxed) {
+        let _ = write!(err, "\r\x1b[2K");
+    }
+}
+
 /// Writes `I<yyyymmdd> <hh:mm:ss.uuuuuu> <pid> <file>] <message>` to stderr, as glog does.
 pub fn info(file: &str, message: &str) {
-    let line = format!("{}{message}\n", prefix('I', file));
-    let _ = std::io::stderr().write_all(line.as_bytes());
+    emit('I', file, message);
 }
 
 pub fn warn(file: &str, message: &str) {
-    let line = format!("{}{message}\n", prefix('W', file));
-    let _ = std::io::stderr().write_all(line.as_bytes());
+    emit('W', file, message);
+}
+
+fn emit(level: char, file: &str, message: &str) {
+    let line = format!("{}{message}\n", prefix(level, file));
+    let mut err = std::io::stderr();
+    clear_progress(&mut err);
+    let _ = err.write_all(line.as_bytes());
 }
 
 fn prefix(level: char, file: &str) -> String {

@@ -414,6 +414,7 @@ impl Solver {
         self.losses.clear();
         self.smoothed_loss = 0.0;
         let mut timer = Instant::now();
+        let run_timer = Instant::now();
         let mut iterations_last = self.iter;
         while self.iter < stop_iter {
             self.net.clear_param_diffs(self.eng.as_mut());
@@ -461,8 +462,22 @@ impl Solver {
                     }
                 }
             }
-            self.apply_update()?;
+            let rate = self.apply_update()?;
             self.iter += 1;
+            if !self.quiet {
+                let done = (self.iter - start_iter) as f64;
+                let per_s = done / run_timer.elapsed().as_secs_f64().max(1e-9);
+                let eta = (stop_iter - self.iter) as f64 / per_s.max(1e-9);
+                log::progress(&format!(
+                    "iteration {}/{}  loss {}  lr {}  {:.1} iter/s  ETA {:.0}s",
+                    self.iter,
+                    self.param.max_iter(),
+                    fmt_g(self.smoothed_loss as f64),
+                    fmt_g(rate as f64),
+                    per_s,
+                    eta
+                ));
+            }
             let request = self.signals.requested();
             if (self.param.snapshot() > 0 && self.iter % self.param.snapshot() == 0) || request == SignalEffect::Snapshot {
                 self.snapshot()?;

@@ -1,11 +1,151 @@
-//! Host side of the conv family (shaders/conv.wgsl).
-use anyhow::Result;
+//! Host side of the convolution family (shaders/conv.wgsl); the per-channel bias and sum reuse
+//! the element-wise kernels.
+use anyhow::{Result, bail, ensure};
 
-use super::GpuEngine;
-use crate::engine::kernels::conv::ConvKernel;
+use super::{GpuEngine, Params, elementwise};
+use crate::engine::kernels::conv::{ConvKernel, Im2col};
+use crate::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel};
+
+/// Spatial axes the shaders take (6 words each after word 12).
+const MAX_AXES: usize = 8;
 
 pub fn launch(e: &mut GpuEngine, k: &ConvKernel) -> Result<()> {
-    let name = format!("{k:?}");
-    let variant = name.split([' ', '(', '{']).next().unwrap_or("?");
-    Err(e.unimplemented(&format!("Conv::{variant}")))
+    match k {
+        ConvKernel::Im2col(g) => im2col(e, g, false),
+        ConvKernel::Col2im(g) => im2col(e, g, true),
+        &ConvKernel::AddChannelBias { y, bias, outer, channels, inner } => {
+            ensure!(y.len == outer * channels * inner, "AddChannelBias: y has {} elements, expected {}", y.len, outer * channels * inner);
+            ensure!(bias.len == channels, "AddChannelBias: bias has {} elements, expected {channels}", bias.len);
+            elementwise::launch(
+                e,
+                &ElementwiseKernel::ChannelAffine {
+                    dims: ChannelDims::new(outer, channels, inner),
+                    x: y,
+                    scale: None,
+                    bias: Some(bias),
+                    y,
+                },
+            )
+        }
+        &ConvKernel::ChannelSum { x, out, outer, channels, inner, alpha, beta } => {
+            ensure!(x.len == outer * channels * inner, "ChannelSum: x has {} elements, expected {}", x.len, outer * channels * inner);
+            ensure!(out.len == channels, "ChannelSum: out has {} elements, expected {channels}", out.len);
+            elementwise::channel_sum(e, &ChannelDims::new(outer, channels, inner), x, x, 0, alpha, beta, out)
+        }
+        &ConvKernel::GatherRows { indices, weight, top, rows, width } => {
+            ensure!(weight.len == rows * width, "GatherRows: weight has {} elements, expected {}", weight.len, rows * width);
+            ensure!(top.len == indices.len * width, "GatherRows: top has {} elements, expected {}", top.len, indices.len * width);
+            if width == 0 || rows == 0 {
+                return e.record_fill(top, 0.0);
+            }
+            let wb = e.bind_input("in1", weight, &[top], false)?;
+            for r in e.unit_chunks("GatherRows", indices.len, &[width])? {
+                let ic = e.bind_input("in0", indices.slice(r.start, r.len()), &[top], false)?;
+                let tb = e.bind(top.slice(r.start * width, r.len() * width))?;
+                let n = r.len() * width;
+                let p = Params::new().u(n).shift(&ic).shift(&wb).shift(&tb).u(0).u(0).u(0).u(0).u(rows).u(width);
+                let g = e.groups_1d(n);
+                e.dispatch("conv", "gather_rows", &p, &[&ic, &wb, &tb], g)?;
+            }
+            Ok(())
+        }
+        &ConvKernel::ScatterAddRows { indices, top_diff, weight_diff, rows, width } => {
+            ensure!(
+                weight_diff.len == rows * width,
+                "ScatterAddRows: weight_diff has {} elements, expected {}",
+                weight_diff.len,
+                rows * width
+            );
+            ensure!(
+                top_diff.len == indices.len * width,
+                "ScatterAddRows: top_diff has {} elements, expected {}",
+                top_diff.len,
+                indices.len * width
+            );
+            if width == 0 || rows == 0 || indices.len == 0 {
+                return Ok(());
+            }
+            let ib = e.bind_input("in0", indices, &[weight_diff], false)?;
+            let db = e.bind_input("in1", top_diff, &[weight_diff], false)?;
+            let wb = e.bind(weight_diff)?;
+            let p = Params::new().u(width).shift(&ib).shift(&db).shift(&wb).u(0).u(0).u(0).u(0).u(rows).u(indices.len);
+            let g = e.groups_1d(width);
+            e.dispatch("conv", "scatter_add_rows", &p, &[&ib, &db, &wb], g)
+        }
+    }
+}
+
+fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
+    let d = k.im_shape.len();
+    ensure!(
+        k.col_shape.len() == d && k.kernel.len() == d && k.pad.len() == d && k.stride.len() == d && k.dilation.len() == d,
+        "im2col: every spatial vector needs {d} entries"
+    );
+    ensure!(k.stride.iter().all(|&s| s > 0), "im2col: strides must be positive");
+    if d > MAX_AXES {
+        bail!("GPU kernel Im2col: {d} spatial axes (at most {MAX_AXES})");
+    }
+    if k.batch == 0 {
+        return Ok(());
+    }
+    let (im_len, col_len) = (k.im_len(), k.col_len());
+    let im_span = (k.batch - 1) * k.im_stride + im_len;
+    let col_span = (k.batch - 1) * k.col_stride + col_len;
+    ensure!(k.im.len >= im_span, "im2col: image view has {} elements, needs {im_span}", k.im.len);
+    ensure!(k.col.len >= col_span, "im2col: column view has {} elements, needs {col_span}", k.col.len);
+    // Normalised axes: a 0-D image is one 1x1 position.
+    let axes: Vec<[usize; 6]> = if d == 0 {
+        vec![[1, 1, 1, 0, 1, 1]]
+    } else {
+        (0..d).map(|a| [k.im_shape[a], k.col_shape[a], k.kernel[a], k.pad[a], k.stride[a], k.dilation[a]]).collect()
+    };
+    let per = |stride: usize, one: usize| stride.max(one);
+    let chunks = e.unit_chunks(
+        if backward { "Col2im" } else { "Im2col" },
+        k.batch,
+        &[per(k.im_stride, im_len), per(k.col_stride, col_len)],
+    )?;
+    let plane: usize = k.im_shape.iter().product();
+    let cols: usize = k.col_shape.iter().product();
+    let kprod: usize = k.kernel.iter().product();
+    for r in chunks {
+        let nb = r.len();
+        let im_v = k.im.slice(r.start * k.im_stride, (nb - 1) * k.im_stride + im_len);
+        let col_v = k.col.slice(r.start * k.col_stride, (nb - 1) * k.col_stride + col_len);
+        let (imb, colb) = if backward {
+            (e.bind(im_v)?, e.bind_input("in0", col_v, &[im_v], false)?)
+        } else {
+            (e.bind_input("in0", im_v, &[col_v], false)?, e.bind(col_v)?)
+        };
+        let threads = if backward { im_len } else { col_len };
+        let mut p = Params::new()
+            .u(threads)
+            .shift(&imb)
+            .shift(&colb)
+            .u(axes.len())
+            .u(k.channels)
+            .u(cols.max(1))
+            .u(kprod.max(1))
+            .u(plane.max(1))
+            .u(k.im_stride)
+            .u(k.col_stride)
+            .u(0)
+            .u(0);
+        for a in &axes {
+            for &v in a {
+                p = p.u(v);
+            }
+        }
+        for b0 in (0..nb).step_by(65535) {
+            let nbz = (nb - b0).min(65535);
+            let mut p = p.clone();
+            // Later z-slices start further into the bindings.
+            p.0[1] += (b0 * k.im_stride) as u32;
+            p.0[2] += (b0 * k.col_stride) as u32;
+            let g = e.groups_1d(threads);
+            let entry = if backward { "col2im" } else { "im2col" };
+            e.dispatch("conv", entry, &p, &[&imb, &colb], [g[0], g[1], nbz as u32])?;
+        }
+    }
+    Ok(())
 }

@@ -242,7 +242,7 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
                 SumWeight::ByNegPart(w) => (2, *w),
             };
             check_len(&[w], dims.count())?;
-            channel_sum(e, dims, *a, w, mode, *beta, *y)
+            channel_sum(e, dims, *a, w, mode, 1.0, *beta, *y)
         }
     }
 }
@@ -367,7 +367,18 @@ fn nary_max_into(e: &mut GpuEngine, xs: &[View], y: View, mask: Option<Bound>, n
     Ok(())
 }
 
-fn channel_sum(e: &mut GpuEngine, d: &ChannelDims, a: View, w: View, mode: u32, beta: f32, y: View) -> Result<()> {
+/// y[c] = beta * y[c] + alpha * sum_{o,i} a * weight (mode 0 one, 1 by w, 2 by min(w, 0)).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn channel_sum(
+    e: &mut GpuEngine,
+    d: &ChannelDims,
+    a: View,
+    w: View,
+    mode: u32,
+    alpha: f32,
+    beta: f32,
+    y: View,
+) -> Result<()> {
     if d.channels == 0 {
         return Ok(());
     }
@@ -397,7 +408,8 @@ fn channel_sum(e: &mut GpuEngine, d: &ChannelDims, a: View, w: View, mode: u32, 
                 .u(r.len())
                 .u(mode as usize)
                 .f(b)
-                .u(first);
+                .u(first)
+                .f(alpha);
             let groups = [nch.min(65535) as u32, nch.div_ceil(65535) as u32, 1];
             e.dispatch("elementwise", "channel_sum", &p, &[&ab, &wb, &yb], groups)?;
             first += nch;
