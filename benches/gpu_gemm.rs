@@ -15,11 +15,15 @@ use caffe_rs::engine::kernels::blas::{BlasKernel, Gemm};
 use caffe_rs::engine::{Engine, Kernel, View};
 
 fn shapes() -> Vec<(usize, usize, usize)> {
-    let spec = std::env::var("GPU_GEMM_SIZES").unwrap_or_else(|_| "1024,256x3025x363,96x3025x1200".into());
+    let spec =
+        std::env::var("GPU_GEMM_SIZES").unwrap_or_else(|_| "1024,256x3025x363,96x3025x1200".into());
     spec.split(',')
         .filter(|s| !s.is_empty())
         .map(|s| {
-            let v: Vec<usize> = s.split('x').map(|d| d.trim().parse().expect("size")).collect();
+            let v: Vec<usize> = s
+                .split('x')
+                .map(|d| d.trim().parse().expect("size"))
+                .collect();
             match v[..] {
                 [c] => (c, c, c),
                 [m, n, k] => (m, n, k),
@@ -32,7 +36,11 @@ fn shapes() -> Vec<(usize, usize, usize)> {
 /// Seconds per product (median of `iters` timed runs after one warm-up).
 fn time_gemm(e: &mut dyn Engine, m: usize, n: usize, k: usize, iters: usize) -> f64 {
     let (a, b, c) = (e.alloc(m * k), e.alloc(k * n), e.alloc(m * n));
-    let fill = |len: usize| (0..len).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect::<Vec<f32>>();
+    let fill = |len: usize| {
+        (0..len)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect::<Vec<f32>>()
+    };
     e.upload(View::new(a, 0, m * k), &fill(m * k));
     e.upload(View::new(b, 0, k * n), &fill(k * n));
     let g = Kernel::Blas(BlasKernel::Gemm(Gemm::single(
@@ -65,7 +73,10 @@ fn time_gemm(e: &mut dyn Engine, m: usize, n: usize, k: usize, iters: usize) -> 
 }
 
 fn main() {
-    let iters: usize = std::env::var("GPU_GEMM_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let iters: usize = std::env::var("GPU_GEMM_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let mut gpu = match GpuEngine::new(0) {
         Ok(g) => g,
         Err(e) => {
@@ -82,11 +93,19 @@ fn main() {
         if has_subgroups {
             gpu.set_subgroups(true);
             let t = time_gemm(&mut gpu, m, n, k, iters);
-            line += &format!("  gpu subgroup {:.1} GFLOP/s ({:.2} ms)", flop / t / 1e9, t * 1e3);
+            line += &format!(
+                "  gpu subgroup {:.1} GFLOP/s ({:.2} ms)",
+                flop / t / 1e9,
+                t * 1e3
+            );
         }
         gpu.set_subgroups(false);
         let t = time_gemm(&mut gpu, m, n, k, iters);
-        line += &format!("  gpu portable {:.1} GFLOP/s ({:.2} ms)", flop / t / 1e9, t * 1e3);
+        line += &format!(
+            "  gpu portable {:.1} GFLOP/s ({:.2} ms)",
+            flop / t / 1e9,
+            t * 1e3
+        );
         gpu.set_subgroups(has_subgroups);
         let t = time_gemm(&mut cpu, m, n, k, iters);
         line += &format!("  cpu {:.1} GFLOP/s", flop / t / 1e9);

@@ -1,0 +1,240 @@
+// 2-D pooling (Caffe's window rules; see src/engine/kernels/pool.rs).
+// words: 0 threads, 1..5 binding shifts, 8 channels, 9 height, 10 width, 11 pooled_h,
+// 12 pooled_w, 13 kernel_h, 14 kernel_w, 15 stride_h, 16 stride_w, 17 pad_h, 18 pad_w,
+// 19 top_num_stride, 20 accumulate.
+// Forward kernels: one invocation per output; backward kernels: one per bottom element, summing
+// over the windows that contain it.
+
+@group(0) @binding(1) var<storage, read_write> p1: array<f32>;
+@group(0) @binding(2) var<storage, read_write> p2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> p3: array<f32>;
+@group(0) @binding(4) var<storage, read_write> p4: array<f32>;
+
+struct TopPos {
+    plane: u32,
+    ph: u32,
+    pw: u32,
+    top: u32,
+}
+
+fn top_pos(i: u32) -> TopPos {
+    let pw_n = pu(12u);
+    let ph_n = pu(11u);
+    let pw = i % pw_n;
+    let t = i / pw_n;
+    let ph = t % ph_n;
+    let plane = t / ph_n;
+    let n = plane / pu(8u);
+    let c = plane - n * pu(8u);
+    return TopPos(plane, ph, pw, n * pu(19u) + (c * ph_n + ph) * pw_n + pw);
+}
+
+// Top index of (plane, ph, pw).
+fn top_index(plane: u32, ph: u32, pw: u32) -> u32 {
+    let n = plane / pu(8u);
+    let c = plane - n * pu(8u);
+    return n * pu(19u) + (c * pu(11u) + ph) * pu(12u) + pw;
+}
+
+// MAX window [start, end) along one axis, clipped to the image.
+fn max_win(o: u32, stride: u32, pad: u32, k: u32, size: u32) -> vec2<i32> {
+    let s = i32(o * stride) - i32(pad);
+    let e = min(s + i32(k), i32(size));
+    let sc = clamp(s, 0, i32(size));
+    return vec2<i32>(sc, max(e, sc));
+}
+
+// AVE window: clipped [start, end) and the padded extent that divides.
+fn ave_win(o: u32, stride: u32, pad: u32, k: u32, size: u32) -> vec3<i32> {
+    let s = i32(o * stride) - i32(pad);
+    let e = min(s + i32(k), i32(size + pad));
+    let extent = e - s;
+    let sc = clamp(s, 0, i32(size));
+    let ec = min(e, i32(size));
+    return vec3<i32>(sc, max(ec, sc), extent);
+}
+
+// STOCHASTIC window (no padding).
+fn sto_win(o: u32, stride: u32, k: u32, size: u32) -> vec2<i32> {
+    let s = min(o * stride, size);
+    return vec2<i32>(i32(s), i32(min(s + k, size)));
+}
+
+@compute @workgroup_size(256)
+fn max_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let t = top_pos(i);
+    let W = pu(10u);
+    let hw = max_win(t.ph, pu(15u), pu(17u), pu(13u), pu(9u));
+    let ww = max_win(t.pw, pu(16u), pu(18u), pu(14u), W);
+    let base = pu(1u) + t.plane * pu(9u) * W;
+    var best = -3.40282347e38;
+    var idx = -1;
+    for (var h = hw.x; h < hw.y; h++) {
+        for (var w = ww.x; w < ww.y; w++) {
+            let j = u32(h) * W + u32(w);
+            let v = p1[base + j];
+            if (v > best) {
+                best = v;
+                idx = i32(j);
+            }
+        }
+    }
+    p2[pu(2u) + t.top] = best;
+    p3[pu(3u) + t.top] = f32(idx);
+}
+
+@compute @workgroup_size(256)
+fn ave_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let t = top_pos(i);
+    let W = pu(10u);
+    let hw = ave_win(t.ph, pu(15u), pu(17u), pu(13u), pu(9u));
+    let ww = ave_win(t.pw, pu(16u), pu(18u), pu(14u), W);
+    let base = pu(1u) + t.plane * pu(9u) * W;
+    var s = 0.0;
+    for (var h = hw.x; h < hw.y; h++) {
+        var row = 0.0;
+        for (var w = ww.x; w < ww.y; w++) {
+            row += p1[base + u32(h) * W + u32(w)];
+        }
+        s += row;
+    }
+    p2[pu(2u) + t.top] = s / f32(hw.z * ww.z);
+}
+
+@compute @workgroup_size(256)
+fn sto_test_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let t = top_pos(i);
+    let W = pu(10u);
+    let hw = sto_win(t.ph, pu(15u), pu(13u), pu(9u));
+    let ww = sto_win(t.pw, pu(16u), pu(14u), W);
+    let base = pu(1u) + t.plane * pu(9u) * W;
+    var s = 1.17549435e-38;
+    var sq = 0.0;
+    for (var h = hw.x; h < hw.y; h++) {
+        for (var w = ww.x; w < ww.y; w++) {
+            let v = p1[base + u32(h) * W + u32(w)];
+            s += v;
+            sq += v * v;
+        }
+    }
+    p2[pu(2u) + t.top] = sq / s;
+}
+
+// Range of pooled outputs along one axis whose window (start o*stride - pad, extent k) can
+// contain position x.
+fn out_range(x: u32, stride: u32, pad: u32, k: u32, pooled: u32) -> vec2<u32> {
+    let xp = x + pad;
+    var s = 0u;
+    if (xp >= k) { s = (xp - k) / stride + 1u; }
+    let e = min(xp / stride + 1u, pooled);
+    return vec2<u32>(s, max(e, s));
+}
+
+fn write_bottom(idx: u32, v: f32) {
+    if (pu(20u) != 0u) {
+        p3[idx] += v;
+    } else {
+        p3[idx] = v;
+    }
+}
+
+// bottom_diff[i] (+)= sum of top_diff over outputs whose mask is i. p1 top_diff, p2 mask, p3 bottom_diff
+@compute @workgroup_size(256)
+fn mask_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let W = pu(10u);
+    let hwn = pu(9u) * W;
+    let plane = i / hwn;
+    let j = i - plane * hwn;
+    let h = j / W;
+    let w = j - h * W;
+    // Masks of MAX (padded windows) and STOCHASTIC (unpadded) both lie in these ranges.
+    let hr = out_range(h, pu(15u), pu(17u), pu(13u), pu(11u));
+    let wr = out_range(w, pu(16u), pu(18u), pu(14u), pu(12u));
+    let hr0 = out_range(h, pu(15u), 0u, pu(13u), pu(11u));
+    let wr0 = out_range(w, pu(16u), 0u, pu(14u), pu(12u));
+    var s = 0.0;
+    for (var ph = min(hr.x, hr0.x); ph < max(hr.y, hr0.y); ph++) {
+        for (var pw = min(wr.x, wr0.x); pw < max(wr.y, wr0.y); pw++) {
+            let ti = top_index(plane, ph, pw);
+            if (p2[pu(2u) + ti] == f32(j)) {
+                s += p1[pu(1u) + ti];
+            }
+        }
+    }
+    write_bottom(pu(3u) + i, s);
+}
+
+// p1 top_diff, p3 bottom_diff (p2 unused = top_diff)
+@compute @workgroup_size(256)
+fn ave_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let W = pu(10u);
+    let hwn = pu(9u) * W;
+    let plane = i / hwn;
+    let j = i - plane * hwn;
+    let h = j / W;
+    let w = j - h * W;
+    let hr = out_range(h, pu(15u), pu(17u), pu(13u), pu(11u));
+    let wr = out_range(w, pu(16u), pu(18u), pu(14u), pu(12u));
+    var s = 0.0;
+    for (var ph = hr.x; ph < hr.y; ph++) {
+        let hw = ave_win(ph, pu(15u), pu(17u), pu(13u), pu(9u));
+        if (i32(h) < hw.x || i32(h) >= hw.y) { continue; }
+        for (var pw = wr.x; pw < wr.y; pw++) {
+            let ww = ave_win(pw, pu(16u), pu(18u), pu(14u), W);
+            if (i32(w) < ww.x || i32(w) >= ww.y) { continue; }
+            s += p1[pu(1u) + top_index(plane, ph, pw)] / f32(hw.z * ww.z);
+        }
+    }
+    write_bottom(pu(3u) + i, s);
+}
+
+// p1 top_diff, p2 top, p3 bottom_diff, p4 bottom
+@compute @workgroup_size(256)
+fn sto_test_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let W = pu(10u);
+    let hwn = pu(9u) * W;
+    let plane = i / hwn;
+    let j = i - plane * hwn;
+    let h = j / W;
+    let w = j - h * W;
+    let base = pu(4u) + plane * hwn;
+    let xv = p4[base + j];
+    let hr = out_range(h, pu(15u), 0u, pu(13u), pu(11u));
+    let wr = out_range(w, pu(16u), 0u, pu(14u), pu(12u));
+    var s = 0.0;
+    for (var ph = hr.x; ph < hr.y; ph++) {
+        let hw = sto_win(ph, pu(15u), pu(13u), pu(9u));
+        if (i32(h) < hw.x || i32(h) >= hw.y) { continue; }
+        for (var pw = wr.x; pw < wr.y; pw++) {
+            let ww = sto_win(pw, pu(16u), pu(14u), W);
+            if (i32(w) < ww.x || i32(w) >= ww.y) { continue; }
+            var sum = 1.17549435e-38;
+            for (var hh = hw.x; hh < hw.y; hh++) {
+                for (var ww2 = ww.x; ww2 < ww.y; ww2++) {
+                    sum += p4[base + u32(hh) * W + u32(ww2)];
+                }
+            }
+            let ti = top_index(plane, ph, pw);
+            s += p1[pu(1u) + ti] * (2.0 * xv - p2[pu(2u) + ti]) / sum;
+        }
+    }
+    write_bottom(pu(3u) + i, s);
+}

@@ -1,10 +1,10 @@
 //! caffe-rs: Caffe's formats, graph, layers and solvers in Rust.
-pub mod format;
-pub mod proto;
+pub mod data;
 pub mod engine;
-pub mod rng;
+pub mod format;
 pub mod layers;
 pub mod net;
-pub mod tools;
+pub mod proto;
+pub mod rng;
 pub mod solver;
-pub mod data;
+pub mod tools;

@@ -205,10 +205,7 @@ enum Command {
         gpu: Option<String>,
     },
     /// Upgrade a V0/V1 net (.prototxt or .caffemodel) or a solver file to the current format
-    Upgrade {
-        input: PathBuf,
-        output: PathBuf,
-    },
+    Upgrade { input: PathBuf, output: PathBuf },
 }
 
 fn parse_phase(s: &str) -> Result<Phase, String> {
@@ -243,7 +240,12 @@ fn engine(gpu: Option<&str>) -> Result<Box<dyn caffe_rs::engine::Engine>> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Inspect { model, weights, format, state } => {
+        Command::Inspect {
+            model,
+            weights,
+            format,
+            state,
+        } => {
             let out = tools::inspect::run(&tools::inspect::InspectArgs {
                 model,
                 weights,
@@ -254,7 +256,16 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             print!("{out}");
         }
-        Command::Train { solver, weights, snapshot, gpu, level, stage, sigint_effect, sighup_effect } => {
+        Command::Train {
+            solver,
+            weights,
+            snapshot,
+            gpu,
+            level,
+            stage,
+            sigint_effect,
+            sighup_effect,
+        } => {
             tools::train::run(&tools::train::TrainArgs {
                 solver,
                 weights,
@@ -266,18 +277,58 @@ fn run(cli: Cli) -> Result<()> {
                 sighup_effect,
             })?;
         }
-        Command::Test { model, weights, iterations, gpu, level, stage } => {
+        Command::Test {
+            model,
+            weights,
+            iterations,
+            gpu,
+            level,
+            stage,
+        } => {
             let mut eng = engine(gpu.as_deref())?;
-            tools::test::run(eng.as_mut(), &tools::test::TestArgs { model, weights, iterations, level, stages: stage })?;
+            tools::test::run(
+                eng.as_mut(),
+                &tools::test::TestArgs {
+                    model,
+                    weights,
+                    iterations,
+                    level,
+                    stages: stage,
+                },
+            )?;
         }
-        Command::Time { model, weights, iterations, gpu, phase, level, stage } => {
+        Command::Time {
+            model,
+            weights,
+            iterations,
+            gpu,
+            phase,
+            level,
+            stage,
+        } => {
             let mut eng = engine(gpu.as_deref())?;
             tools::time::run(
                 eng.as_mut(),
-                &tools::time::TimeArgs { model, weights, iterations, phase, level, stages: stage },
+                &tools::time::TimeArgs {
+                    model,
+                    weights,
+                    iterations,
+                    phase,
+                    level,
+                    stages: stage,
+                },
             )?;
         }
-        Command::Forward { model, weights, input, output, blobs, backward, gpu, state } => {
+        Command::Forward {
+            model,
+            weights,
+            input,
+            output,
+            blobs,
+            backward,
+            gpu,
+            state,
+        } => {
             let mut eng = engine(gpu.as_deref())?;
             let opts = tools::forward::ForwardOptions {
                 phase: state.phase,
@@ -287,7 +338,16 @@ fn run(cli: Cli) -> Result<()> {
                 blobs,
                 ..Default::default()
             };
-            let n = tools::forward::run(eng.as_mut(), &tools::forward::ForwardArgs { model, weights, input, output: output.clone(), opts })?;
+            let n = tools::forward::run(
+                eng.as_mut(),
+                &tools::forward::ForwardArgs {
+                    model,
+                    weights,
+                    input,
+                    output: output.clone(),
+                    opts,
+                },
+            )?;
             eprintln!("Wrote {n} tensors to {}", output.display());
         }
         Command::DeviceQuery { gpu } => {
@@ -296,16 +356,36 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("{}", caffe_rs::engine::gpu::no_adapter_message());
             }
             let wanted: Option<usize> = gpu.as_deref().and_then(|g| g.parse().ok());
-            for a in adapters.iter().filter(|a| wanted.is_none_or(|w| w == a.index)) {
-                println!("Device id: {}\nName: {}\nBackend: {}\nType: {}\nDriver: {} {}", a.index, a.name, a.backend, a.device_type, a.driver, a.driver_info);
+            for a in adapters
+                .iter()
+                .filter(|a| wanted.is_none_or(|w| w == a.index))
+            {
+                println!(
+                    "Device id: {}\nName: {}\nBackend: {}\nType: {}\nDriver: {} {}",
+                    a.index, a.name, a.backend, a.device_type, a.driver, a.driver_info
+                );
                 for (k, v) in &a.limits {
                     println!("{k}: {v}");
                 }
                 println!("Features: {}\n", a.features.join(", "));
             }
         }
-        Command::Convert { input, output, model, names, fold_bn, dtype } => {
-            for line in tools::convert::run(&tools::convert::ConvertArgs { input, output, model, names, fold_bn, dtype })? {
+        Command::Convert {
+            input,
+            output,
+            model,
+            names,
+            fold_bn,
+            dtype,
+        } => {
+            for line in tools::convert::run(&tools::convert::ConvertArgs {
+                input,
+                output,
+                model,
+                names,
+                fold_bn,
+                dtype,
+            })? {
                 eprintln!("{line}");
             }
         }
@@ -337,7 +417,11 @@ fn run(cli: Cli) -> Result<()> {
                 seed: None,
             })?;
         }
-        Command::ComputeImageMean { input_db, output_file, backend } => {
+        Command::ComputeImageMean {
+            input_db,
+            output_file,
+            backend,
+        } => {
             tools::compute_image_mean::run(&tools::compute_image_mean::ComputeImageMeanArgs {
                 input_db,
                 output_file,
@@ -360,7 +444,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match run(cli) {
@@ -371,4 +459,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

@@ -32,7 +32,11 @@ impl BlobProto {
         if let Some(shape) = &self.shape {
             return shape.dim.iter().map(|&d| d.max(0) as usize).collect();
         }
-        if self.num.is_some() || self.channels.is_some() || self.height.is_some() || self.width.is_some() {
+        if self.num.is_some()
+            || self.channels.is_some()
+            || self.height.is_some()
+            || self.width.is_some()
+        {
             return vec![
                 self.num() as usize,
                 self.channels() as usize,
@@ -54,7 +58,9 @@ impl BlobProto {
 
     pub fn from_shape_data(shape: &[usize], data: Vec<f32>) -> Self {
         BlobProto {
-            shape: Some(BlobShape { dim: shape.iter().map(|&d| d as i64).collect() }),
+            shape: Some(BlobShape {
+                dim: shape.iter().map(|&d| d as i64).collect(),
+            }),
             data,
             ..Default::default()
         }

@@ -19,13 +19,20 @@ struct Tol {
 
 fn tol(case: &serde_json::Value, which: &str) -> Tol {
     let t = &case["tolerances"][which];
-    Tol { rtol: t["rtol"].as_f64().unwrap_or(1e-4) as f32, atol: t["atol"].as_f64().unwrap_or(1e-4) as f32 }
+    Tol {
+        rtol: t["rtol"].as_f64().unwrap_or(1e-4) as f32,
+        atol: t["atol"].as_f64().unwrap_or(1e-4) as f32,
+    }
 }
 
 /// |a - b| <= atol * max(1, max|ref|) + rtol * |ref| for every element.
 fn compare(name: &str, got: &[f32], want: &[f32], t: &Tol) -> Result<f32, String> {
     if got.len() != want.len() {
-        return Err(format!("{name}: {} values, expected {}", got.len(), want.len()));
+        return Err(format!(
+            "{name}: {} values, expected {}",
+            got.len(),
+            want.len()
+        ));
     }
     let max_ref = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     let mut worst = 0.0f32;
@@ -45,16 +52,27 @@ fn run_case(name: &str) {
         serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let net = caffe_rs::format::read_net_prototxt(&dir.join("net.prototxt")).unwrap();
     let weights = if dir.join("weights.caffemodel").exists() {
-        vec![caffe_rs::format::caffemodel::read_net_binary(&dir.join("weights.caffemodel")).unwrap()]
+        vec![
+            caffe_rs::format::caffemodel::read_net_binary(&dir.join("weights.caffemodel")).unwrap(),
+        ]
     } else {
         Vec::new()
     };
     let data = read_tensors(&dir.join("data.safetensors")).unwrap();
-    let phase = if case["phase"] == "TRAIN" { Phase::Train } else { Phase::Test };
+    let phase = if case["phase"] == "TRAIN" {
+        Phase::Train
+    } else {
+        Phase::Test
+    };
     let backward = case["backward"].as_bool().unwrap_or(false);
-    let opts = ForwardOptions { phase, backward, ..Default::default() };
+    let opts = ForwardOptions {
+        phase,
+        backward,
+        ..Default::default()
+    };
     let mut eng = CpuEngine::new();
-    let got: TensorMap = run_net(&mut eng, &net, &weights, &data, &opts).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let got: TensorMap =
+        run_net(&mut eng, &net, &weights, &data, &opts).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let (fwd, bwd) = (tol(&case, "forward"), tol(&case, "backward"));
     let mut failures = Vec::new();
     let mut checked = 0;
@@ -76,7 +94,13 @@ fn run_case(name: &str) {
             },
         }
     }
-    assert!(failures.is_empty(), "{name}: {} of {} tensors differ:\n{}", failures.len(), checked + failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of {} tensors differ:\n{}",
+        failures.len(),
+        checked + failures.len(),
+        failures.join("\n")
+    );
     assert!(checked > 0, "{name}: nothing compared");
 }
 

@@ -30,7 +30,10 @@ struct Rng(u64);
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1)
+        Rng(seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+            | 1)
     }
     fn next_u32(&mut self) -> u32 {
         self.0 ^= self.0 << 13;
@@ -57,7 +60,11 @@ fn run_both(
     init: &[Vec<f32>],
     build: &dyn Fn(&[TensorId]) -> Vec<Kernel>,
 ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    fn run(e: &mut dyn Engine, init: &[Vec<f32>], build: &dyn Fn(&[TensorId]) -> Vec<Kernel>) -> Vec<Vec<f32>> {
+    fn run(
+        e: &mut dyn Engine,
+        init: &[Vec<f32>],
+        build: &dyn Fn(&[TensorId]) -> Vec<Kernel>,
+    ) -> Vec<Vec<f32>> {
         let ids: Vec<TensorId> = init
             .iter()
             .map(|d| {
@@ -67,10 +74,15 @@ fn run_both(
             })
             .collect();
         for k in build(&ids) {
-            e.launch(&k).unwrap_or_else(|err| panic!("{} failed on {k:?}: {err:#}", e.name()));
+            e.launch(&k)
+                .unwrap_or_else(|err| panic!("{} failed on {k:?}: {err:#}", e.name()));
         }
         e.sync().unwrap();
-        let out = ids.iter().zip(init).map(|(&id, d)| e.download(View::new(id, 0, d.len()))).collect();
+        let out = ids
+            .iter()
+            .zip(init)
+            .map(|(&id, d)| e.download(View::new(id, 0, d.len())))
+            .collect();
         for id in ids {
             e.free(id);
         }
@@ -106,7 +118,12 @@ fn assert_close(what: &str, cpu: &[f32], gpu: &[f32], tol: f32) {
 }
 
 /// Compares every tensor of a run.
-fn check_all(what: &str, gpu: &mut GpuEngine, init: &[Vec<f32>], build: &dyn Fn(&[TensorId]) -> Vec<Kernel>) {
+fn check_all(
+    what: &str,
+    gpu: &mut GpuEngine,
+    init: &[Vec<f32>],
+    build: &dyn Fn(&[TensorId]) -> Vec<Kernel>,
+) {
     let (c, g) = run_both(gpu, init, build);
     for (i, (c, g)) in c.iter().zip(&g).enumerate() {
         assert_close(&format!("{what}, tensor {i}"), c, g, 1e-4);
@@ -122,10 +139,18 @@ fn whole(id: TensorId, len: usize) -> View {
 #[test]
 fn adapter_is_listed_and_opens() {
     let list = caffe_rs::engine::gpu::list_adapters();
-    assert!(!list.is_empty(), "{}", caffe_rs::engine::gpu::no_adapter_message());
+    assert!(
+        !list.is_empty(),
+        "{}",
+        caffe_rs::engine::gpu::no_adapter_message()
+    );
     for a in &list {
         assert!(!a.name.is_empty());
-        assert!(a.limits.iter().any(|(n, v)| *n == "max_storage_buffer_binding_size" && *v > 0));
+        assert!(
+            a.limits
+                .iter()
+                .any(|(n, v)| *n == "max_storage_buffer_binding_size" && *v > 0)
+        );
     }
     let g = gpu();
     assert!(!g.name().is_empty());
@@ -135,8 +160,25 @@ fn adapter_is_listed_and_opens() {
 // ---- blas -----------------------------------------------------------------------------------
 
 #[allow(clippy::too_many_arguments)]
-fn gemm_case(gpu: &mut GpuEngine, rng: &mut Rng, ta: bool, tb: bool, m: usize, n: usize, k: usize, batch: usize, shared_a: bool) {
-    let (alpha, beta) = (rng.uniform(-2.0, 2.0), if rng.below(3) == 0 { 0.0 } else { rng.uniform(-1.0, 1.0) });
+fn gemm_case(
+    gpu: &mut GpuEngine,
+    rng: &mut Rng,
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: usize,
+    shared_a: bool,
+) {
+    let (alpha, beta) = (
+        rng.uniform(-2.0, 2.0),
+        if rng.below(3) == 0 {
+            0.0
+        } else {
+            rng.uniform(-1.0, 1.0)
+        },
+    );
     // Views start at odd offsets and batch entries have padding between them.
     let (oa, ob, oc) = (rng.below(5), rng.below(5), rng.below(5));
     let sa = if shared_a { 0 } else { m * k + rng.below(3) };
@@ -172,7 +214,15 @@ fn gemm_case(gpu: &mut GpuEngine, rng: &mut Rng, ta: bool, tb: bool, m: usize, n
 
 fn gemm_suite(gpu: &mut GpuEngine, seed: u64) {
     let mut rng = Rng::new(seed);
-    for &(m, n, k) in &[(1, 1, 1), (7, 33, 100), (33, 7, 1), (100, 65, 33), (64, 64, 64), (1, 130, 7), (129, 1, 257)] {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (7, 33, 100),
+        (33, 7, 1),
+        (100, 65, 33),
+        (64, 64, 64),
+        (1, 130, 7),
+        (129, 1, 257),
+    ] {
         for ta in [false, true] {
             for tb in [false, true] {
                 gemm_case(gpu, &mut rng, ta, tb, m, n, k, 1, false);
@@ -222,11 +272,23 @@ fn axpby_and_scale_match_cpu() {
     let mut rng = Rng::new(4);
     for n in [1usize, 7, 33, 100, 1000] {
         let init = vec![rng.vec(n + 3, -1.0, 1.0), rng.vec(n + 1, -1.0, 1.0)];
-        let (a, b, s) = (rng.uniform(-2.0, 2.0), rng.uniform(-2.0, 2.0), rng.uniform(-2.0, 2.0));
+        let (a, b, s) = (
+            rng.uniform(-2.0, 2.0),
+            rng.uniform(-2.0, 2.0),
+            rng.uniform(-2.0, 2.0),
+        );
         check_all(&format!("axpby/scale n {n}"), &mut g, &init, &|ids| {
             vec![
-                Kernel::Blas(BlasKernel::Axpby { alpha: a, x: View::new(ids[0], 3, n), beta: b, y: View::new(ids[1], 1, n) }),
-                Kernel::Blas(BlasKernel::Scale { alpha: s, y: View::new(ids[0], 0, n) }),
+                Kernel::Blas(BlasKernel::Axpby {
+                    alpha: a,
+                    x: View::new(ids[0], 3, n),
+                    beta: b,
+                    y: View::new(ids[1], 1, n),
+                }),
+                Kernel::Blas(BlasKernel::Scale {
+                    alpha: s,
+                    y: View::new(ids[0], 0, n),
+                }),
             ]
         });
     }
@@ -241,7 +303,11 @@ fn fill_copy_upload_download_round_trip() {
     let data = rng.vec(1001, -5.0, 5.0);
     let a = g.alloc(1001);
     let b = g.alloc(2002);
-    assert_eq!(g.download(whole(b, 2002)), vec![0.0; 2002], "alloc zero-fills");
+    assert_eq!(
+        g.download(whole(b, 2002)),
+        vec![0.0; 2002],
+        "alloc zero-fills"
+    );
     g.upload(whole(a, 1001), &data);
     g.copy(whole(a, 1001), View::new(b, 3, 1001));
     g.fill(View::new(b, 1004, 998), 2.5);
@@ -282,7 +348,11 @@ fn tensor_larger_than_one_binding_fill_copy_round_trip() {
     g.fill(View::new(a, n - 10, 10), -2.0);
     g.copy(whole(a, n), whole(b, n));
     g.copy(View::new(b, 0, 1000), View::new(b, n - 2000, 1000));
-    g.launch(&Kernel::Blas(BlasKernel::Scale { alpha: 2.0, y: whole(b, n) })).unwrap();
+    g.launch(&Kernel::Blas(BlasKernel::Scale {
+        alpha: 2.0,
+        y: whole(b, n),
+    }))
+    .unwrap();
     let got = g.download(whole(b, n));
     assert_eq!(got.len(), n);
     assert!(got[..n - 2000].iter().all(|&v| v == 3.0));
@@ -295,28 +365,119 @@ fn tensor_larger_than_one_binding_fill_copy_round_trip() {
 
 // ---- elementwise ----------------------------------------------------------------------------
 
-use caffe_rs::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel as Ew, NaryOp, SumWeight, UnaryOp};
+use caffe_rs::engine::kernels::elementwise::{
+    ChannelDims, ElementwiseKernel as Ew, NaryOp, SumWeight, UnaryOp,
+};
 
 fn unary_ops() -> Vec<(UnaryOp, f32, f32)> {
     vec![
-        (UnaryOp::Relu { negative_slope: 0.0 }, -3.0, 3.0),
-        (UnaryOp::Relu { negative_slope: 0.1 }, -3.0, 3.0),
+        (
+            UnaryOp::Relu {
+                negative_slope: 0.0,
+            },
+            -3.0,
+            3.0,
+        ),
+        (
+            UnaryOp::Relu {
+                negative_slope: 0.1,
+            },
+            -3.0,
+            3.0,
+        ),
         (UnaryOp::Sigmoid, -6.0, 6.0),
         (UnaryOp::TanH, -4.0, 4.0),
         (UnaryOp::AbsVal, -3.0, 3.0),
         (UnaryOp::Bnll, -8.0, 8.0),
         (UnaryOp::Elu { alpha: 0.7 }, -3.0, 3.0),
-        (UnaryOp::Power { power: 2.0, scale: 0.5, shift: 1.0 }, -3.0, 3.0),
-        (UnaryOp::Power { power: 3.0, scale: 1.5, shift: 0.0 }, -2.0, 2.0),
-        (UnaryOp::Power { power: 0.5, scale: 2.0, shift: 0.1 }, 0.1, 3.0),
-        (UnaryOp::Power { power: 1.0, scale: -1.5, shift: 0.25 }, -3.0, 3.0),
-        (UnaryOp::Power { power: 0.0, scale: 1.0, shift: 2.0 }, -3.0, 3.0),
-        (UnaryOp::Exp { inner_scale: 0.5, outer_scale: 2.0 }, -3.0, 3.0),
-        (UnaryOp::Exp { inner_scale: 1.0, outer_scale: 1.0 }, -3.0, 3.0),
-        (UnaryOp::Log { scale: 2.0, shift: 0.5, base_scale: 0.5 }, 0.1, 5.0),
-        (UnaryOp::Log { scale: 1.0, shift: 0.0, base_scale: 1.0 }, 0.1, 5.0),
+        (
+            UnaryOp::Power {
+                power: 2.0,
+                scale: 0.5,
+                shift: 1.0,
+            },
+            -3.0,
+            3.0,
+        ),
+        (
+            UnaryOp::Power {
+                power: 3.0,
+                scale: 1.5,
+                shift: 0.0,
+            },
+            -2.0,
+            2.0,
+        ),
+        (
+            UnaryOp::Power {
+                power: 0.5,
+                scale: 2.0,
+                shift: 0.1,
+            },
+            0.1,
+            3.0,
+        ),
+        (
+            UnaryOp::Power {
+                power: 1.0,
+                scale: -1.5,
+                shift: 0.25,
+            },
+            -3.0,
+            3.0,
+        ),
+        (
+            UnaryOp::Power {
+                power: 0.0,
+                scale: 1.0,
+                shift: 2.0,
+            },
+            -3.0,
+            3.0,
+        ),
+        (
+            UnaryOp::Exp {
+                inner_scale: 0.5,
+                outer_scale: 2.0,
+            },
+            -3.0,
+            3.0,
+        ),
+        (
+            UnaryOp::Exp {
+                inner_scale: 1.0,
+                outer_scale: 1.0,
+            },
+            -3.0,
+            3.0,
+        ),
+        (
+            UnaryOp::Log {
+                scale: 2.0,
+                shift: 0.5,
+                base_scale: 0.5,
+            },
+            0.1,
+            5.0,
+        ),
+        (
+            UnaryOp::Log {
+                scale: 1.0,
+                shift: 0.0,
+                base_scale: 1.0,
+            },
+            0.1,
+            5.0,
+        ),
         (UnaryOp::Threshold { threshold: 0.2 }, -1.0, 1.0),
-        (UnaryOp::Clip { min: -0.5, max: 0.7 }, -1.0, 1.0),
+        (
+            UnaryOp::Clip {
+                min: -0.5,
+                max: 0.7,
+            },
+            -1.0,
+            1.0,
+        ),
         (UnaryOp::Swish { beta: 1.3 }, -4.0, 4.0),
     ]
 }
@@ -330,43 +491,83 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
             let dy = rng.vec(n, -1.0, 1.0);
             let what = format!("{op:?} n {n}");
             // Out of place forward + backward, then in place.
-            check_all(&what, g, &[x.clone(), vec![0.0; n], dy.clone(), vec![0.0; n]], &|ids| {
-                vec![
-                    Kernel::Elementwise(Ew::Unary { op, x: whole(ids[0], n), y: whole(ids[1], n) }),
-                    Kernel::Elementwise(Ew::UnaryBackward {
-                        op,
-                        x: whole(ids[0], n),
-                        y: whole(ids[1], n),
-                        dy: whole(ids[2], n),
-                        dx: whole(ids[3], n),
-                    }),
-                ]
-            });
-            check_all(&format!("{what} in place"), g, &[x.clone(), y.clone(), dy.clone()], &|ids| {
-                vec![
-                    Kernel::Elementwise(Ew::Unary { op, x: whole(ids[0], n), y: whole(ids[0], n) }),
-                    Kernel::Elementwise(Ew::UnaryBackward {
-                        op,
-                        x: whole(ids[0], n),
-                        y: whole(ids[0], n),
-                        dy: whole(ids[2], n),
-                        dx: whole(ids[2], n),
-                    }),
-                ]
-            });
+            check_all(
+                &what,
+                g,
+                &[x.clone(), vec![0.0; n], dy.clone(), vec![0.0; n]],
+                &|ids| {
+                    vec![
+                        Kernel::Elementwise(Ew::Unary {
+                            op,
+                            x: whole(ids[0], n),
+                            y: whole(ids[1], n),
+                        }),
+                        Kernel::Elementwise(Ew::UnaryBackward {
+                            op,
+                            x: whole(ids[0], n),
+                            y: whole(ids[1], n),
+                            dy: whole(ids[2], n),
+                            dx: whole(ids[3], n),
+                        }),
+                    ]
+                },
+            );
+            check_all(
+                &format!("{what} in place"),
+                g,
+                &[x.clone(), y.clone(), dy.clone()],
+                &|ids| {
+                    vec![
+                        Kernel::Elementwise(Ew::Unary {
+                            op,
+                            x: whole(ids[0], n),
+                            y: whole(ids[0], n),
+                        }),
+                        Kernel::Elementwise(Ew::UnaryBackward {
+                            op,
+                            x: whole(ids[0], n),
+                            y: whole(ids[0], n),
+                            dy: whole(ids[2], n),
+                            dx: whole(ids[2], n),
+                        }),
+                    ]
+                },
+            );
         }
     }
     for n in [1usize, 33, 1000] {
         let xs: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(n, -2.0, 2.0)).collect();
         let mut tied = xs[0].clone();
         tied[0] = xs[1][0]; // a tie between x0 and x1
-        let ops = [NaryOp::Sum { coeffs: vec![0.5, -1.0, 2.0] }, NaryOp::Prod { stable: true }, NaryOp::Prod { stable: false }, NaryOp::Max];
+        let ops = [
+            NaryOp::Sum {
+                coeffs: vec![0.5, -1.0, 2.0],
+            },
+            NaryOp::Prod { stable: true },
+            NaryOp::Prod { stable: false },
+            NaryOp::Max,
+        ];
         for op in ops {
-            let init = vec![tied.clone(), xs[1].clone(), xs[2].clone(), vec![0.0; n], vec![0.0; n], rng.vec(n, -1.0, 1.0), vec![0.0; n], vec![0.0; n], vec![0.0; n]];
+            let init = vec![
+                tied.clone(),
+                xs[1].clone(),
+                xs[2].clone(),
+                vec![0.0; n],
+                vec![0.0; n],
+                rng.vec(n, -1.0, 1.0),
+                vec![0.0; n],
+                vec![0.0; n],
+                vec![0.0; n],
+            ];
             let opc = op.clone();
             check_all(&format!("nary {op:?} n {n}"), g, &init, &|ids| {
                 let xs: Vec<View> = (0..3).map(|j| whole(ids[j], n)).collect();
-                let mut ks = vec![Kernel::Elementwise(Ew::Nary { op: opc.clone(), xs: xs.clone(), y: whole(ids[3], n), argmax: Some(whole(ids[4], n)) })];
+                let mut ks = vec![Kernel::Elementwise(Ew::Nary {
+                    op: opc.clone(),
+                    xs: xs.clone(),
+                    y: whole(ids[3], n),
+                    argmax: Some(whole(ids[4], n)),
+                })];
                 for (index, dx) in [(0usize, 6usize), (1, 7), (2, 8)] {
                     ks.push(Kernel::Elementwise(Ew::NaryBackward {
                         op: opc.clone(),
@@ -384,10 +585,23 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
         // In place: y is x0.
         check_all(&format!("nary sum in place n {n}"), g, &xs, &|ids| {
             let xs: Vec<View> = (0..3).map(|j| whole(ids[j], n)).collect();
-            vec![Kernel::Elementwise(Ew::Nary { op: NaryOp::Sum { coeffs: vec![1.0, 1.0, 1.0] }, xs, y: whole(ids[0], n), argmax: None })]
+            vec![Kernel::Elementwise(Ew::Nary {
+                op: NaryOp::Sum {
+                    coeffs: vec![1.0, 1.0, 1.0],
+                },
+                xs,
+                y: whole(ids[0], n),
+                argmax: None,
+            })]
         });
     }
-    for (outer, channels, inner) in [(1usize, 1usize, 1usize), (2, 3, 7), (3, 5, 33), (1, 17, 100), (4, 2, 1)] {
+    for (outer, channels, inner) in [
+        (1usize, 1usize, 1usize),
+        (2, 3, 7),
+        (3, 5, 33),
+        (1, 17, 100),
+        (4, 2, 1),
+    ] {
         let d = ChannelDims::new(outer, channels, inner);
         let n = d.count();
         let init = vec![
@@ -403,16 +617,70 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
             vec![0.0; n],
         ];
         check_all(&format!("channel ops {d:?}"), g, &init, &|ids| {
-            let (x, s, b, y, dy, dx) = (whole(ids[0], n), whole(ids[1], channels), whole(ids[2], channels), whole(ids[3], n), whole(ids[4], n), whole(ids[5], n));
+            let (x, s, b, y, dy, dx) = (
+                whole(ids[0], n),
+                whole(ids[1], channels),
+                whole(ids[2], channels),
+                whole(ids[3], n),
+                whole(ids[4], n),
+                whole(ids[5], n),
+            );
             vec![
-                Kernel::Elementwise(Ew::ChannelAffine { dims: d, x, scale: Some(s), bias: Some(b), y }),
-                Kernel::Elementwise(Ew::ChannelAffine { dims: d, x, scale: None, bias: Some(b), y: whole(ids[9], n) }),
-                Kernel::Elementwise(Ew::ChannelAffine { dims: d, x: dy, scale: Some(s), bias: None, y: dy }),
-                Kernel::Elementwise(Ew::PRelu { dims: d, x, slope: s, y }),
-                Kernel::Elementwise(Ew::PReluBackward { dims: d, x, slope: s, dy, dx }),
-                Kernel::Elementwise(Ew::ChannelSum { dims: d, a: dy, weight: SumWeight::One, beta: 0.0, y: whole(ids[6], channels) }),
-                Kernel::Elementwise(Ew::ChannelSum { dims: d, a: dy, weight: SumWeight::By(x), beta: 0.5, y: whole(ids[7], channels) }),
-                Kernel::Elementwise(Ew::ChannelSum { dims: d, a: dy, weight: SumWeight::ByNegPart(x), beta: 1.0, y: whole(ids[8], channels) }),
+                Kernel::Elementwise(Ew::ChannelAffine {
+                    dims: d,
+                    x,
+                    scale: Some(s),
+                    bias: Some(b),
+                    y,
+                }),
+                Kernel::Elementwise(Ew::ChannelAffine {
+                    dims: d,
+                    x,
+                    scale: None,
+                    bias: Some(b),
+                    y: whole(ids[9], n),
+                }),
+                Kernel::Elementwise(Ew::ChannelAffine {
+                    dims: d,
+                    x: dy,
+                    scale: Some(s),
+                    bias: None,
+                    y: dy,
+                }),
+                Kernel::Elementwise(Ew::PRelu {
+                    dims: d,
+                    x,
+                    slope: s,
+                    y,
+                }),
+                Kernel::Elementwise(Ew::PReluBackward {
+                    dims: d,
+                    x,
+                    slope: s,
+                    dy,
+                    dx,
+                }),
+                Kernel::Elementwise(Ew::ChannelSum {
+                    dims: d,
+                    a: dy,
+                    weight: SumWeight::One,
+                    beta: 0.0,
+                    y: whole(ids[6], channels),
+                }),
+                Kernel::Elementwise(Ew::ChannelSum {
+                    dims: d,
+                    a: dy,
+                    weight: SumWeight::By(x),
+                    beta: 0.5,
+                    y: whole(ids[7], channels),
+                }),
+                Kernel::Elementwise(Ew::ChannelSum {
+                    dims: d,
+                    a: dy,
+                    weight: SumWeight::ByNegPart(x),
+                    beta: 1.0,
+                    y: whole(ids[8], channels),
+                }),
             ]
         });
     }
@@ -420,8 +688,20 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
         let init = vec![rng.vec(n, -1.0, 1.0), vec![0.0; n]];
         check_all(&format!("dropout n {n}"), g, &init, &|ids| {
             vec![
-                Kernel::Elementwise(Ew::Dropout { seed: 1234, ratio: 0.3, scale: 1.0 / 0.7, x: whole(ids[0], n), y: whole(ids[1], n) }),
-                Kernel::Elementwise(Ew::Dropout { seed: 99, ratio: 0.5, scale: 2.0, x: whole(ids[0], n), y: whole(ids[0], n) }),
+                Kernel::Elementwise(Ew::Dropout {
+                    seed: 1234,
+                    ratio: 0.3,
+                    scale: 1.0 / 0.7,
+                    x: whole(ids[0], n),
+                    y: whole(ids[1], n),
+                }),
+                Kernel::Elementwise(Ew::Dropout {
+                    seed: 99,
+                    ratio: 0.5,
+                    scale: 2.0,
+                    x: whole(ids[0], n),
+                    y: whole(ids[0], n),
+                }),
             ]
         });
     }
@@ -482,46 +762,183 @@ fn im2col_geom(
 
 fn conv_suite(g: &mut GpuEngine, seed: u64) {
     let mut rng = Rng::new(seed);
-    type Case = (usize, usize, Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>);
+    type Case = (
+        usize,
+        usize,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+        Vec<usize>,
+    );
     let cases: Vec<Case> = vec![
-        (1, 1, vec![5, 5], vec![3, 3], vec![0, 0], vec![1, 1], vec![1, 1]),
-        (2, 3, vec![7, 6], vec![3, 2], vec![1, 0], vec![2, 1], vec![1, 1]),
-        (3, 2, vec![9, 9], vec![3, 3], vec![2, 2], vec![1, 2], vec![2, 2]),
+        (
+            1,
+            1,
+            vec![5, 5],
+            vec![3, 3],
+            vec![0, 0],
+            vec![1, 1],
+            vec![1, 1],
+        ),
+        (
+            2,
+            3,
+            vec![7, 6],
+            vec![3, 2],
+            vec![1, 0],
+            vec![2, 1],
+            vec![1, 1],
+        ),
+        (
+            3,
+            2,
+            vec![9, 9],
+            vec![3, 3],
+            vec![2, 2],
+            vec![1, 2],
+            vec![2, 2],
+        ),
         (1, 4, vec![11], vec![5], vec![2], vec![3], vec![1]),
-        (2, 2, vec![4, 5, 6], vec![2, 3, 2], vec![1, 1, 0], vec![1, 2, 2], vec![1, 1, 2]),
-        (1, 3, vec![33, 20], vec![1, 1], vec![0, 0], vec![1, 1], vec![1, 1]),
+        (
+            2,
+            2,
+            vec![4, 5, 6],
+            vec![2, 3, 2],
+            vec![1, 1, 0],
+            vec![1, 2, 2],
+            vec![1, 1, 2],
+        ),
+        (
+            1,
+            3,
+            vec![33, 20],
+            vec![1, 1],
+            vec![0, 0],
+            vec![1, 1],
+            vec![1, 1],
+        ),
     ];
     for (batch, channels, ims, ks, pads, strides, dils) in cases {
-        let probe = im2col_geom(View::new(TensorId(0), 0, 0), View::new(TensorId(0), 0, 0), batch, channels, &ims, &ks, &pads, &strides, &dils);
+        let probe = im2col_geom(
+            View::new(TensorId(0), 0, 0),
+            View::new(TensorId(0), 0, 0),
+            batch,
+            channels,
+            &ims,
+            &ks,
+            &pads,
+            &strides,
+            &dils,
+        );
         let im_total = (batch - 1) * probe.im_stride + probe.im_len() + 3;
         let col_total = (batch - 1) * probe.col_stride + probe.col_len() + 1;
-        let init = vec![rng.vec(im_total, -1.0, 1.0), rng.vec(col_total, -1.0, 1.0), rng.vec(col_total, -1.0, 1.0), rng.vec(im_total, -1.0, 1.0)];
-        check_all(&format!("im2col/col2im {ims:?} k {ks:?}"), g, &init, &|ids| {
-            let fwd = im2col_geom(View::new(ids[0], 2, im_total - 2), View::new(ids[1], 1, col_total - 1), batch, channels, &ims, &ks, &pads, &strides, &dils);
-            let bwd = im2col_geom(View::new(ids[3], 2, im_total - 2), View::new(ids[2], 1, col_total - 1), batch, channels, &ims, &ks, &pads, &strides, &dils);
-            vec![Kernel::Conv(ConvKernel::Im2col(fwd)), Kernel::Conv(ConvKernel::Col2im(bwd))]
-        });
+        let init = vec![
+            rng.vec(im_total, -1.0, 1.0),
+            rng.vec(col_total, -1.0, 1.0),
+            rng.vec(col_total, -1.0, 1.0),
+            rng.vec(im_total, -1.0, 1.0),
+        ];
+        check_all(
+            &format!("im2col/col2im {ims:?} k {ks:?}"),
+            g,
+            &init,
+            &|ids| {
+                let fwd = im2col_geom(
+                    View::new(ids[0], 2, im_total - 2),
+                    View::new(ids[1], 1, col_total - 1),
+                    batch,
+                    channels,
+                    &ims,
+                    &ks,
+                    &pads,
+                    &strides,
+                    &dils,
+                );
+                let bwd = im2col_geom(
+                    View::new(ids[3], 2, im_total - 2),
+                    View::new(ids[2], 1, col_total - 1),
+                    batch,
+                    channels,
+                    &ims,
+                    &ks,
+                    &pads,
+                    &strides,
+                    &dils,
+                );
+                vec![
+                    Kernel::Conv(ConvKernel::Im2col(fwd)),
+                    Kernel::Conv(ConvKernel::Col2im(bwd)),
+                ]
+            },
+        );
     }
     for (outer, channels, inner) in [(1usize, 1usize, 1usize), (2, 3, 7), (5, 4, 1), (3, 16, 33)] {
         let n = outer * channels * inner;
-        let init = vec![rng.vec(n, -1.0, 1.0), rng.vec(channels, -1.0, 1.0), rng.vec(channels, -1.0, 1.0)];
-        check_all(&format!("bias/sum {outer}x{channels}x{inner}"), g, &init, &|ids| {
-            vec![
-                Kernel::Conv(ConvKernel::AddChannelBias { y: whole(ids[0], n), bias: whole(ids[1], channels), outer, channels, inner }),
-                Kernel::Conv(ConvKernel::ChannelSum { x: whole(ids[0], n), out: whole(ids[2], channels), outer, channels, inner, alpha: 0.5, beta: 2.0 }),
-            ]
-        });
+        let init = vec![
+            rng.vec(n, -1.0, 1.0),
+            rng.vec(channels, -1.0, 1.0),
+            rng.vec(channels, -1.0, 1.0),
+        ];
+        check_all(
+            &format!("bias/sum {outer}x{channels}x{inner}"),
+            g,
+            &init,
+            &|ids| {
+                vec![
+                    Kernel::Conv(ConvKernel::AddChannelBias {
+                        y: whole(ids[0], n),
+                        bias: whole(ids[1], channels),
+                        outer,
+                        channels,
+                        inner,
+                    }),
+                    Kernel::Conv(ConvKernel::ChannelSum {
+                        x: whole(ids[0], n),
+                        out: whole(ids[2], channels),
+                        outer,
+                        channels,
+                        inner,
+                        alpha: 0.5,
+                        beta: 2.0,
+                    }),
+                ]
+            },
+        );
     }
     for (rows, width, m) in [(1usize, 1usize, 1usize), (10, 7, 13), (50, 33, 100)] {
         let mut idx: Vec<f32> = (0..m).map(|_| rng.below(rows + 2) as f32 - 0.5).collect();
         idx[0] = f32::NAN;
-        let init = vec![idx, rng.vec(rows * width, -1.0, 1.0), vec![0.0; m * width], rng.vec(m * width, -1.0, 1.0), rng.vec(rows * width, -1.0, 1.0)];
-        check_all(&format!("embed rows {rows} width {width} m {m}"), g, &init, &|ids| {
-            vec![
-                Kernel::Conv(ConvKernel::GatherRows { indices: whole(ids[0], m), weight: whole(ids[1], rows * width), top: whole(ids[2], m * width), rows, width }),
-                Kernel::Conv(ConvKernel::ScatterAddRows { indices: whole(ids[0], m), top_diff: whole(ids[3], m * width), weight_diff: whole(ids[4], rows * width), rows, width }),
-            ]
-        });
+        let init = vec![
+            idx,
+            rng.vec(rows * width, -1.0, 1.0),
+            vec![0.0; m * width],
+            rng.vec(m * width, -1.0, 1.0),
+            rng.vec(rows * width, -1.0, 1.0),
+        ];
+        check_all(
+            &format!("embed rows {rows} width {width} m {m}"),
+            g,
+            &init,
+            &|ids| {
+                vec![
+                    Kernel::Conv(ConvKernel::GatherRows {
+                        indices: whole(ids[0], m),
+                        weight: whole(ids[1], rows * width),
+                        top: whole(ids[2], m * width),
+                        rows,
+                        width,
+                    }),
+                    Kernel::Conv(ConvKernel::ScatterAddRows {
+                        indices: whole(ids[0], m),
+                        top_diff: whole(ids[3], m * width),
+                        weight_diff: whole(ids[4], rows * width),
+                        rows,
+                        width,
+                    }),
+                ]
+            },
+        );
     }
 }
 
@@ -536,5 +953,90 @@ fn conv_kernels_split_into_small_bindings_match_cpu() {
     let mut g = gpu();
     g.set_max_binding_elems(4096);
     conv_suite(&mut g, 21);
+    g.set_max_binding_elems(usize::MAX);
+}
+
+// ---- pool -----------------------------------------------------------------------------------
+
+use caffe_rs::engine::kernels::pool::{PoolGeom, PoolKernel};
+
+#[allow(clippy::too_many_arguments)]
+fn pool_geom(num: usize, channels: usize, h: usize, w: usize, k: (usize, usize), s: (usize, usize), p: (usize, usize), extra: usize) -> PoolGeom {
+    let out = |size: usize, k: usize, s: usize, p: usize| {
+        let mut o = (size + 2 * p - k).div_ceil(s) + 1;
+        if p > 0 && (o - 1) * s >= size + p {
+            o -= 1;
+        }
+        o
+    };
+    let (ph, pw) = (out(h, k.0, s.0, p.0), out(w, k.1, s.1, p.1));
+    PoolGeom {
+        num,
+        channels,
+        height: h,
+        width: w,
+        pooled_h: ph,
+        pooled_w: pw,
+        kernel_h: k.0,
+        kernel_w: k.1,
+        stride_h: s.0,
+        stride_w: s.1,
+        pad_h: p.0,
+        pad_w: p.1,
+        top_num_stride: channels * ph * pw + extra,
+    }
+}
+
+fn pool_suite(g: &mut GpuEngine, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let geoms = [
+        pool_geom(1, 1, 1, 1, (1, 1), (1, 1), (0, 0), 0),
+        pool_geom(2, 3, 7, 7, (3, 3), (2, 2), (0, 0), 0),
+        pool_geom(2, 2, 8, 9, (3, 2), (2, 1), (1, 1), 5),
+        pool_geom(3, 4, 13, 11, (3, 3), (2, 2), (1, 0), 0),
+        pool_geom(1, 5, 6, 6, (6, 6), (1, 1), (0, 0), 0),
+        pool_geom(2, 3, 33, 20, (2, 2), (2, 2), (0, 0), 3),
+    ];
+    for geo in geoms {
+        let (nb, nt) = (geo.bottom_len(), geo.top_len());
+        let init = vec![
+            rng.vec(nb, -1.0, 1.0),
+            rng.vec(nt, -1.0, 1.0),
+            vec![0.0; nt],
+            rng.vec(nt, -1.0, 1.0),
+            rng.vec(nb, -1.0, 1.0),
+            rng.vec(nb, -1.0, 1.0),
+            rng.vec(nb, 0.1, 1.0),
+            rng.vec(nt, -1.0, 1.0),
+            rng.vec(nt, -1.0, 1.0),
+            rng.vec(nb, -1.0, 1.0),
+        ];
+        check_all(&format!("pool {geo:?}"), g, &init, &|ids| {
+            let (b, t, m, dy, db, db2) = (whole(ids[0], nb), whole(ids[1], nt), whole(ids[2], nt), whole(ids[3], nt), whole(ids[4], nb), whole(ids[5], nb));
+            let (pos, t2, t3, db3) = (whole(ids[6], nb), whole(ids[7], nt), whole(ids[8], nt), whole(ids[9], nb));
+            vec![
+                Kernel::Pool(PoolKernel::MaxForward { g: geo, bottom: b, top: t, mask: m }),
+                Kernel::Pool(PoolKernel::MaskBackward { g: geo, top_diff: dy, mask: m, bottom_diff: db, accumulate: false }),
+                Kernel::Pool(PoolKernel::MaskBackward { g: geo, top_diff: dy, mask: m, bottom_diff: db2, accumulate: true }),
+                Kernel::Pool(PoolKernel::AveForward { g: geo, bottom: b, top: t2 }),
+                Kernel::Pool(PoolKernel::AveBackward { g: geo, top_diff: dy, bottom_diff: db2, accumulate: true }),
+                Kernel::Pool(PoolKernel::StochasticTest { g: geo, bottom: pos, top: t3 }),
+                Kernel::Pool(PoolKernel::StochasticTestBackward { g: geo, bottom: pos, top: t3, top_diff: dy, bottom_diff: db3, accumulate: false }),
+            ]
+        });
+    }
+}
+
+#[test]
+fn pool_matches_cpu() {
+    let mut g = gpu();
+    pool_suite(&mut g, 30);
+}
+
+#[test]
+fn pool_split_into_small_bindings_matches_cpu() {
+    let mut g = gpu();
+    g.set_max_binding_elems(4096);
+    pool_suite(&mut g, 31);
     g.set_max_binding_elems(usize::MAX);
 }

@@ -8,7 +8,9 @@ use caffe_rs::format::caffemodel::{read_net_binary, read_solver_state};
 use caffe_rs::format::tensors::read_tensors;
 
 fn golden(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden").join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/golden")
+        .join(case)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -26,7 +28,10 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// A fresh copy of the case folder without Caffe's own snapshots (ours are written there).
 fn workdir(case: &str, tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("caffe-rs-solver-{case}-{tag}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "caffe-rs-solver-{case}-{tag}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     copy_dir(&golden(case), &dir);
     for n in [10, 20] {
@@ -66,28 +71,50 @@ fn close(a: f32, b: f32, rtol: f32, atol: f32) -> bool {
 
 fn tolerances(case: &str) -> (f32, f32, f32, f32) {
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(golden(case).join("case.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(golden(case).join("case.json")).unwrap())
+            .unwrap();
     let t = &json["tolerances"];
     let get = |a: &str, b: &str, d: f64| t[a][b].as_f64().unwrap_or(d) as f32;
-    (get("loss", "rtol", 1e-4), get("loss", "atol", 1e-5), get("params", "rtol", 1e-3), get("params", "atol", 1e-5))
+    (
+        get("loss", "rtol", 1e-4),
+        get("loss", "atol", 1e-5),
+        get("params", "rtol", 1e-3),
+        get("params", "atol", 1e-5),
+    )
 }
 
-fn compare_params(label: &str, ours: &Path, theirs: &std::collections::BTreeMap<String, Vec<f32>>, rtol: f32, atol: f32) {
+fn compare_params(
+    label: &str,
+    ours: &Path,
+    theirs: &std::collections::BTreeMap<String, Vec<f32>>,
+    rtol: f32,
+    atol: f32,
+) {
     let net = read_net_binary(ours).unwrap_or_else(|e| panic!("{label}: {e:#}"));
     let mut compared = 0;
     for layer in &net.layer {
         for (i, blob) in layer.blobs.iter().enumerate() {
             let key = format!("{}.{i}", layer.name());
-            let Some(want) = theirs.get(&key) else { continue };
+            let Some(want) = theirs.get(&key) else {
+                continue;
+            };
             let got = blob.values_f32();
             assert_eq!(got.len(), want.len(), "{label} {key}: length");
             for (k, (a, b)) in got.iter().zip(want).enumerate() {
-                assert!(close(*a, *b, rtol, atol), "{label} {key}[{k}]: ours {a}, Caffe {b}");
+                assert!(
+                    close(*a, *b, rtol, atol),
+                    "{label} {key}[{k}]: ours {a}, Caffe {b}"
+                );
             }
             compared += 1;
         }
     }
-    assert_eq!(compared, theirs.len(), "{label}: compared {compared} of {} param blobs", theirs.len());
+    assert_eq!(
+        compared,
+        theirs.len(),
+        "{label}: compared {compared} of {} param blobs",
+        theirs.len()
+    );
 }
 
 fn params_of(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
@@ -102,11 +129,18 @@ fn params_of(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
 }
 
 fn check_solver_state(label: &str, ours: &Path, theirs: &Path) {
-    let (a, b) = (read_solver_state(ours).unwrap(), read_solver_state(theirs).unwrap());
+    let (a, b) = (
+        read_solver_state(ours).unwrap(),
+        read_solver_state(theirs).unwrap(),
+    );
     assert_eq!(a.iter, b.iter, "{label}: iter");
     assert_eq!(a.current_step(), b.current_step(), "{label}: current_step");
     assert_eq!(a.learned_net, b.learned_net, "{label}: learned_net");
-    assert_eq!(a.history.len(), b.history.len(), "{label}: history blob count");
+    assert_eq!(
+        a.history.len(),
+        b.history.len(),
+        "{label}: history blob count"
+    );
     for (k, (x, y)) in a.history.iter().zip(&b.history).enumerate() {
         assert_eq!(x.dims(), y.dims(), "{label}: history blob {k} shape");
     }
@@ -115,24 +149,46 @@ fn check_solver_state(label: &str, ours: &Path, theirs: &Path) {
 fn run_case(case: &str) {
     let (loss_rtol, loss_atol, p_rtol, p_atol) = tolerances(case);
     let dir = workdir(case, "cpu");
-    let log = train(&dir, &["-solver", "solver.prototxt", "-weights", "init.caffemodel"]);
+    let log = train(
+        &dir,
+        &["-solver", "solver.prototxt", "-weights", "init.caffemodel"],
+    );
     let traj = read_tensors(&golden(case).join("trajectory.safetensors")).unwrap();
-    let key = if traj.contains_key("loss_logged_cli") { "loss_logged_cli" } else { "loss_logged" };
+    let key = if traj.contains_key("loss_logged_cli") {
+        "loss_logged_cli"
+    } else {
+        "loss_logged"
+    };
     let want = &traj[key].1;
     let got = logged_losses(&log);
     for (i, w) in want.iter().enumerate() {
         let g = got.iter().find(|(it, _)| *it == i).map(|(_, v)| *v);
         let g = g.unwrap_or_else(|| panic!("{case}: no loss logged for iteration {i}\n{log}"));
         // The log prints 6 significant digits.
-        assert!(close(g, *w, loss_rtol.max(2e-5), loss_atol), "{case}: iteration {i} loss {g}, Caffe {w}");
+        assert!(
+            close(g, *w, loss_rtol.max(2e-5), loss_atol),
+            "{case}: iteration {i} loss {g}, Caffe {w}"
+        );
     }
     let final_params: std::collections::BTreeMap<String, Vec<f32>> = traj
         .iter()
         .filter_map(|(k, (_, v))| k.strip_prefix("param.").map(|n| (n.to_string(), v.clone())))
         .collect();
-    compare_params(&format!("{case} iter 20"), &dir.join("snapshot_iter_20.caffemodel"), &final_params, p_rtol, p_atol);
+    compare_params(
+        &format!("{case} iter 20"),
+        &dir.join("snapshot_iter_20.caffemodel"),
+        &final_params,
+        p_rtol,
+        p_atol,
+    );
     let caffe10 = params_of(&golden(case).join("snapshot_iter_10.caffemodel"));
-    compare_params(&format!("{case} iter 10"), &dir.join("snapshot_iter_10.caffemodel"), &caffe10, p_rtol, p_atol);
+    compare_params(
+        &format!("{case} iter 10"),
+        &dir.join("snapshot_iter_10.caffemodel"),
+        &caffe10,
+        p_rtol,
+        p_atol,
+    );
     for n in [10, 20] {
         check_solver_state(
             &format!("{case} solverstate {n}"),
@@ -161,20 +217,49 @@ fn solver_resume() {
     let case = "solver_resume";
     let (_, _, p_rtol, p_atol) = tolerances(case);
     let dir = workdir(case, "cpu");
-    std::fs::copy(golden(case).join("snapshot_iter_10.caffemodel"), dir.join("snapshot_iter_10.caffemodel")).unwrap();
-    std::fs::copy(golden(case).join("snapshot_iter_10.solverstate"), dir.join("snapshot_iter_10.solverstate")).unwrap();
-    let log = train(&dir, &["-solver", "solver.prototxt", "-snapshot", "snapshot_iter_10.solverstate"]);
+    std::fs::copy(
+        golden(case).join("snapshot_iter_10.caffemodel"),
+        dir.join("snapshot_iter_10.caffemodel"),
+    )
+    .unwrap();
+    std::fs::copy(
+        golden(case).join("snapshot_iter_10.solverstate"),
+        dir.join("snapshot_iter_10.solverstate"),
+    )
+    .unwrap();
+    let log = train(
+        &dir,
+        &[
+            "-solver",
+            "solver.prototxt",
+            "-snapshot",
+            "snapshot_iter_10.solverstate",
+        ],
+    );
     let traj = read_tensors(&golden(case).join("trajectory.safetensors")).unwrap();
     let got = logged_losses(&log);
     for (k, w) in traj["loss_logged"].1.iter().enumerate() {
         let i = 10 + k;
-        let g = got.iter().find(|(it, _)| *it == i).map(|(_, v)| *v).unwrap_or_else(|| panic!("no loss for {i}\n{log}"));
-        assert!(close(g, *w, 2e-4, 1e-5), "resume: iteration {i} loss {g}, Caffe {w}");
+        let g = got
+            .iter()
+            .find(|(it, _)| *it == i)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no loss for {i}\n{log}"));
+        assert!(
+            close(g, *w, 2e-4, 1e-5),
+            "resume: iteration {i} loss {g}, Caffe {w}"
+        );
     }
     let final_params: std::collections::BTreeMap<String, Vec<f32>> = traj
         .iter()
         .filter_map(|(k, (_, v))| k.strip_prefix("param.").map(|n| (n.to_string(), v.clone())))
         .collect();
-    compare_params("resume", &dir.join("snapshot_iter_20.caffemodel"), &final_params, p_rtol, p_atol);
+    compare_params(
+        "resume",
+        &dir.join("snapshot_iter_20.caffemodel"),
+        &final_params,
+        p_rtol,
+        p_atol,
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,10 +19,21 @@ fn setup(tag: &str, max_iter: u32) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let digits = repo().join("fixtures/digits");
-    let list: String = std::fs::read_to_string(digits.join("train.txt")).unwrap().lines().take(16).map(|l| format!("{l}\n")).collect();
+    let list: String = std::fs::read_to_string(digits.join("train.txt"))
+        .unwrap()
+        .lines()
+        .take(16)
+        .map(|l| format!("{l}\n"))
+        .collect();
     std::fs::write(dir.join("list.txt"), list).unwrap();
     let o = Command::new(bin())
-        .args(["convert_imageset", "-gray", &format!("{}/", digits.display()), "list.txt", "db"])
+        .args([
+            "convert_imageset",
+            "-gray",
+            &format!("{}/", digits.display()),
+            "list.txt",
+            "db",
+        ])
         .current_dir(&dir)
         .output()
         .unwrap();
@@ -32,7 +43,9 @@ fn setup(tag: &str, max_iter: u32) -> PathBuf {
         dir.join("train.prototxt"),
     )
     .unwrap();
-    let net = std::fs::read_to_string(dir.join("train.prototxt")).unwrap().replace("digits_lmdb", "db");
+    let net = std::fs::read_to_string(dir.join("train.prototxt"))
+        .unwrap()
+        .replace("digits_lmdb", "db");
     std::fs::write(dir.join("train.prototxt"), net).unwrap();
     std::fs::write(
         dir.join("solver.prototxt"),
@@ -47,20 +60,32 @@ fn setup(tag: &str, max_iter: u32) -> PathBuf {
 
 fn params(path: &Path) -> Vec<Vec<f32>> {
     let net = caffe_rs::format::caffemodel::read_net_binary(path).unwrap();
-    net.layer.iter().flat_map(|l| l.blobs.iter().map(|b| b.values_f32())).collect()
+    net.layer
+        .iter()
+        .flat_map(|l| l.blobs.iter().map(|b| b.values_f32()))
+        .collect()
 }
 
 #[test]
 fn sigint_snapshot_resumes_to_the_uninterrupted_result() {
     let max_iter = 400;
     let full = setup("full", max_iter);
-    let o = Command::new(bin()).args(["train", "-solver", "solver.prototxt"]).current_dir(&full).output().unwrap();
+    let o = Command::new(bin())
+        .args(["train", "-solver", "solver.prototxt"])
+        .current_dir(&full)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let reference = params(&full.join(format!("run_iter_{max_iter}.caffemodel")));
 
     let dir = setup("interrupted", max_iter);
     let mut child = Command::new(bin())
-        .args(["train", "--solver=solver.prototxt", "-sigint_effect", "stop"])
+        .args([
+            "train",
+            "--solver=solver.prototxt",
+            "-sigint_effect",
+            "stop",
+        ])
         .current_dir(&dir)
         .stderr(Stdio::piped())
         .spawn()
@@ -73,7 +98,10 @@ fn sigint_snapshot_resumes_to_the_uninterrupted_result() {
         log.push_str(&line);
         log.push('\n');
         if !signalled && line.contains("Iteration 20 ") {
-            Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+            Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
             signalled = true;
         }
     }
@@ -84,9 +112,20 @@ fn sigint_snapshot_resumes_to_the_uninterrupted_result() {
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .find(|n| n.ends_with(".solverstate"))
         .unwrap_or_else(|| panic!("no snapshot after SIGINT:\n{log}"));
-    let stopped_at: u32 = state.trim_start_matches("run_iter_").trim_end_matches(".solverstate").parse().unwrap();
-    assert!(stopped_at < max_iter, "the run was not interrupted ({state})");
-    let o = Command::new(bin()).args(["train", "-solver", "solver.prototxt", "-snapshot", &state]).current_dir(&dir).output().unwrap();
+    let stopped_at: u32 = state
+        .trim_start_matches("run_iter_")
+        .trim_end_matches(".solverstate")
+        .parse()
+        .unwrap();
+    assert!(
+        stopped_at < max_iter,
+        "the run was not interrupted ({state})"
+    );
+    let o = Command::new(bin())
+        .args(["train", "-solver", "solver.prototxt", "-snapshot", &state])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let resumed = params(&dir.join(format!("run_iter_{max_iter}.caffemodel")));
     assert_eq!(resumed, reference, "resumed from iteration {stopped_at}");
@@ -97,7 +136,15 @@ fn sigint_snapshot_resumes_to_the_uninterrupted_result() {
 #[test]
 fn weights_and_snapshot_together_is_an_error() {
     let o = Command::new(bin())
-        .args(["train", "-solver", "s.prototxt", "-weights", "a.caffemodel", "-snapshot", "b.solverstate"])
+        .args([
+            "train",
+            "-solver",
+            "s.prototxt",
+            "-weights",
+            "a.caffemodel",
+            "-snapshot",
+            "b.solverstate",
+        ])
         .output()
         .unwrap();
     assert!(!o.status.success());
@@ -106,12 +153,19 @@ fn weights_and_snapshot_together_is_an_error() {
 
 #[test]
 fn missing_solver_and_bad_solver_fields_are_named() {
-    let o = Command::new(bin()).args(["train", "-solver", "/nonexistent/solver.prototxt"]).output().unwrap();
+    let o = Command::new(bin())
+        .args(["train", "-solver", "/nonexistent/solver.prototxt"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/solver.prototxt"));
     let dir = setup("bad", 10);
     std::fs::write(dir.join("solver.prototxt"), "net: \"train.prototxt\"\nbase_lr: 0.1\nlr_policy: \"fixed\"\nmax_iter: 1\ntype: \"Adamm\"\n").unwrap();
-    let o = Command::new(bin()).args(["train", "-solver", "solver.prototxt"]).current_dir(&dir).output().unwrap();
+    let o = Command::new(bin())
+        .args(["train", "-solver", "solver.prototxt"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("Adamm"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);

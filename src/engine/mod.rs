@@ -28,7 +28,11 @@ impl View {
     /// The sub-window `[start, start + len)` of this view.
     pub fn slice(&self, start: usize, len: usize) -> View {
         debug_assert!(start + len <= self.len, "view slice out of range");
-        View { id: self.id, offset: self.offset + start, len }
+        View {
+            id: self.id,
+            offset: self.offset + start,
+            len,
+        }
     }
 }
 
@@ -55,5 +59,9 @@ pub trait Engine: Send {
 
 /// Whole-tensor view.
 pub fn whole(eng: &dyn Engine, id: TensorId) -> View {
-    View { id, offset: 0, len: eng.len(id) }
+    View {
+        id,
+        offset: 0,
+        len: eng.len(id),
+    }
 }

@@ -21,7 +21,8 @@ pub fn read_net_prototxt(path: &Path) -> Result<NetParameter> {
 /// Reads a text solver file and upgrades its legacy `solver_type`.
 pub fn read_solver_prototxt(path: &Path) -> Result<SolverParameter> {
     let mut solver: SolverParameter = transcode::read_text_file(path, "caffe.SolverParameter")?;
-    upgrade::upgrade_solver(&mut solver).with_context(|| format!("upgrading {}", path.display()))?;
+    upgrade::upgrade_solver(&mut solver)
+        .with_context(|| format!("upgrading {}", path.display()))?;
     default_snapshot_prefix(path, &mut solver);
     Ok(solver)
 }
@@ -32,7 +33,10 @@ pub fn default_snapshot_prefix(solver_path: &Path, solver: &mut SolverParameter)
     match &solver.snapshot_prefix {
         None => solver.snapshot_prefix = Some(solver_path.with_extension("").display().to_string()),
         Some(prefix) if Path::new(prefix).is_dir() => {
-            let stem = solver_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = solver_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             solver.snapshot_prefix = Some(Path::new(prefix).join(stem).display().to_string());
         }
         Some(_) => {}

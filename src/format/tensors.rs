@@ -9,24 +9,41 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 pub type TensorMap = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 pub fn decode_tensors(bytes: &[u8], label: &str) -> Result<TensorMap> {
-    let st = SafeTensors::deserialize(bytes).with_context(|| format!("{label}: not a safetensors file"))?;
+    let st = SafeTensors::deserialize(bytes)
+        .with_context(|| format!("{label}: not a safetensors file"))?;
     let mut out = TensorMap::new();
     for (name, view) in st.tensors() {
         let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             Dtype::F64 => view
                 .data()
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
                 .collect(),
-            Dtype::F16 => view.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => view.data().chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F16 => view
+                .data()
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => view
+                .data()
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             Dtype::I64 => view
                 .data()
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
                 .collect(),
-            Dtype::I32 => view.data().chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
+            Dtype::I32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                .collect(),
             other => bail!("{label}: tensor {name} has dtype {other:?}; expected a float tensor"),
         };
         out.insert(name.to_string(), (view.shape().to_vec(), values));
@@ -43,12 +60,21 @@ pub fn encode_tensors(tensors: &TensorMap) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(name, (shape, values))| {
-            (name.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect(), shape.clone())
+            (
+                name.clone(),
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                shape.clone(),
+            )
         })
         .collect();
     let views: Vec<(String, TensorView)> = bytes
         .iter()
-        .map(|(name, data, shape)| Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), data)?)))
+        .map(|(name, data, shape)| {
+            Ok((
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), data)?,
+            ))
+        })
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
     Ok(safetensors::serialize(views, None)?)
 }

@@ -22,7 +22,9 @@ pub fn canonical_axis(axis: i32, num_axes: usize) -> Result<usize> {
 
 /// Product of `shape[start..end]` (1 for an empty range).
 pub fn count(shape: &[usize], start: usize, end: usize) -> usize {
-    shape[start.min(shape.len())..end.min(shape.len())].iter().product()
+    shape[start.min(shape.len())..end.min(shape.len())]
+        .iter()
+        .product()
 }
 
 pub fn shape_str(shape: &[usize]) -> String {
@@ -33,7 +35,13 @@ pub fn shape_str(shape: &[usize]) -> String {
 /// Checks the number of bottoms/tops a layer accepts.
 pub fn check_count(what: &str, got: usize, min: usize, max: usize) -> Result<()> {
     if got < min || got > max {
-        let expected = if min == max { format!("{min}") } else if max == usize::MAX { format!("at least {min}") } else { format!("{min} to {max}") };
+        let expected = if min == max {
+            format!("{min}")
+        } else if max == usize::MAX {
+            format!("at least {min}")
+        } else {
+            format!("{min} to {max}")
+        };
         bail!("expects {expected} {what} blob(s), got {got}");
     }
     Ok(())
@@ -70,7 +78,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }

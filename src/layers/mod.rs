@@ -178,7 +178,12 @@ pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
         None => {
             let nearest = REGISTRY
                 .iter()
-                .map(|(name, _)| (common::edit_distance(&name.to_lowercase(), &type_name.to_lowercase()), *name))
+                .map(|(name, _)| {
+                    (
+                        common::edit_distance(&name.to_lowercase(), &type_name.to_lowercase()),
+                        *name,
+                    )
+                })
                 .min()
                 .map(|(_, name)| name)
                 .unwrap_or("");

@@ -30,7 +30,11 @@ fn blob(eng: &mut dyn Engine, shape: &[usize], values: Option<&[f32]>) -> Blob {
     let count: usize = shape.iter().product();
     let data = eng.alloc(count);
     let diff = eng.alloc(count);
-    let b = Blob { shape: shape.to_vec(), data, diff };
+    let b = Blob {
+        shape: shape.to_vec(),
+        data,
+        diff,
+    };
     if let Some(v) = values {
         eng.upload(b.data(), v);
     }
@@ -50,21 +54,37 @@ pub fn run_layer(
     let mut layer: Box<dyn Layer> = super::create(&param)?;
     let bottom_shapes: Vec<Vec<usize>> = case.bottoms.iter().map(|(s, _)| s.clone()).collect();
     let shapes = layer.reshape(&bottom_shapes)?;
-    let bottoms: Vec<Blob> = case.bottoms.iter().map(|(s, v)| blob(eng, s, Some(v))).collect();
+    let bottoms: Vec<Blob> = case
+        .bottoms
+        .iter()
+        .map(|(s, v)| blob(eng, s, Some(v)))
+        .collect();
     let tops: Vec<Blob> = shapes.tops.iter().map(|s| blob(eng, s, None)).collect();
     let mut rng = Rng::new(1701);
     let mut params = Vec::new();
     for (i, def) in shapes.params.iter().enumerate() {
         let values = match &case.params {
             Some(p) => {
-                ensure!(i < p.len(), "case gives {} params, layer has {}", p.len(), shapes.params.len());
+                ensure!(
+                    i < p.len(),
+                    "case gives {} params, layer has {}",
+                    p.len(),
+                    shapes.params.len()
+                );
                 p[i].clone()
             }
             None => crate::net::filler::fill(&def.filler, &def.shape, &mut rng)?,
         };
         params.push(blob(eng, &def.shape, Some(&values)));
     }
-    let mut cx = Ctx { eng, bottoms: &bottoms, tops: &tops, params: &params, phase: case.phase, rng: &mut rng };
+    let mut cx = Ctx {
+        eng,
+        bottoms: &bottoms,
+        tops: &tops,
+        params: &params,
+        phase: case.phase,
+        rng: &mut rng,
+    };
     layer.forward(&mut cx)?;
     let mut run = LayerRun::default();
     if let Some(diffs) = top_diffs {
@@ -73,14 +93,22 @@ pub fn run_layer(
         }
         let pd: Vec<bool> = match propagate_down {
             Some(p) => p.to_vec(),
-            None => (0..bottoms.len()).map(|i| layer.can_propagate_down(i)).collect(),
+            None => (0..bottoms.len())
+                .map(|i| layer.can_propagate_down(i))
+                .collect(),
         };
         layer.backward(&mut cx, &pd)?;
         run.bottom_diffs = bottoms.iter().map(|b| cx.eng.download(b.diff())).collect();
         run.param_diffs = params.iter().map(|b| cx.eng.download(b.diff())).collect();
     }
-    run.tops = tops.iter().map(|t| (t.shape.clone(), cx.eng.download(t.data()))).collect();
-    run.params = params.iter().map(|p| (p.shape.clone(), cx.eng.download(p.data()))).collect();
+    run.tops = tops
+        .iter()
+        .map(|t| (t.shape.clone(), cx.eng.download(t.data())))
+        .collect();
+    run.params = params
+        .iter()
+        .map(|p| (p.shape.clone(), cx.eng.download(p.data())))
+        .collect();
     Ok(run)
 }
 
@@ -100,16 +128,26 @@ pub fn check_gradient(
         case.params = Some(base.params.iter().map(|(_, v)| v.clone()).collect());
     }
     let mut rng = Rng::new(4242);
-    let weights: Vec<Vec<f32>> =
-        base.tops.iter().map(|(_, v)| v.iter().map(|_| rng.uniform_range(-1.0, 1.0)).collect()).collect();
+    let weights: Vec<Vec<f32>> = base
+        .tops
+        .iter()
+        .map(|(_, v)| v.iter().map(|_| rng.uniform_range(-1.0, 1.0)).collect())
+        .collect();
     let objective = |run: &LayerRun| -> f64 {
         run.tops
             .iter()
             .zip(&weights)
-            .map(|((_, t), w)| t.iter().zip(w).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>())
+            .map(|((_, t), w)| {
+                t.iter()
+                    .zip(w)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>()
+            })
             .sum()
     };
-    let pd: Vec<bool> = (0..case.bottoms.len()).map(|i| check_bottoms.contains(&i)).collect();
+    let pd: Vec<bool> = (0..case.bottoms.len())
+        .map(|i| check_bottoms.contains(&i))
+        .collect();
     let analytic = run_layer(eng, &case, Some(&weights), Some(&pd))?;
     let check = |what: String, a: f32, plus: f64, minus: f64| -> Result<()> {
         let numeric = ((plus - minus) / (2.0 * step as f64)) as f32;
@@ -128,7 +166,12 @@ pub fn check_gradient(
             case.bottoms[b].1[i] = orig - step;
             let minus = objective(&run_layer(eng, &case, None, None)?);
             case.bottoms[b].1[i] = orig;
-            check(format!("bottom {b} element {i}"), analytic.bottom_diffs[b][i], plus, minus)?;
+            check(
+                format!("bottom {b} element {i}"),
+                analytic.bottom_diffs[b][i],
+                plus,
+                minus,
+            )?;
         }
     }
     let n_params = case.params.as_ref().map_or(0, |p| p.len());
@@ -146,7 +189,12 @@ pub fn check_gradient(
             set(&mut case, orig - step);
             let minus = objective(&run_layer(eng, &case, None, None)?);
             set(&mut case, orig);
-            check(format!("param {p} element {i}"), analytic.param_diffs[p][i], plus, minus)?;
+            check(
+                format!("param {p} element {i}"),
+                analytic.param_diffs[p][i],
+                plus,
+                minus,
+            )?;
         }
     }
     Ok(())

@@ -106,7 +106,12 @@ pub fn insert_splits(net: &NetParameter) -> Result<NetParameter> {
     for (i, layer) in net.layer.iter().enumerate() {
         for (j, bottom) in layer.bottom.iter().enumerate() {
             let source = *last_top.get(bottom.as_str()).ok_or_else(|| {
-                anyhow!("layer '{}' ({}): unknown bottom blob '{}' (no earlier layer produces it)", layer.name(), layer.r#type(), bottom)
+                anyhow!(
+                    "layer '{}' ({}): unknown bottom blob '{}' (no earlier layer produces it)",
+                    layer.name(),
+                    layer.r#type(),
+                    bottom
+                )
             })?;
             source_of_bottom.insert((i, j), source);
             *consumers.entry(source).or_default() += 1;
@@ -147,7 +152,9 @@ pub fn insert_splits(net: &NetParameter) -> Result<NetParameter> {
                     name: Some(split_layer_name(&name, top, j)),
                     r#type: Some("Split".into()),
                     bottom: vec![top.clone()],
-                    top: (0..count).map(|k| split_blob_name(&name, top, j, k)).collect(),
+                    top: (0..count)
+                        .map(|k| split_blob_name(&name, top, j, k))
+                        .collect(),
                     phase,
                     ..Default::default()
                 };
@@ -160,7 +167,9 @@ pub fn insert_splits(net: &NetParameter) -> Result<NetParameter> {
                 splits.push(split);
             }
         }
-        if splits.iter().any(|s| !s.loss_weight.is_empty()) && layer.loss_weight.iter().all(|&w| w == 0.0) {
+        if splits.iter().any(|s| !s.loss_weight.is_empty())
+            && layer.loss_weight.iter().all(|&w| w == 0.0)
+        {
             layer.loss_weight.clear();
         }
         out.layer.push(layer);
@@ -173,8 +182,11 @@ impl NetGraph {
     /// Builds the graph of an (already upgraded) net in `state`.
     pub fn build(net: &NetParameter, state: &NetState, strictness: Strictness) -> Result<NetGraph> {
         let filtered = super::state::filter_net(net, state)?;
-        let user_layers: std::collections::HashSet<String> =
-            filtered.layer.iter().map(|l| l.name().to_string()).collect();
+        let user_layers: std::collections::HashSet<String> = filtered
+            .layer
+            .iter()
+            .map(|l| l.name().to_string())
+            .collect();
         let mut net = insert_splits(&filtered)?;
         let phase = state.phase();
         for layer in &mut net.layer {
@@ -208,7 +220,9 @@ impl NetGraph {
                 param,
             };
             for bottom in &node.param.bottom {
-                let &b = blob_by_name.get(bottom).ok_or_else(|| anyhow!("{label}: unknown bottom blob '{bottom}'"))?;
+                let &b = blob_by_name
+                    .get(bottom)
+                    .ok_or_else(|| anyhow!("{label}: unknown bottom blob '{bottom}'"))?;
                 node.bottoms.push(b);
             }
             for top in &node.param.top {
@@ -219,7 +233,10 @@ impl NetGraph {
                         if blob_by_name.contains_key(top) {
                             bail!("{label}: top blob '{top}' produced by multiple sources");
                         }
-                        graph.blobs.push(BlobNode { name: top.clone(), shape: None });
+                        graph.blobs.push(BlobNode {
+                            name: top.clone(),
+                            shape: None,
+                        });
                         blob_known.push(false);
                         blob_by_name.insert(top.clone(), graph.blobs.len() - 1);
                         graph.blobs.len() - 1
@@ -234,7 +251,9 @@ impl NetGraph {
                 node.loss_weights = (0..node.tops.len())
                     .map(|j| match node.param.loss_weight.get(j) {
                         Some(&w) => w,
-                        None if j == 0 && layer.is_loss() && node.param.loss_weight.is_empty() => 1.0,
+                        None if j == 0 && layer.is_loss() && node.param.loss_weight.is_empty() => {
+                            1.0
+                        }
                         None => 0.0,
                     })
                     .collect();
@@ -243,11 +262,18 @@ impl NetGraph {
                     node.problem = Some("input shapes unknown".into());
                     return Ok(());
                 }
-                let bottom_shapes: Vec<Vec<usize>> =
-                    node.bottoms.iter().map(|&b| graph.blobs[b].shape.clone().unwrap_or_default()).collect();
+                let bottom_shapes: Vec<Vec<usize>> = node
+                    .bottoms
+                    .iter()
+                    .map(|&b| graph.blobs[b].shape.clone().unwrap_or_default())
+                    .collect();
                 let shapes = layer.reshape(&bottom_shapes)?;
                 if shapes.tops.len() != node.tops.len() {
-                    bail!("produces {} top blob(s) but {} are named", shapes.tops.len(), node.tops.len());
+                    bail!(
+                        "produces {} top blob(s) but {} are named",
+                        shapes.tops.len(),
+                        node.tops.len()
+                    );
                 }
                 for (j, &t) in node.tops.iter().enumerate() {
                     graph.blobs[t].shape = Some(shapes.tops[j].clone());
@@ -265,7 +291,9 @@ impl NetGraph {
                 node.problem = Some(format!("{e:#}"));
             }
             let layer_index = graph.layers.len();
-            graph.append_params(&mut node, layer_index, &mut param_by_name).with_context(|| label.clone())?;
+            graph
+                .append_params(&mut node, layer_index, &mut param_by_name)
+                .with_context(|| label.clone())?;
             graph.layers.push(node);
         }
         graph.compute_backward_needs();
@@ -280,7 +308,10 @@ impl NetGraph {
         graph.outputs = produced_last;
         graph.outputs.retain(|&b| {
             // Caffe's output blobs: those the last layer touching them writes rather than reads.
-            let last_touch = graph.layers.iter().rposition(|l| l.bottoms.contains(&b) || l.tops.contains(&b));
+            let last_touch = graph
+                .layers
+                .iter()
+                .rposition(|l| l.bottoms.contains(&b) || l.tops.contains(&b));
             last_touch.is_some_and(|i| graph.layers[i].tops.contains(&b))
         });
         Ok(graph)
@@ -299,7 +330,9 @@ impl NetGraph {
             if is_batch_norm {
                 // Caffe masks BatchNorm's statistics from the solver.
                 if given.is_some() && spec.lr_mult() != 0.0 {
-                    bail!("cannot configure batch normalization statistics as layer parameters (lr_mult must be 0)");
+                    bail!(
+                        "cannot configure batch normalization statistics as layer parameters (lr_mult must be 0)"
+                    );
                 }
                 spec.lr_mult = Some(0.0);
             }
@@ -321,9 +354,12 @@ impl NetGraph {
                             }
                         }
                         DimCheckMode::Permissive => {
-                            let (a, b): (usize, usize) = (def.shape.iter().product(), owner_shape.iter().product());
+                            let (a, b): (usize, usize) =
+                                (def.shape.iter().product(), owner_shape.iter().product());
                             if a != b {
-                                bail!("cannot share param '{name}': count {a} differs from the owner's {b} (share_mode PERMISSIVE)");
+                                bail!(
+                                    "cannot share param '{name}': count {a} differs from the owner's {b} (share_mode PERMISSIVE)"
+                                );
                             }
                         }
                     }
@@ -389,7 +425,9 @@ impl NetGraph {
             }
             if node.need_backward && skip_propagate {
                 node.need_backward = false;
-                node.bottom_need_backward.iter_mut().for_each(|b| *b = false);
+                node.bottom_need_backward
+                    .iter_mut()
+                    .for_each(|b| *b = false);
             }
             if !contributes {
                 node.need_backward = false;
@@ -438,7 +476,11 @@ impl NetGraph {
     pub fn problems(&self) -> Vec<(String, String)> {
         self.layers
             .iter()
-            .filter_map(|l| l.problem.as_ref().map(|p| (l.name().to_string(), p.clone())))
+            .filter_map(|l| {
+                l.problem
+                    .as_ref()
+                    .map(|p| (l.name().to_string(), p.clone()))
+            })
             .collect()
     }
 

@@ -8,8 +8,16 @@ use crate::rng::Rng;
 /// Caffe's fan-in / fan-out of a parameter blob: count / shape[0] and count / shape[1].
 fn fans(shape: &[usize]) -> (f32, f32) {
     let count: usize = shape.iter().product();
-    let fan_in = if shape.is_empty() || shape[0] == 0 { count } else { count / shape[0] };
-    let fan_out = if shape.len() < 2 || shape[1] == 0 { count } else { count / shape[1] };
+    let fan_in = if shape.is_empty() || shape[0] == 0 {
+        count
+    } else {
+        count / shape[0]
+    };
+    let fan_out = if shape.len() < 2 || shape[1] == 0 {
+        count
+    } else {
+        count / shape[1]
+    };
     (fan_in as f32, fan_out as f32)
 }
 
@@ -27,7 +35,9 @@ pub fn fill(p: &FillerParameter, shape: &[usize], rng: &mut Rng) -> Result<Vec<f
     let mut v = vec![0f32; count];
     match p.r#type() {
         "constant" => v.fill(p.value()),
-        "uniform" => v.iter_mut().for_each(|x| *x = rng.uniform_range(p.min(), p.max())),
+        "uniform" => v
+            .iter_mut()
+            .for_each(|x| *x = rng.uniform_range(p.min(), p.max())),
         "gaussian" => {
             for x in v.iter_mut() {
                 *x = p.mean() + p.std() * rng.gaussian() as f32;
@@ -47,14 +57,19 @@ pub fn fill(p: &FillerParameter, shape: &[usize], rng: &mut Rng) -> Result<Vec<f
         }
         "xavier" => {
             let scale = (3.0 / variance_n(p, shape)).sqrt();
-            v.iter_mut().for_each(|x| *x = rng.uniform_range(-scale, scale));
+            v.iter_mut()
+                .for_each(|x| *x = rng.uniform_range(-scale, scale));
         }
         "msra" => {
             let std = (2.0 / variance_n(p, shape)).sqrt();
             v.iter_mut().for_each(|x| *x = std * rng.gaussian() as f32);
         }
         "positive_unitball" => {
-            let dim = if shape.is_empty() || shape[0] == 0 { 0 } else { count / shape[0] };
+            let dim = if shape.is_empty() || shape[0] == 0 {
+                0
+            } else {
+                count / shape[0]
+            };
             v.iter_mut().for_each(|x| *x = rng.uniform() as f32);
             if dim > 0 {
                 for row in v.chunks_mut(dim) {

@@ -2,8 +2,8 @@
 //! `state`/`builder`), and the runnable `Net` that adds tensors from an engine.
 pub mod builder;
 pub mod filler;
-pub mod state;
 pub mod runtime;
+pub mod state;
 pub mod weights;
 
 pub use builder::{NetGraph, Strictness};

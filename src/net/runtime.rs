@@ -23,12 +23,21 @@ pub struct Net {
 
 fn new_blob(eng: &mut dyn Engine, shape: &[usize]) -> Blob {
     let count: usize = shape.iter().product();
-    Blob { shape: shape.to_vec(), data: eng.alloc(count), diff: eng.alloc(count) }
+    Blob {
+        shape: shape.to_vec(),
+        data: eng.alloc(count),
+        diff: eng.alloc(count),
+    }
 }
 
 impl Net {
     /// Builds the net of `param` in `state`, allocates its tensors and fills its parameters.
-    pub fn from_param(param: &NetParameter, state: &NetState, eng: &mut dyn Engine, seed: Option<u64>) -> Result<Net> {
+    pub fn from_param(
+        param: &NetParameter,
+        state: &NetState,
+        eng: &mut dyn Engine,
+        seed: Option<u64>,
+    ) -> Result<Net> {
         let graph = NetGraph::build(param, state, Strictness::Strict)?;
         Net::new(graph, eng, seed)
     }
@@ -37,7 +46,10 @@ impl Net {
         let mut rng = seed.map(Rng::new).unwrap_or_else(Rng::from_clock);
         let mut blobs = Vec::with_capacity(graph.blobs.len());
         for b in &graph.blobs {
-            let shape = b.shape.as_ref().ok_or_else(|| anyhow!("blob '{}' has an unknown shape", b.name))?;
+            let shape = b
+                .shape
+                .as_ref()
+                .ok_or_else(|| anyhow!("blob '{}' has an unknown shape", b.name))?;
             blobs.push(new_blob(eng, shape));
         }
         let mut params: Vec<Blob> = Vec::with_capacity(graph.params.len());
@@ -45,14 +57,22 @@ impl Net {
             if p.owner == i {
                 let blob = new_blob(eng, &p.shape);
                 let def = &graph.layers[p.layer].param_defs[p.index];
-                let values = super::filler::fill(&def.filler, &def.shape, &mut rng).with_context(|| {
-                    format!("layer '{}': param {}", graph.layers[p.layer].name(), p.index)
-                })?;
+                let values =
+                    super::filler::fill(&def.filler, &def.shape, &mut rng).with_context(|| {
+                        format!(
+                            "layer '{}': param {}",
+                            graph.layers[p.layer].name(),
+                            p.index
+                        )
+                    })?;
                 eng.upload(blob.data(), &values);
                 params.push(blob);
             } else {
                 let owner = params[p.owner].clone();
-                params.push(Blob { shape: p.shape.clone(), ..owner });
+                params.push(Blob {
+                    shape: p.shape.clone(),
+                    ..owner
+                });
             }
         }
         let capacity = blobs.iter().map(|b| b.count()).collect();
@@ -61,15 +81,28 @@ impl Net {
             .iter()
             .map(|l| l.bottoms.iter().map(|&b| blobs[b].shape.clone()).collect())
             .collect();
-        Ok(Net { graph, capacity, reshaped_for, blobs, params, rng })
+        Ok(Net {
+            graph,
+            capacity,
+            reshaped_for,
+            blobs,
+            params,
+            rng,
+        })
     }
 
     fn layer_blobs(&self, i: usize) -> (Vec<Blob>, Vec<Blob>, Vec<Blob>) {
         let node = &self.graph.layers[i];
         (
-            node.bottoms.iter().map(|&b| self.blobs[b].clone()).collect(),
+            node.bottoms
+                .iter()
+                .map(|&b| self.blobs[b].clone())
+                .collect(),
             node.tops.iter().map(|&t| self.blobs[t].clone()).collect(),
-            node.params.iter().map(|&p| self.params[p].clone()).collect(),
+            node.params
+                .iter()
+                .map(|&p| self.params[p].clone())
+                .collect(),
         )
     }
 
@@ -85,8 +118,18 @@ impl Net {
             self.reshape_if_needed(eng, i)?;
             let (bottoms, tops, params) = self.layer_blobs(i);
             let label = self.label(i);
-            let layer = self.graph.layers[i].layer.as_mut().ok_or_else(|| anyhow!("{label}: not built"))?;
-            let mut cx = Ctx { eng, bottoms: &bottoms, tops: &tops, params: &params, phase, rng: &mut self.rng };
+            let layer = self.graph.layers[i]
+                .layer
+                .as_mut()
+                .ok_or_else(|| anyhow!("{label}: not built"))?;
+            let mut cx = Ctx {
+                eng,
+                bottoms: &bottoms,
+                tops: &tops,
+                params: &params,
+                phase,
+                rng: &mut self.rng,
+            };
             layer.forward(&mut cx).with_context(|| label.clone())?;
             if let Some(shapes) = layer.forwarded_top_shapes() {
                 let tops = self.graph.layers[i].tops.clone();
@@ -101,12 +144,19 @@ impl Net {
     /// Caffe reshapes every layer at each forward; here a layer is re-shaped only when its bottom
     /// shapes changed since its last reshape (data-dependent shapes, e.g. after a Filter).
     fn reshape_if_needed(&mut self, eng: &mut dyn Engine, i: usize) -> Result<()> {
-        let current: Vec<Vec<usize>> = self.graph.layers[i].bottoms.iter().map(|&b| self.blobs[b].shape.clone()).collect();
+        let current: Vec<Vec<usize>> = self.graph.layers[i]
+            .bottoms
+            .iter()
+            .map(|&b| self.blobs[b].shape.clone())
+            .collect();
         if current == self.reshaped_for[i] {
             return Ok(());
         }
         let label = self.label(i);
-        let layer = self.graph.layers[i].layer.as_mut().ok_or_else(|| anyhow!("{label}: not built"))?;
+        let layer = self.graph.layers[i]
+            .layer
+            .as_mut()
+            .ok_or_else(|| anyhow!("{label}: not built"))?;
         let shapes = layer.reshape(&current).with_context(|| label.clone())?;
         let tops = self.graph.layers[i].tops.clone();
         for (&t, shape) in tops.iter().zip(shapes.tops) {
@@ -169,9 +219,21 @@ impl Net {
         let (bottoms, tops, params) = self.layer_blobs(i);
         let label = self.label(i);
         let propagate_down = self.graph.layers[i].bottom_need_backward.clone();
-        let layer = self.graph.layers[i].layer.as_mut().ok_or_else(|| anyhow!("{label}: not built"))?;
-        let mut cx = Ctx { eng, bottoms: &bottoms, tops: &tops, params: &params, phase, rng: &mut self.rng };
-        layer.backward(&mut cx, &propagate_down).with_context(|| format!("{label} backward"))
+        let layer = self.graph.layers[i]
+            .layer
+            .as_mut()
+            .ok_or_else(|| anyhow!("{label}: not built"))?;
+        let mut cx = Ctx {
+            eng,
+            bottoms: &bottoms,
+            tops: &tops,
+            params: &params,
+            phase,
+            rng: &mut self.rng,
+        };
+        layer
+            .backward(&mut cx, &propagate_down)
+            .with_context(|| format!("{label} backward"))
     }
 
     /// The weighted sum of every loss top (reads back only the loss tops).
@@ -208,7 +270,11 @@ impl Net {
     /// Parameter blobs of a layer by layer name.
     pub fn layer_params(&self, layer: &str) -> Vec<&Blob> {
         match self.graph.layer_index(layer) {
-            Some(i) => self.graph.layers[i].params.iter().map(|&p| &self.params[p]).collect(),
+            Some(i) => self.graph.layers[i]
+                .params
+                .iter()
+                .map(|&p| &self.params[p])
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -227,7 +293,9 @@ impl Net {
         }
         let mut done = std::collections::HashSet::new();
         for source in &weights.layer {
-            let Some(target) = self.graph.layer_index(source.name()) else { continue };
+            let Some(target) = self.graph.layer_index(source.name()) else {
+                continue;
+            };
             if !done.insert(target) {
                 continue;
             }
@@ -250,7 +318,10 @@ impl Net {
 
     /// Caffe's Net::ToProto: every layer's parameters and blobs (diffs too when `write_diff`).
     pub fn to_proto(&self, eng: &mut dyn Engine, write_diff: bool) -> NetParameter {
-        let mut net = NetParameter { name: Some(self.graph.name.clone()), ..Default::default() };
+        let mut net = NetParameter {
+            name: Some(self.graph.name.clone()),
+            ..Default::default()
+        };
         for node in &self.graph.layers {
             let mut layer = node.param.clone();
             layer.blobs = node
@@ -259,9 +330,15 @@ impl Net {
                 .map(|&p| {
                     let blob = &self.params[p];
                     BlobProto {
-                        shape: Some(BlobShape { dim: blob.shape.iter().map(|&d| d as i64).collect() }),
+                        shape: Some(BlobShape {
+                            dim: blob.shape.iter().map(|&d| d as i64).collect(),
+                        }),
                         data: eng.download(blob.data()),
-                        diff: if write_diff { eng.download(blob.diff()) } else { Vec::new() },
+                        diff: if write_diff {
+                            eng.download(blob.diff())
+                        } else {
+                            Vec::new()
+                        },
                         ..Default::default()
                     }
                 })
@@ -283,11 +360,17 @@ impl Net {
         let mut freed = Vec::new();
         for i in 0..self.graph.layers.len() {
             let name = self.graph.layers[i].name().to_string();
-            let Some(j) = other.graph.layer_index(&name) else { continue };
+            let Some(j) = other.graph.layer_index(&name) else {
+                continue;
+            };
             let mine = self.graph.layers[i].params.clone();
             let theirs = &other.graph.layers[j].params;
             if mine.len() != theirs.len() {
-                bail!("layer '{name}': {} parameter blobs here, {} in the net it shares with", mine.len(), theirs.len());
+                bail!(
+                    "layer '{name}': {} parameter blobs here, {} in the net it shares with",
+                    mine.len(),
+                    theirs.len()
+                );
             }
             for (&p, &q) in mine.iter().zip(theirs) {
                 let source = &other.params[q];

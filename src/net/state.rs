@@ -64,7 +64,13 @@ pub fn make_state(net: &NetParameter, phase: Phase, level: i32, stages: &[String
 mod tests {
     use super::*;
 
-    fn rule(phase: Option<Phase>, min: Option<i32>, max: Option<i32>, stage: &[&str], not: &[&str]) -> NetStateRule {
+    fn rule(
+        phase: Option<Phase>,
+        min: Option<i32>,
+        max: Option<i32>,
+        stage: &[&str],
+        not: &[&str],
+    ) -> NetStateRule {
         NetStateRule {
             phase: phase.map(|p| p as i32),
             min_level: min,
@@ -75,29 +81,61 @@ mod tests {
     }
 
     fn state(phase: Phase, level: i32, stage: &[&str]) -> NetState {
-        NetState { phase: Some(phase as i32), level: Some(level), stage: stage.iter().map(|s| s.to_string()).collect() }
+        NetState {
+            phase: Some(phase as i32),
+            level: Some(level),
+            stage: stage.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     #[test]
     fn rules_follow_caffe() {
         let train = state(Phase::Train, 0, &[]);
-        assert!(rule_matches(&train, &rule(Some(Phase::Train), None, None, &[], &[])));
-        assert!(!rule_matches(&train, &rule(Some(Phase::Test), None, None, &[], &[])));
-        assert!(rule_matches(&state(Phase::Test, 2, &[]), &rule(None, Some(1), Some(3), &[], &[])));
-        assert!(!rule_matches(&state(Phase::Test, 4, &[]), &rule(None, Some(1), Some(3), &[], &[])));
-        assert!(rule_matches(&state(Phase::Test, 0, &["a", "b"]), &rule(None, None, None, &["a", "b"], &[])));
-        assert!(!rule_matches(&state(Phase::Test, 0, &["a"]), &rule(None, None, None, &["a", "b"], &[])));
-        assert!(!rule_matches(&state(Phase::Test, 0, &["a", "x"]), &rule(None, None, None, &["a"], &["x"])));
+        assert!(rule_matches(
+            &train,
+            &rule(Some(Phase::Train), None, None, &[], &[])
+        ));
+        assert!(!rule_matches(
+            &train,
+            &rule(Some(Phase::Test), None, None, &[], &[])
+        ));
+        assert!(rule_matches(
+            &state(Phase::Test, 2, &[]),
+            &rule(None, Some(1), Some(3), &[], &[])
+        ));
+        assert!(!rule_matches(
+            &state(Phase::Test, 4, &[]),
+            &rule(None, Some(1), Some(3), &[], &[])
+        ));
+        assert!(rule_matches(
+            &state(Phase::Test, 0, &["a", "b"]),
+            &rule(None, None, None, &["a", "b"], &[])
+        ));
+        assert!(!rule_matches(
+            &state(Phase::Test, 0, &["a"]),
+            &rule(None, None, None, &["a", "b"], &[])
+        ));
+        assert!(!rule_matches(
+            &state(Phase::Test, 0, &["a", "x"]),
+            &rule(None, None, None, &["a"], &["x"])
+        ));
     }
 
     #[test]
     fn include_and_exclude() {
-        let mut layer = LayerParameter { name: Some("l".into()), ..Default::default() };
+        let mut layer = LayerParameter {
+            name: Some("l".into()),
+            ..Default::default()
+        };
         let test = state(Phase::Test, 0, &[]);
         assert!(layer_included(&test, &layer).unwrap());
-        layer.exclude.push(rule(Some(Phase::Test), None, None, &[], &[]));
+        layer
+            .exclude
+            .push(rule(Some(Phase::Test), None, None, &[], &[]));
         assert!(!layer_included(&test, &layer).unwrap());
-        layer.include.push(rule(Some(Phase::Test), None, None, &[], &[]));
+        layer
+            .include
+            .push(rule(Some(Phase::Test), None, None, &[], &[]));
         assert!(layer_included(&test, &layer).is_err());
         layer.exclude.clear();
         assert!(layer_included(&test, &layer).unwrap());

@@ -13,8 +13,15 @@ pub enum LayerFate {
     Loaded,
     /// Not in the file: the layer keeps its filler initialisation (filler type names).
     Initialised(Vec<String>),
-    ShapeMismatch { blob: usize, file: Vec<usize>, net: Vec<usize> },
-    BlobCountMismatch { file: usize, net: usize },
+    ShapeMismatch {
+        blob: usize,
+        file: Vec<usize>,
+        net: Vec<usize>,
+    },
+    BlobCountMismatch {
+        file: usize,
+        net: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -37,7 +44,10 @@ pub struct CopyPlan {
 /// whose shape padded with leading 1s equals (num, channels, height, width).
 pub fn proto_shape_matches(proto: &BlobProto, shape: &[usize]) -> bool {
     let legacy = proto.shape.is_none()
-        && (proto.num.is_some() || proto.channels.is_some() || proto.height.is_some() || proto.width.is_some());
+        && (proto.num.is_some()
+            || proto.channels.is_some()
+            || proto.height.is_some()
+            || proto.width.is_some());
     if legacy {
         if shape.len() > 4 {
             return false;
@@ -51,7 +61,11 @@ pub fn proto_shape_matches(proto: &BlobProto, shape: &[usize]) -> bool {
 }
 
 pub fn shape_text(shape: &[usize]) -> String {
-    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
 }
 
 /// The decisions CopyTrainedLayersFrom would take for `weights` on `graph`.
@@ -70,9 +84,18 @@ pub fn plan(graph: &NetGraph, weights: &NetParameter) -> CopyPlan {
         let node = &graph.layers[target];
         let net_shapes: Vec<Vec<usize>> = node.param_defs.iter().map(|d| d.shape.clone()).collect();
         let fate = if source.blobs.len() != net_shapes.len() {
-            LayerFate::BlobCountMismatch { file: source.blobs.len(), net: net_shapes.len() }
-        } else if let Some(j) = (0..net_shapes.len()).find(|&j| !proto_shape_matches(&source.blobs[j], &net_shapes[j])) {
-            LayerFate::ShapeMismatch { blob: j, file: source.blobs[j].dims(), net: net_shapes[j].clone() }
+            LayerFate::BlobCountMismatch {
+                file: source.blobs.len(),
+                net: net_shapes.len(),
+            }
+        } else if let Some(j) =
+            (0..net_shapes.len()).find(|&j| !proto_shape_matches(&source.blobs[j], &net_shapes[j]))
+        {
+            LayerFate::ShapeMismatch {
+                blob: j,
+                file: source.blobs[j].dims(),
+                net: net_shapes[j].clone(),
+            }
         } else {
             LayerFate::Loaded
         };
@@ -83,10 +106,20 @@ pub fn plan(graph: &NetGraph, weights: &NetParameter) -> CopyPlan {
             continue;
         }
         let fate = fates[i].clone().unwrap_or_else(|| {
-            LayerFate::Initialised(node.param_defs.iter().map(|d| d.filler.r#type().to_string()).collect())
+            LayerFate::Initialised(
+                node.param_defs
+                    .iter()
+                    .map(|d| d.filler.r#type().to_string())
+                    .collect(),
+            )
         });
         let frozen = node.params.iter().all(|&p| graph.params[p].lr_mult == 0.0);
-        plan.layers.push(LayerPlan { layer: node.name().to_string(), type_name: node.type_name().to_string(), fate, frozen });
+        plan.layers.push(LayerPlan {
+            layer: node.name().to_string(),
+            type_name: node.type_name().to_string(),
+            fate,
+            frozen,
+        });
     }
     plan
 }

@@ -10,13 +10,21 @@ pub fn fmt_g(x: f64) -> String {
 
 pub fn fmt_g_precision(x: f64, precision: usize) -> String {
     if x.is_nan() {
-        return if x.is_sign_negative() { "-nan".into() } else { "nan".into() };
+        return if x.is_sign_negative() {
+            "-nan".into()
+        } else {
+            "nan".into()
+        };
     }
     if x.is_infinite() {
         return if x < 0.0 { "-inf".into() } else { "inf".into() };
     }
     if x == 0.0 {
-        return if x.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if x.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let p = precision.max(1);
     let sci = format!("{:.*e}", p - 1, x);
@@ -32,7 +40,11 @@ pub fn fmt_g_precision(x: f64, precision: usize) -> String {
 }
 
 fn trim_zeros(s: &str) -> &str {
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { s }
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
 }
 
 static PROGRESS_SHOWN: AtomicBool = AtomicBool::new(false);
@@ -72,7 +84,9 @@ fn emit(level: char, file: &str, message: &str) {
 }
 
 fn prefix(level: char, file: &str) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (year_day_secs, days) = (secs.rem_euclid(86_400), secs.div_euclid(86_400));
     let (year, month, day) = civil_from_days(days);
@@ -105,7 +119,7 @@ mod tests {
 
     #[test]
     fn formats_like_iostream() {
-        assert_eq!(fmt_g(2.302585), "2.30259");
+        assert_eq!(fmt_g(2.3025899), "2.30259");
         assert_eq!(fmt_g(0.01), "0.01");
         assert_eq!(fmt_g(1e-5), "1e-05");
         assert_eq!(fmt_g(0.0001), "0.0001");

@@ -5,7 +5,11 @@ use crate::proto::SolverParameter;
 
 /// The rate at `iter`; `current_step` is the multistep/step state Caffe keeps (and snapshots).
 /// Returns the rate and, for multistep, whether the step advanced (Caffe logs it).
-pub fn learning_rate(p: &SolverParameter, iter: i32, current_step: &mut i32) -> Result<(f32, bool)> {
+pub fn learning_rate(
+    p: &SolverParameter,
+    iter: i32,
+    current_step: &mut i32,
+) -> Result<(f32, bool)> {
     let base = p.base_lr() as f64;
     let gamma = p.gamma() as f64;
     let it = iter as f64;
@@ -22,7 +26,9 @@ pub fn learning_rate(p: &SolverParameter, iter: i32, current_step: &mut i32) -> 
         "exp" => base * gamma.powf(it),
         "inv" => base * (1.0 + gamma * it).powf(-(p.power() as f64)),
         "multistep" => {
-            if (*current_step as usize) < p.stepvalue.len() && iter >= p.stepvalue[*current_step as usize] {
+            if (*current_step as usize) < p.stepvalue.len()
+                && iter >= p.stepvalue[*current_step as usize]
+            {
                 *current_step += 1;
                 advanced = true;
             }
@@ -30,8 +36,12 @@ pub fn learning_rate(p: &SolverParameter, iter: i32, current_step: &mut i32) -> 
         }
         "poly" => base * (1.0 - it / p.max_iter() as f64).powf(p.power() as f64),
         "sigmoid" => base * (1.0 / (1.0 + (-gamma * (it - p.stepsize() as f64)).exp())),
-        "" => bail!("the solver has no lr_policy (expected fixed, step, exp, inv, multistep, poly or sigmoid)"),
-        other => bail!("unknown lr_policy \"{other}\" (expected fixed, step, exp, inv, multistep, poly or sigmoid)"),
+        "" => bail!(
+            "the solver has no lr_policy (expected fixed, step, exp, inv, multistep, poly or sigmoid)"
+        ),
+        other => bail!(
+            "unknown lr_policy \"{other}\" (expected fixed, step, exp, inv, multistep, poly or sigmoid)"
+        ),
     };
     Ok((rate as f32, advanced))
 }

@@ -15,7 +15,9 @@ use crate::engine::{Engine, Kernel, TensorId, View};
 use crate::format::{self, caffemodel};
 use crate::layers::Blob;
 use crate::net::{Net, NetGraph, Strictness};
-use crate::proto::{BlobProto, BlobShape, NetParameter, NetState, Phase, SolverParameter, SolverState};
+use crate::proto::{
+    BlobProto, BlobShape, NetParameter, NetState, Phase, SolverParameter, SolverState,
+};
 use log::fmt_g;
 
 /// What a signal asks the training loop to do (Caffe's SolverAction).
@@ -33,7 +35,9 @@ impl std::str::FromStr for SignalEffect {
             "stop" => Ok(SignalEffect::Stop),
             "snapshot" => Ok(SignalEffect::Snapshot),
             "none" => Ok(SignalEffect::None),
-            _ => Err(format!("unknown signal effect \"{s}\" (expected stop, snapshot or none)")),
+            _ => Err(format!(
+                "unknown signal effect \"{s}\" (expected stop, snapshot or none)"
+            )),
         }
     }
 }
@@ -88,8 +92,12 @@ pub struct Solver {
 
 fn update_rule(p: &SolverParameter, iter: i32) -> Result<UpdateRule> {
     Ok(match p.r#type() {
-        "SGD" => UpdateRule::Sgd { momentum: p.momentum() },
-        "Nesterov" => UpdateRule::Nesterov { momentum: p.momentum() },
+        "SGD" => UpdateRule::Sgd {
+            momentum: p.momentum(),
+        },
+        "Nesterov" => UpdateRule::Nesterov {
+            momentum: p.momentum(),
+        },
         "AdaGrad" => {
             if p.momentum() != 0.0 {
                 bail!("momentum cannot be used with AdaGrad");
@@ -103,17 +111,30 @@ fn update_rule(p: &SolverParameter, iter: i32) -> Result<UpdateRule> {
             if !(0.0..=1.0).contains(&p.rms_decay()) {
                 bail!("rms_decay should lie between 0 and 1");
             }
-            UpdateRule::RmsProp { rms_decay: p.rms_decay(), delta: p.delta() }
+            UpdateRule::RmsProp {
+                rms_decay: p.rms_decay(),
+                delta: p.delta(),
+            }
         }
-        "AdaDelta" => UpdateRule::AdaDelta { momentum: p.momentum(), delta: p.delta() },
+        "AdaDelta" => UpdateRule::AdaDelta {
+            momentum: p.momentum(),
+            delta: p.delta(),
+        },
         "Adam" => {
             let (beta1, beta2) = (p.momentum(), p.momentum2());
             let t = (iter + 1) as f64;
             let correction =
                 ((1.0 - (beta2 as f64).powf(t)).sqrt() / (1.0 - (beta1 as f64).powf(t))) as f32;
-            UpdateRule::Adam { beta1, beta2, eps: p.delta(), correction }
+            UpdateRule::Adam {
+                beta1,
+                beta2,
+                eps: p.delta(),
+                correction,
+            }
         }
-        other => bail!("unknown solver type \"{other}\" (expected SGD, Nesterov, AdaGrad, RMSProp, AdaDelta or Adam)"),
+        other => bail!(
+            "unknown solver type \"{other}\" (expected SGD, Nesterov, AdaGrad, RMSProp, AdaDelta or Adam)"
+        ),
     })
 }
 
@@ -126,7 +147,10 @@ fn history_count(p: &SolverParameter) -> usize {
 
 /// Caffe's state merging for the train net: phase TRAIN, then net.state, then train_state.
 fn train_state(p: &SolverParameter, net: &NetParameter) -> NetState {
-    let mut state = NetState { phase: Some(Phase::Train as i32), ..Default::default() };
+    let mut state = NetState {
+        phase: Some(Phase::Train as i32),
+        ..Default::default()
+    };
     merge_state(&mut state, net.state.as_ref());
     merge_state(&mut state, p.train_state.as_ref());
     state
@@ -160,21 +184,36 @@ pub fn blob_loss_weight(graph: &NetGraph, b: usize) -> f32 {
 impl Solver {
     /// Builds the train net and the test nets of a solver (paths relative to the working directory).
     pub fn new(param: SolverParameter, mut eng: Box<dyn Engine>) -> Result<Solver> {
-        let seed = if param.random_seed() >= 0 { Some(param.random_seed() as u64) } else { None };
+        let seed = if param.random_seed() >= 0 {
+            Some(param.random_seed() as u64)
+        } else {
+            None
+        };
         let (train_param, train_label) = Self::train_net_param(&param)?;
-        log::info("solver.cpp:87", &format!("Creating training net from {train_label}"));
+        log::info(
+            "solver.cpp:87",
+            &format!("Creating training net from {train_label}"),
+        );
         let state = train_state(&param, &train_param);
-        let graph = NetGraph::build(&train_param, &state, Strictness::Strict).with_context(|| format!("train net {train_label}"))?;
+        let graph = NetGraph::build(&train_param, &state, Strictness::Strict)
+            .with_context(|| format!("train net {train_label}"))?;
         let net = Net::new(graph, eng.as_mut(), seed)?;
         let mut test_nets = Vec::new();
         for (i, (test_param, label)) in Self::test_net_params(&param)?.into_iter().enumerate() {
-            let mut state = NetState { phase: Some(Phase::Test as i32), ..Default::default() };
+            let mut state = NetState {
+                phase: Some(Phase::Test as i32),
+                ..Default::default()
+            };
             merge_state(&mut state, test_param.state.as_ref());
             if let Some(s) = param.test_state.get(i) {
                 merge_state(&mut state, Some(s));
             }
-            log::info("solver.cpp:172", &format!("Creating test net (#{i}) specified by {label}"));
-            let graph = NetGraph::build(&test_param, &state, Strictness::Strict).with_context(|| format!("test net #{i} {label}"))?;
+            log::info(
+                "solver.cpp:172",
+                &format!("Creating test net (#{i}) specified by {label}"),
+            );
+            let graph = NetGraph::build(&test_param, &state, Strictness::Strict)
+                .with_context(|| format!("test net #{i} {label}"))?;
             let mut test = Net::new(graph, eng.as_mut(), seed.map(|s| s + 1 + i as u64))?;
             for unused in test.share_trained_layers_with(&net)? {
                 eng.free(unused.data);
@@ -191,7 +230,12 @@ impl Solver {
             }
             let blob = net.params[i].clone();
             let history = (0..n_hist).map(|_| eng.alloc(blob.count())).collect();
-            learnable.push(Learnable { blob, lr_mult: p.lr_mult, decay_mult: p.decay_mult, history });
+            learnable.push(Learnable {
+                blob,
+                lr_mult: p.lr_mult,
+                decay_mult: p.decay_mult,
+                history,
+            });
         }
         log::info("solver.cpp:57", "Solver scaffolding done.");
         Ok(Solver {
@@ -212,11 +256,20 @@ impl Solver {
     }
 
     fn train_net_param(p: &SolverParameter) -> Result<(NetParameter, String)> {
-        let given = [p.train_net_param.is_some(), p.train_net.is_some(), p.net_param.is_some(), p.net.is_some()];
+        let given = [
+            p.train_net_param.is_some(),
+            p.train_net.is_some(),
+            p.net_param.is_some(),
+            p.net.is_some(),
+        ];
         match given.iter().filter(|&&g| g).count() {
-            0 => bail!("the solver specifies no train net (set one of net, net_param, train_net, train_net_param)"),
+            0 => bail!(
+                "the solver specifies no train net (set one of net, net_param, train_net, train_net_param)"
+            ),
             1 => {}
-            _ => bail!("the solver specifies more than one train net (use only one of net, net_param, train_net, train_net_param)"),
+            _ => bail!(
+                "the solver specifies more than one train net (use only one of net, net_param, train_net, train_net_param)"
+            ),
         }
         if let Some(n) = &p.train_net_param {
             let mut n = n.clone();
@@ -224,7 +277,10 @@ impl Solver {
             return Ok((n, "train_net_param".into()));
         }
         if let Some(path) = &p.train_net {
-            return Ok((format::read_net_prototxt(Path::new(path))?, format!("train_net file: {path}")));
+            return Ok((
+                format::read_net_prototxt(Path::new(path))?,
+                format!("train_net file: {path}"),
+            ));
         }
         if let Some(n) = &p.net_param {
             let mut n = n.clone();
@@ -232,7 +288,10 @@ impl Solver {
             return Ok((n, "net_param".into()));
         }
         let path = p.net();
-        Ok((format::read_net_prototxt(Path::new(path))?, format!("net file: {path}")))
+        Ok((
+            format::read_net_prototxt(Path::new(path))?,
+            format!("net file: {path}"),
+        ))
     }
 
     fn test_net_params(p: &SolverParameter) -> Result<Vec<(NetParameter, String)>> {
@@ -243,13 +302,19 @@ impl Solver {
             nets.push((n, "test_net_param".to_string()));
         }
         for path in &p.test_net {
-            nets.push((format::read_net_prototxt(Path::new(path))?, format!("test_net file: {path}")));
+            nets.push((
+                format::read_net_prototxt(Path::new(path))?,
+                format!("test_net file: {path}"),
+            ));
         }
         let specific = nets.len();
         let generic = p.net_param.is_some() || p.net.is_some();
         if generic {
             if p.test_iter.len() < specific {
-                bail!("test_iter must be specified for each test network ({} given for {specific})", p.test_iter.len());
+                bail!(
+                    "test_iter must be specified for each test network ({} given for {specific})",
+                    p.test_iter.len()
+                );
             }
             let instances = p.test_iter.len() - specific;
             if instances > 0 {
@@ -259,14 +324,20 @@ impl Solver {
                         format::upgrade::upgrade_net(&mut n)?;
                         (n, "net_param".to_string())
                     }
-                    None => (format::read_net_prototxt(Path::new(p.net()))?, format!("net file: {}", p.net())),
+                    None => (
+                        format::read_net_prototxt(Path::new(p.net()))?,
+                        format!("net file: {}", p.net()),
+                    ),
                 };
                 for _ in 0..instances {
                     nets.push((n.clone(), label.clone()));
                 }
             }
         } else if p.test_iter.len() != specific {
-            bail!("test_iter must be specified for each test network ({} given for {specific})", p.test_iter.len());
+            bail!(
+                "test_iter must be specified for each test network ({} given for {specific})",
+                p.test_iter.len()
+            );
         }
         if !p.test_state.is_empty() && p.test_state.len() != nets.len() {
             bail!("test_state must be unspecified or specified once per test net");
@@ -293,9 +364,12 @@ impl Solver {
                     log::info("net.cpp:1137", l);
                 }
             };
-            self.net.copy_trained_layers(self.eng.as_mut(), &weights, &mut log_line).with_context(|| format!("loading {path}"))?;
+            self.net
+                .copy_trained_layers(self.eng.as_mut(), &weights, &mut log_line)
+                .with_context(|| format!("loading {path}"))?;
             for t in &mut self.test_nets {
-                t.copy_trained_layers(self.eng.as_mut(), &weights, &mut log_line).with_context(|| format!("loading {path}"))?;
+                t.copy_trained_layers(self.eng.as_mut(), &weights, &mut log_line)
+                    .with_context(|| format!("loading {path}"))?;
             }
         }
         Ok(())
@@ -304,7 +378,13 @@ impl Solver {
     fn learning_rate(&mut self) -> Result<f32> {
         let (rate, advanced) = lr::learning_rate(&self.param, self.iter, &mut self.current_step)?;
         if advanced {
-            self.info("sgd_solver.cpp:46", &format!("MultiStep Status: Iteration {}, step = {}", self.iter, self.current_step));
+            self.info(
+                "sgd_solver.cpp:46",
+                &format!(
+                    "MultiStep Status: Iteration {}, step = {}",
+                    self.iter, self.current_step
+                ),
+            );
         }
         Ok(rate)
     }
@@ -317,7 +397,11 @@ impl Solver {
         let mut out = Vec::new();
         for &b in &net.graph.outputs {
             let values = self.eng.download(net.blobs[b].data());
-            out.push((net.graph.blobs[b].name.clone(), values, blob_loss_weight(&net.graph, b)));
+            out.push((
+                net.graph.blobs[b].name.clone(),
+                values,
+                blob_loss_weight(&net.graph, b),
+            ));
         }
         out
     }
@@ -346,7 +430,10 @@ impl Solver {
         let rate = self.learning_rate()?;
         let display = self.param.display() > 0 && self.iter % self.param.display() == 0;
         if display {
-            self.info("sgd_solver.cpp:128", &format!("Iteration {}, lr = {}", self.iter, fmt_g(rate as f64)));
+            self.info(
+                "sgd_solver.cpp:128",
+                &format!("Iteration {}, lr = {}", self.iter, fmt_g(rate as f64)),
+            );
         }
         let mut clip_scale = 1.0f32;
         let clip = self.param.clip_gradients();
@@ -376,7 +463,11 @@ impl Solver {
             }
         }
         let iter_scale = 1.0 / self.param.iter_size().max(1) as f32;
-        let scale = if clip_scale != 1.0 { clip_scale * iter_scale } else { iter_scale };
+        let scale = if clip_scale != 1.0 {
+            clip_scale * iter_scale
+        } else {
+            iter_scale
+        };
         let rule = update_rule(&self.param, self.iter)?;
         let weight_decay = self.param.weight_decay();
         let l1 = match self.param.regularization_type() {
@@ -419,7 +510,8 @@ impl Solver {
         while self.iter < stop_iter {
             self.net.clear_param_diffs(self.eng.as_mut());
             let ti = self.param.test_interval();
-            if ti > 0 && self.iter % ti == 0 && (self.iter > 0 || self.param.test_initialization()) {
+            if ti > 0 && self.iter % ti == 0 && (self.iter > 0 || self.param.test_initialization())
+            {
                 self.test_all()?;
                 if self.requested_early_exit {
                     break;
@@ -435,7 +527,8 @@ impl Solver {
             self.update_smoothed_loss(loss, start_iter);
             if display {
                 let lapse = timer.elapsed().as_secs_f32();
-                let per_s = (self.iter - iterations_last) as f32 / if lapse > 0.0 { lapse } else { 1.0 };
+                let per_s =
+                    (self.iter - iterations_last) as f32 / if lapse > 0.0 { lapse } else { 1.0 };
                 self.info(
                     "solver.cpp:218",
                     &format!(
@@ -453,11 +546,21 @@ impl Solver {
                 for (name, values, weight) in self.read_outputs(None) {
                     for v in values {
                         let extra = if weight != 0.0 {
-                            format!(" (* {} = {} loss)", fmt_g(weight as f64), fmt_g((weight * v) as f64))
+                            format!(
+                                " (* {} = {} loss)",
+                                fmt_g(weight as f64),
+                                fmt_g((weight * v) as f64)
+                            )
                         } else {
                             String::new()
                         };
-                        self.info("solver.cpp:237", &format!("    Train net output #{score_index}: {name} = {}{extra}", fmt_g(v as f64)));
+                        self.info(
+                            "solver.cpp:237",
+                            &format!(
+                                "    Train net output #{score_index}: {name} = {}{extra}",
+                                fmt_g(v as f64)
+                            ),
+                        );
                         score_index += 1;
                     }
                 }
@@ -479,7 +582,9 @@ impl Solver {
                 ));
             }
             let request = self.signals.requested();
-            if (self.param.snapshot() > 0 && self.iter % self.param.snapshot() == 0) || request == SignalEffect::Snapshot {
+            if (self.param.snapshot() > 0 && self.iter % self.param.snapshot() == 0)
+                || request == SignalEffect::Snapshot
+            {
                 self.snapshot()?;
             }
             if request == SignalEffect::Stop {
@@ -492,12 +597,20 @@ impl Solver {
 
     /// Caffe's Solver::Solve: run to max_iter, final snapshot, final forward and test.
     pub fn solve(&mut self) -> Result<()> {
-        self.info("solver.cpp:292", &format!("Solving {}", self.net.graph.name));
-        self.info("solver.cpp:293", &format!("Learning Rate Policy: {}", self.param.lr_policy()));
+        self.info(
+            "solver.cpp:292",
+            &format!("Solving {}", self.net.graph.name),
+        );
+        self.info(
+            "solver.cpp:293",
+            &format!("Learning Rate Policy: {}", self.param.lr_policy()),
+        );
         self.requested_early_exit = false;
         let start_iter = self.iter;
         self.step(self.param.max_iter() - self.iter)?;
-        if self.param.snapshot_after_train() && (self.param.snapshot() <= 0 || self.iter % self.param.snapshot() != 0) {
+        if self.param.snapshot_after_train()
+            && (self.param.snapshot() <= 0 || self.iter % self.param.snapshot() != 0)
+        {
             self.snapshot()?;
         }
         if self.requested_early_exit {
@@ -508,7 +621,14 @@ impl Solver {
             self.net.forward(self.eng.as_mut())?;
             let loss = self.net.loss(self.eng.as_mut());
             self.update_smoothed_loss(loss, start_iter);
-            self.info("solver.cpp:327", &format!("Iteration {}, loss = {}", self.iter, fmt_g(self.smoothed_loss as f64)));
+            self.info(
+                "solver.cpp:327",
+                &format!(
+                    "Iteration {}, loss = {}",
+                    self.iter,
+                    fmt_g(self.smoothed_loss as f64)
+                ),
+            );
         }
         let ti = self.param.test_interval();
         if ti > 0 && self.iter % ti == 0 {
@@ -530,7 +650,10 @@ impl Solver {
 
     /// Runs test net `i` for its test_iter batches and logs the mean of each output.
     pub fn test(&mut self, i: usize) -> Result<Vec<(String, f32)>> {
-        self.info("solver.cpp:347", &format!("Iteration {}, Testing net (#{i})", self.iter));
+        self.info(
+            "solver.cpp:347",
+            &format!("Iteration {}, Testing net (#{i})", self.iter),
+        );
         let iters = self.param.test_iter.get(i).copied().unwrap_or(0).max(0);
         let mut scores: Vec<(String, f32, f32)> = Vec::new();
         let mut loss = 0.0f32;
@@ -560,17 +683,30 @@ impl Solver {
             return Ok(Vec::new());
         }
         if self.param.test_compute_loss() {
-            self.info("solver.cpp:371", &format!("Test loss: {}", fmt_g((loss / iters.max(1) as f32) as f64)));
+            self.info(
+                "solver.cpp:371",
+                &format!("Test loss: {}", fmt_g((loss / iters.max(1) as f32) as f64)),
+            );
         }
         let mut out = Vec::new();
         for (k, (name, sum, weight)) in scores.into_iter().enumerate() {
             let mean = sum / iters.max(1) as f32;
             let extra = if weight != 0.0 {
-                format!(" (* {} = {} loss)", fmt_g(weight as f64), fmt_g((weight * mean) as f64))
+                format!(
+                    " (* {} = {} loss)",
+                    fmt_g(weight as f64),
+                    fmt_g((weight * mean) as f64)
+                )
             } else {
                 String::new()
             };
-            self.info("solver.cpp:384", &format!("    Test net output #{k}: {name} = {}{extra}", fmt_g(mean as f64)));
+            self.info(
+                "solver.cpp:384",
+                &format!(
+                    "    Test net output #{k}: {name} = {}{extra}",
+                    fmt_g(mean as f64)
+                ),
+            );
             out.push((name, mean));
         }
         if self.last_test.len() <= i {
@@ -589,11 +725,22 @@ impl Solver {
     pub fn snapshot(&mut self) -> Result<(PathBuf, PathBuf)> {
         let base = self.snapshot_base();
         let model = PathBuf::from(format!("{base}.caffemodel"));
-        self.info("solver.cpp:464", &format!("Snapshotting to binary proto file {}", model.display()));
-        let net = self.net.to_proto(self.eng.as_mut(), self.param.snapshot_diff());
+        self.info(
+            "solver.cpp:464",
+            &format!("Snapshotting to binary proto file {}", model.display()),
+        );
+        let net = self
+            .net
+            .to_proto(self.eng.as_mut(), self.param.snapshot_diff());
         caffemodel::write_net_binary(&model, &net)?;
         let state_path = PathBuf::from(format!("{base}.solverstate"));
-        self.info("sgd_solver.cpp:284", &format!("Snapshotting solver state to binary proto file {}", state_path.display()));
+        self.info(
+            "sgd_solver.cpp:284",
+            &format!(
+                "Snapshotting solver state to binary proto file {}",
+                state_path.display()
+            ),
+        );
         let mut state = SolverState {
             iter: Some(self.iter),
             learned_net: Some(model.display().to_string()),
@@ -603,9 +750,13 @@ impl Solver {
         let n_hist = history_count(&self.param);
         for h in 0..n_hist {
             for l in &self.learnable {
-                let values = self.eng.download(View::new(l.history[h], 0, l.blob.count()));
+                let values = self
+                    .eng
+                    .download(View::new(l.history[h], 0, l.blob.count()));
                 state.history.push(BlobProto {
-                    shape: Some(BlobShape { dim: l.blob.shape.iter().map(|&d| d as i64).collect() }),
+                    shape: Some(BlobShape {
+                        dim: l.blob.shape.iter().map(|&d| d as i64).collect(),
+                    }),
                     data: values,
                     ..Default::default()
                 });
@@ -617,16 +768,24 @@ impl Solver {
 
     /// Caffe's Restore from a .solverstate: iter, current_step, history and the learned net.
     pub fn restore(&mut self, path: &Path) -> Result<()> {
-        self.info("solver.cpp:297", &format!("Restoring previous solver status from {}", path.display()));
+        self.info(
+            "solver.cpp:297",
+            &format!("Restoring previous solver status from {}", path.display()),
+        );
         let state = caffemodel::read_solver_state(path)?;
         self.iter = state.iter();
         self.current_step = state.current_step();
         if let Some(learned) = &state.learned_net
             && !learned.is_empty()
         {
-            let weights = caffemodel::read_net_binary(Path::new(learned))
-                .with_context(|| format!("the solver state {} names the weights file {learned}", path.display()))?;
-            self.net.copy_trained_layers(self.eng.as_mut(), &weights, &mut |_| {})?;
+            let weights = caffemodel::read_net_binary(Path::new(learned)).with_context(|| {
+                format!(
+                    "the solver state {} names the weights file {learned}",
+                    path.display()
+                )
+            })?;
+            self.net
+                .copy_trained_layers(self.eng.as_mut(), &weights, &mut |_| {})?;
         }
         let n_hist = history_count(&self.param);
         let expected = self.learnable.len() * n_hist;
@@ -650,7 +809,8 @@ impl Solver {
                     l.blob.count()
                 ));
             }
-            self.eng.upload(View::new(l.history[h], 0, values.len()), &values);
+            self.eng
+                .upload(View::new(l.history[h], 0, values.len()), &values);
         }
         Ok(())
     }

@@ -18,7 +18,8 @@ pub struct ConvertArgs {
 }
 
 fn is_safetensors(p: &Path) -> bool {
-    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+    p.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
 
 /// Converts and returns the lines to report.
@@ -33,7 +34,10 @@ pub fn run(args: &ConvertArgs) -> Result<Vec<String>> {
                 bail!("-fold_bn needs -model (the net tells which BatchNorm follows which layer)");
             }
             let model_text = match &args.model {
-                Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?),
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read {}", p.display()))?,
+                ),
                 None => None,
             };
             let folded_model = match (&model, args.fold_bn) {
@@ -45,7 +49,13 @@ pub fn run(args: &ConvertArgs) -> Result<Vec<String>> {
                 }
                 _ => None,
             };
-            let opts = ExportOptions { names: args.names, dtype: args.dtype, fold_bn: args.fold_bn, model, model_text };
+            let opts = ExportOptions {
+                names: args.names,
+                dtype: args.dtype,
+                fold_bn: args.fold_bn,
+                model,
+                model_text,
+            };
             let report = st::caffemodel_to_safetensors(&args.input, &args.output, &opts)?;
             let mut lines = vec![format!(
                 "Wrote {} tensors ({} bytes, {}) to {}",
@@ -67,7 +77,11 @@ pub fn run(args: &ConvertArgs) -> Result<Vec<String>> {
         }
         (true, false) => {
             let graph = match &model {
-                Some(m) => Some(NetGraph::build(m, &make_state(m, Phase::Test, 0, &[]), Strictness::Lenient)?),
+                Some(m) => Some(NetGraph::build(
+                    m,
+                    &make_state(m, Phase::Test, 0, &[]),
+                    Strictness::Lenient,
+                )?),
                 None => None,
             };
             let expected = |layer: &str| -> Option<Vec<Vec<usize>>> {
@@ -78,13 +92,28 @@ pub fn run(args: &ConvertArgs) -> Result<Vec<String>> {
                 }
                 Some(node.param_defs.iter().map(|d| d.shape.clone()).collect())
             };
-            let report = st::safetensors_to_caffemodel(&args.input, &args.output, model.as_ref(), Some(&expected))?;
-            let mut lines = vec![format!("Wrote {} layers to {}", report.layers.len(), args.output.display())];
+            let report = st::safetensors_to_caffemodel(
+                &args.input,
+                &args.output,
+                model.as_ref(),
+                Some(&expected),
+            )?;
+            let mut lines = vec![format!(
+                "Wrote {} layers to {}",
+                report.layers.len(),
+                args.output.display()
+            )];
             if !report.unused.is_empty() {
-                lines.push(format!("Tensors that fit no layer (ignored): {}", report.unused.join(", ")));
+                lines.push(format!(
+                    "Tensors that fit no layer (ignored): {}",
+                    report.unused.join(", ")
+                ));
             }
             if !report.missing.is_empty() {
-                lines.push(format!("Layers without tensors (not written): {}", report.missing.join(", ")));
+                lines.push(format!(
+                    "Layers without tensors (not written): {}",
+                    report.missing.join(", ")
+                ));
             }
             Ok(lines)
         }

@@ -23,17 +23,24 @@ const SOLVER: &str = "lenet_digits_solver.prototxt";
 
 pub fn run(args: &DemoArgs) -> Result<()> {
     let start = Instant::now();
-    let data = args
-        .data
-        .canonicalize()
-        .with_context(|| format!("the demo data folder {} is missing (run from the repository root)", args.data.display()))?;
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let data = args.data.canonicalize().with_context(|| {
+        format!(
+            "the demo data folder {} is missing (run from the repository root)",
+            args.data.display()
+        )
+    })?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
     for f in [NET, SOLVER] {
         std::fs::copy(data.join(f), args.dir.join(f)).with_context(|| format!("copying {f}"))?;
     }
-    std::env::set_current_dir(&args.dir).with_context(|| format!("cannot enter {}", args.dir.display()))?;
+    std::env::set_current_dir(&args.dir)
+        .with_context(|| format!("cannot enter {}", args.dir.display()))?;
     let root = format!("{}/", data.display());
-    for (list, db) in [("train.txt", "digits_train_lmdb"), ("test.txt", "digits_test_lmdb")] {
+    for (list, db) in [
+        ("train.txt", "digits_train_lmdb"),
+        ("test.txt", "digits_test_lmdb"),
+    ] {
         if Path::new(db).exists() {
             std::fs::remove_dir_all(db).with_context(|| format!("removing the old {db}"))?;
         }
@@ -103,7 +110,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         accuracy * 100.0,
         solver.iter,
         start.elapsed().as_secs_f64(),
-        std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
+        std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default()
     );
     Ok(())
 }

@@ -23,7 +23,14 @@ pub struct ForwardOptions {
 
 impl Default for ForwardOptions {
     fn default() -> Self {
-        ForwardOptions { phase: Phase::Test, level: 0, stages: Vec::new(), backward: false, blobs: Vec::new(), seed: 1701 }
+        ForwardOptions {
+            phase: Phase::Test,
+            level: 0,
+            stages: Vec::new(),
+            backward: false,
+            blobs: Vec::new(),
+            seed: 1701,
+        }
     }
 }
 
@@ -54,15 +61,22 @@ pub fn run_net(
         for &t in &node.tops {
             let name = &net.graph.blobs[t].name;
             let key = format!("input.{name}");
-            let (shape, values) = inputs
-                .get(&key)
-                .ok_or_else(|| anyhow!("the input file has no tensor \"{key}\" for Input blob '{name}'"))?;
+            let (shape, values) = inputs.get(&key).ok_or_else(|| {
+                anyhow!("the input file has no tensor \"{key}\" for Input blob '{name}'")
+            })?;
             let blob = &net.blobs[t];
             if shape != &blob.shape && values.len() != blob.count() {
-                bail!("tensor \"{key}\" has shape {shape:?} but blob '{name}' has shape {:?}", blob.shape);
+                bail!(
+                    "tensor \"{key}\" has shape {shape:?} but blob '{name}' has shape {:?}",
+                    blob.shape
+                );
             }
             if values.len() != blob.count() {
-                bail!("tensor \"{key}\" has {} values but blob '{name}' needs {}", values.len(), blob.count());
+                bail!(
+                    "tensor \"{key}\" has {} values but blob '{name}' needs {}",
+                    values.len(),
+                    blob.count()
+                );
             }
             fed.push((blob.data(), values.clone()));
         }
@@ -78,15 +92,27 @@ pub fn run_net(
             continue;
         }
         let t = &net.blobs[b];
-        out.insert(format!("output.{}", blob.name), (t.shape.clone(), eng.download(t.data())));
+        out.insert(
+            format!("output.{}", blob.name),
+            (t.shape.clone(), eng.download(t.data())),
+        );
     }
     if opts.backward {
         net.clear_param_diffs(eng);
         net.seed_loss_diffs(eng);
-        for (name, (_, values)) in inputs.iter().filter_map(|(k, v)| k.strip_prefix("top_diff.").map(|n| (n, v))) {
-            let blob = net.blob(name).ok_or_else(|| anyhow!("top_diff.{name}: the net has no blob '{name}'"))?;
+        for (name, (_, values)) in inputs
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("top_diff.").map(|n| (n, v)))
+        {
+            let blob = net
+                .blob(name)
+                .ok_or_else(|| anyhow!("top_diff.{name}: the net has no blob '{name}'"))?;
             if values.len() != blob.count() {
-                bail!("top_diff.{name} has {} values but blob '{name}' has {}", values.len(), blob.count());
+                bail!(
+                    "top_diff.{name} has {} values but blob '{name}' has {}",
+                    values.len(),
+                    blob.count()
+                );
             }
             let view = blob.diff();
             eng.upload(view, values);
@@ -104,14 +130,20 @@ pub fn run_net(
             }
             for (i, &p) in node.params.iter().enumerate() {
                 let blob = &net.params[p];
-                out.insert(format!("param_diff.{}.{i}", node.name()), (blob.shape.clone(), eng.download(blob.diff())));
+                out.insert(
+                    format!("param_diff.{}.{i}", node.name()),
+                    (blob.shape.clone(), eng.download(blob.diff())),
+                );
             }
         }
     }
     for node in &net.graph.layers {
         for (i, &p) in node.params.iter().enumerate() {
             let blob = &net.params[p];
-            out.insert(format!("param.{}.{i}", node.name()), (blob.shape.clone(), eng.download(blob.data())));
+            out.insert(
+                format!("param.{}.{i}", node.name()),
+                (blob.shape.clone(), eng.download(blob.data())),
+            );
         }
     }
     Ok(out)
@@ -130,7 +162,9 @@ pub fn run(eng: &mut dyn Engine, args: &ForwardArgs) -> Result<usize> {
     let mut weights = Vec::new();
     if let Some(list) = &args.weights {
         for path in list.split(',').filter(|p| !p.is_empty()) {
-            weights.push(crate::format::caffemodel::read_net_binary(std::path::Path::new(path))?);
+            weights.push(crate::format::caffemodel::read_net_binary(
+                std::path::Path::new(path),
+            )?);
         }
     }
     let inputs = match &args.input {

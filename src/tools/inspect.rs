@@ -43,18 +43,31 @@ fn human(n: u64) -> String {
 }
 
 fn macs(node: &LayerNode) -> u64 {
-    if node.problem.is_some() { 0 } else { node.layer.as_ref().map_or(0, |l| l.macs()) }
+    if node.problem.is_some() {
+        0
+    } else {
+        node.layer.as_ref().map_or(0, |l| l.macs())
+    }
 }
 
 /// Notes on a layer: in-place, BatchNorm+Scale pairs, shared params, problems.
 fn notes(graph: &NetGraph, i: usize) -> Vec<String> {
     let node = &graph.layers[i];
     let mut notes = Vec::new();
-    if node.tops.iter().enumerate().any(|(j, _)| node.is_in_place(j)) {
+    if node
+        .tops
+        .iter()
+        .enumerate()
+        .any(|(j, _)| node.is_in_place(j))
+    {
         notes.push("in-place".to_string());
     }
     if node.type_name() == "BatchNorm"
-        && let Some(next) = graph.layers.iter().skip(i + 1).find(|l| l.bottoms.first() == node.tops.first())
+        && let Some(next) = graph
+            .layers
+            .iter()
+            .skip(i + 1)
+            .find(|l| l.bottoms.first() == node.tops.first())
         && next.type_name() == "Scale"
     {
         notes.push(format!("BatchNorm+Scale pair with '{}'", next.name()));
@@ -63,7 +76,11 @@ fn notes(graph: &NetGraph, i: usize) -> Vec<String> {
         let param = &graph.params[p];
         if param.owner != p {
             let owner = &graph.params[param.owner];
-            notes.push(format!("param {} shared with '{}'", param.index, graph.layers[owner.layer].name()));
+            notes.push(format!(
+                "param {} shared with '{}'",
+                param.index,
+                graph.layers[owner.layer].name()
+            ));
         }
     }
     for (j, w) in node.loss_weights.iter().enumerate() {
@@ -80,14 +97,18 @@ fn notes(graph: &NetGraph, i: usize) -> Vec<String> {
 fn fate_text(fate: &LayerFate, frozen: bool) -> String {
     let mut text = match fate {
         LayerFate::Loaded => "loaded".to_string(),
-        LayerFate::Initialised(fillers) => format!("initialised by {} (not in the file)", fillers.join("/")),
+        LayerFate::Initialised(fillers) => {
+            format!("initialised by {} (not in the file)", fillers.join("/"))
+        }
         LayerFate::ShapeMismatch { blob, file, net } => format!(
             "shape mismatch (param {blob}): file {} vs net {}: rename the layer to re-initialise it",
             shape_text(file),
             shape_text(net)
         ),
         LayerFate::BlobCountMismatch { file, net } => {
-            format!("blob count mismatch: file {file} vs net {net}: rename the layer to re-initialise it")
+            format!(
+                "blob count mismatch: file {file} vs net {net}: rename the layer to re-initialise it"
+            )
         }
     };
     if frozen {
@@ -104,20 +125,58 @@ pub struct Totals {
 
 pub fn totals(graph: &NetGraph) -> Totals {
     Totals {
-        params: graph.params.iter().enumerate().filter(|(i, p)| p.owner == *i).map(|(_, p)| count(&p.shape)).sum(),
+        params: graph
+            .params
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| p.owner == *i)
+            .map(|(_, p)| count(&p.shape))
+            .sum(),
         macs: graph.layers.iter().map(macs).sum(),
-        activations: graph.blobs.iter().filter_map(|b| b.shape.as_ref()).map(|s| count(s)).sum(),
+        activations: graph
+            .blobs
+            .iter()
+            .filter_map(|b| b.shape.as_ref())
+            .map(|s| count(s))
+            .sum(),
     }
 }
 
 pub fn table(graph: &NetGraph, plan: Option<&CopyPlan>) -> String {
-    let header = ["#", "name", "type", "bottoms -> tops", "top shapes", "params", "lr/decay", "MACs", "notes"];
+    let header = [
+        "#",
+        "name",
+        "type",
+        "bottoms -> tops",
+        "top shapes",
+        "params",
+        "lr/decay",
+        "MACs",
+        "notes",
+    ];
     let mut rows: Vec<[String; 9]> = Vec::new();
-    for (i, node) in graph.layers.iter().enumerate().filter(|(_, n)| !n.auto_split) {
-        let blob_names =
-            |ids: &[usize]| ids.iter().map(|&b| graph.blobs[graph.user_blob(b)].name.clone()).collect::<Vec<_>>().join(",");
-        let tops: Vec<String> = node.tops.iter().map(|&t| dims(&graph.blobs[t].shape)).collect();
-        let params: Vec<String> = node.param_defs.iter().map(|d| shape_text(&d.shape)).collect();
+    for (i, node) in graph
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.auto_split)
+    {
+        let blob_names = |ids: &[usize]| {
+            ids.iter()
+                .map(|&b| graph.blobs[graph.user_blob(b)].name.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let tops: Vec<String> = node
+            .tops
+            .iter()
+            .map(|&t| dims(&graph.blobs[t].shape))
+            .collect();
+        let params: Vec<String> = node
+            .param_defs
+            .iter()
+            .map(|d| shape_text(&d.shape))
+            .collect();
         let mults: Vec<String> = node
             .params
             .iter()
@@ -134,7 +193,11 @@ pub fn table(graph: &NetGraph, plan: Option<&CopyPlan>) -> String {
             i.to_string(),
             node.name().to_string(),
             node.type_name().to_string(),
-            format!("{} -> {}", blob_names(&node.bottoms), blob_names(&node.tops)),
+            format!(
+                "{} -> {}",
+                blob_names(&node.bottoms),
+                blob_names(&node.tops)
+            ),
             tops.join(" "),
             params.join(" "),
             mults.join(" "),
@@ -182,7 +245,11 @@ pub fn table(graph: &NetGraph, plan: Option<&CopyPlan>) -> String {
         if plan.ignored.is_empty() {
             let _ = writeln!(out, "weights: every layer of the file is used");
         } else {
-            let _ = writeln!(out, "weights: layers of the file the net ignores: {}", plan.ignored.join(", "));
+            let _ = writeln!(
+                out,
+                "weights: layers of the file the net ignores: {}",
+                plan.ignored.join(", ")
+            );
         }
     }
     let problems = graph.problems();
@@ -238,7 +305,12 @@ pub fn to_dot(graph: &NetGraph) -> String {
     let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let mut out = String::new();
     let _ = writeln!(out, "digraph \"{}\" {{\n  rankdir=LR;", esc(&graph.name));
-    for (i, node) in graph.layers.iter().enumerate().filter(|(_, n)| !n.auto_split) {
+    for (i, node) in graph
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.auto_split)
+    {
         let _ = writeln!(
             out,
             "  \"layer{i}\" [shape=record, style=filled, fillcolor=\"#6495ED\", label=\"{}\\n({})\"];",
@@ -246,7 +318,12 @@ pub fn to_dot(graph: &NetGraph) -> String {
             esc(node.type_name())
         );
     }
-    for (b, blob) in graph.blobs.iter().enumerate().filter(|(b, _)| graph.user_blob(*b) == *b) {
+    for (b, blob) in graph
+        .blobs
+        .iter()
+        .enumerate()
+        .filter(|(b, _)| graph.user_blob(*b) == *b)
+    {
         let _ = writeln!(
             out,
             "  \"blob{b}\" [shape=octagon, style=filled, fillcolor=\"#E0E0E0\", label=\"{}\\n{}\"];",
@@ -254,7 +331,12 @@ pub fn to_dot(graph: &NetGraph) -> String {
             dims(&blob.shape)
         );
     }
-    for (i, node) in graph.layers.iter().enumerate().filter(|(_, n)| !n.auto_split) {
+    for (i, node) in graph
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.auto_split)
+    {
         for &b in &node.bottoms {
             let b = graph.user_blob(b);
             let _ = writeln!(out, "  \"blob{b}\" -> \"layer{i}\";");

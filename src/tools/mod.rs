@@ -20,7 +20,9 @@ pub fn engine_for_gpu_flag(list: &str) -> Result<Box<dyn Engine>> {
     let index: usize = if first == "all" {
         0
     } else {
-        first.trim().parse().map_err(|_| anyhow::anyhow!("-gpu expects device indices like 0 or 0,1 or all, got \"{list}\""))?
+        first.trim().parse().map_err(|_| {
+            anyhow::anyhow!("-gpu expects device indices like 0 or 0,1 or all, got \"{list}\"")
+        })?
     };
     gpu_engine(index)
 }

@@ -7,8 +7,8 @@ use crate::engine::Engine;
 use crate::net::state::make_state;
 use crate::net::{Net, NetGraph, Strictness};
 use crate::proto::Phase;
-use crate::solver::log::{fmt_g, info};
 use crate::solver::blob_loss_weight;
+use crate::solver::log::{fmt_g, info};
 
 pub struct TestArgs {
     pub model: PathBuf,
@@ -30,7 +30,10 @@ pub fn run(eng: &mut dyn Engine, args: &TestArgs) -> Result<Vec<(String, f32)>> 
             net.copy_trained_layers(eng, &w, &mut |l| info("net.cpp:1137", l))?;
         }
     }
-    info("caffe.cpp:304", &format!("Running for {} iterations.", args.iterations));
+    info(
+        "caffe.cpp:304",
+        &format!("Running for {} iterations.", args.iterations),
+    );
     let mut scores: Vec<(String, f32, f32)> = Vec::new();
     let mut loss = 0.0f32;
     for i in 0..args.iterations {
@@ -47,21 +50,34 @@ pub fn run(eng: &mut dyn Engine, args: &TestArgs) -> Result<Vec<(String, f32)>> 
                     scores[idx].1 += v;
                 }
                 idx += 1;
-                info("caffe.cpp:323", &format!("Batch {i}, {name} = {}", fmt_g(v as f64)));
+                info(
+                    "caffe.cpp:323",
+                    &format!("Batch {i}, {name} = {}", fmt_g(v as f64)),
+                );
             }
         }
     }
     let n = args.iterations.max(1) as f32;
-    info("caffe.cpp:328", &format!("Loss: {}", fmt_g((loss / n) as f64)));
+    info(
+        "caffe.cpp:328",
+        &format!("Loss: {}", fmt_g((loss / n) as f64)),
+    );
     let mut out = Vec::new();
     for (name, sum, weight) in scores {
         let mean = sum / n;
         let extra = if weight != 0.0 {
-            format!(" (* {} = {} loss)", fmt_g(weight as f64), fmt_g((weight * mean) as f64))
+            format!(
+                " (* {} = {} loss)",
+                fmt_g(weight as f64),
+                fmt_g((weight * mean) as f64)
+            )
         } else {
             String::new()
         };
-        info("caffe.cpp:340", &format!("{name} = {}{extra}", fmt_g(mean as f64)));
+        info(
+            "caffe.cpp:340",
+            &format!("{name} = {}{extra}", fmt_g(mean as f64)),
+        );
         out.push((name, mean));
     }
     Ok(out)

@@ -44,12 +44,18 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
     let n_layers = net.graph.layers.len();
     info("caffe.cpp:352", "Performing Forward");
     net.forward(eng)?;
-    info("caffe.cpp:354", &format!("Initial loss: {}", fmt_g(net.loss(eng) as f64)));
+    info(
+        "caffe.cpp:354",
+        &format!("Initial loss: {}", fmt_g(net.loss(eng) as f64)),
+    );
     info("caffe.cpp:355", "Performing Backward");
     net.backward(eng)?;
     eng.sync()?;
     info("caffe.cpp:368", "*** Benchmark begins ***");
-    info("caffe.cpp:369", &format!("Testing for {} iterations.", args.iterations));
+    info(
+        "caffe.cpp:369",
+        &format!("Testing for {} iterations.", args.iterations),
+    );
     let mut fwd = vec![0f64; n_layers];
     let mut bwd = vec![0f64; n_layers];
     let (mut forward_total, mut backward_total) = (0f64, 0f64);
@@ -74,7 +80,11 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
         backward_total += backward_timer.elapsed().as_secs_f64() * 1e3;
         info(
             "caffe.cpp:397",
-            &format!("Iteration: {} forward-backward time: {} ms.", j + 1, fmt_g(iter_timer.elapsed().as_secs_f64() * 1e3)),
+            &format!(
+                "Iteration: {} forward-backward time: {} ms.",
+                j + 1,
+                fmt_g(iter_timer.elapsed().as_secs_f64() * 1e3)
+            ),
         );
     }
     let total_ms = total.elapsed().as_secs_f64() * 1e3;
@@ -83,14 +93,36 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
     let mut layers = Vec::new();
     for (i, node) in net.graph.layers.iter().enumerate() {
         let name = node.name();
-        info("caffe.cpp:403", &format!("{name:>10}\tforward: {} ms.", fmt_g(fwd[i] / n)));
-        info("caffe.cpp:406", &format!("{name:>10}\tbackward: {} ms.", fmt_g(bwd[i] / n)));
+        info(
+            "caffe.cpp:403",
+            &format!("{name:>10}\tforward: {} ms.", fmt_g(fwd[i] / n)),
+        );
+        info(
+            "caffe.cpp:406",
+            &format!("{name:>10}\tbackward: {} ms.", fmt_g(bwd[i] / n)),
+        );
         layers.push((name.to_string(), fwd[i] / n, bwd[i] / n));
     }
-    info("caffe.cpp:411", &format!("Average Forward pass: {} ms.", fmt_g(forward_total / n)));
-    info("caffe.cpp:413", &format!("Average Backward pass: {} ms.", fmt_g(backward_total / n)));
-    info("caffe.cpp:415", &format!("Average Forward-Backward: {} ms.", fmt_g(total_ms / n)));
-    info("caffe.cpp:416", &format!("Total Time: {} ms.", fmt_g(total_ms)));
+    info(
+        "caffe.cpp:411",
+        &format!("Average Forward pass: {} ms.", fmt_g(forward_total / n)),
+    );
+    info(
+        "caffe.cpp:413",
+        &format!("Average Backward pass: {} ms.", fmt_g(backward_total / n)),
+    );
+    info(
+        "caffe.cpp:415",
+        &format!("Average Forward-Backward: {} ms.", fmt_g(total_ms / n)),
+    );
+    info(
+        "caffe.cpp:416",
+        &format!("Total Time: {} ms.", fmt_g(total_ms)),
+    );
     info("caffe.cpp:417", "*** Benchmark ends ***");
-    Ok(Timing { layers, forward_ms: forward_total / n, backward_ms: backward_total / n })
+    Ok(Timing {
+        layers,
+        forward_ms: forward_total / n,
+        backward_ms: backward_total / n,
+    })
 }

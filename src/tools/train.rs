@@ -21,7 +21,10 @@ pub struct TrainArgs {
 
 /// Chooses the engine as Caffe does: `-gpu` wins; otherwise the solver's solver_mode/device_id.
 /// A solver asking for GPU on a machine without an adapter falls back to CPU with one warning.
-pub fn choose_engine(gpu_flag: Option<&str>, solver_mode_gpu: Option<i64>) -> Result<Box<dyn Engine>> {
+pub fn choose_engine(
+    gpu_flag: Option<&str>,
+    solver_mode_gpu: Option<i64>,
+) -> Result<Box<dyn Engine>> {
     match (gpu_flag, solver_mode_gpu) {
         (Some(list), _) => super::engine_for_gpu_flag(list),
         (None, Some(device)) => match super::engine_for_gpu_flag(&device.to_string()) {
@@ -29,7 +32,9 @@ pub fn choose_engine(gpu_flag: Option<&str>, solver_mode_gpu: Option<i64>) -> Re
             Err(e) => {
                 log::warn(
                     "caffe.cpp:219",
-                    &format!("solver_mode is GPU but no GPU can be used ({e:#}); running in CPU mode"),
+                    &format!(
+                        "solver_mode is GPU but no GPU can be used ({e:#}); running in CPU mode"
+                    ),
                 );
                 Ok(Box::new(crate::engine::cpu::CpuEngine::new()))
             }
@@ -55,7 +60,10 @@ pub fn run_solver(args: &TrainArgs) -> Result<Solver> {
         .then(|| i64::from(param.device_id()));
     let eng = choose_engine(args.gpu.as_deref(), solver_gpu)?;
     log::info("caffe.cpp:248", &format!("Using {}", eng.name()));
-    let weights = args.weights.clone().or_else(|| (!param.weights.is_empty()).then(|| param.weights.join(",")));
+    let weights = args
+        .weights
+        .clone()
+        .or_else(|| (!param.weights.is_empty()).then(|| param.weights.join(",")));
     let mut solver = Solver::new(param, eng)?;
     let signals = Signals {
         sigint_effect: Some(args.sigint_effect),

@@ -23,24 +23,40 @@ pub fn run(input: &Path, output: &Path) -> Result<String> {
     }
     let text = String::from_utf8_lossy(&bytes);
     let label = input.display().to_string();
-    let looks_like_solver = transcode::parse_text::<SolverParameter>(&text, &label, "caffe.SolverParameter").is_ok()
-        && transcode::parse_text::<NetParameter>(&text, &label, "caffe.NetParameter").is_err();
+    let looks_like_solver =
+        transcode::parse_text::<SolverParameter>(&text, &label, "caffe.SolverParameter").is_ok()
+            && transcode::parse_text::<NetParameter>(&text, &label, "caffe.NetParameter").is_err();
     if looks_like_solver {
-        let mut solver: SolverParameter = transcode::parse_text(&text, &label, "caffe.SolverParameter")?;
+        let mut solver: SolverParameter =
+            transcode::parse_text(&text, &label, "caffe.SolverParameter")?;
         let changed = upgrade::upgrade_solver(&mut solver)?;
-        caffemodel::write_atomic(output, transcode::to_text(&solver, "caffe.SolverParameter").as_bytes())?;
+        caffemodel::write_atomic(
+            output,
+            transcode::to_text(&solver, "caffe.SolverParameter").as_bytes(),
+        )?;
         return Ok(report(input, output, changed, "solver"));
     }
     let mut net: NetParameter = transcode::parse_text(&text, &label, "caffe.NetParameter")?;
     let changed = upgrade::upgrade_net(&mut net)?;
-    caffemodel::write_atomic(output, transcode::to_text(&net, "caffe.NetParameter").as_bytes())?;
+    caffemodel::write_atomic(
+        output,
+        transcode::to_text(&net, "caffe.NetParameter").as_bytes(),
+    )?;
     Ok(report(input, output, changed, "net"))
 }
 
 fn report(input: &Path, output: &Path, changed: bool, what: &str) -> String {
     if changed {
-        format!("Wrote upgraded {what} {} to {}", input.display(), output.display())
+        format!(
+            "Wrote upgraded {what} {} to {}",
+            input.display(),
+            output.display()
+        )
     } else {
-        format!("{what} {} was already in the current format; wrote it to {}", input.display(), output.display())
+        format!(
+            "{what} {} was already in the current format; wrote it to {}",
+            input.display(),
+            output.display()
+        )
     }
 }

@@ -5,9 +5,16 @@ pub fn run(kernel: &BlasKernel, mem: &mut Memory) -> anyhow::Result<()> {
     match kernel {
         BlasKernel::Gemm(g) => {
             let span = |stride: usize, one: usize| stride * (g.batch - 1) + one;
-            let (a_len, b_len, c_len) =
-                (span(g.stride_a, g.m * g.k), span(g.stride_b, g.k * g.n), span(g.stride_c, g.m * g.n));
-            let (a, b, c) = (g.a.slice(0, a_len), g.b.slice(0, b_len), g.c.slice(0, c_len));
+            let (a_len, b_len, c_len) = (
+                span(g.stride_a, g.m * g.k),
+                span(g.stride_b, g.k * g.n),
+                span(g.stride_c, g.m * g.n),
+            );
+            let (a, b, c) = (
+                g.a.slice(0, a_len),
+                g.b.slice(0, b_len),
+                g.c.slice(0, c_len),
+            );
             mem.with(&[c], &[a, b], |o, i| {
                 for batch in 0..g.batch {
                     sgemm(
@@ -42,7 +49,10 @@ pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm operand too short");
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "gemm operand too short"
+    );
     if k == 0 {
         for v in &mut c[..m * n] {
             *v *= g.beta;
@@ -50,8 +60,16 @@ pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         return;
     }
     // Strides of op(A) (m x k) and op(B) (k x n) as (row stride, column stride).
-    let (a_rs, a_cs) = if g.trans_a { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if g.trans_b { (1, k as isize) } else { (n as isize, 1) };
+    let (a_rs, a_cs) = if g.trans_a {
+        (1, m as isize)
+    } else {
+        (k as isize, 1)
+    };
+    let (b_rs, b_cs) = if g.trans_b {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    };
     let work = m * n * k;
     let parallelism = if work >= 1 << 18 && rayon::current_num_threads() > 1 {
         gemm::Parallelism::Rayon(0)

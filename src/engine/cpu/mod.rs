@@ -87,7 +87,9 @@ impl Default for CpuEngine {
 
 impl CpuEngine {
     pub fn new() -> Self {
-        CpuEngine { mem: Memory::default() }
+        CpuEngine {
+            mem: Memory::default(),
+        }
     }
 }
 
@@ -130,7 +132,8 @@ impl Engine for CpuEngine {
 
     fn copy(&mut self, src: View, dst: View) {
         assert_eq!(src.len, dst.len, "copy between views of different lengths");
-        self.mem.with(&[dst], &[src], |o, i| o[0].copy_from_slice(i[0]));
+        self.mem
+            .with(&[dst], &[src], |o, i| o[0].copy_from_slice(i[0]));
     }
 
     fn launch(&mut self, kernel: &Kernel) -> anyhow::Result<()> {

@@ -5,11 +5,31 @@ use crate::engine::kernels::solver::{Regularization, SolverKernel, UpdateRule};
 
 const CHUNK: usize = 1 << 14;
 
+/// One chunk of a parameter: data, diff and up to two history slices.
+type UpdateJob<'a> = (
+    &'a mut [f32],
+    &'a mut [f32],
+    Option<&'a mut [f32]>,
+    Option<&'a mut [f32]>,
+);
+
 pub fn run(kernel: &SolverKernel, mem: &mut Memory) -> anyhow::Result<()> {
     match kernel {
-        SolverKernel::Update { data, diff, history, scale, regularization, rule, rate } => {
+        SolverKernel::Update {
+            data,
+            diff,
+            history,
+            scale,
+            regularization,
+            rule,
+            rate,
+        } => {
             let (scale, regularization, rule, rate) = (*scale, *regularization, *rule, *rate);
-            anyhow::ensure!(history.len() == history_blobs(&rule), "{rule:?} needs {} history blobs", history_blobs(&rule));
+            anyhow::ensure!(
+                history.len() == history_blobs(&rule),
+                "{rule:?} needs {} history blobs",
+                history_blobs(&rule)
+            );
             let mut outs = vec![*data, *diff];
             outs.extend(history.iter().copied());
             mem.with(&outs, &[], |o, _| {
@@ -21,11 +41,19 @@ pub fn run(kernel: &SolverKernel, mem: &mut Memory) -> anyhow::Result<()> {
                     [a] => (&mut **a, &mut []),
                     [a, b, ..] => (&mut **a, &mut **b),
                 };
-                let h0_chunks: Vec<&mut [f32]> = if h0.is_empty() { Vec::new() } else { h0.chunks_mut(CHUNK).collect() };
-                let h1_chunks: Vec<&mut [f32]> = if h1.is_empty() { Vec::new() } else { h1.chunks_mut(CHUNK).collect() };
+                let h0_chunks: Vec<&mut [f32]> = if h0.is_empty() {
+                    Vec::new()
+                } else {
+                    h0.chunks_mut(CHUNK).collect()
+                };
+                let h1_chunks: Vec<&mut [f32]> = if h1.is_empty() {
+                    Vec::new()
+                } else {
+                    h1.chunks_mut(CHUNK).collect()
+                };
                 let mut h0_iter = h0_chunks.into_iter();
                 let mut h1_iter = h1_chunks.into_iter();
-                let jobs: Vec<(&mut [f32], &mut [f32], Option<&mut [f32]>, Option<&mut [f32]>)> = w
+                let jobs: Vec<UpdateJob> = w
                     .chunks_mut(CHUNK)
                     .zip(g.chunks_mut(CHUNK))
                     .map(|(w, g)| (w, g, h0_iter.next(), h1_iter.next()))
@@ -38,7 +66,13 @@ pub fn run(kernel: &SolverKernel, mem: &mut Memory) -> anyhow::Result<()> {
                             Regularization::L2 { decay } => decay * w[i],
                             Regularization::L1 { decay } => decay * sign(w[i]),
                         };
-                        let update = apply_rule(rule, rate, grad, h0.as_deref_mut().map(|h| &mut h[i]), h1.as_deref_mut().map(|h| &mut h[i]));
+                        let update = apply_rule(
+                            rule,
+                            rate,
+                            grad,
+                            h0.as_deref_mut().map(|h| &mut h[i]),
+                            h1.as_deref_mut().map(|h| &mut h[i]),
+                        );
                         g[i] = update;
                         w[i] -= update;
                     }
@@ -48,8 +82,15 @@ pub fn run(kernel: &SolverKernel, mem: &mut Memory) -> anyhow::Result<()> {
         SolverKernel::SumSquares { x, out, accumulate } => {
             let accumulate = *accumulate;
             mem.with(&[*out], &[*x], |o, i| {
-                let s: f64 = i[0].par_chunks(CHUNK).map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()).sum();
-                o[0][0] = if accumulate { o[0][0] + s as f32 } else { s as f32 };
+                let s: f64 = i[0]
+                    .par_chunks(CHUNK)
+                    .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+                    .sum();
+                o[0][0] = if accumulate {
+                    o[0][0] + s as f32
+                } else {
+                    s as f32
+                };
             });
         }
     }
@@ -69,7 +110,13 @@ fn sign(x: f32) -> f32 {
 }
 
 /// One element of Caffe's ComputeUpdateValue for each solver; returns the update value.
-fn apply_rule(rule: UpdateRule, rate: f32, g: f32, h0: Option<&mut f32>, h1: Option<&mut f32>) -> f32 {
+fn apply_rule(
+    rule: UpdateRule,
+    rate: f32,
+    g: f32,
+    h0: Option<&mut f32>,
+    h1: Option<&mut f32>,
+) -> f32 {
     let mut dummy0 = 0.0;
     let mut dummy1 = 0.0;
     let h0 = h0.unwrap_or(&mut dummy0);
@@ -98,7 +145,12 @@ fn apply_rule(rule: UpdateRule, rate: f32, g: f32, h0: Option<&mut f32>, h1: Opt
             *h1 = (1.0 - momentum) * (step * step) + momentum * *h1;
             rate * step
         }
-        UpdateRule::Adam { beta1, beta2, eps, correction } => {
+        UpdateRule::Adam {
+            beta1,
+            beta2,
+            eps,
+            correction,
+        } => {
             *h0 = (1.0 - beta1) * g + beta1 * *h0;
             *h1 = (1.0 - beta2) * (g * g) + beta2 * *h1;
             rate * correction * (*h0 / (h1.sqrt() + eps))

@@ -20,7 +20,12 @@ pub fn launch(e: &mut GpuEngine, k: &BlasKernel) -> Result<()> {
                 let yv = y.slice(r.start, r.len());
                 let xb = e.bind_input("in0", x.slice(r.start, r.len()), &[yv], true)?;
                 let yb = e.bind(yv)?;
-                let p = Params::new().u(r.len()).shift(&xb).shift(&yb).f(*alpha).f(*beta);
+                let p = Params::new()
+                    .u(r.len())
+                    .shift(&xb)
+                    .shift(&yb)
+                    .f(*alpha)
+                    .f(*beta);
                 let g = e.groups_1d(r.len());
                 e.dispatch("blas", "axpby", &p, &[&xb, &yb], g)?;
             }
@@ -48,7 +53,10 @@ fn ranges(total: usize, step: usize) -> Vec<std::ops::Range<usize>> {
     if total == 0 {
         return vec![0..0];
     }
-    (0..total).step_by(step.max(1)).map(|s| s..(s + step).min(total)).collect()
+    (0..total)
+        .step_by(step.max(1))
+        .map(|s| s..(s + step).min(total))
+        .collect()
 }
 
 fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
@@ -57,7 +65,11 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
         return Ok(());
     }
     let span = |stride: usize, one: usize| stride * (g.batch - 1) + one;
-    let (a_len, b_len, c_len) = (span(g.stride_a, m * k), span(g.stride_b, k * n), span(g.stride_c, m * n));
+    let (a_len, b_len, c_len) = (
+        span(g.stride_a, m * k),
+        span(g.stride_b, k * n),
+        span(g.stride_c, m * n),
+    );
     if g.a.len < a_len || g.b.len < b_len || g.c.len < c_len {
         bail!(
             "Gemm operands too short: A {} < {a_len}, B {} < {b_len} or C {} < {c_len} (m {m}, n {n}, k {k}, batch {})",
@@ -72,19 +84,33 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
     if k == 0 {
         // C = beta * C, exactly as the CPU engine does (0 * NaN stays NaN).
         for b in 0..g.batch {
-            launch(e, &BlasKernel::Scale { alpha: g.beta, y: g.c.slice(b * g.stride_c, m * n) })?;
+            launch(
+                e,
+                &BlasKernel::Scale {
+                    alpha: g.beta,
+                    y: g.c.slice(b * g.stride_c, m * n),
+                },
+            )?;
         }
         return Ok(());
     }
     // Inputs overlapping C are read from a copy taken first (as the CPU engine does).
     let operand = |e: &mut GpuEngine, v: View, name: &'static str| -> Result<Operand> {
         e.check_view(v)?;
-        let overlaps = v.id == c_view.id && v.offset < c_view.offset + c_view.len && c_view.offset < v.offset + v.len;
+        let overlaps = v.id == c_view.id
+            && v.offset < c_view.offset + c_view.len
+            && c_view.offset < v.offset + v.len;
         if overlaps && v.len > 0 {
             let s = e.scratch_copy(name, v)?;
-            Ok(Operand { buf: s.buf, offset: 0 })
+            Ok(Operand {
+                buf: s.buf,
+                offset: 0,
+            })
         } else {
-            Ok(Operand { buf: e.buffer(v.id), offset: v.offset })
+            Ok(Operand {
+                buf: e.buffer(v.id),
+                offset: v.offset,
+            })
         }
     };
     let a = operand(e, g.a.slice(0, a_len), "gemm_alias_a")?;
@@ -93,7 +119,9 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
 
     let (lda, ldb) = (if g.trans_a { m } else { k }, if g.trans_b { k } else { n });
     let max = e.max_bind();
-    let too_big = || anyhow::anyhow!("Gemm m {m}, n {n}, k {k} cannot be split into bindings of {max} elements");
+    let too_big = || {
+        anyhow::anyhow!("Gemm m {m}, n {n}, k {k} cannot be split into bindings of {max} elements")
+    };
     // Block sizes: every window (source blocks, packed blocks, C block) must fit one binding.
     if n > max || (!g.trans_a && k > max) || (g.trans_b && k > max) || (g.trans_a && m > max) {
         return Err(too_big());
@@ -122,7 +150,9 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
     if mc == 0 || nc == 0 {
         return Err(too_big());
     }
-    kc = kc.min(max / mc.next_multiple_of(32)).min(max / nc.next_multiple_of(64));
+    kc = kc
+        .min(max / mc.next_multiple_of(32))
+        .min(max / nc.next_multiple_of(64));
     if kc < k {
         kc = kc / 4 * 4; // packed k is padded to a multiple of 4
     }
@@ -130,7 +160,13 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
         return Err(too_big());
     }
     // Batch entries per dispatch (only when one entry is a single block).
-    let window = |stride: usize, nb: usize, one: usize| if stride == 0 { one } else { (nb - 1) * stride + one };
+    let window = |stride: usize, nb: usize, one: usize| {
+        if stride == 0 {
+            one
+        } else {
+            (nb - 1) * stride + one
+        }
+    };
     let mut nb = 1;
     if mc == m && nc == n && kc == k {
         let kp = k.next_multiple_of(4);
@@ -167,8 +203,12 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
                 } else {
                     (mr.start * lda + kr.start, (mlen - 1) * lda + klen)
                 };
-                let (src, shift) =
-                    e.buffer_tex("gemm_src", &a.buf, a.offset + b0 * g.stride_a + start, window(g.stride_a, nba, one))?;
+                let (src, shift) = e.buffer_tex(
+                    "gemm_src",
+                    &a.buf,
+                    a.offset + b0 * g.stride_a + start,
+                    window(g.stride_a, nba, one),
+                )?;
                 let ap = e.scratch("gemm_ap", nba * ap_stride * 4)?;
                 let p = Params::new()
                     .u(mlen)

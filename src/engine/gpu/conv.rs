@@ -13,9 +13,24 @@ pub fn launch(e: &mut GpuEngine, k: &ConvKernel) -> Result<()> {
     match k {
         ConvKernel::Im2col(g) => im2col(e, g, false),
         ConvKernel::Col2im(g) => im2col(e, g, true),
-        &ConvKernel::AddChannelBias { y, bias, outer, channels, inner } => {
-            ensure!(y.len == outer * channels * inner, "AddChannelBias: y has {} elements, expected {}", y.len, outer * channels * inner);
-            ensure!(bias.len == channels, "AddChannelBias: bias has {} elements, expected {channels}", bias.len);
+        &ConvKernel::AddChannelBias {
+            y,
+            bias,
+            outer,
+            channels,
+            inner,
+        } => {
+            ensure!(
+                y.len == outer * channels * inner,
+                "AddChannelBias: y has {} elements, expected {}",
+                y.len,
+                outer * channels * inner
+            );
+            ensure!(
+                bias.len == channels,
+                "AddChannelBias: bias has {} elements, expected {channels}",
+                bias.len
+            );
             elementwise::launch(
                 e,
                 &ElementwiseKernel::ChannelAffine {
@@ -27,14 +42,56 @@ pub fn launch(e: &mut GpuEngine, k: &ConvKernel) -> Result<()> {
                 },
             )
         }
-        &ConvKernel::ChannelSum { x, out, outer, channels, inner, alpha, beta } => {
-            ensure!(x.len == outer * channels * inner, "ChannelSum: x has {} elements, expected {}", x.len, outer * channels * inner);
-            ensure!(out.len == channels, "ChannelSum: out has {} elements, expected {channels}", out.len);
-            elementwise::channel_sum(e, &ChannelDims::new(outer, channels, inner), x, x, 0, alpha, beta, out)
+        &ConvKernel::ChannelSum {
+            x,
+            out,
+            outer,
+            channels,
+            inner,
+            alpha,
+            beta,
+        } => {
+            ensure!(
+                x.len == outer * channels * inner,
+                "ChannelSum: x has {} elements, expected {}",
+                x.len,
+                outer * channels * inner
+            );
+            ensure!(
+                out.len == channels,
+                "ChannelSum: out has {} elements, expected {channels}",
+                out.len
+            );
+            elementwise::channel_sum(
+                e,
+                &ChannelDims::new(outer, channels, inner),
+                x,
+                x,
+                0,
+                alpha,
+                beta,
+                out,
+            )
         }
-        &ConvKernel::GatherRows { indices, weight, top, rows, width } => {
-            ensure!(weight.len == rows * width, "GatherRows: weight has {} elements, expected {}", weight.len, rows * width);
-            ensure!(top.len == indices.len * width, "GatherRows: top has {} elements, expected {}", top.len, indices.len * width);
+        &ConvKernel::GatherRows {
+            indices,
+            weight,
+            top,
+            rows,
+            width,
+        } => {
+            ensure!(
+                weight.len == rows * width,
+                "GatherRows: weight has {} elements, expected {}",
+                weight.len,
+                rows * width
+            );
+            ensure!(
+                top.len == indices.len * width,
+                "GatherRows: top has {} elements, expected {}",
+                top.len,
+                indices.len * width
+            );
             if width == 0 || rows == 0 {
                 return e.record_fill(top, 0.0);
             }
@@ -43,13 +100,29 @@ pub fn launch(e: &mut GpuEngine, k: &ConvKernel) -> Result<()> {
                 let ic = e.bind_input("in0", indices.slice(r.start, r.len()), &[top], false)?;
                 let tb = e.bind(top.slice(r.start * width, r.len() * width))?;
                 let n = r.len() * width;
-                let p = Params::new().u(n).shift(&ic).shift(&wb).shift(&tb).u(0).u(0).u(0).u(0).u(rows).u(width);
+                let p = Params::new()
+                    .u(n)
+                    .shift(&ic)
+                    .shift(&wb)
+                    .shift(&tb)
+                    .u(0)
+                    .u(0)
+                    .u(0)
+                    .u(0)
+                    .u(rows)
+                    .u(width);
                 let g = e.groups_1d(n);
                 e.dispatch("conv", "gather_rows", &p, &[&ic, &wb, &tb], g)?;
             }
             Ok(())
         }
-        &ConvKernel::ScatterAddRows { indices, top_diff, weight_diff, rows, width } => {
+        &ConvKernel::ScatterAddRows {
+            indices,
+            top_diff,
+            weight_diff,
+            rows,
+            width,
+        } => {
             ensure!(
                 weight_diff.len == rows * width,
                 "ScatterAddRows: weight_diff has {} elements, expected {}",
@@ -68,7 +141,17 @@ pub fn launch(e: &mut GpuEngine, k: &ConvKernel) -> Result<()> {
             let ib = e.bind_input("in0", indices, &[weight_diff], false)?;
             let db = e.bind_input("in1", top_diff, &[weight_diff], false)?;
             let wb = e.bind(weight_diff)?;
-            let p = Params::new().u(width).shift(&ib).shift(&db).shift(&wb).u(0).u(0).u(0).u(0).u(rows).u(indices.len);
+            let p = Params::new()
+                .u(width)
+                .shift(&ib)
+                .shift(&db)
+                .shift(&wb)
+                .u(0)
+                .u(0)
+                .u(0)
+                .u(0)
+                .u(rows)
+                .u(indices.len);
             let g = e.groups_1d(width);
             e.dispatch("conv", "scatter_add_rows", &p, &[&ib, &db, &wb], g)
         }
@@ -78,10 +161,17 @@ pub fn launch(e: &mut GpuEngine, k: &ConvKernel) -> Result<()> {
 fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
     let d = k.im_shape.len();
     ensure!(
-        k.col_shape.len() == d && k.kernel.len() == d && k.pad.len() == d && k.stride.len() == d && k.dilation.len() == d,
+        k.col_shape.len() == d
+            && k.kernel.len() == d
+            && k.pad.len() == d
+            && k.stride.len() == d
+            && k.dilation.len() == d,
         "im2col: every spatial vector needs {d} entries"
     );
-    ensure!(k.stride.iter().all(|&s| s > 0), "im2col: strides must be positive");
+    ensure!(
+        k.stride.iter().all(|&s| s > 0),
+        "im2col: strides must be positive"
+    );
     if d > MAX_AXES {
         bail!("GPU kernel Im2col: {d} spatial axes (at most {MAX_AXES})");
     }
@@ -91,13 +181,32 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
     let (im_len, col_len) = (k.im_len(), k.col_len());
     let im_span = (k.batch - 1) * k.im_stride + im_len;
     let col_span = (k.batch - 1) * k.col_stride + col_len;
-    ensure!(k.im.len >= im_span, "im2col: image view has {} elements, needs {im_span}", k.im.len);
-    ensure!(k.col.len >= col_span, "im2col: column view has {} elements, needs {col_span}", k.col.len);
+    ensure!(
+        k.im.len >= im_span,
+        "im2col: image view has {} elements, needs {im_span}",
+        k.im.len
+    );
+    ensure!(
+        k.col.len >= col_span,
+        "im2col: column view has {} elements, needs {col_span}",
+        k.col.len
+    );
     // Normalised axes: a 0-D image is one 1x1 position.
     let axes: Vec<[usize; 6]> = if d == 0 {
         vec![[1, 1, 1, 0, 1, 1]]
     } else {
-        (0..d).map(|a| [k.im_shape[a], k.col_shape[a], k.kernel[a], k.pad[a], k.stride[a], k.dilation[a]]).collect()
+        (0..d)
+            .map(|a| {
+                [
+                    k.im_shape[a],
+                    k.col_shape[a],
+                    k.kernel[a],
+                    k.pad[a],
+                    k.stride[a],
+                    k.dilation[a],
+                ]
+            })
+            .collect()
     };
     let per = |stride: usize, one: usize| stride.max(one);
     let chunks = e.unit_chunks(
@@ -110,8 +219,11 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
     let kprod: usize = k.kernel.iter().product();
     for r in chunks {
         let nb = r.len();
-        let im_v = k.im.slice(r.start * k.im_stride, (nb - 1) * k.im_stride + im_len);
-        let col_v = k.col.slice(r.start * k.col_stride, (nb - 1) * k.col_stride + col_len);
+        let im_v =
+            k.im.slice(r.start * k.im_stride, (nb - 1) * k.im_stride + im_len);
+        let col_v = k
+            .col
+            .slice(r.start * k.col_stride, (nb - 1) * k.col_stride + col_len);
         let (imb, colb) = if backward {
             (e.bind(im_v)?, e.bind_input("in0", col_v, &[im_v], false)?)
         } else {

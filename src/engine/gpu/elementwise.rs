@@ -15,7 +15,11 @@ const SCRATCH: [&str; 4] = ["in0", "in1", "in2", "in3"];
 
 fn check_len(views: &[View], len: usize) -> Result<()> {
     for v in views {
-        ensure!(v.len == len, "kernel operand of {} elements where {len} are expected", v.len);
+        ensure!(
+            v.len == len,
+            "kernel operand of {} elements where {len} are expected",
+            v.len
+        );
     }
     Ok(())
 }
@@ -67,9 +71,20 @@ fn code(op: UnaryOp) -> (u32, f32, f32, f32) {
         UnaryOp::AbsVal => (3, 0.0, 0.0, 0.0),
         UnaryOp::Bnll => (4, 0.0, 0.0, 0.0),
         UnaryOp::Elu { alpha } => (5, alpha, 0.0, 0.0),
-        UnaryOp::Power { power, scale, shift } => (6, power, scale, shift),
-        UnaryOp::Exp { inner_scale, outer_scale } => (7, inner_scale, outer_scale, 0.0),
-        UnaryOp::Log { scale, shift, base_scale } => (8, scale, shift, base_scale),
+        UnaryOp::Power {
+            power,
+            scale,
+            shift,
+        } => (6, power, scale, shift),
+        UnaryOp::Exp {
+            inner_scale,
+            outer_scale,
+        } => (7, inner_scale, outer_scale, 0.0),
+        UnaryOp::Log {
+            scale,
+            shift,
+            base_scale,
+        } => (8, scale, shift, base_scale),
         UnaryOp::Threshold { threshold } => (9, threshold, 0.0, 0.0),
         UnaryOp::Clip { min, max } => (10, min, max, 0.0),
         UnaryOp::Swish { beta } => (11, beta, 0.0, 0.0),
@@ -77,7 +92,12 @@ fn code(op: UnaryOp) -> (u32, f32, f32, f32) {
 }
 
 fn channel_words(d: &ChannelDims, first: usize, flags: u32) -> Vec<u32> {
-    vec![d.inner.max(1) as u32, d.channels.max(1) as u32, first as u32, flags]
+    vec![
+        d.inner.max(1) as u32,
+        d.channels.max(1) as u32,
+        first as u32,
+        flags,
+    ]
 }
 
 pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
@@ -85,10 +105,18 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
         ElementwiseKernel::Unary { op, x, y } => {
             check_len(&[*x], y.len)?;
             let (c, a, b, cc) = code(*op);
-            if let UnaryOp::Power { power, scale, shift } = op
+            if let UnaryOp::Power {
+                power,
+                scale,
+                shift,
+            } = op
                 && power * scale == 0.0
             {
-                let value = if *power == 0.0 { 1.0 } else { shift.powf(*power) };
+                let value = if *power == 0.0 {
+                    1.0
+                } else {
+                    shift.powf(*power)
+                };
                 return e.record_fill(*y, value);
             }
             pointwise(e, "unary", y.len, &[*x], &[*y], &[], &|_| {
@@ -99,7 +127,11 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
             check_len(&[*x, *y, *dy], dx.len)?;
             let (c, a, b, cc) = code(*op);
             let sub = match *op {
-                UnaryOp::Power { power, scale, shift } => {
+                UnaryOp::Power {
+                    power,
+                    scale,
+                    shift,
+                } => {
                     if power * scale == 0.0 {
                         0
                     } else if power == 1.0 {
@@ -114,12 +146,22 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
                 }
                 _ => 0,
             };
-            pointwise(e, "unary_backward", dx.len, &[*x, *y, *dy], &[*dx], &[], &|_| {
-                vec![c, a.to_bits(), b.to_bits(), cc.to_bits(), sub]
-            })
+            pointwise(
+                e,
+                "unary_backward",
+                dx.len,
+                &[*x, *y, *dy],
+                &[*dx],
+                &[],
+                &|_| vec![c, a.to_bits(), b.to_bits(), cc.to_bits(), sub],
+            )
         }
         ElementwiseKernel::Nary { op, xs, y, argmax } => {
-            ensure!(xs.len() >= 2, "Nary kernel needs at least 2 inputs, got {}", xs.len());
+            ensure!(
+                xs.len() >= 2,
+                "Nary kernel needs at least 2 inputs, got {}",
+                xs.len()
+            );
             check_len(xs, y.len)?;
             let n = y.len;
             // Inputs that overlap the outputs are copied first (the steps write y as they go).
@@ -139,12 +181,23 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
             };
             match op {
                 NaryOp::Sum { coeffs } => {
-                    ensure!(coeffs.len() == xs.len(), "Nary Sum: {} coefficients for {} inputs", coeffs.len(), xs.len());
-                    nary_steps(e, xs, *y, None, n, &|j| if j == 0 { (0, coeffs[0]) } else { (1, coeffs[j]) })
+                    ensure!(
+                        coeffs.len() == xs.len(),
+                        "Nary Sum: {} coefficients for {} inputs",
+                        coeffs.len(),
+                        xs.len()
+                    );
+                    nary_steps(e, xs, *y, None, n, &|j| {
+                        if j == 0 {
+                            (0, coeffs[0])
+                        } else {
+                            (1, coeffs[j])
+                        }
+                    })
                 }
-                NaryOp::Prod { .. } => {
-                    nary_steps(e, xs, *y, None, n, &|j| if j == 0 { (0, 1.0) } else { (2, 1.0) })
-                }
+                NaryOp::Prod { .. } => nary_steps(e, xs, *y, None, n, &|j| {
+                    if j == 0 { (0, 1.0) } else { (2, 1.0) }
+                }),
                 NaryOp::Max => nary_steps(e, xs, *y, Some(mask), n, &|j| match j {
                     0 => (3, 1.0),
                     1 => (4, 1.0),
@@ -152,16 +205,28 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
                 }),
             }
         }
-        ElementwiseKernel::NaryBackward { op, index, xs, y, argmax, dy, dx } => {
-            ensure!(*index < xs.len(), "NaryBackward index {index} out of {} inputs", xs.len());
+        ElementwiseKernel::NaryBackward {
+            op,
+            index,
+            xs,
+            y,
+            argmax,
+            dy,
+            dx,
+        } => {
+            ensure!(
+                *index < xs.len(),
+                "NaryBackward index {index} out of {} inputs",
+                xs.len()
+            );
             check_len(xs, dx.len)?;
             check_len(&[*y, *dy], dx.len)?;
             let n = dx.len;
             match op {
-                NaryOp::Sum { coeffs } => {
-                    back(e, n, &[*dy, *dy, *dy], *dx, 0, coeffs[*index], 0.0)
+                NaryOp::Sum { coeffs } => back(e, n, &[*dy, *dy, *dy], *dx, 0, coeffs[*index], 0.0),
+                NaryOp::Prod { stable: false } => {
+                    back(e, n, &[*y, xs[*index], *dy], *dx, 1, 0.0, 0.0)
                 }
-                NaryOp::Prod { stable: false } => back(e, n, &[*y, xs[*index], *dy], *dx, 1, 0.0, 0.0),
                 NaryOp::Prod { stable: true } => {
                     // dx = dy * prod_{j != index} x_j, built in scratch when dx aliases an input.
                     let aliased = xs.iter().chain([dy]).any(|v| overlaps(v, dx));
@@ -182,30 +247,57 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
                     Ok(())
                 }
                 NaryOp::Max => {
-                    let m = argmax.ok_or_else(|| anyhow::anyhow!("Eltwise MAX backward needs the forward's argmax"))?;
+                    let m = argmax.ok_or_else(|| {
+                        anyhow::anyhow!("Eltwise MAX backward needs the forward's argmax")
+                    })?;
                     check_len(&[m], n)?;
                     back(e, n, &[m, *dy, *dy], *dx, 2, 0.0, *index as f32)
                 }
             }
         }
-        ElementwiseKernel::ChannelAffine { dims, x, scale, bias, y } => {
+        ElementwiseKernel::ChannelAffine {
+            dims,
+            x,
+            scale,
+            bias,
+            y,
+        } => {
             check_len(&[*x, *y], dims.count())?;
             let flags = scale.is_some() as u32 | (bias.is_some() as u32) << 1;
             for v in [scale, bias].into_iter().flatten() {
                 check_len(&[*v], dims.channels)?;
             }
             // scale / bias fall back to a tiny slice of x when absent (never read).
-            let (s, b) = (scale.unwrap_or(x.slice(0, x.len.min(1))), bias.unwrap_or(x.slice(0, x.len.min(1))));
+            let (s, b) = (
+                scale.unwrap_or(x.slice(0, x.len.min(1))),
+                bias.unwrap_or(x.slice(0, x.len.min(1))),
+            );
             let d = *dims;
-            pointwise(e, "channel_affine", x.len, &[*x], &[*y], &[s, b], &|first| channel_words(&d, first, flags))
+            pointwise(
+                e,
+                "channel_affine",
+                x.len,
+                &[*x],
+                &[*y],
+                &[s, b],
+                &|first| channel_words(&d, first, flags),
+            )
         }
         ElementwiseKernel::PRelu { dims, x, slope, y } => {
             check_len(&[*x, *y], dims.count())?;
             check_len(&[*slope], dims.channels)?;
             let d = *dims;
-            pointwise(e, "prelu", x.len, &[*x], &[*y], &[*slope], &|first| channel_words(&d, first, 0))
+            pointwise(e, "prelu", x.len, &[*x], &[*y], &[*slope], &|first| {
+                channel_words(&d, first, 0)
+            })
         }
-        ElementwiseKernel::PReluBackward { dims, x, slope, dy, dx } => {
+        ElementwiseKernel::PReluBackward {
+            dims,
+            x,
+            slope,
+            dy,
+            dx,
+        } => {
             check_len(&[*x, *dy, *dx], dims.count())?;
             check_len(&[*slope], dims.channels)?;
             let d = *dims;
@@ -216,24 +308,47 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
                 let db = e.bind_input("in1", dy.slice(r.start, r.len()), &[dxc], true)?;
                 let sb = e.bind_input("in2", *slope, &[dxc], false)?;
                 let ob = e.bind(dxc)?;
-                let mut p = Params::new().u(r.len()).shift(&xb).shift(&db).shift(&sb).shift(&ob);
+                let mut p = Params::new()
+                    .u(r.len())
+                    .shift(&xb)
+                    .shift(&db)
+                    .shift(&sb)
+                    .shift(&ob);
                 while p.0.len() < 8 {
                     p = p.u(0);
                 }
                 p.0.extend(channel_words(&d, r.start, 0));
                 let g = e.groups_1d(r.len());
-                e.dispatch("elementwise", "prelu_backward", &p, &[&xb, &db, &sb, &ob], g)?;
+                e.dispatch(
+                    "elementwise",
+                    "prelu_backward",
+                    &p,
+                    &[&xb, &db, &sb, &ob],
+                    g,
+                )?;
             }
             Ok(())
         }
-        ElementwiseKernel::Dropout { seed, ratio, scale, x, y } => {
+        ElementwiseKernel::Dropout {
+            seed,
+            ratio,
+            scale,
+            x,
+            y,
+        } => {
             check_len(&[*x], y.len)?;
             let (base, threshold, scale) = (pcg_hash(*seed), dropout_threshold(*ratio), *scale);
             pointwise(e, "dropout", y.len, &[*x], &[*y], &[], &|first| {
                 vec![base, threshold, first as u32, scale.to_bits()]
             })
         }
-        ElementwiseKernel::ChannelSum { dims, a, weight, beta, y } => {
+        ElementwiseKernel::ChannelSum {
+            dims,
+            a,
+            weight,
+            beta,
+            y,
+        } => {
             check_len(&[*a], dims.count())?;
             check_len(&[*y], dims.channels)?;
             let (mode, w) = match weight {
@@ -274,7 +389,15 @@ fn acc_back(e: &mut GpuEngine, n: usize, src: &View, acc: &Acc, mode: u32) -> Re
 }
 
 /// `nary_back` over three inputs (a, b, c) into dx.
-fn back(e: &mut GpuEngine, n: usize, ins: &[View; 3], dx: View, mode: u32, c: f32, idx: f32) -> Result<()> {
+fn back(
+    e: &mut GpuEngine,
+    n: usize,
+    ins: &[View; 3],
+    dx: View,
+    mode: u32,
+    c: f32,
+    idx: f32,
+) -> Result<()> {
     for r in e.unit_chunks("NaryBackward", n, &[1])? {
         let dxc = dx.slice(r.start, r.len());
         let mut binds = Vec::new();
@@ -313,9 +436,16 @@ fn nary_steps(
         let mut inputs = Vec::new();
         for (j, x) in xs.iter().enumerate() {
             let xc = x.slice(r.start, r.len());
-            inputs.push(if aliased { e.scratch_copy(NARY_SCRATCH[j % NARY_SCRATCH.len()], xc)? } else { e.bind(xc)? });
+            inputs.push(if aliased {
+                e.scratch_copy(NARY_SCRATCH[j % NARY_SCRATCH.len()], xc)?
+            } else {
+                e.bind(xc)?
+            });
             if aliased && j >= NARY_SCRATCH.len() {
-                anyhow::bail!("Nary with more than {} inputs aliasing its output", NARY_SCRATCH.len());
+                anyhow::bail!(
+                    "Nary with more than {} inputs aliasing its output",
+                    NARY_SCRATCH.len()
+                );
             }
         }
         let yb = e.bind(y.slice(r.start, r.len()))?;
@@ -337,9 +467,17 @@ fn nary_steps(
     Ok(())
 }
 
-const NARY_SCRATCH: [&str; 8] = ["nary0", "nary1", "nary2", "nary3", "nary4", "nary5", "nary6", "nary7"];
+const NARY_SCRATCH: [&str; 8] = [
+    "nary0", "nary1", "nary2", "nary3", "nary4", "nary5", "nary6", "nary7",
+];
 
-fn nary_max_into(e: &mut GpuEngine, xs: &[View], y: View, mask: Option<Bound>, n: usize) -> Result<()> {
+fn nary_max_into(
+    e: &mut GpuEngine,
+    xs: &[View],
+    y: View,
+    mask: Option<Bound>,
+    n: usize,
+) -> Result<()> {
     let mask = mask.expect("scratch mask");
     for r in e.unit_chunks("Nary", n, &[1])? {
         let yb = e.bind(y.slice(r.start, r.len()))?;
@@ -347,7 +485,11 @@ fn nary_max_into(e: &mut GpuEngine, xs: &[View], y: View, mask: Option<Bound>, n
         for (j, x) in xs.iter().enumerate() {
             let xc = x.slice(r.start, r.len());
             let clash = overlaps(&xc, &y.slice(r.start, r.len()));
-            inputs.push(if clash { e.scratch_copy(NARY_SCRATCH[j % 8], xc)? } else { e.bind(xc)? });
+            inputs.push(if clash {
+                e.scratch_copy(NARY_SCRATCH[j % 8], xc)?
+            } else {
+                e.bind(xc)?
+            });
         }
         for (j, xb) in inputs.iter().enumerate() {
             let m = match j {
@@ -383,7 +525,11 @@ pub(crate) fn channel_sum(
         return Ok(());
     }
     let per_outer = d.channels * d.inner;
-    let chunks = if d.outer == 0 { vec![0..0] } else { e.unit_chunks("ChannelSum", d.outer, &[per_outer])? };
+    let chunks = if d.outer == 0 {
+        vec![0..0]
+    } else {
+        e.unit_chunks("ChannelSum", d.outer, &[per_outer])?
+    };
     for (ci, r) in chunks.into_iter().enumerate() {
         let ac = a.slice(r.start * per_outer, r.len() * per_outer);
         let wc = w.slice(r.start * per_outer, r.len() * per_outer);

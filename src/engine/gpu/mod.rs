@@ -63,8 +63,9 @@ pub struct AdapterInfo {
 }
 
 fn backends() -> wgpu::Backends {
-    wgpu::Backends::from_env()
-        .unwrap_or(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12 | wgpu::Backends::GL)
+    wgpu::Backends::from_env().unwrap_or(
+        wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12 | wgpu::Backends::GL,
+    )
 }
 
 fn make_instance() -> wgpu::Instance {
@@ -106,15 +107,42 @@ fn sorted_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
 fn key_limits(l: &wgpu::Limits) -> Vec<(&'static str, u64)> {
     vec![
         ("max_buffer_size", l.max_buffer_size),
-        ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
-        ("max_uniform_buffer_binding_size", l.max_uniform_buffer_binding_size),
-        ("max_storage_buffers_per_shader_stage", l.max_storage_buffers_per_shader_stage as u64),
-        ("max_compute_workgroup_storage_size", l.max_compute_workgroup_storage_size as u64),
-        ("max_compute_invocations_per_workgroup", l.max_compute_invocations_per_workgroup as u64),
-        ("max_compute_workgroup_size_x", l.max_compute_workgroup_size_x as u64),
-        ("max_compute_workgroups_per_dimension", l.max_compute_workgroups_per_dimension as u64),
-        ("min_storage_buffer_offset_alignment", l.min_storage_buffer_offset_alignment as u64),
-        ("min_uniform_buffer_offset_alignment", l.min_uniform_buffer_offset_alignment as u64),
+        (
+            "max_storage_buffer_binding_size",
+            l.max_storage_buffer_binding_size,
+        ),
+        (
+            "max_uniform_buffer_binding_size",
+            l.max_uniform_buffer_binding_size,
+        ),
+        (
+            "max_storage_buffers_per_shader_stage",
+            l.max_storage_buffers_per_shader_stage as u64,
+        ),
+        (
+            "max_compute_workgroup_storage_size",
+            l.max_compute_workgroup_storage_size as u64,
+        ),
+        (
+            "max_compute_invocations_per_workgroup",
+            l.max_compute_invocations_per_workgroup as u64,
+        ),
+        (
+            "max_compute_workgroup_size_x",
+            l.max_compute_workgroup_size_x as u64,
+        ),
+        (
+            "max_compute_workgroups_per_dimension",
+            l.max_compute_workgroups_per_dimension as u64,
+        ),
+        (
+            "min_storage_buffer_offset_alignment",
+            l.min_storage_buffer_offset_alignment as u64,
+        ),
+        (
+            "min_uniform_buffer_offset_alignment",
+            l.min_uniform_buffer_offset_alignment as u64,
+        ),
         ("max_bind_groups", l.max_bind_groups as u64),
     ]
 }
@@ -134,14 +162,22 @@ fn describe(index: usize, a: &wgpu::Adapter) -> AdapterInfo {
         subgroup_min_size: info.subgroup_min_size,
         subgroup_max_size: info.subgroup_max_size,
         limits: key_limits(&limits),
-        features: a.features().iter_names().map(|(name, _)| name.to_string()).collect(),
+        features: a
+            .features()
+            .iter_names()
+            .map(|(name, _)| name.to_string())
+            .collect(),
     }
 }
 
 /// Every adapter wgpu finds, in `-gpu` index order (empty when there is none).
 pub fn list_adapters() -> Vec<AdapterInfo> {
     let instance = make_instance();
-    sorted_adapters(&instance).iter().enumerate().map(|(i, a)| describe(i, a)).collect()
+    sorted_adapters(&instance)
+        .iter()
+        .enumerate()
+        .map(|(i, a)| describe(i, a))
+        .collect()
 }
 
 /// The error to give when GPU mode is requested on a machine without an adapter.
@@ -250,7 +286,10 @@ impl GpuEngine {
                 .enumerate()
                 .map(|(i, a)| format!("{i}: {}", a.get_info().name))
                 .collect();
-            bail!("GPU adapter {index} does not exist; the adapters are: {}", names.join(", "));
+            bail!(
+                "GPU adapter {index} does not exist; the adapters are: {}",
+                names.join(", ")
+            );
         }
         let adapter = adapters.swap_remove(index);
         let info = adapter.get_info();
@@ -280,18 +319,25 @@ impl GpuEngine {
             let errors = errors.clone();
             device.set_device_lost_callback(move |reason, msg| {
                 if reason != wgpu::DeviceLostReason::Destroyed {
-                    errors.lock().unwrap().push(format!("GPU device lost ({reason:?}): {msg}"));
+                    errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("GPU device lost ({reason:?}): {msg}"));
                 }
             });
         }
         // The subgroup GEMM runs 8 lanes per workgroup and needs them in one subgroup.
         let subgroup_gemm = features.contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size >= 8
-            && std::env::var("CAFFE_RS_NO_SUBGROUPS").map(|v| v == "0").unwrap_or(true);
-        let param_slot =
-            (PARAM_WORDS * 4).max(limits.min_uniform_buffer_offset_alignment as usize).next_multiple_of(16);
+            && std::env::var("CAFFE_RS_NO_SUBGROUPS")
+                .map(|v| v == "0")
+                .unwrap_or(true);
+        let param_slot = (PARAM_WORDS * 4)
+            .max(limits.min_uniform_buffer_offset_alignment as usize)
+            .next_multiple_of(16);
         let align = limits.min_storage_buffer_offset_alignment as usize;
-        let max_bind_elems = ((limits.max_storage_buffer_binding_size as usize).saturating_sub(align) / 4) & !63;
+        let max_bind_elems =
+            ((limits.max_storage_buffer_binding_size as usize).saturating_sub(align) / 4) & !63;
         Ok(GpuEngine {
             _instance: instance,
             device,
@@ -326,7 +372,9 @@ impl GpuEngine {
 
     /// Chooses the GEMM kernel: the subgroup one is used only when the adapter supports it.
     pub fn set_subgroups(&mut self, on: bool) {
-        self.subgroup_gemm = on && self.device.features().contains(wgpu::Features::SUBGROUP) && self.info.subgroup_min_size >= 8;
+        self.subgroup_gemm = on
+            && self.device.features().contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size >= 8;
     }
 
     /// Lowers the number of elements one shader binding may span (tests use it to exercise the
@@ -334,7 +382,9 @@ impl GpuEngine {
     /// clamped to it.
     pub fn set_max_binding_elems(&mut self, elems: usize) {
         let align = self.limits.min_storage_buffer_offset_alignment as usize;
-        let cap = ((self.limits.max_storage_buffer_binding_size as usize).saturating_sub(align) / 4) & !63;
+        let cap = ((self.limits.max_storage_buffer_binding_size as usize).saturating_sub(align)
+            / 4)
+            & !63;
         self.max_bind_elems = elems.clamp(64, cap.max(64)) & !63;
     }
 
@@ -357,7 +407,12 @@ impl GpuEngine {
         self.tensors
             .get(id.0 as usize)
             .and_then(|t| t.as_ref())
-            .unwrap_or_else(|| panic!("GPU tensor {} does not exist (freed or never allocated)", id.0))
+            .unwrap_or_else(|| {
+                panic!(
+                    "GPU tensor {} does not exist (freed or never allocated)",
+                    id.0
+                )
+            })
     }
 
     pub(crate) fn check_view(&self, v: View) -> Result<()> {
@@ -365,9 +420,20 @@ impl GpuEngine {
             .tensors
             .get(v.id.0 as usize)
             .and_then(|t| t.as_ref())
-            .ok_or_else(|| anyhow!("GPU tensor {} does not exist (freed or never allocated)", v.id.0))?;
+            .ok_or_else(|| {
+                anyhow!(
+                    "GPU tensor {} does not exist (freed or never allocated)",
+                    v.id.0
+                )
+            })?;
         if v.offset + v.len > t.len {
-            bail!("view [{}, {}) of tensor {} is outside its {} elements", v.offset, v.offset + v.len, v.id.0, t.len);
+            bail!(
+                "view [{}, {}) of tensor {} is outside its {} elements",
+                v.offset,
+                v.offset + v.len,
+                v.id.0,
+                t.len
+            );
         }
         Ok(())
     }
@@ -377,9 +443,9 @@ impl GpuEngine {
     fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
         self.rec.commands += 1;
         let device = &self.device;
-        self.rec
-            .encoder
-            .get_or_insert_with(|| device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }))
+        self.rec.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        })
     }
 
     /// Submits everything recorded (without waiting).
@@ -407,23 +473,34 @@ impl GpuEngine {
     /// Reserves a uniform slot for `params`; returns (arena index, byte offset).
     fn push_params(&mut self, params: &[u32]) -> Result<(usize, u64)> {
         if params.len() > PARAM_WORDS {
-            bail!("internal: {} parameter words exceed {PARAM_WORDS}", params.len());
+            bail!(
+                "internal: {} parameter words exceed {PARAM_WORDS}",
+                params.len()
+            );
         }
         let slot = self.param_slot;
-        let arena = match self.rec.arena_data.iter().position(|d| d.len() + slot <= ARENA_BYTES as usize) {
+        let arena = match self
+            .rec
+            .arena_data
+            .iter()
+            .position(|d| d.len() + slot <= ARENA_BYTES as usize)
+        {
             Some(i) => i,
             None => {
-                self.rec.arena_data.push(Vec::with_capacity(ARENA_BYTES as usize));
+                self.rec
+                    .arena_data
+                    .push(Vec::with_capacity(ARENA_BYTES as usize));
                 self.rec.arena_data.len() - 1
             }
         };
         while self.arenas.len() <= arena {
-            self.arenas.push(self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("params"),
-                size: ARENA_BYTES,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }));
+            self.arenas
+                .push(self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("params"),
+                    size: ARENA_BYTES,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
         }
         let data = &mut self.rec.arena_data[arena];
         let offset = data.len() as u64;
@@ -482,14 +559,26 @@ impl GpuEngine {
         (bgl.clone(), pl)
     }
 
-    fn pipeline(&mut self, shader: &'static str, entry: &'static str, sig: &[bool]) -> Result<Arc<Pipe>> {
+    fn pipeline(
+        &mut self,
+        shader: &'static str,
+        entry: &'static str,
+        sig: &[bool],
+    ) -> Result<Arc<Pipe>> {
         if let Some(p) = self.pipelines.get(&(shader, entry)) {
             return Ok(p.clone());
         }
         if !self.modules.contains_key(shader) {
             let source = shader_source(shader)?;
-            let code = format!("{}\n{}", include_str!("../../../shaders/common.wgsl"), source);
-            let desc = wgpu::ShaderModuleDescriptor { label: Some(shader), source: wgpu::ShaderSource::Wgsl(code.into()) };
+            let code = format!(
+                "{}\n{}",
+                include_str!("../../../shaders/common.wgsl"),
+                source
+            );
+            let desc = wgpu::ShaderModuleDescriptor {
+                label: Some(shader),
+                source: wgpu::ShaderSource::Wgsl(code.into()),
+            };
             let mode = std::env::var("CAFFE_RS_CHECKS").unwrap_or_default();
             let module = if mode.is_empty() {
                 self.device.create_shader_module(desc)
@@ -500,24 +589,30 @@ impl GpuEngine {
                 checks.int_div_checks = mode.contains('d');
                 unsafe { self.device.create_shader_module_trusted(desc, checks) }
             };
-            self.take_errors().map_err(|e| anyhow!("compiling shader {shader}.wgsl: {e}"))?;
+            self.take_errors()
+                .map_err(|e| anyhow!("compiling shader {shader}.wgsl: {e}"))?;
             self.modules.insert(shader, module);
         }
         let (bgl, _) = self.layout(sig);
         let pipeline = {
             let module = &self.modules[shader];
             let pl = &self.layouts[sig].1;
-            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(pl),
-                module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(pl),
+                    module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
         };
-        self.take_errors().map_err(|e| anyhow!("creating pipeline {shader}::{entry}: {e}"))?;
-        let p = Arc::new(Pipe { pipeline, layout: bgl });
+        self.take_errors()
+            .map_err(|e| anyhow!("creating pipeline {shader}::{entry}: {e}"))?;
+        let p = Arc::new(Pipe {
+            pipeline,
+            layout: bgl,
+        });
         self.pipelines.insert((shader, entry), p.clone());
         Ok(p)
     }
@@ -535,7 +630,12 @@ impl GpuEngine {
     }
 
     /// The binding of `len` elements of `buf` from element `offset`.
-    pub(crate) fn bind_buffer(&self, buf: &wgpu::Buffer, offset: usize, len: usize) -> Result<Bound> {
+    pub(crate) fn bind_buffer(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<Bound> {
         let align = self.limits.min_storage_buffer_offset_alignment as u64;
         let start = offset as u64 * 4;
         let aligned = start / align * align;
@@ -548,7 +648,12 @@ impl GpuEngine {
                 self.limits.max_storage_buffer_binding_size
             );
         }
-        Ok(Bound { buf: buf.clone(), offset: aligned, size, shift: shift as u32 })
+        Ok(Bound {
+            buf: buf.clone(),
+            offset: aligned,
+            size,
+            shift: shift as u32,
+        })
     }
 
     /// A scratch buffer of at least `len` elements, reused across calls under `name`.
@@ -563,7 +668,9 @@ impl GpuEngine {
             let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(name),
                 size: bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
             self.scratch.insert(name, buf);
@@ -579,7 +686,8 @@ impl GpuEngine {
         let src = self.tensor(v.id).buf.clone();
         let (dst, len) = (s.buf.clone(), v.len as u64 * 4);
         if len > 0 {
-            self.encoder().copy_buffer_to_buffer(&src, v.offset as u64 * 4, &dst, 0, len);
+            self.encoder()
+                .copy_buffer_to_buffer(&src, v.offset as u64 * 4, &dst, 0, len);
         }
         Ok(s)
     }
@@ -593,21 +701,37 @@ impl GpuEngine {
         let d = self.tensor(dst.id).buf.clone();
         let s = src.buf.clone();
         let from = src.offset + src.shift as u64 * 4;
-        self.encoder().copy_buffer_to_buffer(&s, from, &d, dst.offset as u64 * 4, dst.len as u64 * 4);
+        self.encoder().copy_buffer_to_buffer(
+            &s,
+            from,
+            &d,
+            dst.offset as u64 * 4,
+            dst.len as u64 * 4,
+        );
         Ok(())
     }
 
     /// Binds `input`, copying it to scratch first when it overlaps one of `outputs` (a kernel whose
     /// invocations may read what another writes). `pointwise` kernels read and write each index in
     /// the same invocation, so an input that coincides exactly with an output is bound directly.
-    pub(crate) fn bind_input(&mut self, name: &'static str, input: View, outputs: &[View], pointwise: bool) -> Result<Bound> {
+    pub(crate) fn bind_input(
+        &mut self,
+        name: &'static str,
+        input: View,
+        outputs: &[View],
+        pointwise: bool,
+    ) -> Result<Bound> {
         let clash = outputs.iter().any(|o| {
             o.id == input.id
                 && o.offset < input.offset + input.len
                 && input.offset < o.offset + o.len
                 && !(pointwise && o.offset == input.offset && o.len == input.len)
         });
-        if clash { self.scratch_copy(name, input) } else { self.bind(input) }
+        if clash {
+            self.scratch_copy(name, input)
+        } else {
+            self.bind(input)
+        }
     }
 
     /// Records one dispatch of `shader::entry` with `params` and the storage bindings `bufs`
@@ -638,7 +762,9 @@ impl GpuEngine {
         }
         let maxg = self.limits.max_compute_workgroups_per_dimension;
         if groups.iter().any(|&g| g > maxg) {
-            bail!("internal: dispatch {groups:?} of {shader}::{entry} exceeds {maxg} workgroups per dimension");
+            bail!(
+                "internal: dispatch {groups:?} of {shader}::{entry} exceeds {maxg} workgroups per dimension"
+            );
         }
         let sig: Vec<bool> = res.iter().map(|r| matches!(r, Res::T(_))).collect();
         let pipe = self.pipeline(shader, entry, &sig)?;
@@ -660,7 +786,10 @@ impl GpuEngine {
                 }),
                 Res::T(t) => wgpu::BindingResource::TextureView(t),
             };
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource });
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource,
+            });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
@@ -669,7 +798,10 @@ impl GpuEngine {
         });
         let enc = self.encoder();
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
             pass.set_pipeline(&pipe.pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -682,8 +814,15 @@ impl GpuEngine {
     ///
     /// Lavapipe reads textures with real gathers but storage buffers one lane at a time, so the
     /// hot loops (GEMM) read their operands from textures.
-    pub(crate) fn scratch_tex(&mut self, name: &'static str, floats: usize) -> Result<wgpu::Texture> {
-        let rows = floats.div_ceil(TEX_W as usize * 4).max(1).next_power_of_two() as u32;
+    pub(crate) fn scratch_tex(
+        &mut self,
+        name: &'static str,
+        floats: usize,
+    ) -> Result<wgpu::Texture> {
+        let rows = floats
+            .div_ceil(TEX_W as usize * 4)
+            .max(1)
+            .next_power_of_two() as u32;
         if rows > self.limits.max_texture_dimension_2d {
             bail!("a texture of {floats} floats exceeds the adapter's max_texture_dimension_2d");
         }
@@ -691,7 +830,11 @@ impl GpuEngine {
         if need_new {
             let tex = self.device.create_texture(&wgpu::TextureDescriptor {
                 label: Some(name),
-                size: wgpu::Extent3d { width: TEX_W, height: rows, depth_or_array_layers: 1 },
+                size: wgpu::Extent3d {
+                    width: TEX_W,
+                    height: rows,
+                    depth_or_array_layers: 1,
+                },
                 mip_level_count: 1,
                 sample_count: 1,
                 dimension: wgpu::TextureDimension::D2,
@@ -706,7 +849,13 @@ impl GpuEngine {
 
     /// Records copies of `floats` floats of `buf` from byte `offset` (a multiple of 16) into the
     /// linear texture `tex`. The buffer must hold whole texels up to the end.
-    pub(crate) fn copy_to_tex(&mut self, buf: &wgpu::Buffer, offset: u64, floats: usize, tex: &wgpu::Texture) {
+    pub(crate) fn copy_to_tex(
+        &mut self,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        floats: usize,
+        tex: &wgpu::Texture,
+    ) {
         let row_floats = TEX_W as usize * 4;
         let (full, rest) = (floats / row_floats, floats % row_floats);
         let enc = self.encoder();
@@ -726,7 +875,11 @@ impl GpuEngine {
                     origin: wgpu::Origin3d::ZERO,
                     aspect: wgpu::TextureAspect::All,
                 },
-                wgpu::Extent3d { width: TEX_W, height: full as u32, depth_or_array_layers: 1 },
+                wgpu::Extent3d {
+                    width: TEX_W,
+                    height: full as u32,
+                    depth_or_array_layers: 1,
+                },
             );
         }
         if rest > 0 {
@@ -742,10 +895,18 @@ impl GpuEngine {
                 wgpu::TexelCopyTextureInfo {
                     texture: tex,
                     mip_level: 0,
-                    origin: wgpu::Origin3d { x: 0, y: full as u32, z: 0 },
+                    origin: wgpu::Origin3d {
+                        x: 0,
+                        y: full as u32,
+                        z: 0,
+                    },
                     aspect: wgpu::TextureAspect::All,
                 },
-                wgpu::Extent3d { width: rest.div_ceil(4) as u32, height: 1, depth_or_array_layers: 1 },
+                wgpu::Extent3d {
+                    width: rest.div_ceil(4) as u32,
+                    height: 1,
+                    depth_or_array_layers: 1,
+                },
             );
         }
     }
@@ -784,7 +945,12 @@ impl GpuEngine {
 
     /// Splits `units` into ranges such that every binding, which spans `per_unit[i]` elements per
     /// unit (plus `extra[i]`), fits one binding. Errors when one unit alone is too large.
-    pub(crate) fn unit_chunks(&self, what: &str, units: usize, per_unit: &[usize]) -> Result<Vec<std::ops::Range<usize>>> {
+    pub(crate) fn unit_chunks(
+        &self,
+        what: &str,
+        units: usize,
+        per_unit: &[usize],
+    ) -> Result<Vec<std::ops::Range<usize>>> {
         let max = self.max_bind();
         let widest = per_unit.iter().copied().max().unwrap_or(1).max(1);
         if widest > max {
@@ -794,7 +960,10 @@ impl GpuEngine {
             );
         }
         let step = (max / widest).max(1);
-        Ok((0..units).step_by(step).map(|s| s..(s + step).min(units)).collect())
+        Ok((0..units)
+            .step_by(step)
+            .map(|s| s..(s + step).min(units))
+            .collect())
     }
 
     pub(crate) fn record_fill(&mut self, dst: View, value: f32) -> Result<()> {
@@ -804,7 +973,8 @@ impl GpuEngine {
         }
         if value.to_bits() == 0 {
             let buf = self.tensor(dst.id).buf.clone();
-            self.encoder().clear_buffer(&buf, dst.offset as u64 * 4, Some(dst.len as u64 * 4));
+            self.encoder()
+                .clear_buffer(&buf, dst.offset as u64 * 4, Some(dst.len as u64 * 4));
             return Ok(());
         }
         for r in self.unit_chunks("fill", dst.len, &[1])? {
@@ -820,14 +990,27 @@ impl GpuEngine {
         self.check_view(src)?;
         self.check_view(dst)?;
         if src.len != dst.len {
-            bail!("copy between views of different lengths ({} and {})", src.len, dst.len);
+            bail!(
+                "copy between views of different lengths ({} and {})",
+                src.len,
+                dst.len
+            );
         }
         if src.len == 0 {
             return Ok(());
         }
         if src.id != dst.id {
-            let (s, d) = (self.tensor(src.id).buf.clone(), self.tensor(dst.id).buf.clone());
-            self.encoder().copy_buffer_to_buffer(&s, src.offset as u64 * 4, &d, dst.offset as u64 * 4, src.len as u64 * 4);
+            let (s, d) = (
+                self.tensor(src.id).buf.clone(),
+                self.tensor(dst.id).buf.clone(),
+            );
+            self.encoder().copy_buffer_to_buffer(
+                &s,
+                src.offset as u64 * 4,
+                &d,
+                dst.offset as u64 * 4,
+                src.len as u64 * 4,
+            );
             return Ok(());
         }
         if src.offset == dst.offset {
@@ -837,7 +1020,13 @@ impl GpuEngine {
             // Overlapping ranges: go through scratch.
             let s = self.scratch_copy("copy", src)?;
             let d = self.tensor(dst.id).buf.clone();
-            self.encoder().copy_buffer_to_buffer(&s.buf, 0, &d, dst.offset as u64 * 4, src.len as u64 * 4);
+            self.encoder().copy_buffer_to_buffer(
+                &s.buf,
+                0,
+                &d,
+                dst.offset as u64 * 4,
+                src.len as u64 * 4,
+            );
             return Ok(());
         }
         for r in self.unit_chunks("copy", src.len, &[1])? {
@@ -861,14 +1050,23 @@ impl GpuEngine {
         let buf = self.tensor(dst.id).buf.clone();
         if self.rec.encoder.is_none() {
             // Nothing recorded yet: a queue write is ordered before the next submission.
-            self.queue.write_buffer(&buf, dst.offset as u64 * 4, bytemuck::cast_slice(data));
+            self.queue
+                .write_buffer(&buf, dst.offset as u64 * 4, bytemuck::cast_slice(data));
         } else {
-            let staging = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("upload"),
-                contents: bytemuck::cast_slice(data),
-                usage: wgpu::BufferUsages::COPY_SRC,
-            });
-            self.encoder().copy_buffer_to_buffer(&staging, 0, &buf, dst.offset as u64 * 4, data.len() as u64 * 4);
+            let staging = self
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("upload"),
+                    contents: bytemuck::cast_slice(data),
+                    usage: wgpu::BufferUsages::COPY_SRC,
+                });
+            self.encoder().copy_buffer_to_buffer(
+                &staging,
+                0,
+                &buf,
+                dst.offset as u64 * 4,
+                data.len() as u64 * 4,
+            );
         }
         Ok(())
     }
@@ -887,7 +1085,8 @@ impl GpuEngine {
             mapped_at_creation: false,
         });
         let buf = self.tensor(src.id).buf.clone();
-        self.encoder().copy_buffer_to_buffer(&buf, src.offset as u64 * 4, &staging, 0, bytes);
+        self.encoder()
+            .copy_buffer_to_buffer(&buf, src.offset as u64 * 4, &staging, 0, bytes);
         self.flush();
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -898,7 +1097,9 @@ impl GpuEngine {
             .map_err(|_| anyhow!("GPU read-back was dropped"))?
             .map_err(|e| anyhow!("GPU read-back failed: {e}"))?;
         let out = {
-            let mapped = staging.get_mapped_range(..).map_err(|e| anyhow!("GPU read-back failed: {e:?}"))?;
+            let mapped = staging
+                .get_mapped_range(..)
+                .map_err(|e| anyhow!("GPU read-back failed: {e:?}"))?;
             bytemuck::cast_slice::<u8, f32>(&mapped).to_vec()
         };
         staging.unmap();
@@ -949,10 +1150,15 @@ impl Engine for GpuEngine {
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: if too_big { 16 } else { bytes },
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let t = Tensor { buf, len: if too_big { 0 } else { len } };
+        let t = Tensor {
+            buf,
+            len: if too_big { 0 } else { len },
+        };
         if let Some(id) = self.free_ids.pop() {
             self.tensors[id as usize] = Some(t);
             TensorId(id)

@@ -1,11 +1,146 @@
-//! Host side of the pool family (shaders/pool.wgsl).
-use anyhow::Result;
+//! Host side of the pooling family (shaders/pool.wgsl). Work is split over images so that every
+//! binding fits; STOCHASTIC pooling in TRAIN is not implemented on the GPU yet.
+use anyhow::{Result, ensure};
 
-use super::GpuEngine;
-use crate::engine::kernels::pool::PoolKernel;
+use super::{Bound, GpuEngine, Params};
+use crate::engine::View;
+use crate::engine::kernels::pool::{PoolGeom, PoolKernel};
+
+fn check(g: &PoolGeom, bottoms: &[View], tops: &[View]) -> Result<()> {
+    ensure!(g.stride_h > 0 && g.stride_w > 0, "pooling: strides must be positive");
+    ensure!(
+        g.num <= 1 || g.top_num_stride >= g.channels * g.pooled_h * g.pooled_w,
+        "pooling: top_num_stride {} is smaller than an image's output",
+        g.top_num_stride
+    );
+    for b in bottoms {
+        ensure!(b.len == g.bottom_len(), "pooling: bottom view has {} elements, expected {}", b.len, g.bottom_len());
+    }
+    for t in tops {
+        ensure!(t.len == g.top_len(), "pooling: top view has {} elements, expected {}", t.len, g.top_len());
+    }
+    Ok(())
+}
+
+/// A pooling operand: bottom-shaped (planes of height x width) or top-shaped (strided images).
+#[derive(Clone, Copy)]
+enum Role {
+    Bottom,
+    Top,
+}
+
+/// Runs `entry` over images split into chunks; `views` in binding order, `outs` the indices of
+/// the outputs among them, one invocation per top (forward) or bottom (backward) element.
+fn run(
+    e: &mut GpuEngine,
+    entry: &'static str,
+    g: &PoolGeom,
+    views: &[(View, Role)],
+    outs: &[usize],
+    per_bottom: bool,
+    accumulate: bool,
+) -> Result<()> {
+    let plane_b = g.height * g.width;
+    let plane_t = g.pooled_h * g.pooled_w;
+    let img_b = g.channels * plane_b;
+    let img_t = g.channels * plane_t;
+    if g.num * g.channels == 0 || (per_bottom && plane_b == 0) || (!per_bottom && plane_t == 0) {
+        return Ok(());
+    }
+    let ts = g.top_num_stride.max(img_t);
+    for r in e.unit_chunks(entry, g.num, &[img_b, ts])? {
+        let nb = r.len();
+        let window = |v: View, role: Role| match role {
+            Role::Bottom => v.slice(r.start * img_b, nb * img_b),
+            Role::Top => v.slice(r.start * g.top_num_stride, (nb - 1) * g.top_num_stride + img_t),
+        };
+        let out_views: Vec<View> = outs.iter().map(|&i| window(views[i].0, views[i].1)).collect();
+        let mut binds: Vec<Bound> = Vec::new();
+        for (i, (v, role)) in views.iter().enumerate() {
+            let w = window(*v, *role);
+            binds.push(if outs.contains(&i) { e.bind(w)? } else { e.bind_input(["in0", "in1", "in2", "in3"][i % 4], w, &out_views, false)? });
+        }
+        let threads = nb * if per_bottom { img_b } else { img_t };
+        let mut p = Params::new().u(threads);
+        for b in &binds {
+            p = p.shift(b);
+        }
+        while p.0.len() < 8 {
+            p = p.u(0);
+        }
+        p = p
+            .u(g.channels)
+            .u(g.height)
+            .u(g.width)
+            .u(g.pooled_h)
+            .u(g.pooled_w)
+            .u(g.kernel_h)
+            .u(g.kernel_w)
+            .u(g.stride_h)
+            .u(g.stride_w)
+            .u(g.pad_h)
+            .u(g.pad_w)
+            .u(g.top_num_stride)
+            .u(accumulate as usize);
+        let refs: Vec<&Bound> = binds.iter().collect();
+        let gr = e.groups_1d(threads);
+        e.dispatch("pool", entry, &p, &refs, gr)?;
+    }
+    Ok(())
+}
 
 pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
-    let name = format!("{k:?}");
-    let variant = name.split([' ', '(', '{']).next().unwrap_or("?");
-    Err(e.unimplemented(&format!("Pool::{variant}")))
+    use Role::{Bottom, Top};
+    match k {
+        PoolKernel::MaxForward { g, bottom, top, mask } => {
+            check(g, &[*bottom], &[*top, *mask])?;
+            ensure!(top.id != mask.id, "pooling: top and mask must be different tensors");
+            run(e, "max_forward", g, &[(*bottom, Bottom), (*top, Top), (*mask, Top)], &[1, 2], false, false)
+        }
+        PoolKernel::AveForward { g, bottom, top } => {
+            check(g, &[*bottom], &[*top])?;
+            run(e, "ave_forward", g, &[(*bottom, Bottom), (*top, Top)], &[1], false, false)
+        }
+        PoolKernel::StochasticTest { g, bottom, top } => {
+            check(g, &[*bottom], &[*top])?;
+            run(e, "sto_test_forward", g, &[(*bottom, Bottom), (*top, Top)], &[1], false, false)
+        }
+        PoolKernel::StochasticTrain { .. } => Err(e.unimplemented("Pool::StochasticTrain")),
+        PoolKernel::MaskBackward { g, top_diff, mask, bottom_diff, accumulate } => {
+            check(g, &[*bottom_diff], &[*top_diff, *mask])?;
+            run(
+                e,
+                "mask_backward",
+                g,
+                &[(*top_diff, Top), (*mask, Top), (*bottom_diff, Bottom)],
+                &[2],
+                true,
+                *accumulate,
+            )
+        }
+        PoolKernel::AveBackward { g, top_diff, bottom_diff, accumulate } => {
+            check(g, &[*bottom_diff], &[*top_diff])?;
+            run(
+                e,
+                "ave_backward",
+                g,
+                &[(*top_diff, Top), (*top_diff, Top), (*bottom_diff, Bottom)],
+                &[2],
+                true,
+                *accumulate,
+            )
+        }
+        PoolKernel::StochasticTestBackward { g, bottom, top, top_diff, bottom_diff, accumulate } => {
+            check(g, &[*bottom, *bottom_diff], &[*top, *top_diff])?;
+            run(
+                e,
+                "sto_test_backward",
+                g,
+                &[(*top_diff, Top), (*top, Top), (*bottom_diff, Bottom), (*bottom, Bottom)],
+                &[2],
+                true,
+                *accumulate,
+            )
+        }
+    }
 }

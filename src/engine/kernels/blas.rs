@@ -7,7 +7,12 @@ pub enum BlasKernel {
     /// op(A_b) is m x k, op(B_b) is k x n, C_b is m x n and X_b starts at X.offset + b * stride_x.
     Gemm(Gemm),
     /// y = alpha * x + beta * y
-    Axpby { alpha: f32, x: View, beta: f32, y: View },
+    Axpby {
+        alpha: f32,
+        x: View,
+        beta: f32,
+        y: View,
+    },
     /// y = alpha * y
     Scale { alpha: f32, y: View },
 }
@@ -45,6 +50,21 @@ impl Gemm {
         beta: f32,
         c: View,
     ) -> Self {
-        Gemm { trans_a, trans_b, m, n, k, alpha, beta, a, b, c, batch: 1, stride_a: 0, stride_b: 0, stride_c: 0 }
+        Gemm {
+            trans_a,
+            trans_b,
+            m,
+            n,
+            k,
+            alpha,
+            beta,
+            a,
+            b,
+            c,
+            batch: 1,
+            stride_a: 0,
+            stride_b: 0,
+            stride_c: 0,
+        }
     }
 }

@@ -5,22 +5,43 @@ use crate::engine::View;
 /// in Caffe, and `data` has been updated (`data -= diff`, Caffe's Net::Update).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UpdateRule {
-    Sgd { momentum: f32 },
-    Nesterov { momentum: f32 },
-    AdaGrad { delta: f32 },
-    RmsProp { rms_decay: f32, delta: f32 },
-    AdaDelta { momentum: f32, delta: f32 },
+    Sgd {
+        momentum: f32,
+    },
+    Nesterov {
+        momentum: f32,
+    },
+    AdaGrad {
+        delta: f32,
+    },
+    RmsProp {
+        rms_decay: f32,
+        delta: f32,
+    },
+    AdaDelta {
+        momentum: f32,
+        delta: f32,
+    },
     /// `correction` = sqrt(1 - beta2^t) / (1 - beta1^t).
-    Adam { beta1: f32, beta2: f32, eps: f32, correction: f32 },
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        correction: f32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Regularization {
     None,
     /// diff += decay * data
-    L2 { decay: f32 },
+    L2 {
+        decay: f32,
+    },
     /// diff += decay * sign(data)
-    L1 { decay: f32 },
+    L1 {
+        decay: f32,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -38,5 +59,9 @@ pub enum SolverKernel {
         rate: f32,
     },
     /// out[0] (+)= sum(x^2): for clip_gradients' global norm.
-    SumSquares { x: View, out: View, accumulate: bool },
+    SumSquares {
+        x: View,
+        out: View,
+        accumulate: bool,
+    },
 }
