@@ -19,4 +19,4 @@ fi
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 echo "== cargo test"
-cargo test --lib --bins --tests 2>&1
+cargo test --no-fail-fast --lib --bins --tests 2>&1

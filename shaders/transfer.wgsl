@@ -1,0 +1,72 @@
+// Data movement and reductions.
+
+@group(0) @binding(1) var<storage, read_write> t1: array<f32>;
+@group(0) @binding(2) var<storage, read_write> t2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> t3: array<f32>;
+
+// dst[sum idx_k * ds_k] (+)= src[sum idx_k * ss_k]: one invocation per multi-index.
+// words: 0 count, 1 src shift, 2 dst shift, 3 d, 4 add, 8 + 3k: dim, src stride, dst stride
+@compute @workgroup_size(256)
+fn strided(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    var rest = i;
+    var si = pu(1u);
+    var di = pu(2u);
+    let d = pu(3u);
+    for (var t = 0u; t < d; t++) {
+        let k = d - 1u - t;
+        let n = pu(8u + 3u * k);
+        let q = rest / n;
+        let idx = rest - q * n;
+        rest = q;
+        si += idx * pu(9u + 3u * k);
+        di += idx * pu(10u + 3u * k);
+    }
+    if (pu(4u) != 0u) {
+        t2[di] += t1[si];
+    } else {
+        t2[di] = t1[si];
+    }
+}
+
+fn red_f(op: u32, v: f32) -> f32 {
+    if (op == 1u) { return abs(v); }
+    if (op == 2u) { return v * v; }
+    return v;
+}
+
+// y[o*inner + i] = coeff * sum_d f(x[(o*dim + d)*inner + i]).
+// words: 0 positions, 1 x shift, 2 y shift, 8 dim, 9 inner, 10 op, 11 coeff
+@compute @workgroup_size(256)
+fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let dim = pu(8u);
+    let inner = pu(9u);
+    let o = i / inner;
+    let base = pu(1u) + o * dim * inner + (i - o * inner);
+    var s = 0.0;
+    for (var d = 0u; d < dim; d++) {
+        s += red_f(pu(10u), t1[base + d * inner]);
+    }
+    t2[pu(2u) + i] = s * pf(11u);
+}
+
+// dx[o*dim + d] = coeff * dy[o] * g(x): g = 1 (Sum), sign(x) (Asum), 2x (Sumsq).
+// words: 0 count, 1 x shift, 2 dy shift, 3 dx shift, 8 dim, 9 op, 10 coeff
+@compute @workgroup_size(256)
+fn reduce_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let o = i / pu(8u);
+    let c = t2[pu(2u) + o] * pf(10u);
+    let x = t1[pu(1u) + i];
+    var g = 1.0;
+    if (pu(9u) == 1u) { g = sign(x); }
+    if (pu(9u) == 2u) { g = 2.0 * x; }
+    t3[pu(3u) + i] = c * g;
+}

@@ -1040,3 +1040,78 @@ fn pool_split_into_small_bindings_matches_cpu() {
     pool_suite(&mut g, 31);
     g.set_max_binding_elems(usize::MAX);
 }
+
+// ---- softmax --------------------------------------------------------------------------------
+
+use caffe_rs::engine::kernels::softmax::SoftmaxKernel;
+
+#[test]
+fn softmax_matches_cpu() {
+    let mut g = gpu();
+    let mut rng = Rng::new(40);
+    for (outer, channels, inner) in [(1usize, 1usize, 1usize), (2, 10, 1), (3, 7, 33), (64, 100, 1), (2, 3, 100)] {
+        let n = outer * channels * inner;
+        let init = vec![rng.vec(n, -5.0, 5.0), vec![0.0; n], rng.vec(n, -1.0, 1.0), vec![0.0; n]];
+        check_all(&format!("softmax {outer}x{channels}x{inner}"), &mut g, &init, &|ids| {
+            let (x, y, dy, dx) = (whole(ids[0], n), whole(ids[1], n), whole(ids[2], n), whole(ids[3], n));
+            vec![
+                Kernel::Softmax(SoftmaxKernel::Forward { x, y, outer, channels, inner }),
+                Kernel::Softmax(SoftmaxKernel::Backward { y, dy, dx, outer, channels, inner }),
+                Kernel::Softmax(SoftmaxKernel::Forward { x, y: x, outer, channels, inner }),
+            ]
+        });
+    }
+}
+
+#[test]
+fn unimplemented_kernels_give_a_clear_error() {
+    let mut g = gpu();
+    let a = g.alloc(4);
+    let v = whole(a, 4);
+    let err = g
+        .launch(&Kernel::Softmax(SoftmaxKernel::Euclidean { a: v, b: v, diff: v, loss: v.slice(0, 1), outer: 1 }))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not implemented yet"), "{err}");
+    g.free(a);
+}
+
+// ---- transfer -------------------------------------------------------------------------------
+
+use caffe_rs::engine::kernels::transfer::{ReduceOp, TransferKernel};
+
+#[test]
+fn transfer_matches_cpu() {
+    let mut g = gpu();
+    let mut rng = Rng::new(50);
+    // Concat-like: copy a [2, 3, 5] block into a [2, 7, 5] tensor at channel 2; then add back.
+    let cases: Vec<(Vec<usize>, Vec<usize>, Vec<usize>)> = vec![
+        (vec![2, 3, 5], vec![15, 5, 1], vec![35, 5, 1]),
+        (vec![7], vec![1], vec![2]),
+        (vec![], vec![], vec![]),
+        (vec![3, 1, 4, 2], vec![8, 8, 2, 1], vec![1, 3, 6, 24]),
+        (vec![100, 33], vec![33, 1], vec![1, 100]),
+    ];
+    for (dims, ss, ds) in cases {
+        let n = 4000;
+        let init = vec![rng.vec(n, -1.0, 1.0), rng.vec(n, -1.0, 1.0)];
+        check_all(&format!("strided {dims:?}"), &mut g, &init, &|ids| {
+            vec![
+                Kernel::Transfer(TransferKernel::Strided { src: View::new(ids[0], 3, n - 3), dst: View::new(ids[1], 10, n - 10), dims: dims.clone(), src_strides: ss.clone(), dst_strides: ds.clone(), add: false }),
+                Kernel::Transfer(TransferKernel::Strided { src: View::new(ids[0], 0, n), dst: View::new(ids[1], 1, n - 1), dims: dims.clone(), src_strides: ss.clone(), dst_strides: ds.clone(), add: true }),
+            ]
+        });
+    }
+    for (outer, dim, inner) in [(1usize, 1usize, 1usize), (3, 7, 5), (10, 100, 1), (2, 1, 33)] {
+        for op in [ReduceOp::Sum, ReduceOp::Asum, ReduceOp::Sumsq] {
+            let n = outer * dim * inner;
+            let init = vec![rng.vec(n, -1.0, 1.0), vec![0.0; outer * inner], rng.vec(outer, -1.0, 1.0), vec![0.0; outer * dim]];
+            check_all(&format!("reduce {op:?} {outer}x{dim}x{inner}"), &mut g, &init, &|ids| {
+                vec![
+                    Kernel::Transfer(TransferKernel::Reduce { x: whole(ids[0], n), y: whole(ids[1], outer * inner), outer, dim, inner, op, coeff: 0.5 }),
+                    Kernel::Transfer(TransferKernel::ReduceGrad { x: whole(ids[0], outer * dim), dy: whole(ids[2], outer), dx: whole(ids[3], outer * dim), outer, dim, op, coeff: -1.5 }),
+                ]
+            });
+        }
+    }
+}

@@ -70,7 +70,7 @@ mod tests {
         assert_eq!(lr("fixed", 50, &mut step), 0.1);
         assert!((lr("step", 25, &mut step) - 0.025).abs() < 1e-7);
         assert!((lr("exp", 2, &mut step) - 0.025).abs() < 1e-7);
-        assert!((lr("inv", 2, &mut step) - 0.1 * 4f32.powf(-2.0)).abs() < 1e-7);
+        assert!((lr("inv", 2, &mut step) - 0.025).abs() < 1e-7);
         assert!((lr("poly", 50, &mut step) - 0.025).abs() < 1e-7);
         assert!((lr("sigmoid", 10, &mut step) - 0.05).abs() < 1e-7);
         let mut ms = 0;

@@ -72,8 +72,17 @@ struct Learnable {
     history: Vec<TensorId>,
 }
 
+/// A data-parallel copy of the train net on another device (Caffe's multi-GPU workers): it runs
+/// forward/backward on its own shard of the data; the root sums and averages the gradients,
+/// updates, and sends the new weights back.
+pub struct Replica {
+    pub eng: Box<dyn Engine>,
+    pub net: Net,
+}
+
 pub struct Solver {
     pub param: SolverParameter,
+    pub replicas: Vec<Replica>,
     pub eng: Box<dyn Engine>,
     pub net: Net,
     pub test_nets: Vec<Net>,
@@ -240,6 +249,7 @@ impl Solver {
         log::info("solver.cpp:57", "Solver scaffolding done.");
         Ok(Solver {
             param,
+            replicas: Vec::new(),
             eng,
             net,
             test_nets,
@@ -253,6 +263,66 @@ impl Solver {
             quiet: false,
             last_test: Vec::new(),
         })
+    }
+
+    /// One solver over several devices: `engines[0]` is the root (it tests and snapshots); each
+    /// device reads its own shard of the data (offset % count == rank), batch size per device.
+    pub fn new_parallel(param: SolverParameter, mut engines: Vec<Box<dyn Engine>>) -> Result<Solver> {
+        if engines.is_empty() {
+            bail!("no device given");
+        }
+        let count = engines.len();
+        let root_engine = engines.remove(0);
+        crate::data::set_thread_shard(crate::data::Shard { rank: 0, count });
+        let mut solver = Solver::new(param, root_engine)?;
+        let seed = solver.param.random_seed();
+        let (train_param, _) = Self::train_net_param(&solver.param)?;
+        let state = train_state(&solver.param, &train_param);
+        for (k, mut eng) in engines.into_iter().enumerate() {
+            crate::data::set_thread_shard(crate::data::Shard { rank: k + 1, count });
+            let graph = NetGraph::build(&train_param, &state, Strictness::Strict)?;
+            let mut net = Net::new(graph, eng.as_mut(), (seed >= 0).then(|| seed as u64 + 100 + k as u64))?;
+            solver.broadcast_params(&mut net, eng.as_mut());
+            solver.replicas.push(Replica { eng, net });
+        }
+        crate::data::set_thread_shard(crate::data::Shard { rank: 0, count: 1 });
+        Ok(solver)
+    }
+
+    /// Copies the root's learnable parameters into a replica's net.
+    fn broadcast_params(&mut self, net: &mut Net, eng: &mut dyn Engine) {
+        let mut k = 0;
+        for (i, p) in net.graph.params.iter().enumerate() {
+            if p.owner != i {
+                continue;
+            }
+            if let Some(l) = self.learnable.get(k) {
+                let values = self.eng.download(l.blob.data());
+                eng.upload(net.params[i].data(), &values);
+            }
+            k += 1;
+        }
+    }
+
+    /// Sums the replicas' gradients into the root's and divides by the device count.
+    fn reduce_gradients(&mut self) -> Result<()> {
+        let count = (self.replicas.len() + 1) as f32;
+        for (k, l) in self.learnable.iter().enumerate() {
+            let mut sum = self.eng.download(l.blob.diff());
+            for r in &mut self.replicas {
+                let owners: Vec<usize> =
+                    r.net.graph.params.iter().enumerate().filter(|(i, p)| p.owner == *i).map(|(i, _)| i).collect();
+                let diff = r.eng.download(r.net.params[owners[k]].diff());
+                for (s, d) in sum.iter_mut().zip(diff) {
+                    *s += d;
+                }
+            }
+            for s in &mut sum {
+                *s /= count;
+            }
+            self.eng.upload(l.blob.diff(), &sum);
+        }
+        Ok(())
     }
 
     fn train_net_param(p: &SolverParameter) -> Result<(NetParameter, String)> {
@@ -520,8 +590,18 @@ impl Solver {
             let display = self.param.display() > 0 && self.iter % self.param.display() == 0;
             let mut loss = 0.0;
             let iter_size = self.param.iter_size().max(1);
+            for r in &mut self.replicas {
+                r.net.clear_param_diffs(r.eng.as_mut());
+            }
             for _ in 0..iter_size {
                 loss += self.forward_backward()?;
+                for r in &mut self.replicas {
+                    r.net.forward(r.eng.as_mut())?;
+                    r.net.backward(r.eng.as_mut())?;
+                }
+            }
+            if !self.replicas.is_empty() {
+                self.reduce_gradients()?;
             }
             loss /= iter_size as f32;
             self.update_smoothed_loss(loss, start_iter);
@@ -566,6 +646,11 @@ impl Solver {
                 }
             }
             let rate = self.apply_update()?;
+            let mut replicas = std::mem::take(&mut self.replicas);
+            for r in &mut replicas {
+                self.broadcast_params(&mut r.net, r.eng.as_mut());
+            }
+            self.replicas = replicas;
             self.iter += 1;
             if !self.quiet {
                 let done = (self.iter - start_iter) as f64;

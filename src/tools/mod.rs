@@ -3,6 +3,7 @@ pub mod compute_image_mean;
 pub mod convert;
 pub mod convert_imageset;
 pub mod demo;
+pub mod device_query;
 pub mod forward;
 pub mod inspect;
 pub mod test;
@@ -25,6 +26,24 @@ pub fn engine_for_gpu_flag(list: &str) -> Result<Box<dyn Engine>> {
         })?
     };
     gpu_engine(index)
+}
+
+/// The device indices of a `-gpu` flag: "0", "0,1", "0,0" (one adapter twice), or "all".
+pub fn gpu_devices(list: &str) -> Result<Vec<usize>> {
+    if list.trim() == "all" {
+        let n = crate::engine::gpu::list_adapters().len();
+        if n == 0 {
+            anyhow::bail!("{}", crate::engine::gpu::no_adapter_message());
+        }
+        return Ok((0..n).collect());
+    }
+    list.split(',')
+        .map(|d| {
+            d.trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("-gpu expects device indices like 0 or 0,1 or all, got \"{list}\""))
+        })
+        .collect()
 }
 
 fn gpu_engine(index: usize) -> Result<Box<dyn Engine>> {

@@ -51,7 +51,7 @@ struct Operand {
 
 fn ranges(total: usize, step: usize) -> Vec<std::ops::Range<usize>> {
     if total == 0 {
-        return vec![0..0];
+        return std::iter::once(0..0).collect();
     }
     (0..total)
         .step_by(step.max(1))

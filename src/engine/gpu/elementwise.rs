@@ -526,7 +526,7 @@ pub(crate) fn channel_sum(
     }
     let per_outer = d.channels * d.inner;
     let chunks = if d.outer == 0 {
-        vec![0..0]
+        std::iter::once(0..0).collect()
     } else {
         e.unit_chunks("ChannelSum", d.outer, &[per_outer])?
     };

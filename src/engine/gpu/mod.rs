@@ -225,10 +225,6 @@ impl Params {
         self.0.push(v as u32);
         self
     }
-    pub fn i(mut self, v: i32) -> Self {
-        self.0.push(v as u32);
-        self
-    }
     pub fn f(mut self, v: f32) -> Self {
         self.0.push(v.to_bits());
         self
@@ -579,16 +575,7 @@ impl GpuEngine {
                 label: Some(shader),
                 source: wgpu::ShaderSource::Wgsl(code.into()),
             };
-            let mode = std::env::var("CAFFE_RS_CHECKS").unwrap_or_default();
-            let module = if mode.is_empty() {
-                self.device.create_shader_module(desc)
-            } else {
-                let mut checks = wgpu::ShaderRuntimeChecks::checked();
-                checks.bounds_checks = mode.contains('b');
-                checks.force_loop_bounding = mode.contains('l');
-                checks.int_div_checks = mode.contains('d');
-                unsafe { self.device.create_shader_module_trusted(desc, checks) }
-            };
+            let module = self.device.create_shader_module(desc);
             self.take_errors()
                 .map_err(|e| anyhow!("compiling shader {shader}.wgsl: {e}"))?;
             self.modules.insert(shader, module);
@@ -1105,12 +1092,6 @@ impl GpuEngine {
         staging.unmap();
         self.take_errors()?;
         Ok(out)
-    }
-
-    /// Binds the params of one dispatch and the views with per-view aliasing handled by the caller:
-    /// convenience for kernels that bind whole views (already known to fit).
-    pub(crate) fn bind_all(&self, views: &[View]) -> Result<Vec<Bound>> {
-        views.iter().map(|v| self.bind(*v)).collect()
     }
 
     pub(crate) fn unimplemented(&self, what: &str) -> anyhow::Error {

@@ -1,1 +1,0 @@
-../benches/gpu_gemm.rs
