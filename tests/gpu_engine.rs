@@ -961,7 +961,16 @@ fn conv_kernels_split_into_small_bindings_match_cpu() {
 use caffe_rs::engine::kernels::pool::{PoolGeom, PoolKernel};
 
 #[allow(clippy::too_many_arguments)]
-fn pool_geom(num: usize, channels: usize, h: usize, w: usize, k: (usize, usize), s: (usize, usize), p: (usize, usize), extra: usize) -> PoolGeom {
+fn pool_geom(
+    num: usize,
+    channels: usize,
+    h: usize,
+    w: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    p: (usize, usize),
+    extra: usize,
+) -> PoolGeom {
     let out = |size: usize, k: usize, s: usize, p: usize| {
         let mut o = (size + 2 * p - k).div_ceil(s) + 1;
         if p > 0 && (o - 1) * s >= size + p {
@@ -1012,16 +1021,65 @@ fn pool_suite(g: &mut GpuEngine, seed: u64) {
             rng.vec(nb, -1.0, 1.0),
         ];
         check_all(&format!("pool {geo:?}"), g, &init, &|ids| {
-            let (b, t, m, dy, db, db2) = (whole(ids[0], nb), whole(ids[1], nt), whole(ids[2], nt), whole(ids[3], nt), whole(ids[4], nb), whole(ids[5], nb));
-            let (pos, t2, t3, db3) = (whole(ids[6], nb), whole(ids[7], nt), whole(ids[8], nt), whole(ids[9], nb));
+            let (b, t, m, dy, db, db2) = (
+                whole(ids[0], nb),
+                whole(ids[1], nt),
+                whole(ids[2], nt),
+                whole(ids[3], nt),
+                whole(ids[4], nb),
+                whole(ids[5], nb),
+            );
+            let (pos, t2, t3, db3) = (
+                whole(ids[6], nb),
+                whole(ids[7], nt),
+                whole(ids[8], nt),
+                whole(ids[9], nb),
+            );
             vec![
-                Kernel::Pool(PoolKernel::MaxForward { g: geo, bottom: b, top: t, mask: m }),
-                Kernel::Pool(PoolKernel::MaskBackward { g: geo, top_diff: dy, mask: m, bottom_diff: db, accumulate: false }),
-                Kernel::Pool(PoolKernel::MaskBackward { g: geo, top_diff: dy, mask: m, bottom_diff: db2, accumulate: true }),
-                Kernel::Pool(PoolKernel::AveForward { g: geo, bottom: b, top: t2 }),
-                Kernel::Pool(PoolKernel::AveBackward { g: geo, top_diff: dy, bottom_diff: db2, accumulate: true }),
-                Kernel::Pool(PoolKernel::StochasticTest { g: geo, bottom: pos, top: t3 }),
-                Kernel::Pool(PoolKernel::StochasticTestBackward { g: geo, bottom: pos, top: t3, top_diff: dy, bottom_diff: db3, accumulate: false }),
+                Kernel::Pool(PoolKernel::MaxForward {
+                    g: geo,
+                    bottom: b,
+                    top: t,
+                    mask: m,
+                }),
+                Kernel::Pool(PoolKernel::MaskBackward {
+                    g: geo,
+                    top_diff: dy,
+                    mask: m,
+                    bottom_diff: db,
+                    accumulate: false,
+                }),
+                Kernel::Pool(PoolKernel::MaskBackward {
+                    g: geo,
+                    top_diff: dy,
+                    mask: m,
+                    bottom_diff: db2,
+                    accumulate: true,
+                }),
+                Kernel::Pool(PoolKernel::AveForward {
+                    g: geo,
+                    bottom: b,
+                    top: t2,
+                }),
+                Kernel::Pool(PoolKernel::AveBackward {
+                    g: geo,
+                    top_diff: dy,
+                    bottom_diff: db2,
+                    accumulate: true,
+                }),
+                Kernel::Pool(PoolKernel::StochasticTest {
+                    g: geo,
+                    bottom: pos,
+                    top: t3,
+                }),
+                Kernel::Pool(PoolKernel::StochasticTestBackward {
+                    g: geo,
+                    bottom: pos,
+                    top: t3,
+                    top_diff: dy,
+                    bottom_diff: db3,
+                    accumulate: false,
+                }),
             ]
         });
     }
@@ -1049,17 +1107,57 @@ use caffe_rs::engine::kernels::softmax::SoftmaxKernel;
 fn softmax_matches_cpu() {
     let mut g = gpu();
     let mut rng = Rng::new(40);
-    for (outer, channels, inner) in [(1usize, 1usize, 1usize), (2, 10, 1), (3, 7, 33), (64, 100, 1), (2, 3, 100)] {
+    for (outer, channels, inner) in [
+        (1usize, 1usize, 1usize),
+        (2, 10, 1),
+        (3, 7, 33),
+        (64, 100, 1),
+        (2, 3, 100),
+    ] {
         let n = outer * channels * inner;
-        let init = vec![rng.vec(n, -5.0, 5.0), vec![0.0; n], rng.vec(n, -1.0, 1.0), vec![0.0; n]];
-        check_all(&format!("softmax {outer}x{channels}x{inner}"), &mut g, &init, &|ids| {
-            let (x, y, dy, dx) = (whole(ids[0], n), whole(ids[1], n), whole(ids[2], n), whole(ids[3], n));
-            vec![
-                Kernel::Softmax(SoftmaxKernel::Forward { x, y, outer, channels, inner }),
-                Kernel::Softmax(SoftmaxKernel::Backward { y, dy, dx, outer, channels, inner }),
-                Kernel::Softmax(SoftmaxKernel::Forward { x, y: x, outer, channels, inner }),
-            ]
-        });
+        let init = vec![
+            rng.vec(n, -5.0, 5.0),
+            vec![0.0; n],
+            rng.vec(n, -1.0, 1.0),
+            vec![0.0; n],
+        ];
+        check_all(
+            &format!("softmax {outer}x{channels}x{inner}"),
+            &mut g,
+            &init,
+            &|ids| {
+                let (x, y, dy, dx) = (
+                    whole(ids[0], n),
+                    whole(ids[1], n),
+                    whole(ids[2], n),
+                    whole(ids[3], n),
+                );
+                vec![
+                    Kernel::Softmax(SoftmaxKernel::Forward {
+                        x,
+                        y,
+                        outer,
+                        channels,
+                        inner,
+                    }),
+                    Kernel::Softmax(SoftmaxKernel::Backward {
+                        y,
+                        dy,
+                        dx,
+                        outer,
+                        channels,
+                        inner,
+                    }),
+                    Kernel::Softmax(SoftmaxKernel::Forward {
+                        x,
+                        y: x,
+                        outer,
+                        channels,
+                        inner,
+                    }),
+                ]
+            },
+        );
     }
 }
 
@@ -1069,7 +1167,13 @@ fn unimplemented_kernels_give_a_clear_error() {
     let a = g.alloc(4);
     let v = whole(a, 4);
     let err = g
-        .launch(&Kernel::Softmax(SoftmaxKernel::Euclidean { a: v, b: v, diff: v, loss: v.slice(0, 1), outer: 1 }))
+        .launch(&Kernel::Softmax(SoftmaxKernel::Euclidean {
+            a: v,
+            b: v,
+            diff: v,
+            loss: v.slice(0, 1),
+            outer: 1,
+        }))
         .unwrap_err()
         .to_string();
     assert!(err.contains("not implemented yet"), "{err}");
@@ -1097,21 +1201,138 @@ fn transfer_matches_cpu() {
         let init = vec![rng.vec(n, -1.0, 1.0), rng.vec(n, -1.0, 1.0)];
         check_all(&format!("strided {dims:?}"), &mut g, &init, &|ids| {
             vec![
-                Kernel::Transfer(TransferKernel::Strided { src: View::new(ids[0], 3, n - 3), dst: View::new(ids[1], 10, n - 10), dims: dims.clone(), src_strides: ss.clone(), dst_strides: ds.clone(), add: false }),
-                Kernel::Transfer(TransferKernel::Strided { src: View::new(ids[0], 0, n), dst: View::new(ids[1], 1, n - 1), dims: dims.clone(), src_strides: ss.clone(), dst_strides: ds.clone(), add: true }),
+                Kernel::Transfer(TransferKernel::Strided {
+                    src: View::new(ids[0], 3, n - 3),
+                    dst: View::new(ids[1], 10, n - 10),
+                    dims: dims.clone(),
+                    src_strides: ss.clone(),
+                    dst_strides: ds.clone(),
+                    add: false,
+                }),
+                Kernel::Transfer(TransferKernel::Strided {
+                    src: View::new(ids[0], 0, n),
+                    dst: View::new(ids[1], 1, n - 1),
+                    dims: dims.clone(),
+                    src_strides: ss.clone(),
+                    dst_strides: ds.clone(),
+                    add: true,
+                }),
             ]
         });
     }
-    for (outer, dim, inner) in [(1usize, 1usize, 1usize), (3, 7, 5), (10, 100, 1), (2, 1, 33)] {
+    for (outer, dim, inner) in [
+        (1usize, 1usize, 1usize),
+        (3, 7, 5),
+        (10, 100, 1),
+        (2, 1, 33),
+    ] {
         for op in [ReduceOp::Sum, ReduceOp::Asum, ReduceOp::Sumsq] {
             let n = outer * dim * inner;
-            let init = vec![rng.vec(n, -1.0, 1.0), vec![0.0; outer * inner], rng.vec(outer, -1.0, 1.0), vec![0.0; outer * dim]];
-            check_all(&format!("reduce {op:?} {outer}x{dim}x{inner}"), &mut g, &init, &|ids| {
+            let init = vec![
+                rng.vec(n, -1.0, 1.0),
+                vec![0.0; outer * inner],
+                rng.vec(outer, -1.0, 1.0),
+                vec![0.0; outer * dim],
+            ];
+            check_all(
+                &format!("reduce {op:?} {outer}x{dim}x{inner}"),
+                &mut g,
+                &init,
+                &|ids| {
+                    vec![
+                        Kernel::Transfer(TransferKernel::Reduce {
+                            x: whole(ids[0], n),
+                            y: whole(ids[1], outer * inner),
+                            outer,
+                            dim,
+                            inner,
+                            op,
+                            coeff: 0.5,
+                        }),
+                        Kernel::Transfer(TransferKernel::ReduceGrad {
+                            x: whole(ids[0], outer * dim),
+                            dy: whole(ids[2], outer),
+                            dx: whole(ids[3], outer * dim),
+                            outer,
+                            dim,
+                            op,
+                            coeff: -1.5,
+                        }),
+                    ]
+                },
+            );
+        }
+    }
+}
+
+// ---- norm -----------------------------------------------------------------------------------
+
+use caffe_rs::engine::kernels::norm::{EpsMode, Lrn, LrnRegion, NormGrad, NormKernel};
+
+fn norm_suite(g: &mut GpuEngine, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for (outer, channels, inner) in [(1usize, 1usize, 1usize), (2, 3, 7), (4, 5, 33), (1, 17, 100), (8, 2, 1)] {
+        let d = ChannelDims::new(outer, channels, inner);
+        let n = d.count();
+        let c = channels;
+        // 0 x, 1 mean, 2 var, 3 std, 4 y, 5 dy, 6 dx full, 7 dx frozen, 8 dx center, 9 y2 (center)
+        let init = vec![
+            rng.vec(n, -2.0, 3.0),
+            vec![0.0; c],
+            vec![0.0; c],
+            vec![0.0; c],
+            vec![0.0; n],
+            rng.vec(n, -1.0, 1.0),
+            vec![0.0; n],
+            vec![0.0; n],
+            vec![0.0; n],
+            vec![0.0; n],
+            rng.vec(c, 0.0, 5.0),
+            rng.vec(c, 0.0, 5.0),
+            vec![rng.uniform(0.0, 3.0).floor()],
+        ];
+        for mode in [EpsMode::SqrtVarPlusEps, EpsMode::SqrtVarThenEps] {
+            check_all(&format!("norm {d:?} {mode:?}"), g, &init, &|ids| {
+                let w = |i: usize, len: usize| whole(ids[i], len);
                 vec![
-                    Kernel::Transfer(TransferKernel::Reduce { x: whole(ids[0], n), y: whole(ids[1], outer * inner), outer, dim, inner, op, coeff: 0.5 }),
-                    Kernel::Transfer(TransferKernel::ReduceGrad { x: whole(ids[0], outer * dim), dy: whole(ids[2], outer), dx: whole(ids[3], outer * dim), outer, dim, op, coeff: -1.5 }),
+                    Kernel::Norm(NormKernel::Moments { dims: d, x: w(0, n), mean: w(1, c), var: Some(w(2, c)) }),
+                    Kernel::Norm(NormKernel::Normalize { dims: d, eps: 1e-5, eps_mode: mode, x: w(0, n), mean: w(1, c), var: Some(w(2, c)), std: Some(w(3, c)), y: w(4, n) }),
+                    Kernel::Norm(NormKernel::NormalizeBackward { dims: d, grad: NormGrad::Full, y: w(4, n), dy: w(5, n), std: Some(w(3, c)), dx: w(6, n) }),
+                    Kernel::Norm(NormKernel::NormalizeBackward { dims: d, grad: NormGrad::Frozen, y: w(4, n), dy: w(5, n), std: Some(w(3, c)), dx: w(7, n) }),
+                    Kernel::Norm(NormKernel::Normalize { dims: d, eps: 0.0, eps_mode: mode, x: w(0, n), mean: w(1, c), var: None, std: None, y: w(9, n) }),
+                    Kernel::Norm(NormKernel::NormalizeBackward { dims: d, grad: NormGrad::CenterOnly, y: w(9, n), dy: w(5, n), std: None, dx: w(8, n) }),
+                    Kernel::Norm(NormKernel::StatsUpdate { maf: 0.999, correction: 1.5, mean: w(1, c), var: w(2, c), sums: w(10, c), sq_sums: w(11, c), count: w(12, 1) }),
+                    Kernel::Norm(NormKernel::StoredStats { sums: w(10, c), sq_sums: w(11, c), count: w(12, 1), mean: w(1, c), var: w(2, c) }),
                 ]
             });
         }
     }
+    for region in [LrnRegion::AcrossChannels, LrnRegion::WithinChannel] {
+        for (num, channels, height, width, size) in [(1usize, 1usize, 1usize, 1usize, 1usize), (2, 7, 5, 6, 5), (1, 3, 9, 4, 3), (3, 16, 3, 3, 5)] {
+            let l = Lrn { region, num, channels, height, width, size, alpha: 1e-2, beta: 0.75, k: 2.0 };
+            let n = l.count();
+            let init = vec![rng.vec(n, -3.0, 3.0), vec![0.0; n], vec![0.0; n], rng.vec(n, -1.0, 1.0), vec![0.0; n]];
+            check_all(&format!("lrn {l:?}"), g, &init, &|ids| {
+                let w = |i: usize| whole(ids[i], n);
+                vec![
+                    Kernel::Norm(NormKernel::Lrn { lrn: l, x: w(0), scale: w(1), y: w(2) }),
+                    Kernel::Norm(NormKernel::LrnBackward { lrn: l, x: w(0), y: w(2), scale: w(1), dy: w(3), dx: w(4) }),
+                ]
+            });
+        }
+    }
+}
+
+#[test]
+fn norm_matches_cpu() {
+    let mut g = gpu();
+    norm_suite(&mut g, 60);
+}
+
+#[test]
+fn norm_split_into_small_bindings_matches_cpu() {
+    let mut g = gpu();
+    g.set_max_binding_elems(2048);
+    norm_suite(&mut g, 61);
+    g.set_max_binding_elems(usize::MAX);
 }

@@ -31,8 +31,16 @@ pub fn describe(a: &AdapterInfo) -> String {
     let _ = writeln!(s, "Backend: {}", a.backend);
     let _ = writeln!(s, "Device type: {}", a.device_type);
     let _ = writeln!(s, "Driver: {} {}", a.driver, a.driver_info);
-    let _ = writeln!(s, "Vendor / device id: {:#06x} / {:#06x}", a.vendor, a.device);
-    let _ = writeln!(s, "Subgroup size: {}..{}", a.subgroup_min_size, a.subgroup_max_size);
+    let _ = writeln!(
+        s,
+        "Vendor / device id: {:#06x} / {:#06x}",
+        a.vendor, a.device
+    );
+    let _ = writeln!(
+        s,
+        "Subgroup size: {}..{}",
+        a.subgroup_min_size, a.subgroup_max_size
+    );
     for (k, v) in &a.limits {
         let _ = writeln!(s, "{k}: {v}");
     }
@@ -46,6 +54,9 @@ pub fn report(gpu: Option<&str>) -> Result<String> {
     if adapters.is_empty() {
         bail!("{}", no_adapter_message());
     }
-    let blocks: Vec<String> = wanted(gpu, adapters.len())?.into_iter().map(|i| describe(&adapters[i])).collect();
+    let blocks: Vec<String> = wanted(gpu, adapters.len())?
+        .into_iter()
+        .map(|i| describe(&adapters[i]))
+        .collect();
     Ok(blocks.join("\n"))
 }

@@ -895,14 +895,10 @@ pub fn render_svg(log: &TrainingLog, opts: &RenderOptions) -> String {
             HEADER + PANEL_H / 2.0
         );
     }
-    let x_label = match opts.x_axis {
-        XAxis::Iterations => "iteration",
-        XAxis::Seconds => "seconds",
-    };
     for (i, panel) in panels.iter().enumerate() {
         let ox = PAD + (i % cols) as f64 * PANEL_W;
         let oy = HEADER + (i / cols) as f64 * PANEL_H;
-        draw_panel(&mut svg, i, panel, ox, oy, x_domain, x_label);
+        draw_panel(&mut svg, i, panel, ox, oy, x_domain, opts.x_axis);
     }
     svg.push_str("</svg>\n");
     svg
@@ -1025,8 +1021,8 @@ fn nice_step(range: f64, target: f64) -> f64 {
 }
 
 /// Ticks at multiples of a 1-2-5 step, and the step.
-fn linear_ticks(lo: f64, hi: f64, target: f64) -> (Vec<f64>, f64) {
-    let step = nice_step(hi - lo, target);
+fn linear_ticks(lo: f64, hi: f64, target: f64, min_step: f64) -> (Vec<f64>, f64) {
+    let step = nice_step(hi - lo, target).max(min_step);
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
     let ticks = (first..=last)
@@ -1063,8 +1059,13 @@ fn draw_panel(
     ox: f64,
     oy: f64,
     x_domain: (f64, f64),
-    x_label: &str,
+    x_axis: XAxis,
 ) {
+    // Iterations are whole numbers: no ticks between them.
+    let (x_label, x_min_step) = match x_axis {
+        XAxis::Iterations => ("iteration", 1.0),
+        XAxis::Seconds => ("seconds", 0.0),
+    };
     let (px0, px1) = (ox + MARGIN_L, ox + PANEL_W - MARGIN_R);
     let (py0, py1) = (oy + MARGIN_T, oy + PANEL_H - MARGIN_B);
     let (yd0, yd1) = y_domain(panel);
@@ -1110,7 +1111,7 @@ fn draw_panel(
     );
 
     // Grid and tick labels.
-    let (x_ticks, x_step) = linear_ticks(x_domain.0, x_domain.1, 6.0);
+    let (x_ticks, x_step) = linear_ticks(x_domain.0, x_domain.1, 6.0, x_min_step);
     for &t in &x_ticks {
         let Some(x) = xs.map(t) else { continue };
         let _ = writeln!(
@@ -1132,7 +1133,7 @@ fn draw_panel(
     let (y_ticks, y_step) = if panel.log_y {
         (log_ticks(yd0, yd1), 0.0)
     } else {
-        linear_ticks(yd0, yd1, 5.0)
+        linear_ticks(yd0, yd1, 5.0, 0.0)
     };
     let y_labels: Vec<String> = y_ticks
         .iter()

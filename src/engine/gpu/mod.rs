@@ -18,6 +18,7 @@ mod elementwise;
 mod norm;
 mod pool;
 mod softmax;
+mod solver;
 mod transfer;
 
 use std::collections::HashMap;
@@ -1109,6 +1110,7 @@ fn shader_source(name: &str) -> Result<&'static str> {
         "pool" => include_str!("../../../shaders/pool.wgsl"),
         "softmax" => include_str!("../../../shaders/softmax.wgsl"),
         "transfer" => include_str!("../../../shaders/transfer.wgsl"),
+        "solver" => include_str!("../../../shaders/solver.wgsl"),
         "norm" => include_str!("../../../shaders/norm.wgsl"),
         _ => bail!("internal: unknown shader {name}"),
     })
@@ -1195,7 +1197,7 @@ impl Engine for GpuEngine {
             Kernel::Norm(k) => norm::launch(self, k),
             Kernel::Pool(k) => pool::launch(self, k),
             Kernel::Softmax(k) => softmax::launch(self, k),
-            Kernel::Solver(_) => Err(self.unimplemented("Solver")),
+            Kernel::Solver(k) => solver::launch(self, k),
             Kernel::Transfer(k) => transfer::launch(self, k),
         }?;
         self.take_errors()

@@ -7,17 +7,30 @@ use crate::engine::View;
 use crate::engine::kernels::pool::{PoolGeom, PoolKernel};
 
 fn check(g: &PoolGeom, bottoms: &[View], tops: &[View]) -> Result<()> {
-    ensure!(g.stride_h > 0 && g.stride_w > 0, "pooling: strides must be positive");
+    ensure!(
+        g.stride_h > 0 && g.stride_w > 0,
+        "pooling: strides must be positive"
+    );
     ensure!(
         g.num <= 1 || g.top_num_stride >= g.channels * g.pooled_h * g.pooled_w,
         "pooling: top_num_stride {} is smaller than an image's output",
         g.top_num_stride
     );
     for b in bottoms {
-        ensure!(b.len == g.bottom_len(), "pooling: bottom view has {} elements, expected {}", b.len, g.bottom_len());
+        ensure!(
+            b.len == g.bottom_len(),
+            "pooling: bottom view has {} elements, expected {}",
+            b.len,
+            g.bottom_len()
+        );
     }
     for t in tops {
-        ensure!(t.len == g.top_len(), "pooling: top view has {} elements, expected {}", t.len, g.top_len());
+        ensure!(
+            t.len == g.top_len(),
+            "pooling: top view has {} elements, expected {}",
+            t.len,
+            g.top_len()
+        );
     }
     Ok(())
 }
@@ -52,13 +65,23 @@ fn run(
         let nb = r.len();
         let window = |v: View, role: Role| match role {
             Role::Bottom => v.slice(r.start * img_b, nb * img_b),
-            Role::Top => v.slice(r.start * g.top_num_stride, (nb - 1) * g.top_num_stride + img_t),
+            Role::Top => v.slice(
+                r.start * g.top_num_stride,
+                (nb - 1) * g.top_num_stride + img_t,
+            ),
         };
-        let out_views: Vec<View> = outs.iter().map(|&i| window(views[i].0, views[i].1)).collect();
+        let out_views: Vec<View> = outs
+            .iter()
+            .map(|&i| window(views[i].0, views[i].1))
+            .collect();
         let mut binds: Vec<Bound> = Vec::new();
         for (i, (v, role)) in views.iter().enumerate() {
             let w = window(*v, *role);
-            binds.push(if outs.contains(&i) { e.bind(w)? } else { e.bind_input(["in0", "in1", "in2", "in3"][i % 4], w, &out_views, false)? });
+            binds.push(if outs.contains(&i) {
+                e.bind(w)?
+            } else {
+                e.bind_input(["in0", "in1", "in2", "in3"][i % 4], w, &out_views, false)?
+            });
         }
         let threads = nb * if per_bottom { img_b } else { img_t };
         let mut p = Params::new().u(threads);
@@ -92,21 +115,59 @@ fn run(
 pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
     use Role::{Bottom, Top};
     match k {
-        PoolKernel::MaxForward { g, bottom, top, mask } => {
+        PoolKernel::MaxForward {
+            g,
+            bottom,
+            top,
+            mask,
+        } => {
             check(g, &[*bottom], &[*top, *mask])?;
-            ensure!(top.id != mask.id, "pooling: top and mask must be different tensors");
-            run(e, "max_forward", g, &[(*bottom, Bottom), (*top, Top), (*mask, Top)], &[1, 2], false, false)
+            ensure!(
+                top.id != mask.id,
+                "pooling: top and mask must be different tensors"
+            );
+            run(
+                e,
+                "max_forward",
+                g,
+                &[(*bottom, Bottom), (*top, Top), (*mask, Top)],
+                &[1, 2],
+                false,
+                false,
+            )
         }
         PoolKernel::AveForward { g, bottom, top } => {
             check(g, &[*bottom], &[*top])?;
-            run(e, "ave_forward", g, &[(*bottom, Bottom), (*top, Top)], &[1], false, false)
+            run(
+                e,
+                "ave_forward",
+                g,
+                &[(*bottom, Bottom), (*top, Top)],
+                &[1],
+                false,
+                false,
+            )
         }
         PoolKernel::StochasticTest { g, bottom, top } => {
             check(g, &[*bottom], &[*top])?;
-            run(e, "sto_test_forward", g, &[(*bottom, Bottom), (*top, Top)], &[1], false, false)
+            run(
+                e,
+                "sto_test_forward",
+                g,
+                &[(*bottom, Bottom), (*top, Top)],
+                &[1],
+                false,
+                false,
+            )
         }
         PoolKernel::StochasticTrain { .. } => Err(e.unimplemented("Pool::StochasticTrain")),
-        PoolKernel::MaskBackward { g, top_diff, mask, bottom_diff, accumulate } => {
+        PoolKernel::MaskBackward {
+            g,
+            top_diff,
+            mask,
+            bottom_diff,
+            accumulate,
+        } => {
             check(g, &[*bottom_diff], &[*top_diff, *mask])?;
             run(
                 e,
@@ -118,7 +179,12 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 *accumulate,
             )
         }
-        PoolKernel::AveBackward { g, top_diff, bottom_diff, accumulate } => {
+        PoolKernel::AveBackward {
+            g,
+            top_diff,
+            bottom_diff,
+            accumulate,
+        } => {
             check(g, &[*bottom_diff], &[*top_diff])?;
             run(
                 e,
@@ -130,13 +196,25 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 *accumulate,
             )
         }
-        PoolKernel::StochasticTestBackward { g, bottom, top, top_diff, bottom_diff, accumulate } => {
+        PoolKernel::StochasticTestBackward {
+            g,
+            bottom,
+            top,
+            top_diff,
+            bottom_diff,
+            accumulate,
+        } => {
             check(g, &[*bottom, *bottom_diff], &[*top, *top_diff])?;
             run(
                 e,
                 "sto_test_backward",
                 g,
-                &[(*top_diff, Top), (*top, Top), (*bottom_diff, Bottom), (*bottom, Bottom)],
+                &[
+                    (*top_diff, Top),
+                    (*top, Top),
+                    (*bottom_diff, Bottom),
+                    (*bottom, Bottom),
+                ],
                 &[2],
                 true,
                 *accumulate,

@@ -7,7 +7,15 @@ use crate::engine::View;
 use crate::engine::kernels::softmax::SoftmaxKernel;
 
 /// One invocation per (outer, inner) position, split over `outer`.
-fn run(e: &mut GpuEngine, entry: &'static str, ins: &[View], out: View, outer: usize, channels: usize, inner: usize) -> Result<()> {
+fn run(
+    e: &mut GpuEngine,
+    entry: &'static str,
+    ins: &[View],
+    out: View,
+    outer: usize,
+    channels: usize,
+    inner: usize,
+) -> Result<()> {
     let per = channels * inner;
     if outer * per == 0 {
         return Ok(());
@@ -37,12 +45,38 @@ fn run(e: &mut GpuEngine, entry: &'static str, ins: &[View], out: View, outer: u
 
 pub fn launch(e: &mut GpuEngine, k: &SoftmaxKernel) -> Result<()> {
     match k {
-        SoftmaxKernel::Forward { x, y, outer, channels, inner } => {
+        SoftmaxKernel::Forward {
+            x,
+            y,
+            outer,
+            channels,
+            inner,
+        } => {
             let n = outer * channels * inner;
-            ensure!(x.len >= n && y.len >= n, "softmax: views of {} / {} elements, {n} needed", x.len, y.len);
-            run(e, "forward", &[x.slice(0, n)], y.slice(0, n), *outer, *channels, *inner)
+            ensure!(
+                x.len >= n && y.len >= n,
+                "softmax: views of {} / {} elements, {n} needed",
+                x.len,
+                y.len
+            );
+            run(
+                e,
+                "forward",
+                &[x.slice(0, n)],
+                y.slice(0, n),
+                *outer,
+                *channels,
+                *inner,
+            )
         }
-        SoftmaxKernel::Backward { y, dy, dx, outer, channels, inner } => {
+        SoftmaxKernel::Backward {
+            y,
+            dy,
+            dx,
+            outer,
+            channels,
+            inner,
+        } => {
             let n = outer * channels * inner;
             ensure!(
                 y.len >= n && dy.len >= n && dx.len >= n,
@@ -51,11 +85,23 @@ pub fn launch(e: &mut GpuEngine, k: &SoftmaxKernel) -> Result<()> {
                 dy.len,
                 dx.len
             );
-            run(e, "backward", &[y.slice(0, n), dy.slice(0, n)], dx.slice(0, n), *outer, *channels, *inner)
+            run(
+                e,
+                "backward",
+                &[y.slice(0, n), dy.slice(0, n)],
+                dx.slice(0, n),
+                *outer,
+                *channels,
+                *inner,
+            )
         }
         other => {
             let name = format!("{other:?}");
-            let variant = name.split([' ', '(', '{']).next().unwrap_or("?").to_string();
+            let variant = name
+                .split([' ', '(', '{'])
+                .next()
+                .unwrap_or("?")
+                .to_string();
             Err(e.unimplemented(&format!("Softmax::{variant}")))
         }
     }

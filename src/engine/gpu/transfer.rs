@@ -11,7 +11,11 @@ fn extent(dims: &[usize], strides: &[usize]) -> usize {
     if dims.contains(&0) {
         return 0;
     }
-    dims.iter().zip(strides).map(|(d, s)| (d - 1) * s).sum::<usize>() + 1
+    dims.iter()
+        .zip(strides)
+        .map(|(d, s)| (d - 1) * s)
+        .sum::<usize>()
+        + 1
 }
 
 fn op_code(op: ReduceOp) -> usize {
@@ -31,31 +35,65 @@ fn pad8(mut p: Params) -> Params {
 
 pub fn launch(e: &mut GpuEngine, k: &TransferKernel) -> Result<()> {
     match k {
-        TransferKernel::Strided { src, dst, dims, src_strides, dst_strides, add } => {
+        TransferKernel::Strided {
+            src,
+            dst,
+            dims,
+            src_strides,
+            dst_strides,
+            add,
+        } => {
             if dims.len() != src_strides.len() || dims.len() != dst_strides.len() {
-                bail!("strided copy: {} dims but {} / {} strides", dims.len(), src_strides.len(), dst_strides.len());
+                bail!(
+                    "strided copy: {} dims but {} / {} strides",
+                    dims.len(),
+                    src_strides.len(),
+                    dst_strides.len()
+                );
             }
             if dims.len() > 18 {
                 bail!("GPU kernel Strided: {} dimensions (at most 18)", dims.len());
             }
             let (se, de) = (extent(dims, src_strides), extent(dims, dst_strides));
             if se > src.len || de > dst.len {
-                bail!("strided copy reaches {se} / {de} elements of views of {} / {}", src.len, dst.len);
+                bail!(
+                    "strided copy reaches {se} / {de} elements of views of {} / {}",
+                    src.len,
+                    dst.len
+                );
             }
             if se == 0 {
                 return Ok(());
             }
             // Split over the first dimension (a 0-D walk is one element).
-            let (d0, s0, t0) = if dims.is_empty() { (1, 0, 0) } else { (dims[0], src_strides[0], dst_strides[0]) };
+            let (d0, s0, t0) = if dims.is_empty() {
+                (1, 0, 0)
+            } else {
+                (dims[0], src_strides[0], dst_strides[0])
+            };
             let rest: usize = dims.iter().skip(1).product();
-            let (rs, rd) = if dims.is_empty() { (1, 1) } else { (extent(&dims[1..], &src_strides[1..]), extent(&dims[1..], &dst_strides[1..])) };
+            let (rs, rd) = if dims.is_empty() {
+                (1, 1)
+            } else {
+                (
+                    extent(&dims[1..], &src_strides[1..]),
+                    extent(&dims[1..], &dst_strides[1..]),
+                )
+            };
             for r in e.unit_chunks("Strided", d0, &[s0.max(rs), t0.max(rd)])? {
                 let sv = src.slice(r.start * s0, (r.len() - 1) * s0 + rs);
                 let dv = dst.slice(r.start * t0, (r.len() - 1) * t0 + rd);
                 let sb = e.bind_input("in0", sv, &[dv], false)?;
                 let db = e.bind(dv)?;
                 let count = r.len() * rest;
-                let mut p = pad8(Params::new().u(count).shift(&sb).shift(&db).u(dims.len().max(1)).u(*add as usize));
+                let mut p = pad8(
+                    Params::new()
+                        .u(count)
+                        .shift(&sb)
+                        .shift(&db)
+                        .u(dims.len().max(1))
+                        .u(*add as usize),
+                );
                 if dims.is_empty() {
                     p = p.u(1).u(0).u(0);
                 } else {
@@ -69,7 +107,15 @@ pub fn launch(e: &mut GpuEngine, k: &TransferKernel) -> Result<()> {
             }
             Ok(())
         }
-        &TransferKernel::Reduce { x, y, outer, dim, inner, op, coeff } => {
+        &TransferKernel::Reduce {
+            x,
+            y,
+            outer,
+            dim,
+            inner,
+            op,
+            coeff,
+        } => {
             if x.len < outer * dim * inner || y.len < outer * inner {
                 bail!("reduce: views too short for [{outer}, {dim}, {inner}]");
             }
@@ -78,16 +124,38 @@ pub fn launch(e: &mut GpuEngine, k: &TransferKernel) -> Result<()> {
             }
             for r in e.unit_chunks("Reduce", outer, &[dim * inner, inner])? {
                 let yv = y.slice(r.start * inner, r.len() * inner);
-                let xb = e.bind_input("in0", x.slice(r.start * dim * inner, (r.len() * dim * inner).max(1).min(x.len - r.start * dim * inner)), &[yv], false)?;
+                let xb = e.bind_input(
+                    "in0",
+                    x.slice(
+                        r.start * dim * inner,
+                        (r.len() * dim * inner)
+                            .max(1)
+                            .min(x.len - r.start * dim * inner),
+                    ),
+                    &[yv],
+                    false,
+                )?;
                 let yb = e.bind(yv)?;
                 let n = r.len() * inner;
-                let p = pad8(Params::new().u(n).shift(&xb).shift(&yb)).u(dim).u(inner).u(op_code(op)).f(coeff);
+                let p = pad8(Params::new().u(n).shift(&xb).shift(&yb))
+                    .u(dim)
+                    .u(inner)
+                    .u(op_code(op))
+                    .f(coeff);
                 let g = e.groups_1d(n);
                 e.dispatch("transfer", "reduce", &p, &[&xb, &yb], g)?;
             }
             Ok(())
         }
-        &TransferKernel::ReduceGrad { x, dy, dx, outer, dim, op, coeff } => {
+        &TransferKernel::ReduceGrad {
+            x,
+            dy,
+            dx,
+            outer,
+            dim,
+            op,
+            coeff,
+        } => {
             let n = outer * dim;
             if x.len < n || dx.len < n || dy.len < outer {
                 bail!("reduce grad: views too short for [{outer}, {dim}]");
@@ -97,11 +165,15 @@ pub fn launch(e: &mut GpuEngine, k: &TransferKernel) -> Result<()> {
             }
             for r in e.unit_chunks("ReduceGrad", outer, &[dim])? {
                 let dxv = dx.slice(r.start * dim, r.len() * dim);
-                let xb = e.bind_input("in0", x.slice(r.start * dim, r.len() * dim), &[dxv], true)?;
+                let xb =
+                    e.bind_input("in0", x.slice(r.start * dim, r.len() * dim), &[dxv], true)?;
                 let db = e.bind_input("in1", dy.slice(r.start, r.len()), &[dxv], false)?;
                 let ob = e.bind(dxv)?;
                 let cnt = r.len() * dim;
-                let p = pad8(Params::new().u(cnt).shift(&xb).shift(&db).shift(&ob)).u(dim).u(op_code(op)).f(coeff);
+                let p = pad8(Params::new().u(cnt).shift(&xb).shift(&db).shift(&ob))
+                    .u(dim)
+                    .u(op_code(op))
+                    .f(coeff);
                 let refs: [&Bound; 3] = [&xb, &db, &ob];
                 let g = e.groups_1d(cnt);
                 e.dispatch("transfer", "reduce_grad", &p, &refs, g)?;
@@ -110,9 +182,12 @@ pub fn launch(e: &mut GpuEngine, k: &TransferKernel) -> Result<()> {
         }
         other => {
             let name = format!("{other:?}");
-            let variant = name.split([' ', '(', '{']).next().unwrap_or("?").to_string();
+            let variant = name
+                .split([' ', '(', '{'])
+                .next()
+                .unwrap_or("?")
+                .to_string();
             Err(e.unimplemented(&format!("Transfer::{variant}")))
         }
     }
 }
-
