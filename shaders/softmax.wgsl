@@ -49,3 +49,242 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         s3[pu(3u) + k] = (s2[pu(2u) + k] - s) * s1[pu(1u) + k];
     }
 }
+
+// ---- losses and metrics ---------------------------------------------------------------------
+// Scalar results (loss, norm, accuracy) come from one workgroup of 256 invocations that walks all
+// positions and reduces in workgroup memory. Labels are truncated like Caffe's static_cast<int>;
+// a label outside [0, channels) that is not ignored contributes NaN to the loss.
+
+@group(0) @binding(4) var<storage, read_write> s4: array<f32>;
+@group(0) @binding(5) var<storage, read_write> s5: array<f32>;
+
+var<workgroup> red_a: array<f32, 256>;
+var<workgroup> red_b: array<f32, 256>;
+
+fn reduce2(lid: u32) {
+    workgroupBarrier();
+    for (var h = 128u; h > 0u; h >>= 1u) {
+        if (lid < h) {
+            red_a[lid] += red_a[lid + h];
+            red_b[lid] += red_b[lid + h];
+        }
+        workgroupBarrier();
+    }
+}
+
+// words: 8 outer, 9 channels, 10 inner, 11 has ignore, 12 ignore label (i32), 13 mode
+// (0 full, 1 valid, 2 batch, 3 none), 14 log_min, 15 has infogain
+fn is_ignored(v: f32) -> bool {
+    return pu(11u) != 0u && i32(v) == pi(12u);
+}
+
+fn normalizer(valid: f32) -> f32 {
+    var n = 1.0;
+    switch pu(13u) {
+        case 0u: { n = f32(pu(8u) * pu(10u)); }
+        case 1u: { n = valid; }
+        case 2u: { n = f32(pu(8u)); }
+        default: { n = 1.0; }
+    }
+    return max(n, 1.0);
+}
+
+// s1 prob, s2 label, s3 infogain (or prob), s4 loss, s5 norm
+@compute @workgroup_size(256)
+fn cross_entropy(@builtin(local_invocation_index) lid: u32) {
+    let ch = pu(9u);
+    let inner = pu(10u);
+    let positions = pu(8u) * inner;
+    var sum = 0.0;
+    var valid = 0.0;
+    for (var q = lid; q < positions; q += 256u) {
+        let v = s2[pu(2u) + q];
+        if (is_ignored(v)) { continue; }
+        let o = q / inner;
+        let j = q - o * inner;
+        let base = pu(1u) + o * ch * inner + j;
+        let c = i32(v);
+        if (c < 0 || u32(c) >= ch) {
+            sum += bitcast<f32>(0x7fc00000u);
+        } else if (pu(15u) == 0u) {
+            sum -= log(max(s1[base + u32(c) * inner], pf(14u)));
+        } else {
+            for (var k = 0u; k < ch; k++) {
+                sum -= s3[pu(3u) + u32(c) * ch + k] * log(max(s1[base + k * inner], pf(14u)));
+            }
+        }
+        valid += 1.0;
+    }
+    red_a[lid] = sum;
+    red_b[lid] = valid;
+    reduce2(lid);
+    if (lid == 0u) {
+        let n = normalizer(red_b[0]);
+        s4[pu(4u)] = red_a[0] / n;
+        s5[pu(5u)] = n;
+    }
+}
+
+// One invocation per position. s1 prob, s2 label, s3 infogain (or prob), s4 top_diff and norm
+// (bound twice: s4 = top_diff, s5 = norm), dx in binding 6.
+@group(0) @binding(6) var<storage, read_write> s6: array<f32>;
+
+@compute @workgroup_size(256)
+fn cross_entropy_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let q = gid(wid, nwg, lid);
+    if (q >= pu(0u)) { return; }
+    let ch = pu(9u);
+    let inner = pu(10u);
+    let o = q / inner;
+    let j = q - o * inner;
+    let base = o * ch * inner + j;
+    let v = s2[pu(2u) + q];
+    let scale = s4[pu(4u)] / s5[pu(5u)];
+    let c = i32(v);
+    let bad = c < 0 || u32(c) >= ch;
+    if (is_ignored(v) || bad) {
+        for (var k = 0u; k < ch; k++) {
+            s6[pu(6u) + base + k * inner] = select(0.0, bitcast<f32>(0x7fc00000u), bad && !is_ignored(v));
+        }
+        return;
+    }
+    let cu = u32(c);
+    var rowsum = 1.0;
+    if (pu(15u) != 0u) {
+        rowsum = 0.0;
+        for (var k = 0u; k < ch; k++) { rowsum += s3[pu(3u) + cu * ch + k]; }
+    }
+    for (var k = 0u; k < ch; k++) {
+        var hk = select(0.0, 1.0, k == cu);
+        if (pu(15u) != 0u) { hk = s3[pu(3u) + cu * ch + k]; }
+        s6[pu(6u) + base + k * inner] = (s1[pu(1u) + base + k * inner] * rowsum - hk) * scale;
+    }
+}
+
+// Accuracy: s1 x, s2 label, s3 acc. words: 8 outer, 9 channels, 10 inner, 11/12 ignore, 16 top_k
+@compute @workgroup_size(256)
+fn accuracy(@builtin(local_invocation_index) lid: u32) {
+    let ch = pu(9u);
+    let inner = pu(10u);
+    let positions = pu(8u) * inner;
+    var correct = 0.0;
+    var count = 0.0;
+    for (var q = lid; q < positions; q += 256u) {
+        let v = s2[pu(2u) + q];
+        if (is_ignored(v)) { continue; }
+        let o = q / inner;
+        let j = q - o * inner;
+        let base = pu(1u) + o * ch * inner + j;
+        let c = u32(max(i32(v), 0));
+        let truth = s1[base + min(c, ch - 1u) * inner];
+        var better = 0u;
+        for (var k = 0u; k < ch; k++) {
+            if (s1[base + k * inner] >= truth) { better += 1u; }
+        }
+        if (better <= pu(16u)) { correct += 1.0; }
+        count += 1.0;
+    }
+    red_a[lid] = correct;
+    red_b[lid] = count;
+    reduce2(lid);
+    if (lid == 0u) {
+        var a = 0.0;
+        if (red_b[0] > 0.0) { a = red_a[0] / red_b[0]; }
+        s3[pu(3u)] = a;
+    }
+}
+
+// Per-class accuracy: one invocation per class. s1 x, s2 label, s3 per_class.
+@compute @workgroup_size(64)
+fn accuracy_per_class(@builtin(global_invocation_id) g: vec3<u32>) {
+    let cls = g.x;
+    let ch = pu(9u);
+    if (cls >= ch) { return; }
+    let inner = pu(10u);
+    let positions = pu(8u) * inner;
+    var hits = 0.0;
+    var nums = 0.0;
+    for (var q = 0u; q < positions; q++) {
+        let v = s2[pu(2u) + q];
+        if (is_ignored(v) || i32(v) != i32(cls)) { continue; }
+        let o = q / inner;
+        let j = q - o * inner;
+        let base = pu(1u) + o * ch * inner + j;
+        let truth = s1[base + cls * inner];
+        var better = 0u;
+        for (var k = 0u; k < ch; k++) {
+            if (s1[base + k * inner] >= truth) { better += 1u; }
+        }
+        if (better <= pu(16u)) { hits += 1.0; }
+        nums += 1.0;
+    }
+    var r = 0.0;
+    if (nums > 0.0) { r = hits / nums; }
+    s3[pu(3u) + cls] = r;
+}
+
+// Sigmoid cross-entropy loss: s1 x, s2 target, s4 loss, s5 norm (s3 unused = x).
+@compute @workgroup_size(256)
+fn sigmoid_ce(@builtin(local_invocation_index) lid: u32) {
+    let n = pu(8u) * pu(10u);
+    var sum = 0.0;
+    var valid = 0.0;
+    for (var q = lid; q < n; q += 256u) {
+        let t = s2[pu(2u) + q];
+        if (is_ignored(t)) { continue; }
+        let x = s1[pu(1u) + q];
+        let pos = select(0.0, 1.0, x >= 0.0);
+        sum -= x * (t - pos) - log(1.0 + exp(x - 2.0 * x * pos));
+        valid += 1.0;
+    }
+    red_a[lid] = sum;
+    red_b[lid] = valid;
+    reduce2(lid);
+    if (lid == 0u) {
+        let nn = normalizer(red_b[0]);
+        s4[pu(4u)] = red_a[0] / nn;
+        s5[pu(5u)] = nn;
+    }
+}
+
+// Sigmoid cross-entropy gradient, one invocation per element: s1 x, s2 target, s4 top_diff,
+// s5 norm, s6 dx (s3 unused = x).
+@compute @workgroup_size(256)
+fn sigmoid_ce_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let q = gid(wid, nwg, lid);
+    if (q >= pu(0u)) { return; }
+    let t = s2[pu(2u) + q];
+    let x = s1[pu(1u) + q];
+    var d = 0.0;
+    if (!is_ignored(t)) { d = ((0.5 * tanh(0.5 * x) + 0.5) - t) * (s4[pu(4u)] / s5[pu(5u)]); }
+    s6[pu(6u) + q] = d;
+}
+
+// y = (sign * w[0] / divisor) * x: s1 x, s2 w, s3 y. words 8 sign, 9 divisor
+@compute @workgroup_size(256)
+fn scale_by_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let q = gid(wid, nwg, lid);
+    if (q >= pu(0u)) { return; }
+    s3[pu(3u) + q] = (pf(8u) * s2[pu(2u)] / pf(9u)) * s1[pu(1u) + q];
+}
+
+// Euclidean: diff = a - b, loss = sum(diff^2) / outer / 2. s1 a, s2 b, s3 diff, s4 loss.
+// words 8 n, 9 outer
+@compute @workgroup_size(256)
+fn euclidean(@builtin(local_invocation_index) lid: u32) {
+    var sum = 0.0;
+    for (var q = lid; q < pu(8u); q += 256u) {
+        let d = s1[pu(1u) + q] - s2[pu(2u) + q];
+        s3[pu(3u) + q] = d;
+        sum += d * d;
+    }
+    red_a[lid] = sum;
+    red_b[lid] = 0.0;
+    reduce2(lid);
+    if (lid == 0u) {
+        s4[pu(4u)] = red_a[0] / f32(max(pu(9u), 1u)) / 2.0;
+    }
+}

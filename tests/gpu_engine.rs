@@ -1336,3 +1336,102 @@ fn norm_split_into_small_bindings_matches_cpu() {
     norm_suite(&mut g, 61);
     g.set_max_binding_elems(usize::MAX);
 }
+
+use caffe_rs::engine::kernels::softmax::Normalization;
+
+#[test]
+fn losses_match_cpu() {
+    let mut g = gpu();
+    let mut rng = Rng::new(70);
+    for (outer, channels, inner) in [(1usize, 2usize, 1usize), (7, 10, 1), (3, 5, 9), (64, 100, 1)] {
+        let n = outer * channels * inner;
+        let m = outer * inner;
+        let mut labels: Vec<f32> = (0..m).map(|_| rng.below(channels) as f32).collect();
+        if m > 2 {
+            labels[1] = 255.0; // ignored
+        }
+        let mut probs = rng.vec(n, 0.0, 1.0);
+        probs[0] = 0.0; // hits log_min
+        let info = rng.vec(channels * channels, 0.0, 1.0);
+        for ignore in [None, Some(255)] {
+            let lab = if ignore.is_none() { labels.iter().map(|&v| if v == 255.0 { 0.0 } else { v }).collect() } else { labels.clone() };
+            for mode in [Normalization::Full, Normalization::Valid, Normalization::BatchSize, Normalization::None] {
+                let init = vec![
+                    probs.clone(),
+                    lab.clone(),
+                    info.clone(),
+                    vec![0.0; 2],
+                    vec![0.0; n],
+                    vec![rng.uniform(0.5, 2.0)],
+                    vec![0.0; 1 + channels],
+                    rng.vec(n, -3.0, 3.0),
+                    vec![0.0; n],
+                    vec![0.0; 2],
+                ];
+                check_all(&format!("losses {outer}x{channels}x{inner} {ignore:?} {mode:?}"), &mut g, &init, &|ids| {
+                    let w = |i: usize, len: usize| whole(ids[i], len);
+                    let mut ks = Vec::new();
+                    for (h, dx) in [(None, 4usize), (Some(w(2, channels * channels)), 8)] {
+                        ks.push(Kernel::Softmax(SoftmaxKernel::CrossEntropy {
+                            prob: w(0, n),
+                            label: w(1, m),
+                            infogain: h,
+                            loss: View::new(ids[3], 0, 1),
+                            norm: View::new(ids[3], 1, 1),
+                            outer,
+                            channels,
+                            inner,
+                            ignore_label: ignore,
+                            mode,
+                            log_min: 1e-20,
+                        }));
+                        ks.push(Kernel::Softmax(SoftmaxKernel::CrossEntropyGrad {
+                            prob: w(0, n),
+                            label: w(1, m),
+                            infogain: h,
+                            top_diff: w(5, 1),
+                            norm: View::new(ids[3], 1, 1),
+                            dx: w(dx, n),
+                            outer,
+                            channels,
+                            inner,
+                            ignore_label: ignore,
+                        }));
+                    }
+                    ks.push(Kernel::Softmax(SoftmaxKernel::Accuracy {
+                        x: w(0, n),
+                        label: w(1, m),
+                        acc: View::new(ids[6], 0, 1),
+                        per_class: Some(View::new(ids[6], 1, channels)),
+                        outer,
+                        channels,
+                        inner,
+                        top_k: 1 + channels / 3,
+                        ignore_label: ignore,
+                    }));
+                    ks.push(Kernel::Softmax(SoftmaxKernel::SigmoidCrossEntropy {
+                        x: w(7, m),
+                        target: w(0, m),
+                        loss: View::new(ids[9], 0, 1),
+                        norm: View::new(ids[9], 1, 1),
+                        outer,
+                        inner,
+                        ignore_label: ignore,
+                        mode,
+                    }));
+                    ks.push(Kernel::Softmax(SoftmaxKernel::SigmoidCrossEntropyGrad {
+                        x: w(7, m),
+                        target: w(0, m),
+                        top_diff: w(5, 1),
+                        norm: View::new(ids[9], 1, 1),
+                        dx: View::new(ids[8], 0, m),
+                        ignore_label: ignore,
+                    }));
+                    ks.push(Kernel::Softmax(SoftmaxKernel::Euclidean { a: w(7, n), b: w(0, n), diff: w(4, n), loss: View::new(ids[9], 0, 1), outer }));
+                    ks.push(Kernel::Softmax(SoftmaxKernel::ScaleByWeight { x: w(7, n), w: w(5, 1), sign: -1.0, divisor: 3.0, y: w(7, n) }));
+                    ks
+                });
+            }
+        }
+    }
+}

@@ -61,6 +61,11 @@ pub fn progress(message: &str) {
     PROGRESS_SHOWN.store(true, Ordering::Relaxed);
 }
 
+/// Ends a progress display (the next output starts on a clean line).
+pub fn clear_progress_line() {
+    clear_progress(&mut std::io::stderr());
+}
+
 fn clear_progress(err: &mut std::io::Stderr) {
     if PROGRESS_SHOWN.swap(false, Ordering::Relaxed) {
         let _ = write!(err, "\r\x1b[2K");

@@ -167,14 +167,21 @@ pub fn run(args: &ConvertImagesetArgs) -> Result<()> {
         let key = format!("{line_id:08}_{file}");
         writer.put(key.as_bytes(), &datum.encode_to_vec())?;
         count += 1;
+        if count.is_multiple_of(50) || count == lines.len() {
+            crate::solver::log::progress(&format!(
+                "convert_imageset: {count}/{} images ({}%)",
+                lines.len(),
+                count * 100 / lines.len().max(1)
+            ));
+        }
         if count.is_multiple_of(1000) {
             writer.commit()?;
-            eprintln!("Processed {count} files.");
+            crate::solver::log::info("convert_imageset.cpp:145", &format!("Processed {count} files."));
         }
     }
     writer.close()?;
     if !count.is_multiple_of(1000) {
-        eprintln!("Processed {count} files.");
+        crate::solver::log::info("convert_imageset.cpp:145", &format!("Processed {count} files."));
     }
     if skipped > 0 {
         eprintln!(
