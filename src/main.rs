@@ -204,6 +204,20 @@ enum Command {
         #[arg(long)]
         gpu: Option<String>,
     },
+    /// Plot training curves (loss, lr, test outputs) from a train log, as plot_training_log.py
+    Plot {
+        /// The log: the stderr of `caffe train` or `caffe-rs train` (real Caffe's logs too)
+        log: PathBuf,
+        /// The picture: .svg, or .png (rasterised by rsvg-convert when installed)
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        /// Also write parse_log.py's tables to <prefix>.train and <prefix>.test
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Horizontal axis: iterations or seconds
+        #[arg(long = "x_axis", short = 'x', default_value = "iterations")]
+        x_axis: tools::plot::XAxis,
+    },
     /// Upgrade a V0/V1 net (.prototxt or .caffemodel) or a solver file to the current format
     Upgrade { input: PathBuf, output: PathBuf },
 }
@@ -430,6 +444,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo { data, dir, gpu } => {
             tools::demo::run(&tools::demo::DemoArgs { data, dir, gpu })?;
+        }
+        Command::Plot { log, output, csv, x_axis } => {
+            let report = tools::plot::run(&tools::plot::PlotArgs { log, output, csv, x_axis })?;
+            eprintln!("{report}");
         }
         Command::Upgrade { input, output } => {
             let report = tools::upgrade::run(&input, &output)?;

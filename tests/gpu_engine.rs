@@ -1167,12 +1167,14 @@ fn unimplemented_kernels_give_a_clear_error() {
     let a = g.alloc(4);
     let v = whole(a, 4);
     let err = g
-        .launch(&Kernel::Softmax(SoftmaxKernel::Euclidean {
-            a: v,
-            b: v,
-            diff: v,
+        .launch(&Kernel::Softmax(SoftmaxKernel::Hinge {
+            x: v,
+            label: v.slice(0, 1),
+            margin: v,
             loss: v.slice(0, 1),
             outer: 1,
+            dim: 4,
+            l2: false,
         }))
         .unwrap_err()
         .to_string();
@@ -1367,6 +1369,9 @@ fn losses_match_cpu() {
                     rng.vec(n, -3.0, 3.0),
                     vec![0.0; n],
                     vec![0.0; 2],
+                    vec![0.0; 1],
+                    vec![0.0; 1],
+                    vec![0.0; channels],
                 ];
                 check_all(&format!("losses {outer}x{channels}x{inner} {ignore:?} {mode:?}"), &mut g, &init, &|ids| {
                     let w = |i: usize, len: usize| whole(ids[i], len);
@@ -1377,7 +1382,7 @@ fn losses_match_cpu() {
                             label: w(1, m),
                             infogain: h,
                             loss: View::new(ids[3], 0, 1),
-                            norm: View::new(ids[3], 1, 1),
+                            norm: View::new(ids[10], 0, 1),
                             outer,
                             channels,
                             inner,
@@ -1390,7 +1395,7 @@ fn losses_match_cpu() {
                             label: w(1, m),
                             infogain: h,
                             top_diff: w(5, 1),
-                            norm: View::new(ids[3], 1, 1),
+                            norm: View::new(ids[10], 0, 1),
                             dx: w(dx, n),
                             outer,
                             channels,
@@ -1402,7 +1407,7 @@ fn losses_match_cpu() {
                         x: w(0, n),
                         label: w(1, m),
                         acc: View::new(ids[6], 0, 1),
-                        per_class: Some(View::new(ids[6], 1, channels)),
+                        per_class: Some(View::new(ids[12], 0, channels)),
                         outer,
                         channels,
                         inner,
@@ -1413,7 +1418,7 @@ fn losses_match_cpu() {
                         x: w(7, m),
                         target: w(0, m),
                         loss: View::new(ids[9], 0, 1),
-                        norm: View::new(ids[9], 1, 1),
+                        norm: View::new(ids[11], 0, 1),
                         outer,
                         inner,
                         ignore_label: ignore,
@@ -1423,7 +1428,7 @@ fn losses_match_cpu() {
                         x: w(7, m),
                         target: w(0, m),
                         top_diff: w(5, 1),
-                        norm: View::new(ids[9], 1, 1),
+                        norm: View::new(ids[11], 0, 1),
                         dx: View::new(ids[8], 0, m),
                         ignore_label: ignore,
                     }));

@@ -1,15 +1,9 @@
 //! `caffe-rs plot`: parsing real Caffe's and our training logs (parse_log.py's reading), the SVG
 //! figure, the CSV tables, and clear errors for logs without training progress.
 
-// The module is compiled straight from its source so these tests do not depend on how the library
-// re-exports it.
-#[allow(dead_code)]
-#[path = "../src/tools/plot.rs"]
-mod plot;
-
 use std::path::{Path, PathBuf};
 
-use plot::{PlotArgs, RenderOptions, XAxis, parse_log, render_svg};
+use caffe_rs::tools::plot::{PlotArgs, RenderOptions, XAxis, parse_log, render_svg};
 
 const CAFFE_LOG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod device_query;
 pub mod forward;
 pub mod inspect;
+pub mod plot;
 pub mod test;
 pub mod time;
 pub mod train;
