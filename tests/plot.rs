@@ -359,7 +359,7 @@ fn run_writes_svg_and_csv() {
         csv: Some(dir.join("train_log")),
         x_axis: XAxis::Iterations,
     };
-    let report = plot::run(&args).unwrap();
+    let report = caffe_rs::tools::plot::run(&args).unwrap();
     assert!(report.contains("curves.svg"), "{report}");
     let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
     assert!(svg.contains("<title>train.log</title>"));
@@ -404,7 +404,7 @@ fn run_png_uses_rsvg_convert_or_says_what_to_do() {
         .arg("--version")
         .output()
         .is_ok();
-    match plot::run(&args) {
+    match caffe_rs::tools::plot::run(&args) {
         Ok(_) => {
             assert!(have_rsvg);
             let png = std::fs::read(dir.join("curves.png")).unwrap();
@@ -423,7 +423,7 @@ fn run_png_uses_rsvg_convert_or_says_what_to_do() {
         output: dir.join("curves.pdf"),
         ..args
     };
-    let msg = format!("{:#}", plot::run(&bad).unwrap_err());
+    let msg = format!("{:#}", caffe_rs::tools::plot::run(&bad).unwrap_err());
     assert!(msg.contains("curves.pdf") && msg.contains(".svg"), "{msg}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -437,7 +437,7 @@ fn run_err(dir: &Path, name: &str, contents: &str) -> String {
         csv: None,
         x_axis: XAxis::Iterations,
     };
-    let err = plot::run(&args).expect_err("should fail");
+    let err = caffe_rs::tools::plot::run(&args).expect_err("should fail");
     assert!(!dir.join("out.svg").exists(), "no picture for a bad log");
     format!("{err:#}")
 }
@@ -468,7 +468,7 @@ fn bad_logs_give_clear_errors() {
         csv: None,
         x_axis: XAxis::Iterations,
     };
-    let msg = format!("{:#}", plot::run(&args).unwrap_err());
+    let msg = format!("{:#}", caffe_rs::tools::plot::run(&args).unwrap_err());
     assert!(msg.contains("missing.log"), "{msg}");
 
     // -x seconds on a log without timestamps.
@@ -480,7 +480,7 @@ fn bad_logs_give_clear_errors() {
         csv: None,
         x_axis: XAxis::Seconds,
     };
-    let msg = format!("{:#}", plot::run(&args).unwrap_err());
+    let msg = format!("{:#}", caffe_rs::tools::plot::run(&args).unwrap_err());
     assert!(
         msg.contains("plain.log") && msg.contains("timestamps"),
         "{msg}"
