@@ -47,6 +47,52 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     c_col[pu(2u) + b * pu(9u) + i] = v;
 }
 
+// im2col reading the images from a linear texture (binding 1) copied from the image window:
+// lavapipe gathers texels far faster than it loads storage buffers.
+@group(0) @binding(1) var c_tex: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> c_col2: array<f32>;
+
+fn tex_elem(e: u32) -> f32 {
+    let t = textureLoad(c_tex, tex_coord(e >> 2u), 0);
+    let c = e & 3u;
+    return select(select(t.x, t.y, c == 1u), select(t.z, t.w, c == 3u), c >= 2u);
+}
+
+@compute @workgroup_size(256)
+fn im2col_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    if (i >= pu(0u)) { return; }
+    let b = wid.z;
+    let cols = pu(5u);
+    let row = i / cols;
+    var pos = i - row * cols;
+    let kprod = pu(6u);
+    let c = row / kprod;
+    var kpos = row - c * kprod;
+    let d = pu(3u);
+    // Walk the axes from the last (fastest) to the first.
+    var im_idx = 0u;
+    var im_mul = 1u;
+    var inside = true;
+    for (var t = 0u; t < d; t++) {
+        let a = d - 1u - t;
+        let o = pos % ax(a, 1u);
+        pos = pos / ax(a, 1u);
+        let k = kpos % ax(a, 2u);
+        kpos = kpos / ax(a, 2u);
+        let p = i32(o * ax(a, 4u) + k * ax(a, 5u)) - i32(ax(a, 3u));
+        if (p < 0 || p >= i32(ax(a, 0u))) { inside = false; }
+        im_idx += u32(max(p, 0)) * im_mul;
+        im_mul *= ax(a, 0u);
+    }
+    var v = 0.0;
+    if (inside) {
+        v = tex_elem(pu(1u) + b * pu(8u) + c * pu(7u) + im_idx);
+    }
+    c_col2[pu(2u) + b * pu(9u) + i] = v;
+}
+
 @compute @workgroup_size(256)
 fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {

@@ -70,3 +70,42 @@ fn reduce_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (pu(9u) == 2u) { g = 2.0 * x; }
     t3[pu(3u) + i] = c * g;
 }
+
+// Truncated row index, -1 when outside [0, rows).
+fn row_idx(v: f32, rows: u32) -> i32 {
+    if (!(v > -1.0) || !(v < f32(rows))) { return -1; }
+    return i32(v);
+}
+
+// dst[r, :] = src[index[r], :] (a zero row for an index outside the source).
+// t1 src, t2 dst, t3 index. words: 0 count, 8 row_len, 9 src_rows
+@compute @workgroup_size(256)
+fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let len = pu(8u);
+    let r = i / len;
+    let k = i - r * len;
+    let s = row_idx(t3[pu(3u) + r], pu(9u));
+    var v = 0.0;
+    if (s >= 0) { v = t1[pu(1u) + u32(s) * len + k]; }
+    t2[pu(2u) + i] = v;
+}
+
+// dst[j, :] = sum of src rows r with index[r] == j (0 when none): one invocation per dst element.
+// t1 src, t2 dst, t3 index. words: 0 count, 8 row_len, 9 dst_rows, 10 rows
+@compute @workgroup_size(256)
+fn scatter_add_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let len = pu(8u);
+    let j = i / len;
+    let k = i - j * len;
+    var s = 0.0;
+    for (var r = 0u; r < pu(10u); r++) {
+        if (row_idx(t3[pu(3u) + r], pu(9u)) == i32(j)) { s += t1[pu(1u) + r * len + k]; }
+    }
+    t2[pu(2u) + i] = s;
+}

@@ -3,7 +3,9 @@
 //! input diffs and parameter diffs within the case's tolerances.
 use std::path::{Path, PathBuf};
 
+use caffe_rs::engine::Engine;
 use caffe_rs::engine::cpu::CpuEngine;
+use caffe_rs::engine::gpu::GpuEngine;
 use caffe_rs::format::tensors::{TensorMap, read_tensors};
 use caffe_rs::proto::Phase;
 use caffe_rs::tools::forward::{ForwardOptions, run_net};
@@ -47,6 +49,14 @@ fn compare(name: &str, got: &[f32], want: &[f32], t: &Tol) -> Result<f32, String
 }
 
 fn run_case(name: &str) {
+    run_case_on(name, &mut CpuEngine::new());
+}
+
+fn gpu_engine() -> GpuEngine {
+    GpuEngine::new(0).unwrap_or_else(|e| panic!("GPU conformance needs an adapter (lavapipe in CI): {e:#}"))
+}
+
+fn run_case_on(name: &str, eng: &mut dyn Engine) {
     let dir = golden_dir().join(name);
     let case: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
@@ -107,6 +117,10 @@ fn run_case(name: &str) {
 macro_rules! cases {
     ($($case:ident),* $(,)?) => {
         $(#[test] fn $case() { run_case(stringify!($case)); })*
+        /// The same cases in GPU mode.
+        mod gpu {
+            $(#[test] fn $case() { super::run_case_on(stringify!($case), &mut super::gpu_engine()); })*
+        }
     };
 }
 

@@ -945,7 +945,14 @@ fn conv_suite(g: &mut GpuEngine, seed: u64) {
 #[test]
 fn conv_kernels_match_cpu() {
     let mut g = gpu();
+    let had = g.uses_texture_reads();
     conv_suite(&mut g, 20);
+    // Both ways of reading the images (storage buffer and texture copy).
+    g.set_texture_reads(false);
+    conv_suite(&mut g, 22);
+    g.set_texture_reads(true);
+    conv_suite(&mut g, 23);
+    g.set_texture_reads(had);
 }
 
 #[test]
@@ -1273,7 +1280,13 @@ use caffe_rs::engine::kernels::norm::{EpsMode, Lrn, LrnRegion, NormGrad, NormKer
 
 fn norm_suite(g: &mut GpuEngine, seed: u64) {
     let mut rng = Rng::new(seed);
-    for (outer, channels, inner) in [(1usize, 1usize, 1usize), (2, 3, 7), (4, 5, 33), (1, 17, 100), (8, 2, 1)] {
+    for (outer, channels, inner) in [
+        (1usize, 1usize, 1usize),
+        (2, 3, 7),
+        (4, 5, 33),
+        (1, 17, 100),
+        (8, 2, 1),
+    ] {
         let d = ChannelDims::new(outer, channels, inner);
         let n = d.count();
         let c = channels;
@@ -1297,28 +1310,119 @@ fn norm_suite(g: &mut GpuEngine, seed: u64) {
             check_all(&format!("norm {d:?} {mode:?}"), g, &init, &|ids| {
                 let w = |i: usize, len: usize| whole(ids[i], len);
                 vec![
-                    Kernel::Norm(NormKernel::Moments { dims: d, x: w(0, n), mean: w(1, c), var: Some(w(2, c)) }),
-                    Kernel::Norm(NormKernel::Normalize { dims: d, eps: 1e-5, eps_mode: mode, x: w(0, n), mean: w(1, c), var: Some(w(2, c)), std: Some(w(3, c)), y: w(4, n) }),
-                    Kernel::Norm(NormKernel::NormalizeBackward { dims: d, grad: NormGrad::Full, y: w(4, n), dy: w(5, n), std: Some(w(3, c)), dx: w(6, n) }),
-                    Kernel::Norm(NormKernel::NormalizeBackward { dims: d, grad: NormGrad::Frozen, y: w(4, n), dy: w(5, n), std: Some(w(3, c)), dx: w(7, n) }),
-                    Kernel::Norm(NormKernel::Normalize { dims: d, eps: 0.0, eps_mode: mode, x: w(0, n), mean: w(1, c), var: None, std: None, y: w(9, n) }),
-                    Kernel::Norm(NormKernel::NormalizeBackward { dims: d, grad: NormGrad::CenterOnly, y: w(9, n), dy: w(5, n), std: None, dx: w(8, n) }),
-                    Kernel::Norm(NormKernel::StatsUpdate { maf: 0.999, correction: 1.5, mean: w(1, c), var: w(2, c), sums: w(10, c), sq_sums: w(11, c), count: w(12, 1) }),
-                    Kernel::Norm(NormKernel::StoredStats { sums: w(10, c), sq_sums: w(11, c), count: w(12, 1), mean: w(1, c), var: w(2, c) }),
+                    Kernel::Norm(NormKernel::Moments {
+                        dims: d,
+                        x: w(0, n),
+                        mean: w(1, c),
+                        var: Some(w(2, c)),
+                    }),
+                    Kernel::Norm(NormKernel::Normalize {
+                        dims: d,
+                        eps: 1e-5,
+                        eps_mode: mode,
+                        x: w(0, n),
+                        mean: w(1, c),
+                        var: Some(w(2, c)),
+                        std: Some(w(3, c)),
+                        y: w(4, n),
+                    }),
+                    Kernel::Norm(NormKernel::NormalizeBackward {
+                        dims: d,
+                        grad: NormGrad::Full,
+                        y: w(4, n),
+                        dy: w(5, n),
+                        std: Some(w(3, c)),
+                        dx: w(6, n),
+                    }),
+                    Kernel::Norm(NormKernel::NormalizeBackward {
+                        dims: d,
+                        grad: NormGrad::Frozen,
+                        y: w(4, n),
+                        dy: w(5, n),
+                        std: Some(w(3, c)),
+                        dx: w(7, n),
+                    }),
+                    Kernel::Norm(NormKernel::Normalize {
+                        dims: d,
+                        eps: 0.0,
+                        eps_mode: mode,
+                        x: w(0, n),
+                        mean: w(1, c),
+                        var: None,
+                        std: None,
+                        y: w(9, n),
+                    }),
+                    Kernel::Norm(NormKernel::NormalizeBackward {
+                        dims: d,
+                        grad: NormGrad::CenterOnly,
+                        y: w(9, n),
+                        dy: w(5, n),
+                        std: None,
+                        dx: w(8, n),
+                    }),
+                    Kernel::Norm(NormKernel::StatsUpdate {
+                        maf: 0.999,
+                        correction: 1.5,
+                        mean: w(1, c),
+                        var: w(2, c),
+                        sums: w(10, c),
+                        sq_sums: w(11, c),
+                        count: w(12, 1),
+                    }),
+                    Kernel::Norm(NormKernel::StoredStats {
+                        sums: w(10, c),
+                        sq_sums: w(11, c),
+                        count: w(12, 1),
+                        mean: w(1, c),
+                        var: w(2, c),
+                    }),
                 ]
             });
         }
     }
     for region in [LrnRegion::AcrossChannels, LrnRegion::WithinChannel] {
-        for (num, channels, height, width, size) in [(1usize, 1usize, 1usize, 1usize, 1usize), (2, 7, 5, 6, 5), (1, 3, 9, 4, 3), (3, 16, 3, 3, 5)] {
-            let l = Lrn { region, num, channels, height, width, size, alpha: 1e-2, beta: 0.75, k: 2.0 };
+        for (num, channels, height, width, size) in [
+            (1usize, 1usize, 1usize, 1usize, 1usize),
+            (2, 7, 5, 6, 5),
+            (1, 3, 9, 4, 3),
+            (3, 16, 3, 3, 5),
+        ] {
+            let l = Lrn {
+                region,
+                num,
+                channels,
+                height,
+                width,
+                size,
+                alpha: 1e-2,
+                beta: 0.75,
+                k: 2.0,
+            };
             let n = l.count();
-            let init = vec![rng.vec(n, -3.0, 3.0), vec![0.0; n], vec![0.0; n], rng.vec(n, -1.0, 1.0), vec![0.0; n]];
+            let init = vec![
+                rng.vec(n, -3.0, 3.0),
+                vec![0.0; n],
+                vec![0.0; n],
+                rng.vec(n, -1.0, 1.0),
+                vec![0.0; n],
+            ];
             check_all(&format!("lrn {l:?}"), g, &init, &|ids| {
                 let w = |i: usize| whole(ids[i], n);
                 vec![
-                    Kernel::Norm(NormKernel::Lrn { lrn: l, x: w(0), scale: w(1), y: w(2) }),
-                    Kernel::Norm(NormKernel::LrnBackward { lrn: l, x: w(0), y: w(2), scale: w(1), dy: w(3), dx: w(4) }),
+                    Kernel::Norm(NormKernel::Lrn {
+                        lrn: l,
+                        x: w(0),
+                        scale: w(1),
+                        y: w(2),
+                    }),
+                    Kernel::Norm(NormKernel::LrnBackward {
+                        lrn: l,
+                        x: w(0),
+                        y: w(2),
+                        scale: w(1),
+                        dy: w(3),
+                        dx: w(4),
+                    }),
                 ]
             });
         }
@@ -1345,7 +1449,12 @@ use caffe_rs::engine::kernels::softmax::Normalization;
 fn losses_match_cpu() {
     let mut g = gpu();
     let mut rng = Rng::new(70);
-    for (outer, channels, inner) in [(1usize, 2usize, 1usize), (7, 10, 1), (3, 5, 9), (64, 100, 1)] {
+    for (outer, channels, inner) in [
+        (1usize, 2usize, 1usize),
+        (7, 10, 1),
+        (3, 5, 9),
+        (64, 100, 1),
+    ] {
         let n = outer * channels * inner;
         let m = outer * inner;
         let mut labels: Vec<f32> = (0..m).map(|_| rng.below(channels) as f32).collect();
@@ -1356,8 +1465,20 @@ fn losses_match_cpu() {
         probs[0] = 0.0; // hits log_min
         let info = rng.vec(channels * channels, 0.0, 1.0);
         for ignore in [None, Some(255)] {
-            let lab = if ignore.is_none() { labels.iter().map(|&v| if v == 255.0 { 0.0 } else { v }).collect() } else { labels.clone() };
-            for mode in [Normalization::Full, Normalization::Valid, Normalization::BatchSize, Normalization::None] {
+            let lab = if ignore.is_none() {
+                labels
+                    .iter()
+                    .map(|&v| if v == 255.0 { 0.0 } else { v })
+                    .collect()
+            } else {
+                labels.clone()
+            };
+            for mode in [
+                Normalization::Full,
+                Normalization::Valid,
+                Normalization::BatchSize,
+                Normalization::None,
+            ] {
                 let init = vec![
                     probs.clone(),
                     lab.clone(),
@@ -1373,70 +1494,128 @@ fn losses_match_cpu() {
                     vec![0.0; 1],
                     vec![0.0; channels],
                 ];
-                check_all(&format!("losses {outer}x{channels}x{inner} {ignore:?} {mode:?}"), &mut g, &init, &|ids| {
-                    let w = |i: usize, len: usize| whole(ids[i], len);
-                    let mut ks = Vec::new();
-                    for (h, dx) in [(None, 4usize), (Some(w(2, channels * channels)), 8)] {
-                        ks.push(Kernel::Softmax(SoftmaxKernel::CrossEntropy {
-                            prob: w(0, n),
+                check_all(
+                    &format!("losses {outer}x{channels}x{inner} {ignore:?} {mode:?}"),
+                    &mut g,
+                    &init,
+                    &|ids| {
+                        let w = |i: usize, len: usize| whole(ids[i], len);
+                        let mut ks = Vec::new();
+                        for (h, dx) in [(None, 4usize), (Some(w(2, channels * channels)), 8)] {
+                            ks.push(Kernel::Softmax(SoftmaxKernel::CrossEntropy {
+                                prob: w(0, n),
+                                label: w(1, m),
+                                infogain: h,
+                                loss: View::new(ids[3], 0, 1),
+                                norm: View::new(ids[10], 0, 1),
+                                outer,
+                                channels,
+                                inner,
+                                ignore_label: ignore,
+                                mode,
+                                log_min: 1e-20,
+                            }));
+                            ks.push(Kernel::Softmax(SoftmaxKernel::CrossEntropyGrad {
+                                prob: w(0, n),
+                                label: w(1, m),
+                                infogain: h,
+                                top_diff: w(5, 1),
+                                norm: View::new(ids[10], 0, 1),
+                                dx: w(dx, n),
+                                outer,
+                                channels,
+                                inner,
+                                ignore_label: ignore,
+                            }));
+                        }
+                        ks.push(Kernel::Softmax(SoftmaxKernel::Accuracy {
+                            x: w(0, n),
                             label: w(1, m),
-                            infogain: h,
-                            loss: View::new(ids[3], 0, 1),
-                            norm: View::new(ids[10], 0, 1),
+                            acc: View::new(ids[6], 0, 1),
+                            per_class: Some(View::new(ids[12], 0, channels)),
                             outer,
                             channels,
+                            inner,
+                            top_k: 1 + channels / 3,
+                            ignore_label: ignore,
+                        }));
+                        ks.push(Kernel::Softmax(SoftmaxKernel::SigmoidCrossEntropy {
+                            x: w(7, m),
+                            target: w(0, m),
+                            loss: View::new(ids[9], 0, 1),
+                            norm: View::new(ids[11], 0, 1),
+                            outer,
                             inner,
                             ignore_label: ignore,
                             mode,
-                            log_min: 1e-20,
                         }));
-                        ks.push(Kernel::Softmax(SoftmaxKernel::CrossEntropyGrad {
-                            prob: w(0, n),
-                            label: w(1, m),
-                            infogain: h,
+                        ks.push(Kernel::Softmax(SoftmaxKernel::SigmoidCrossEntropyGrad {
+                            x: w(7, m),
+                            target: w(0, m),
                             top_diff: w(5, 1),
-                            norm: View::new(ids[10], 0, 1),
-                            dx: w(dx, n),
-                            outer,
-                            channels,
-                            inner,
+                            norm: View::new(ids[11], 0, 1),
+                            dx: View::new(ids[8], 0, m),
                             ignore_label: ignore,
                         }));
-                    }
-                    ks.push(Kernel::Softmax(SoftmaxKernel::Accuracy {
-                        x: w(0, n),
-                        label: w(1, m),
-                        acc: View::new(ids[6], 0, 1),
-                        per_class: Some(View::new(ids[12], 0, channels)),
-                        outer,
-                        channels,
-                        inner,
-                        top_k: 1 + channels / 3,
-                        ignore_label: ignore,
-                    }));
-                    ks.push(Kernel::Softmax(SoftmaxKernel::SigmoidCrossEntropy {
-                        x: w(7, m),
-                        target: w(0, m),
-                        loss: View::new(ids[9], 0, 1),
-                        norm: View::new(ids[11], 0, 1),
-                        outer,
-                        inner,
-                        ignore_label: ignore,
-                        mode,
-                    }));
-                    ks.push(Kernel::Softmax(SoftmaxKernel::SigmoidCrossEntropyGrad {
-                        x: w(7, m),
-                        target: w(0, m),
-                        top_diff: w(5, 1),
-                        norm: View::new(ids[11], 0, 1),
-                        dx: View::new(ids[8], 0, m),
-                        ignore_label: ignore,
-                    }));
-                    ks.push(Kernel::Softmax(SoftmaxKernel::Euclidean { a: w(7, n), b: w(0, n), diff: w(4, n), loss: View::new(ids[9], 0, 1), outer }));
-                    ks.push(Kernel::Softmax(SoftmaxKernel::ScaleByWeight { x: w(7, n), w: w(5, 1), sign: -1.0, divisor: 3.0, y: w(7, n) }));
-                    ks
-                });
+                        ks.push(Kernel::Softmax(SoftmaxKernel::Euclidean {
+                            a: w(7, n),
+                            b: w(0, n),
+                            diff: w(4, n),
+                            loss: View::new(ids[9], 0, 1),
+                            outer,
+                        }));
+                        ks.push(Kernel::Softmax(SoftmaxKernel::ScaleByWeight {
+                            x: w(7, n),
+                            w: w(5, 1),
+                            sign: -1.0,
+                            divisor: 3.0,
+                            y: w(7, n),
+                        }));
+                        ks
+                    },
+                );
             }
         }
+    }
+}
+
+#[test]
+fn row_gather_scatter_match_cpu() {
+    let mut g = gpu();
+    let mut rng = Rng::new(80);
+    for (rows, row_len, other) in [(1usize, 1usize, 1usize), (5, 7, 9), (20, 33, 4)] {
+        let idx: Vec<f32> = (0..rows).map(|_| rng.below(other) as f32 + 0.25).collect();
+        let init = vec![
+            rng.vec(other * row_len, -1.0, 1.0),
+            idx,
+            rng.vec(rows * row_len, -1.0, 1.0),
+            rng.vec(rows * row_len, -1.0, 1.0),
+            rng.vec(other * row_len, -1.0, 1.0),
+        ];
+        check_all(
+            &format!("rows {rows} len {row_len} other {other}"),
+            &mut g,
+            &init,
+            &|ids| {
+                vec![
+                    Kernel::Transfer(TransferKernel::GatherRows {
+                        src: whole(ids[0], other * row_len),
+                        index: whole(ids[1], rows),
+                        dst: whole(ids[3], rows * row_len),
+                        rows,
+                        row_len,
+                        src_rows: other,
+                    }),
+                    Kernel::Transfer(TransferKernel::ScatterAddRows {
+                        src: whole(ids[2], rows * row_len),
+                        index: whole(ids[1], rows),
+                        dst: whole(ids[4], other * row_len),
+                        rows,
+                        row_len,
+                        dst_rows: other,
+                    }),
+                ]
+            },
+        );
     }
 }

@@ -34,7 +34,9 @@ struct Checkout {
 
 impl Checkout {
     fn new(name: &str) -> Checkout {
-        let root = std::env::temp_dir().join(format!("caffe-rs-recipes-{}", std::process::id())).join(name);
+        let root = std::env::temp_dir()
+            .join(format!("caffe-rs-recipes-{}", std::process::id()))
+            .join(name);
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         Checkout { root }
@@ -79,7 +81,13 @@ impl Checkout {
     /// `caffe-rs train` from the checkout; `stop` sees the log so far after each line and returns true
     /// once the run may be stopped (then SIGINT is sent once). Panics if the run takes longer than
     /// `limit`, fails, or ends before `stop` was satisfied.
-    fn train(&self, args: &[&str], env: &[(&str, &str)], limit: Duration, stop: impl Fn(&Log) -> bool) -> Log {
+    fn train(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        limit: Duration,
+        stop: impl Fn(&Log) -> bool,
+    ) -> Log {
         let start = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_caffe-rs"))
             .arg("train")
@@ -111,7 +119,10 @@ impl Checkout {
                     log.lines.push(line);
                     if !signalled && stop(&log) {
                         let pid = child.id().to_string();
-                        let s = Command::new("kill").args(["-INT", &pid]).status().expect("run kill");
+                        let s = Command::new("kill")
+                            .args(["-INT", &pid])
+                            .status()
+                            .expect("run kill");
                         assert!(s.success(), "kill -INT {pid} failed");
                         signalled = true;
                     }
@@ -120,7 +131,10 @@ impl Checkout {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("caffe-rs train {} took longer than {limit:?}", args.join(" "));
+                    panic!(
+                        "caffe-rs train {} took longer than {limit:?}",
+                        args.join(" ")
+                    );
                 }
             }
         }
@@ -128,9 +142,19 @@ impl Checkout {
         let status = child.wait().unwrap();
         log.secs = start.elapsed().as_secs_f64();
         eprintln!("caffe-rs train {} ran {:.1} s", args.join(" "), log.secs);
-        assert!(status.success(), "caffe-rs train {} failed ({status})", args.join(" "));
-        assert!(signalled, "the run ended before reaching the point where it should be stopped");
-        assert!(log.has("Optimization stopped early."), "SIGINT did not stop the run early");
+        assert!(
+            status.success(),
+            "caffe-rs train {} failed ({status})",
+            args.join(" ")
+        );
+        assert!(
+            signalled,
+            "the run ended before reaching the point where it should be stopped"
+        );
+        assert!(
+            log.has("Optimization stopped early."),
+            "SIGINT did not stop the run early"
+        );
         log
     }
 }
@@ -183,14 +207,21 @@ impl Log {
                 let (_, rest) = l[i..].split_once(": ").unwrap();
                 let (name, value) = rest.split_once(" = ").unwrap();
                 let value = value.split(' ').next().unwrap().parse().unwrap();
-                out.push((iter.expect("test output before 'Testing net'"), name.to_string(), value));
+                out.push((
+                    iter.expect("test output before 'Testing net'"),
+                    name.to_string(),
+                    value,
+                ));
             }
         }
         out
     }
 
     fn test_output(&self, iter: u32, name: &str) -> Option<f32> {
-        self.tests().into_iter().find(|(i, n, _)| *i == iter && n == name).map(|t| t.2)
+        self.tests()
+            .into_iter()
+            .find(|(i, n, _)| *i == iter && n == name)
+            .map(|t| t.2)
     }
 }
 
@@ -243,7 +274,11 @@ fn pattern_image(size: usize, class: usize, rng: &mut Rng) -> Vec<u8> {
     let inner = PALETTE[(class / 10 + class + 3) % 10];
     for y in y0..y0 + side {
         for x in x0..x0 + side {
-            let centre = class >= 10 && (y - y0) * 3 >= side && (y - y0) * 3 < 2 * side && (x - x0) * 3 >= side && (x - x0) * 3 < 2 * side;
+            let centre = class >= 10
+                && (y - y0) * 3 >= side
+                && (y - y0) * 3 < 2 * side
+                && (x - x0) * 3 >= side
+                && (x - x0) * 3 < 2 * side;
             let c = if centre { inner } else { colour };
             for k in 0..3 {
                 let noise = 24.0 * rng.unit() - 12.0;
@@ -266,13 +301,26 @@ fn write_png(path: &Path, size: usize, rgb: &[u8]) {
 /// Writes `count` pattern images of `classes` classes (round-robin) under `<checkout>/<folder>` and a
 /// list file `<checkout>/<list>` whose lines are `<prefix><file> <label>`.
 #[allow(clippy::too_many_arguments)]
-fn make_images(co: &Checkout, folder: &str, list: &str, prefix: &str, count: usize, classes: usize, size: usize, seed: u64) {
+fn make_images(
+    co: &Checkout,
+    folder: &str,
+    list: &str,
+    prefix: &str,
+    count: usize,
+    classes: usize,
+    size: usize,
+    seed: u64,
+) {
     let mut rng = Rng(seed);
     let mut lines = String::new();
     for i in 0..count {
         let class = i % classes;
         let name = format!("{i:04}_{class}.png");
-        write_png(&co.path(folder).join(&name), size, &pattern_image(size, class, &mut rng));
+        write_png(
+            &co.path(folder).join(&name),
+            size,
+            &pattern_image(size, class, &mut rng),
+        );
         lines.push_str(&format!("{prefix}{name} {class}\n"));
     }
     let list = co.path(list);
@@ -284,12 +332,22 @@ fn make_images(co: &Checkout, folder: &str, list: &str, prefix: &str, count: usi
 fn assert_learned(log: &Log, iter: u32, min_accuracy: f32) -> (f32, f32, f32) {
     let losses = log.losses();
     let first = losses.first().expect("no loss line").1;
-    let last = losses.iter().find(|(i, _)| *i == iter).expect("no loss line at the test iteration").1;
+    let last = losses
+        .iter()
+        .find(|(i, _)| *i == iter)
+        .expect("no loss line at the test iteration")
+        .1;
     let accuracy = log.test_output(iter, "accuracy").expect("no test accuracy");
     assert!(losses.iter().all(|(_, l)| l.is_finite()), "{losses:?}");
     assert!(last < 0.5 * first, "loss did not fall: {losses:?}");
-    assert!(accuracy > min_accuracy, "test accuracy at iteration {iter} is {accuracy}");
-    eprintln!("loss {first} -> {last}, test accuracy {accuracy} at iteration {iter}, {:.1} s", log.secs);
+    assert!(
+        accuracy > min_accuracy,
+        "test accuracy at iteration {iter} is {accuracy}"
+    );
+    eprintln!(
+        "loss {first} -> {last}, test accuracy {accuracy} at iteration {iter}, {:.1} s",
+        log.secs
+    );
     (first, last, accuracy)
 }
 
@@ -300,7 +358,11 @@ fn tested_at(iter: u32, outputs: usize) -> impl Fn(&Log) -> bool {
 
 /// The stop condition "the loss line of iteration `iter` was printed".
 fn iteration_logged(iter: u32) -> impl Fn(&Log) -> bool {
-    move |log: &Log| log.lines.last().is_some_and(|l| l.contains(&format!("] Iteration {iter} (")) && l.contains("loss = "))
+    move |log: &Log| {
+        log.lines
+            .last()
+            .is_some_and(|l| l.contains(&format!("] Iteration {iter} (")) && l.contains("loss = "))
+    }
 }
 
 /// examples/mnist with its two LMDBs made from the scikit-learn digits, resized to MNIST's 28x28.
@@ -308,9 +370,22 @@ fn mnist_checkout(name: &str) -> Checkout {
     let co = Checkout::new(name);
     co.copy_recipe("examples/mnist");
     let digits = format!("{}/", fixtures().join("digits").display());
-    for (list, db) in [("train.txt", "examples/mnist/mnist_train_lmdb"), ("test.txt", "examples/mnist/mnist_test_lmdb")] {
+    for (list, db) in [
+        ("train.txt", "examples/mnist/mnist_train_lmdb"),
+        ("test.txt", "examples/mnist/mnist_test_lmdb"),
+    ] {
         let list = format!("{digits}{list}");
-        co.caffe(&["convert_imageset", "-gray", "-resize_width", "28", "-resize_height", "28", &digits, &list, db]);
+        co.caffe(&[
+            "convert_imageset",
+            "-gray",
+            "-resize_width",
+            "28",
+            "-resize_height",
+            "28",
+            &digits,
+            &list,
+            db,
+        ]);
     }
     co
 }
@@ -319,7 +394,12 @@ fn mnist_checkout(name: &str) -> Checkout {
 fn lenet_solver_learns_the_digits_in_cpu_mode() {
     let co = mnist_checkout("lenet_cpu");
     let log = co.train(
-        &["-solver", "examples/mnist/lenet_solver.prototxt", "-sigint_effect", "stop"],
+        &[
+            "-solver",
+            "examples/mnist/lenet_solver.prototxt",
+            "-sigint_effect",
+            "stop",
+        ],
         CPU_ONLY,
         Duration::from_secs(900),
         tested_at(500, 2),
@@ -333,17 +413,69 @@ fn lenet_solver_learns_the_digits_in_cpu_mode() {
 fn lenet_solver_runs_in_gpu_mode() {
     let co = mnist_checkout("lenet_gpu");
     let log = co.train(
-        &["-solver", "examples/mnist/lenet_solver.prototxt", "-gpu", "0", "-sigint_effect", "stop"],
+        &[
+            "-solver",
+            "examples/mnist/lenet_solver.prototxt",
+            "-gpu",
+            "0",
+            "-sigint_effect",
+            "stop",
+        ],
         &[],
         Duration::from_secs(600),
         iteration_logged(0),
     );
-    assert!(!log.has("running in CPU mode"), "no GPU adapter: install mesa-vulkan-drivers");
-    let accuracy = log.test_output(0, "accuracy").expect("no test at iteration 0");
-    assert!((0.0..=0.5).contains(&accuracy), "an untrained net scores {accuracy}");
+    assert!(
+        !log.has("running in CPU mode") && !log.has("Using CPU"),
+        "no GPU adapter: install mesa-vulkan-drivers"
+    );
+    let accuracy = log
+        .test_output(0, "accuracy")
+        .expect("no test at iteration 0");
+    assert!(
+        (0.0..=0.5).contains(&accuracy),
+        "an untrained net scores {accuracy}"
+    );
     let loss = log.losses()[0].1;
     assert!(loss.is_finite() && loss > 1.0 && loss < 5.0, "loss {loss}");
     assert!(co.path("examples/mnist/lenet_iter_1.caffemodel").exists());
+}
+
+/// `caffe-rs test` of `model` with `weights` from the checkout: the mean of each output ("Loss" and
+/// the `name = value` lines after the batches).
+fn score(co: &Checkout, model: &str, weights: &str, iterations: u32) -> (f32, f32) {
+    let o = Command::new(env!("CARGO_BIN_EXE_caffe-rs"))
+        .args([
+            "test",
+            "-model",
+            model,
+            "-weights",
+            weights,
+            "-iterations",
+            &iterations.to_string(),
+        ])
+        .current_dir(&co.root)
+        .envs(CPU_ONLY.iter().copied())
+        .output()
+        .expect("run caffe-rs test");
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "caffe-rs test failed:\n{log}");
+    let value = |key: &str| -> f32 {
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains(key))
+            .unwrap_or_else(|| panic!("no '{key}' in\n{log}"));
+        line.split(key)
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (value("] accuracy = "), value("] Loss: "))
 }
 
 #[test]
@@ -351,28 +483,102 @@ fn cifar10_quick_solver_learns_coloured_patterns() {
     let co = Checkout::new("cifar10");
     co.copy_recipe("examples/cifar10");
     let root = format!("{}/", co.root.display());
-    make_images(&co, "data/cifar10/train", "data/cifar10/train.txt", "data/cifar10/train/", 1000, 10, 32, 1);
-    make_images(&co, "data/cifar10/test", "data/cifar10/test.txt", "data/cifar10/test/", 200, 10, 32, 2);
-    co.caffe(&["convert_imageset", "-shuffle", &root, "data/cifar10/train.txt", "examples/cifar10/cifar10_train_lmdb"]);
-    co.caffe(&["convert_imageset", &root, "data/cifar10/test.txt", "examples/cifar10/cifar10_test_lmdb"]);
-    co.caffe(&["compute_image_mean", "examples/cifar10/cifar10_train_lmdb", "examples/cifar10/mean.binaryproto"]);
-    let log = co.train(
-        &["-solver", "examples/cifar10/cifar10_quick_solver.prototxt", "-sigint_effect", "stop"],
-        CPU_ONLY,
-        Duration::from_secs(1200),
-        tested_at(500, 2),
+    make_images(
+        &co,
+        "data/cifar10/train",
+        "data/cifar10/train.txt",
+        "data/cifar10/train/",
+        1000,
+        10,
+        32,
+        1,
     );
-    assert_learned(&log, 500, 0.2);
+    make_images(
+        &co,
+        "data/cifar10/test",
+        "data/cifar10/test.txt",
+        "data/cifar10/test/",
+        200,
+        10,
+        32,
+        2,
+    );
+    co.caffe(&[
+        "convert_imageset",
+        "-shuffle",
+        &root,
+        "data/cifar10/train.txt",
+        "examples/cifar10/cifar10_train_lmdb",
+    ]);
+    co.caffe(&[
+        "convert_imageset",
+        &root,
+        "data/cifar10/test.txt",
+        "examples/cifar10/cifar10_test_lmdb",
+    ]);
+    co.caffe(&[
+        "compute_image_mean",
+        "examples/cifar10/cifar10_train_lmdb",
+        "examples/cifar10/mean.binaryproto",
+    ]);
+    // The recipe's first test comes at iteration 500, several minutes on two CPU cores: stop after
+    // the loss line of iteration 100 instead (Caffe snapshots on the way out) and score that snapshot
+    // on the recipe's own test net, over the whole test set.
+    let log = co.train(
+        &[
+            "-solver",
+            "examples/cifar10/cifar10_quick_solver.prototxt",
+            "-sigint_effect",
+            "stop",
+        ],
+        CPU_ONLY,
+        Duration::from_secs(1800),
+        iteration_logged(100),
+    );
+    let losses = log.losses();
+    let (first, last) = (
+        losses[0].1,
+        losses.iter().find(|(i, _)| *i == 100).unwrap().1,
+    );
+    assert!(
+        losses.iter().all(|(_, l)| l.is_finite()) && last < 0.5 * first,
+        "loss did not fall: {losses:?}"
+    );
+    let initial = log
+        .test_output(0, "accuracy")
+        .expect("no test at iteration 0");
+    let (accuracy, test_loss) = score(
+        &co,
+        "examples/cifar10/cifar10_quick_train_test.prototxt",
+        "examples/cifar10/cifar10_quick_iter_101.caffemodel",
+        2,
+    );
+    assert!(
+        accuracy > 0.2,
+        "test accuracy after 101 iterations is {accuracy} (at iteration 0: {initial})"
+    );
+    assert!(
+        test_loss < log.test_output(0, "loss").unwrap(),
+        "test loss {test_loss}"
+    );
+    eprintln!(
+        "cifar10: loss {first} -> {last}; test accuracy {initial} -> {accuracy} (loss {test_loss}); {:.1} s",
+        log.secs
+    );
 }
 
 /// A CaffeNet caffemodel (bvlc_reference_caffenet's layers and shapes, fc8 included) with random weights.
-fn random_caffenet(path: &Path) {
+fn random_caffenet(path: &Path) -> NetParameter {
     let deploy = caffe_models().join("models/bvlc_reference_caffenet/deploy.prototxt");
     let net = caffe_rs::format::read_net_prototxt(&deploy).unwrap();
     let state = caffe_rs::net::state::make_state(&net, Phase::Test, 0, &[]);
-    let graph = caffe_rs::net::NetGraph::build(&net, &state, caffe_rs::net::Strictness::Strict).unwrap();
+    let graph =
+        caffe_rs::net::NetGraph::build(&net, &state, caffe_rs::net::Strictness::Strict).unwrap();
     let mut rng = Rng(7);
-    let mut caffenet = NetParameter { name: Some("CaffeNet".into()), ..Default::default() };
+    let mut caffenet = NetParameter {
+        name: Some("CaffeNet".into()),
+        ..Default::default()
+    };
     for node in graph.layers.iter().filter(|n| !n.param_defs.is_empty()) {
         let mut layer = LayerParameter {
             name: Some(node.name().into()),
@@ -382,16 +588,36 @@ fn random_caffenet(path: &Path) {
         for def in &node.param_defs {
             let count: usize = def.shape.iter().product();
             // LeCun-uniform weights keep the activations in range; biases small.
-            let fan_in = if def.shape.len() > 1 { count / def.shape[0] } else { 1 };
-            let a = if def.shape.len() > 1 { (3.0 / fan_in as f32).sqrt() } else { 0.01 };
+            let fan_in = if def.shape.len() > 1 {
+                count / def.shape[0]
+            } else {
+                1
+            };
+            let a = if def.shape.len() > 1 {
+                (3.0 / fan_in as f32).sqrt()
+            } else {
+                0.01
+            };
             let data = (0..count).map(|_| a * (2.0 * rng.unit() - 1.0)).collect();
-            layer.blobs.push(BlobProto::from_shape_data(&def.shape, data));
+            layer
+                .blobs
+                .push(BlobProto::from_shape_data(&def.shape, data));
         }
         caffenet.layer.push(layer);
     }
-    let names: Vec<_> = caffenet.layer.iter().map(|l| l.name().to_string()).collect();
-    assert_eq!(names, ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]);
+    let names: Vec<_> = caffenet
+        .layer
+        .iter()
+        .map(|l| l.name().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"
+        ]
+    );
     caffe_rs::format::caffemodel::write_net_binary(path, &caffenet).unwrap();
+    caffenet
 }
 
 /// The row of `layer` in `inspect`'s table (columns: index, name, type, ...).
@@ -409,34 +635,129 @@ fn finetune_flickr_style_loads_caffenet_and_trains() {
     co.copy_recipe("models/bvlc_reference_caffenet");
     let root = format!("{}/", co.root.display());
     // Image lists as Caffe's assemble_data.py writes them: paths relative to the working directory.
-    make_images(&co, "data/flickr_style/images", "data/flickr_style/train.txt", "data/flickr_style/images/", 20, 20, 256, 3);
-    make_images(&co, "data/flickr_style/images_test", "data/flickr_style/test.txt", "data/flickr_style/images_test/", 10, 20, 256, 4);
+    make_images(
+        &co,
+        "data/flickr_style/images",
+        "data/flickr_style/train.txt",
+        "data/flickr_style/images/",
+        20,
+        20,
+        256,
+        3,
+    );
+    make_images(
+        &co,
+        "data/flickr_style/images_test",
+        "data/flickr_style/test.txt",
+        "data/flickr_style/images_test/",
+        10,
+        20,
+        256,
+        4,
+    );
     // The ImageNet mean the recipe subtracts, computed over our own images.
-    co.caffe(&["convert_imageset", &root, "data/flickr_style/train.txt", "data/ilsvrc12/mean_source_lmdb"]);
-    co.caffe(&["compute_image_mean", "data/ilsvrc12/mean_source_lmdb", "data/ilsvrc12/imagenet_mean.binaryproto"]);
+    co.caffe(&[
+        "convert_imageset",
+        &root,
+        "data/flickr_style/train.txt",
+        "data/ilsvrc12/mean_source_lmdb",
+    ]);
+    co.caffe(&[
+        "compute_image_mean",
+        "data/ilsvrc12/mean_source_lmdb",
+        "data/ilsvrc12/imagenet_mean.binaryproto",
+    ]);
     let weights = "models/bvlc_reference_caffenet/bvlc_reference_caffenet.caffemodel";
-    random_caffenet(&co.path(weights));
+    let caffenet = random_caffenet(&co.path(weights));
 
     // The fine-tuning plan: every CaffeNet layer but fc8 is loaded, fc8_flickr starts from its filler.
-    let plan = co.caffe(&["inspect", "-model", "models/finetune_flickr_style/train_val.prototxt", "-weights", weights]);
+    let plan = co.caffe(&[
+        "inspect",
+        "-model",
+        "models/finetune_flickr_style/train_val.prototxt",
+        "-weights",
+        weights,
+    ]);
     for layer in ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"] {
         let row = layer_row(&plan, layer);
-        assert!(row.contains("loaded") && !row.contains("initialised"), "{layer}: {row}");
+        assert!(
+            row.contains("loaded") && !row.contains("initialised"),
+            "{layer}: {row}"
+        );
     }
     let row = layer_row(&plan, "fc8_flickr");
     assert!(row.contains("initialised by gaussian"), "{row}");
-    assert!(plan.contains("layers of the file the net ignores: fc8"), "{plan}");
+    assert!(
+        plan.contains("layers of the file the net ignores: fc8"),
+        "{plan}"
+    );
 
     let log = co.train(
-        &["-solver", "models/finetune_flickr_style/solver.prototxt", "-weights", weights, "-sigint_effect", "stop"],
+        &[
+            "-solver",
+            "models/finetune_flickr_style/solver.prototxt",
+            "-weights",
+            weights,
+            "-sigint_effect",
+            "stop",
+        ],
         CPU_ONLY,
         Duration::from_secs(900),
         iteration_logged(0),
     );
-    assert!(log.has("Ignoring source layer fc8"), "fc8 of CaffeNet should be skipped");
+    assert!(
+        log.has("Ignoring source layer fc8"),
+        "fc8 of CaffeNet should be skipped"
+    );
+    let complaints: Vec<_> = log
+        .lines
+        .iter()
+        .filter(|l| l.starts_with('W') || l.starts_with('E'))
+        .collect();
+    assert!(complaints.is_empty(), "{complaints:?}");
     let losses = log.losses();
-    assert!(!losses.is_empty() && losses.iter().all(|(_, l)| l.is_finite()), "{losses:?}");
-    eprintln!("flickr fine-tuning: losses {losses:?}, {:.1} s", log.secs);
+    assert!(
+        !losses.is_empty() && losses.iter().all(|(_, l)| l.is_finite()),
+        "{losses:?}"
+    );
+    let initial = log
+        .test_output(0, "accuracy")
+        .expect("no test at iteration 0");
+    // The snapshot written on the way out holds CaffeNet's weights after one small SGD step (the
+    // recipe's gaussian fillers would be far from them), and a fresh fc8_flickr.
+    let snapshot = log
+        .lines
+        .iter()
+        .find_map(|l| l.split("Snapshotting to binary proto file ").nth(1))
+        .expect("no snapshot");
+    let tuned = caffe_rs::format::caffemodel::read_net_binary(&co.path(snapshot)).unwrap();
+    for layer in &caffenet.layer[..7] {
+        let after = tuned
+            .layer
+            .iter()
+            .find(|l| l.name() == layer.name())
+            .expect("layer in the snapshot");
+        for (a, b) in layer.blobs.iter().zip(&after.blobs) {
+            assert_eq!(a.data.len(), b.data.len(), "{}", layer.name());
+            let moved = a
+                .data
+                .iter()
+                .zip(&b.data)
+                .map(|(x, y)| (x - y).abs())
+                .sum::<f32>();
+            let size = a.data.iter().map(|x| x.abs()).sum::<f32>();
+            assert!(
+                moved < 0.1 * size,
+                "{}: moved by {moved} (of {size}): not loaded from the caffemodel?",
+                layer.name()
+            );
+        }
+    }
+    assert!(tuned.layer.iter().any(|l| l.name() == "fc8_flickr"));
+    eprintln!(
+        "flickr fine-tuning: test accuracy {initial} at iteration 0, losses {losses:?}, {:.1} s",
+        log.secs
+    );
 }
 
 #[test]
@@ -444,18 +765,59 @@ fn googlenet_quick_solver_trains() {
     let co = Checkout::new("googlenet");
     co.copy_recipe("models/bvlc_googlenet");
     let root = format!("{}/", co.root.display());
-    make_images(&co, "data/ilsvrc12/train", "data/ilsvrc12/train.txt", "data/ilsvrc12/train/", 40, 4, 256, 5);
-    make_images(&co, "data/ilsvrc12/val", "data/ilsvrc12/val.txt", "data/ilsvrc12/val/", 10, 4, 256, 6);
-    co.caffe(&["convert_imageset", "-shuffle", &root, "data/ilsvrc12/train.txt", "examples/imagenet/ilsvrc12_train_lmdb"]);
-    co.caffe(&["convert_imageset", &root, "data/ilsvrc12/val.txt", "examples/imagenet/ilsvrc12_val_lmdb"]);
+    make_images(
+        &co,
+        "data/ilsvrc12/train",
+        "data/ilsvrc12/train.txt",
+        "data/ilsvrc12/train/",
+        40,
+        4,
+        256,
+        5,
+    );
+    make_images(
+        &co,
+        "data/ilsvrc12/val",
+        "data/ilsvrc12/val.txt",
+        "data/ilsvrc12/val/",
+        10,
+        4,
+        256,
+        6,
+    );
+    co.caffe(&[
+        "convert_imageset",
+        "-shuffle",
+        &root,
+        "data/ilsvrc12/train.txt",
+        "examples/imagenet/ilsvrc12_train_lmdb",
+    ]);
+    co.caffe(&[
+        "convert_imageset",
+        &root,
+        "data/ilsvrc12/val.txt",
+        "examples/imagenet/ilsvrc12_val_lmdb",
+    ]);
     let log = co.train(
-        &["-solver", "models/bvlc_googlenet/quick_solver.prototxt", "-sigint_effect", "stop"],
+        &[
+            "-solver",
+            "models/bvlc_googlenet/quick_solver.prototxt",
+            "-sigint_effect",
+            "stop",
+        ],
         CPU_ONLY,
         Duration::from_secs(900),
         iteration_logged(0),
     );
     let losses = log.losses();
-    assert!(!losses.is_empty() && losses.iter().all(|(_, l)| l.is_finite()), "{losses:?}");
-    assert!(log.has("Snapshotting to binary proto file models/bvlc_googlenet/bvlc_googlenet_quick_iter_"));
+    assert!(
+        !losses.is_empty() && losses.iter().all(|(_, l)| l.is_finite()),
+        "{losses:?}"
+    );
+    assert!(
+        log.has(
+            "Snapshotting to binary proto file models/bvlc_googlenet/bvlc_googlenet_quick_iter_"
+        )
+    );
     eprintln!("googlenet: losses {losses:?}, {:.1} s", log.secs);
 }

@@ -147,12 +147,15 @@ fn check_solver_state(label: &str, ours: &Path, theirs: &Path) {
 }
 
 fn run_case(case: &str) {
+    run_case_mode(case, &[]);
+}
+
+fn run_case_mode(case: &str, mode: &[&str]) {
     let (loss_rtol, loss_atol, p_rtol, p_atol) = tolerances(case);
-    let dir = workdir(case, "cpu");
-    let log = train(
-        &dir,
-        &["-solver", "solver.prototxt", "-weights", "init.caffemodel"],
-    );
+    let dir = workdir(case, if mode.is_empty() { "cpu" } else { "gpu" });
+    let mut args = vec!["-solver", "solver.prototxt", "-weights", "init.caffemodel"];
+    args.extend_from_slice(mode);
+    let log = train(&dir, &args);
     let traj = read_tensors(&golden(case).join("trajectory.safetensors")).unwrap();
     let key = if traj.contains_key("loss_logged_cli") {
         "loss_logged_cli"
@@ -202,6 +205,10 @@ fn run_case(case: &str) {
 macro_rules! solver_cases {
     ($($case:ident),* $(,)?) => {
         $(#[test] fn $case() { run_case(stringify!($case)); })*
+        /// The same runs in GPU mode (`-gpu 0`; lavapipe without a GPU).
+        mod gpu {
+            $(#[test] fn $case() { super::run_case_mode(stringify!($case), &["-gpu", "0"]); })*
+        }
     };
 }
 

@@ -2,7 +2,7 @@
 //! the element-wise kernels.
 use anyhow::{Result, bail, ensure};
 
-use super::{GpuEngine, Params, elementwise};
+use super::{GpuEngine, Params, Res, elementwise};
 use crate::engine::kernels::conv::{ConvKernel, Im2col};
 use crate::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel};
 
@@ -224,8 +224,17 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
         let col_v = k
             .col
             .slice(r.start * k.col_stride, (nb - 1) * k.col_stride + col_len);
+        // On CPU adapters the forward reads the images through a texture copy.
+        let tex = if !backward && e.prefers_textures() {
+            let buf = e.buffer(im_v.id);
+            Some(e.buffer_tex("im2col_src", &buf, im_v.offset, im_v.len)?)
+        } else {
+            None
+        };
         let (imb, colb) = if backward {
             (e.bind(im_v)?, e.bind_input("in0", col_v, &[im_v], false)?)
+        } else if tex.is_some() {
+            (e.bind(im_v.slice(0, 1))?, e.bind(col_v)?)
         } else {
             (e.bind_input("in0", im_v, &[col_v], false)?, e.bind(col_v)?)
         };
@@ -255,8 +264,17 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
             p.0[1] += (b0 * k.im_stride) as u32;
             p.0[2] += (b0 * k.col_stride) as u32;
             let g = e.groups_1d(threads);
-            let entry = if backward { "col2im" } else { "im2col" };
-            e.dispatch("conv", entry, &p, &[&imb, &colb], [g[0], g[1], nbz as u32])?;
+            let groups = [g[0], g[1], nbz as u32];
+            match &tex {
+                Some((view, shift)) => {
+                    p.0[1] = p.0[1] + shift - imb.shift;
+                    e.dispatch_res("conv", "im2col_tex", &p, &[Res::T(view), Res::B(&colb)], groups)?;
+                }
+                None => {
+                    let entry = if backward { "col2im" } else { "im2col" };
+                    e.dispatch("conv", entry, &p, &[&imb, &colb], groups)?;
+                }
+            }
         }
     }
     Ok(())

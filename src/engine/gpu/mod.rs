@@ -253,6 +253,7 @@ pub struct GpuEngine {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     subgroup_gemm: bool,
+    textures_for_reads: bool,
     tensors: Vec<Option<Tensor>>,
     free_ids: Vec<u32>,
     modules: HashMap<&'static str, wgpu::ShaderModule>,
@@ -329,6 +330,7 @@ impl GpuEngine {
             && std::env::var("CAFFE_RS_NO_SUBGROUPS")
                 .map(|v| v == "0")
                 .unwrap_or(true);
+        let textures_for_reads = info.device_type == wgpu::DeviceType::Cpu;
         let param_slot = (PARAM_WORDS * 4)
             .max(limits.min_uniform_buffer_offset_alignment as usize)
             .next_multiple_of(16);
@@ -342,6 +344,7 @@ impl GpuEngine {
             info,
             limits,
             subgroup_gemm,
+            textures_for_reads,
             tensors: Vec::new(),
             free_ids: Vec::new(),
             modules: HashMap::new(),
@@ -360,6 +363,22 @@ impl GpuEngine {
     /// Backend of the opened adapter ("Vulkan", "Gl", ...).
     pub fn backend(&self) -> String {
         format!("{:?}", self.info.backend)
+    }
+
+    /// Whether kernels should read big inputs through texture copies: on CPU adapters (lavapipe)
+    /// storage-buffer loads go lane by lane while texel fetches are gathered.
+    pub(crate) fn prefers_textures(&self) -> bool {
+        self.textures_for_reads
+    }
+
+    /// Whether kernels read inputs through texture copies (see [`Self::set_texture_reads`]).
+    pub fn uses_texture_reads(&self) -> bool {
+        self.textures_for_reads
+    }
+
+    /// Chooses whether kernels read inputs through texture copies (default: on CPU adapters).
+    pub fn set_texture_reads(&mut self, on: bool) {
+        self.textures_for_reads = on;
     }
 
     /// Whether the GEMM runs the subgroup kernel (else the portable register-tiled one).

@@ -11,7 +11,11 @@ use crate::engine::kernels::norm::{EpsMode, Lrn, LrnRegion, NormGrad, NormKernel
 
 fn check_len(views: &[View], len: usize) -> Result<()> {
     for v in views {
-        ensure!(v.len == len, "kernel operand of {} elements where {len} are expected", v.len);
+        ensure!(
+            v.len == len,
+            "kernel operand of {} elements where {len} are expected",
+            v.len
+        );
     }
     Ok(())
 }
@@ -24,7 +28,15 @@ fn pad8(mut p: Params) -> Params {
 }
 
 /// out[c] = sum over channel c of f(a, b, m) (mode 0 a, 1 (a - m[c])^2, 2 a * b).
-fn reduce(e: &mut GpuEngine, d: &ChannelDims, a: View, b: View, m: &Bound, mode: u32, out: &Bound) -> Result<()> {
+fn reduce(
+    e: &mut GpuEngine,
+    d: &ChannelDims,
+    a: View,
+    b: View,
+    m: &Bound,
+    mode: u32,
+    out: &Bound,
+) -> Result<()> {
     if d.channels == 0 {
         return Ok(());
     }
@@ -56,14 +68,26 @@ fn dispatch_reduce(e: &mut GpuEngine, channels: usize, p: Params, b: [&Bound; 4]
         let mut p = p.clone();
         p.0.truncate(13);
         p = p.u(first);
-        e.dispatch("norm", "chan_reduce", &p, &b, [n.min(65535) as u32, n.div_ceil(65535) as u32, 1])?;
+        e.dispatch(
+            "norm",
+            "chan_reduce",
+            &p,
+            &b,
+            [n.min(65535) as u32, n.div_ceil(65535) as u32, 1],
+        )?;
         first += n;
     }
     Ok(())
 }
 
 /// Per-channel kernel over `channels` invocations.
-fn per_channel(e: &mut GpuEngine, entry: &'static str, channels: usize, binds: &[&Bound], words: &[u32]) -> Result<()> {
+fn per_channel(
+    e: &mut GpuEngine,
+    entry: &'static str,
+    channels: usize,
+    binds: &[&Bound],
+    words: &[u32],
+) -> Result<()> {
     if channels == 0 {
         return Ok(());
     }
@@ -73,7 +97,13 @@ fn per_channel(e: &mut GpuEngine, entry: &'static str, channels: usize, binds: &
     }
     let mut p = pad8(p);
     p.0.extend_from_slice(words);
-    e.dispatch("norm", entry, &p, binds, [channels.div_ceil(64) as u32, 1, 1])
+    e.dispatch(
+        "norm",
+        entry,
+        &p,
+        binds,
+        [channels.div_ceil(64) as u32, 1, 1],
+    )
 }
 
 /// Scales a bound window in place (the final 1/m of a mean or variance).
@@ -99,7 +129,12 @@ fn channel_pass(
         let oc = out.slice(r.start, r.len());
         let mut binds: Vec<Bound> = Vec::new();
         for (i, v) in ins.iter().enumerate() {
-            binds.push(e.bind_input(["in0", "in1", "in2"][i % 3], v.slice(r.start, r.len()), &[oc], true)?);
+            binds.push(e.bind_input(
+                ["in0", "in1", "in2"][i % 3],
+                v.slice(r.start, r.len()),
+                &[oc],
+                true,
+            )?);
         }
         binds.extend(whole.iter().cloned());
         binds.push(e.bind(oc)?);
@@ -107,7 +142,12 @@ fn channel_pass(
         for b in &binds {
             p = p.shift(b);
         }
-        let p = pad8(p).u(d.inner.max(1)).u(d.channels.max(1)).u(r.start).u(mode as usize).f(inv_m);
+        let p = pad8(p)
+            .u(d.inner.max(1))
+            .u(d.channels.max(1))
+            .u(r.start)
+            .u(mode as usize)
+            .f(inv_m);
         let refs: Vec<&Bound> = binds.iter().collect();
         let g = e.groups_1d(r.len());
         e.dispatch("norm", entry, &p, &refs, g)?;
@@ -133,8 +173,19 @@ fn lrn_words(l: &Lrn) -> [u32; 7] {
 }
 
 /// LRN passes split over images; `per_pixel` kernels run one invocation per (image, pixel).
-fn lrn_run(e: &mut GpuEngine, entry: &'static str, l: &Lrn, ins: &[View], outs: &[View], per_pixel: bool) -> Result<()> {
-    ensure!(l.size % 2 == 1 && l.size > 0, "LRN size must be odd, got {}", l.size);
+fn lrn_run(
+    e: &mut GpuEngine,
+    entry: &'static str,
+    l: &Lrn,
+    ins: &[View],
+    outs: &[View],
+    per_pixel: bool,
+) -> Result<()> {
+    ensure!(
+        l.size % 2 == 1 && l.size > 0,
+        "LRN size must be odd, got {}",
+        l.size
+    );
     let img = l.channels * l.height * l.width;
     let pix = l.height * l.width;
     if img == 0 || l.num == 0 {
@@ -145,7 +196,12 @@ fn lrn_run(e: &mut GpuEngine, entry: &'static str, l: &Lrn, ins: &[View], outs: 
         let out_views: Vec<View> = outs.iter().map(|v| w(*v)).collect();
         let mut binds: Vec<Bound> = Vec::new();
         for (i, v) in ins.iter().enumerate() {
-            binds.push(e.bind_input(["in0", "in1", "in2", "in3"][i % 4], w(*v), &out_views, false)?);
+            binds.push(e.bind_input(
+                ["in0", "in1", "in2", "in3"][i % 4],
+                w(*v),
+                &out_views,
+                false,
+            )?);
         }
         for o in &out_views {
             binds.push(e.bind(*o)?);
@@ -185,7 +241,13 @@ pub fn launch(e: &mut GpuEngine, k: &NormKernel) -> Result<()> {
             }
             Ok(())
         }
-        NormKernel::StoredStats { sums, sq_sums, count, mean, var } => {
+        NormKernel::StoredStats {
+            sums,
+            sq_sums,
+            count,
+            mean,
+            var,
+        } => {
             check_len(&[*sq_sums, *mean, *var], sums.len)?;
             check_len(&[*count], 1)?;
             let outs = [*mean, *var];
@@ -195,7 +257,15 @@ pub fn launch(e: &mut GpuEngine, k: &NormKernel) -> Result<()> {
             let (mb, vb) = (e.bind(*mean)?, e.bind(*var)?);
             per_channel(e, "stored_stats", sums.len, &[&s, &q, &c, &mb, &vb], &[])
         }
-        NormKernel::StatsUpdate { maf, correction, mean, var, sums, sq_sums, count } => {
+        NormKernel::StatsUpdate {
+            maf,
+            correction,
+            mean,
+            var,
+            sums,
+            sq_sums,
+            count,
+        } => {
             check_len(&[*var, *sums, *sq_sums], mean.len)?;
             check_len(&[*count], 1)?;
             let outs = [*sums, *sq_sums, *count];
@@ -204,9 +274,24 @@ pub fn launch(e: &mut GpuEngine, k: &NormKernel) -> Result<()> {
             let (sb, qb, cb) = (e.bind(*sums)?, e.bind(*sq_sums)?, e.bind(*count)?);
             // At least one invocation: invocation 0 also moves the count.
             let words = [maf.to_bits(), correction.to_bits(), mean.len as u32];
-            per_channel(e, "stats_update", mean.len.max(1), &[&mb, &vb, &sb, &qb, &cb], &words)
+            per_channel(
+                e,
+                "stats_update",
+                mean.len.max(1),
+                &[&mb, &vb, &sb, &qb, &cb],
+                &words,
+            )
         }
-        NormKernel::Normalize { dims, eps, eps_mode, x, mean, var, std, y } => {
+        NormKernel::Normalize {
+            dims,
+            eps,
+            eps_mode,
+            x,
+            mean,
+            var,
+            std,
+            y,
+        } => {
             check_len(&[*x, *y], dims.count())?;
             check_len(&[*mean], dims.channels)?;
             match (var, std) {
@@ -218,7 +303,13 @@ pub fn launch(e: &mut GpuEngine, k: &NormKernel) -> Result<()> {
                         EpsMode::SqrtVarPlusEps => 0,
                         EpsMode::SqrtVarThenEps => 1,
                     };
-                    per_channel(e, "std_of", dims.channels, &[&vb, &sb], &[eps.to_bits(), mode])?;
+                    per_channel(
+                        e,
+                        "std_of",
+                        dims.channels,
+                        &[&vb, &sb],
+                        &[eps.to_bits(), mode],
+                    )?;
                     let mb = small(e, "in1", *mean, &[*y])?;
                     let sb = small(e, "in2", *std, &[*y])?;
                     channel_pass(e, "normalize", dims, &[*x], &[mb, sb], *y, 1, 0.0)
@@ -230,7 +321,14 @@ pub fn launch(e: &mut GpuEngine, k: &NormKernel) -> Result<()> {
                 _ => bail!("Normalize needs both var and std, or neither"),
             }
         }
-        NormKernel::NormalizeBackward { dims, grad, y, dy, std, dx } => {
+        NormKernel::NormalizeBackward {
+            dims,
+            grad,
+            y,
+            dy,
+            std,
+            dx,
+        } => {
             check_len(&[*y, *dy, *dx], dims.count())?;
             let sb = if *grad != NormGrad::CenterOnly {
                 let s = std.ok_or_else(|| anyhow!("NormalizeBackward {grad:?} needs std"))?;
@@ -259,24 +357,57 @@ pub fn launch(e: &mut GpuEngine, k: &NormKernel) -> Result<()> {
             };
             let m = (dims.outer * dims.inner).max(1);
             let inv_m = (1.0 / m as f64) as f32;
-            channel_pass(e, "normalize_backward", dims, &[*y, *dy], &[stdb, s_dy, s_dyy], *dx, mode, inv_m)
+            channel_pass(
+                e,
+                "normalize_backward",
+                dims,
+                &[*y, *dy],
+                &[stdb, s_dy, s_dyy],
+                *dx,
+                mode,
+                inv_m,
+            )
         }
         NormKernel::Lrn { lrn, x, scale, y } => {
             check_len(&[*x, *scale, *y], lrn.count())?;
-            ensure!(scale.id != y.id, "LRN: scale and y must be different tensors");
+            ensure!(
+                scale.id != y.id,
+                "LRN: scale and y must be different tensors"
+            );
             let entry = match lrn.region {
                 LrnRegion::AcrossChannels => "lrn_across",
                 LrnRegion::WithinChannel => "lrn_within",
             };
-            lrn_run(e, entry, lrn, &[*x], &[*scale, *y], lrn.region == LrnRegion::AcrossChannels)
+            lrn_run(
+                e,
+                entry,
+                lrn,
+                &[*x],
+                &[*scale, *y],
+                lrn.region == LrnRegion::AcrossChannels,
+            )
         }
-        NormKernel::LrnBackward { lrn, x, y, scale, dy, dx } => {
+        NormKernel::LrnBackward {
+            lrn,
+            x,
+            y,
+            scale,
+            dy,
+            dx,
+        } => {
             check_len(&[*x, *y, *scale, *dy, *dx], lrn.count())?;
             let entry = match lrn.region {
                 LrnRegion::AcrossChannels => "lrn_across_back",
                 LrnRegion::WithinChannel => "lrn_within_back",
             };
-            lrn_run(e, entry, lrn, &[*x, *y, *scale, *dy], &[*dx], lrn.region == LrnRegion::AcrossChannels)
+            lrn_run(
+                e,
+                entry,
+                lrn,
+                &[*x, *y, *scale, *dy],
+                &[*dx],
+                lrn.region == LrnRegion::AcrossChannels,
+            )
         }
     }
 }

@@ -46,7 +46,10 @@ fn run(
 }
 
 fn need(what: &str, len: usize, need: usize) -> Result<()> {
-    ensure!(len >= need, "softmax kernel: {what} has {len} elements, needs {need}");
+    ensure!(
+        len >= need,
+        "softmax kernel: {what} has {len} elements, needs {need}"
+    );
     Ok(())
 }
 
@@ -86,7 +89,14 @@ fn words(
 
 /// A single-workgroup (or explicitly sized) dispatch over whole views: inputs then outputs.
 /// The views must fit one binding each.
-fn call(e: &mut GpuEngine, entry: &'static str, ins: &[View], outs: &[View], words: Vec<u32>, groups: [u32; 3]) -> Result<()> {
+fn call(
+    e: &mut GpuEngine,
+    entry: &'static str,
+    ins: &[View],
+    outs: &[View],
+    words: Vec<u32>,
+    groups: [u32; 3],
+) -> Result<()> {
     call_n(e, entry, 0, ins, outs, words, groups)
 }
 
@@ -192,8 +202,21 @@ pub fn launch(e: &mut GpuEngine, k: &SoftmaxKernel) -> Result<()> {
                 need("infogain", h.len, channels * channels)?;
             }
             let outs = [loss.slice(0, 1), norm.slice(0, 1)];
-            let ins = [prob.slice(0, n.max(1).min(prob.len)), label.slice(0, (outer * inner).max(1).min(label.len)), infogain.unwrap_or(*prob)];
-            let words = words(*outer, *channels, *inner, *ignore_label, mode_code(*mode), *log_min, infogain.is_some(), 0);
+            let ins = [
+                prob.slice(0, n.max(1).min(prob.len)),
+                label.slice(0, (outer * inner).max(1).min(label.len)),
+                infogain.unwrap_or(*prob),
+            ];
+            let words = words(
+                *outer,
+                *channels,
+                *inner,
+                *ignore_label,
+                mode_code(*mode),
+                *log_min,
+                infogain.is_some(),
+                0,
+            );
             call(e, "cross_entropy", &ins, &outs, words, [1, 1, 1])
         }
         SoftmaxKernel::CrossEntropyGrad {
@@ -226,62 +249,183 @@ pub fn launch(e: &mut GpuEngine, k: &SoftmaxKernel) -> Result<()> {
                 top_diff.slice(0, 1),
                 norm.slice(0, 1),
             ];
-            let words = words(*outer, *channels, *inner, *ignore_label, 0, 0.0, infogain.is_some(), 0);
+            let words = words(
+                *outer,
+                *channels,
+                *inner,
+                *ignore_label,
+                0,
+                0.0,
+                infogain.is_some(),
+                0,
+            );
             let g = e.groups_1d(positions);
-            call_n(e, "cross_entropy_grad", positions, &ins, &[dx.slice(0, n)], words, g)
+            call_n(
+                e,
+                "cross_entropy_grad",
+                positions,
+                &ins,
+                &[dx.slice(0, n)],
+                words,
+                g,
+            )
         }
-        SoftmaxKernel::Accuracy { x, label, acc, per_class, outer, channels, inner, top_k, ignore_label } => {
+        SoftmaxKernel::Accuracy {
+            x,
+            label,
+            acc,
+            per_class,
+            outer,
+            channels,
+            inner,
+            top_k,
+            ignore_label,
+        } => {
             need("x", x.len, outer * channels * inner)?;
             need("label", label.len, outer * inner)?;
             need("acc", acc.len, 1)?;
-            let ins = [x.slice(0, (outer * channels * inner).max(1).min(x.len)), label.slice(0, (outer * inner).max(1).min(label.len))];
-            let words = words(*outer, *channels, *inner, *ignore_label, 0, 0.0, false, *top_k);
-            call(e, "accuracy", &ins, &[acc.slice(0, 1)], words.clone(), [1, 1, 1])?;
+            let ins = [
+                x.slice(0, (outer * channels * inner).max(1).min(x.len)),
+                label.slice(0, (outer * inner).max(1).min(label.len)),
+            ];
+            let words = words(
+                *outer,
+                *channels,
+                *inner,
+                *ignore_label,
+                0,
+                0.0,
+                false,
+                *top_k,
+            );
+            call(
+                e,
+                "accuracy",
+                &ins,
+                &[acc.slice(0, 1)],
+                words.clone(),
+                [1, 1, 1],
+            )?;
             if let Some(pc) = per_class {
                 need("per_class", pc.len, *channels)?;
                 if *channels > 0 {
-                    call(e, "accuracy_per_class", &ins, &[pc.slice(0, *channels)], words, [channels.div_ceil(64) as u32, 1, 1])?;
+                    call(
+                        e,
+                        "accuracy_per_class",
+                        &ins,
+                        &[pc.slice(0, *channels)],
+                        words,
+                        [channels.div_ceil(64) as u32, 1, 1],
+                    )?;
                 }
             }
             Ok(())
         }
-        SoftmaxKernel::SigmoidCrossEntropy { x, target, loss, norm, outer, inner, ignore_label, mode } => {
+        SoftmaxKernel::SigmoidCrossEntropy {
+            x,
+            target,
+            loss,
+            norm,
+            outer,
+            inner,
+            ignore_label,
+            mode,
+        } => {
             let n = outer * inner;
             need("x", x.len, n)?;
             need("target", target.len, n)?;
-            let ins = [x.slice(0, n.max(1).min(x.len)), target.slice(0, n.max(1).min(target.len)), x.slice(0, n.max(1).min(x.len))];
+            let ins = [
+                x.slice(0, n.max(1).min(x.len)),
+                target.slice(0, n.max(1).min(target.len)),
+                x.slice(0, n.max(1).min(x.len)),
+            ];
             let outs = [loss.slice(0, 1), norm.slice(0, 1)];
-            let words = words(*outer, 1, *inner, *ignore_label, mode_code(*mode), 0.0, false, 0);
+            let words = words(
+                *outer,
+                1,
+                *inner,
+                *ignore_label,
+                mode_code(*mode),
+                0.0,
+                false,
+                0,
+            );
             call(e, "sigmoid_ce", &ins, &outs, words, [1, 1, 1])
         }
-        SoftmaxKernel::SigmoidCrossEntropyGrad { x, target, top_diff, norm, dx, ignore_label } => {
+        SoftmaxKernel::SigmoidCrossEntropyGrad {
+            x,
+            target,
+            top_diff,
+            norm,
+            dx,
+            ignore_label,
+        } => {
             let n = x.len;
             need("target", target.len, n)?;
             need("dx", dx.len, n)?;
             if n == 0 {
                 return Ok(());
             }
-            let ins = [*x, target.slice(0, n), *x, top_diff.slice(0, 1), norm.slice(0, 1)];
+            let ins = [
+                *x,
+                target.slice(0, n),
+                *x,
+                top_diff.slice(0, 1),
+                norm.slice(0, 1),
+            ];
             let words = words(1, 1, n, *ignore_label, 0, 0.0, false, 0);
             let g = e.groups_1d(n);
             call_n(e, "sigmoid_ce_grad", n, &ins, &[dx.slice(0, n)], words, g)
         }
-        SoftmaxKernel::ScaleByWeight { x, w, sign, divisor, y } => {
+        SoftmaxKernel::ScaleByWeight {
+            x,
+            w,
+            sign,
+            divisor,
+            y,
+        } => {
             need("y", y.len, x.len)?;
             if x.len == 0 {
                 return Ok(());
             }
             let g = e.groups_1d(x.len);
-            call_n(e, "scale_by_weight", x.len, &[*x, w.slice(0, 1)], &[y.slice(0, x.len)], vec![sign.to_bits(), divisor.to_bits()], g)
+            call_n(
+                e,
+                "scale_by_weight",
+                x.len,
+                &[*x, w.slice(0, 1)],
+                &[y.slice(0, x.len)],
+                vec![sign.to_bits(), divisor.to_bits()],
+                g,
+            )
         }
-        SoftmaxKernel::Euclidean { a, b, diff, loss, outer } => {
+        SoftmaxKernel::Euclidean {
+            a,
+            b,
+            diff,
+            loss,
+            outer,
+        } => {
             let n = a.len;
             need("b", b.len, n)?;
             need("diff", diff.len, n)?;
             need("loss", loss.len, 1)?;
-            ensure!(diff.id != loss.id, "Euclidean: diff and loss must be different tensors");
-            let ins = [a.slice(0, n.max(1).min(a.len)), b.slice(0, n.max(1).min(b.len))];
-            call(e, "euclidean", &ins, &[diff.slice(0, n.max(1).min(diff.len)), loss.slice(0, 1)], vec![n as u32, *outer as u32], [1, 1, 1])
+            ensure!(
+                diff.id != loss.id,
+                "Euclidean: diff and loss must be different tensors"
+            );
+            let ins = [
+                a.slice(0, n.max(1).min(a.len)),
+                b.slice(0, n.max(1).min(b.len)),
+            ];
+            call(
+                e,
+                "euclidean",
+                &ins,
+                &[diff.slice(0, n.max(1).min(diff.len)), loss.slice(0, 1)],
+                vec![n as u32, *outer as u32],
+                [1, 1, 1],
+            )
         }
         other => {
             let name = format!("{other:?}");

@@ -11,17 +11,37 @@ fn rule_words(rule: &UpdateRule) -> (usize, [f32; 4]) {
         UpdateRule::AdaGrad { delta } => (2, [delta, 0.0, 0.0, 0.0]),
         UpdateRule::RmsProp { rms_decay, delta } => (3, [rms_decay, delta, 0.0, 0.0]),
         UpdateRule::AdaDelta { momentum, delta } => (4, [momentum, delta, 0.0, 0.0]),
-        UpdateRule::Adam { beta1, beta2, eps, correction } => (5, [beta1, beta2, eps, correction]),
+        UpdateRule::Adam {
+            beta1,
+            beta2,
+            eps,
+            correction,
+        } => (5, [beta1, beta2, eps, correction]),
     }
 }
 
 pub fn launch(e: &mut GpuEngine, k: &SolverKernel) -> Result<()> {
     match k {
-        SolverKernel::Update { data, diff, history, scale, regularization, rule, rate } => {
+        SolverKernel::Update {
+            data,
+            diff,
+            history,
+            scale,
+            regularization,
+            rule,
+            rate,
+        } => {
             let (code, consts) = rule_words(rule);
             let needed = if code >= 4 { 2 } else { 1 };
-            ensure!(history.len() == needed, "{rule:?} needs {needed} history blobs, got {}", history.len());
-            ensure!(diff.len == data.len && history.iter().all(|h| h.len == data.len), "solver update operands differ in length");
+            ensure!(
+                history.len() == needed,
+                "{rule:?} needs {needed} history blobs, got {}",
+                history.len()
+            );
+            ensure!(
+                diff.len == data.len && history.iter().all(|h| h.len == data.len),
+                "solver update operands differ in length"
+            );
             let (reg, decay) = match *regularization {
                 Regularization::None => (0, 0.0),
                 Regularization::L2 { decay } => (1, decay),
@@ -29,7 +49,10 @@ pub fn launch(e: &mut GpuEngine, k: &SolverKernel) -> Result<()> {
             };
             let entry = if needed == 2 { "update2" } else { "update1" };
             for r in e.unit_chunks(entry, data.len, &[1])? {
-                let mut binds: Vec<Bound> = vec![e.bind(data.slice(r.start, r.len()))?, e.bind(diff.slice(r.start, r.len()))?];
+                let mut binds: Vec<Bound> = vec![
+                    e.bind(data.slice(r.start, r.len()))?,
+                    e.bind(diff.slice(r.start, r.len()))?,
+                ];
                 for h in history {
                     binds.push(e.bind(h.slice(r.start, r.len()))?);
                 }
@@ -68,7 +91,13 @@ pub fn launch(e: &mut GpuEngine, k: &SolverKernel) -> Result<()> {
                     .u(0)
                     .u(0)
                     .u(usize::from(*accumulate || n > 0));
-                e.dispatch("solver", "sum_squares", &p, &[&binds[0], &binds[1]], [1, 1, 1])?;
+                e.dispatch(
+                    "solver",
+                    "sum_squares",
+                    &p,
+                    &[&binds[0], &binds[1]],
+                    [1, 1, 1],
+                )?;
             }
             Ok(())
         }

@@ -1,5 +1,6 @@
 //! Host side of the transfer family (shaders/transfer.wgsl): strided copies, reductions along an
-//! axis and their gradient. The row gathers / scatters are not implemented on the GPU yet.
+//! axis and their gradient, row gathers / scatter-adds by an index tensor (an index outside the
+//! rows gives a zero row here, where the CPU engine reports an error).
 use anyhow::{Result, bail};
 
 use super::{Bound, GpuEngine, Params};
@@ -180,14 +181,71 @@ pub fn launch(e: &mut GpuEngine, k: &TransferKernel) -> Result<()> {
             }
             Ok(())
         }
-        other => {
-            let name = format!("{other:?}");
-            let variant = name
-                .split([' ', '(', '{'])
-                .next()
-                .unwrap_or("?")
-                .to_string();
-            Err(e.unimplemented(&format!("Transfer::{variant}")))
+        &TransferKernel::GatherRows {
+            src,
+            index,
+            dst,
+            rows,
+            row_len,
+            src_rows,
+        } => {
+            if index.len < rows || dst.len < rows * row_len || src.len < src_rows * row_len {
+                bail!("gather rows: views too short for {rows} rows of {row_len} from {src_rows}");
+            }
+            let n = rows * row_len;
+            if n == 0 {
+                return Ok(());
+            }
+            let dv = dst.slice(0, n);
+            let sb = e.bind_input(
+                "in0",
+                src.slice(0, (src_rows * row_len).max(1).min(src.len)),
+                &[dv],
+                false,
+            )?;
+            let ib = e.bind_input("in1", index.slice(0, rows), &[dv], false)?;
+            let db = e.bind(dv)?;
+            let p = pad8(Params::new().u(n).shift(&sb).shift(&db).shift(&ib))
+                .u(row_len)
+                .u(src_rows);
+            let g = e.groups_1d(n);
+            e.dispatch("transfer", "gather_rows", &p, &[&sb, &db, &ib], g)
+        }
+        &TransferKernel::ScatterAddRows {
+            src,
+            index,
+            dst,
+            rows,
+            row_len,
+            dst_rows,
+        } => {
+            if index.len < rows || src.len < rows * row_len || dst.len < dst_rows * row_len {
+                bail!("scatter rows: views too short for {rows} rows of {row_len} into {dst_rows}");
+            }
+            let n = dst_rows * row_len;
+            if n == 0 {
+                return Ok(());
+            }
+            let dv = dst.slice(0, n);
+            let sb = e.bind_input(
+                "in0",
+                src.slice(0, (rows * row_len).max(1).min(src.len)),
+                &[dv],
+                false,
+            )?;
+            let ib = e.bind_input(
+                "in1",
+                index.slice(0, rows.max(1).min(index.len)),
+                &[dv],
+                false,
+            )?;
+            let db = e.bind(dv)?;
+            let p = pad8(Params::new().u(n).shift(&sb).shift(&db).shift(&ib))
+                .u(row_len)
+                .u(dst_rows)
+                .u(rows);
+            let g = e.groups_1d(n);
+            e.dispatch("transfer", "scatter_add_rows", &p, &[&sb, &db, &ib], g)
         }
     }
 }
