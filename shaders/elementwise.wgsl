@@ -281,3 +281,198 @@ fn channel_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         if (beta == 0.0) { e3[yi] = v; } else { e3[yi] = beta * e3[yi] + v; }
     }
 }
+
+// One entry point per op so the op is a constant: lavapipe runs every arm of a switch it cannot
+// resolve at compile time (masked SIMD), and the transcendental arms are expensive.
+@compute @workgroup_size(256)
+fn unary_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(0u, e1[pu(1u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(0u, e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(1u, e1[pu(1u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(1u, e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(2u, e1[pu(1u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward_2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(2u, e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(3u, e1[pu(1u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward_3(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(3u, e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(4u, e1[pu(1u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward_4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(4u, e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_5(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(5u, e1[pu(1u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward_5(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(5u, e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_6(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(6u, e1[pu(1u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward_6(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(6u, e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_7(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(7u, e1[pu(1u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward_7(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(7u, e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(8u, e1[pu(1u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward_8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(8u, e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_9(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(9u, e1[pu(1u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward_9(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(9u, e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_10(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(10u, e1[pu(1u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward_10(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(10u, e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_11(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e2[pu(2u) + i] = unary_f(11u, e1[pu(1u) + i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward_11(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e4[pu(4u) + i] = unary_b(11u, e1[pu(1u) + i], e2[pu(2u) + i], e3[pu(3u) + i]);
+}
+

@@ -13,6 +13,25 @@ use crate::engine::kernels::elementwise::{
 
 const SCRATCH: [&str; 4] = ["in0", "in1", "in2", "in3"];
 
+const UNARY: [&str; 12] = [
+    "unary_0", "unary_1", "unary_2", "unary_3", "unary_4", "unary_5", "unary_6", "unary_7", "unary_8", "unary_9",
+    "unary_10", "unary_11",
+];
+const UNARY_BACKWARD: [&str; 12] = [
+    "unary_backward_0",
+    "unary_backward_1",
+    "unary_backward_2",
+    "unary_backward_3",
+    "unary_backward_4",
+    "unary_backward_5",
+    "unary_backward_6",
+    "unary_backward_7",
+    "unary_backward_8",
+    "unary_backward_9",
+    "unary_backward_10",
+    "unary_backward_11",
+];
+
 fn check_len(views: &[View], len: usize) -> Result<()> {
     for v in views {
         ensure!(
@@ -119,7 +138,7 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
                 };
                 return e.record_fill(*y, value);
             }
-            pointwise(e, "unary", y.len, &[*x], &[*y], &[], &|_| {
+            pointwise(e, UNARY[c as usize], y.len, &[*x], &[*y], &[], &|_| {
                 vec![c, a.to_bits(), b.to_bits(), cc.to_bits()]
             })
         }
@@ -148,7 +167,7 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
             };
             pointwise(
                 e,
-                "unary_backward",
+                UNARY_BACKWARD[c as usize],
                 dx.len,
                 &[*x, *y, *dy],
                 &[*dx],
