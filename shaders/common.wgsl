@@ -28,3 +28,14 @@ fn gid(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 fn tex_coord(t: u32) -> vec2<u32> {
     return vec2<u32>(t & 4095u, t >> 12u);
 }
+
+// n / d through f32 with an exact integer correction; valid for n < 2^24 (the host checks). On
+// lavapipe a u32 division is 8 scalar divisions, a float multiply one SIMD instruction.
+fn fdiv(n: u32, d: u32) -> u32 {
+    var q = u32(f32(n) * (1.0 / f32(d)));
+    q = select(q, q - 1u, q * d > n);
+    q = select(q, q - 1u, q * d > n);
+    q = select(q, q + 1u, (q + 1u) * d <= n);
+    q = select(q, q + 1u, (q + 1u) * d <= n);
+    return q;
+}

@@ -174,3 +174,156 @@ fn scatter_add_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         g_b[pu(3u) + r * width + j] += g_a[pu(2u) + m * width + j];
     }
 }
+
+// The same kernels with float-assisted division (every index below 2^24).
+@compute @workgroup_size(256)
+fn im2col_f(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    if (i >= pu(0u)) { return; }
+    let b = wid.z;
+    let cols = pu(5u);
+    let row = fdiv(i, cols);
+    var pos = i - row * cols;
+    let kprod = pu(6u);
+    let c = fdiv(row, kprod);
+    var kpos = row - c * kprod;
+    let d = pu(3u);
+    // Walk the axes from the last (fastest) to the first.
+    var im_idx = 0u;
+    var im_mul = 1u;
+    var inside = true;
+    for (var t = 0u; t < d; t++) {
+        let a = d - 1u - t;
+        let pq = fdiv(pos, ax(a, 1u));
+        let o = pos - pq * ax(a, 1u);
+        pos = pq;
+        let kq = fdiv(kpos, ax(a, 2u));
+        let k = kpos - kq * ax(a, 2u);
+        kpos = kq;
+        let p = i32(o * ax(a, 4u) + k * ax(a, 5u)) - i32(ax(a, 3u));
+        if (p < 0 || p >= i32(ax(a, 0u))) { inside = false; }
+        im_idx += u32(max(p, 0)) * im_mul;
+        im_mul *= ax(a, 0u);
+    }
+    var v = 0.0;
+    if (inside) {
+        v = c_im[pu(1u) + b * pu(8u) + c * pu(7u) + im_idx];
+    }
+    c_col[pu(2u) + b * pu(9u) + i] = v;
+}
+
+@compute @workgroup_size(256)
+fn im2col_tex_f(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    if (i >= pu(0u)) { return; }
+    let b = wid.z;
+    let cols = pu(5u);
+    let row = fdiv(i, cols);
+    var pos = i - row * cols;
+    let kprod = pu(6u);
+    let c = fdiv(row, kprod);
+    var kpos = row - c * kprod;
+    let d = pu(3u);
+    // Walk the axes from the last (fastest) to the first.
+    var im_idx = 0u;
+    var im_mul = 1u;
+    var inside = true;
+    for (var t = 0u; t < d; t++) {
+        let a = d - 1u - t;
+        let pq = fdiv(pos, ax(a, 1u));
+        let o = pos - pq * ax(a, 1u);
+        pos = pq;
+        let kq = fdiv(kpos, ax(a, 2u));
+        let k = kpos - kq * ax(a, 2u);
+        kpos = kq;
+        let p = i32(o * ax(a, 4u) + k * ax(a, 5u)) - i32(ax(a, 3u));
+        if (p < 0 || p >= i32(ax(a, 0u))) { inside = false; }
+        im_idx += u32(max(p, 0)) * im_mul;
+        im_mul *= ax(a, 0u);
+    }
+    var v = 0.0;
+    if (inside) {
+        v = tex_elem(pu(1u) + b * pu(8u) + c * pu(7u) + im_idx);
+    }
+    c_col2[pu(2u) + b * pu(9u) + i] = v;
+}
+
+@compute @workgroup_size(256)
+fn col2im_f(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    if (i >= pu(0u)) { return; }
+    let b = wid.z;
+    let plane = pu(7u);
+    let c = fdiv(i, plane);
+    let pix = i - c * plane;
+    let d = pu(3u);
+    let kprod = pu(6u);
+    let cols = pu(5u);
+    var s = 0.0;
+    let cb = pu(2u) + b * pu(9u) + c * kprod * cols;
+    for (var kp = 0u; kp < kprod; kp++) {
+        var kr = kp;
+        var pr = pix;
+        var out_idx = 0u;
+        var out_mul = 1u;
+        var ok = true;
+        for (var t = 0u; t < d; t++) {
+            let a = d - 1u - t;
+            let kq = fdiv(kr, ax(a, 2u));
+            let k = kr - kq * ax(a, 2u);
+            kr = kq;
+            let pq = fdiv(pr, ax(a, 0u));
+            let p = pr - pq * ax(a, 0u);
+            pr = pq;
+            let num = i32(p + ax(a, 3u)) - i32(k * ax(a, 5u));
+            let st = i32(ax(a, 4u));
+            let nq = i32(fdiv(u32(max(num, 0)), u32(st)));
+            if (num < 0 || num - nq * st != 0) {
+                ok = false;
+            } else {
+                let o = u32(nq);
+                if (o >= ax(a, 1u)) { ok = false; }
+                out_idx += o * out_mul;
+            }
+            out_mul *= ax(a, 1u);
+        }
+        if (ok) {
+            s += c_col[cb + kp * cols + out_idx];
+        }
+    }
+    c_im[pu(1u) + b * pu(8u) + i] = s;
+}
+
+
+// 2-D im2col (the common case) without loops over axes: one invocation per column element,
+// images read from the texture copy, float-assisted division. Same words as im2col.
+@compute @workgroup_size(256)
+fn im2col_2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    if (i >= pu(0u)) { return; }
+    let b = wid.z;
+    let cols = pu(5u);
+    let row = fdiv(i, cols);
+    let pos = i - row * cols;
+    let kprod = pu(6u);
+    let c = fdiv(row, kprod);
+    let kpos = row - c * kprod;
+    // axis 0 = h (words 12..17), axis 1 = w (words 18..23)
+    let ow_n = pu(19u);
+    let oh = fdiv(pos, ow_n);
+    let ow = pos - oh * ow_n;
+    let kw_n = pu(20u);
+    let kh = fdiv(kpos, kw_n);
+    let kw = kpos - kh * kw_n;
+    let h = i32(oh * pu(16u) + kh * pu(17u)) - i32(pu(15u));
+    let w = i32(ow * pu(22u) + kw * pu(23u)) - i32(pu(21u));
+    var v = 0.0;
+    if (h >= 0 && h < i32(pu(12u)) && w >= 0 && w < i32(pu(18u))) {
+        v = tex_elem(pu(1u) + b * pu(8u) + c * pu(7u) + u32(h) * pu(18u) + u32(w));
+    }
+    c_col2[pu(2u) + b * pu(9u) + i] = v;
+}

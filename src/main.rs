@@ -365,24 +365,7 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("Wrote {n} tensors to {}", output.display());
         }
         Command::DeviceQuery { gpu } => {
-            let adapters = caffe_rs::engine::gpu::list_adapters();
-            if adapters.is_empty() {
-                anyhow::bail!("{}", caffe_rs::engine::gpu::no_adapter_message());
-            }
-            let wanted: Option<usize> = gpu.as_deref().and_then(|g| g.parse().ok());
-            for a in adapters
-                .iter()
-                .filter(|a| wanted.is_none_or(|w| w == a.index))
-            {
-                println!(
-                    "Device id: {}\nName: {}\nBackend: {}\nType: {}\nDriver: {} {}",
-                    a.index, a.name, a.backend, a.device_type, a.driver, a.driver_info
-                );
-                for (k, v) in &a.limits {
-                    println!("{k}: {v}");
-                }
-                println!("Features: {}\n", a.features.join(", "));
-            }
+            print!("{}", tools::device_query::report(gpu.as_deref())?);
         }
         Command::Convert {
             input,
@@ -445,8 +428,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo { data, dir, gpu } => {
             tools::demo::run(&tools::demo::DemoArgs { data, dir, gpu })?;
         }
-        Command::Plot { log, output, csv, x_axis } => {
-            let report = tools::plot::run(&tools::plot::PlotArgs { log, output, csv, x_axis })?;
+        Command::Plot {
+            log,
+            output,
+            csv,
+            x_axis,
+        } => {
+            let report = tools::plot::run(&tools::plot::PlotArgs {
+                log,
+                output,
+                csv,
+                x_axis,
+            })?;
             eprintln!("{report}");
         }
         Command::Upgrade { input, output } => {
@@ -457,7 +450,27 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// Mesa's Vulkan drivers print "XDG_RUNTIME_DIR is invalid" when it is unset (CI, ssh, cron); give
+/// them a private directory so GPU mode stays quiet.
+fn ensure_runtime_dir() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    let dir = std::env::temp_dir().join(format!("caffe-rs-runtime-{user}"));
+    if std::fs::create_dir_all(&dir).is_ok() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
 fn main() -> ExitCode {
+    ensure_runtime_dir();
     let cli = match Cli::try_parse_from(normalise_flags(std::env::args())) {
         Ok(cli) => cli,
         Err(e) => {

@@ -53,7 +53,8 @@ fn run_case(name: &str) {
 }
 
 fn gpu_engine() -> GpuEngine {
-    GpuEngine::new(0).unwrap_or_else(|e| panic!("GPU conformance needs an adapter (lavapipe in CI): {e:#}"))
+    GpuEngine::new(0)
+        .unwrap_or_else(|e| panic!("GPU conformance needs an adapter (lavapipe in CI): {e:#}"))
 }
 
 fn run_case_on(name: &str, eng: &mut dyn Engine) {

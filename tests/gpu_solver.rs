@@ -35,9 +35,16 @@ fn run(eng: &mut dyn Engine, rule: UpdateRule, reg: Regularization, n: usize) ->
         .unwrap();
     }
     let out = eng.alloc(1);
-    eng.launch(&Kernel::Solver(SolverKernel::SumSquares { x: View::new(data, 0, n), out: View::new(out, 0, 1), accumulate: false }))
-        .unwrap();
-    let mut result = vec![eng.download(View::new(data, 0, n)), eng.download(View::new(diff, 0, n))];
+    eng.launch(&Kernel::Solver(SolverKernel::SumSquares {
+        x: View::new(data, 0, n),
+        out: View::new(out, 0, 1),
+        accumulate: false,
+    }))
+    .unwrap();
+    let mut result = vec![
+        eng.download(View::new(data, 0, n)),
+        eng.download(View::new(diff, 0, n)),
+    ];
     result.extend(history.iter().map(|&h| eng.download(View::new(h, 0, n))));
     result.push(eng.download(View::new(out, 0, 1)));
     result
@@ -50,18 +57,39 @@ fn solver_kernels_match_the_cpu_engine() {
         UpdateRule::Sgd { momentum: 0.9 },
         UpdateRule::Nesterov { momentum: 0.9 },
         UpdateRule::AdaGrad { delta: 1e-8 },
-        UpdateRule::RmsProp { rms_decay: 0.95, delta: 1e-6 },
-        UpdateRule::AdaDelta { momentum: 0.95, delta: 1e-6 },
-        UpdateRule::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, correction: 0.3 },
+        UpdateRule::RmsProp {
+            rms_decay: 0.95,
+            delta: 1e-6,
+        },
+        UpdateRule::AdaDelta {
+            momentum: 0.95,
+            delta: 1e-6,
+        },
+        UpdateRule::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            correction: 0.3,
+        },
     ];
-    let regs = [Regularization::None, Regularization::L2 { decay: 0.01 }, Regularization::L1 { decay: 0.01 }];
+    let regs = [
+        Regularization::None,
+        Regularization::L2 { decay: 0.01 },
+        Regularization::L1 { decay: 0.01 },
+    ];
     for (k, rule) in rules.iter().enumerate() {
         for n in [1, 7, 1000, 70_001] {
             let reg = regs[(k + n) % 3];
-            let (a, b) = (run(&mut CpuEngine::new(), *rule, reg, n), run(&mut g, *rule, reg, n));
+            let (a, b) = (
+                run(&mut CpuEngine::new(), *rule, reg, n),
+                run(&mut g, *rule, reg, n),
+            );
             for (t, (x, y)) in a.iter().zip(&b).enumerate() {
                 for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                    assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{rule:?} n={n} tensor {t}[{i}]: cpu {p} gpu {q}");
+                    assert!(
+                        (p - q).abs() <= 1e-4 * (1.0 + p.abs()),
+                        "{rule:?} n={n} tensor {t}[{i}]: cpu {p} gpu {q}"
+                    );
                 }
             }
         }

@@ -14,11 +14,21 @@ fn make_db() -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let digits = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/digits");
-    let list: String =
-        std::fs::read_to_string(digits.join("train.txt")).unwrap().lines().take(64).map(|l| format!("{l}\n")).collect();
+    let list: String = std::fs::read_to_string(digits.join("train.txt"))
+        .unwrap()
+        .lines()
+        .take(64)
+        .map(|l| format!("{l}\n"))
+        .collect();
     std::fs::write(dir.join("list.txt"), list).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_caffe-rs"))
-        .args(["convert_imageset", "-gray", &format!("{}/", digits.display()), "list.txt", "db"])
+        .args([
+            "convert_imageset",
+            "-gray",
+            &format!("{}/", digits.display()),
+            "list.txt",
+            "db",
+        ])
         .current_dir(&dir)
         .output()
         .unwrap();
@@ -46,7 +56,10 @@ fn solver(db: &std::path::Path, batch: usize) -> SolverParameter {
 
 fn weights(s: &mut Solver) -> Vec<f32> {
     let blobs: Vec<_> = s.net.layer_params("ip1").into_iter().cloned().collect();
-    blobs.iter().flat_map(|b| s.eng.download(b.data())).collect()
+    blobs
+        .iter()
+        .flat_map(|b| s.eng.download(b.data()))
+        .collect()
 }
 
 #[test]
@@ -56,14 +69,22 @@ fn two_devices_equal_one_with_twice_the_batch() {
     let mut single = Solver::new(solver(&db, 32), Box::new(CpuEngine::new())).unwrap();
     single.quiet = true;
     single.solve().unwrap();
-    let engines: Vec<Box<dyn Engine>> = vec![Box::new(CpuEngine::new()), Box::new(CpuEngine::new())];
+    let engines: Vec<Box<dyn Engine>> =
+        vec![Box::new(CpuEngine::new()), Box::new(CpuEngine::new())];
     let mut parallel = Solver::new_parallel(solver(&db, 16), engines).unwrap();
     parallel.quiet = true;
     parallel.solve().unwrap();
     let (a, b) = (weights(&mut single), weights(&mut parallel));
     assert_eq!(a.len(), b.len());
-    let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let max = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
     assert!(max < 1e-5, "parallel differs from single by {max}");
-    assert!(a.iter().any(|&v| (v - 0.01).abs() > 1e-4), "training changed nothing");
+    assert!(
+        a.iter().any(|&v| (v - 0.01).abs() > 1e-4),
+        "training changed nothing"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -267,7 +267,10 @@ impl Solver {
 
     /// One solver over several devices: `engines[0]` is the root (it tests and snapshots); each
     /// device reads its own shard of the data (offset % count == rank), batch size per device.
-    pub fn new_parallel(param: SolverParameter, mut engines: Vec<Box<dyn Engine>>) -> Result<Solver> {
+    pub fn new_parallel(
+        param: SolverParameter,
+        mut engines: Vec<Box<dyn Engine>>,
+    ) -> Result<Solver> {
         if engines.is_empty() {
             bail!("no device given");
         }
@@ -281,7 +284,11 @@ impl Solver {
         for (k, mut eng) in engines.into_iter().enumerate() {
             crate::data::set_thread_shard(crate::data::Shard { rank: k + 1, count });
             let graph = NetGraph::build(&train_param, &state, Strictness::Strict)?;
-            let mut net = Net::new(graph, eng.as_mut(), (seed >= 0).then(|| seed as u64 + 100 + k as u64))?;
+            let mut net = Net::new(
+                graph,
+                eng.as_mut(),
+                (seed >= 0).then(|| seed as u64 + 100 + k as u64),
+            )?;
             solver.broadcast_params(&mut net, eng.as_mut());
             solver.replicas.push(Replica { eng, net });
         }
@@ -310,8 +317,15 @@ impl Solver {
         for (k, l) in self.learnable.iter().enumerate() {
             let mut sum = self.eng.download(l.blob.diff());
             for r in &mut self.replicas {
-                let owners: Vec<usize> =
-                    r.net.graph.params.iter().enumerate().filter(|(i, p)| p.owner == *i).map(|(i, _)| i).collect();
+                let owners: Vec<usize> = r
+                    .net
+                    .graph
+                    .params
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, p)| p.owner == *i)
+                    .map(|(i, _)| i)
+                    .collect();
                 let diff = r.eng.download(r.net.params[owners[k]].diff());
                 for (s, d) in sum.iter_mut().zip(diff) {
                     *s += d;

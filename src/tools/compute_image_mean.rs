@@ -79,12 +79,18 @@ pub fn compute_mean(backend: Backend, path: &str) -> Result<BlobProto> {
             crate::solver::log::progress(&format!("compute_image_mean: {count} images"));
         }
         if count.is_multiple_of(10000) {
-            crate::solver::log::info("compute_image_mean.cpp:96", &format!("Processed {count} files."));
+            crate::solver::log::info(
+                "compute_image_mean.cpp:96",
+                &format!("Processed {count} files."),
+            );
         }
         cursor.next().with_context(ctx)?;
     }
     if !count.is_multiple_of(10000) {
-        crate::solver::log::info("compute_image_mean.cpp:96", &format!("Processed {count} files."));
+        crate::solver::log::info(
+            "compute_image_mean.cpp:96",
+            &format!("Processed {count} files."),
+        );
     }
     let n = count as f32;
     let data: Vec<f32> = sum.iter().map(|v| v / n).collect();

@@ -176,12 +176,18 @@ pub fn run(args: &ConvertImagesetArgs) -> Result<()> {
         }
         if count.is_multiple_of(1000) {
             writer.commit()?;
-            crate::solver::log::info("convert_imageset.cpp:145", &format!("Processed {count} files."));
+            crate::solver::log::info(
+                "convert_imageset.cpp:145",
+                &format!("Processed {count} files."),
+            );
         }
     }
     writer.close()?;
     if !count.is_multiple_of(1000) {
-        crate::solver::log::info("convert_imageset.cpp:145", &format!("Processed {count} files."));
+        crate::solver::log::info(
+            "convert_imageset.cpp:145",
+            &format!("Processed {count} files."),
+        );
     }
     if skipped > 0 {
         eprintln!(

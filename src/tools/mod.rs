@@ -40,9 +40,9 @@ pub fn gpu_devices(list: &str) -> Result<Vec<usize>> {
     }
     list.split(',')
         .map(|d| {
-            d.trim()
-                .parse()
-                .map_err(|_| anyhow::anyhow!("-gpu expects device indices like 0 or 0,1 or all, got \"{list}\""))
+            d.trim().parse().map_err(|_| {
+                anyhow::anyhow!("-gpu expects device indices like 0 or 0,1 or all, got \"{list}\"")
+            })
         })
         .collect()
 }

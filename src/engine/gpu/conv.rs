@@ -214,6 +214,8 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
         k.batch,
         &[per(k.im_stride, im_len), per(k.col_stride, col_len)],
     )?;
+    // Float-assisted index division is exact below 2^24.
+    let fast = col_len < 1 << 24 && im_len < 1 << 24;
     let plane: usize = k.im_shape.iter().product();
     let cols: usize = k.col_shape.iter().product();
     let kprod: usize = k.kernel.iter().product();
@@ -268,10 +270,20 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
             match &tex {
                 Some((view, shift)) => {
                     p.0[1] = p.0[1] + shift - imb.shift;
-                    e.dispatch_res("conv", "im2col_tex", &p, &[Res::T(view), Res::B(&colb)], groups)?;
+                    let entry = match (fast, axes.len()) {
+                        (true, 2) => "im2col_2d",
+                        (true, _) => "im2col_tex_f",
+                        _ => "im2col_tex",
+                    };
+                    e.dispatch_res("conv", entry, &p, &[Res::T(view), Res::B(&colb)], groups)?;
                 }
                 None => {
-                    let entry = if backward { "col2im" } else { "im2col" };
+                    let entry = match (backward, fast) {
+                        (true, true) => "col2im_f",
+                        (true, false) => "col2im",
+                        (false, true) => "im2col_f",
+                        (false, false) => "im2col",
+                    };
                     e.dispatch("conv", entry, &p, &[&imb, &colb], groups)?;
                 }
             }

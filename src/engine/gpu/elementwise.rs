@@ -14,8 +14,8 @@ use crate::engine::kernels::elementwise::{
 const SCRATCH: [&str; 4] = ["in0", "in1", "in2", "in3"];
 
 const UNARY: [&str; 12] = [
-    "unary_0", "unary_1", "unary_2", "unary_3", "unary_4", "unary_5", "unary_6", "unary_7", "unary_8", "unary_9",
-    "unary_10", "unary_11",
+    "unary_0", "unary_1", "unary_2", "unary_3", "unary_4", "unary_5", "unary_6", "unary_7",
+    "unary_8", "unary_9", "unary_10", "unary_11",
 ];
 const UNARY_BACKWARD: [&str; 12] = [
     "unary_backward_0",
