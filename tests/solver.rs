@@ -58,7 +58,7 @@ fn logged_losses(log: &str) -> Vec<(usize, f32)> {
     log.lines()
         .filter_map(|l| {
             let rest = &l[l.find("] Iteration ")? + 12..];
-            let (iter, rest) = rest.split_once(|c| c == ',' || c == ' ')?;
+            let (iter, rest) = rest.split_once([',', ' '])?;
             let value = rest.rsplit_once("loss = ")?.1;
             Some((iter.parse().ok()?, value.trim().parse().ok()?))
         })
