@@ -4,31 +4,22 @@
 use std::path::{Path, PathBuf};
 
 use caffe_rs::engine::cpu::CpuEngine;
+use caffe_rs::format::tensors::{TensorMap, read_tensors};
 use caffe_rs::format::transcode::parse_text;
 use caffe_rs::layers::testing::{LayerCase, run_layer};
 use caffe_rs::proto::{NetParameter, Phase};
 use prost::Message;
-use safetensors::SafeTensors;
 
 fn golden() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden")
 }
 
-struct Tensors {
-    bytes: Vec<u8>,
-}
+/// The case's tensors, read with the library's safetensors reader.
+struct Tensors(TensorMap);
 
 impl Tensors {
     fn get(&self, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
-        let st = SafeTensors::deserialize(&self.bytes).expect("valid safetensors");
-        let t = st.tensor(name).ok()?;
-        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name} is not f32");
-        let values = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Some((t.shape().to_vec(), values))
+        self.0.get(name).cloned()
     }
 }
 
@@ -85,9 +76,7 @@ fn run_case(name: &str) {
     } else {
         Phase::Test
     };
-    let tensors = Tensors {
-        bytes: std::fs::read(dir.join("data.safetensors")).unwrap(),
-    };
+    let tensors = Tensors(read_tensors(&dir.join("data.safetensors")).unwrap());
     let bottoms: Vec<(Vec<usize>, Vec<f32>)> = layer
         .bottom
         .iter()
