@@ -14,7 +14,7 @@ use crate::proto::{ConvolutionParameter, FillerParameter, LayerParameter};
 
 /// Column buffers are cut into chunks of whole images of at most this many elements (at least one
 /// image per chunk).
-const COL_BUDGET: usize = 1 << 21;
+const COL_BUDGET: usize = 1 << 22;
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     Ok(Box::new(Convolution {
@@ -329,9 +329,12 @@ impl ConvGeom {
         self.out_channels / self.group * self.kernel_dim()
     }
 
-    /// Images per column chunk.
+    /// Images per column chunk: as many as the budget allows, spread evenly over the chunks (the
+    /// CPU engine runs the images of a chunk on separate cores).
     fn chunk(&self) -> usize {
-        (COL_BUDGET / self.col_len().max(1)).clamp(1, self.num.max(1))
+        let most = (COL_BUDGET / self.col_len().max(1)).clamp(1, self.num.max(1));
+        let chunks = self.num.max(1).div_ceil(most);
+        self.num.max(1).div_ceil(chunks)
     }
 
     /// The im2col description for images [first, first + batch) of `im` into `col`.

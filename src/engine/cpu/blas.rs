@@ -1,4 +1,6 @@
-use super::Memory;
+use rayon::prelude::*;
+
+use super::{Memory, skinny};
 use crate::engine::kernels::blas::{BlasKernel, Gemm};
 
 pub fn run(kernel: &BlasKernel, mem: &mut Memory) -> anyhow::Result<()> {
@@ -15,14 +17,32 @@ pub fn run(kernel: &BlasKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 g.b.slice(0, b_len),
                 g.c.slice(0, c_len),
             );
+            let threads = rayon::current_num_threads();
+            let disjoint = g.stride_c >= g.m * g.n && g.m * g.n > 0;
             mem.with(&[c], &[a, b], |o, i| {
-                for batch in 0..g.batch {
-                    sgemm(
-                        g,
-                        &i[0][batch * g.stride_a..],
-                        &i[1][batch * g.stride_b..],
-                        &mut o[0][batch * g.stride_c..],
-                    );
+                if g.batch >= threads && threads > 1 && disjoint {
+                    // Whole products per thread: small per-image products split badly.
+                    o[0].par_chunks_mut(g.stride_c)
+                        .enumerate()
+                        .for_each(|(batch, c)| {
+                            sgemm(
+                                g,
+                                &i[0][batch * g.stride_a..],
+                                &i[1][batch * g.stride_b..],
+                                c,
+                                false,
+                            )
+                        });
+                } else {
+                    for batch in 0..g.batch {
+                        sgemm(
+                            g,
+                            &i[0][batch * g.stride_a..],
+                            &i[1][batch * g.stride_b..],
+                            &mut o[0][batch * g.stride_c..],
+                            true,
+                        );
+                    }
                 }
             });
         }
@@ -43,8 +63,9 @@ pub fn run(kernel: &BlasKernel, mem: &mut Memory) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Row-major C = alpha * op(A) * op(B) + beta * C for one batch entry.
-pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+/// Row-major C = alpha * op(A) * op(B) + beta * C for one batch entry, on all cores when
+/// `parallel` and the product is big enough.
+pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool) {
     let (m, n, k) = (g.m, g.n, g.k);
     if m == 0 || n == 0 {
         return;
@@ -71,7 +92,16 @@ pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
         (n as isize, 1)
     };
     let work = m * n * k;
-    let parallelism = if work >= 1 << 18 && rayon::current_num_threads() > 1 {
+    if parallel && m <= skinny::MAX_ROWS && n * k >= 1 << 16 && !g.trans_a {
+        let (a, b, c) = ((a, k), (b, if g.trans_b { k } else { n }), (c, n));
+        if g.trans_b {
+            skinny::gemm_a_bt((m, n, k), g.alpha, a, b, g.beta, c);
+        } else {
+            skinny::gemm_a_b((m, n, k), g.alpha, a, b, g.beta, c);
+        }
+        return;
+    }
+    let parallelism = if parallel && work >= 1 << 18 && rayon::current_num_threads() > 1 {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None

@@ -410,11 +410,11 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
     match kernel {
         ElementwiseKernel::Unary { op, x, y } => {
             check_len(&[*x], y.len)?;
-            mem.with(&[*y], &[*x], |o, i| unary(*op, i[0], o[0]));
+            mem.with_overwrite(&[*y], &[*x], |o, i| unary(*op, i[0], o[0]));
         }
         ElementwiseKernel::UnaryBackward { op, x, y, dy, dx } => {
             check_len(&[*x, *y, *dy], dx.len)?;
-            mem.with(&[*dx], &[*x, *y, *dy], |o, i| {
+            mem.with_overwrite(&[*dx], &[*x, *y, *dy], |o, i| {
                 unary_backward(*op, i[0], i[1], i[2], o[0])
             });
         }
@@ -492,7 +492,7 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
             }
             let (has_scale, has_bias) = (scale.is_some(), bias.is_some());
             let dims = *dims;
-            mem.with(&[*y], &ins, |o, i| {
+            mem.with_overwrite(&[*y], &ins, |o, i| {
                 let x = i[0];
                 let s = if has_scale { Some(i[1]) } else { None };
                 let b = if has_bias {
@@ -580,7 +580,7 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
             check_len(&[*x, *y], dims.count())?;
             check_len(&[*slope], dims.channels)?;
             let dims = *dims;
-            mem.with(&[*y], &[*x, *slope], |o, i| {
+            mem.with_overwrite(&[*y], &[*x, *slope], |o, i| {
                 let (x, slope) = (i[0], i[1]);
                 for_rows(o[0], dims.inner, |r, row| {
                     let a = slope[r % dims.channels];
@@ -601,7 +601,7 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
             check_len(&[*x, *dy, *dx], dims.count())?;
             check_len(&[*slope], dims.channels)?;
             let dims = *dims;
-            mem.with(&[*dx], &[*x, *slope, *dy], |o, i| {
+            mem.with_overwrite(&[*dx], &[*x, *slope, *dy], |o, i| {
                 let (x, slope, dy) = (i[0], i[1], i[2]);
                 for_rows(o[0], dims.inner, |r, row| {
                     let a = slope[r % dims.channels];
@@ -622,7 +622,7 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
             check_len(&[*x], y.len)?;
             // dropout_keep with the seed's hash and the threshold hoisted out of the loop.
             let (base, threshold, scale) = (pcg_hash(*seed), dropout_threshold(*ratio), *scale);
-            mem.with(&[*y], &[*x], |o, i| {
+            mem.with_overwrite(&[*y], &[*x], |o, i| {
                 let x = i[0];
                 for_chunks(o[0], |s, yc| {
                     let n = yc.len();

@@ -4,6 +4,7 @@ mod conv;
 mod elementwise;
 mod norm;
 mod pool;
+mod skinny;
 mod softmax;
 mod solver;
 mod transfer;
@@ -15,7 +16,13 @@ use crate::engine::{Engine, Kernel, TensorId, View};
 pub struct Memory {
     bufs: Vec<Vec<f32>>,
     free_ids: Vec<u32>,
+    /// Buffers kept for reuse by `with_overwrite` (so in-place layers neither copy nor fault in
+    /// fresh pages on every pass).
+    spare: Vec<Vec<f32>>,
 }
+
+/// Buffers `Memory::spare` keeps at most.
+const MAX_SPARE: usize = 2;
 
 impl Memory {
     pub fn read(&self, v: View) -> &[f32] {
@@ -24,6 +31,73 @@ impl Memory {
 
     pub fn write(&mut self, v: View) -> &mut [f32] {
         &mut self.bufs[v.id.0 as usize][v.offset..v.offset + v.len]
+    }
+
+    /// Like [`Memory::with`], for kernels that overwrite every element of their outputs without
+    /// reading them. An output view covering its whole tensor that is also read as an input
+    /// (in-place layers) is written to a spare buffer that then replaces the tensor's, while the
+    /// inputs read the old one: no copy.
+    pub fn with_overwrite<R>(
+        &mut self,
+        outs: &[View],
+        ins: &[View],
+        f: impl FnOnce(&mut [&mut [f32]], &[&[f32]]) -> R,
+    ) -> R {
+        let read = |o: &View| ins.iter().any(|i| i.id == o.id);
+        let whole = |m: &Self, o: &View| o.offset == 0 && o.len == m.bufs[o.id.0 as usize].len();
+        if !outs.iter().any(|o| read(o) && whole(self, o))
+            || outs.iter().any(|o| read(o) && !whole(self, o))
+        {
+            return self.with(outs, ins, f);
+        }
+        // Buffers f writes, and the replaced buffers the inputs read.
+        let mut taken: Vec<(u32, Vec<f32>)> = Vec::with_capacity(outs.len());
+        let mut old: Vec<(u32, Vec<f32>)> = Vec::new();
+        for o in outs {
+            assert!(
+                taken.iter().all(|(id, _)| *id != o.id.0),
+                "kernel outputs must be in distinct tensors"
+            );
+            let cur = std::mem::take(&mut self.bufs[o.id.0 as usize]);
+            if read(o) {
+                let new = match self.spare.iter().position(|b| b.len() == cur.len()) {
+                    Some(p) => self.spare.swap_remove(p),
+                    None => vec![0.0; cur.len()],
+                };
+                taken.push((o.id.0, new));
+                old.push((o.id.0, cur));
+            } else {
+                taken.push((o.id.0, cur));
+            }
+        }
+        let result = {
+            let in_slices: Vec<&[f32]> = ins
+                .iter()
+                .map(|i| {
+                    let buf = match old.iter().find(|(id, _)| *id == i.id.0) {
+                        Some((_, b)) => b,
+                        None => &self.bufs[i.id.0 as usize],
+                    };
+                    &buf[i.offset..i.offset + i.len]
+                })
+                .collect();
+            let mut out_slices: Vec<&mut [f32]> = taken
+                .iter_mut()
+                .zip(outs)
+                .map(|((_, buf), o)| &mut buf[o.offset..o.offset + o.len])
+                .collect();
+            f(&mut out_slices, &in_slices)
+        };
+        for (id, buf) in taken {
+            self.bufs[id as usize] = buf;
+        }
+        for (_, buf) in old {
+            if self.spare.len() >= MAX_SPARE {
+                self.spare.remove(0);
+            }
+            self.spare.push(buf);
+        }
+        result
     }
 
     /// Runs `f` with mutable slices for `outs` and shared slices for `ins`.

@@ -145,7 +145,7 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
             match (var, std) {
                 (Some(var), Some(std)) => {
                     check_len(&[*var, *std], dims.channels)?;
-                    mem.with(&[*y, *std], &[*x, *mean, *var], |o, i| {
+                    mem.with_overwrite(&[*y, *std], &[*x, *mean, *var], |o, i| {
                         let (x, mean, var) = (i[0], i[1], i[2]);
                         let (yo, so) = o.split_at_mut(1);
                         for (s, &v) in so[0].iter_mut().zip(var) {
@@ -160,7 +160,7 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
                         });
                     });
                 }
-                (None, None) => mem.with(&[*y], &[*x, *mean], |o, i| {
+                (None, None) => mem.with_overwrite(&[*y], &[*x, *mean], |o, i| {
                     let (x, mean) = (i[0], i[1]);
                     for_rows(o[0], dims.inner, |r, row| {
                         let m = mean[r % dims.channels];
@@ -191,7 +191,7 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
             let grad = *grad;
             let m = (dims.outer * dims.inner).max(1);
             let inv_m = (1.0 / m as f64) as f32;
-            mem.with(&[*dx], &ins, |o, i| {
+            mem.with_overwrite(&[*dx], &ins, |o, i| {
                 let (y, dy) = (i[0], i[1]);
                 let (mut s_dy, mut s_dyy) = (vec![0f32; dims.channels], vec![0f32; dims.channels]);
                 if grad != NormGrad::Frozen {
