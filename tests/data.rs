@@ -130,6 +130,7 @@ fn run_forwards(
             params: &[],
             phase,
             rng: &mut rng,
+            param_grads: &[],
         };
         layer.forward(&mut cx)?;
         if download {

@@ -367,6 +367,7 @@ mod tests {
             params: &params,
             phase: Phase::Train,
             rng: &mut rng,
+            param_grads: &[],
         };
         layer.forward(&mut cx).unwrap();
         // A later in-place layer clobbering the top must not change the gradient.

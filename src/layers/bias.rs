@@ -143,7 +143,7 @@ impl Layer for Bias {
                 .unwrap_or(false)
                 .then(|| (cx.bottoms[1].diff(), 0.0))
         } else {
-            Some((cx.params[0].diff(), 1.0))
+            cx.param_grad(0).then(|| (cx.params[0].diff(), 1.0))
         };
         if let Some((y, beta)) = target {
             let kernel = ElementwiseKernel::ChannelSum {

@@ -632,16 +632,18 @@ impl Layer for Convolution {
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {
         let g = self.geom()?.clone();
         for (i, (b, t)) in cx.bottoms.iter().zip(cx.tops).enumerate() {
-            if self.spec.bias_term {
+            if self.spec.bias_term && cx.param_grad(1) {
                 g.bias_grad(cx.eng, t.diff(), cx.params[1].diff())?;
             }
-            g.weight_grad(
-                cx.eng,
-                &mut self.col,
-                b.data(),
-                t.diff(),
-                cx.params[0].diff(),
-            )?;
+            if cx.param_grad(0) {
+                g.weight_grad(
+                    cx.eng,
+                    &mut self.col,
+                    b.data(),
+                    t.diff(),
+                    cx.params[0].diff(),
+                )?;
+            }
             if propagate_down.get(i).copied().unwrap_or(false) {
                 g.out_to_im(
                     cx.eng,

@@ -59,17 +59,19 @@ impl Layer for Deconvolution {
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {
         let g = self.geom()?;
         for (i, (b, t)) in cx.bottoms.iter().zip(cx.tops).enumerate() {
-            if self.spec.bias_term {
+            if self.spec.bias_term && cx.param_grad(1) {
                 bias_geom(&g).bias_grad(cx.eng, t.diff(), cx.params[1].diff())?;
             }
-            // dW += bottom * im2col(top_diff)^T
-            g.weight_grad(
-                cx.eng,
-                &mut self.col,
-                t.diff(),
-                b.data(),
-                cx.params[0].diff(),
-            )?;
+            if cx.param_grad(0) {
+                // dW += bottom * im2col(top_diff)^T
+                g.weight_grad(
+                    cx.eng,
+                    &mut self.col,
+                    t.diff(),
+                    b.data(),
+                    cx.params[0].diff(),
+                )?;
+            }
             if propagate_down.get(i).copied().unwrap_or(false) {
                 g.im_to_out(
                     cx.eng,

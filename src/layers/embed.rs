@@ -83,14 +83,16 @@ impl Layer for Embed {
     fn backward(&mut self, cx: &mut Ctx, _propagate_down: &[bool]) -> Result<()> {
         let (indices, top_diff) = (cx.bottoms[0].data(), cx.tops[0].diff());
         let weight_diff = cx.params[0].diff();
-        cx.eng.launch(&Kernel::Conv(ConvKernel::ScatterAddRows {
-            indices,
-            top_diff,
-            weight_diff,
-            rows: self.k,
-            width: self.n,
-        }))?;
-        if self.bias_term {
+        if cx.param_grad(0) {
+            cx.eng.launch(&Kernel::Conv(ConvKernel::ScatterAddRows {
+                indices,
+                top_diff,
+                weight_diff,
+                rows: self.k,
+                width: self.n,
+            }))?;
+        }
+        if self.bias_term && cx.param_grad(1) {
             let out = cx.params[1].diff();
             cx.eng.launch(&Kernel::Conv(ConvKernel::ChannelSum {
                 x: top_diff,

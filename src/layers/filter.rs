@@ -225,6 +225,7 @@ mod tests {
             params: &[],
             phase: Phase::Test,
             rng: &mut rng,
+            param_grads: &[],
         };
         layer.forward(&mut cx).unwrap();
         assert_eq!(layer.forwarded_shapes(), vec![vec![2, 2], vec![2]]);

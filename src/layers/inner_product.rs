@@ -117,8 +117,10 @@ impl Layer for InnerProduct {
             // dW[N, K] += dy^T x
             Gemm::single(true, false, n, k, m, 1.0, dy, x, 1.0, dw)
         };
-        cx.eng.launch(&Kernel::Blas(BlasKernel::Gemm(g)))?;
-        if self.bias_term {
+        if cx.param_grad(0) {
+            cx.eng.launch(&Kernel::Blas(BlasKernel::Gemm(g)))?;
+        }
+        if self.bias_term && cx.param_grad(1) {
             let out = cx.params[1].diff();
             cx.eng.launch(&Kernel::Conv(ConvKernel::ChannelSum {
                 x: dy,

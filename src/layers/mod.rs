@@ -52,6 +52,16 @@ pub struct Ctx<'a> {
     pub params: &'a [Blob],
     pub phase: Phase,
     pub rng: &'a mut Rng,
+    /// Caffe's param_propagate_down, one per param (false for lr_mult 0: no gradient is computed).
+    /// Empty means every param gets its gradient.
+    pub param_grads: &'a [bool],
+}
+
+impl Ctx<'_> {
+    /// Whether param `i` wants its gradient.
+    pub fn param_grad(&self, i: usize) -> bool {
+        self.param_grads.get(i).copied().unwrap_or(true)
+    }
 }
 
 pub trait Layer: Send {

@@ -43,7 +43,7 @@ impl Layer for Parameter {
     }
 
     fn backward(&mut self, cx: &mut Ctx, _propagate_down: &[bool]) -> Result<()> {
-        if cx.tops[0].diff() != cx.params[0].diff() {
+        if cx.param_grad(0) && cx.tops[0].diff() != cx.params[0].diff() {
             cx.eng.launch(&Kernel::Blas(BlasKernel::Axpby {
                 alpha: 1.0,
                 x: cx.tops[0].diff(),

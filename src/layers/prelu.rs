@@ -92,7 +92,9 @@ impl Layer for PRelu {
             beta: 1.0,
             y: cx.params[0].diff(),
         };
-        cx.eng.launch(&Kernel::Elementwise(dslope))?;
+        if cx.param_grad(0) {
+            cx.eng.launch(&Kernel::Elementwise(dslope))?;
+        }
         if propagate_down.first().copied().unwrap_or(false) {
             let slope = cx.params[0].data();
             let dx = cx.bottoms[0].diff();

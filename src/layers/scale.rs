@@ -111,7 +111,7 @@ impl Layer for Scale {
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {
         let dy = cx.tops[0].diff();
         let dims = self.dims;
-        if let Some(i) = self.bias_index() {
+        if let Some(i) = self.bias_index().filter(|&i| cx.param_grad(i)) {
             let kernel = ElementwiseKernel::ChannelSum {
                 dims,
                 a: dy,
@@ -128,7 +128,7 @@ impl Layer for Scale {
                 .unwrap_or(false)
                 .then(|| cx.bottoms[1].diff())
         } else {
-            Some(cx.params[0].diff())
+            cx.param_grad(0).then(|| cx.params[0].diff())
         };
         if let Some(y) = scale_diff {
             let x = if self.in_place {
@@ -310,6 +310,7 @@ mod tests {
             params: &params,
             phase: Phase::Test,
             rng: &mut rng,
+            param_grads: &[],
         };
         layer.forward(&mut cx).unwrap();
         cx.eng.upload(blob.diff(), &dy);

@@ -164,6 +164,7 @@ mod tests {
             params: &[],
             phase: Phase::Test,
             rng: &mut rng,
+            param_grads: &[],
         };
         layer.forward(&mut cx).unwrap();
         assert_eq!(cx.eng.download(blob.data()), want.tops[0].1);

@@ -76,6 +76,7 @@ mod tests {
             params: &[],
             phase: Phase::Test,
             rng: &mut rng,
+            param_grads: &[],
         };
         layer.forward(&mut cx).unwrap();
         cx.eng.upload(blob.diff(), &dy);

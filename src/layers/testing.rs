@@ -84,6 +84,7 @@ pub fn run_layer(
         params: &params,
         phase: case.phase,
         rng: &mut rng,
+        param_grads: &[],
     };
     layer.forward(&mut cx)?;
     let mut run = LayerRun::default();

@@ -129,6 +129,7 @@ impl Net {
                 params: &params,
                 phase,
                 rng: &mut self.rng,
+                param_grads: &[],
             };
             layer.forward(&mut cx).with_context(|| label.clone())?;
             if let Some(shapes) = layer.forwarded_top_shapes() {
@@ -219,6 +220,11 @@ impl Net {
         let (bottoms, tops, params) = self.layer_blobs(i);
         let label = self.label(i);
         let propagate_down = self.graph.layers[i].bottom_need_backward.clone();
+        let param_grads: Vec<bool> = self.graph.layers[i]
+            .params
+            .iter()
+            .map(|&p| self.graph.params[p].lr_mult != 0.0)
+            .collect();
         let layer = self.graph.layers[i]
             .layer
             .as_mut()
@@ -230,6 +236,7 @@ impl Net {
             params: &params,
             phase,
             rng: &mut self.rng,
+            param_grads: &param_grads,
         };
         layer
             .backward(&mut cx, &propagate_down)

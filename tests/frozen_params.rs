@@ -1,0 +1,51 @@
+//! Caffe's param_propagate_down: a parameter with lr_mult 0 gets no gradient (its layer skips the
+//! work), the other parameters of the same layer and the layers around it still get theirs.
+use caffe_rs::engine::Engine;
+use caffe_rs::engine::cpu::CpuEngine;
+use caffe_rs::format::transcode::parse_text;
+use caffe_rs::net::runtime::Net;
+use caffe_rs::net::state::make_state;
+use caffe_rs::proto::{NetParameter, Phase};
+
+const NET: &str = r#"
+name: "frozen"
+layer { name: "x" type: "Input" top: "x" top: "t"
+        input_param { shape { dim: 4 dim: 5 dim: 1 dim: 1 } shape { dim: 4 dim: 2 } } }
+layer { name: "conv" type: "Convolution" bottom: "x" top: "c"
+        param { lr_mult: 0 } param { lr_mult: 1 }
+        convolution_param { num_output: 3 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "c" top: "y"
+        param { lr_mult: 1 } param { lr_mult: 0 }
+        inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 }
+                              bias_filler { type: "constant" value: 0.5 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }
+"#;
+
+#[test]
+fn parameters_with_lr_mult_zero_get_no_gradient() {
+    let param: NetParameter = parse_text(NET, "frozen.prototxt", "caffe.NetParameter").unwrap();
+    let state = make_state(&param, Phase::Train, 0, &[]);
+    let mut eng = CpuEngine::new();
+    let mut net = Net::from_param(&param, &state, &mut eng, Some(3)).unwrap();
+    let x = net.blobs[net.graph.blob_index("x").unwrap()].clone();
+    let t = net.blobs[net.graph.blob_index("t").unwrap()].clone();
+    eng.upload(
+        x.data(),
+        &(0..20).map(|v| v as f32 * 0.1 - 1.0).collect::<Vec<_>>(),
+    );
+    eng.upload(t.data(), &[1.0, -1.0, 0.5, 0.0, 2.0, 1.0, -0.5, 0.25]);
+    net.forward(&mut eng).unwrap();
+    net.clear_param_diffs(&mut eng);
+    net.backward(&mut eng).unwrap();
+    let diff_norm = |net: &Net, eng: &mut CpuEngine, i: usize| -> f32 {
+        eng.download(net.params[i].diff())
+            .iter()
+            .map(|v| v.abs())
+            .sum()
+    };
+    // params: conv weight (frozen), conv bias, ip weight, ip bias (frozen)
+    assert_eq!(diff_norm(&net, &mut eng, 0), 0.0, "frozen conv weight");
+    assert!(diff_norm(&net, &mut eng, 1) > 0.0, "conv bias");
+    assert!(diff_norm(&net, &mut eng, 2) > 0.0, "ip weight");
+    assert_eq!(diff_norm(&net, &mut eng, 3), 0.0, "frozen ip bias");
+}
