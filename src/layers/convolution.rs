@@ -538,29 +538,23 @@ impl ConvGeom {
                 )))?;
                 (cv, self.col_len())
             };
-            for i in 0..batch {
-                let a = Operand {
-                    view: out_diff.slice((first + i) * self.out_dim(), self.out_dim()),
-                    image: 0,
-                    group: og * s,
-                };
-                let b = Operand {
-                    view: cols.slice(i * col_image, col_image),
-                    image: 0,
-                    group: kd * s,
-                };
-                let c = Operand {
-                    view: weight_diff,
-                    image: 0,
-                    group: self.weight_group(),
-                };
-                // One image: batch over the groups.
-                let g = ConvGeom {
-                    num: 1,
-                    ..self.clone()
-                };
-                g.gemms(eng, (false, true), (og, kd, s), 1.0, a, b, c, 1)?;
-            }
+            let a = Operand {
+                view: out_diff.slice(first * self.out_dim(), batch * self.out_dim()),
+                image: self.out_dim(),
+                group: og * s,
+            };
+            let b = Operand {
+                view: cols,
+                image: col_image,
+                group: kd * s,
+            };
+            // Every image adds into the same weight diff (image stride 0).
+            let c = Operand {
+                view: weight_diff,
+                image: 0,
+                group: self.weight_group(),
+            };
+            self.gemms(eng, (false, true), (og, kd, s), 1.0, a, b, c, batch)?;
             first += batch;
         }
         Ok(())

@@ -20,7 +20,36 @@ pub fn run(kernel: &BlasKernel, mem: &mut Memory) -> anyhow::Result<()> {
             let threads = rayon::current_num_threads();
             let disjoint = g.stride_c >= g.m * g.n && g.m * g.n > 0;
             mem.with(&[c], &[a, b], |o, i| {
-                if g.batch >= threads && threads > 1 && disjoint {
+                if g.batch > 1 && threads > 1 && g.stride_c == 0 && g.beta == 1.0 {
+                    // Entries all accumulate into C (weight gradients summed over images): each
+                    // thread sums its share of the entries, then C gets the shares.
+                    let parts = threads.min(g.batch);
+                    let shares: Vec<Vec<f32>> = (0..parts)
+                        .into_par_iter()
+                        .map(|p| {
+                            let mut acc = vec![0f32; g.m * g.n];
+                            let entry = Gemm {
+                                beta: 1.0,
+                                ..g.clone()
+                            };
+                            for batch in p * g.batch / parts..(p + 1) * g.batch / parts {
+                                sgemm(
+                                    &entry,
+                                    &i[0][batch * g.stride_a..],
+                                    &i[1][batch * g.stride_b..],
+                                    &mut acc,
+                                    false,
+                                );
+                            }
+                            acc
+                        })
+                        .collect();
+                    for share in &shares {
+                        for (c, s) in o[0][..g.m * g.n].iter_mut().zip(share) {
+                            *c += s;
+                        }
+                    }
+                } else if g.batch >= threads && threads > 1 && disjoint {
                     // Whole products per thread: small per-image products split badly.
                     o[0].par_chunks_mut(g.stride_c)
                         .enumerate()

@@ -79,6 +79,19 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
             g.batch
         );
     }
+    if g.stride_c == 0 && g.batch > 1 {
+        // Every entry accumulates into the same C: one after the other.
+        for b in 0..g.batch {
+            let one = Gemm {
+                a: g.a.slice(b * g.stride_a, m * k),
+                b: g.b.slice(b * g.stride_b, k * n),
+                batch: 1,
+                ..g.clone()
+            };
+            gemm(e, &one)?;
+        }
+        return Ok(());
+    }
     let c_view = g.c.slice(0, c_len);
     e.check_view(c_view)?;
     if k == 0 {
