@@ -5,6 +5,9 @@ use super::Memory;
 use crate::engine::View;
 use crate::engine::kernels::conv::{ConvKernel, Im2col};
 
+/// Spatial axes im2col handles (Caffe's GPU im2col stops at 10 axes in all).
+const MAX_AXES: usize = 8;
+
 /// Elements a rayon task should at least get before splitting is worth it.
 const GRAIN: usize = 1 << 14;
 
@@ -14,10 +17,19 @@ pub fn run(kernel: &ConvKernel, mem: &mut Memory) -> Result<()> {
             let geo = Geo::new(k)?;
             let (im, col) = spans(k)?;
             mem.with(&[col], &[im], |o, i| {
-                for b in 0..k.batch {
-                    let im_b = &i[0][b * k.im_stride..][..k.im_len()];
-                    let col_b = &mut o[0][b * k.col_stride..][..k.col_len()];
-                    im2col_image(&geo, im_b, col_b);
+                if k.col_stride >= k.col_len() && k.col_len() > 0 {
+                    o[0].par_chunks_mut(k.col_stride)
+                        .enumerate()
+                        .for_each(|(b, col_b)| {
+                            let im_b = &i[0][b * k.im_stride..][..k.im_len()];
+                            im2col_image(&geo, im_b, &mut col_b[..k.col_len()]);
+                        });
+                } else {
+                    for b in 0..k.batch {
+                        let im_b = &i[0][b * k.im_stride..][..k.im_len()];
+                        let col_b = &mut o[0][b * k.col_stride..][..k.col_len()];
+                        im2col_image(&geo, im_b, col_b);
+                    }
                 }
             });
         }
@@ -25,10 +37,19 @@ pub fn run(kernel: &ConvKernel, mem: &mut Memory) -> Result<()> {
             let geo = Geo::new(k)?;
             let (im, col) = spans(k)?;
             mem.with(&[im], &[col], |o, i| {
-                for b in 0..k.batch {
-                    let col_b = &i[0][b * k.col_stride..][..k.col_len()];
-                    let im_b = &mut o[0][b * k.im_stride..][..k.im_len()];
-                    col2im_image(&geo, col_b, im_b);
+                if k.im_stride >= k.im_len() && k.im_len() > 0 {
+                    o[0].par_chunks_mut(k.im_stride)
+                        .enumerate()
+                        .for_each(|(b, im_b)| {
+                            let col_b = &i[0][b * k.col_stride..][..k.col_len()];
+                            col2im_image(&geo, col_b, &mut im_b[..k.im_len()]);
+                        });
+                } else {
+                    for b in 0..k.batch {
+                        let col_b = &i[0][b * k.col_stride..][..k.col_len()];
+                        let im_b = &mut o[0][b * k.im_stride..][..k.im_len()];
+                        col2im_image(&geo, col_b, im_b);
+                    }
                 }
             });
         }
@@ -259,6 +280,10 @@ impl Geo {
             k.stride.iter().all(|&s| s > 0),
             "im2col: strides must be positive"
         );
+        ensure!(
+            d <= MAX_AXES,
+            "im2col: at most {MAX_AXES} spatial axes are supported, got {d}"
+        );
         let norm = |v: &[usize]| if d == 0 { vec![1] } else { v.to_vec() };
         let zero = |v: &[usize]| if d == 0 { vec![0] } else { v.to_vec() };
         let g = Geo {
@@ -284,7 +309,7 @@ impl Geo {
         let d = self.im.len();
         let last = d - 1;
         // Kernel multi-index, last axis fastest.
-        let mut kidx = vec![0usize; d];
+        let mut kidx = [0usize; MAX_AXES];
         let mut rest = kpos;
         for a in (0..d).rev() {
             kidx[a] = rest % self.kernel[a];
@@ -309,7 +334,7 @@ impl Geo {
         }
         .clamp(lo, ow);
         let lines: usize = self.out[..last].iter().product();
-        let mut oidx = vec![0usize; last];
+        let mut oidx = [0usize; MAX_AXES];
         for line in 0..lines {
             // Input offset of this line's outer coordinates.
             let mut base = Some(0usize);
