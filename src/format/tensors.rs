@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 
 /// Tensor name -> (shape, values).
 pub type TensorMap = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
@@ -56,30 +56,45 @@ pub fn read_tensors(path: &Path) -> Result<TensorMap> {
     decode_tensors(&bytes, &path.display().to_string())
 }
 
+/// The safetensors header of `tensors` (all F32, in map order), padded to 8 bytes.
+fn header(tensors: &TensorMap) -> Vec<u8> {
+    let mut entries = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, (shape, values)) in tensors {
+        let end = offset + values.len() * 4;
+        entries.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    let mut header = serde_json::Value::Object(entries).to_string().into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    header
+}
+
+/// Writes `tensors` as safetensors (F32) to `w`, tensor by tensor: no second copy in memory.
+fn write_to(w: &mut dyn std::io::Write, tensors: &TensorMap) -> std::io::Result<()> {
+    let header = header(tensors);
+    w.write_all(&(header.len() as u64).to_le_bytes())?;
+    w.write_all(&header)?;
+    let mut buf = Vec::with_capacity(1 << 16);
+    for (_, values) in tensors.values() {
+        for chunk in values.chunks(1 << 14) {
+            buf.clear();
+            buf.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+            w.write_all(&buf)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn encode_tensors(tensors: &TensorMap) -> Result<Vec<u8>> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .iter()
-        .map(|(name, (shape, values))| {
-            (
-                name.clone(),
-                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                shape.clone(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, TensorView)> = bytes
-        .iter()
-        .map(|(name, data, shape)| {
-            Ok((
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), data)?,
-            ))
-        })
-        .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    Ok(safetensors::serialize(views, None)?)
+    let mut bytes = Vec::new();
+    write_to(&mut bytes, tensors)?;
+    Ok(bytes)
 }
 
 pub fn write_tensors(path: &Path, tensors: &TensorMap) -> Result<()> {
-    let bytes = encode_tensors(tensors)?;
-    super::caffemodel::write_atomic(path, &bytes)
+    super::caffemodel::write_atomic_with(path, |w| write_to(w, tensors))
 }

@@ -137,7 +137,8 @@ pub fn run_net(
             }
         }
     }
-    for node in &net.graph.layers {
+    // The parameters (BatchNorm statistics change in TRAIN) only when every tensor is asked for.
+    for node in net.graph.layers.iter().filter(|_| opts.blobs.is_empty()) {
         for (i, &p) in node.params.iter().enumerate() {
             let blob = &net.params[p];
             out.insert(
