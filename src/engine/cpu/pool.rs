@@ -314,24 +314,45 @@ fn sto_window(o: usize, stride: usize, kernel: usize, size: usize) -> (usize, us
     (start, (start + kernel).min(size))
 }
 
+/// Caffe's max pooling: the first maximum in row-major window order wins (strict `>`), empty
+/// windows give -FLT_MAX and index -1. Each output row is swept kernel offset by kernel offset so
+/// the inner loop runs over output columns without branches (and vectorises for stride 1); every
+/// output still sees its window's elements in row-major order.
 fn max_forward(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
+    let (pw_n, s) = (g.pooled_w, g.stride_w);
     for ph in 0..g.pooled_h {
         let (hs, he) = max_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
-        for pw in 0..g.pooled_w {
-            let (ws, we) = max_window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
-            let mut best = -f32::MAX;
-            let mut idx = -1isize;
-            for h in hs..he {
-                let row = h * g.width;
-                for (w, &v) in x[row + ws..row + we].iter().enumerate() {
-                    if v > best {
-                        best = v;
-                        idx = (row + ws + w) as isize;
-                    }
+        let best = &mut top[ph * pw_n..][..pw_n];
+        let idx = &mut mask[ph * pw_n..][..pw_n];
+        best.fill(-f32::MAX);
+        idx.fill(-1.0);
+        for h in hs..he {
+            let row = h * g.width;
+            for kw in 0..g.kernel_w {
+                // Outputs whose window holds column w = pw * s + kw - pad inside the image.
+                let lo = if g.pad_w > kw {
+                    (g.pad_w - kw).div_ceil(s)
+                } else {
+                    0
+                };
+                let last = g.width - 1 + g.pad_w;
+                let hi = if last >= kw {
+                    ((last - kw) / s + 1).min(pw_n)
+                } else {
+                    0
+                };
+                if lo >= hi {
+                    continue;
+                }
+                let first = row + lo * s + kw - g.pad_w;
+                for (t, (b, m)) in best[lo..hi].iter_mut().zip(&mut idx[lo..hi]).enumerate() {
+                    let at = first + t * s;
+                    let v = x[at];
+                    let gt = v > *b;
+                    *b = if gt { v } else { *b };
+                    *m = if gt { at as f32 } else { *m };
                 }
             }
-            top[ph * g.pooled_w + pw] = best;
-            mask[ph * g.pooled_w + pw] = idx as f32;
         }
     }
 }
