@@ -80,41 +80,55 @@ enum Command {
     },
     /// Score a model over a number of batches (Caffe's `caffe test`)
     Test {
+        /// The model definition (.prototxt)
         #[arg(long)]
         model: PathBuf,
+        /// Trained weights (.caffemodel), comma-separated for several
         #[arg(long)]
         weights: Option<String>,
         /// Number of batches
         #[arg(long, default_value_t = 50)]
         iterations: i32,
+        /// GPU mode on these adapters (0, 0,1 or all; indices of device_query); CPU mode without it
         #[arg(long)]
         gpu: Option<String>,
+        /// Network level
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         level: i32,
+        /// Network stages, comma-separated
         #[arg(long, value_delimiter = ',')]
         stage: Vec<String>,
     },
     /// Benchmark a model's per-layer forward and backward time (Caffe's `caffe time`)
     Time {
+        /// The model definition (.prototxt)
         #[arg(long)]
         model: PathBuf,
+        /// Trained weights (.caffemodel), comma-separated for several
         #[arg(long)]
         weights: Option<String>,
+        /// Number of timed iterations
         #[arg(long, default_value_t = 50)]
         iterations: i32,
+        /// GPU mode on these adapters (0, 0,1 or all; indices of device_query); CPU mode without it
         #[arg(long)]
         gpu: Option<String>,
+        /// Network phase (TRAIN or TEST)
         #[arg(long, default_value = "TRAIN", value_parser = parse_phase)]
         phase: Phase,
+        /// Network level
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         level: i32,
+        /// Network stages, comma-separated
         #[arg(long, value_delimiter = ',')]
         stage: Vec<String>,
     },
     /// Run a net on tensors from a safetensors file and write every blob (and gradients)
     Forward {
+        /// The model definition (.prototxt)
         #[arg(long)]
         model: PathBuf,
+        /// Trained weights (.caffemodel), comma-separated for several
         #[arg(long)]
         weights: Option<String>,
         /// Tensors named input.<blob> (and top_diff.<blob> with -backward)
@@ -129,6 +143,7 @@ enum Command {
         /// Also run backward
         #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
         backward: bool,
+        /// GPU mode on these adapters (0, 0,1 or all; indices of device_query); CPU mode without it
         #[arg(long)]
         gpu: Option<String>,
         #[command(flatten)]
@@ -136,6 +151,7 @@ enum Command {
     },
     /// List the GPU adapters (Caffe's `caffe device_query`)
     DeviceQuery {
+        /// GPU mode on these adapters (0, 0,1 or all; indices of device_query); CPU mode without it
         #[arg(long)]
         gpu: Option<String>,
     },
@@ -201,6 +217,7 @@ enum Command {
         /// Output folder (the working directory of the run)
         #[arg(long, default_value = "demo_output")]
         dir: PathBuf,
+        /// GPU mode on these adapters (0, 0,1 or all; indices of device_query); CPU mode without it
         #[arg(long)]
         gpu: Option<String>,
     },
