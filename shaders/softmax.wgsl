@@ -288,3 +288,217 @@ fn euclidean(@builtin(local_invocation_index) lid: u32) {
         s4[pu(4u)] = red_a[0] / f32(max(pu(9u), 1u)) / 2.0;
     }
 }
+
+// ---- MultinomialLogistic, Hinge, Contrastive, ArgMax ----------------------------------------
+// Per-element kernels run one invocation per element of a chunk of `outer` rows (word 0 the
+// number of invocations); word 8 is always the whole `outer`, which the losses divide by.
+
+const NAN_BITS: u32 = 0x7fc00000u;
+
+// Whether label value `v` truncates to a class in [0, dim).
+fn class_ok(v: f32, dim: u32) -> bool {
+    let c = i32(v);
+    return c >= 0 && u32(c) < dim;
+}
+
+// loss = -sum_o log(max(prob[o, label[o]], 1e-20)) / outer. s1 prob, s2 label, s3 loss.
+// words: 8 outer, 9 dim
+@compute @workgroup_size(256)
+fn multinomial_logistic(@builtin(local_invocation_index) lid: u32) {
+    let outer = pu(8u);
+    let dim = pu(9u);
+    var sum = 0.0;
+    for (var o = lid; o < outer; o += 256u) {
+        let v = s2[pu(2u) + o];
+        if (class_ok(v, dim)) {
+            sum -= log(max(s1[pu(1u) + o * dim + u32(i32(v))], 1e-20));
+        } else {
+            sum += bitcast<f32>(NAN_BITS);
+        }
+    }
+    red_a[lid] = sum;
+    red_b[lid] = 0.0;
+    reduce2(lid);
+    if (lid == 0u) {
+        s3[pu(3u)] = red_a[0] / f32(max(outer, 1u));
+    }
+}
+
+// dx = 0 except dx[o, label[o]] = (-top_diff / outer) / max(prob, 1e-20).
+// s1 prob, s2 label, s3 top_diff, s4 dx. words: 8 outer, 9 dim
+@compute @workgroup_size(256)
+fn multinomial_logistic_grad(@builtin(workgroup_id) wid: vec3<u32>,
+                             @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let q = gid(wid, nwg, lid);
+    if (q >= pu(0u)) { return; }
+    let dim = pu(9u);
+    let o = q / dim;
+    let k = q - o * dim;
+    let v = s2[pu(2u) + o];
+    var d = 0.0;
+    if (!class_ok(v, dim)) {
+        d = bitcast<f32>(NAN_BITS);
+    } else if (u32(i32(v)) == k) {
+        let scale = -s3[pu(3u)] / f32(max(pu(8u), 1u));
+        d = scale / max(s1[pu(1u) + q], 1e-20);
+    }
+    s4[pu(4u) + q] = d;
+}
+
+// margin = max(0, 1 - t*x) (t = +1 at the label, -1 elsewhere); loss = sum(margin or margin^2) /
+// outer. s1 x, s2 label, s3 margin, s4 loss. words: 8 outer, 9 dim, 10 l2
+@compute @workgroup_size(256)
+fn hinge(@builtin(local_invocation_index) lid: u32) {
+    let dim = pu(9u);
+    let n = pu(8u) * dim;
+    let l2 = pu(10u) != 0u;
+    var sum = 0.0;
+    for (var q = lid; q < n; q += 256u) {
+        let o = q / dim;
+        let k = q - o * dim;
+        let v = s2[pu(2u) + o];
+        let x = s1[pu(1u) + q];
+        var m = max(1.0 + select(x, -x, i32(k) == i32(v)), 0.0);
+        if (!class_ok(v, dim)) { m = bitcast<f32>(NAN_BITS); }
+        s3[pu(3u) + q] = m;
+        sum += select(m, m * m, l2);
+    }
+    red_a[lid] = sum;
+    red_b[lid] = 0.0;
+    reduce2(lid);
+    if (lid == 0u) {
+        s4[pu(4u)] = red_a[0] / f32(max(pu(8u), 1u));
+    }
+}
+
+// dx = -t * sign(margin) * w / outer (L1) or -t * margin * (w * 2 / outer) (L2), w = top_diff.
+// s1 margin, s2 label, s3 top_diff, s4 dx. words: 8 outer, 9 dim, 10 l2
+@compute @workgroup_size(256)
+fn hinge_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let q = gid(wid, nwg, lid);
+    if (q >= pu(0u)) { return; }
+    let dim = pu(9u);
+    let o = q / dim;
+    let k = q - o * dim;
+    let l2 = pu(10u) != 0u;
+    let w = s3[pu(3u)];
+    let outer = f32(max(pu(8u), 1u));
+    let scale = select(w / outer, w * 2.0 / outer, l2);
+    let v = s2[pu(2u) + o];
+    let m = s1[pu(1u) + q];
+    let t = select(m, -m, i32(k) == i32(v));
+    var d = select(sign(t), t, l2) * scale;
+    if (!class_ok(v, dim)) { d = bitcast<f32>(NAN_BITS); }
+    s4[pu(4u) + q] = d;
+}
+
+// One invocation per row: diff = a - b, dist_sq = |diff|^2 (summed in order).
+// s1 a, s2 b, s3 diff, s4 dist_sq. words: 8 outer, 9 channels
+@compute @workgroup_size(256)
+fn contrastive_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let r = gid(wid, nwg, lid);
+    if (r >= pu(0u)) { return; }
+    let ch = pu(9u);
+    var d2 = 0.0;
+    for (var k = r * ch; k < (r + 1u) * ch; k++) {
+        let d = s1[pu(1u) + k] - s2[pu(2u) + k];
+        s3[pu(3u) + k] = d;
+        d2 += d * d;
+    }
+    s4[pu(4u) + r] = d2;
+}
+
+// loss = sum_o term / outer / 2: term = dist_sq if sim != 0, else max(margin - dist_sq, 0)
+// (legacy) or max(margin - sqrt(dist_sq), 0)^2. s1 dist_sq, s2 sim, s3 loss.
+// words: 8 outer, 10 margin, 11 legacy
+@compute @workgroup_size(256)
+fn contrastive_loss(@builtin(local_invocation_index) lid: u32) {
+    let outer = pu(8u);
+    let margin = pf(10u);
+    let legacy = pu(11u) != 0u;
+    var sum = 0.0;
+    for (var r = lid; r < outer; r += 256u) {
+        let d2 = s1[pu(1u) + r];
+        let d = max(margin - sqrt(d2), 0.0);
+        let dissimilar = select(d * d, max(margin - d2, 0.0), legacy);
+        sum += select(dissimilar, d2, i32(s2[pu(2u) + r]) != 0);
+    }
+    red_a[lid] = sum;
+    red_b[lid] = 0.0;
+    reduce2(lid);
+    if (lid == 0u) {
+        s3[pu(3u)] = red_a[0] / f32(max(outer, 1u)) / 2.0;
+    }
+}
+
+// dx = coef_o * diff with alpha = sign * top_diff / outer: coef = alpha if similar, else (when
+// m > 0) -alpha (legacy, m = margin - dist_sq) or -alpha * m / (d + 1e-4) (m = margin - d,
+// d = sqrt(dist_sq)), else 0. s1 diff, s2 dist_sq, s3 sim, s4 top_diff, s5 dx.
+// words: 8 outer, 9 channels, 10 margin, 11 legacy, 12 sign
+@compute @workgroup_size(256)
+fn contrastive_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let q = gid(wid, nwg, lid);
+    if (q >= pu(0u)) { return; }
+    let r = q / pu(9u);
+    let alpha = pf(12u) * s4[pu(4u)] / f32(max(pu(8u), 1u));
+    var coef = alpha;
+    if (i32(s3[pu(3u) + r]) == 0) {
+        let d2 = s2[pu(2u) + r];
+        let d = sqrt(d2);
+        var m = pf(10u) - d;
+        var beta = -alpha * m / (d + 1e-4);
+        if (pu(11u) != 0u) {
+            m = pf(10u) - d2;
+            beta = -alpha;
+        }
+        coef = select(0.0, beta, m > 0.0);
+    }
+    s5[pu(5u) + q] = coef * s1[pu(1u) + q];
+}
+
+// The top_k largest along channels of [outer, channels, inner], one invocation per (outer, inner)
+// position, by top_k selection passes: pass j picks the largest (value, index) pair ordered after
+// pass j-1's pick (larger values first, equal values by decreasing index, as Caffe's std::greater
+// on pairs). s1 x, s2 y. words: 8 outer, 9 channels, 10 inner, 11 top_k, 12 output (0 indices,
+// 1 values, 2 indices then values with inner == 1)
+@compute @workgroup_size(256)
+fn argmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let q = gid(wid, nwg, lid);
+    if (q >= pu(0u)) { return; }
+    let ch = pu(9u);
+    let inner = pu(10u);
+    let top_k = pu(11u);
+    let mode = pu(12u);
+    let o = q / inner;
+    let i = q - o * inner;
+    let base = pu(1u) + o * ch * inner + i;
+    var prev_v = 0.0;
+    var prev_i = -1;
+    for (var j = 0u; j < top_k; j++) {
+        var best_v = 0.0;
+        var best_i = -1;
+        for (var c = 0u; c < ch; c++) {
+            let v = s1[base + c * inner];
+            let ci = i32(c);
+            let after = prev_i < 0 || v < prev_v || (v == prev_v && ci < prev_i);
+            let better = best_i < 0 || v > best_v || (v == best_v && ci > best_i);
+            if (after && better) {
+                best_v = v;
+                best_i = ci;
+            }
+        }
+        if (mode == 2u) {
+            s2[pu(2u) + 2u * o * top_k + j] = f32(best_i);
+            s2[pu(2u) + 2u * o * top_k + top_k + j] = best_v;
+        } else {
+            s2[pu(2u) + (o * top_k + j) * inner + i] = select(f32(best_i), best_v, mode == 1u);
+        }
+        prev_v = best_v;
+        prev_i = best_i;
+    }
+}

@@ -1,12 +1,12 @@
 //! Host side of the softmax / loss family (shaders/softmax.wgsl): Softmax forward and backward
 //! and the common losses / metrics (cross-entropy with optional infogain, sigmoid cross-entropy,
-//! Euclidean, accuracy, loss-weight scaling) run on the GPU; MultinomialLogistic, Hinge,
-//! Contrastive and ArgMax are not implemented on the GPU yet.
+//! Euclidean, accuracy, loss-weight scaling, multinomial logistic, hinge, contrastive) and ArgMax.
+//! Scalar losses are reduced by one workgroup; per-element kernels split over `outer`.
 use anyhow::{Result, ensure};
 
 use super::{Bound, GpuEngine, Params};
 use crate::engine::View;
-use crate::engine::kernels::softmax::{Normalization, SoftmaxKernel};
+use crate::engine::kernels::softmax::{ArgMaxOut, Normalization, SoftmaxKernel};
 
 /// One invocation per (outer, inner) position, split over `outer`.
 fn run(
@@ -126,6 +126,57 @@ fn call_n(
     p.0.extend(words);
     let refs: Vec<&Bound> = binds.iter().collect();
     e.dispatch("softmax", entry, &p, &refs, groups)
+}
+
+/// One invocation per element of `per_row` elements of each of `outer` rows, split over `outer` so
+/// every binding fits. `operands` are (view, elements per row) in binding order, the last `n_outs`
+/// of them outputs; 0 elements per row binds the view as it is (a scalar such as a loss weight).
+/// `words` go from word 8 on (word 8 should hold the whole `outer`).
+fn per_row(
+    e: &mut GpuEngine,
+    entry: &'static str,
+    outer: usize,
+    per_row: usize,
+    operands: &[(View, usize)],
+    n_outs: usize,
+    words: &[u32],
+) -> Result<()> {
+    if outer * per_row == 0 {
+        return Ok(());
+    }
+    const NAMES: [&str; 6] = ["in0", "in1", "in2", "in3", "in4", "in5"];
+    let widths: Vec<usize> = operands.iter().map(|&(_, w)| w).collect();
+    let n_ins = operands.len() - n_outs;
+    for r in e.unit_chunks(entry, outer, &widths)? {
+        let window = |(v, w): (View, usize)| {
+            if w == 0 {
+                v
+            } else {
+                v.slice(r.start * w, r.len() * w)
+            }
+        };
+        let outs: Vec<View> = operands[n_ins..].iter().map(|&o| window(o)).collect();
+        let mut binds: Vec<Bound> = Vec::new();
+        for (i, &op) in operands[..n_ins].iter().enumerate() {
+            binds.push(e.bind_input(NAMES[i], window(op), &outs, false)?);
+        }
+        for o in &outs {
+            binds.push(e.bind(*o)?);
+        }
+        let threads = r.len() * per_row;
+        let mut p = Params::new().u(threads);
+        for b in &binds {
+            p = p.shift(b);
+        }
+        while p.0.len() < 8 {
+            p = p.u(0);
+        }
+        p.0.extend_from_slice(words);
+        let refs: Vec<&Bound> = binds.iter().collect();
+        let g = e.groups_1d(threads);
+        e.dispatch("softmax", entry, &p, &refs, g)?;
+    }
+    Ok(())
 }
 
 pub fn launch(e: &mut GpuEngine, k: &SoftmaxKernel) -> Result<()> {
@@ -427,14 +478,250 @@ pub fn launch(e: &mut GpuEngine, k: &SoftmaxKernel) -> Result<()> {
                 [1, 1, 1],
             )
         }
-        other => {
-            let name = format!("{other:?}");
-            let variant = name
-                .split([' ', '(', '{'])
-                .next()
-                .unwrap_or("?")
-                .to_string();
-            Err(e.unimplemented(&format!("Softmax::{variant}")))
+        SoftmaxKernel::MultinomialLogistic {
+            prob,
+            label,
+            loss,
+            outer,
+            dim,
+        } => {
+            need("prob", prob.len, outer * dim)?;
+            need("label", label.len, *outer)?;
+            need("loss", loss.len, 1)?;
+            let ins = [
+                prob.slice(0, (outer * dim).max(1).min(prob.len)),
+                label.slice(0, (*outer).max(1).min(label.len)),
+            ];
+            let words = vec![*outer as u32, *dim as u32];
+            call(
+                e,
+                "multinomial_logistic",
+                &ins,
+                &[loss.slice(0, 1)],
+                words,
+                [1, 1, 1],
+            )
+        }
+        SoftmaxKernel::MultinomialLogisticGrad {
+            prob,
+            label,
+            top_diff,
+            dx,
+            outer,
+            dim,
+        } => {
+            need("prob", prob.len, outer * dim)?;
+            need("dx", dx.len, outer * dim)?;
+            need("label", label.len, *outer)?;
+            need("top_diff", top_diff.len, 1)?;
+            per_row(
+                e,
+                "multinomial_logistic_grad",
+                *outer,
+                *dim,
+                &[
+                    (*prob, *dim),
+                    (*label, 1),
+                    (top_diff.slice(0, 1), 0),
+                    (*dx, *dim),
+                ],
+                1,
+                &[*outer as u32, *dim as u32],
+            )
+        }
+        SoftmaxKernel::Hinge {
+            x,
+            label,
+            margin,
+            loss,
+            outer,
+            dim,
+            l2,
+        } => {
+            let n = outer * dim;
+            need("x", x.len, n)?;
+            need("margin", margin.len, n)?;
+            need("label", label.len, *outer)?;
+            need("loss", loss.len, 1)?;
+            ensure!(
+                margin.id != loss.id,
+                "Hinge: margin and loss must be different tensors"
+            );
+            let ins = [
+                x.slice(0, n.max(1).min(x.len)),
+                label.slice(0, (*outer).max(1).min(label.len)),
+            ];
+            let outs = [margin.slice(0, n.max(1).min(margin.len)), loss.slice(0, 1)];
+            let words = vec![*outer as u32, *dim as u32, *l2 as u32];
+            call(e, "hinge", &ins, &outs, words, [1, 1, 1])
+        }
+        SoftmaxKernel::HingeGrad {
+            margin,
+            label,
+            top_diff,
+            dx,
+            outer,
+            dim,
+            l2,
+        } => {
+            let n = outer * dim;
+            need("margin", margin.len, n)?;
+            need("dx", dx.len, n)?;
+            need("label", label.len, *outer)?;
+            need("top_diff", top_diff.len, 1)?;
+            per_row(
+                e,
+                "hinge_grad",
+                *outer,
+                *dim,
+                &[
+                    (*margin, *dim),
+                    (*label, 1),
+                    (top_diff.slice(0, 1), 0),
+                    (*dx, *dim),
+                ],
+                1,
+                &[*outer as u32, *dim as u32, *l2 as u32],
+            )
+        }
+        SoftmaxKernel::Contrastive {
+            a,
+            b,
+            sim,
+            diff,
+            dist_sq,
+            loss,
+            outer,
+            channels,
+            margin,
+            legacy,
+        } => {
+            let n = outer * channels;
+            need("a", a.len, n)?;
+            need("b", b.len, n)?;
+            need("diff", diff.len, n)?;
+            need("dist_sq", dist_sq.len, *outer)?;
+            need("sim", sim.len, *outer)?;
+            need("loss", loss.len, 1)?;
+            ensure!(
+                dist_sq.id != loss.id,
+                "Contrastive: dist_sq and loss must be different tensors"
+            );
+            let words = vec![
+                *outer as u32,
+                *channels as u32,
+                margin.to_bits(),
+                *legacy as u32,
+            ];
+            // Each row's difference and squared distance, then the loss from the distances.
+            per_row(
+                e,
+                "contrastive_rows",
+                *outer,
+                1,
+                &[
+                    (*a, *channels),
+                    (*b, *channels),
+                    (*diff, *channels),
+                    (*dist_sq, 1),
+                ],
+                2,
+                &words,
+            )?;
+            let ins = [
+                dist_sq.slice(0, (*outer).max(1).min(dist_sq.len)),
+                sim.slice(0, (*outer).max(1).min(sim.len)),
+            ];
+            call(
+                e,
+                "contrastive_loss",
+                &ins,
+                &[loss.slice(0, 1)],
+                words,
+                [1, 1, 1],
+            )
+        }
+        SoftmaxKernel::ContrastiveGrad {
+            diff,
+            dist_sq,
+            sim,
+            top_diff,
+            dx,
+            outer,
+            channels,
+            margin,
+            legacy,
+            sign,
+        } => {
+            let n = outer * channels;
+            need("diff", diff.len, n)?;
+            need("dx", dx.len, n)?;
+            need("dist_sq", dist_sq.len, *outer)?;
+            need("sim", sim.len, *outer)?;
+            need("top_diff", top_diff.len, 1)?;
+            per_row(
+                e,
+                "contrastive_grad",
+                *outer,
+                *channels,
+                &[
+                    (*diff, *channels),
+                    (*dist_sq, 1),
+                    (*sim, 1),
+                    (top_diff.slice(0, 1), 0),
+                    (*dx, *channels),
+                ],
+                1,
+                &[
+                    *outer as u32,
+                    *channels as u32,
+                    margin.to_bits(),
+                    *legacy as u32,
+                    sign.to_bits(),
+                ],
+            )
+        }
+        SoftmaxKernel::ArgMax {
+            x,
+            y,
+            outer,
+            channels,
+            inner,
+            top_k,
+            out,
+        } => {
+            ensure!(
+                *top_k >= 1 && top_k <= channels,
+                "argmax kernel: top_k {top_k} must be in 1..={channels}"
+            );
+            let (mode, y_row) = match out {
+                ArgMaxOut::Indices => (0u32, top_k * inner),
+                ArgMaxOut::Values => (1, top_k * inner),
+                ArgMaxOut::IndicesThenValues => {
+                    ensure!(
+                        *inner == 1,
+                        "argmax kernel: indices-then-values output needs inner == 1"
+                    );
+                    (2, 2 * top_k)
+                }
+            };
+            need("x", x.len, outer * channels * inner)?;
+            need("y", y.len, outer * y_row)?;
+            per_row(
+                e,
+                "argmax",
+                *outer,
+                *inner,
+                &[(*x, channels * inner), (*y, y_row)],
+                1,
+                &[
+                    *outer as u32,
+                    *channels as u32,
+                    *inner as u32,
+                    *top_k as u32,
+                    mode,
+                ],
+            )
         }
     }
 }
