@@ -1466,11 +1466,14 @@ fn transfer_matches_cpu() {
             ]
         });
     }
+    // The last two take several passes (lavapipe ends an invocation's loops after 65535).
     for (outer, dim, inner) in [
         (1usize, 1usize, 1usize),
         (3, 7, 5),
         (10, 100, 1),
         (2, 1, 33),
+        (1, 70000, 1),
+        (2, 40000, 3),
     ] {
         for op in [ReduceOp::Sum, ReduceOp::Asum, ReduceOp::Sumsq] {
             let n = outer * dim * inner;
@@ -1827,7 +1830,13 @@ fn losses_match_cpu() {
 fn row_gather_scatter_match_cpu() {
     let mut g = gpu();
     let mut rng = Rng::new(80);
-    for (rows, row_len, other) in [(1usize, 1usize, 1usize), (5, 7, 9), (20, 33, 4)] {
+    // 70000 rows take several passes of the scatter (lavapipe's loop limit).
+    for (rows, row_len, other) in [
+        (1usize, 1usize, 1usize),
+        (5, 7, 9),
+        (20, 33, 4),
+        (70000, 2, 3),
+    ] {
         let idx: Vec<f32> = (0..rows).map(|_| rng.below(other) as f32 + 0.25).collect();
         let init = vec![
             rng.vec(other * row_len, -1.0, 1.0),
