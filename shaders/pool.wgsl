@@ -1,7 +1,7 @@
 // 2-D pooling (Caffe's window rules; see src/engine/kernels/pool.rs).
 // words: 0 threads, 1..5 binding shifts, 8 channels, 9 height, 10 width, 11 pooled_h,
 // 12 pooled_w, 13 kernel_h, 14 kernel_w, 15 stride_h, 16 stride_w, 17 pad_h, 18 pad_w,
-// 19 top_num_stride, 20 accumulate.
+// 19 top_num_stride, 20 accumulate, 21/22 seed (low/high word), 23 first plane of the dispatch.
 // Forward kernels: one invocation per output; backward kernels: one per bottom element, summing
 // over the windows that contain it.
 
@@ -127,6 +127,87 @@ fn sto_test_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         }
     }
     p2[pu(2u) + t.top] = sq / s;
+}
+
+// ---- STOCHASTIC in TRAIN -------------------------------------------------------------------
+// The uniform of output o of plane p is the CPU engine's `uniform_hash(seed, p * pooled + o)`
+// (splitmix64 finalisation, top 24 bits), computed on (low, high) u32 pairs.
+
+// Full 64-bit product of two u32 as (low, high).
+fn mul_wide(a: u32, b: u32) -> vec2<u32> {
+    let a0 = a & 0xffffu;
+    let a1 = a >> 16u;
+    let b0 = b & 0xffffu;
+    let b1 = b >> 16u;
+    let p00 = a0 * b0;
+    let p01 = a0 * b1;
+    let p10 = a1 * b0;
+    let mid = (p00 >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
+    return vec2<u32>((p00 & 0xffffu) | (mid << 16u),
+                     a1 * b1 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u));
+}
+
+// a * b modulo 2^64.
+fn mul64(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    let p = mul_wide(a.x, b.x);
+    return vec2<u32>(p.x, p.y + a.x * b.y + a.y * b.x);
+}
+
+// a >> s for 0 < s < 32.
+fn shr64(a: vec2<u32>, s: u32) -> vec2<u32> {
+    return vec2<u32>((a.x >> s) | (a.y << (32u - s)), a.y >> s);
+}
+
+fn uniform_hash(seed: vec2<u32>, counter: u32) -> f32 {
+    var z = seed ^ mul64(vec2<u32>(counter, 0u), vec2<u32>(0x7F4A7C15u, 0x9E3779B9u));
+    z = mul64(z ^ shr64(z, 30u), vec2<u32>(0x1CE4E5B9u, 0xBF58476Du));
+    z = mul64(z ^ shr64(z, 27u), vec2<u32>(0x133111EBu, 0x94D049BBu));
+    z = z ^ shr64(z, 31u);
+    return f32(z.y >> 8u) * (1.0 / 16777216.0);
+}
+
+// Picks the first element of the unpadded window whose running sum reaches u * (window sum), the
+// last one if none does (sums in the CPU engine's order: rows, then the running sum).
+// p1 bottom, p2 top, p3 mask
+@compute @workgroup_size(256)
+fn sto_train_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let t = top_pos(i);
+    let W = pu(10u);
+    let hw = sto_win(t.ph, pu(15u), pu(13u), pu(9u));
+    let ww = sto_win(t.pw, pu(16u), pu(14u), W);
+    let base = pu(1u) + t.plane * pu(9u) * W;
+    var sum = 0.0;
+    for (var h = hw.x; h < hw.y; h++) {
+        var row = 0.0;
+        for (var w = ww.x; w < ww.y; w++) {
+            row += p1[base + u32(h) * W + u32(w)];
+        }
+        sum += row;
+    }
+    let counter = (pu(23u) + t.plane) * (pu(11u) * pu(12u)) + t.ph * pu(12u) + t.pw;
+    let threshold = uniform_hash(vec2<u32>(pu(21u), pu(22u)), counter) * sum;
+    var value = 0.0;
+    var idx = -1;
+    var running = 0.0;
+    var found = false;
+    for (var h = hw.x; h < hw.y; h++) {
+        for (var w = ww.x; w < ww.y; w++) {
+            let j = u32(h) * W + u32(w);
+            value = p1[base + j];
+            running += value;
+            idx = i32(j);
+            if (running >= threshold) {
+                found = true;
+                break;
+            }
+        }
+        if (found) { break; }
+    }
+    p2[pu(2u) + t.top] = value;
+    p3[pu(3u) + t.top] = f32(idx);
 }
 
 // Range of pooled outputs along one axis whose window (start o*stride - pad, extent k) can

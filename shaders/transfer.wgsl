@@ -37,7 +37,9 @@ fn red_f(op: u32, v: f32) -> f32 {
     return v;
 }
 
-// y[o*inner + i] = coeff * sum_d f(x[(o*dim + d)*inner + i]).
+// y[o*inner + i] (+)= coeff * sum_d f(x[(o*dim + d)*inner + i]) over d in [word 12, + word 13)
+// (adding to y when word 14 is set: long reductions take several passes, because lavapipe ends
+// an invocation's loops after 65535 iterations).
 // words: 0 positions, 1 x shift, 2 y shift, 8 dim, 9 inner, 10 op, 11 coeff
 @compute @workgroup_size(256)
 fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -49,10 +51,11 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let o = i / inner;
     let base = pu(1u) + o * dim * inner + (i - o * inner);
     var s = 0.0;
-    for (var d = 0u; d < dim; d++) {
+    for (var d = pu(12u); d < pu(12u) + pu(13u); d++) {
         s += red_f(pu(10u), t1[base + d * inner]);
     }
-    t2[pu(2u) + i] = s * pf(11u);
+    let prev = select(0.0, t2[pu(2u) + i], pu(14u) != 0u);
+    t2[pu(2u) + i] = prev + s * pf(11u);
 }
 
 // dx[o*dim + d] = coeff * dy[o] * g(x): g = 1 (Sum), sign(x) (Asum), 2x (Sumsq).
@@ -93,7 +96,9 @@ fn gather_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     t2[pu(2u) + i] = v;
 }
 
-// dst[j, :] = sum of src rows r with index[r] == j (0 when none): one invocation per dst element.
+// dst[j, :] = sum of src rows r with index[r] == j (0 when none): one invocation per dst element,
+// over the rows [word 11, + word 12), adding to dst when word 13 is set (several passes for many
+// rows: lavapipe ends an invocation's loops after 65535 iterations).
 // t1 src, t2 dst, t3 index. words: 0 count, 8 row_len, 9 dst_rows, 10 rows
 @compute @workgroup_size(256)
 fn scatter_add_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -104,8 +109,9 @@ fn scatter_add_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let j = i / len;
     let k = i - j * len;
     var s = 0.0;
-    for (var r = 0u; r < pu(10u); r++) {
+    for (var r = pu(11u); r < pu(11u) + pu(12u); r++) {
         if (row_idx(t3[pu(3u) + r], pu(9u)) == i32(j)) { s += t1[pu(1u) + r * len + k]; }
     }
-    t2[pu(2u) + i] = s;
+    let prev = select(0.0, t2[pu(2u) + i], pu(13u) != 0u);
+    t2[pu(2u) + i] = prev + s;
 }

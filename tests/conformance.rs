@@ -52,50 +52,8 @@ fn run_case(name: &str) {
     run_case_on(name, &mut CpuEngine::new());
 }
 
-/// Cases whose layers still lack a GPU kernel (ArgMax, ContrastiveLoss, HingeLoss,
-/// MultinomialLogisticLoss): in GPU mode they must fail with a clear "not implemented yet" error
-/// naming the layer, never a panic or wrong numbers. Remove a case from here once its kernel lands.
-const GPU_KERNEL_MISSING: &[&str] = &[
-    "argmax",
-    "argmax_axis_topk_maxval",
-    "contrastive_loss",
-    "contrastive_loss_legacy",
-    "hinge_loss_l1",
-    "hinge_loss_l2",
-    "multinomial_logistic_loss",
-];
-
 fn run_gpu_case(name: &str) {
-    let mut eng = gpu_engine();
-    if !GPU_KERNEL_MISSING.contains(&name) {
-        return run_case_on(name, &mut eng);
-    }
-    let dir = golden_dir().join(name);
-    let case: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
-    let net = caffe_rs::format::read_net_prototxt(&dir.join("net.prototxt")).unwrap();
-    let data = read_tensors(&dir.join("data.safetensors")).unwrap();
-    let phase = if case["phase"] == "TRAIN" {
-        Phase::Train
-    } else {
-        Phase::Test
-    };
-    let opts = ForwardOptions {
-        phase,
-        backward: true,
-        ..Default::default()
-    };
-    let weights = Vec::new();
-    match run_net(&mut eng, &net, &weights, &data, &opts) {
-        Ok(_) => panic!("{name} now runs on the GPU: remove it from GPU_KERNEL_MISSING"),
-        Err(e) => {
-            let msg = format!("{e:#}");
-            assert!(
-                msg.contains("not implemented yet") && msg.contains("layer '"),
-                "{name}: {msg}"
-            );
-        }
-    }
+    run_case_on(name, &mut gpu_engine());
 }
 
 fn gpu_engine() -> GpuEngine {

@@ -95,3 +95,27 @@ fn solver_kernels_match_the_cpu_engine() {
         }
     }
 }
+
+/// Lavapipe ends a shader invocation's loops after 65535 iterations: the one-workgroup sum of
+/// squares must split tensors longer than 256 * 65535 (VGG's fc6 weights have 102M) into chunks.
+#[test]
+fn sum_squares_of_a_long_tensor() {
+    let mut g = gpu();
+    let n = 256 * 65536 + 4099;
+    let mut rng = Rng::new(10);
+    let x: Vec<f32> = (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
+    let want: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    let (t, out) = (g.alloc(n), g.alloc(1));
+    g.upload(View::new(t, 0, n), &x);
+    g.launch(&Kernel::Solver(SolverKernel::SumSquares {
+        x: View::new(t, 0, n),
+        out: View::new(out, 0, 1),
+        accumulate: false,
+    }))
+    .unwrap();
+    let got = f64::from(g.download(View::new(out, 0, 1))[0]);
+    assert!(
+        (got - want).abs() <= 1e-4 * want,
+        "sum of squares of {n} values: gpu {got}, exact {want}"
+    );
+}

@@ -1113,10 +1113,6 @@ impl GpuEngine {
         self.take_errors()?;
         Ok(out)
     }
-
-    pub(crate) fn unimplemented(&self, what: &str) -> anyhow::Error {
-        anyhow!("GPU kernel {what} not implemented yet")
-    }
 }
 
 fn shader_source(name: &str) -> Result<&'static str> {

@@ -1,5 +1,6 @@
 //! Host side of the pooling family (shaders/pool.wgsl). Work is split over images so that every
-//! binding fits; STOCHASTIC pooling in TRAIN is not implemented on the GPU yet.
+//! binding fits. STOCHASTIC pooling in TRAIN draws its uniforms with the CPU engine's counter-based
+//! hash (emulated in 32-bit words), so both engines pick the same elements for the same seed.
 use anyhow::{Result, ensure};
 
 use super::{Bound, GpuEngine, Params};
@@ -43,7 +44,9 @@ enum Role {
 }
 
 /// Runs `entry` over images split into chunks; `views` in binding order, `outs` the indices of
-/// the outputs among them, one invocation per top (forward) or bottom (backward) element.
+/// the outputs among them, one invocation per top (forward) or bottom (backward) element. `seed`
+/// is passed to the kernels as words 21 (low) and 22 (high); word 23 is the first plane of a chunk.
+#[allow(clippy::too_many_arguments)]
 fn run(
     e: &mut GpuEngine,
     entry: &'static str,
@@ -52,6 +55,7 @@ fn run(
     outs: &[usize],
     per_bottom: bool,
     accumulate: bool,
+    seed: u64,
 ) -> Result<()> {
     let plane_b = g.height * g.width;
     let plane_t = g.pooled_h * g.pooled_w;
@@ -104,7 +108,10 @@ fn run(
             .u(g.pad_h)
             .u(g.pad_w)
             .u(g.top_num_stride)
-            .u(accumulate as usize);
+            .u(accumulate as usize)
+            .u(seed as u32 as usize)
+            .u((seed >> 32) as usize)
+            .u(r.start * g.channels);
         let refs: Vec<&Bound> = binds.iter().collect();
         let gr = e.groups_1d(threads);
         e.dispatch("pool", entry, &p, &refs, gr)?;
@@ -134,6 +141,7 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 &[1, 2],
                 false,
                 false,
+                0,
             )
         }
         PoolKernel::AveForward { g, bottom, top } => {
@@ -146,6 +154,7 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 &[1],
                 false,
                 false,
+                0,
             )
         }
         PoolKernel::StochasticTest { g, bottom, top } => {
@@ -158,9 +167,39 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 &[1],
                 false,
                 false,
+                0,
             )
         }
-        PoolKernel::StochasticTrain { .. } => Err(e.unimplemented("Pool::StochasticTrain")),
+        PoolKernel::StochasticTrain {
+            g,
+            bottom,
+            top,
+            mask,
+            seed,
+        } => {
+            check(g, &[*bottom], &[*top, *mask])?;
+            ensure!(
+                top.id != mask.id,
+                "pooling: top and mask must be different tensors"
+            );
+            // The uniforms are indexed by (plane * pooled_h * pooled_w + output) in 32 bits.
+            ensure!(
+                (g.num * g.channels)
+                    .checked_mul(g.pooled_h * g.pooled_w)
+                    .is_some_and(|n| n <= u32::MAX as usize),
+                "stochastic pooling: more than 2^32 outputs"
+            );
+            run(
+                e,
+                "sto_train_forward",
+                g,
+                &[(*bottom, Bottom), (*top, Top), (*mask, Top)],
+                &[1, 2],
+                false,
+                false,
+                *seed,
+            )
+        }
         PoolKernel::MaskBackward {
             g,
             top_diff,
@@ -177,6 +216,7 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 &[2],
                 true,
                 *accumulate,
+                0,
             )
         }
         PoolKernel::AveBackward {
@@ -194,6 +234,7 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 &[2],
                 true,
                 *accumulate,
+                0,
             )
         }
         PoolKernel::StochasticTestBackward {
@@ -218,6 +259,7 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 &[2],
                 true,
                 *accumulate,
+                0,
             )
         }
     }

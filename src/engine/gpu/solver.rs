@@ -75,7 +75,18 @@ pub fn launch(e: &mut GpuEngine, k: &SolverKernel) -> Result<()> {
         }
         SolverKernel::SumSquares { x, out, accumulate } => {
             ensure!(out.len >= 1, "sum_squares needs a 1-element output");
-            let chunks = e.unit_chunks("sum_squares", x.len, &[1])?;
+            // One workgroup loops over a chunk; lavapipe ends an invocation's loops after 65535
+            // iterations, so a chunk holds at most 256 * 32768 elements.
+            const CHUNK: usize = 256 * 32768;
+            let chunks: Vec<_> = e
+                .unit_chunks("sum_squares", x.len, &[1])?
+                .into_iter()
+                .flat_map(|r| {
+                    (r.start..r.end)
+                        .step_by(CHUNK)
+                        .map(move |s| s..(s + CHUNK).min(r.end))
+                })
+                .collect();
             if chunks.is_empty() && !accumulate {
                 return e.record_fill(out.slice(0, 1), 0.0);
             }

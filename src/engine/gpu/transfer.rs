@@ -27,6 +27,10 @@ fn op_code(op: ReduceOp) -> usize {
     }
 }
 
+/// Loop iterations one invocation of `reduce` / `scatter_add_rows` runs per dispatch: lavapipe
+/// (llvmpipe's gallivm) silently ends an invocation's loops after 65535 iterations in total.
+const LOOP_PASS: usize = 32768;
+
 fn pad8(mut p: Params) -> Params {
     while p.0.len() < 8 {
         p = p.u(0);
@@ -138,13 +142,21 @@ pub fn launch(e: &mut GpuEngine, k: &TransferKernel) -> Result<()> {
                 )?;
                 let yb = e.bind(yv)?;
                 let n = r.len() * inner;
-                let p = pad8(Params::new().u(n).shift(&xb).shift(&yb))
-                    .u(dim)
-                    .u(inner)
-                    .u(op_code(op))
-                    .f(coeff);
                 let g = e.groups_1d(n);
-                e.dispatch("transfer", "reduce", &p, &[&xb, &yb], g)?;
+                // Passes of at most LOOP_PASS terms (lavapipe's loop limit); one when dim is 0.
+                let passes = dim.div_ceil(LOOP_PASS).max(1);
+                for pass in 0..passes {
+                    let d0 = pass * LOOP_PASS;
+                    let p = pad8(Params::new().u(n).shift(&xb).shift(&yb))
+                        .u(dim)
+                        .u(inner)
+                        .u(op_code(op))
+                        .f(coeff)
+                        .u(d0)
+                        .u((dim - d0).min(LOOP_PASS))
+                        .u(usize::from(pass > 0));
+                    e.dispatch("transfer", "reduce", &p, &[&xb, &yb], g)?;
+                }
             }
             Ok(())
         }
@@ -240,12 +252,21 @@ pub fn launch(e: &mut GpuEngine, k: &TransferKernel) -> Result<()> {
                 false,
             )?;
             let db = e.bind(dv)?;
-            let p = pad8(Params::new().u(n).shift(&sb).shift(&db).shift(&ib))
-                .u(row_len)
-                .u(dst_rows)
-                .u(rows);
             let g = e.groups_1d(n);
-            e.dispatch("transfer", "scatter_add_rows", &p, &[&sb, &db, &ib], g)
+            // Passes of at most LOOP_PASS rows (lavapipe's loop limit); one when there is none.
+            let passes = rows.div_ceil(LOOP_PASS).max(1);
+            for pass in 0..passes {
+                let r0 = pass * LOOP_PASS;
+                let p = pad8(Params::new().u(n).shift(&sb).shift(&db).shift(&ib))
+                    .u(row_len)
+                    .u(dst_rows)
+                    .u(rows)
+                    .u(r0)
+                    .u((rows - r0).min(LOOP_PASS))
+                    .u(usize::from(pass > 0));
+                e.dispatch("transfer", "scatter_add_rows", &p, &[&sb, &db, &ib], g)?;
+            }
+            Ok(())
         }
     }
 }
