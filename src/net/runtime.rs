@@ -43,6 +43,23 @@ impl Net {
     }
 
     pub fn new(graph: NetGraph, eng: &mut dyn Engine, seed: Option<u64>) -> Result<Net> {
+        Net::new_for_weights(graph, eng, seed, &[])
+    }
+
+    /// Like [`Net::new`], for a net about to receive `weights` (copy_trained_layers): the layers
+    /// those files hold are not run through their fillers, so their values are written once and
+    /// no filler output sits beside the loaded weights in memory. The other layers' filler values
+    /// then depend on which layers were skipped (the seed stays deterministic).
+    pub fn new_for_weights(
+        graph: NetGraph,
+        eng: &mut dyn Engine,
+        seed: Option<u64>,
+        weights: &[NetParameter],
+    ) -> Result<Net> {
+        let loaded: std::collections::HashSet<&str> = weights
+            .iter()
+            .flat_map(|w| w.layer.iter().map(|l| l.name()))
+            .collect();
         let mut rng = seed.map(Rng::new).unwrap_or_else(Rng::from_clock);
         let mut blobs = Vec::with_capacity(graph.blobs.len());
         for b in &graph.blobs {
@@ -56,6 +73,10 @@ impl Net {
         for (i, p) in graph.params.iter().enumerate() {
             if p.owner == i {
                 let blob = new_blob(eng, &p.shape);
+                if loaded.contains(graph.layers[p.layer].name()) {
+                    params.push(blob);
+                    continue;
+                }
                 let def = &graph.layers[p.layer].param_defs[p.index];
                 let values =
                     super::filler::fill(&def.filler, &def.shape, &mut rng).with_context(|| {
@@ -307,7 +328,14 @@ impl Net {
                 continue;
             }
             for (j, &p) in self.graph.layers[target].params.iter().enumerate() {
-                let values = source.blobs[j].values_f32();
+                // Borrowed when stored as floats: no copy of a 150 MB fc6 on its way in.
+                let source_blob = &source.blobs[j];
+                let values: std::borrow::Cow<[f32]> =
+                    if source_blob.data.is_empty() && !source_blob.double_data.is_empty() {
+                        source_blob.values_f32().into()
+                    } else {
+                        source_blob.data.as_slice().into()
+                    };
                 let blob = &self.params[p];
                 if values.len() != blob.count() {
                     bail!(

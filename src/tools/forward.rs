@@ -48,7 +48,7 @@ pub fn run_net(
 ) -> Result<TensorMap> {
     let state = make_state(net_param, opts.phase, opts.level, &opts.stages);
     let graph = NetGraph::build(net_param, &state, Strictness::Strict)?;
-    let mut net = Net::new(graph, eng, Some(opts.seed))?;
+    let mut net = Net::new_for_weights(graph, eng, Some(opts.seed), weights)?;
     for w in weights {
         net.copy_trained_layers(eng, w, &mut |line| eprintln!("{line}"))?;
     }

@@ -23,12 +23,17 @@ pub fn run(eng: &mut dyn Engine, args: &TestArgs) -> Result<Vec<(String, f32)>> 
     let param = crate::format::read_net_prototxt(&args.model)?;
     let state = make_state(&param, Phase::Test, args.level, &args.stages);
     let graph = NetGraph::build(&param, &state, Strictness::Strict)?;
-    let mut net = Net::new(graph, eng, None)?;
-    if let Some(list) = &args.weights {
-        for path in list.split(',').filter(|p| !p.is_empty()) {
-            let w = crate::format::caffemodel::read_net_binary(std::path::Path::new(path))?;
-            net.copy_trained_layers(eng, &w, &mut |l| info("net.cpp:1137", l))?;
+    let mut weights = Vec::new();
+    for path in args.weights.iter().flat_map(|l| l.split(',')) {
+        if !path.is_empty() {
+            weights.push(crate::format::caffemodel::read_net_binary(
+                std::path::Path::new(path),
+            )?);
         }
+    }
+    let mut net = Net::new_for_weights(graph, eng, None, &weights)?;
+    for w in weights {
+        net.copy_trained_layers(eng, &w, &mut |l| info("net.cpp:1137", l))?;
     }
     info(
         "caffe.cpp:304",
