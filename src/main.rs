@@ -347,6 +347,7 @@ fn run(cli: Cli) -> Result<()> {
                     phase,
                     level,
                     stages: stage,
+                    gpu: gpu.is_some(),
                 },
             )?;
         }

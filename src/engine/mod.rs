@@ -55,6 +55,27 @@ pub trait Engine: Send {
     fn sync(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// Whether [`Engine::timestamp`] records device timestamps (a GPU engine whose adapter has
+    /// timestamp queries). Without them, callers time sections on the host clock after
+    /// [`Engine::sync`], which is exact for engines that run kernels as they are launched (CPU).
+    fn has_timestamps(&self) -> bool {
+        false
+    }
+
+    /// Records a device timestamp that is taken once every command recorded so far has run.
+    /// Recording goes on in the same batch (nothing is submitted). A no-op without timestamps.
+    fn timestamp(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Submits recorded work, waits for it, and returns the milliseconds between consecutive
+    /// timestamps recorded since the previous call (`n - 1` values for `n` timestamps). Empty
+    /// without timestamps.
+    fn read_timestamps(&mut self) -> anyhow::Result<Vec<f64>> {
+        self.sync()?;
+        Ok(Vec::new())
+    }
 }
 
 /// Whole-tensor view.

@@ -17,6 +17,9 @@ pub struct TimeArgs {
     pub phase: Phase,
     pub level: i32,
     pub stages: Vec<String>,
+    /// GPU mode (`-gpu` given): per-layer times come from device timestamps where the adapter has
+    /// them.
+    pub gpu: bool,
 }
 
 pub struct Timing {
@@ -56,6 +59,20 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
         "caffe.cpp:369",
         &format!("Testing for {} iterations.", args.iterations),
     );
+    // Per-layer clock. With device timestamps a whole forward (and a whole backward) is recorded
+    // as one submission with a timestamp at every layer boundary; otherwise each layer is
+    // submitted and waited for on its own and timed on the host clock (exact on the CPU engine,
+    // which runs kernels as they are launched).
+    let device_clock = eng.has_timestamps();
+    if args.gpu && !device_clock {
+        info(
+            "caffe.cpp:370",
+            &format!(
+                "{} has no timestamp queries: per-layer times are measured by waiting for each layer",
+                eng.name()
+            ),
+        );
+    }
     let mut fwd = vec![0f64; n_layers];
     let mut bwd = vec![0f64; n_layers];
     let (mut forward_total, mut backward_total) = (0f64, 0f64);
@@ -63,19 +80,37 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
     for j in 0..args.iterations {
         let iter_timer = Instant::now();
         let forward_timer = Instant::now();
-        for (i, t) in fwd.iter_mut().enumerate() {
-            let timer = Instant::now();
-            net.forward_range(eng, i, i + 1)?;
-            eng.sync()?;
-            *t += timer.elapsed().as_secs_f64() * 1e3;
+        if device_clock {
+            eng.timestamp()?;
+            for i in 0..n_layers {
+                net.forward_range(eng, i, i + 1)?;
+                eng.timestamp()?;
+            }
+            add_device_times(eng, &mut fwd, 0..n_layers)?;
+        } else {
+            for (i, t) in fwd.iter_mut().enumerate() {
+                let timer = Instant::now();
+                net.forward_range(eng, i, i + 1)?;
+                eng.sync()?;
+                *t += timer.elapsed().as_secs_f64() * 1e3;
+            }
         }
         forward_total += forward_timer.elapsed().as_secs_f64() * 1e3;
         let backward_timer = Instant::now();
-        for i in (0..n_layers).rev() {
-            let timer = Instant::now();
-            net.backward_layer(eng, i)?;
-            eng.sync()?;
-            bwd[i] += timer.elapsed().as_secs_f64() * 1e3;
+        if device_clock {
+            eng.timestamp()?;
+            for i in (0..n_layers).rev() {
+                net.backward_layer(eng, i)?;
+                eng.timestamp()?;
+            }
+            add_device_times(eng, &mut bwd, (0..n_layers).rev())?;
+        } else {
+            for i in (0..n_layers).rev() {
+                let timer = Instant::now();
+                net.backward_layer(eng, i)?;
+                eng.sync()?;
+                bwd[i] += timer.elapsed().as_secs_f64() * 1e3;
+            }
         }
         backward_total += backward_timer.elapsed().as_secs_f64() * 1e3;
         info(
@@ -125,4 +160,25 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
         forward_ms: forward_total / n,
         backward_ms: backward_total / n,
     })
+}
+
+/// Submits the pass recorded with a timestamp before it and after each layer, and adds each
+/// layer's device time to `times` (layers in the order they were recorded).
+fn add_device_times(
+    eng: &mut dyn Engine,
+    times: &mut [f64],
+    order: impl ExactSizeIterator<Item = usize>,
+) -> Result<()> {
+    let ms = eng.read_timestamps()?;
+    if ms.len() != order.len() {
+        anyhow::bail!(
+            "internal: {} layer times from {} timestamps",
+            order.len(),
+            ms.len() + 1
+        );
+    }
+    for (i, t) in order.zip(ms) {
+        times[i] += t;
+    }
+    Ok(())
 }

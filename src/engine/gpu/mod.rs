@@ -8,8 +8,11 @@
 //!   windows would exceed `max_storage_buffer_binding_size` are split into several dispatches over
 //!   their outer units (elements, rows, images), so large tensors work on every adapter.
 //! - Every dispatch, copy and upload is recorded into one command encoder; the encoder is submitted
-//!   only by [`Engine::download`] and [`Engine::sync`]. Uniform parameters of all dispatches of a
-//!   batch live in a few arena buffers written once before the submission.
+//!   only by [`Engine::download`], [`Engine::sync`] and [`Engine::read_timestamps`]. Uniform
+//!   parameters of all dispatches of a batch live in a few arena buffers written once before the
+//!   submission.
+//! - Where the adapter has timestamp queries, [`Engine::timestamp`] records one between commands of
+//!   the batch (`time` marks layer boundaries with it and reads them once per pass).
 //! - Pipelines (one per shader + entry point) and their explicit bind group layouts are created once
 //!   and cached.
 mod blas;
@@ -267,6 +270,33 @@ pub struct GpuEngine {
     errors: Arc<Mutex<Vec<String>>>,
     /// Elements one storage binding may span (the adapter's limit unless lowered for tests).
     max_bind_elems: usize,
+    /// Timestamp queries for [`Engine::timestamp`] (None when the device has none).
+    timer: Option<Timer>,
+    /// Per-kernel device times (`CAFFE_RS_GPU_PROFILE=1`), printed when the engine is dropped.
+    profile: Option<Profile>,
+}
+
+/// A developer's profile: a timestamp before and after every dispatch and texture copy, resolved
+/// at each submission (which then waits), summed per shader entry point.
+struct Profile {
+    set: wgpu::QuerySet,
+    /// Label of each pair of timestamps recorded in the current batch.
+    pending: Vec<&'static str>,
+    /// Label -> (milliseconds, count).
+    totals: HashMap<&'static str, (f64, usize)>,
+    period_ns: f64,
+}
+
+/// Device timestamps recorded since the last [`Engine::read_timestamps`]: query sets of
+/// `QUERY_SET_MAX_QUERIES` entries, created as needed.
+struct Timer {
+    sets: Vec<wgpu::QuerySet>,
+    used: u32,
+    /// Whether timestamps may be written between passes (else each one is an empty compute pass
+    /// that writes it at its beginning, which needs only `TIMESTAMP_QUERY`).
+    inside_encoders: bool,
+    /// Nanoseconds per timestamp tick.
+    period_ns: f64,
 }
 
 impl GpuEngine {
@@ -337,6 +367,28 @@ impl GpuEngine {
         let align = limits.min_storage_buffer_offset_alignment as usize;
         let max_bind_elems =
             ((limits.max_storage_buffer_binding_size as usize).saturating_sub(align) / 4) & !63;
+        let timer = (features.contains(wgpu::Features::TIMESTAMP_QUERY)
+            && std::env::var("CAFFE_RS_NO_TIMESTAMPS")
+                .map(|v| v == "0")
+                .unwrap_or(true))
+        .then(|| Timer {
+            sets: Vec::new(),
+            used: 0,
+            inside_encoders: features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS),
+            period_ns: queue.get_timestamp_period() as f64,
+        });
+        let profile = (features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+            && std::env::var("CAFFE_RS_GPU_PROFILE").is_ok_and(|v| v != "0"))
+        .then(|| Profile {
+            set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: wgpu::QUERY_SET_MAX_QUERIES,
+            }),
+            pending: Vec::new(),
+            totals: HashMap::new(),
+            period_ns: queue.get_timestamp_period() as f64,
+        });
         Ok(GpuEngine {
             _instance: instance,
             device,
@@ -357,6 +409,8 @@ impl GpuEngine {
             scratch: HashMap::new(),
             errors,
             max_bind_elems,
+            timer,
+            profile,
         })
     }
 
@@ -464,8 +518,81 @@ impl GpuEngine {
         })
     }
 
-    /// Submits everything recorded (without waiting).
+    /// Profiling: a timestamp before the next command (false when the batch has no room left).
+    fn prof_begin(&mut self) -> bool {
+        let Some(p) = self.profile.as_ref() else {
+            return false;
+        };
+        let index = p.pending.len() as u32 * 2;
+        if index + 2 > wgpu::QUERY_SET_MAX_QUERIES {
+            return false;
+        }
+        let set = p.set.clone();
+        self.encoder().write_timestamp(&set, index);
+        true
+    }
+
+    /// Profiling: the timestamp after the command begun by [`Self::prof_begin`].
+    fn prof_end(&mut self, label: &'static str) {
+        let Some(p) = self.profile.as_mut() else {
+            return;
+        };
+        let index = p.pending.len() as u32 * 2 + 1;
+        p.pending.push(label);
+        let set = p.set.clone();
+        self.encoder().write_timestamp(&set, index);
+    }
+
+    /// Profiling: adds the times of the batch just submitted (waits for it).
+    fn prof_collect(&mut self, staging: Option<wgpu::Buffer>) {
+        let (Some(p), Some(staging)) = (self.profile.as_mut(), staging) else {
+            return;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        if let Ok(Ok(())) = rx.recv()
+            && let Ok(mapped) = staging.get_mapped_range(..)
+        {
+            let ticks: &[u64] = bytemuck::cast_slice(&mapped);
+            for (i, label) in p.pending.iter().enumerate() {
+                let ms = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * p.period_ns * 1e-6;
+                let e = p.totals.entry(label).or_default();
+                e.0 += ms;
+                e.1 += 1;
+            }
+        }
+        p.pending.clear();
+    }
+
+    /// Submits everything recorded (without waiting, unless profiling).
     fn flush(&mut self) {
+        let staging = match self.profile.as_ref() {
+            Some(p) if !p.pending.is_empty() => {
+                let bytes = p.pending.len() as u64 * 16;
+                let set = p.set.clone();
+                let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("profile"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("profile read-back"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                let n = p.pending.len() as u32 * 2;
+                let enc = self.encoder();
+                enc.resolve_query_set(&set, 0..n, &resolve, 0);
+                enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, bytes);
+                Some(staging)
+            }
+            _ => None,
+        };
         let Some(encoder) = self.rec.encoder.take() else {
             return;
         };
@@ -477,6 +604,7 @@ impl GpuEngine {
         self.rec.arena_data.clear();
         self.rec.commands = 0;
         self.queue.submit([encoder.finish()]);
+        self.prof_collect(staging);
     }
 
     fn wait(&self) -> Result<()> {
@@ -803,6 +931,7 @@ impl GpuEngine {
             layout: &pipe.layout,
             entries: &entries,
         });
+        let profiled = self.prof_begin();
         let enc = self.encoder();
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -812,6 +941,9 @@ impl GpuEngine {
             pass.set_pipeline(&pipe.pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        if profiled {
+            self.prof_end(entry);
         }
         Ok(())
     }
@@ -865,6 +997,7 @@ impl GpuEngine {
     ) {
         let row_floats = TEX_W as usize * 4;
         let (full, rest) = (floats / row_floats, floats % row_floats);
+        let profiled = self.prof_begin();
         let enc = self.encoder();
         if full > 0 {
             enc.copy_buffer_to_texture(
@@ -915,6 +1048,9 @@ impl GpuEngine {
                     depth_or_array_layers: 1,
                 },
             );
+        }
+        if profiled {
+            self.prof_end("copy_to_tex");
         }
     }
 
@@ -1113,6 +1249,117 @@ impl GpuEngine {
         self.take_errors()?;
         Ok(out)
     }
+
+    fn record_timestamp(&mut self) -> Result<()> {
+        let Some(t) = self.timer.as_mut() else {
+            return Ok(());
+        };
+        let max = wgpu::QUERY_SET_MAX_QUERIES;
+        let (set, index) = ((t.used / max) as usize, t.used % max);
+        if set == t.sets.len() {
+            t.sets
+                .push(self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: max,
+                }));
+        }
+        t.used += 1;
+        let (query_set, inside) = (t.sets[set].clone(), t.inside_encoders);
+        let enc = self.encoder();
+        if inside {
+            enc.write_timestamp(&query_set, index);
+        } else {
+            // An empty pass whose end is stamped: ordered after every earlier command.
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("timestamp"),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &query_set,
+                    beginning_of_pass_write_index: None,
+                    end_of_pass_write_index: Some(index),
+                }),
+            });
+        }
+        Ok(())
+    }
+
+    fn record_read_timestamps(&mut self) -> Result<Vec<f64>> {
+        let (sets, used, period) = match &self.timer {
+            Some(t) if t.used > 0 => (t.sets.clone(), t.used, t.period_ns),
+            _ => {
+                self.sync()?;
+                return Ok(Vec::new());
+            }
+        };
+        let max = wgpu::QUERY_SET_MAX_QUERIES;
+        let bytes = used as u64 * 8;
+        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps read-back"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let enc = self.encoder();
+        for (i, set) in sets.iter().enumerate() {
+            let first = i as u32 * max;
+            if first >= used {
+                break;
+            }
+            let count = (used - first).min(max);
+            enc.resolve_query_set(set, 0..count, &resolve, first as u64 * 8);
+        }
+        enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, bytes);
+        if let Some(t) = self.timer.as_mut() {
+            t.used = 0;
+        }
+        self.flush();
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| anyhow!("GPU timestamp read-back was dropped"))?
+            .map_err(|e| anyhow!("GPU timestamp read-back failed: {e}"))?;
+        let ticks: Vec<u64> = {
+            let mapped = staging
+                .get_mapped_range(..)
+                .map_err(|e| anyhow!("GPU timestamp read-back failed: {e:?}"))?;
+            bytemuck::cast_slice::<u8, u64>(&mapped).to_vec()
+        };
+        staging.unmap();
+        self.take_errors()?;
+        Ok(ticks
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]) as f64 * period * 1e-6)
+            .collect())
+    }
+
+}
+
+impl Drop for GpuEngine {
+    fn drop(&mut self) {
+        let Some(p) = self.profile.as_ref() else {
+            return;
+        };
+        let mut rows: Vec<_> = p.totals.iter().collect();
+        rows.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+        let all: f64 = rows.iter().map(|r| r.1.0).sum();
+        eprintln!("GPU profile ({}): {all:.3} ms in all", self.info.name);
+        for (label, (ms, n)) in rows {
+            eprintln!(
+                "{ms:>12.3} ms {:>5.1}% {n:>8} x {:>10.4} ms  {label}",
+                100.0 * ms / all.max(1e-9),
+                ms / *n as f64
+            );
+        }
+    }
 }
 
 fn shader_source(name: &str) -> Result<&'static str> {
@@ -1222,5 +1469,19 @@ impl Engine for GpuEngine {
         self.flush();
         self.wait()?;
         self.take_errors()
+    }
+
+    fn has_timestamps(&self) -> bool {
+        self.timer.is_some()
+    }
+
+    fn timestamp(&mut self) -> Result<()> {
+        self.take_errors()?;
+        self.record_timestamp()
+    }
+
+    fn read_timestamps(&mut self) -> Result<Vec<f64>> {
+        self.take_errors()?;
+        self.record_read_timestamps()
     }
 }

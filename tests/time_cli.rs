@@ -1,0 +1,160 @@
+//! `caffe-rs time` end to end: Caffe's report format in CPU and GPU mode, and in GPU mode per-layer
+//! times from device timestamps that add up to the measured pass.
+//!
+//! The GPU cases need a GPU adapter (Mesa's lavapipe will do:
+//! `apt-get install mesa-vulkan-drivers libvulkan1`).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const FALLBACK: &str = "has no timestamp queries";
+
+fn net() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/lenet_train/net.prototxt")
+}
+
+const LAYERS: [&str; 10] = [
+    "data", "label", "conv1", "pool1", "conv2", "pool2", "ip1", "relu1", "ip2", "loss",
+];
+
+/// Runs `time` and returns its log (stderr); panics when it fails.
+fn time(args: &[&str], env: &[(&str, &str)]) -> String {
+    let net = net();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_caffe-rs"));
+    cmd.args(["time", "-model", net.to_str().unwrap(), "-phase", "TRAIN"])
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().expect("run caffe-rs");
+    let log = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "time failed:\n{log}");
+    log
+}
+
+/// The message of a log line after glog's `] ` prefix.
+fn messages(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter_map(|l| l.split_once("] ").map(|(_, m)| m))
+        .collect()
+}
+
+fn ms(s: &str) -> f64 {
+    s.trim()
+        .strip_suffix(" ms.")
+        .unwrap_or_else(|| panic!("not a time: {s:?}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("not a number: {s:?}"))
+}
+
+struct Report {
+    /// (layer, forward ms, backward ms) in log order.
+    layers: Vec<(String, f64, f64)>,
+    forward: f64,
+    backward: f64,
+}
+
+/// Parses Caffe's report, checking its exact line shapes on the way.
+fn report(log: &str) -> Report {
+    let msgs = messages(log);
+    let start = msgs
+        .iter()
+        .position(|m| *m == "Average time per layer: ")
+        .unwrap_or_else(|| panic!("no per-layer section:\n{log}"));
+    let mut layers = Vec::new();
+    let mut i = start + 1;
+    while let Some((name, f)) = msgs[i].split_once("\tforward: ") {
+        let (bname, b) = msgs[i + 1]
+            .split_once("\tbackward: ")
+            .unwrap_or_else(|| panic!("no backward line after {:?}", msgs[i]));
+        assert_eq!(name, bname);
+        // Caffe pads the name to 10 columns (std::setw(10)).
+        assert!(name.len() >= 10, "name not padded: {name:?}");
+        layers.push((name.trim_start().to_string(), ms(f), ms(b)));
+        i += 2;
+    }
+    let value = |prefix: &str| {
+        let m = msgs
+            .iter()
+            .find_map(|m| m.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line:\n{log}"));
+        ms(m)
+    };
+    let r = Report {
+        layers,
+        forward: value("Average Forward pass: "),
+        backward: value("Average Backward pass: "),
+    };
+    value("Average Forward-Backward: ");
+    value("Total Time: ");
+    assert!(msgs.contains(&"*** Benchmark ends ***"));
+    assert_eq!(
+        msgs.iter()
+            .filter(|m| m.starts_with("Iteration: ") && m.contains(" forward-backward time: "))
+            .count(),
+        2,
+        "one line per iteration:\n{log}"
+    );
+    r
+}
+
+fn check_layers(r: &Report) {
+    let names: Vec<&str> = r.layers.iter().map(|l| l.0.as_str()).collect();
+    assert_eq!(names, LAYERS);
+    for (name, f, b) in &r.layers {
+        assert!(*f >= 0.0 && *b >= 0.0, "{name}: negative time");
+    }
+}
+
+/// The per-layer times of a pass add up to the pass measured around them: never more (they are
+/// parts of it), and not much less (only the host's recording and submission are outside them).
+fn check_sum(what: &str, parts: f64, whole: f64) {
+    assert!(
+        parts <= whole * 1.01 + 0.05,
+        "{what}: layers sum to {parts} ms, more than the pass ({whole} ms)"
+    );
+    assert!(
+        parts >= whole * 0.6,
+        "{what}: layers sum to {parts} ms, far less than the pass ({whole} ms)"
+    );
+}
+
+#[test]
+fn gpu_time_reports_every_layer_from_timestamps() {
+    let log = time(&["-gpu", "0", "-iterations", "2"], &[]);
+    assert!(
+        !log.contains(FALLBACK),
+        "lavapipe has timestamp queries:\n{log}"
+    );
+    let r = report(&log);
+    check_layers(&r);
+    let fwd: f64 = r.layers.iter().map(|l| l.1).sum();
+    let bwd: f64 = r.layers.iter().map(|l| l.2).sum();
+    check_sum("forward", fwd, r.forward);
+    check_sum("backward", bwd, r.backward);
+    // The convolutions do real work on the device.
+    let conv1 = r.layers.iter().find(|l| l.0 == "conv1").unwrap();
+    assert!(conv1.1 > 0.0 && conv1.2 > 0.0, "{log}");
+}
+
+#[test]
+fn gpu_time_without_timestamps_waits_for_each_layer_and_says_so_once() {
+    let log = time(
+        &["-gpu", "0", "-iterations", "2"],
+        &[("CAFFE_RS_NO_TIMESTAMPS", "1")],
+    );
+    assert_eq!(log.matches(FALLBACK).count(), 1, "{log}");
+    let r = report(&log);
+    check_layers(&r);
+    let fwd: f64 = r.layers.iter().map(|l| l.1).sum();
+    check_sum("forward", fwd, r.forward);
+}
+
+#[test]
+fn cpu_time_reports_every_layer() {
+    let log = time(&["-iterations", "2"], &[]);
+    assert!(!log.contains(FALLBACK), "{log}");
+    let r = report(&log);
+    check_layers(&r);
+    let fwd: f64 = r.layers.iter().map(|l| l.1).sum();
+    check_sum("forward", fwd, r.forward);
+}
