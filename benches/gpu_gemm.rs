@@ -33,8 +33,21 @@ fn shapes() -> Vec<(usize, usize, usize)> {
         .collect()
 }
 
-/// Seconds per product (median of `iters` timed runs after one warm-up).
-fn time_gemm(e: &mut dyn Engine, m: usize, n: usize, k: usize, iters: usize) -> f64 {
+/// CPU time of every thread of this process so far (seconds; Linux only, else 0): the work
+/// done, which unlike the wall clock does not depend on what else the machine runs.
+fn cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum::<u64>() as f64
+        * 1e-9
+}
+
+/// Seconds per product: (median wall time, median CPU time) of `iters` timed runs after one
+/// warm-up.
+fn time_gemm(e: &mut dyn Engine, m: usize, n: usize, k: usize, iters: usize) -> (f64, f64) {
     let (a, b, c) = (e.alloc(m * k), e.alloc(k * n), e.alloc(m * n));
     let fill = |len: usize| {
         (0..len)
@@ -57,19 +70,20 @@ fn time_gemm(e: &mut dyn Engine, m: usize, n: usize, k: usize, iters: usize) -> 
     )));
     e.launch(&g).expect("gemm");
     e.sync().expect("sync");
-    let mut times: Vec<f64> = (0..iters)
+    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..iters)
         .map(|_| {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu_seconds());
             e.launch(&g).expect("gemm");
             e.sync().expect("sync");
-            t.elapsed().as_secs_f64()
+            (t.elapsed().as_secs_f64(), cpu_seconds() - c)
         })
-        .collect();
-    times.sort_by(f64::total_cmp);
+        .unzip();
+    wall.sort_by(f64::total_cmp);
+    cpu.sort_by(f64::total_cmp);
     for id in [a, b, c] {
         e.free(id);
     }
-    times[times.len() / 2]
+    (wall[wall.len() / 2], cpu[cpu.len() / 2])
 }
 
 fn main() {
@@ -87,28 +101,33 @@ fn main() {
     println!("adapter: {} ({})", gpu.name(), gpu.backend());
     let mut cpu = CpuEngine::new();
     let has_subgroups = gpu.uses_subgroups();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "GFLOP/s by the wall clock; in brackets by CPU time x {threads} threads, what an idle \
+         machine would give if the work spread perfectly (robust to load from other processes)"
+    );
+    let rate = |flop: f64, (wall, cpu): (f64, f64)| {
+        format!(
+            "{:.1} GFLOP/s [{:.1}] ({:.2} ms)",
+            flop / wall / 1e9,
+            flop / (cpu / threads as f64) / 1e9,
+            wall * 1e3
+        )
+    };
     for (m, n, k) in shapes() {
         let flop = 2.0 * (m * n * k) as f64;
         let mut line = format!("sgemm {m}x{n}x{k}:");
         if has_subgroups {
             gpu.set_subgroups(true);
             let t = time_gemm(&mut gpu, m, n, k, iters);
-            line += &format!(
-                "  gpu subgroup {:.1} GFLOP/s ({:.2} ms)",
-                flop / t / 1e9,
-                t * 1e3
-            );
+            line += &format!("  gpu subgroup {}", rate(flop, t));
         }
         gpu.set_subgroups(false);
         let t = time_gemm(&mut gpu, m, n, k, iters);
-        line += &format!(
-            "  gpu portable {:.1} GFLOP/s ({:.2} ms)",
-            flop / t / 1e9,
-            t * 1e3
-        );
+        line += &format!("  gpu portable {}", rate(flop, t));
         gpu.set_subgroups(has_subgroups);
         let t = time_gemm(&mut cpu, m, n, k, iters);
-        line += &format!("  cpu {:.1} GFLOP/s", flop / t / 1e9);
+        line += &format!("  cpu {:.1} GFLOP/s", flop / t.0 / 1e9);
         println!("{line}");
     }
 }

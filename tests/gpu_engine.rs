@@ -182,6 +182,24 @@ fn gemm_case(
     batch: usize,
     shared_a: bool,
 ) {
+    gemm_case_at(gpu, rng, ta, tb, m, n, k, batch, shared_a, false)
+}
+
+/// `aligned`: views start at multiples of 4 elements and batch strides are multiples of 4 (the
+/// kernels' whole-texel paths), else at random offsets.
+#[allow(clippy::too_many_arguments)]
+fn gemm_case_at(
+    gpu: &mut GpuEngine,
+    rng: &mut Rng,
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: usize,
+    shared_a: bool,
+    aligned: bool,
+) {
     let (alpha, beta) = (
         rng.uniform(-2.0, 2.0),
         if rng.below(3) == 0 {
@@ -191,9 +209,20 @@ fn gemm_case(
         },
     );
     // Views start at odd offsets and batch entries have padding between them.
-    let (oa, ob, oc) = (rng.below(5), rng.below(5), rng.below(5));
-    let sa = if shared_a { 0 } else { m * k + rng.below(3) };
-    let (sb, sc) = (k * n + rng.below(3), m * n + rng.below(3));
+    let (oa, ob, oc) = if aligned {
+        (4 * rng.below(2), 4 * rng.below(2), 4 * rng.below(2))
+    } else {
+        (rng.below(5), rng.below(5), rng.below(5))
+    };
+    let pad = |rng: &mut Rng, len: usize| {
+        if aligned {
+            len.next_multiple_of(4) + 4 * rng.below(2)
+        } else {
+            len + rng.below(3)
+        }
+    };
+    let sa = if shared_a { 0 } else { pad(rng, m * k) };
+    let (sb, sc) = (pad(rng, k * n), pad(rng, m * n));
     let la = oa + sa * (batch - 1) + m * k;
     let lb = ob + sb * (batch - 1) + k * n;
     let lc = oc + sc * (batch - 1) + m * n;
@@ -202,7 +231,9 @@ fn gemm_case(
         c0[oc] = f32::NAN; // beta 0 overwrites, NaN included
     }
     let init = vec![rng.vec(la, -1.0, 1.0), rng.vec(lb, -1.0, 1.0), c0];
-    let what = format!("gemm ta {ta} tb {tb} m {m} n {n} k {k} batch {batch} shared_a {shared_a}");
+    let what = format!(
+        "gemm ta {ta} tb {tb} m {m} n {n} k {k} batch {batch} shared_a {shared_a} aligned {aligned}"
+    );
     check_all(&what, gpu, &init, &|ids| {
         vec![Kernel::Blas(BlasKernel::Gemm(Gemm {
             trans_a: ta,
@@ -251,6 +282,45 @@ fn gemm_matches_cpu() {
     let mut g = gpu();
     g.set_subgroups(true);
     gemm_suite(&mut g, 1);
+}
+
+/// Shapes for each micro-kernel tile (op(A) of <= 8, <= 16, <= 32 rows, and 48 or 64-row tiles), k
+/// not a multiple of 4,
+/// operands and C at whole texels (unshifted packing, vec4 stores of C) and not.
+fn gemm_tile_suite(gpu: &mut GpuEngine, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for &(m, n, k) in &[
+        (8, 64, 16),
+        (5, 128, 30),
+        (16, 68, 9),
+        (12, 200, 64),
+        (32, 64, 4),
+        (40, 132, 101),
+        (96, 300, 363),
+        (128, 68, 50),
+        (70, 72, 17),
+    ] {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                for aligned in [true, false] {
+                    gemm_case_at(gpu, &mut rng, ta, tb, m, n, k, 1, false, aligned);
+                }
+            }
+        }
+    }
+    gemm_case_at(gpu, &mut rng, false, false, 24, 36, 20, 3, true, true);
+    gemm_case_at(gpu, &mut rng, true, true, 8, 100, 12, 4, false, true);
+}
+
+#[test]
+fn gemm_tiles_match_cpu() {
+    let mut g = gpu();
+    g.set_subgroups(true);
+    gemm_tile_suite(&mut g, 5);
+    let had = g.uses_subgroups();
+    g.set_subgroups(false);
+    gemm_tile_suite(&mut g, 6);
+    g.set_subgroups(had);
 }
 
 #[test]

@@ -215,6 +215,9 @@ struct Pipe {
     layout: Arc<wgpu::BindGroupLayout>,
 }
 
+/// Shader, entry point and the values of its pipeline-overridable constants.
+type PipeKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+
 /// Uniform parameters of one dispatch, as 32-bit words.
 #[derive(Default, Clone)]
 pub(crate) struct Params(pub Vec<u32>);
@@ -260,7 +263,7 @@ pub struct GpuEngine {
     tensors: Vec<Option<Tensor>>,
     free_ids: Vec<u32>,
     modules: HashMap<&'static str, wgpu::ShaderModule>,
-    pipelines: HashMap<(&'static str, &'static str), Arc<Pipe>>,
+    pipelines: HashMap<PipeKey, Arc<Pipe>>,
     layouts: HashMap<Vec<bool>, (Arc<wgpu::BindGroupLayout>, wgpu::PipelineLayout)>,
     textures: HashMap<&'static str, wgpu::Texture>,
     arenas: Vec<wgpu::Buffer>,
@@ -707,9 +710,15 @@ impl GpuEngine {
         &mut self,
         shader: &'static str,
         entry: &'static str,
+        constants: &[(&'static str, f64)],
         sig: &[bool],
     ) -> Result<Arc<Pipe>> {
-        if let Some(p) = self.pipelines.get(&(shader, entry)) {
+        let key: PipeKey = (
+            shader,
+            entry,
+            constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+        );
+        if let Some(p) = self.pipelines.get(&key) {
             return Ok(p.clone());
         }
         if !self.modules.contains_key(shader) {
@@ -738,7 +747,10 @@ impl GpuEngine {
                     layout: Some(pl),
                     module,
                     entry_point: Some(entry),
-                    compilation_options: Default::default(),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants,
+                        ..Default::default()
+                    },
                     cache: None,
                 })
         };
@@ -748,7 +760,7 @@ impl GpuEngine {
             pipeline,
             layout: bgl,
         });
-        self.pipelines.insert((shader, entry), p.clone());
+        self.pipelines.insert(key, p.clone());
         Ok(p)
     }
 
@@ -789,6 +801,13 @@ impl GpuEngine {
             size,
             shift: shift as u32,
         })
+    }
+
+    /// The same window bound as `array<vec4<f32>>`: its size rounded up to whole texels (the
+    /// buffer holds them: buffers are sized in texels and offsets are texel-aligned).
+    pub(crate) fn texel_binding(&self, b: &Bound) -> Bound {
+        let size = b.size.next_multiple_of(16).min(b.buf.size() - b.offset);
+        Bound { size, ..b.clone() }
     }
 
     /// A scratch buffer of at least `len` elements, reused across calls under `name`.
@@ -892,6 +911,20 @@ impl GpuEngine {
         res: &[Res],
         groups: [u32; 3],
     ) -> Result<()> {
+        self.dispatch_spec(shader, entry, &[], params, res, groups)
+    }
+
+    /// [`Self::dispatch_res`] of the pipeline specialised with values of the shader's
+    /// pipeline-overridable constants (one pipeline per set of values).
+    pub(crate) fn dispatch_spec(
+        &mut self,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        params: &Params,
+        res: &[Res],
+        groups: [u32; 3],
+    ) -> Result<()> {
         if groups.contains(&0) {
             return Ok(());
         }
@@ -902,7 +935,7 @@ impl GpuEngine {
             );
         }
         let sig: Vec<bool> = res.iter().map(|r| matches!(r, Res::T(_))).collect();
-        let pipe = self.pipeline(shader, entry, &sig)?;
+        let pipe = self.pipeline(shader, entry, constants, &sig)?;
         let (arena, offset) = self.push_params(&params.0)?;
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,

@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Generates the subgroup GEMM micro-kernels of shaders/blas_subgroup.wgsl (one line per FMA).
+
+usage: gen_gemm_sg.py KERNEL... > shaders/blas_subgroup.wgsl   with KERNEL = TM,CL,A,B[,KU]
+The engine uses `32,8,T,N 16,8,T,N 8,8,T,N` (operands packed in panels by blas.wgsl); the other
+layouts read operands in place and serve experiments with examples/gemm_lab.rs (on lavapipe they
+are slower than packing first: panels are read as contiguous streams).
+
+A workgroup is one subgroup of 8 lanes computing a TM x (8*CL) block of C. Lane l keeps a TM x CL
+block (rows 0..TM-1, columns CL*l .. CL*l+CL-1) in vec4 registers. The TM values of A of each k
+are fetched spread over the lanes and shared with subgroupBroadcast; each lane fetches the B
+values of its own columns. Operands are read from linear float textures (texel t = floats
+4t..4t+3, see common.wgsl), in one of these layouts, where r and c count from the first row /
+column of the workgroup's panel p / q (`base` = texel of the first element of batch entry 0,
+strides in texels):
+  A=T  texel (k, r/4) = base + p * aps + k * lda + r/4   4 rows at one k (A^T row-major: aps = TM/4;
+                                                         packed panels: lda = TM/4)
+  A=N  texel (r, k/4) = base + p * aps + r * lda + k/4   4 k of one row (A row-major: aps = TM*lda)
+  B=N  texel (k, c/4) = base + q * bps + k * ldb + c/4   4 columns at one k (B row-major: bps = TN/4;
+                                                         packed panels: ldb = TN/4)
+  B=T  texel (c, k/4) = base + q * bps + c * ldb + k/4   4 k of one column (B^T row-major)
+  B=M  element (k, c) = base + q * bps + k * ldb + c     B row-major at any alignment (base, bps and
+                                                         ldb in elements; 3 texels per 8 columns)
+k runs in steps of 4 then one at a time; rows and columns past the matrix read whatever is there
+(their results are never stored), k never goes past the matrix.
+
+params: 0 m, 1 n, 2 k, 3 ldc, 4 c shift, 5 c batch stride, 6 A base, 7 A batch stride,
+        8 lda, 9 B base, 10 B batch stride, 11 ldb, 12 alpha, 13 beta, 14 aps, 15 bps
+Pipeline constants: BETA0 (beta is 0: C is not read), C4 (C is stored as vec4 through binding 4:
+ldc, n, the C shift and batch stride are multiples of 4).
+"""
+import sys
+
+XYZW = "xyzw"
+
+
+def gen(tm, cl, al, bl, ku=4):
+    assert tm % 8 == 0 and cl % 4 == 0 and al in "TN" and bl in "NTM"
+    assert ku == 4 or (al == "T" and bl in "NM")
+    if bl == "M":
+        assert cl == 8
+    tn = 8 * cl
+    c4 = cl // 4
+    name = f"gemm_{tm}x{tn}_{al.lower()}{bl.lower()}" + ("" if ku == 4 else f"_k{ku}")
+    o = []
+    w = o.append
+    w(f"// {tm}x{tn} tile, lane tile {tm}x{cl}, A layout {al}, B layout {bl}.")
+    w("@compute @workgroup_size(8)")
+    w(f"fn {name}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {{")
+    w("    let q = wid.x;")
+    w("    let p = wid.y;")
+    w("    let bb = wid.z;")
+    w("    let kn = pu(2u);")
+    w(f"    let k4 = kn - kn % {ku}u;")
+    w("    let lda = pu(8u);")
+    w("    let ldb = pu(11u);")
+    for r in range(tm):
+        for c in range(c4):
+            w(f"    var acc{r}_{c} = vec4<f32>(0.0);")
+    w("    let abase = pu(6u) + bb * pu(7u);")
+    w("    let bbase = pu(9u) + bb * pu(10u);")
+    # ---- fetch address setup
+    if al == "T":
+        # lane l, fetch f of a 4-k step: texel t = 8f + l -> u = t / (tm/4), g = t % (tm/4)
+        at = tm // 4
+        nf = -(-(at * ku) // 8)
+        for f in range(nf):
+            t0 = 8 * f
+            # u and g per lane: (t0 + l) / at, (t0 + l) % at; at is a multiple of 2
+            w(f"    let au{f} = ({t0}u + l) / {at}u;")
+            w(f"    var ai{f} = abase + p * pu(14u) + au{f} * lda + ({t0}u + l) % {at}u;")
+    else:
+        nf = tm // 8
+        for f in range(nf):
+            w(f"    var ai{f} = abase + p * pu(14u) + ({8 * f}u + l) * lda;")
+    if bl == "N":
+        w(f"    var bi = bbase + q * pu(15u) + {c4}u * l;")
+    elif bl == "T":
+        for j in range(cl):
+            w(f"    var bi{j} = bbase + q * pu(15u) + ({cl}u * l + {j}u) * ldb;")
+    else:
+        w(f"    var be = bbase + q * pu(15u) + {cl}u * l;")
+
+    def a_fetch(f, k1=False):
+        if al == "T":
+            return f"textureLoad(sg_ta, tex_coord(ai{f}), 0)"
+        return f"textureLoad(sg_ta, tex_coord(ai{f}), 0)"
+
+    def b_loads(u_list, ind):
+        # emits b{u}_{c} vec4 (4 columns) for each u
+        if bl == "N":
+            for u in u_list:
+                for c in range(c4):
+                    off = f" + {c}u" if c else ""
+                    src = f"bi{off}" if u == 0 else f"bi + ldb * {u}u{off}"
+                    w(f"{ind}let b{u}_{c} = textureLoad(sg_tb, tex_coord({src}), 0);")
+        elif bl == "T":
+            if len(u_list) == 4:
+                for j in range(cl):
+                    w(f"{ind}let bt{j} = textureLoad(sg_tb, tex_coord(bi{j}), 0);")
+                for u in u_list:
+                    for c in range(c4):
+                        comps = ", ".join(f"bt{4 * c + i}.{XYZW[u]}" for i in range(4))
+                        w(f"{ind}let b{u}_{c} = vec4<f32>({comps});")
+            else:
+                # one k: component (kk & 3) of each column's texel
+                for j in range(cl):
+                    w(f"{ind}let bt{j} = pick(textureLoad(sg_tb, tex_coord(bi{j}), 0), kk & 3u);")
+                for c in range(c4):
+                    comps = ", ".join(f"bt{4 * c + i}" for i in range(4))
+                    w(f"{ind}let b0_{c} = vec4<f32>({comps});")
+        else:  # M
+            for u in u_list:
+                e = "be" if u == 0 else f"be + ldb * {u}u"
+                w(f"{ind}let e{u} = {e};")
+                w(f"{ind}let t{u} = e{u} >> 2u;")
+                w(f"{ind}let sh{u} = e{u} & 3u;")
+                for i in range(3):
+                    w(f"{ind}let f{u}_{i} = textureLoad(sg_tb, tex_coord(t{u} + {i}u), 0);")
+                w(f"{ind}let b{u}_0 = shift4(f{u}_0, f{u}_1, sh{u});")
+                w(f"{ind}let b{u}_1 = shift4(f{u}_1, f{u}_2, sh{u});")
+
+    def fmas(ku, ind):
+        # A values of (row r, step u): T layout: fetch t = u*(tm/4) + r/4, comp r%4, lane t%8
+        for g in range(tm // 4):
+            if al == "T":
+                for u in range(ku):
+                    t = u * (tm // 4) + g
+                    w(f"{ind}let s{g}_{u} = subgroupBroadcast(a_{t // 8}, {t % 8}u);")
+                for comp in range(4):
+                    r = 4 * g + comp
+                    for u in range(ku):
+                        for c in range(c4):
+                            w(f"{ind}acc{r}_{c} = fma(vec4<f32>(s{g}_{u}.{XYZW[comp]}), b{u}_{c}, acc{r}_{c});")
+            else:
+                for comp in range(4):
+                    r = 4 * g + comp
+                    w(f"{ind}let s{r} = subgroupBroadcast(a_{r // 8}, {r % 8}u);")
+                    for u in range(ku):
+                        for c in range(c4):
+                            val = f"s{r}.{XYZW[u]}" if ku == 4 else f"s{r}"
+                            w(f"{ind}acc{r}_{c} = fma(vec4<f32>({val}), b{u}_{c}, acc{r}_{c});")
+
+    # ---- main loop: 4 k per step
+    w("    var kk = 0u;")
+    w(f"    for (; kk < k4; kk += {ku}u) {{")
+    for f in range(nf):
+        w(f"        let a_{f} = {a_fetch(f)};")
+    b_loads(range(ku), "        ")
+    fmas(ku, "        ")
+    for f in range(nf):
+        w(f"        ai{f} += {f'{ku}u * lda' if al == 'T' else '1u'};")
+    if bl == "N":
+        w(f"        bi += {ku}u * ldb;")
+    elif bl == "T":
+        for j in range(cl):
+            w(f"        bi{j} += 1u;")
+    else:
+        w(f"        be += {ku}u * ldb;")
+    w("    }")
+    # ---- tail: one k at a time
+    w("    for (; kk < kn; kk++) {")
+    if al == "T":
+        # tm/4 texels at this k; lane l fetches texel l (and l + 8, ...)
+        for f in range(-(-(tm // 4) // 8)):
+            w(f"        let a_{f} = textureLoad(sg_ta, tex_coord(abase + p * pu(14u) + kk * lda + {8 * f}u + l), 0);")
+        # T layout with ku=1: s{g}_0 = broadcast(a_{g/8}, g%8)
+        pass
+    else:
+        for f in range(nf):
+            w(f"        let a_{f} = vec4<f32>(pick(textureLoad(sg_ta, tex_coord(ai{f}), 0), kk & 3u));")
+    if bl == "N":
+        for c in range(c4):
+            off = f" + {c}u" if c else ""
+            w(f"        let b0_{c} = textureLoad(sg_tb, tex_coord(bbase + q * pu(15u) + kk * ldb + {c4}u * l{off}), 0);")
+    elif bl == "T":
+        b_loads([0], "        ")
+    else:
+        w(f"        let e0 = bbase + q * pu(15u) + kk * ldb + {cl}u * l;")
+        w("        let t0 = e0 >> 2u;")
+        w("        let sh0 = e0 & 3u;")
+        for i in range(3):
+            w(f"        let f0_{i} = textureLoad(sg_tb, tex_coord(t0 + {i}u), 0);")
+        w("        let b0_0 = shift4(f0_0, f0_1, sh0);")
+        w("        let b0_1 = shift4(f0_1, f0_2, sh0);")
+    if al == "T":
+        for g in range(tm // 4):
+            w(f"        let s{g}_0 = subgroupBroadcast(a_{g // 8}, {g % 8}u);")
+            for comp in range(4):
+                r = 4 * g + comp
+                for c in range(c4):
+                    w(f"        acc{r}_{c} = fma(vec4<f32>(s{g}_0.{XYZW[comp]}), b0_{c}, acc{r}_{c});")
+    else:
+        for r in range(tm):
+            w(f"        let s{r} = subgroupBroadcast(a_{r // 8}.x, {r % 8}u);")
+            for c in range(c4):
+                w(f"        acc{r}_{c} = fma(vec4<f32>(s{r}), b0_{c}, acc{r}_{c});")
+        pass
+    w("    }")
+    # ---- epilogue
+    w(f"    let row0 = p * {tm}u;")
+    w(f"    let col0 = q * {tn}u + {cl}u * l;")
+    w("    let cb = pu(4u) + bb * pu(5u);")
+    w("    let m = pu(0u);")
+    w("    let n = pu(1u);")
+    w("    if (C4) {")
+    for r in range(tm):
+        w(f"        if (row0 + {r}u < m) {{")
+        w(f"            let v = (cb + (row0 + {r}u) * pu(3u) + col0) >> 2u;")
+        for c in range(c4):
+            off = f" + {c}u" if c else ""
+            w(f"            if (col0{' + ' + str(4 * c) + 'u' if c else ''} < n) {{ sg_store4(v{off}, acc{r}_{c}); }}")
+        w("        }")
+    w("    } else {")
+    for r in range(tm):
+        w(f"        if (row0 + {r}u < m) {{")
+        w(f"            let ci = cb + (row0 + {r}u) * pu(3u);")
+        for c in range(c4):
+            for comp in range(4):
+                w(f"            sg_store(ci, col0 + {4 * c + comp}u, acc{r}_{c}.{XYZW[comp]});")
+        w("        }")
+    w("    }")
+    w("}")
+    return "\n".join(o) + "\n"
+
+
+COMMON = """// Subgroup GEMM micro-kernels, generated by `scripts/gen_gemm_sg.py {args}`
+// (see there for the tile shapes, operand layouts and params). Compiled only when the device has
+// SUBGROUP.
+//
+// Operands are read from linear float textures: lavapipe gathers texels but loads storage
+// buffers lane by lane, and C rows of whole texels are stored as vec4 (about a third of the cost
+// of scalar stores there).
+
+@group(0) @binding(1) var sg_ta: texture_2d<f32>;
+@group(0) @binding(2) var sg_tb: texture_2d<f32>;
+@group(0) @binding(3) var<storage, read_write> sg_c: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sg_c4: array<vec4<f32>>;
+
+// Both set per pipeline, so that the unused store path is compiled out (lavapipe runs both sides
+// of every branch).
+override BETA0: bool = true;
+override C4: bool = false;
+
+fn sg_store(ci: u32, col: u32, v: f32) {
+    if (col < pu(1u)) {
+        if (BETA0) {
+            sg_c[ci + col] = pf(12u) * v;
+        } else {
+            sg_c[ci + col] = pf(12u) * v + pf(13u) * sg_c[ci + col];
+        }
+    }
+}
+
+fn sg_store4(t: u32, v: vec4<f32>) {
+    if (BETA0) {
+        sg_c4[t] = pf(12u) * v;
+    } else {
+        sg_c4[t] = pf(12u) * v + pf(13u) * sg_c4[t];
+    }
+}
+
+// Component i (0..3, uniform) of v.
+fn pick(v: vec4<f32>, i: u32) -> f32 {
+    return select(select(v.x, v.y, i == 1u), select(v.z, v.w, i == 3u), i >= 2u);
+}
+
+// Floats s..s+3 of the 8 floats (a, b), s in 0..3 (uniform).
+fn shift4(a: vec4<f32>, b: vec4<f32>, s: u32) -> vec4<f32> {
+    let lo = select(a, vec4<f32>(a.y, a.z, a.w, b.x), s == 1u);
+    let hi = select(vec4<f32>(a.z, a.w, b.x, b.y), vec4<f32>(a.w, b.x, b.y, b.z), s == 3u);
+    return select(lo, hi, s >= 2u);
+}
+"""
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    out = [COMMON.replace("{args}", " ".join(args))]
+    for spec in args:
+        tm, cl, al, bl, *ku = spec.split(",")
+        out.append("\n" + gen(int(tm), int(cl), al, bl, int(ku[0]) if ku else 4))
+    sys.stdout.write("".join(out))
