@@ -1015,16 +1015,23 @@ fn pool_geom(
 }
 
 fn pool_suite(g: &mut GpuEngine, seed: u64) {
+    pool_cases(
+        g,
+        seed,
+        &[
+            pool_geom(1, 1, 1, 1, (1, 1), (1, 1), (0, 0), 0),
+            pool_geom(2, 3, 7, 7, (3, 3), (2, 2), (0, 0), 0),
+            pool_geom(2, 2, 8, 9, (3, 2), (2, 1), (1, 1), 5),
+            pool_geom(3, 4, 13, 11, (3, 3), (2, 2), (1, 0), 0),
+            pool_geom(1, 5, 6, 6, (6, 6), (1, 1), (0, 0), 0),
+            pool_geom(2, 3, 33, 20, (2, 2), (2, 2), (0, 0), 3),
+        ],
+    );
+}
+
+fn pool_cases(g: &mut GpuEngine, seed: u64, geoms: &[PoolGeom]) {
     let mut rng = Rng::new(seed);
-    let geoms = [
-        pool_geom(1, 1, 1, 1, (1, 1), (1, 1), (0, 0), 0),
-        pool_geom(2, 3, 7, 7, (3, 3), (2, 2), (0, 0), 0),
-        pool_geom(2, 2, 8, 9, (3, 2), (2, 1), (1, 1), 5),
-        pool_geom(3, 4, 13, 11, (3, 3), (2, 2), (1, 0), 0),
-        pool_geom(1, 5, 6, 6, (6, 6), (1, 1), (0, 0), 0),
-        pool_geom(2, 3, 33, 20, (2, 2), (2, 2), (0, 0), 3),
-    ];
-    for geo in geoms {
+    for &geo in geoms {
         let (nb, nt) = (geo.bottom_len(), geo.top_len());
         let init = vec![
             rng.vec(nb, -1.0, 1.0),
@@ -1136,6 +1143,30 @@ fn pool_suite(g: &mut GpuEngine, seed: u64) {
 fn pool_matches_cpu() {
     let mut g = gpu();
     pool_suite(&mut g, 30);
+}
+
+#[test]
+fn pool_large_windows_match_cpu() {
+    // Windows of more than 65535 elements (global pooling over 256x256) and of 34200 elements
+    // with padding: the forward kernels walk them in several passes (lavapipe ends an
+    // invocation's loops after 65535 iterations), STOCHASTIC backward uses precomputed sums.
+    let mut g = gpu();
+    pool_cases(
+        &mut g,
+        32,
+        &[
+            pool_geom(2, 2, 256, 256, (256, 256), (1, 1), (0, 0), 3),
+            pool_geom(1, 2, 200, 190, (190, 180), (10, 10), (2, 3), 0),
+        ],
+    );
+    // The same in bindings that hold only one image.
+    g.set_max_binding_elems(2 * 256 * 256);
+    pool_cases(
+        &mut g,
+        33,
+        &[pool_geom(3, 2, 256, 256, (256, 256), (1, 1), (0, 0), 0)],
+    );
+    g.set_max_binding_elems(usize::MAX);
 }
 
 #[test]
