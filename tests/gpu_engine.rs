@@ -1701,6 +1701,78 @@ fn norm_suite(g: &mut GpuEngine, seed: u64) {
 }
 
 #[test]
+fn channel_sums_past_loop_limit_match_cpu() {
+    // 17M elements in one channel: more than 256 lanes * 65535 iterations, where lavapipe ends an
+    // invocation's loops, so the per-channel sums (BatchNorm / MVN moments and gradient, PReLU's
+    // slope gradient, bias gradients) run in several accumulating dispatches.
+    let mut g = gpu();
+    let mut rng = Rng::new(64);
+    let d = ChannelDims::new(2, 1, 8_500_001);
+    let n = d.count();
+    // 0 x, 1 mean, 2 var, 3 std, 4 y, 5 dy, 6 dx, 7 sum(dy), 8 sum(dy * min(x, 0))
+    let init = vec![
+        rng.vec(n, -2.0, 3.0),
+        vec![0.0],
+        vec![0.0],
+        vec![0.0],
+        vec![0.0; n],
+        rng.vec(n, -1.0, 1.0),
+        vec![0.0; n],
+        vec![0.0],
+        vec![0.5],
+    ];
+    check_all_tol(
+        "channel sums of 17M elements",
+        &mut g,
+        &init,
+        &|ids| {
+            let w = |i: usize, len: usize| whole(ids[i], len);
+            vec![
+                Kernel::Norm(NormKernel::Moments {
+                    dims: d,
+                    x: w(0, n),
+                    mean: w(1, 1),
+                    var: Some(w(2, 1)),
+                }),
+                Kernel::Norm(NormKernel::Normalize {
+                    dims: d,
+                    eps: 1e-5,
+                    eps_mode: EpsMode::SqrtVarPlusEps,
+                    x: w(0, n),
+                    mean: w(1, 1),
+                    var: Some(w(2, 1)),
+                    std: Some(w(3, 1)),
+                    y: w(4, n),
+                }),
+                Kernel::Norm(NormKernel::NormalizeBackward {
+                    dims: d,
+                    grad: NormGrad::Full,
+                    y: w(4, n),
+                    dy: w(5, n),
+                    std: Some(w(3, 1)),
+                    dx: w(6, n),
+                }),
+                Kernel::Elementwise(Ew::ChannelSum {
+                    dims: d,
+                    a: w(5, n),
+                    weight: SumWeight::One,
+                    beta: 0.0,
+                    y: w(7, 1),
+                }),
+                Kernel::Elementwise(Ew::ChannelSum {
+                    dims: d,
+                    a: w(5, n),
+                    weight: SumWeight::ByNegPart(w(0, n)),
+                    beta: 1.0,
+                    y: w(8, 1),
+                }),
+            ]
+        },
+        1e-3,
+    );
+}
+
+#[test]
 fn norm_matches_cpu() {
     let mut g = gpu();
     norm_suite(&mut g, 60);
