@@ -1773,6 +1773,39 @@ fn channel_sums_past_loop_limit_match_cpu() {
 }
 
 #[test]
+fn lrn_past_loop_limit_is_an_error() {
+    // One invocation slides the across-channel window over all channels: with 40000 channels it
+    // would loop past lavapipe's 65535 iterations, so the GPU engine refuses instead of returning
+    // silently wrong values.
+    let mut g = gpu();
+    let l = Lrn {
+        region: LrnRegion::AcrossChannels,
+        num: 1,
+        channels: 40_000,
+        height: 1,
+        width: 1,
+        size: 5,
+        alpha: 1e-2,
+        beta: 0.75,
+        k: 2.0,
+    };
+    let n = l.count();
+    let ids: Vec<TensorId> = (0..3).map(|_| g.alloc(n)).collect();
+    let err = g
+        .launch(&Kernel::Norm(NormKernel::Lrn {
+            lrn: l,
+            x: whole(ids[0], n),
+            scale: whole(ids[1], n),
+            y: whole(ids[2], n),
+        }))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("would loop"), "{err:#}");
+    for id in ids {
+        g.free(id);
+    }
+}
+
+#[test]
 fn norm_matches_cpu() {
     let mut g = gpu();
     norm_suite(&mut g, 60);

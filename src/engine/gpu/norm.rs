@@ -203,6 +203,20 @@ fn lrn_run(
     if img == 0 || l.num == 0 {
         return Ok(());
     }
+    // Loop iterations of one invocation (lavapipe silently ends an invocation's loops after
+    // 65535): across channels the window slides over all channels, within a channel it covers
+    // up to size x size pixels (clipped to the image).
+    let loops = match l.region {
+        LrnRegion::AcrossChannels => l.size + 2 * l.channels,
+        LrnRegion::WithinChannel => l.size.min(l.height) * (l.size.min(l.width) + 1),
+    };
+    ensure!(
+        loops + 16 <= 32768,
+        "GPU LRN: one invocation would loop {loops} times (local_size {}, {} channels), more than \
+         the 32768 the kernels allow (software Vulkan ends loops after 65535 iterations)",
+        l.size,
+        l.channels
+    );
     for r in e.unit_chunks(entry, l.num, &[img])? {
         let w = |v: View| v.slice(r.start * img, r.len() * img);
         let out_views: Vec<View> = outs.iter().map(|v| w(*v)).collect();
