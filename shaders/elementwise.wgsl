@@ -245,7 +245,9 @@ fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 // channel_sum: one workgroup per channel (z = channel within this dispatch).
 // e1 = a, e2 = w (or a again), e3 = y. words: 8 inner, 9 channels, 10 outer, 11 weight mode
-// (0 one, 1 by, 2 by negative part), 12 beta, 13 first channel, 14 alpha
+// (0 one, 1 by, 2 by negative part), 12 beta, 13 first channel, 14 alpha, [15, 16) the range of
+// the channel's (row, inner) elements this dispatch adds (lavapipe ends an invocation's loops
+// after 65535 iterations, so the host keeps it within 256 * 32768).
 var<workgroup> cs_part: array<f32, 256>;
 
 @compute @workgroup_size(256)
@@ -253,10 +255,10 @@ fn channel_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let c = pu(13u) + wid.x + wid.y * 65535u;
     if (c >= pu(9u)) { return; }
     let inner = pu(8u);
-    let m = pu(10u) * inner;
+    let m = min(pu(10u) * inner, pu(16u));
     let mode = pu(11u);
     var s = 0.0;
-    for (var j = lid; j < m; j += 256u) {
+    for (var j = pu(15u) + lid; j < m; j += 256u) {
         let o = j / inner;
         let idx = (o * pu(9u) + c) * inner + (j - o * inner);
         let a = e1[pu(1u) + idx];

@@ -12,18 +12,20 @@ var<workgroup> nr_part: array<f32, 256>;
 
 // out[c] (+)= sum over the rows of channel c of f: mode 0 a, 1 (a - m[c])^2, 2 a * b.
 // n1 = a, n2 = b, n3 = m, n4 = out. words: 1..4 shifts, 8 inner, 9 channels, 10 outer rows in
-// this chunk, 11 mode, 12 accumulate, 13 first channel. One workgroup per channel.
+// this chunk, 11 mode, 12 accumulate, 13 first channel, [14, 15) the range of the channel's
+// (row, inner) elements this dispatch adds (lavapipe ends an invocation's loops after 65535
+// iterations, so the host keeps it within 256 * 32768). One workgroup per channel.
 @compute @workgroup_size(256)
 fn chan_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = pu(13u) + wid.x + wid.y * 65535u;
     if (c >= pu(9u)) { return; }
     let inner = pu(8u);
-    let total = pu(10u) * inner;
+    let total = min(pu(10u) * inner, pu(15u));
     let mode = pu(11u);
     var mc = 0.0;
     if (mode == 1u) { mc = n3[pu(3u) + c]; }
     var s = 0.0;
-    for (var j = lid; j < total; j += 256u) {
+    for (var j = pu(14u) + lid; j < total; j += 256u) {
         let o = j / inner;
         let idx = (o * pu(9u) + c) * inner + (j - o * inner);
         let a = n1[pu(1u) + idx];

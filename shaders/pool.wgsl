@@ -284,10 +284,144 @@ fn ave_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     write_bottom(pu(3u) + i, s);
 }
 
-// p1 top_diff, p2 top, p3 bottom_diff, p4 bottom
+// ---- windows larger than one invocation's loop budget ------------------------------------------
+// Lavapipe (llvmpipe's gallivm) silently ends an invocation's loops once they have run 65535
+// iterations in total, so a window too large for that (e.g. global pooling over a 256x256 map) is
+// walked by several dispatches ("passes"): pass [word 24, word 25) of the window's elements in
+// row-major order, one invocation per output, the running state kept in p4 (8 words per output of
+// the dispatch). Each pass continues exactly where the previous one stopped, so the arithmetic is
+// the same sequence as in the one-pass kernels above (and in the CPU engine).
+// Word 26 selects the kind: 0 MAX, 1 AVE, 2 STOCHASTIC TEST, 3 STOCHASTIC TRAIN (window sum),
+// 4 STOCHASTIC TRAIN (pick; after all passes of kind 3), 5 STOCHASTIC window sum only (for
+// `sto_test_backward_sums`, starting at FLT_MIN and adding row sums like the CPU engine).
+// p1 bottom, p2 top, p3 mask (= top when unused), p4 state.
 @compute @workgroup_size(256)
-fn sto_test_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
+fn window_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let kind = pu(26u);
+    let t = top_pos(i);
+    let W = pu(10u);
+    var hw: vec2<i32>;
+    var ww: vec2<i32>;
+    var div = 1.0;
+    if (kind == 0u) {
+        hw = max_win(t.ph, pu(15u), pu(17u), pu(13u), pu(9u));
+        ww = max_win(t.pw, pu(16u), pu(18u), pu(14u), W);
+    } else if (kind == 1u) {
+        let h3 = ave_win(t.ph, pu(15u), pu(17u), pu(13u), pu(9u));
+        let w3 = ave_win(t.pw, pu(16u), pu(18u), pu(14u), W);
+        hw = h3.xy;
+        ww = w3.xy;
+        div = f32(h3.z * w3.z);
+    } else {
+        hw = sto_win(t.ph, pu(15u), pu(13u), pu(9u));
+        ww = sto_win(t.pw, pu(16u), pu(14u), W);
+    }
+    let base = pu(1u) + t.plane * pu(9u) * W;
+    let wlen = u32(ww.y - ww.x);
+    let n = u32(hw.y - hw.x) * wlen;
+    let k0 = pu(24u);
+    let k1 = min(pu(25u), n);
+    let s = pu(4u) + 8u * i;
+    // State: a, b (running values of the kind), then for kind 4: c running, d value, e index,
+    // f found.
+    var a = p4[s];
+    var b = p4[s + 1u];
+    var c = p4[s + 2u];
+    var d = p4[s + 3u];
+    var e = p4[s + 4u];
+    var f = p4[s + 5u];
+    if (k0 == 0u) {
+        if (kind == 0u) {
+            a = -3.40282347e38;
+            b = -1.0;
+        } else if (kind == 2u || kind == 5u) {
+            a = 1.17549435e-38;
+            b = 0.0;
+        } else if (kind == 4u) {
+            c = 0.0;
+            d = 0.0;
+            e = -1.0;
+            f = 0.0;
+        } else {
+            a = 0.0;
+            b = 0.0;
+        }
+    }
+    var threshold = 0.0;
+    if (kind == 4u) {
+        let counter = (pu(23u) + t.plane) * (pu(11u) * pu(12u)) + t.ph * pu(12u) + t.pw;
+        threshold = uniform_hash(vec2<u32>(pu(21u), pu(22u)), counter) * a;
+    }
+    if (k0 < k1 && !(kind == 4u && f != 0.0)) {
+        var dh = k0 / wlen;
+        var dw = k0 - dh * wlen;
+        for (var k = k0; k < k1; k++) {
+            let j = (u32(hw.x) + dh) * W + u32(ww.x) + dw;
+            let v = p1[base + j];
+            dw += 1u;
+            let row_end = dw == wlen;
+            if (row_end) {
+                dw = 0u;
+                dh += 1u;
+            }
+            if (kind == 0u) {
+                if (v > a) {
+                    a = v;
+                    b = f32(j);
+                }
+            } else if (kind == 2u) {
+                a += v;
+                b += v * v;
+            } else if (kind == 4u) {
+                c += v;
+                d = v;
+                e = f32(j);
+                if (c >= threshold) {
+                    f = 1.0;
+                    break;
+                }
+            } else {
+                // 1, 3, 5: row sums added to the total at each row's end.
+                b += v;
+                if (row_end) {
+                    a += b;
+                    b = 0.0;
+                }
+            }
+        }
+    }
+    p4[s] = a;
+    p4[s + 1u] = b;
+    p4[s + 2u] = c;
+    p4[s + 3u] = d;
+    p4[s + 4u] = e;
+    p4[s + 5u] = f;
+    if (kind == 0u) {
+        p2[pu(2u) + t.top] = a;
+        p3[pu(3u) + t.top] = b;
+    } else if (kind == 1u) {
+        p2[pu(2u) + t.top] = a / div;
+    } else if (kind == 2u) {
+        p2[pu(2u) + t.top] = b / a;
+    } else if (kind == 4u) {
+        p2[pu(2u) + t.top] = d;
+        p3[pu(3u) + t.top] = e;
+    }
+}
+
+// STOCHASTIC TEST backward: bottom_diff (+)= sum over the windows containing the element of
+// top_diff * (2 x - top) / window sum, the window sums precomputed by `window_pass` (kind 5) in
+// p5 (8 words per output of the dispatch, plane-major), so an invocation loops only over those
+// outputs. p1 top_diff, p2 top, p3 bottom_diff, p4 bottom, p5 sums
+@group(0) @binding(5) var<storage, read_write> p5: array<f32>;
+
+@compute @workgroup_size(256)
+fn sto_test_backward_sums(@builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= pu(0u)) { return; }
     let W = pu(10u);
@@ -296,8 +430,7 @@ fn sto_test_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let j = i - plane * hwn;
     let h = j / W;
     let w = j - h * W;
-    let base = pu(4u) + plane * hwn;
-    let xv = p4[base + j];
+    let xv = p4[pu(4u) + plane * hwn + j];
     let hr = out_range(h, pu(15u), 0u, pu(13u), pu(11u));
     let wr = out_range(w, pu(16u), 0u, pu(14u), pu(12u));
     var s = 0.0;
@@ -307,13 +440,8 @@ fn sto_test_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         for (var pw = wr.x; pw < wr.y; pw++) {
             let ww = sto_win(pw, pu(16u), pu(14u), W);
             if (i32(w) < ww.x || i32(w) >= ww.y) { continue; }
-            var sum = 1.17549435e-38;
-            for (var hh = hw.x; hh < hw.y; hh++) {
-                for (var ww2 = ww.x; ww2 < ww.y; ww2++) {
-                    sum += p4[base + u32(hh) * W + u32(ww2)];
-                }
-            }
             let ti = top_index(plane, ph, pw);
+            let sum = p5[pu(5u) + 8u * ((plane * pu(11u) + ph) * pu(12u) + pw)];
             s += p1[pu(1u) + ti] * (2.0 * xv - p2[pu(2u) + ti]) / sum;
         }
     }

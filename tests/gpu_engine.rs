@@ -1085,16 +1085,23 @@ fn pool_geom(
 }
 
 fn pool_suite(g: &mut GpuEngine, seed: u64) {
+    pool_cases(
+        g,
+        seed,
+        &[
+            pool_geom(1, 1, 1, 1, (1, 1), (1, 1), (0, 0), 0),
+            pool_geom(2, 3, 7, 7, (3, 3), (2, 2), (0, 0), 0),
+            pool_geom(2, 2, 8, 9, (3, 2), (2, 1), (1, 1), 5),
+            pool_geom(3, 4, 13, 11, (3, 3), (2, 2), (1, 0), 0),
+            pool_geom(1, 5, 6, 6, (6, 6), (1, 1), (0, 0), 0),
+            pool_geom(2, 3, 33, 20, (2, 2), (2, 2), (0, 0), 3),
+        ],
+    );
+}
+
+fn pool_cases(g: &mut GpuEngine, seed: u64, geoms: &[PoolGeom]) {
     let mut rng = Rng::new(seed);
-    let geoms = [
-        pool_geom(1, 1, 1, 1, (1, 1), (1, 1), (0, 0), 0),
-        pool_geom(2, 3, 7, 7, (3, 3), (2, 2), (0, 0), 0),
-        pool_geom(2, 2, 8, 9, (3, 2), (2, 1), (1, 1), 5),
-        pool_geom(3, 4, 13, 11, (3, 3), (2, 2), (1, 0), 0),
-        pool_geom(1, 5, 6, 6, (6, 6), (1, 1), (0, 0), 0),
-        pool_geom(2, 3, 33, 20, (2, 2), (2, 2), (0, 0), 3),
-    ];
-    for geo in geoms {
+    for &geo in geoms {
         let (nb, nt) = (geo.bottom_len(), geo.top_len());
         let init = vec![
             rng.vec(nb, -1.0, 1.0),
@@ -1206,6 +1213,30 @@ fn pool_suite(g: &mut GpuEngine, seed: u64) {
 fn pool_matches_cpu() {
     let mut g = gpu();
     pool_suite(&mut g, 30);
+}
+
+#[test]
+fn pool_large_windows_match_cpu() {
+    // Windows of more than 65535 elements (global pooling over 256x256) and of 34200 elements
+    // with padding: the forward kernels walk them in several passes (lavapipe ends an
+    // invocation's loops after 65535 iterations), STOCHASTIC backward uses precomputed sums.
+    let mut g = gpu();
+    pool_cases(
+        &mut g,
+        32,
+        &[
+            pool_geom(2, 2, 256, 256, (256, 256), (1, 1), (0, 0), 3),
+            pool_geom(1, 2, 200, 190, (190, 180), (10, 10), (2, 3), 0),
+        ],
+    );
+    // The same in bindings that hold only one image.
+    g.set_max_binding_elems(2 * 256 * 256);
+    pool_cases(
+        &mut g,
+        33,
+        &[pool_geom(3, 2, 256, 256, (256, 256), (1, 1), (0, 0), 0)],
+    );
+    g.set_max_binding_elems(usize::MAX);
 }
 
 #[test]
@@ -1736,6 +1767,111 @@ fn norm_suite(g: &mut GpuEngine, seed: u64) {
                 ]
             });
         }
+    }
+}
+
+#[test]
+fn channel_sums_past_loop_limit_match_cpu() {
+    // 17M elements in one channel: more than 256 lanes * 65535 iterations, where lavapipe ends an
+    // invocation's loops, so the per-channel sums (BatchNorm / MVN moments and gradient, PReLU's
+    // slope gradient, bias gradients) run in several accumulating dispatches.
+    let mut g = gpu();
+    let mut rng = Rng::new(64);
+    let d = ChannelDims::new(2, 1, 8_500_001);
+    let n = d.count();
+    // 0 x, 1 mean, 2 var, 3 std, 4 y, 5 dy, 6 dx, 7 sum(dy), 8 sum(dy * min(x, 0))
+    let init = vec![
+        rng.vec(n, -2.0, 3.0),
+        vec![0.0],
+        vec![0.0],
+        vec![0.0],
+        vec![0.0; n],
+        rng.vec(n, -1.0, 1.0),
+        vec![0.0; n],
+        vec![0.0],
+        vec![0.5],
+    ];
+    check_all_tol(
+        "channel sums of 17M elements",
+        &mut g,
+        &init,
+        &|ids| {
+            let w = |i: usize, len: usize| whole(ids[i], len);
+            vec![
+                Kernel::Norm(NormKernel::Moments {
+                    dims: d,
+                    x: w(0, n),
+                    mean: w(1, 1),
+                    var: Some(w(2, 1)),
+                }),
+                Kernel::Norm(NormKernel::Normalize {
+                    dims: d,
+                    eps: 1e-5,
+                    eps_mode: EpsMode::SqrtVarPlusEps,
+                    x: w(0, n),
+                    mean: w(1, 1),
+                    var: Some(w(2, 1)),
+                    std: Some(w(3, 1)),
+                    y: w(4, n),
+                }),
+                Kernel::Norm(NormKernel::NormalizeBackward {
+                    dims: d,
+                    grad: NormGrad::Full,
+                    y: w(4, n),
+                    dy: w(5, n),
+                    std: Some(w(3, 1)),
+                    dx: w(6, n),
+                }),
+                Kernel::Elementwise(Ew::ChannelSum {
+                    dims: d,
+                    a: w(5, n),
+                    weight: SumWeight::One,
+                    beta: 0.0,
+                    y: w(7, 1),
+                }),
+                Kernel::Elementwise(Ew::ChannelSum {
+                    dims: d,
+                    a: w(5, n),
+                    weight: SumWeight::ByNegPart(w(0, n)),
+                    beta: 1.0,
+                    y: w(8, 1),
+                }),
+            ]
+        },
+        1e-3,
+    );
+}
+
+#[test]
+fn lrn_past_loop_limit_is_an_error() {
+    // One invocation slides the across-channel window over all channels: with 40000 channels it
+    // would loop past lavapipe's 65535 iterations, so the GPU engine refuses instead of returning
+    // silently wrong values.
+    let mut g = gpu();
+    let l = Lrn {
+        region: LrnRegion::AcrossChannels,
+        num: 1,
+        channels: 40_000,
+        height: 1,
+        width: 1,
+        size: 5,
+        alpha: 1e-2,
+        beta: 0.75,
+        k: 2.0,
+    };
+    let n = l.count();
+    let ids: Vec<TensorId> = (0..3).map(|_| g.alloc(n)).collect();
+    let err = g
+        .launch(&Kernel::Norm(NormKernel::Lrn {
+            lrn: l,
+            x: whole(ids[0], n),
+            scale: whole(ids[1], n),
+            y: whole(ids[2], n),
+        }))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("would loop"), "{err:#}");
+    for id in ids {
+        g.free(id);
     }
 }
 

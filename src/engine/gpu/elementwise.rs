@@ -528,6 +528,11 @@ fn nary_max_into(
     Ok(())
 }
 
+/// Elements of one channel a `channel_sum` / `chan_reduce` dispatch adds: each of the 256 lanes
+/// of a channel's workgroup loops at most 32768 times (lavapipe, i.e. llvmpipe's gallivm, silently
+/// ends an invocation's loops once they have run 65535 iterations in total).
+pub(crate) const CHANNEL_SEGMENT: usize = 256 * 32768;
+
 /// y[c] = beta * y[c] + alpha * sum_{o,i} a * weight (mode 0 one, 1 by w, 2 by min(w, 0)).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn channel_sum(
@@ -555,29 +560,35 @@ pub(crate) fn channel_sum(
         let ab = e.bind_input("in0", ac, &[y], false)?;
         let wb = e.bind_input("in1", wc, &[y], false)?;
         let yb = e.bind(y)?;
-        let b = if ci == 0 { beta } else { 1.0 };
-        let mut first = 0;
-        while first < d.channels {
-            let nch = (d.channels - first).min(65535 * 65535);
-            let p = Params::new()
-                .u(0)
-                .shift(&ab)
-                .shift(&wb)
-                .shift(&yb)
-                .u(0)
-                .u(0)
-                .u(0)
-                .u(0)
-                .u(d.inner)
-                .u(d.channels)
-                .u(r.len())
-                .u(mode as usize)
-                .f(b)
-                .u(first)
-                .f(alpha);
-            let groups = [nch.min(65535) as u32, nch.div_ceil(65535) as u32, 1];
-            e.dispatch("elementwise", "channel_sum", &p, &[&ab, &wb, &yb], groups)?;
-            first += nch;
+        // Segments of at most CHANNEL_SEGMENT elements per channel (lavapipe's loop limit).
+        let total = r.len() * d.inner;
+        for j0 in (0..total.max(1)).step_by(CHANNEL_SEGMENT) {
+            let b = if ci == 0 && j0 == 0 { beta } else { 1.0 };
+            let mut first = 0;
+            while first < d.channels {
+                let nch = (d.channels - first).min(65535 * 65535);
+                let p = Params::new()
+                    .u(0)
+                    .shift(&ab)
+                    .shift(&wb)
+                    .shift(&yb)
+                    .u(0)
+                    .u(0)
+                    .u(0)
+                    .u(0)
+                    .u(d.inner)
+                    .u(d.channels)
+                    .u(r.len())
+                    .u(mode as usize)
+                    .f(b)
+                    .u(first)
+                    .f(alpha)
+                    .u(j0)
+                    .u(j0 + CHANNEL_SEGMENT);
+                let groups = [nch.min(65535) as u32, nch.div_ceil(65535) as u32, 1];
+                e.dispatch("elementwise", "channel_sum", &p, &[&ab, &wb, &yb], groups)?;
+                first += nch;
+            }
         }
     }
     Ok(())

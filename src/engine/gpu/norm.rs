@@ -3,6 +3,7 @@
 //! LRN splits over images.
 use anyhow::{Result, anyhow, bail, ensure};
 
+use super::elementwise::CHANNEL_SEGMENT;
 use super::{Bound, GpuEngine, Params};
 use crate::engine::View;
 use crate::engine::kernels::blas::BlasKernel;
@@ -50,24 +51,35 @@ fn reduce(
     for (ci, r) in chunks.into_iter().enumerate() {
         let ab = e.bind(a.slice(r.start * per, r.len() * per))?;
         let bb = e.bind(b.slice(r.start * per, r.len() * per))?;
-        let p = pad8(Params::new().u(0).shift(&ab).shift(&bb).shift(m).shift(out))
-            .u(d.inner)
-            .u(d.channels)
-            .u(r.len())
-            .u(mode as usize)
-            .u((ci > 0) as usize);
-        dispatch_reduce(e, d.channels, p, [&ab, &bb, m, out])?;
+        // Segments of at most CHANNEL_SEGMENT elements per channel (lavapipe's loop limit).
+        let total = r.len() * d.inner;
+        for j0 in (0..total.max(1)).step_by(CHANNEL_SEGMENT) {
+            let p = pad8(Params::new().u(0).shift(&ab).shift(&bb).shift(m).shift(out))
+                .u(d.inner)
+                .u(d.channels)
+                .u(r.len())
+                .u(mode as usize)
+                .u((ci > 0 || j0 > 0) as usize);
+            dispatch_reduce(e, d.channels, p, [&ab, &bb, m, out], j0)?;
+        }
     }
     Ok(())
 }
 
-fn dispatch_reduce(e: &mut GpuEngine, channels: usize, p: Params, b: [&Bound; 4]) -> Result<()> {
+/// `chan_reduce` over every channel for elements [j0, j0 + CHANNEL_SEGMENT) of each channel.
+fn dispatch_reduce(
+    e: &mut GpuEngine,
+    channels: usize,
+    p: Params,
+    b: [&Bound; 4],
+    j0: usize,
+) -> Result<()> {
     let mut first = 0;
     while first < channels {
         let n = (channels - first).min(65535 * 65535);
         let mut p = p.clone();
         p.0.truncate(13);
-        p = p.u(first);
+        p = p.u(first).u(j0).u(j0 + CHANNEL_SEGMENT);
         e.dispatch(
             "norm",
             "chan_reduce",
@@ -191,6 +203,20 @@ fn lrn_run(
     if img == 0 || l.num == 0 {
         return Ok(());
     }
+    // Loop iterations of one invocation (lavapipe silently ends an invocation's loops after
+    // 65535): across channels the window slides over all channels, within a channel it covers
+    // up to size x size pixels (clipped to the image).
+    let loops = match l.region {
+        LrnRegion::AcrossChannels => l.size + 2 * l.channels,
+        LrnRegion::WithinChannel => l.size.min(l.height) * (l.size.min(l.width) + 1),
+    };
+    ensure!(
+        loops + 16 <= 32768,
+        "GPU LRN: one invocation would loop {loops} times (local_size {}, {} channels), more than \
+         the 32768 the kernels allow (software Vulkan ends loops after 65535 iterations)",
+        l.size,
+        l.channels
+    );
     for r in e.unit_chunks(entry, l.num, &[img])? {
         let w = |v: View| v.slice(r.start * img, r.len() * img);
         let out_views: Vec<View> = outs.iter().map(|v| w(*v)).collect();

@@ -43,6 +43,53 @@ enum Role {
     Top,
 }
 
+/// Loop iterations one invocation may run per dispatch: lavapipe (llvmpipe's gallivm) silently
+/// ends an invocation's loops once they have run 65535 iterations in total.
+const LOOP_BUDGET: usize = 32768;
+
+/// Elements of the largest (clipped) window: an upper bound of every window's size.
+fn max_window(g: &PoolGeom) -> usize {
+    g.kernel_h.min(g.height) * g.kernel_w.min(g.width)
+}
+
+/// Whether the one-invocation forward kernels would loop past the budget (rows + elements; the
+/// STOCHASTIC TRAIN kernel walks its window twice).
+fn needs_passes(g: &PoolGeom) -> bool {
+    2 * g.kernel_h.min(g.height) * (g.kernel_w.min(g.width) + 1) + 16 > LOOP_BUDGET
+}
+
+/// Fails when the backward kernels (one invocation per bottom element, looping over the outputs
+/// whose windows may contain it) would loop past the budget.
+fn check_backward_loops(g: &PoolGeom) -> Result<()> {
+    let outs = |pooled: usize, k: usize, s: usize, p: usize| pooled.min((k + p) / s + 2);
+    let n = outs(g.pooled_h, g.kernel_h, g.stride_h, g.pad_h)
+        * (outs(g.pooled_w, g.kernel_w, g.stride_w, g.pad_w) + 1);
+    ensure!(
+        n + 16 <= LOOP_BUDGET,
+        "GPU pooling backward: an element lies in up to {n} windows (kernel {}x{}, stride {}x{}), \
+         more than one invocation may loop over ({LOOP_BUDGET}; software Vulkan ends loops after \
+         65535 iterations)",
+        g.kernel_h,
+        g.kernel_w,
+        g.stride_h,
+        g.stride_w
+    );
+    Ok(())
+}
+
+/// How `run` dispatches each chunk of images.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// One dispatch of the entry point.
+    Plain,
+    /// `window_pass` of these kinds, each over the window in passes of at most `LOOP_BUDGET`
+    /// elements (state in the scratch buffer `pool_state`).
+    Passes(&'static [u32]),
+    /// `window_pass` kind 5 (window sums into `pool_state`), then the entry point with the sums
+    /// bound last.
+    WithSums,
+}
+
 /// Runs `entry` over images split into chunks; `views` in binding order, `outs` the indices of
 /// the outputs among them, one invocation per top (forward) or bottom (backward) element. `seed`
 /// is passed to the kernels as words 21 (low) and 22 (high); word 23 is the first plane of a chunk.
@@ -56,6 +103,7 @@ fn run(
     per_bottom: bool,
     accumulate: bool,
     seed: u64,
+    mode: Mode,
 ) -> Result<()> {
     let plane_b = g.height * g.width;
     let plane_t = g.pooled_h * g.pooled_w;
@@ -64,8 +112,15 @@ fn run(
     if g.num * g.channels == 0 || (per_bottom && plane_b == 0) || (!per_bottom && plane_t == 0) {
         return Ok(());
     }
+    if per_bottom {
+        check_backward_loops(g)?;
+    }
     let ts = g.top_num_stride.max(img_t);
-    for r in e.unit_chunks(entry, g.num, &[img_b, ts])? {
+    let state_per_img = match mode {
+        Mode::Plain => 0,
+        _ => 8 * img_t,
+    };
+    for r in e.unit_chunks(entry, g.num, &[img_b, ts, state_per_img])? {
         let nb = r.len();
         let window = |v: View, role: Role| match role {
             Role::Bottom => v.slice(r.start * img_b, nb * img_b),
@@ -87,34 +142,76 @@ fn run(
                 e.bind_input(["in0", "in1", "in2", "in3"][i % 4], w, &out_views, false)?
             });
         }
-        let threads = nb * if per_bottom { img_b } else { img_t };
-        let mut p = Params::new().u(threads);
-        for b in &binds {
-            p = p.shift(b);
+        let state = match mode {
+            Mode::Plain => None,
+            _ => Some(e.scratch("pool_state", nb * state_per_img)?),
+        };
+        let params = |threads: usize, binds: &[&Bound]| {
+            let mut p = Params::new().u(threads);
+            for b in binds {
+                p = p.shift(b);
+            }
+            while p.0.len() < 8 {
+                p = p.u(0);
+            }
+            p.u(g.channels)
+                .u(g.height)
+                .u(g.width)
+                .u(g.pooled_h)
+                .u(g.pooled_w)
+                .u(g.kernel_h)
+                .u(g.kernel_w)
+                .u(g.stride_h)
+                .u(g.stride_w)
+                .u(g.pad_h)
+                .u(g.pad_w)
+                .u(g.top_num_stride)
+                .u(accumulate as usize)
+                .u(seed as u32 as usize)
+                .u((seed >> 32) as usize)
+                .u(r.start * g.channels)
+        };
+        // Window passes: bottom, top, mask (or top again), state; one invocation per output.
+        let passes = |e: &mut GpuEngine, kinds: &[u32], refs: &[&Bound]| -> Result<()> {
+            let threads = nb * img_t;
+            let win = max_window(g);
+            for &kind in kinds {
+                for k0 in (0..win.max(1)).step_by(LOOP_BUDGET) {
+                    let p = params(threads, refs)
+                        .u(k0)
+                        .u(k0 + LOOP_BUDGET)
+                        .u(kind as usize);
+                    let gr = e.groups_1d(threads);
+                    e.dispatch("pool", "window_pass", &p, refs, gr)?;
+                }
+            }
+            Ok(())
+        };
+        match mode {
+            Mode::Plain => {
+                let threads = nb * if per_bottom { img_b } else { img_t };
+                let refs: Vec<&Bound> = binds.iter().collect();
+                let p = params(threads, &refs);
+                let gr = e.groups_1d(threads);
+                e.dispatch("pool", entry, &p, &refs, gr)?;
+            }
+            Mode::Passes(kinds) => {
+                let st = state.as_ref().expect("state");
+                let mask = binds.get(2).unwrap_or(&binds[1]);
+                passes(e, kinds, &[&binds[0], &binds[1], mask, st])?;
+            }
+            Mode::WithSums => {
+                // views: top_diff, top, bottom_diff, bottom
+                let st = state.as_ref().expect("state");
+                passes(e, &[5], &[&binds[3], &binds[1], &binds[1], st])?;
+                let threads = nb * img_b;
+                let mut refs: Vec<&Bound> = binds.iter().collect();
+                refs.push(st);
+                let p = params(threads, &refs);
+                let gr = e.groups_1d(threads);
+                e.dispatch("pool", entry, &p, &refs, gr)?;
+            }
         }
-        while p.0.len() < 8 {
-            p = p.u(0);
-        }
-        p = p
-            .u(g.channels)
-            .u(g.height)
-            .u(g.width)
-            .u(g.pooled_h)
-            .u(g.pooled_w)
-            .u(g.kernel_h)
-            .u(g.kernel_w)
-            .u(g.stride_h)
-            .u(g.stride_w)
-            .u(g.pad_h)
-            .u(g.pad_w)
-            .u(g.top_num_stride)
-            .u(accumulate as usize)
-            .u(seed as u32 as usize)
-            .u((seed >> 32) as usize)
-            .u(r.start * g.channels);
-        let refs: Vec<&Bound> = binds.iter().collect();
-        let gr = e.groups_1d(threads);
-        e.dispatch("pool", entry, &p, &refs, gr)?;
     }
     Ok(())
 }
@@ -142,6 +239,11 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 false,
                 false,
                 0,
+                if needs_passes(g) {
+                    Mode::Passes(&[0])
+                } else {
+                    Mode::Plain
+                },
             )
         }
         PoolKernel::AveForward { g, bottom, top } => {
@@ -155,6 +257,11 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 false,
                 false,
                 0,
+                if needs_passes(g) {
+                    Mode::Passes(&[1])
+                } else {
+                    Mode::Plain
+                },
             )
         }
         PoolKernel::StochasticTest { g, bottom, top } => {
@@ -168,6 +275,11 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 false,
                 false,
                 0,
+                if needs_passes(g) {
+                    Mode::Passes(&[2])
+                } else {
+                    Mode::Plain
+                },
             )
         }
         PoolKernel::StochasticTrain {
@@ -198,6 +310,11 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 false,
                 false,
                 *seed,
+                if needs_passes(g) {
+                    Mode::Passes(&[3, 4])
+                } else {
+                    Mode::Plain
+                },
             )
         }
         PoolKernel::MaskBackward {
@@ -217,6 +334,7 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 true,
                 *accumulate,
                 0,
+                Mode::Plain,
             )
         }
         PoolKernel::AveBackward {
@@ -235,6 +353,7 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 true,
                 *accumulate,
                 0,
+                Mode::Plain,
             )
         }
         PoolKernel::StochasticTestBackward {
@@ -248,7 +367,7 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
             check(g, &[*bottom, *bottom_diff], &[*top, *top_diff])?;
             run(
                 e,
-                "sto_test_backward",
+                "sto_test_backward_sums",
                 g,
                 &[
                     (*top_diff, Top),
@@ -260,6 +379,7 @@ pub fn launch(e: &mut GpuEngine, k: &PoolKernel) -> Result<()> {
                 true,
                 *accumulate,
                 0,
+                Mode::WithSums,
             )
         }
     }
