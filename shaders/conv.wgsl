@@ -327,3 +327,155 @@ fn im2col_2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
     c_col2[pu(2u) + b * pu(9u) + i] = v;
 }
+
+// 2-D im2col over a flat range of column elements (images back to back, col stride = col len),
+// 4 per invocation stored as one vec4 (a third of the cost of 4 scalar stores on lavapipe), images
+// read from the texture copy. Words as im2col except: 0 texels (v4) or elements to write,
+// 2 first texel (v4) or element of the binding to write, 3 flat index (from the first image of
+// the window) of the first element written, 9 col len. Flat indices stay below 2^24.
+@group(0) @binding(2) var<storage, read_write> c_col4: array<vec4<f32>>;
+
+// n / d given r = 1 / d (computed by the host), exact below 2^24.
+fn fdivr(n: u32, d: u32, r: f32) -> u32 {
+    var q = u32(f32(n) * r);
+    q = select(q, q - 1u, q * d > n);
+    q = select(q, q + 1u, (q + 1u) * d <= n);
+    return q;
+}
+
+// Position of a column element: image, channel, kernel offsets, output position.
+struct ColPos {
+    b: u32,
+    c: u32,
+    kh: u32,
+    kw: u32,
+    oh: u32,
+    ow: u32,
+    pos: u32,
+}
+
+// Words 24..28: 1 / col len, 1 / cols, 1 / kprod, 1 / out w, 1 / kernel w (f32).
+fn col_pos(f: u32) -> ColPos {
+    let col_len = pu(9u);
+    let b = fdivr(f, col_len, pf(24u));
+    let i = f - b * col_len;
+    let cols = pu(5u);
+    let row = fdivr(i, cols, pf(25u));
+    let pos = i - row * cols;
+    let kprod = pu(6u);
+    let c = fdivr(row, kprod, pf(26u));
+    let kpos = row - c * kprod;
+    let ow_n = pu(19u);
+    let oh = fdivr(pos, ow_n, pf(27u));
+    let kw_n = pu(20u);
+    let kh = fdivr(kpos, kw_n, pf(28u));
+    return ColPos(b, c, kh, kpos - kh * kw_n, oh, pos - oh * ow_n, pos);
+}
+
+// The position of the next column element (a few selects instead of five divisions).
+fn col_next(p: ColPos) -> ColPos {
+    var q = p;
+    q.ow = p.ow + 1u;
+    q.pos = p.pos + 1u;
+    let wrap_w = q.ow == pu(19u);
+    q.oh = select(p.oh, p.oh + 1u, wrap_w);
+    q.ow = select(q.ow, 0u, wrap_w);
+    let wrap_p = q.pos == pu(5u);
+    q.pos = select(q.pos, 0u, wrap_p);
+    q.oh = select(q.oh, 0u, wrap_p);
+    q.ow = select(q.ow, 0u, wrap_p);
+    q.kw = select(p.kw, p.kw + 1u, wrap_p);
+    let wrap_kw = q.kw == pu(20u);
+    q.kw = select(q.kw, 0u, wrap_kw);
+    q.kh = select(p.kh, p.kh + 1u, wrap_kw);
+    let wrap_kh = q.kh == pu(14u);
+    q.kh = select(q.kh, 0u, wrap_kh);
+    q.c = select(p.c, p.c + 1u, wrap_kh);
+    let wrap_c = q.c == pu(4u);
+    q.c = select(q.c, 0u, wrap_c);
+    q.b = select(p.b, p.b + 1u, wrap_c);
+    return q;
+}
+
+fn col_value(p: ColPos) -> f32 {
+    let h = i32(p.oh * pu(16u) + p.kh * pu(17u)) - i32(pu(15u));
+    let w = i32(p.ow * pu(22u) + p.kw * pu(23u)) - i32(pu(21u));
+    let inside = h >= 0 && h < i32(pu(12u)) && w >= 0 && w < i32(pu(18u));
+    let e = pu(1u) + p.b * pu(8u) + p.c * pu(7u) + u32(max(h, 0)) * pu(18u) + u32(max(w, 0));
+    return select(0.0, tex_elem(e), inside);
+}
+
+@compute @workgroup_size(256)
+fn im2col_2d_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let t = gid(wid, nwg, lid);
+    if (t >= pu(0u)) { return; }
+    let p0 = col_pos(pu(3u) + 4u * t);
+    let p1 = col_next(p0);
+    let p2 = col_next(p1);
+    let p3 = col_next(p2);
+    c_col4[pu(2u) + t] = vec4<f32>(col_value(p0), col_value(p1), col_value(p2), col_value(p3));
+}
+
+@compute @workgroup_size(256)
+fn im2col_2d_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    c_col2[pu(2u) + i] = col_value(col_pos(pu(3u) + i));
+}
+
+// y[o, c, i] += bias[c] over a flat range of y, y and bias read from texture copies (binding 1:
+// y's window, binding 2: bias), 4 elements per invocation stored as vec4 (bias_v4, inner >= 4) or
+// one (bias_s). words: 0 texels or elements to write, 1 y shift in its texture, 2 first texel /
+// element of the binding (3) to write, 3 flat index of the first element written (from the
+// window's start), 4 inner, 5 channels, 6 channel of the window's first element, 7 bias shift,
+// 8 1 / inner, 9 1 / channels (f32). Flat indices stay below 2^24.
+@group(0) @binding(1) var b_y: texture_2d<f32>;
+@group(0) @binding(2) var b_bias: texture_2d<f32>;
+@group(0) @binding(3) var<storage, read_write> b_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b_out4: array<vec4<f32>>;
+
+fn b_elem(t: texture_2d<f32>, e: u32) -> f32 {
+    let v = textureLoad(t, tex_coord(e >> 2u), 0);
+    let c = e & 3u;
+    return select(select(v.x, v.y, c == 1u), select(v.z, v.w, c == 3u), c >= 2u);
+}
+
+// (channel, index in its row) of flat element f.
+fn bias_pos(f: u32) -> vec2<u32> {
+    let inner = pu(4u);
+    let rr = fdivr(f, inner, pf(8u));
+    let r = rr + pu(6u);
+    let channels = pu(5u);
+    return vec2<u32>(r - fdivr(r, channels, pf(9u)) * channels, f - rr * inner);
+}
+
+@compute @workgroup_size(256)
+fn bias_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let t = gid(wid, nwg, lid);
+    if (t >= pu(0u)) { return; }
+    let f = pu(3u) + 4u * t;
+    // The window starts texel-aligned in its texture for this path.
+    let y = textureLoad(b_y, tex_coord((pu(1u) + f) >> 2u), 0);
+    // With inner >= 4 the 4 elements span at most two channels: the first element's and the
+    // next one (the first element with index 0 in its row, if any, starts it).
+    let p = bias_pos(f);
+    let c1 = select(p.x + 1u, 0u, p.x + 1u == pu(5u));
+    let b0 = b_elem(b_bias, pu(7u) + p.x);
+    let b1 = b_elem(b_bias, pu(7u) + c1);
+    let inner = pu(4u);
+    let v = vec4<f32>(b0, select(b0, b1, p.y + 1u >= inner), select(b0, b1, p.y + 2u >= inner),
+                      select(b0, b1, p.y + 3u >= inner));
+    b_out4[pu(2u) + t] = y + v;
+}
+
+@compute @workgroup_size(256)
+fn bias_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let f = pu(3u) + i;
+    b_out[pu(2u) + i] = b_elem(b_y, pu(1u) + f) + b_elem(b_bias, pu(7u) + bias_pos(f).x);
+}

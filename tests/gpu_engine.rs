@@ -323,6 +323,62 @@ fn gemm_tiles_match_cpu() {
     g.set_subgroups(had);
 }
 
+/// The GPU engine keeps op(A) packed between GEMMs with the same A (a convolution's weights);
+/// every way of changing A in between must be seen by the next GEMM.
+#[test]
+fn gemm_sees_every_change_to_a_reused_operand() {
+    let mut g = gpu();
+    let mut rng = Rng::new(7);
+    let (m, n, k) = (40, 36, 24);
+    // tensor 0: A (m x k) then a spare m x k; 1: B; 2: C; 3: a k x k square.
+    let init = vec![
+        rng.vec(2 * m * k, -1.0, 1.0),
+        rng.vec(k * n, -1.0, 1.0),
+        rng.vec(8 * m * n, -1.0, 1.0),
+        rng.vec(k * k, -1.0, 1.0),
+    ];
+    let gemm = |a: View, b: View, c: View, (m, n, k): (usize, usize, usize)| {
+        Kernel::Blas(BlasKernel::Gemm(Gemm::single(
+            false, false, m, n, k, 1.0, a, b, 0.0, c,
+        )))
+    };
+    check_all("packed A reuse", &mut g, &init, &|ids| {
+        let a = View::new(ids[0], 0, m * k);
+        let spare = View::new(ids[0], m * k, m * k);
+        let b = whole(ids[1], k * n);
+        let c = |i: usize| View::new(ids[2], i * m * n, m * n);
+        let sq = whole(ids[3], k * k);
+        vec![
+            gemm(a, b, c(0), (m, n, k)),
+            gemm(a, b, c(1), (m, n, k)),
+            // A changed by another kernel.
+            Kernel::Blas(BlasKernel::Scale { alpha: -0.5, y: a }),
+            gemm(a, b, c(2), (m, n, k)),
+            // A's tensor written by a GEMM (elsewhere, then A itself).
+            gemm(a, sq, spare, (m, k, k)),
+            gemm(a, b, c(3), (m, n, k)),
+            gemm(spare, sq, a, (m, k, k)),
+            gemm(a, b, c(4), (m, n, k)),
+            // A changed by im2col.
+            Kernel::Conv(ConvKernel::Im2col(Im2col {
+                im: View::new(ids[3], 0, 16),
+                col: View::new(ids[0], 0, 16),
+                batch: 1,
+                im_stride: 16,
+                col_stride: 16,
+                channels: 1,
+                im_shape: vec![4, 4],
+                col_shape: vec![4, 4],
+                kernel: vec![1, 1],
+                pad: vec![0, 0],
+                stride: vec![1, 1],
+                dilation: vec![1, 1],
+            })),
+            gemm(a, b, c(5), (m, n, k)),
+        ]
+    });
+}
+
 #[test]
 fn gemm_portable_path_matches_cpu() {
     let mut g = gpu();
@@ -951,6 +1007,75 @@ fn conv_suite(g: &mut GpuEngine, seed: u64) {
                     Kernel::Conv(ConvKernel::Im2col(fwd)),
                     Kernel::Conv(ConvKernel::Col2im(bwd)),
                 ]
+            },
+        );
+    }
+    // Images and columns back to back (as Convolution lays them out), views at every alignment:
+    // the flat im2col path with vec4 stores and single elements around them.
+    for (batch, channels, ims, ks, pads, strides) in [
+        (
+            3usize,
+            2usize,
+            [9usize, 7usize],
+            [3usize, 2usize],
+            [1usize, 0usize],
+            [1usize, 2usize],
+        ),
+        (2, 2, [23, 23], [11, 11], [0, 0], [4, 4]),
+        (1, 4, [6, 6], [5, 5], [2, 2], [1, 1]),
+    ] {
+        for off in 0..4 {
+            let mut fwd = im2col_geom(
+                View::new(TensorId(0), 0, 0),
+                View::new(TensorId(0), 0, 0),
+                batch,
+                channels,
+                &ims,
+                &ks,
+                &pads,
+                &strides,
+                &[1, 1],
+            );
+            fwd.im_stride = fwd.im_len();
+            fwd.col_stride = fwd.col_len();
+            let (im_total, col_total) =
+                (batch * fwd.im_len() + off, batch * fwd.col_len() + off + 3);
+            let init = vec![rng.vec(im_total, -1.0, 1.0), rng.vec(col_total, -1.0, 1.0)];
+            check_all(
+                &format!("dense im2col {ims:?} k {ks:?} s {strides:?} offset {off}"),
+                g,
+                &init,
+                &|ids| {
+                    let mut k = fwd.clone();
+                    k.im = View::new(ids[0], off, batch * fwd.im_len());
+                    k.col = View::new(ids[1], off, batch * fwd.col_len());
+                    vec![Kernel::Conv(ConvKernel::Im2col(k))]
+                },
+            );
+        }
+    }
+    for (outer, channels, inner, off) in [
+        (2usize, 3usize, 7usize, 1usize),
+        (3, 16, 33, 2),
+        (2, 5, 61, 3),
+    ] {
+        let n = outer * channels * inner;
+        let init = vec![
+            rng.vec(n + off + 2, -1.0, 1.0),
+            rng.vec(channels + 1, -1.0, 1.0),
+        ];
+        check_all(
+            &format!("bias {outer}x{channels}x{inner} at offset {off}"),
+            g,
+            &init,
+            &|ids| {
+                vec![Kernel::Conv(ConvKernel::AddChannelBias {
+                    y: View::new(ids[0], off, n),
+                    bias: View::new(ids[1], 1, channels),
+                    outer,
+                    channels,
+                    inner,
+                })]
             },
         );
     }

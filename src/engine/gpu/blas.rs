@@ -11,8 +11,8 @@
 use anyhow::{Result, bail};
 
 use super::{GpuEngine, Params, Res};
-use crate::engine::View;
 use crate::engine::kernels::blas::{BlasKernel, Gemm};
+use crate::engine::{TensorId, View};
 
 pub fn launch(e: &mut GpuEngine, k: &BlasKernel) -> Result<()> {
     match k {
@@ -46,10 +46,28 @@ pub fn launch(e: &mut GpuEngine, k: &BlasKernel) -> Result<()> {
     }
 }
 
-/// A GEMM operand: a buffer and the element offset of batch entry 0.
+/// A GEMM operand: a buffer and the element offset of batch entry 0; `tensor` when it is read in
+/// place (not from a copy).
 struct Operand {
     buf: wgpu::Buffer,
     offset: usize,
+    tensor: Option<TensorId>,
+}
+
+/// What the packed-A texture holds (see [`GpuEngine::packed_a`]): the source tensor and
+/// everything that shapes the packing.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) struct PackedKey {
+    pub tensor: TensorId,
+    offset: usize,
+    len: usize,
+    x_contiguous: bool,
+    x: usize,
+    k: usize,
+    ld: usize,
+    src_stride: usize,
+    width: usize,
+    batch: usize,
 }
 
 fn ranges(total: usize, step: usize) -> Vec<std::ops::Range<usize>> {
@@ -98,6 +116,9 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
     let c_view = g.c.slice(0, c_len);
     e.check_view(c_view)?;
     if k == 0 {
+        if e.packed_a.as_ref().is_some_and(|p| p.tensor == c_view.id) {
+            e.packed_a = None;
+        }
         // C = beta * C, exactly as the CPU engine does (0 * NaN stays NaN).
         for b in 0..g.batch {
             launch(
@@ -121,11 +142,13 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
             Ok(Operand {
                 buf: s.buf,
                 offset: 0,
+                tensor: None,
             })
         } else {
             Ok(Operand {
                 buf: e.buffer(v.id),
                 offset: v.offset,
+                tensor: Some(v.id),
             })
         }
     };
@@ -218,7 +241,7 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
                     (mr.start * lda + kr.start, (mlen - 1) * lda + klen)
                 };
                 let ap_stride = panels_m * klen * tm / 4; // texels
-                let ta = pack(
+                let ta = pack_cached(
                     e,
                     &a,
                     a.offset + b0 * g.stride_a + start,
@@ -297,6 +320,9 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
                         ("C4", if c4 { 1.0 } else { 0.0 }),
                     ];
                     e.dispatch_spec(shader, entry, &constants, &p, &res, groups)?;
+                    if e.packed_a.as_ref().is_some_and(|k| k.tensor == c_view.id) {
+                        e.packed_a = None;
+                    }
                 }
             }
         }
@@ -357,6 +383,39 @@ struct Panels {
     batch: usize,
     dst: &'static str,
     tex: &'static str,
+}
+
+/// [`pack`] of op(A), skipped when the packed-A texture already holds the same block of the same
+/// tensor and nothing has written to that tensor since (the engine forgets the packed block at
+/// every command that may write memory other than a GEMM's C or an im2col's columns, and when
+/// those overlap it): a convolution multiplies the same weights with every image.
+fn pack_cached(
+    e: &mut GpuEngine,
+    op: &Operand,
+    offset: usize,
+    len: usize,
+    pn: Panels,
+) -> Result<wgpu::TextureView> {
+    let key = op.tensor.map(|tensor| PackedKey {
+        tensor,
+        offset,
+        len,
+        x_contiguous: pn.x_contiguous,
+        x: pn.x,
+        k: pn.k,
+        ld: pn.ld,
+        src_stride: pn.src_stride,
+        width: pn.width,
+        batch: pn.batch,
+    });
+    if key.is_some() && e.packed_a == key {
+        let floats = pn.batch * pn.x.div_ceil(pn.width) * pn.k * pn.width;
+        let tex = e.scratch_tex(pn.tex, floats)?;
+        return Ok(tex.create_view(&Default::default()));
+    }
+    let view = pack(e, op, offset, len, pn)?;
+    e.packed_a = key;
+    Ok(view)
 }
 
 /// Packs the `len` source elements of `op` from element `offset` (batch entries included) into

@@ -2,7 +2,8 @@
 //! the element-wise kernels.
 use anyhow::{Result, bail, ensure};
 
-use super::{GpuEngine, Params, Res, elementwise};
+use super::{Bound, GpuEngine, Params, Res, elementwise};
+use crate::engine::View;
 use crate::engine::kernels::conv::{ConvKernel, Im2col};
 use crate::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel};
 
@@ -31,6 +32,9 @@ pub fn launch(e: &mut GpuEngine, k: &ConvKernel) -> Result<()> {
                 "AddChannelBias: bias has {} elements, expected {channels}",
                 bias.len
             );
+            if e.prefers_textures() && (4..1 << 22).contains(&inner) && inner <= e.max_bind() {
+                return add_channel_bias(e, y, bias, outer * channels, channels, inner);
+            }
             elementwise::launch(
                 e,
                 &ElementwiseKernel::ChannelAffine {
@@ -208,6 +212,17 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
             })
             .collect()
     };
+    if !backward
+        && e.prefers_textures()
+        && d == 2
+        && k.col_stride == col_len
+        && col_len < 1 << 22
+        && im_len < 1 << 24
+        && col_len <= e.max_bind()
+        && k.im_stride.max(im_len) <= e.max_bind()
+    {
+        return im2col_flat(e, k, &axes);
+    }
     let per = |stride: usize, one: usize| stride.max(one);
     let chunks = e.unit_chunks(
         if backward { "Col2im" } else { "Im2col" },
@@ -288,6 +303,159 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Splits `len` elements starting at buffer element `offset` into a head and a tail of single
+/// elements around whole texels: (head, texels). The tail starts at head + 4 * texels.
+fn texel_split(offset: usize, len: usize) -> (usize, usize) {
+    let head = ((4 - offset % 4) % 4).min(len);
+    (head, (len - head) / 4)
+}
+
+/// Records the dispatches of a flat kernel with a vec4 entry for whole texels and a scalar entry
+/// for the elements around them. `words(count, first binding unit, first element)` gives the
+/// parameters of one dispatch; bindings are `res` followed by the output window.
+#[allow(clippy::too_many_arguments)]
+fn flat_dispatch(
+    e: &mut GpuEngine,
+    shader: &'static str,
+    (v4, s1): (&'static str, &'static str),
+    res: &[Res],
+    out: View,
+    words: &dyn Fn(usize, usize, usize) -> Params,
+) -> Result<()> {
+    let ob = e.bind(out)?;
+    let ob4 = e.texel_binding(&ob);
+    let (head, texels) = texel_split(out.offset, out.len);
+    let tail = head + 4 * texels;
+    fn with<'a>(res: &[Res<'a>], b: &'a Bound) -> Vec<Res<'a>> {
+        let mut r: Vec<Res<'a>> = res
+            .iter()
+            .map(|r| match *r {
+                Res::B(b) => Res::B(b),
+                Res::T(t) => Res::T(t),
+            })
+            .collect();
+        r.push(Res::B(b));
+        r
+    }
+    if head > 0 {
+        let p = words(head, ob.shift as usize, 0);
+        let g = e.groups_1d(head);
+        e.dispatch_res(shader, s1, &p, &with(res, &ob), g)?;
+    }
+    if texels > 0 {
+        let p = words(texels, (ob.shift as usize + head) / 4, head);
+        let g = e.groups_1d(texels);
+        e.dispatch_res(shader, v4, &p, &with(res, &ob4), g)?;
+    }
+    if tail < out.len {
+        let p = words(out.len - tail, ob.shift as usize + tail, tail);
+        let g = e.groups_1d(out.len - tail);
+        e.dispatch_res(shader, s1, &p, &with(res, &ob), g)?;
+    }
+    Ok(())
+}
+
+/// y[r, i] += bias[r % channels] for y viewed as [rows, inner] (rows = outer * channels), reading
+/// through texture copies and storing whole texels as vec4.
+fn add_channel_bias(
+    e: &mut GpuEngine,
+    y: View,
+    bias: View,
+    rows: usize,
+    channels: usize,
+    inner: usize,
+) -> Result<()> {
+    if rows == 0 {
+        return Ok(());
+    }
+    let bbuf = e.buffer(bias.id);
+    let (btex, bshift) = e.buffer_tex("bias_b", &bbuf, bias.offset, bias.len)?;
+    let ybuf = e.buffer(y.id);
+    // Whole rows per dispatch, flat indices below 2^24, windows within one binding.
+    let per = ((1usize << 24) / inner).min(e.max_bind() / inner).max(1);
+    for r0 in (0..rows).step_by(per) {
+        let nr = per.min(rows - r0);
+        let yv = y.slice(r0 * inner, nr * inner);
+        let (ytex, yshift) = e.buffer_tex("bias_y", &ybuf, yv.offset, yv.len)?;
+        let ch0 = r0 % channels;
+        flat_dispatch(
+            e,
+            "conv",
+            ("bias_v4", "bias_s"),
+            &[Res::T(&ytex), Res::T(&btex)],
+            yv,
+            &|count, base, first| {
+                Params::new()
+                    .u(count)
+                    .u(yshift as usize)
+                    .u(base)
+                    .u(first)
+                    .u(inner)
+                    .u(channels)
+                    .u(ch0)
+                    .u(bshift as usize)
+                    .f(1.0 / inner as f32)
+                    .f(1.0 / channels as f32)
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Forward 2-D im2col over images back to back (col stride = col len): flat ranges of column
+/// elements, 4 per invocation stored as vec4, images read through a texture copy.
+fn im2col_flat(e: &mut GpuEngine, k: &Im2col, axes: &[[usize; 6]]) -> Result<()> {
+    let (im_len, col_len) = (k.im_len(), k.col_len());
+    let plane: usize = k.im_shape.iter().product();
+    let cols: usize = k.col_shape.iter().product();
+    let kprod: usize = k.kernel.iter().product();
+    // Images per dispatch: flat indices below 2^24, windows within one binding.
+    let per = ((1usize << 24) / col_len)
+        .min(e.max_bind() / col_len.max(1))
+        .min(e.max_bind() / k.im_stride.max(im_len))
+        .max(1);
+    for b0 in (0..k.batch).step_by(per) {
+        let nb = per.min(k.batch - b0);
+        let im_v =
+            k.im.slice(b0 * k.im_stride, (nb - 1) * k.im_stride + im_len);
+        let col_v = k.col.slice(b0 * col_len, nb * col_len);
+        let buf = e.buffer(im_v.id);
+        let (tex, shift) = e.buffer_tex("im2col_src", &buf, im_v.offset, im_v.len)?;
+        flat_dispatch(
+            e,
+            "conv",
+            ("im2col_2d_v4", "im2col_2d_s"),
+            &[Res::T(&tex)],
+            col_v,
+            &|count, base, first| {
+                let mut p = Params::new()
+                    .u(count)
+                    .u(shift as usize)
+                    .u(base)
+                    .u(first)
+                    .u(k.channels)
+                    .u(cols.max(1))
+                    .u(kprod.max(1))
+                    .u(plane.max(1))
+                    .u(k.im_stride)
+                    .u(col_len)
+                    .u(0)
+                    .u(0);
+                for a in axes {
+                    for &v in a {
+                        p = p.u(v);
+                    }
+                }
+                for d in [col_len, cols, kprod, axes[1][1], axes[1][2]] {
+                    p = p.f(1.0 / d.max(1) as f32);
+                }
+                p
+            },
+        )?;
     }
     Ok(())
 }

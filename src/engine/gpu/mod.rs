@@ -277,6 +277,9 @@ pub struct GpuEngine {
     timer: Option<Timer>,
     /// Per-kernel device times (`CAFFE_RS_GPU_PROFILE=1`), printed when the engine is dropped.
     profile: Option<Profile>,
+    /// The block of op(A) the packed-A texture holds, while its source is unchanged (see
+    /// `blas::pack_cached`).
+    pub(crate) packed_a: Option<blas::PackedKey>,
 }
 
 /// A developer's profile: a timestamp before and after every dispatch and texture copy, resolved
@@ -414,6 +417,7 @@ impl GpuEngine {
             max_bind_elems,
             timer,
             profile,
+            packed_a: None,
         })
     }
 
@@ -1447,6 +1451,7 @@ impl Engine for GpuEngine {
     }
 
     fn free(&mut self, id: TensorId) {
+        self.packed_a = None;
         if let Some(slot) = self.tensors.get_mut(id.0 as usize)
             && slot.take().is_some()
         {
@@ -1459,6 +1464,7 @@ impl Engine for GpuEngine {
     }
 
     fn upload(&mut self, dst: View, data: &[f32]) {
+        self.packed_a = None;
         if let Err(e) = self.record_upload(dst, data) {
             self.errors.lock().unwrap().push(format!("upload: {e}"));
         }
@@ -1472,12 +1478,14 @@ impl Engine for GpuEngine {
     }
 
     fn fill(&mut self, dst: View, value: f32) {
+        self.packed_a = None;
         if let Err(e) = self.record_fill(dst, value) {
             self.errors.lock().unwrap().push(format!("fill: {e}"));
         }
     }
 
     fn copy(&mut self, src: View, dst: View) {
+        self.packed_a = None;
         if let Err(e) = self.record_copy(src, dst) {
             self.errors.lock().unwrap().push(format!("copy: {e}"));
         }
@@ -1485,6 +1493,18 @@ impl Engine for GpuEngine {
 
     fn launch(&mut self, kernel: &Kernel) -> Result<()> {
         self.take_errors()?;
+        // The packed A block survives only GEMMs (which forget it when their C is its tensor)
+        // and im2col into other tensors.
+        let keeps_packed_a = match kernel {
+            Kernel::Blas(crate::engine::kernels::blas::BlasKernel::Gemm(_)) => true,
+            Kernel::Conv(crate::engine::kernels::conv::ConvKernel::Im2col(k)) => {
+                self.packed_a.as_ref().is_some_and(|p| p.tensor != k.col.id)
+            }
+            _ => false,
+        };
+        if !keeps_packed_a {
+            self.packed_a = None;
+        }
         match kernel {
             Kernel::Blas(k) => blas::launch(self, k),
             Kernel::Conv(k) => conv::launch(self, k),
