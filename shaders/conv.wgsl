@@ -425,6 +425,85 @@ fn im2col_2d_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     c_col2[pu(2u) + i] = col_value(col_pos(pu(3u) + i));
 }
 
+// 2-D col2im reading the columns from a texture copy (binding 1) and writing the images
+// (binding 2): one invocation per image element, grid z = image. Words as col2im (1: im shift in
+// its binding, 2: col shift in the texture); 24..27: 1 / stride h, 1 / stride w, 1 / image w,
+// 1 / plane (f32).
+@compute @workgroup_size(256)
+fn col2im_2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    if (i >= pu(0u)) { return; }
+    let b = wid.z;
+    let plane = pu(7u);
+    let c = fdivr(i, plane, pf(27u));
+    let pix = i - c * plane;
+    let im_w = pu(18u);
+    let h = fdivr(pix, im_w, pf(26u));
+    let w = pix - h * im_w;
+    let kh_n = pu(14u);
+    let kw_n = pu(20u);
+    let cols = pu(5u);
+    let ow_n = pu(19u);
+    let cbase = pu(2u) + b * pu(9u) + c * pu(6u) * cols;
+    var s = 0.0;
+    for (var kh = 0u; kh < kh_n; kh++) {
+        let nh = i32(h + pu(15u)) - i32(kh * pu(17u));
+        let oh = fdivr(u32(max(nh, 0)), pu(16u), pf(24u));
+        let ok_h = nh >= 0 && oh * pu(16u) == u32(nh) && oh < pu(13u);
+        for (var kw = 0u; kw < kw_n; kw++) {
+            let nw = i32(w + pu(21u)) - i32(kw * pu(23u));
+            let ow = fdivr(u32(max(nw, 0)), pu(22u), pf(25u));
+            let ok = ok_h && nw >= 0 && ow * pu(22u) == u32(nw) && ow < ow_n;
+            let idx = cbase + (kh * kw_n + kw) * cols + oh * ow_n + ow;
+            s += select(0.0, tex_elem(idx), ok);
+        }
+    }
+    c_col2[pu(1u) + b * pu(8u) + i] = s;
+}
+
+// out[c] = beta * out[c] + alpha * sum over o, i of x[o, c, i], x read from a texture copy
+// (binding 1), out in binding 2. One workgroup per channel (x + 65535 y). words: 0 outer, 1 x shift
+// in its texture, 2 out shift, 3 inner, 4 channels, 5 alpha, 6 beta, 7 first channel of the
+// dispatch. BETA0: beta is 0 (out is not read).
+override BETA0: bool = false;
+var<workgroup> cs_sum: array<f32, 8>;
+
+// One SIMD group of 8 invocations per channel: no barrier but the last (lavapipe runs bigger
+// workgroups as coroutines that switch at every barrier).
+@compute @workgroup_size(8)
+fn channel_sum_tex(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let c = pu(7u) + wid.x + wid.y * 65535u;
+    if (c >= pu(4u)) { return; }
+    let inner = pu(3u);
+    var s = 0.0;
+    for (var o = 0u; o < pu(0u); o++) {
+        let e0 = pu(1u) + (o * pu(4u) + c) * inner;
+        let e1 = e0 + inner;
+        for (var t = (e0 >> 2u) + lid; t * 4u < e1; t += 8u) {
+            let v = textureLoad(c_tex, tex_coord(t), 0);
+            let f = t * 4u;
+            let m = vec4<bool>(f >= e0, f + 1u >= e0 && f + 1u < e1, f + 2u >= e0 && f + 2u < e1,
+                               f + 3u >= e0 && f + 3u < e1);
+            let u = select(vec4<f32>(0.0), v, m);
+            s += (u.x + u.y) + (u.z + u.w);
+        }
+    }
+    cs_sum[lid] = s;
+    workgroupBarrier();
+    if (lid == 0u) {
+        let total = ((cs_sum[0] + cs_sum[1]) + (cs_sum[2] + cs_sum[3])) +
+                    ((cs_sum[4] + cs_sum[5]) + (cs_sum[6] + cs_sum[7]));
+        let i = pu(2u) + c;
+        if (BETA0) {
+            c_col2[i] = pf(5u) * total;
+        } else {
+            c_col2[i] = pf(6u) * c_col2[i] + pf(5u) * total;
+        }
+    }
+}
+
 // y[o, c, i] += bias[c] over a flat range of y, y and bias read from texture copies (binding 1:
 // y's window, binding 2: bias), 4 elements per invocation stored as vec4 (bias_v4, inner >= 4) or
 // one (bias_s). words: 0 texels or elements to write, 1 y shift in its texture, 2 first texel /

@@ -66,6 +66,9 @@ pub fn launch(e: &mut GpuEngine, k: &ConvKernel) -> Result<()> {
                 "ChannelSum: out has {} elements, expected {channels}",
                 out.len
             );
+            if e.prefers_textures() && x.len > 0 && x.len <= 1 << 26 {
+                return channel_sum_tex(e, x, out, outer, channels, inner, alpha, beta);
+            }
             elementwise::channel_sum(
                 e,
                 &ChannelDims::new(outer, channels, inner),
@@ -241,14 +244,21 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
         let col_v = k
             .col
             .slice(r.start * k.col_stride, (nb - 1) * k.col_stride + col_len);
-        // On CPU adapters the forward reads the images through a texture copy.
+        // On CPU adapters the forward reads the images through a texture copy, the 2-D backward
+        // the columns.
+        let col_tex = backward && e.prefers_textures() && fast && axes.len() == 2;
         let tex = if !backward && e.prefers_textures() {
             let buf = e.buffer(im_v.id);
             Some(e.buffer_tex("im2col_src", &buf, im_v.offset, im_v.len)?)
+        } else if col_tex {
+            let buf = e.buffer(col_v.id);
+            Some(e.buffer_tex("col2im_src", &buf, col_v.offset, col_v.len)?)
         } else {
             None
         };
-        let (imb, colb) = if backward {
+        let (imb, colb) = if col_tex {
+            (e.bind(im_v)?, e.bind(col_v.slice(0, 1))?)
+        } else if backward {
             (e.bind(im_v)?, e.bind_input("in0", col_v, &[im_v], false)?)
         } else if tex.is_some() {
             (e.bind(im_v.slice(0, 1))?, e.bind(col_v)?)
@@ -274,6 +284,12 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
                 p = p.u(v);
             }
         }
+        if col_tex {
+            // col2im_2d: 1 / stride h, 1 / stride w, 1 / image w, 1 / plane.
+            for d in [axes[0][4], axes[1][4], axes[1][0], plane] {
+                p = p.f(1.0 / d.max(1) as f32);
+            }
+        }
         for b0 in (0..nb).step_by(65535) {
             let nbz = (nb - b0).min(65535);
             let mut p = p.clone();
@@ -283,6 +299,16 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
             let g = e.groups_1d(threads);
             let groups = [g[0], g[1], nbz as u32];
             match &tex {
+                Some((view, shift)) if col_tex => {
+                    p.0[2] = p.0[2] + shift - colb.shift;
+                    e.dispatch_res(
+                        "conv",
+                        "col2im_2d",
+                        &p,
+                        &[Res::T(view), Res::B(&imb)],
+                        groups,
+                    )?;
+                }
                 Some((view, shift)) => {
                     p.0[1] = p.0[1] + shift - imb.shift;
                     let entry = match (fast, axes.len()) {
@@ -456,6 +482,52 @@ fn im2col_flat(e: &mut GpuEngine, k: &Im2col, axes: &[[usize; 6]]) -> Result<()>
                 p
             },
         )?;
+    }
+    Ok(())
+}
+
+/// out[c] = beta * out[c] + alpha * sum_{o, i} x[o, c, i], reading x through a texture copy (the
+/// element-wise reduction loads x from a storage buffer, lane by lane on lavapipe).
+#[allow(clippy::too_many_arguments)]
+fn channel_sum_tex(
+    e: &mut GpuEngine,
+    x: View,
+    out: View,
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
+    if channels == 0 {
+        return Ok(());
+    }
+    let xbuf = e.buffer(x.id);
+    let (xtex, shift) = e.buffer_tex("chsum_src", &xbuf, x.offset, x.len)?;
+    let ob = e.bind(out)?;
+    let constants = [("BETA0", if beta == 0.0 { 1.0 } else { 0.0 })];
+    let mut first = 0;
+    while first < channels {
+        let nch = (channels - first).min(65535 * 65535);
+        let p = Params::new()
+            .u(outer)
+            .u(shift as usize)
+            .shift(&ob)
+            .u(inner)
+            .u(channels)
+            .f(alpha)
+            .f(beta)
+            .u(first);
+        let groups = [nch.min(65535) as u32, nch.div_ceil(65535) as u32, 1];
+        e.dispatch_spec(
+            "conv",
+            "channel_sum_tex",
+            &constants,
+            &p,
+            &[Res::T(&xtex), Res::B(&ob)],
+            groups,
+        )?;
+        first += nch;
     }
     Ok(())
 }
