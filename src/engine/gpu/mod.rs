@@ -1377,7 +1377,6 @@ impl GpuEngine {
             .map(|w| w[1].saturating_sub(w[0]) as f64 * period * 1e-6)
             .collect())
     }
-
 }
 
 impl Drop for GpuEngine {
