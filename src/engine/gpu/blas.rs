@@ -436,7 +436,7 @@ fn pack(
         && pn.ld.is_multiple_of(4)
         && (pn.batch == 1 || pn.src_stride.is_multiple_of(4));
     // Packing divides invocation indices in floats (exact below 2^24).
-    if pn.k.div_ceil(4) * w4 >= 1 << 24 {
+    if pn.k.next_multiple_of(4) * w4 >= 1 << 24 {
         bail!("internal: Gemm block of k {} too long to pack", pn.k);
     }
     let p = Params::new()
@@ -447,15 +447,22 @@ fn pack(
         .u(pn.src_stride)
         .u(w4)
         .u(stride);
+    // Runs along x fill 4 texels at a time where a panel's texels per k allow.
+    let wide = pn.x_contiguous && w4.is_multiple_of(4);
+    let invocations = if wide {
+        pn.k * w4 / 4
+    } else {
+        pn.k.div_ceil(4) * w4
+    };
     let groups = [
-        (pn.k.div_ceil(4) * w4).div_ceil(64) as u32,
+        invocations.div_ceil(64) as u32,
         panels as u32,
         pn.batch as u32,
     ];
-    let entry = if pn.x_contiguous {
-        "pack_xc"
-    } else {
-        "pack_kc"
+    let entry = match (pn.x_contiguous, wide) {
+        (true, true) => "pack_xc4",
+        (true, false) => "pack_xc",
+        _ => "pack_kc",
     };
     let constants = [("PK_ALIGNED", if aligned { 1.0 } else { 0.0 })];
     e.dispatch_spec(
