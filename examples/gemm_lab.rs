@@ -6,11 +6,18 @@
 //! The kernels are timed in turns (one dispatch each per round), so that changes in the machine's
 //! load affect them alike; the minimum and median per kernel are printed.
 //!
-//! FILE is written by scripts/gen_gemm_sg.py; an ENTRY `gemm_<TM>x<TN>_<a><b>` names its tile and
-//! operand layouts, and the operands are laid out accordingly (B=M at a misaligned start).
+//! FILE is written by scripts/gen_gemm_sg.py; an ENTRY `gemm_<TM>x<TN>_<a><b>[_k<KU>]` names its
+//! tile and operand layouts, and the operands are laid out accordingly: in place (A^T or A
+//! row-major, B row-major or B^T; B=M at a misaligned start), or packed in panels as the engine
+//! does with `LAB_PACK_A=1` / `LAB_PACK_B=1` (`LAB_PACKED=1` for both; T layouts of A, N of B).
+//!
+//! Besides wall times it prints the process CPU time per dispatch. That is steadier than the wall
+//! clock when other processes load the machine, but not comparable across runs at different
+//! loads (lavapipe's threads cost more CPU time on an idle machine), so compare kernels within
+//! one run.
 use wgpu::util::DeviceExt;
 
-/// CPU time of every thread of this process so far (ns): the work done, whatever the load.
+/// CPU time of every thread of this process so far (ns).
 fn cpu_ns() -> u64 {
     let mut total = 0;
     for e in std::fs::read_dir("/proc/self/task").unwrap() {

@@ -2,9 +2,16 @@
 """Generates the subgroup GEMM micro-kernels of shaders/blas_subgroup.wgsl (one line per FMA).
 
 usage: gen_gemm_sg.py KERNEL... > shaders/blas_subgroup.wgsl   with KERNEL = TM,CL,A,B[,KU]
-The engine uses `32,8,T,N 16,8,T,N 8,8,T,N` (operands packed in panels by blas.wgsl); the other
-layouts read operands in place and serve experiments with examples/gemm_lab.rs (on lavapipe they
-are slower than packing first: panels are read as contiguous streams).
+The engine uses `32,8,T,N 16,8,T,N 8,8,T,N 48,8,T,N,2 64,8,T,N,2` (operands packed in panels by
+blas.wgsl); the other layouts read operands in place and serve experiments with
+examples/gemm_lab.rs. On lavapipe they are slower than packing first (panels are read as
+contiguous streams): 20-50% for the kernel alone at 1024^3. Even for few rows (96x3025x1200,
+convolution-like), B read in place at any alignment (T,M) lost to packing in the engine: the
+kernel slowed by ~50% while packing B costs ~1/3 of the packed kernel's time.
+
+Tile size: per-lane tiles of 32x8 or 64x8 elements (256 or 512 vec4 accumulators' worth of
+spills) do best; bodies of more than ~1024 FMAs per loop iteration (64x64 with k by 4, 96x64 by
+2, ...) run 30-50% slower, so the 48- and 64-row tiles step k by 2.
 
 A workgroup is one subgroup of 8 lanes computing a TM x (8*CL) block of C. Lane l keeps a TM x CL
 block (rows 0..TM-1, columns CL*l .. CL*l+CL-1) in vec4 registers. The TM values of A of each k

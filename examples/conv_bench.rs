@@ -1,0 +1,54 @@
+//! Forward (and optionally backward) passes of a net on the GPU engine, timed by the wall clock
+//! and by process CPU time (robust to other load): `conv_bench NET.prototxt [ITERS] [GFLOP]`.
+//! With GFLOP (the pass's work) given, prints GFLOP/s too (CPU time scaled to 2 threads).
+use std::path::Path;
+use std::time::Instant;
+
+use caffe_rs::engine::Engine;
+use caffe_rs::engine::gpu::GpuEngine;
+use caffe_rs::net::state::make_state;
+use caffe_rs::net::{Net, NetGraph, Strictness};
+use caffe_rs::proto::Phase;
+
+fn cpu_seconds() -> f64 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum::<u64>() as f64
+        * 1e-9
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let iters: usize = args.get(2).map_or(5, |s| s.parse().unwrap());
+    let gflop: Option<f64> = args.get(3).map(|s| s.parse().unwrap());
+    let param = caffe_rs::format::read_net_prototxt(Path::new(&args[1])).unwrap();
+    let state = make_state(&param, Phase::Test, 0, &[]);
+    let graph = NetGraph::build(&param, &state, Strictness::Strict).unwrap();
+    let mut eng = GpuEngine::new(0).unwrap();
+    let mut net = Net::new(graph, &mut eng, Some(1)).unwrap();
+    net.forward(&mut eng).unwrap();
+    eng.sync().unwrap();
+    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    for _ in 0..iters {
+        let (t, c) = (Instant::now(), cpu_seconds());
+        net.forward(&mut eng).unwrap();
+        eng.sync().unwrap();
+        wall.push(t.elapsed().as_secs_f64());
+        cpu.push(cpu_seconds() - c);
+    }
+    wall.sort_by(f64::total_cmp);
+    cpu.sort_by(f64::total_cmp);
+    let (w, c) = (wall[iters / 2], cpu[iters / 2]);
+    let rate = |s: f64| gflop.map_or(String::new(), |g| format!(" ({:.1} GFLOP/s)", g / s));
+    println!(
+        "{}: forward wall {:.1} ms{}, cpu {:.1} ms -> {:.1} ms on 2 idle cores{}",
+        args[1],
+        w * 1e3,
+        rate(w),
+        c * 1e3,
+        c * 1e3 / 2.0,
+        rate(c / 2.0)
+    );
+}
