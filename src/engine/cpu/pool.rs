@@ -314,59 +314,107 @@ fn sto_window(o: usize, stride: usize, kernel: usize, size: usize) -> (usize, us
     (start, (start + kernel).min(size))
 }
 
-/// Caffe's max pooling: the first maximum in row-major window order wins (strict `>`), empty
-/// windows give -FLT_MAX and index -1. Each output row is swept kernel offset by kernel offset so
-/// the inner loop runs over output columns without branches (and vectorises for stride 1); every
-/// output still sees its window's elements in row-major order.
-fn max_forward(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
+/// Visits the window elements of output row `ph` kernel offset by kernel offset, in row-major
+/// window order: `visit(lo, hi, first)` means outputs `lo..hi` of the row each read one element,
+/// output `lo + t` the one at `first + t * stride_w`. Every output sees its window's elements in
+/// the order Caffe's loops read them, and the loop over outputs has no branches, so it vectorises
+/// for stride 1.
+fn sweep_window_row(g: &PoolGeom, ph: usize, mut visit: impl FnMut(usize, usize, usize)) {
+    let (hs, he) = max_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
     let (pw_n, s) = (g.pooled_w, g.stride_w);
-    for ph in 0..g.pooled_h {
-        let (hs, he) = max_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
-        let best = &mut top[ph * pw_n..][..pw_n];
-        let idx = &mut mask[ph * pw_n..][..pw_n];
-        best.fill(-f32::MAX);
-        idx.fill(-1.0);
-        for h in hs..he {
-            let row = h * g.width;
-            for kw in 0..g.kernel_w {
-                // Outputs whose window holds column w = pw * s + kw - pad inside the image.
-                let lo = if g.pad_w > kw {
-                    (g.pad_w - kw).div_ceil(s)
-                } else {
-                    0
-                };
-                let last = g.width - 1 + g.pad_w;
-                let hi = if last >= kw {
-                    ((last - kw) / s + 1).min(pw_n)
-                } else {
-                    0
-                };
-                if lo >= hi {
-                    continue;
-                }
-                let first = row + lo * s + kw - g.pad_w;
-                for (t, (b, m)) in best[lo..hi].iter_mut().zip(&mut idx[lo..hi]).enumerate() {
-                    let at = first + t * s;
-                    let v = x[at];
-                    let gt = v > *b;
-                    *b = if gt { v } else { *b };
-                    *m = if gt { at as f32 } else { *m };
-                }
+    let last = g.width - 1 + g.pad_w;
+    for h in hs..he {
+        let row = h * g.width;
+        for kw in 0..g.kernel_w {
+            // Outputs whose window holds column w = pw * s + kw - pad inside the image.
+            let lo = if g.pad_w > kw {
+                (g.pad_w - kw).div_ceil(s)
+            } else {
+                0
+            };
+            let hi = if last >= kw {
+                ((last - kw) / s + 1).min(pw_n)
+            } else {
+                0
+            };
+            if lo < hi {
+                visit(lo, hi, row + lo * s + kw - g.pad_w);
             }
         }
     }
 }
 
-fn ave_forward(g: &PoolGeom, x: &[f32], top: &mut [f32]) {
+/// `if take { a } else { b }` as a bit select, which stays branch-free (a compare-and-branch per
+/// element mispredicts on real activations).
+#[inline(always)]
+fn select(take: bool, a: f32, b: f32) -> f32 {
+    let mask = 0u32.wrapping_sub(take as u32);
+    f32::from_bits((a.to_bits() & mask) | (b.to_bits() & !mask))
+}
+
+/// Caffe's max pooling: the first maximum in row-major window order wins (strict `>`), empty
+/// windows give -FLT_MAX and index -1.
+fn max_forward(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
+    let (pw_n, s) = (g.pooled_w, g.stride_w);
+    // Indices go through i32, which converts to f32 in vector registers (planes beyond 2^31
+    // elements cannot be pooled anyway: the mask holds f32 indices).
+    let narrow = x.len() <= i32::MAX as usize;
     for ph in 0..g.pooled_h {
-        let (hs, he, hsize) = ave_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
-        for pw in 0..g.pooled_w {
-            let (ws, we, wsize) = ave_window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
-            let mut sum = 0f32;
-            for h in hs..he {
-                sum += x[h * g.width + ws..h * g.width + we].iter().sum::<f32>();
+        let best = &mut top[ph * pw_n..][..pw_n];
+        let idx = &mut mask[ph * pw_n..][..pw_n];
+        best.fill(-f32::MAX);
+        idx.fill(-1.0);
+        sweep_window_row(g, ph, |lo, hi, first| {
+            let (best, idx) = (&mut best[lo..hi], &mut idx[lo..hi]);
+            let src = &x[first..first + (hi - lo - 1) * s + 1];
+            if s == 1 && narrow {
+                for ((b, m), (&v, at)) in best
+                    .iter_mut()
+                    .zip(idx.iter_mut())
+                    .zip(src.iter().zip(first as i32..))
+                {
+                    let gt = v > *b;
+                    *b = select(gt, v, *b);
+                    *m = select(gt, at as f32, *m);
+                }
+            } else {
+                for ((b, m), (&v, t)) in best
+                    .iter_mut()
+                    .zip(idx.iter_mut())
+                    .zip(src.iter().step_by(s).zip(0..))
+                {
+                    let gt = v > *b;
+                    *b = select(gt, v, *b);
+                    *m = select(gt, (first + t * s) as f32, *m);
+                }
             }
-            top[ph * g.pooled_w + pw] = sum / (hsize * wsize) as f32;
+        });
+    }
+}
+
+/// Caffe's average pooling: each output sums its window (clipped to the image) in row-major order
+/// and divides by the window's size clipped to the padded image.
+fn ave_forward(g: &PoolGeom, x: &[f32], top: &mut [f32]) {
+    let (pw_n, s) = (g.pooled_w, g.stride_w);
+    for ph in 0..g.pooled_h {
+        let sums = &mut top[ph * pw_n..][..pw_n];
+        sums.fill(0.0);
+        sweep_window_row(g, ph, |lo, hi, first| {
+            let src = &x[first..first + (hi - lo - 1) * s + 1];
+            if s == 1 {
+                for (acc, &v) in sums[lo..hi].iter_mut().zip(src) {
+                    *acc += v;
+                }
+            } else {
+                for (acc, &v) in sums[lo..hi].iter_mut().zip(src.iter().step_by(s)) {
+                    *acc += v;
+                }
+            }
+        });
+        let (_, _, hsize) = ave_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+        for (pw, acc) in sums.iter_mut().enumerate() {
+            let (_, _, wsize) = ave_window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
+            *acc /= (hsize * wsize) as f32;
         }
     }
 }
