@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 
 use super::common::{Scratch, check_count, shape_str};
 use super::{Ctx, Layer, Shapes};
-use crate::engine::Kernel;
+use crate::engine::{Kernel, View};
 use crate::engine::kernels::transfer::TransferKernel;
 use crate::proto::LayerParameter;
 
@@ -102,11 +102,14 @@ impl Layer for Filter {
         cx.eng.upload(view, &index);
         for (b, t) in cx.bottoms.iter().zip(cx.tops) {
             let row_len = b.count().checked_div(n).unwrap_or(0);
+            // The top still has the previous forward's shape, which may keep fewer items; its
+            // tensor holds all n (reshape gave it the full first dimension).
+            let dst = View::new(t.data, 0, index.len() * row_len);
             cx.eng
                 .launch(&Kernel::Transfer(TransferKernel::GatherRows {
                     src: b.data(),
                     index: view,
-                    dst: t.data(),
+                    dst,
                     rows: index.len(),
                     row_len,
                     src_rows: n,
