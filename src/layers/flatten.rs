@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 
 use super::common::{canonical_axis, check_count, count};
-use super::{Ctx, Layer, Shapes};
+use super::{Ctx, Layer, Shapes, TopSharing};
 use crate::engine::{Engine, View};
 use crate::proto::LayerParameter;
 
@@ -36,6 +36,10 @@ pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
 }
 
 impl Layer for Flatten {
+    fn top_sharing(&self) -> TopSharing {
+        TopSharing::DataAndDiff
+    }
+
     fn reshape(&mut self, bottoms: &[Vec<usize>]) -> Result<Shapes> {
         check_count("bottom", bottoms.len(), 1, 1)?;
         let b = &bottoms[0];

@@ -104,6 +104,23 @@ pub trait Layer: Send {
     fn shape_only_bottom(&self, _bottom: usize) -> bool {
         false
     }
+
+    /// Whether the tops are views of bottom 0 (Caffe's ShareData / ShareDiff). The net then gives
+    /// the tops bottom 0's tensors, so the layer's copies between them become no-ops and the
+    /// values are stored once.
+    fn top_sharing(&self) -> TopSharing {
+        TopSharing::None
+    }
+}
+
+/// See [`Layer::top_sharing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopSharing {
+    None,
+    /// Every top holds bottom 0's values; gradients stay separate (Split: they are summed).
+    Data,
+    /// Every top is bottom 0 under another shape, values and gradients (Flatten, Reshape).
+    DataAndDiff,
 }
 
 pub type Factory = fn(&LayerParameter) -> Result<Box<dyn Layer>>;

@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 
 use super::common::{check_count, count, shape_str};
 use super::flatten::view_copy;
-use super::{Ctx, Layer, Shapes};
+use super::{Ctx, Layer, Shapes, TopSharing};
 use crate::proto::LayerParameter;
 
 pub struct Reshape {
@@ -44,6 +44,10 @@ pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
 }
 
 impl Layer for Reshape {
+    fn top_sharing(&self) -> TopSharing {
+        TopSharing::DataAndDiff
+    }
+
     fn reshape(&mut self, bottoms: &[Vec<usize>]) -> Result<Shapes> {
         check_count("bottom", bottoms.len(), 1, 1)?;
         let b = &bottoms[0];

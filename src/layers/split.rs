@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::common::check_count;
 use super::flatten::view_copy;
-use super::{Ctx, Layer, Shapes};
+use super::{Ctx, Layer, Shapes, TopSharing};
 use crate::engine::Kernel;
 use crate::engine::kernels::blas::BlasKernel;
 use crate::proto::LayerParameter;
@@ -21,6 +21,10 @@ pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
 }
 
 impl Layer for Split {
+    fn top_sharing(&self) -> TopSharing {
+        TopSharing::Data
+    }
+
     fn reshape(&mut self, bottoms: &[Vec<usize>]) -> Result<Shapes> {
         check_count("bottom", bottoms.len(), 1, 1)?;
         Ok(Shapes {

@@ -3,8 +3,8 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::builder::{NetGraph, Strictness};
 use super::weights;
-use crate::engine::{Engine, View};
-use crate::layers::{Blob, Ctx};
+use crate::engine::{Engine, TensorId, View};
+use crate::layers::{Blob, Ctx, TopSharing};
 use crate::proto::{BlobProto, BlobShape, NetParameter, NetState};
 use crate::rng::Rng;
 
@@ -16,9 +16,71 @@ pub struct Net {
     reshaped_for: Vec<Vec<Vec<usize>>>,
     /// Tensors of each blob of the graph.
     pub blobs: Vec<Blob>,
+    /// Blobs whose tensors are another blob's (the tops of a layer with [`crate::layers::Layer::top_sharing`]):
+    /// the source blob and what is shared.
+    shared_from: Vec<Option<(usize, TopSharing)>>,
     /// Tensors of each parameter (shared parameters hold their owner's tensors).
     pub params: Vec<Blob>,
     pub rng: Rng,
+}
+
+/// For each blob, the blob whose tensors it uses (see [`crate::layers::Layer::top_sharing`]).
+fn top_sharing(graph: &NetGraph) -> Vec<Option<(usize, TopSharing)>> {
+    let mut shared_from = vec![None; graph.blobs.len()];
+    for node in &graph.layers {
+        let sharing = node
+            .layer
+            .as_ref()
+            .map_or(TopSharing::None, |l| l.top_sharing());
+        if sharing == TopSharing::None {
+            continue;
+        }
+        for &t in &node.tops {
+            // In place (top = bottom) there is nothing to share.
+            if t != node.bottoms[0] {
+                shared_from[t] = Some((node.bottoms[0], sharing));
+            }
+        }
+    }
+    shared_from
+}
+
+/// Whether a blob with `sharing` takes `what` (Data: its values; DataAndDiff: its gradients too)
+/// from its source.
+fn shares(sharing: Option<(usize, TopSharing)>, what: TopSharing) -> bool {
+    matches!(
+        (sharing.map(|s| s.1), what),
+        (Some(TopSharing::DataAndDiff), _) | (Some(TopSharing::Data), TopSharing::Data)
+    )
+}
+
+/// A placeholder id for a tensor the blob takes from its source (replaced by [`link_shared`]).
+fn eng_alloc_if(eng: &mut dyn Engine, owned: bool, count: usize) -> TensorId {
+    if owned {
+        eng.alloc(count)
+    } else {
+        TensorId(u32::MAX)
+    }
+}
+
+/// Points blob `b`'s shared tensors at its source's (following chains, e.g. Flatten of a Split).
+fn link_shared(blobs: &mut [Blob], shared_from: &[Option<(usize, TopSharing)>], b: usize) {
+    let Some((mut src, sharing)) = shared_from[b] else {
+        return;
+    };
+    while let Some((next, _)) = shared_from[src].filter(|s| shares(Some(*s), TopSharing::Data)) {
+        src = next;
+    }
+    blobs[b].data = blobs[src].data;
+    if sharing == TopSharing::DataAndDiff {
+        let mut src = shared_from[b].unwrap().0;
+        while let Some((next, _)) =
+            shared_from[src].filter(|s| shares(Some(*s), TopSharing::DataAndDiff))
+        {
+            src = next;
+        }
+        blobs[b].diff = blobs[src].diff;
+    }
 }
 
 fn new_blob(eng: &mut dyn Engine, shape: &[usize]) -> Blob {
@@ -61,13 +123,23 @@ impl Net {
             .flat_map(|w| w.layer.iter().map(|l| l.name()))
             .collect();
         let mut rng = seed.map(Rng::new).unwrap_or_else(Rng::from_clock);
+        let shared_from = top_sharing(&graph);
         let mut blobs = Vec::with_capacity(graph.blobs.len());
-        for b in &graph.blobs {
-            let shape = b
+        for (b, blob) in graph.blobs.iter().enumerate() {
+            let shape = blob
                 .shape
                 .as_ref()
-                .ok_or_else(|| anyhow!("blob '{}' has an unknown shape", b.name))?;
-            blobs.push(new_blob(eng, shape));
+                .ok_or_else(|| anyhow!("blob '{}' has an unknown shape", blob.name))?;
+            let count: usize = shape.iter().product();
+            let owns = |what| !shares(shared_from[b], what);
+            blobs.push(Blob {
+                shape: shape.to_vec(),
+                data: eng_alloc_if(eng, owns(TopSharing::Data), count),
+                diff: eng_alloc_if(eng, owns(TopSharing::DataAndDiff), count),
+            });
+        }
+        for b in 0..blobs.len() {
+            link_shared(&mut blobs, &shared_from, b);
         }
         let mut params: Vec<Blob> = Vec::with_capacity(graph.params.len());
         for (i, p) in graph.params.iter().enumerate() {
@@ -107,6 +179,7 @@ impl Net {
             capacity,
             reshaped_for,
             blobs,
+            shared_from,
             params,
             rng,
         })
@@ -190,13 +263,21 @@ impl Net {
 
     fn set_blob_shape(&mut self, eng: &mut dyn Engine, b: usize, shape: Vec<usize>) {
         let count: usize = shape.iter().product();
+        let sharing = self.shared_from[b];
         if count > self.capacity[b] {
-            eng.free(self.blobs[b].data);
-            eng.free(self.blobs[b].diff);
-            self.blobs[b].data = eng.alloc(count);
-            self.blobs[b].diff = eng.alloc(count);
+            let blob = &mut self.blobs[b];
+            if !shares(sharing, TopSharing::Data) {
+                eng.free(blob.data);
+                blob.data = eng.alloc(count);
+            }
+            if !shares(sharing, TopSharing::DataAndDiff) {
+                eng.free(blob.diff);
+                blob.diff = eng.alloc(count);
+            }
             self.capacity[b] = count;
         }
+        // The source was reshaped first (it is an earlier layer's top) and may have new tensors.
+        link_shared(&mut self.blobs, &self.shared_from, b);
         self.graph.blobs[b].shape = Some(shape.clone());
         self.blobs[b].shape = shape;
     }
