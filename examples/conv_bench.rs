@@ -1,10 +1,12 @@
-//! Forward (and optionally backward) passes of a net on the GPU engine, timed by the wall clock
-//! and by process CPU time (robust to other load): `conv_bench NET.prototxt [ITERS] [GFLOP]`.
-//! With GFLOP (the pass's work) given, prints GFLOP/s too (CPU time scaled to 2 threads).
+//! Forward passes of a net on the GPU engine (or the CPU engine with CAFFE_RS_BENCH_CPU=1), timed
+//! by the wall clock and by process CPU time (robust to other load):
+//! `conv_bench NET.prototxt [ITERS] [GFLOP]`. With GFLOP (the pass's work) given, prints GFLOP/s
+//! too (CPU time scaled to 2 threads).
 use std::path::Path;
 use std::time::Instant;
 
 use caffe_rs::engine::Engine;
+use caffe_rs::engine::cpu::CpuEngine;
 use caffe_rs::engine::gpu::GpuEngine;
 use caffe_rs::net::state::make_state;
 use caffe_rs::net::{Net, NetGraph, Strictness};
@@ -26,14 +28,19 @@ fn main() {
     let param = caffe_rs::format::read_net_prototxt(Path::new(&args[1])).unwrap();
     let state = make_state(&param, Phase::Test, 0, &[]);
     let graph = NetGraph::build(&param, &state, Strictness::Strict).unwrap();
-    let mut eng = GpuEngine::new(0).unwrap();
-    let mut net = Net::new(graph, &mut eng, Some(1)).unwrap();
-    net.forward(&mut eng).unwrap();
+    let mut eng: Box<dyn Engine> = if std::env::var_os("CAFFE_RS_BENCH_CPU").is_some() {
+        Box::new(CpuEngine::new())
+    } else {
+        Box::new(GpuEngine::new(0).unwrap())
+    };
+    let eng = eng.as_mut();
+    let mut net = Net::new(graph, eng, Some(1)).unwrap();
+    net.forward(eng).unwrap();
     eng.sync().unwrap();
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
     for _ in 0..iters {
         let (t, c) = (Instant::now(), cpu_seconds());
-        net.forward(&mut eng).unwrap();
+        net.forward(eng).unwrap();
         eng.sync().unwrap();
         wall.push(t.elapsed().as_secs_f64());
         cpu.push(cpu_seconds() - c);

@@ -8,13 +8,16 @@ use anyhow::{Result, bail, ensure};
 use super::common::{Scratch, canonical_axis, check_count, shape_str};
 use super::{Ctx, Layer, ParamDef, Shapes};
 use crate::engine::kernels::blas::{BlasKernel, Gemm};
-use crate::engine::kernels::conv::{ConvKernel, Im2col};
+use crate::engine::kernels::conv::{ConvKernel, Im2col, Winograd};
 use crate::engine::{Engine, Kernel, View};
 use crate::proto::{ConvolutionParameter, FillerParameter, LayerParameter};
 
 /// Column buffers are cut into chunks of whole images of at most this many elements (at least one
 /// image per chunk).
 const COL_BUDGET: usize = 1 << 22;
+
+/// Winograd pays for its transforms only with enough channels per group on both sides.
+const WINOGRAD_MIN_CHANNELS: usize = 8;
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     Ok(Box::new(Convolution {
@@ -405,6 +408,63 @@ impl ConvGeom {
         Ok(())
     }
 
+    /// The Winograd form of out = W * im2col(im) (or, when `adjoint`, of im = col2im(W^T out)) over
+    /// every image, when the engine has it and the convolution is 2-D, 3x3, stride 1, undilated
+    /// (the adjoint also needs padding of at most 2).
+    fn winograd(
+        &self,
+        eng: &dyn Engine,
+        weight: View,
+        im: View,
+        out: View,
+        adjoint: bool,
+    ) -> Option<Winograd> {
+        let w = &self.w;
+        let eligible = eng.has_winograd()
+            && self.in_shape.len() == 2
+            && w.kernel == [3, 3]
+            && w.stride == [1, 1]
+            && w.dilation == [1, 1]
+            && self.in_channels / self.group >= WINOGRAD_MIN_CHANNELS
+            && self.out_channels / self.group >= WINOGRAD_MIN_CHANNELS
+            && (!adjoint || w.pad.iter().all(|&p| p <= 2));
+        if !eligible {
+            return None;
+        }
+        let image = [self.in_shape[0], self.in_shape[1]];
+        let output = [self.out_shape[0], self.out_shape[1]];
+        let pad = [w.pad[0], w.pad[1]];
+        Some(if adjoint {
+            Winograd {
+                input: out,
+                weight,
+                output: im,
+                batch: self.num,
+                in_channels: self.out_channels,
+                out_channels: self.in_channels,
+                groups: self.group,
+                in_shape: output,
+                out_shape: image,
+                pad: [2 - pad[0], 2 - pad[1]],
+                adjoint: true,
+            }
+        } else {
+            Winograd {
+                input: im,
+                weight,
+                output: out,
+                batch: self.num,
+                in_channels: self.in_channels,
+                out_channels: self.out_channels,
+                groups: self.group,
+                in_shape: image,
+                out_shape: output,
+                pad,
+                adjoint: false,
+            }
+        })
+    }
+
     /// out = W * im2col(im) for every image (Convolution forward, Deconvolution backward to its bottom).
     pub fn im_to_out(
         &self,
@@ -414,6 +474,9 @@ impl ConvGeom {
         im: View,
         out: View,
     ) -> Result<()> {
+        if let Some(k) = self.winograd(eng, weight, im, out, false) {
+            return eng.launch(&Kernel::Conv(ConvKernel::Winograd(k)));
+        }
         let (kd, s, og) = (
             self.kernel_dim(),
             self.out_spatial(),
@@ -465,6 +528,9 @@ impl ConvGeom {
         out: View,
         im: View,
     ) -> Result<()> {
+        if let Some(k) = self.winograd(eng, weight, im, out, true) {
+            return eng.launch(&Kernel::Conv(ConvKernel::Winograd(k)));
+        }
         let (kd, s, og) = (
             self.kernel_dim(),
             self.out_spatial(),
@@ -977,6 +1043,61 @@ mod tests {
             let want = reference(&x, &shape, &w, Some(&b), &geom);
             for (a, e) in run.tops[0].1.iter().zip(&want) {
                 assert!((a - e).abs() < 1e-4, "case {i} {shape:?}: {a} vs {e}");
+            }
+        }
+    }
+
+    /// 3x3 stride-1 convolutions (and deconvolutions) with enough channels go through the engine's
+    /// Winograd kernel, forward and backward to the bottom; they agree with im2col + GEMM.
+    #[test]
+    fn winograd_matches_im2col() {
+        let mut rng = Rng::new(31);
+        for i in 0..16 {
+            let group = 1 + i % 2;
+            let kind = if i % 4 == 3 { "Deconvolution" } else { "Convolution" };
+            let channels = group * (WINOGRAD_MIN_CHANNELS + rng.below(5));
+            let num_output = group * (WINOGRAD_MIN_CHANNELS + rng.below(5));
+            let pad = rng.below(3) as u32;
+            let (h, w) = (1 + rng.below(9), 1 + rng.below(9));
+            if (h as u32 + 2 * pad) < 3 || (w as u32 + 2 * pad) < 3 {
+                continue;
+            }
+            let shape = vec![1 + rng.below(3), channels, h, w];
+            let p = ConvolutionParameter {
+                num_output: Some(num_output as u32),
+                kernel_size: vec![3],
+                pad: vec![pad],
+                group: Some(group as u32),
+                ..Default::default()
+            };
+            let param = conv_param(kind, p);
+            let spec = ConvSpec::parse(&param, kind == "Deconvolution").unwrap();
+            let (_, shapes) = spec.reshape(std::slice::from_ref(&shape), None).unwrap();
+            let case = LayerCase {
+                param,
+                phase: Phase::Train,
+                bottoms: vec![(shape.clone(), random(shape.iter().product(), &mut rng))],
+                params: Some(vec![
+                    random(shapes.params[0].shape.iter().product(), &mut rng),
+                    random(num_output, &mut rng),
+                ]),
+            };
+            let dy = vec![random(shapes.tops[0].iter().product(), &mut rng)];
+            let fast = run_layer(&mut CpuEngine::new(), &case, Some(&dy), None).unwrap();
+            let plain = run_layer(&mut CpuEngine::without_winograd(), &case, Some(&dy), None).unwrap();
+            let pairs = [
+                ("top", &fast.tops[0].1, &plain.tops[0].1),
+                ("bottom diff", &fast.bottom_diffs[0], &plain.bottom_diffs[0]),
+                ("weight diff", &fast.param_diffs[0], &plain.param_diffs[0]),
+            ];
+            for (what, a, b) in pairs {
+                assert_eq!(a.len(), b.len());
+                for (x, y) in a.iter().zip(b.iter()) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                        "case {i} {kind} {shape:?} pad {pad}: {what} {x} vs {y}"
+                    );
+                }
             }
         }
     }

@@ -3,7 +3,7 @@ use rayon::prelude::*;
 
 use super::Memory;
 use crate::engine::View;
-use crate::engine::kernels::conv::{ConvKernel, Im2col};
+use crate::engine::kernels::conv::{ConvKernel, Im2col, Winograd};
 
 /// Spatial axes im2col handles (Caffe's GPU im2col stops at 10 axes in all).
 const MAX_AXES: usize = 8;
@@ -51,6 +51,12 @@ pub fn run(kernel: &ConvKernel, mem: &mut Memory) -> Result<()> {
                         col2im_image(&geo, col_b, im_b);
                     }
                 }
+            });
+        }
+        ConvKernel::Winograd(k) => {
+            let (input, weight, output) = winograd_spans(k)?;
+            mem.with(&[output], &[input, weight], |o, i| {
+                super::winograd::forward(k, i[0], i[1], o[0])
             });
         }
         &ConvKernel::AddChannelBias {
@@ -229,6 +235,43 @@ fn row_index(v: f32, rows: usize) -> usize {
 }
 
 /// The full views of the batch: (image span, column span).
+/// The views of a Winograd convolution, checked against its geometry.
+fn winograd_spans(k: &Winograd) -> Result<(View, View, View)> {
+    let [h, w] = k.in_shape;
+    let [oh, ow] = k.out_shape;
+    ensure!(
+        k.groups > 0
+            && k.in_channels.is_multiple_of(k.groups)
+            && k.out_channels.is_multiple_of(k.groups),
+        "winograd: {} and {} channels do not split into {} groups",
+        k.in_channels,
+        k.out_channels,
+        k.groups
+    );
+    ensure!(
+        oh + 2 == h + 2 * k.pad[0] && ow + 2 == w + 2 * k.pad[1],
+        "winograd: output {oh}x{ow} is not a 3x3 convolution of {h}x{w} with padding {:?}",
+        k.pad
+    );
+    let (in_len, out_len) = (
+        k.batch * k.in_channels * h * w,
+        k.batch * k.out_channels * oh * ow,
+    );
+    let weight_len = k.in_channels * k.out_channels / k.groups * 9;
+    ensure!(
+        k.input.len >= in_len && k.output.len >= out_len && k.weight.len >= weight_len,
+        "winograd: views too short ({}, {}, {}) for {in_len}, {weight_len}, {out_len}",
+        k.input.len,
+        k.weight.len,
+        k.output.len
+    );
+    Ok((
+        k.input.slice(0, in_len),
+        k.weight.slice(0, weight_len),
+        k.output.slice(0, out_len),
+    ))
+}
+
 fn spans(k: &Im2col) -> Result<(View, View)> {
     if k.batch == 0 {
         return Ok((k.im.slice(0, 0), k.col.slice(0, 0)));

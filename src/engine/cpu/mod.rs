@@ -8,6 +8,7 @@ mod skinny;
 mod softmax;
 mod solver;
 mod transfer;
+mod winograd;
 
 use crate::engine::{Engine, Kernel, TensorId, View};
 
@@ -151,6 +152,8 @@ impl Memory {
 
 pub struct CpuEngine {
     mem: Memory,
+    /// Off with CAFFE_RS_NO_WINOGRAD=1 (every convolution through im2col + GEMM, as Caffe).
+    winograd: bool,
 }
 
 impl Default for CpuEngine {
@@ -160,9 +163,18 @@ impl Default for CpuEngine {
 }
 
 impl CpuEngine {
+    /// Every convolution through im2col + GEMM, as Caffe (what CAFFE_RS_NO_WINOGRAD=1 gives).
+    pub fn without_winograd() -> Self {
+        CpuEngine {
+            winograd: false,
+            ..CpuEngine::new()
+        }
+    }
+
     pub fn new() -> Self {
         CpuEngine {
             mem: Memory::default(),
+            winograd: std::env::var_os("CAFFE_RS_NO_WINOGRAD").is_none_or(|v| v == "0"),
         }
     }
 }
@@ -170,6 +182,10 @@ impl CpuEngine {
 impl Engine for CpuEngine {
     fn name(&self) -> String {
         format!("CPU ({} threads)", rayon::current_num_threads())
+    }
+
+    fn has_winograd(&self) -> bool {
+        self.winograd
     }
 
     fn alloc(&mut self, len: usize) -> TensorId {

@@ -14,6 +14,9 @@ pub fn launch(e: &mut GpuEngine, k: &ConvKernel) -> Result<()> {
     match k {
         ConvKernel::Im2col(g) => im2col(e, g, false),
         ConvKernel::Col2im(g) => im2col(e, g, true),
+        ConvKernel::Winograd(_) => {
+            bail!("the GPU engine has no Winograd kernel (see has_winograd)")
+        }
         &ConvKernel::AddChannelBias {
             y,
             bias,

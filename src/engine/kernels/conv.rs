@@ -10,6 +10,10 @@ pub enum ConvKernel {
     /// For b in 0..batch: im_b = col2im(col_b): each image element is overwritten with the sum of the
     /// column entries that im2col would have read from it (0 when none).
     Col2im(Im2col),
+    /// A 3x3 convolution by Winograd's minimal filtering (engines with [`Engine::has_winograd`]).
+    ///
+    /// [`Engine::has_winograd`]: crate::engine::Engine::has_winograd
+    Winograd(Winograd),
     /// y[o, c, i] += bias[c] for y viewed as [outer, channels, inner].
     AddChannelBias {
         y: View,
@@ -45,6 +49,28 @@ pub enum ConvKernel {
         rows: usize,
         width: usize,
     },
+}
+
+/// For b in 0..batch: output_b = the 2-D, 3x3, stride 1, undilated convolution of input_b (zero
+/// padding `pad`), per group: output[o] = sum over the group's input channels i of input[i]
+/// correlated with K(o, i). K(o, i) = weight[o][i] (weight [out_channels, in_channels / groups, 3,
+/// 3]); when `adjoint`, K(o, i) = rot180(weight[i][o]) (weight [in_channels, out_channels /
+/// groups, 3, 3]): the gradient of a convolution with respect to its input. Images are packed
+/// (input [batch, in_channels, in_shape], output [batch, out_channels, out_shape]); out_shape =
+/// in_shape + 2 pad - 2. Overwrites the output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Winograd {
+    pub input: View,
+    pub weight: View,
+    pub output: View,
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub groups: usize,
+    pub in_shape: [usize; 2],
+    pub out_shape: [usize; 2],
+    pub pad: [usize; 2],
+    pub adjoint: bool,
 }
 
 /// Geometry of an N-D im2col over `batch` images. Image b of `im` starts at `b * im_stride`, its

@@ -1,0 +1,348 @@
+//! Winograd F(2x2, 3x3) convolution (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+//! Networks"): each 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A for the 4x4 input tile d,
+//! so a 3x3 convolution costs 16 products per 4 outputs instead of 36. The 16 element-wise
+//! products over channels are 16 GEMMs, (out channels x in channels) x (in channels x tiles).
+//!
+//! Layouts (per chunk of images, `n` tiles in all): transformed input V is [in channel][16][n],
+//! transformed weights U are [16][out channel][in channel of the group], products P are
+//! [out channel][16][n], so both transforms work on whole rows of one channel.
+use rayon::prelude::*;
+
+use crate::engine::kernels::conv::Winograd;
+
+/// Floats of V and P per chunk of images: a chunk's working set stays in the last-level cache
+/// range and the buffers stay small for big batches.
+const BUDGET: usize = 1 << 21;
+
+/// Output tiles along each axis.
+fn tiles(k: &Winograd) -> (usize, usize) {
+    (k.out_shape[0].div_ceil(2), k.out_shape[1].div_ceil(2))
+}
+
+/// out = conv(input, K) for every image, as [`Winograd`] describes.
+pub fn forward(k: &Winograd, input: &[f32], weight: &[f32], out: &mut [f32]) {
+    let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
+    let cig = ci / g;
+    let (th, tw) = tiles(k);
+    let per_image = 16 * (ci + co) * th * tw;
+    if per_image == 0 || k.batch == 0 {
+        out.iter_mut().for_each(|v| *v = 0.0);
+        return;
+    }
+    let chunk = (BUDGET / per_image).clamp(1, k.batch);
+    let mut run = |[u, v, p]: &mut [Vec<f32>; 3]| {
+        // Every element used is written before it is read: no zeroing needed.
+        for (buf, len) in [
+            (&mut *u, 16 * co * cig),
+            (&mut *v, 16 * ci * th * tw * chunk),
+            (&mut *p, 16 * co * th * tw * chunk),
+        ] {
+            if buf.len() < len {
+                *buf = vec![0f32; len];
+            }
+        }
+        transform_weights(k, weight, u);
+        run_chunks(k, input, out, chunk, u, v, p);
+    };
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => run(&mut bufs),
+        // Re-entered on this thread (a nested parallel call): fresh buffers.
+        Err(_) => run(&mut Default::default()),
+    });
+}
+
+thread_local! {
+    /// U, V and P, kept between calls: fresh multi-megabyte buffers would each cost a page
+    /// fault per 4 KiB on every call.
+    static SCRATCH: std::cell::RefCell<[Vec<f32>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_chunks(
+    k: &Winograd,
+    input: &[f32],
+    out: &mut [f32],
+    chunk: usize,
+    u: &[f32],
+    v: &mut [f32],
+    p: &mut [f32],
+) {
+    let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
+    let (cig, cog) = (ci / g, co / g);
+    let (th, tw) = tiles(k);
+    let (in_len, out_len) = (
+        ci * k.in_shape[0] * k.in_shape[1],
+        co * k.out_shape[0] * k.out_shape[1],
+    );
+    for first in (0..k.batch).step_by(chunk) {
+        let images = chunk.min(k.batch - first);
+        let n = images * th * tw;
+        let v = &mut v[..16 * ci * n];
+        let p = &mut p[..16 * co * n];
+        v.par_chunks_mut(16 * n).enumerate().for_each(|(c, rows)| {
+            for b in 0..images {
+                let plane = &input[(first + b) * in_len + c * k.in_shape[0] * k.in_shape[1]..]
+                    [..k.in_shape[0] * k.in_shape[1]];
+                transform_input_plane(k, plane, rows, n, b * th * tw);
+            }
+        });
+        // The 16 * groups products write disjoint rows of P: one product per task, each on one
+        // core (splitting every product over the cores costs a synchronisation per product).
+        let (p_addr, u_addr, v_addr) = (
+            p.as_mut_ptr() as usize,
+            u.as_ptr() as usize,
+            v.as_ptr() as usize,
+        );
+        (0..16 * g).into_par_iter().for_each(|job| {
+            let (xi, grp) = (job / g, job % g);
+            // P[grp's out channels][xi][..] = U[grp's out channels][..][xi] * V[grp's in channels][xi][..]
+            // SAFETY: the rows (grp's out channels, xi) of P belong to this job alone; U and V
+            // are only read, and all three outlive the parallel loop.
+            unsafe {
+                gemm::gemm(
+                    cog,
+                    n,
+                    cig,
+                    (p_addr as *mut f32).add((grp * cog * 16 + xi) * n),
+                    1,
+                    (16 * n) as isize,
+                    false,
+                    (u_addr as *const f32).add(grp * cog * cig * 16 + xi),
+                    16,
+                    (16 * cig) as isize,
+                    (v_addr as *const f32).add((grp * cig * 16 + xi) * n),
+                    1,
+                    (16 * n) as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+        let out = &mut out[first * out_len..][..images * out_len];
+        let plane_len = k.out_shape[0] * k.out_shape[1];
+        // Output planes in order (image, channel); P rows are (channel, xi, image's tiles).
+        out.par_chunks_mut(plane_len)
+            .enumerate()
+            .for_each(|(i, plane)| {
+                let (b, c) = (i / co, i % co);
+                let rows = &p[c * 16 * n..][..16 * n];
+                transform_output_plane(k, rows, n, b * th * tw, plane);
+            });
+    }
+}
+
+/// U[o][i][xi] = (G K(o, i) G^T)[xi] with G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
+fn transform_weights(k: &Winograd, weight: &[f32], u: &mut [f32]) {
+    let (co, g) = (k.out_channels, k.groups);
+    let (cig, cog) = (k.in_channels / g, co / g);
+    for o in 0..co {
+        for i in 0..cig {
+            let mut kernel = [0f32; 9];
+            if k.adjoint {
+                // weight is [in channels][out channels / group][3][3]: K(o, i) = rot180(weight[i'][o']).
+                let (grp, o_local) = (o / cog, o % cog);
+                let src = &weight[((grp * cig + i) * cog + o_local) * 9..][..9];
+                for (d, s) in kernel.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            } else {
+                kernel.copy_from_slice(&weight[(o * cig + i) * 9..][..9]);
+            }
+            // s = G K (4x3), then U = s G^T (4x4).
+            let mut s = [[0f32; 3]; 4];
+            for c in 0..3 {
+                let (g0, g1, g2) = (kernel[c], kernel[3 + c], kernel[6 + c]);
+                s[0][c] = g0;
+                s[1][c] = 0.5 * (g0 + g1 + g2);
+                s[2][c] = 0.5 * (g0 - g1 + g2);
+                s[3][c] = g2;
+            }
+            for (r, row) in s.iter().enumerate() {
+                let t = [
+                    row[0],
+                    0.5 * (row[0] + row[1] + row[2]),
+                    0.5 * (row[0] - row[1] + row[2]),
+                    row[2],
+                ];
+                u[(o * cig + i) * 16 + r * 4..][..4].copy_from_slice(&t);
+            }
+        }
+    }
+}
+
+/// V rows of one channel of one image: rows[xi * n + first_tile + tile] = (B^T d B)[xi] with
+/// B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]].
+fn transform_input_plane(k: &Winograd, plane: &[f32], rows: &mut [f32], n: usize, first: usize) {
+    let (h, w) = (k.in_shape[0] as isize, k.in_shape[1] as isize);
+    let (ph, pw) = (k.pad[0] as isize, k.pad[1] as isize);
+    let (th, tw) = tiles(k);
+    let at = |y: isize, x: isize| -> f32 {
+        if y >= 0 && y < h && x >= 0 && x < w {
+            plane[(y * w + x) as usize]
+        } else {
+            0.0
+        }
+    };
+    for ty in 0..th {
+        let y0 = 2 * ty as isize - ph;
+        let rows_inside = y0 >= 0 && y0 + 4 <= h;
+        for tx in 0..tw {
+            let x0 = 2 * tx as isize - pw;
+            let mut d = [[0f32; 4]; 4];
+            if rows_inside && x0 >= 0 && x0 + 4 <= w {
+                for (r, dr) in d.iter_mut().enumerate() {
+                    let start = ((y0 + r as isize) * w + x0) as usize;
+                    dr.copy_from_slice(&plane[start..start + 4]);
+                }
+            } else {
+                for (r, dr) in d.iter_mut().enumerate() {
+                    for (c, v) in dr.iter_mut().enumerate() {
+                        *v = at(y0 + r as isize, x0 + c as isize);
+                    }
+                }
+            }
+            // t = B^T d, then V = t B.
+            let mut t = [[0f32; 4]; 4];
+            for c in 0..4 {
+                t[0][c] = d[0][c] - d[2][c];
+                t[1][c] = d[1][c] + d[2][c];
+                t[2][c] = d[2][c] - d[1][c];
+                t[3][c] = d[1][c] - d[3][c];
+            }
+            let tile = first + ty * tw + tx;
+            for (r, tr) in t.iter().enumerate() {
+                let vals = [tr[0] - tr[2], tr[1] + tr[2], tr[2] - tr[1], tr[1] - tr[3]];
+                for (c, &value) in vals.iter().enumerate() {
+                    rows[(r * 4 + c) * n + tile] = value;
+                }
+            }
+        }
+    }
+}
+
+/// One output plane from the P rows of its channel: each 2x2 tile is A^T M A with
+/// A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], clipped to the plane.
+fn transform_output_plane(k: &Winograd, rows: &[f32], n: usize, first: usize, plane: &mut [f32]) {
+    let (oh, ow) = (k.out_shape[0], k.out_shape[1]);
+    let (th, tw) = tiles(k);
+    for ty in 0..th {
+        for tx in 0..tw {
+            let tile = first + ty * tw + tx;
+            let m = |r: usize, c: usize| rows[(r * 4 + c) * n + tile];
+            // r = A^T M (2x4), then Y = r A (2x2).
+            let r: [[f32; 4]; 2] = [
+                std::array::from_fn(|c| m(0, c) + m(1, c) + m(2, c)),
+                std::array::from_fn(|c| m(1, c) - m(2, c) - m(3, c)),
+            ];
+            for (dy, rr) in r.iter().enumerate() {
+                let y = 2 * ty + dy;
+                if y >= oh {
+                    break;
+                }
+                let x = 2 * tx;
+                plane[y * ow + x] = rr[0] + rr[1] + rr[2];
+                if x + 1 < ow {
+                    plane[y * ow + x + 1] = rr[1] - rr[2] - rr[3];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::TensorId;
+    use crate::engine::View;
+    use crate::rng::Rng;
+
+    /// Direct convolution (or its adjoint) by the definition.
+    fn direct(k: &Winograd, input: &[f32], weight: &[f32]) -> Vec<f32> {
+        let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
+        let (cig, cog) = (ci / g, co / g);
+        let ([h, w], [oh, ow]) = (k.in_shape, k.out_shape);
+        let mut out = vec![0f32; k.batch * co * oh * ow];
+        for b in 0..k.batch {
+            for o in 0..co {
+                let grp = o / cog;
+                for y in 0..oh {
+                    for x in 0..ow {
+                        let mut acc = 0f64;
+                        for i in 0..cig {
+                            let c = grp * cig + i;
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (iy, ix) = (
+                                        (y + ky) as isize - k.pad[0] as isize,
+                                        (x + kx) as isize - k.pad[1] as isize,
+                                    );
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let wv = if k.adjoint {
+                                        weight[((grp * cig + i) * cog + o % cog) * 9 + 8
+                                            - (ky * 3 + kx)]
+                                    } else {
+                                        weight[(o * cig + i) * 9 + ky * 3 + kx]
+                                    };
+                                    let xv =
+                                        input[((b * ci + c) * h + iy as usize) * w + ix as usize];
+                                    acc += wv as f64 * xv as f64;
+                                }
+                            }
+                        }
+                        out[((b * co + o) * oh + y) * ow + x] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_direct_convolution() {
+        let mut rng = Rng::new(7);
+        let view = View::new(TensorId(0), 0, 0);
+        for case in 0..40 {
+            let groups = 1 + case % 3;
+            let (ci, co) = (groups * (1 + case % 4), groups * (1 + (case / 3) % 5));
+            let (h, w) = (1 + case % 9, 1 + (case * 7) % 11);
+            let pad = [case % 3, (case / 2) % 3];
+            if h + 2 * pad[0] < 3 || w + 2 * pad[1] < 3 {
+                continue;
+            }
+            let k = Winograd {
+                input: view,
+                weight: view,
+                output: view,
+                batch: 1 + case % 3,
+                in_channels: ci,
+                out_channels: co,
+                groups,
+                in_shape: [h, w],
+                out_shape: [h + 2 * pad[0] - 2, w + 2 * pad[1] - 2],
+                pad,
+                adjoint: case % 2 == 1,
+            };
+            let input: Vec<f32> = (0..k.batch * ci * h * w)
+                .map(|_| rng.gaussian() as f32)
+                .collect();
+            let weight: Vec<f32> = (0..co * ci / groups * 9)
+                .map(|_| rng.gaussian() as f32)
+                .collect();
+            let want = direct(&k, &input, &weight);
+            let mut got = vec![f32::NAN; want.len()];
+            forward(&k, &input, &weight, &mut got);
+            for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "case {case} {k:?}: element {j}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
