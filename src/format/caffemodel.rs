@@ -2,10 +2,13 @@
 //! files) and `.solverstate` (SolverState).
 //!
 //! Reading memory-maps the file and decodes straight from the mapping with prost, so a 500 MB
-//! model costs its decoded size on the heap and nothing more. When prost rejects the bytes, a
-//! descriptor-driven wire walker ([`check_wire_format`]) runs over them to say *where* and *why*
-//! ("truncated or corrupt protobuf at byte 1234 (layer[3] 'conv2' > blobs[0]): ..."); the fast
-//! path never pays for it.
+//! model costs its decoded size on the heap and nothing more. Copying weights into a net needs
+//! less still: a [`WeightsFile`] decodes only the structure (layers, blob shapes, where each
+//! blob's values are) and hands the values over in pieces straight from the mapping, releasing
+//! the file's pages behind it, so neither the file nor a decoded copy is ever resident as a
+//! whole. When prost rejects the bytes, a descriptor-driven wire walker ([`check_wire_format`])
+//! runs over them to say *where* and *why* ("truncated or corrupt protobuf at byte 1234
+//! (layer[3] 'conv2' > blobs[0]): ..."); the fast path never pays for it.
 //!
 //! Writing is atomic: the bytes go to a temporary file in the destination directory, which is
 //! fsynced and then renamed over the destination, so a reader never sees half a file.
