@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use caffe_rs::format::caffemodel::{
-    self, NET_PARAMETER, check_wire_format, decode_binary, decode_net_bytes, decode_net_bytes_raw,
-    read_blob_proto, read_net_binary, read_net_binary_raw, read_solver_state, write_atomic,
-    write_blob_proto, write_net_binary, write_solver_state,
+    self, BlobValues, NET_PARAMETER, TrainedWeights, WeightsFile, check_wire_format, decode_binary,
+    decode_net_bytes, decode_net_bytes_raw, read_blob_proto, read_net_binary, read_net_binary_raw,
+    read_solver_state, write_atomic, write_blob_proto, write_net_binary, write_solver_state,
 };
 use caffe_rs::format::transcode::parse_text;
 use caffe_rs::format::upgrade;
@@ -447,6 +447,15 @@ fn corrupt_and_check(bytes: &[u8], rounds: usize, seed: u64) -> (usize, usize) {
         assert!(
             enc(caffemodel::decode_blob_proto_bytes(d, "x").ok()) == enc(BlobProto::decode(d).ok())
         );
+        // The streaming reader accepts and rejects exactly the same bytes, with the same errors.
+        match (
+            decode_net_bytes(d, "fuzz.caffemodel"),
+            WeightsFile::from_bytes(d.to_vec(), "fuzz.caffemodel").and_then(|w| w.to_net()),
+        ) {
+            (Ok(a), Ok(b)) => assert!(a.encode_to_vec() == b.encode_to_vec()),
+            (Err(a), Err(b)) => assert_eq!(format!("{a:#}"), format!("{b:#}")),
+            (a, b) => panic!("full decode {:?} vs streaming {:?}", a.is_ok(), b.is_ok()),
+        }
         if located(d, decode_net_bytes(d, "fuzz.caffemodel"), NET_PARAMETER) {
             ok += 1;
         } else {
@@ -654,5 +663,352 @@ fn big_net(megabytes: usize) -> NetParameter {
         name: Some("big".into()),
         layer,
         ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WeightsFile: the streaming reader against the full decode
+
+/// `net` with every blob's values left out, as `WeightsFile::net` gives it.
+fn without_values(mut net: NetParameter) -> NetParameter {
+    for layer in &mut net.layer {
+        for blob in &mut layer.blobs {
+            blob.data.clear();
+            blob.diff.clear();
+            blob.double_data.clear();
+            blob.double_diff.clear();
+        }
+    }
+    net
+}
+
+/// The streamed file agrees with `read_net_binary` on structure and on every blob's values.
+fn assert_streams_like_full_decode(w: &WeightsFile, full: &NetParameter, what: &str) {
+    assert_eq!(w.net(), &without_values(full.clone()), "{what}: header");
+    for (i, layer) in full.layer.iter().enumerate() {
+        for (j, blob) in layer.blobs.iter().enumerate() {
+            let values = w.blob_values(i, j).unwrap();
+            let want = blob.values_f32();
+            assert_eq!(values.len(), want.len(), "{what}: layer {i} blob {j}");
+            let mut next = 0;
+            let mut got = Vec::new();
+            values.for_each_chunk(&mut |offset, piece| {
+                assert_eq!(offset, next, "{what}: chunks out of order");
+                next += piece.len();
+                got.extend_from_slice(piece);
+            });
+            assert!(
+                got.iter()
+                    .map(|v| v.to_bits())
+                    .eq(want.iter().map(|v| v.to_bits())),
+                "{what}: values of layer {i} blob {j}"
+            );
+        }
+    }
+    let whole = w.to_net().unwrap();
+    assert!(
+        whole.encode_to_vec() == full.encode_to_vec(),
+        "{what}: to_net"
+    );
+}
+
+#[test]
+fn weights_file_streams_every_golden_caffemodel() {
+    let mut files = Vec::new();
+    files_with_extension(Path::new(GOLDEN), "caffemodel", &mut files);
+    assert!(files.len() >= 50);
+    let mut streamed = 0;
+    for path in &files {
+        let full = read_net_binary(path).unwrap();
+        let w = WeightsFile::open(path).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_streams_like_full_decode(&w, &full, &path.display().to_string());
+        for (i, layer) in full.layer.iter().enumerate() {
+            for j in 0..layer.blobs.len() {
+                if let BlobValues::Stored { .. } = w.blob_values(i, j).unwrap() {
+                    streamed += 1;
+                }
+            }
+        }
+    }
+    assert!(streamed > 100, "only {streamed} blobs read from the file");
+}
+
+#[test]
+fn weights_file_streams_legacy_v1_layers() {
+    let path = golden("legacy_v1/weights.caffemodel");
+    assert!(!read_net_binary_raw(&path).unwrap().layers.is_empty());
+    let full = read_net_binary(&path).unwrap();
+    let w = WeightsFile::open(&path).unwrap();
+    assert!(w.net().layers.is_empty() && !w.net().layer.is_empty());
+    assert_streams_like_full_decode(&w, &full, "legacy_v1");
+    let first = w
+        .net()
+        .layer
+        .iter()
+        .position(|l| !l.blobs.is_empty())
+        .unwrap();
+    assert!(matches!(
+        w.blob_values(first, 0).unwrap(),
+        BlobValues::Stored { .. }
+    ));
+    // Legacy 4-D InnerProduct shapes survive (the copy rules need them).
+    let ip = w
+        .net()
+        .layer
+        .iter()
+        .find(|l| l.r#type() == "InnerProduct")
+        .unwrap();
+    assert!(ip.blobs[0].shape.is_none() && ip.blobs[0].num.is_some());
+}
+
+fn blob_key(field: u32, wire: prost::encoding::WireType, out: &mut Vec<u8>) {
+    prost::encoding::encode_key(field, wire, out);
+}
+
+/// A BlobProto message written by hand: `shape`, then the given value fields.
+fn hand_blob(shape: &[i64], fields: &dyn Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let mut b = Vec::new();
+    prost::encoding::message::encode(
+        7,
+        &BlobShape {
+            dim: shape.to_vec(),
+        },
+        &mut b,
+    );
+    fields(&mut b);
+    b
+}
+
+fn packed_floats(field: u32, values: &[f32], out: &mut Vec<u8>) {
+    use prost::encoding::WireType;
+    blob_key(field, WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(values.len() as u64 * 4, out);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// A net of one layer "l" holding the given blob messages (as field `blob_field` of a message in
+/// field `layer_field` of the NetParameter).
+fn hand_net(layer_field: u32, name_field: u32, blob_field: u32, blobs: &[Vec<u8>]) -> Vec<u8> {
+    use prost::encoding::WireType;
+    let mut layer = Vec::new();
+    blob_key(name_field, WireType::LengthDelimited, &mut layer);
+    prost::encoding::encode_varint(1, &mut layer);
+    layer.push(b'l');
+    for b in blobs {
+        blob_key(blob_field, WireType::LengthDelimited, &mut layer);
+        prost::encoding::encode_varint(b.len() as u64, &mut layer);
+        layer.extend_from_slice(b);
+    }
+    let mut net = Vec::new();
+    blob_key(layer_field, WireType::LengthDelimited, &mut net);
+    prost::encoding::encode_varint(layer.len() as u64, &mut net);
+    net.extend_from_slice(&layer);
+    net
+}
+
+#[test]
+fn weights_file_reads_packed_unpacked_and_double_blobs() {
+    use prost::encoding::WireType;
+    let vals: Vec<f32> = (0..6).map(|i| i as f32 * 0.5 - 1.0).collect();
+    let blobs = vec![
+        // Packed data, with a diff that is not copied.
+        hand_blob(&[2, 3], &|b| {
+            packed_floats(5, &vals, b);
+            packed_floats(6, &[9.0; 6], b);
+        }),
+        // Packed data in two runs.
+        hand_blob(&[6], &|b| {
+            packed_floats(5, &vals[..2], b);
+            packed_floats(5, &vals[2..], b);
+        }),
+        // Unpacked data.
+        hand_blob(&[3, 2], &|b| {
+            for v in &vals {
+                blob_key(5, WireType::ThirtyTwoBit, b);
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }),
+        // Packed then unpacked data.
+        hand_blob(&[6], &|b| {
+            packed_floats(5, &vals[..4], b);
+            for v in &vals[4..] {
+                blob_key(5, WireType::ThirtyTwoBit, b);
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }),
+        // double_data, packed and unpacked.
+        hand_blob(&[1, 6], &|b| {
+            blob_key(8, WireType::LengthDelimited, b);
+            prost::encoding::encode_varint(32, b);
+            for v in &vals[..4] {
+                b.extend_from_slice(&(f64::from(*v) + 1e-9).to_le_bytes());
+            }
+            for v in &vals[4..] {
+                blob_key(8, WireType::SixtyFourBit, b);
+                b.extend_from_slice(&f64::from(*v).to_le_bytes());
+            }
+        }),
+        // Both data and double_data: data wins.
+        hand_blob(&[6], &|b| {
+            packed_floats(5, &vals, b);
+            blob_key(8, WireType::SixtyFourBit, b);
+            b.extend_from_slice(&7f64.to_le_bytes());
+        }),
+        // Legacy 4-D dims, no values at all.
+        {
+            let mut b = Vec::new();
+            for (f, v) in [(1u32, 1u64), (2, 1), (3, 2), (4, 3)] {
+                blob_key(f, WireType::Varint, &mut b);
+                prost::encoding::encode_varint(v, &mut b);
+            }
+            b
+        },
+    ];
+    // V2 `layer` (field 100, blobs 7) and V1 `layers` (field 2, blobs 6; name is field 4).
+    for (what, bytes) in [
+        ("v2", hand_net(100, 1, 7, &blobs)),
+        ("v1", hand_net(2, 4, 6, &blobs)),
+    ] {
+        let full = decode_net_bytes(&bytes, what).unwrap();
+        assert_eq!(full.layer[0].blobs.len(), blobs.len(), "{what}");
+        let w = WeightsFile::from_bytes(bytes.clone(), what).unwrap();
+        assert_streams_like_full_decode(&w, &full, what);
+        assert!(matches!(
+            w.blob_values(0, 0).unwrap(),
+            BlobValues::Stored { .. }
+        ));
+        assert_eq!(w.blob_values(0, 1).unwrap().to_vec(), vals);
+        assert_eq!(w.blob_values(0, 2).unwrap().to_vec(), vals);
+        assert_eq!(w.blob_values(0, 3).unwrap().to_vec(), vals);
+        assert_eq!(w.blob_values(0, 5).unwrap().to_vec(), vals);
+        assert!(w.blob_values(0, 6).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn weights_file_streams_v0_layers() {
+    // A V0 net: `layers { layer { name type blobs } }`, with a padding layer folded by the upgrade.
+    let text = r#"
+        name: "v0"
+        input: "data"
+        input_dim: 1 input_dim: 1 input_dim: 4 input_dim: 4
+        layers { layer { name: "pad" type: "padding" pad: 1 } bottom: "data" top: "padded" }
+        layers {
+          layer {
+            name: "conv" type: "conv" num_output: 2 kernelsize: 3
+            blobs { num: 2 channels: 1 height: 3 width: 3 data: [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9] }
+            blobs { num: 1 channels: 1 height: 1 width: 2 data: [0.5, -0.5] }
+          }
+          bottom: "padded" top: "conv"
+        }
+        layers {
+          layer {
+            name: "ip" type: "innerproduct" num_output: 1
+            blobs { num: 1 channels: 1 height: 1 width: 2 double_data: [0.25, 0.75] }
+          }
+          bottom: "conv" top: "ip"
+        }
+    "#;
+    let raw: NetParameter = parse_text(text, "v0.prototxt", NET_PARAMETER).unwrap();
+    let bytes = raw.encode_to_vec();
+    let full = decode_net_bytes(&bytes, "v0").unwrap();
+    assert!(full.layers.is_empty());
+    let w = WeightsFile::from_bytes(bytes, "v0").unwrap();
+    assert_streams_like_full_decode(&w, &full, "v0");
+    assert!(w.net().layer.iter().all(|l| l.name() != "pad"));
+    let conv = w
+        .net()
+        .layer
+        .iter()
+        .position(|l| l.name() == "conv")
+        .unwrap();
+    assert!(matches!(
+        w.blob_values(conv, 0).unwrap(),
+        BlobValues::Stored { .. }
+    ));
+    assert_eq!(w.blob_values(conv, 1).unwrap().to_vec(), vec![0.5, -0.5]);
+}
+
+#[test]
+fn weights_file_chunks_large_blobs_from_a_mapped_file() {
+    // 2.5 M floats: more than one chunk, and a file large enough to be mapped.
+    let n = 2_500_000usize;
+    let values: Vec<f32> = (0..n)
+        .map(|i| (i % 1000) as f32 * 0.001 - i as f32)
+        .collect();
+    let net = NetParameter {
+        layer: vec![LayerParameter {
+            name: Some("big".into()),
+            blobs: vec![
+                BlobProto::from_shape_data(&[n], values.clone()),
+                BlobProto::from_shape_data(&[3], vec![1.0, 2.0, 3.0]),
+            ],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let dir = scratch_dir("weights_file_chunks");
+    let path = dir.join("big.caffemodel");
+    write_net_binary(&path, &net).unwrap();
+    let w = WeightsFile::open(&path).unwrap();
+    let got = w.blob_values(0, 0).unwrap();
+    assert_eq!(got.len(), n);
+    let mut pieces = 0;
+    let mut next = 0;
+    got.for_each_chunk(&mut |offset, piece| {
+        assert_eq!(offset, next);
+        assert!(piece.len() <= 1 << 20);
+        assert!(piece.iter().zip(&values[offset..]).all(|(a, b)| a == b));
+        next += piece.len();
+        pieces += 1;
+    });
+    assert_eq!((next, pieces), (n, 3));
+    // Released pages read back the same.
+    assert_eq!(w.blob_values(0, 0).unwrap().to_vec(), values);
+    assert_eq!(w.blob_values(0, 1).unwrap().to_vec(), vec![1.0, 2.0, 3.0]);
+    assert_eq!(w.to_net().unwrap(), net);
+}
+
+#[test]
+fn weights_file_errors_match_read_net_binary() {
+    // Truncated: the error names the file and where decoding stops.
+    let bytes = std::fs::read(golden("lenet/weights.caffemodel")).unwrap();
+    let dir = scratch_dir("weights_file_errors");
+    let path = dir.join("weights.caffemodel");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let want = format!("{:#}", read_net_binary(&path).unwrap_err());
+    let got = format!("{:#}", WeightsFile::open(&path).err().unwrap());
+    assert_eq!(got, want);
+    assert!(got.contains(&path.display().to_string()), "{got}");
+    assert!(
+        got.contains("truncated or corrupt protobuf at byte "),
+        "{got}"
+    );
+    // Every prefix of a small model: the same outcome as the full decode.
+    let small = small_model();
+    for len in 0..small.len() {
+        let full = decode_net_bytes(&small[..len], "init.caffemodel");
+        let streamed = WeightsFile::from_bytes(small[..len].to_vec(), "init.caffemodel")
+            .and_then(|w| w.to_net());
+        match (full, streamed) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "prefix {len}"),
+            (Err(a), Err(b)) => assert_eq!(format!("{a:#}"), format!("{b:#}"), "prefix {len}"),
+            (a, b) => panic!("prefix {len}: {:?} vs {:?}", a.is_ok(), b.is_ok()),
+        }
+    }
+    // Empty, missing, a text prototxt.
+    let empty = dir.join("empty.caffemodel");
+    std::fs::write(&empty, b"").unwrap();
+    for p in [
+        empty,
+        dir.join("missing.caffemodel"),
+        golden("lenet/net.prototxt"),
+    ] {
+        assert_eq!(
+            format!("{:#}", WeightsFile::open(&p).err().unwrap()),
+            format!("{:#}", read_net_binary(&p).unwrap_err())
+        );
     }
 }

@@ -2,10 +2,13 @@
 //! files) and `.solverstate` (SolverState).
 //!
 //! Reading memory-maps the file and decodes straight from the mapping with prost, so a 500 MB
-//! model costs its decoded size on the heap and nothing more. When prost rejects the bytes, a
-//! descriptor-driven wire walker ([`check_wire_format`]) runs over them to say *where* and *why*
-//! ("truncated or corrupt protobuf at byte 1234 (layer[3] 'conv2' > blobs[0]): ..."); the fast
-//! path never pays for it.
+//! model costs its decoded size on the heap and nothing more. Copying weights into a net needs
+//! less still: a [`WeightsFile`] decodes only the structure (layers, blob shapes, where each
+//! blob's values are) and hands the values over in pieces straight from the mapping, releasing
+//! the file's pages behind it, so neither the file nor a decoded copy is ever resident as a
+//! whole. When prost rejects the bytes, a descriptor-driven wire walker ([`check_wire_format`])
+//! runs over them to say *where* and *why* ("truncated or corrupt protobuf at byte 1234
+//! (layer[3] 'conv2' > blobs[0]): ..."); the fast path never pays for it.
 //!
 //! Writing is atomic: the bytes go to a temporary file in the destination directory, which is
 //! fsynced and then renamed over the destination, so a reader never sees half a file.
@@ -173,7 +176,9 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 }
 
 /// The bytes of a file: mapped when large, read into memory when small (or when mapping fails).
-enum FileBytes {
+pub struct FileBytes(FileBytesInner);
+
+enum FileBytesInner {
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),
 }
@@ -181,14 +186,51 @@ enum FileBytes {
 impl std::ops::Deref for FileBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        match self {
-            FileBytes::Mapped(m) => m,
-            FileBytes::Owned(v) => v,
+        match &self.0 {
+            FileBytesInner::Mapped(m) => m,
+            FileBytesInner::Owned(v) => v,
         }
     }
 }
 
+impl FileBytes {
+    fn owned(bytes: Vec<u8>) -> FileBytes {
+        FileBytes(FileBytesInner::Owned(bytes))
+    }
+
+    /// Drop the pages of `range` from this process's memory (a mapped file reads them again
+    /// from the page cache if they are used later). A no-op for bytes read into memory.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        if let FileBytesInner::Mapped(map) = &self.0
+            && !range.is_empty()
+        {
+            // SAFETY: the mapping is read-only and file-backed, so dropping its pages loses
+            // nothing: the next access maps the same file contents again.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    range.start,
+                    range.len(),
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+}
+
 fn load(path: &Path) -> Result<FileBytes> {
+    load_with(path, true)
+}
+
+/// Like [`load`] without reading the pages of a mapped file in advance: for files whose parts
+/// are read once each and then released ([`FileBytes::release`]).
+fn load_lazy(path: &Path) -> Result<FileBytes> {
+    load_with(path, false)
+}
+
+fn load_with(path: &Path, populate: bool) -> Result<FileBytes> {
     let label = path.display();
     let mut file = File::open(path).with_context(|| format!("cannot open {label}"))?;
     let len = file
@@ -196,22 +238,273 @@ fn load(path: &Path) -> Result<FileBytes> {
         .with_context(|| format!("cannot stat {label}"))?
         .len();
     if len >= MMAP_THRESHOLD {
-        // SAFETY: the mapping is read-only and lives only while we decode from it. Like every
-        // reader of memory-mapped files we rely on the file not being truncated or rewritten in
-        // place meanwhile; our own writers never do that (they write a new file and rename it).
-        let mapped = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
+        let mut options = memmap2::MmapOptions::new();
+        if populate {
+            options.populate();
+        }
+        // SAFETY: the mapping is read-only and private to the reader that asked for it. Like
+        // every reader of memory-mapped files we rely on the file not being truncated or
+        // rewritten in place meanwhile; our own writers never do that (they write a new file
+        // and rename it).
+        let mapped = unsafe { options.map(&file) };
         if let Ok(map) = mapped {
             #[cfg(unix)]
             {
                 let _ = map.advise(memmap2::Advice::Sequential);
             }
-            return Ok(FileBytes::Mapped(map));
+            return Ok(FileBytes(FileBytesInner::Mapped(map)));
         }
     }
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.read_to_end(&mut bytes)
         .with_context(|| format!("cannot read {label}"))?;
-    Ok(FileBytes::Owned(bytes))
+    Ok(FileBytes::owned(bytes))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights files, read blob by blob
+
+/// Floats handed to an engine at a time when a blob is copied out of a mapped weights file.
+const COPY_CHUNK_FLOATS: usize = 1 << 20;
+
+/// Trained layers to copy into a net (Caffe's CopyTrainedLayersFrom): a decoded NetParameter,
+/// or a [`WeightsFile`] whose blob values stay in the file until they are copied.
+pub trait TrainedWeights {
+    /// The net: layer names and types, every blob's shape (its values may be left out).
+    fn net(&self) -> &NetParameter;
+    /// The values of blob `blob` of `net().layer[layer]` (`data`, or `double_data` when that is
+    /// what the blob holds, as [`BlobProto::values_f32`]).
+    fn blob_values(&self, layer: usize, blob: usize) -> Result<BlobValues<'_>>;
+}
+
+impl TrainedWeights for NetParameter {
+    fn net(&self) -> &NetParameter {
+        self
+    }
+
+    fn blob_values(&self, layer: usize, blob: usize) -> Result<BlobValues<'_>> {
+        let b = self
+            .layer
+            .get(layer)
+            .and_then(|l| l.blobs.get(blob))
+            .ok_or_else(|| anyhow!("no blob {blob} in layer {layer}"))?;
+        // Borrowed when stored as floats: no copy of a 150 MB fc6 on its way in.
+        Ok(if b.data.is_empty() && !b.double_data.is_empty() {
+            BlobValues::Floats(b.values_f32().into())
+        } else {
+            BlobValues::Floats(b.data.as_slice().into())
+        })
+    }
+}
+
+/// The values of one blob, handed out in chunks by [`BlobValues::for_each_chunk`].
+pub enum BlobValues<'a> {
+    /// In memory.
+    Floats(std::borrow::Cow<'a, [f32]>),
+    /// Packed little-endian floats in these byte ranges of a (mapped) file.
+    Stored {
+        bytes: &'a FileBytes,
+        runs: &'a [std::ops::Range<usize>],
+    },
+}
+
+impl BlobValues<'_> {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            BlobValues::Floats(v) => v.len(),
+            BlobValues::Stored { runs, .. } => runs.iter().map(|r| r.len() / 4).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `sink(offset, values)` for consecutive pieces of the values (at most about 4 MB
+    /// each) in order. Stored values are decoded from the file piece by piece and the file's
+    /// pages are released once read, so a weights file is never resident as a whole.
+    pub fn for_each_chunk(&self, sink: &mut dyn FnMut(usize, &[f32])) {
+        match self {
+            BlobValues::Floats(v) => {
+                for (i, piece) in v.chunks(COPY_CHUNK_FLOATS).enumerate() {
+                    sink(i * COPY_CHUNK_FLOATS, piece);
+                }
+            }
+            BlobValues::Stored { bytes, runs } => {
+                let mut buf = vec![0f32; self.len().min(COPY_CHUNK_FLOATS)];
+                let mut offset = 0;
+                for run in runs.iter() {
+                    for start in run.clone().step_by(COPY_CHUNK_FLOATS * 4) {
+                        let end = (start + COPY_CHUNK_FLOATS * 4).min(run.end);
+                        let n = (end - start) / 4;
+                        for (v, b) in buf.iter_mut().zip(bytes[start..end].chunks_exact(4)) {
+                            *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        }
+                        sink(offset, &buf[..n]);
+                        bytes.release(start..end);
+                        offset += n;
+                    }
+                }
+            }
+        }
+    }
+
+    /// All the values in one vector.
+    pub fn to_vec(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.len());
+        self.for_each_chunk(&mut |_, piece| out.extend_from_slice(piece));
+        out
+    }
+}
+
+/// A `.caffemodel` opened for copying its blobs into a net without holding its values in memory:
+/// the file stays mapped (pages read on demand, released after use) and only its structure is
+/// decoded — layer names, types and parameters, every blob's shape and where its values are.
+/// Legacy V0/V1 files are upgraded as [`read_net_binary`] does; the blobs follow their layers.
+pub struct WeightsFile {
+    label: String,
+    bytes: FileBytes,
+    /// The upgraded net with every blob's values left out (`data`, `diff`, `double_*` empty).
+    net: NetParameter,
+    /// Where the values of `net.layer[i].blobs[j]` are: `payloads[payload_of[i][j]]`.
+    payload_of: Vec<Vec<usize>>,
+    payloads: Vec<fast::BlobPayload>,
+}
+
+impl WeightsFile {
+    /// Open a binary `.caffemodel`; errors are those of [`read_net_binary`] (a truncated or
+    /// corrupt file names the file and the byte where decoding stops).
+    pub fn open(path: &Path) -> Result<WeightsFile> {
+        let label = path.display().to_string();
+        let bytes = load_lazy(path)?;
+        WeightsFile::from_file_bytes(bytes, label)
+    }
+
+    /// The same from bytes in memory (`label` names them in errors).
+    pub fn from_bytes(bytes: Vec<u8>, label: &str) -> Result<WeightsFile> {
+        WeightsFile::from_file_bytes(FileBytes::owned(bytes), label.to_string())
+    }
+
+    fn from_file_bytes(bytes: FileBytes, label: String) -> Result<WeightsFile> {
+        let mut decoder = fast::HeaderDecoder::new(&bytes);
+        let header = if bytes.is_empty() {
+            None
+        } else {
+            decoder.net()
+        };
+        let Some(mut net) = header else {
+            // The full decoder says why (and if it accepts what the header decoder did not, its
+            // net is what the file holds).
+            let net = decode_net_bytes(&bytes, &label)?;
+            return Ok(WeightsFile::decoded(net, label));
+        };
+        let payloads = std::mem::take(&mut decoder.payloads);
+        super::upgrade::upgrade_net(&mut net)
+            .with_context(|| format!("{label}: cannot upgrade the legacy net"))?;
+        let mut untag = |blob: &mut BlobProto| -> Result<usize> {
+            let tag = std::mem::take(&mut blob.double_diff);
+            match tag[..] {
+                [t] if (t as usize) < payloads.len() => Ok(t as usize),
+                _ => bail!("{label}: internal error: a blob lost track of its values"),
+            }
+        };
+        let mut payload_of = Vec::with_capacity(net.layer.len());
+        for layer in &mut net.layer {
+            payload_of.push(
+                layer
+                    .blobs
+                    .iter_mut()
+                    .map(&mut untag)
+                    .collect::<Result<_>>()?,
+            );
+        }
+        // Legacy layers are gone after the upgrade; untag anything left all the same.
+        for layer in &mut net.layers {
+            for blob in &mut layer.blobs {
+                blob.double_diff.clear();
+            }
+            if let Some(v0) = &mut layer.layer {
+                for blob in &mut v0.blobs {
+                    blob.double_diff.clear();
+                }
+            }
+        }
+        Ok(WeightsFile {
+            label,
+            bytes,
+            net,
+            payload_of,
+            payloads,
+        })
+    }
+
+    /// A decoded net (values in memory) behind the same interface.
+    fn decoded(net: NetParameter, label: String) -> WeightsFile {
+        WeightsFile {
+            label,
+            bytes: FileBytes::owned(Vec::new()),
+            payload_of: Vec::new(),
+            payloads: Vec::new(),
+            net,
+        }
+    }
+
+    /// The name given in errors (the path).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The net and every blob with its values, as [`read_net_binary`] gives it.
+    pub fn to_net(&self) -> Result<NetParameter> {
+        let mut net = self.net.clone();
+        for (i, layer) in net.layer.iter_mut().enumerate() {
+            for (j, blob) in layer.blobs.iter_mut().enumerate() {
+                if self.payload_of.is_empty() {
+                    continue;
+                }
+                *blob = self.decode_blob(&self.payloads[self.payload_of[i][j]])?;
+            }
+        }
+        Ok(net)
+    }
+
+    /// The whole BlobProto of `payload` (values included), decoded from the file.
+    fn decode_blob(&self, payload: &fast::BlobPayload) -> Result<BlobProto> {
+        let range = payload.message.clone();
+        if range.is_empty() {
+            return Ok(BlobProto::default());
+        }
+        let blob = decode_blob_proto_bytes(&self.bytes[range.clone()], &self.label);
+        self.bytes.release(range);
+        blob
+    }
+}
+
+impl TrainedWeights for WeightsFile {
+    fn net(&self) -> &NetParameter {
+        &self.net
+    }
+
+    fn blob_values(&self, layer: usize, blob: usize) -> Result<BlobValues<'_>> {
+        if self.payload_of.is_empty() {
+            return self.net.blob_values(layer, blob);
+        }
+        let index = *self
+            .payload_of
+            .get(layer)
+            .and_then(|l| l.get(blob))
+            .ok_or_else(|| anyhow!("{}: no blob {blob} in layer {layer}", self.label))?;
+        let payload = &self.payloads[index];
+        if payload.decode {
+            let decoded = self.decode_blob(payload)?;
+            return Ok(BlobValues::Floats(decoded.values_f32().into()));
+        }
+        Ok(BlobValues::Stored {
+            bytes: &self.bytes,
+            runs: &payload.runs,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -813,10 +1106,14 @@ impl Walker<'_> {
 /// prost's own `merge_field`, so the result is identical to `NetParameter::decode`; `None` means
 /// the bytes are invalid (prost rejects them too) and the slow path should explain why.
 mod fast {
+    use std::ops::Range;
+
     use prost::Message;
     use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint};
 
-    use crate::proto::{BlobProto, LayerParameter, NetParameter, SolverState, V1LayerParameter};
+    use crate::proto::{
+        BlobProto, LayerParameter, NetParameter, SolverState, V0LayerParameter, V1LayerParameter,
+    };
 
     /// Split a length-delimited payload off the front of `buf`.
     fn take_len_delimited<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
@@ -908,6 +1205,175 @@ mod fast {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         );
         Some(())
+    }
+
+    /// Where the values of one blob of a weights file are (see [`super::WeightsFile`]).
+    #[derive(Clone, Debug, Default, PartialEq)]
+    pub(super) struct BlobPayload {
+        /// Byte range of the whole BlobProto message in the file.
+        pub message: Range<usize>,
+        /// Byte ranges of the packed little-endian floats of `data`, in order.
+        pub runs: Vec<Range<usize>>,
+        /// The blob also holds unpacked `data` values or `double_data`: its values are read by
+        /// decoding `message` (rare; such files come from old or hand-made writers).
+        pub decode: bool,
+    }
+
+    /// A NetParameter decoder that leaves out the values of every blob (`data`, `diff`,
+    /// `double_data`, `double_diff`) and records where `data` / `double_data` are instead.
+    /// Everything else is decoded by prost's `merge_field`, so the header is what
+    /// `NetParameter::decode` gives minus the values. Each blob it returns carries its index in
+    /// `payloads` as its only `double_diff` value (a tag that survives the legacy upgrades, which
+    /// move blobs around whole); [`super::WeightsFile`] takes the tags off again.
+    pub(super) struct HeaderDecoder<'a> {
+        base: &'a [u8],
+        pub payloads: Vec<BlobPayload>,
+    }
+
+    impl<'a> HeaderDecoder<'a> {
+        pub fn new(base: &'a [u8]) -> Self {
+            HeaderDecoder {
+                base,
+                payloads: Vec::new(),
+            }
+        }
+
+        /// Offset of `part` (a sub-slice of the file) from the start of the file.
+        fn offset(&self, part: &[u8]) -> usize {
+            part.as_ptr() as usize - self.base.as_ptr() as usize
+        }
+
+        pub fn net(&mut self) -> Option<NetParameter> {
+            let mut net = NetParameter::default();
+            let mut buf = self.base;
+            while !buf.is_empty() {
+                let (tag, wire_type) = decode_key(&mut buf).ok()?;
+                match (tag, wire_type) {
+                    (100, WireType::LengthDelimited) => {
+                        let layer = self.layer(take_len_delimited(&mut buf)?)?;
+                        net.layer.push(layer)
+                    }
+                    (2, WireType::LengthDelimited) => {
+                        let layer = self.v1_layer(take_len_delimited(&mut buf)?)?;
+                        net.layers.push(layer)
+                    }
+                    _ => net
+                        .merge_field(tag, wire_type, &mut buf, DecodeContext::default())
+                        .ok()?,
+                }
+            }
+            Some(net)
+        }
+
+        fn layer(&mut self, mut buf: &'a [u8]) -> Option<LayerParameter> {
+            let mut layer = LayerParameter::default();
+            while !buf.is_empty() {
+                let (tag, wire_type) = decode_key(&mut buf).ok()?;
+                match (tag, wire_type) {
+                    (7, WireType::LengthDelimited) => {
+                        let blob = self.blob(take_len_delimited(&mut buf)?)?;
+                        layer.blobs.push(blob)
+                    }
+                    _ => layer
+                        .merge_field(tag, wire_type, &mut buf, DecodeContext::default())
+                        .ok()?,
+                }
+            }
+            Some(layer)
+        }
+
+        fn v1_layer(&mut self, mut buf: &'a [u8]) -> Option<V1LayerParameter> {
+            let mut layer = V1LayerParameter::default();
+            while !buf.is_empty() {
+                let (tag, wire_type) = decode_key(&mut buf).ok()?;
+                match (tag, wire_type) {
+                    (6, WireType::LengthDelimited) => {
+                        let blob = self.blob(take_len_delimited(&mut buf)?)?;
+                        layer.blobs.push(blob)
+                    }
+                    // A V0 layer inside (an optional message: repeated occurrences merge).
+                    (1, WireType::LengthDelimited) => {
+                        let payload = take_len_delimited(&mut buf)?;
+                        let v0 = layer.layer.get_or_insert_with(Default::default);
+                        self.merge_v0_layer(v0, payload)?
+                    }
+                    _ => layer
+                        .merge_field(tag, wire_type, &mut buf, DecodeContext::default())
+                        .ok()?,
+                }
+            }
+            Some(layer)
+        }
+
+        fn merge_v0_layer(
+            &mut self,
+            layer: &mut V0LayerParameter,
+            mut buf: &'a [u8],
+        ) -> Option<()> {
+            while !buf.is_empty() {
+                let (tag, wire_type) = decode_key(&mut buf).ok()?;
+                match (tag, wire_type) {
+                    (50, WireType::LengthDelimited) => {
+                        let blob = self.blob(take_len_delimited(&mut buf)?)?;
+                        layer.blobs.push(blob)
+                    }
+                    _ => layer
+                        .merge_field(tag, wire_type, &mut buf, DecodeContext::default())
+                        .ok()?,
+                }
+            }
+            Some(())
+        }
+
+        /// A blob without its values, tagged with its index in `payloads`.
+        fn blob(&mut self, mut buf: &'a [u8]) -> Option<BlobProto> {
+            let start = self.offset(buf);
+            let mut payload = BlobPayload {
+                message: start..start + buf.len(),
+                ..Default::default()
+            };
+            let mut blob = BlobProto::default();
+            while !buf.is_empty() {
+                let (tag, wire_type) = decode_key(&mut buf).ok()?;
+                match (tag, wire_type) {
+                    // data / diff, packed.
+                    (5 | 6, WireType::LengthDelimited) => {
+                        let values = take_len_delimited(&mut buf)?;
+                        if !values.len().is_multiple_of(4) {
+                            return None;
+                        }
+                        if tag == 5 && !values.is_empty() {
+                            let at = self.offset(values);
+                            payload.runs.push(at..at + values.len());
+                        }
+                    }
+                    // data / diff, one unpacked value.
+                    (5 | 6, WireType::ThirtyTwoBit) => {
+                        buf = buf.get(4..)?;
+                        payload.decode |= tag == 5;
+                    }
+                    // double_data / double_diff, packed.
+                    (8 | 9, WireType::LengthDelimited) => {
+                        let values = take_len_delimited(&mut buf)?;
+                        if !values.len().is_multiple_of(8) {
+                            return None;
+                        }
+                        payload.decode |= tag == 8 && !values.is_empty();
+                    }
+                    // double_data / double_diff, one unpacked value.
+                    (8 | 9, WireType::SixtyFourBit) => {
+                        buf = buf.get(8..)?;
+                        payload.decode |= tag == 8;
+                    }
+                    _ => blob
+                        .merge_field(tag, wire_type, &mut buf, DecodeContext::default())
+                        .ok()?,
+                }
+            }
+            blob.double_diff = vec![self.payloads.len() as f64];
+            self.payloads.push(payload);
+            Some(blob)
+        }
     }
 
     pub(super) fn decode_blob(mut buf: &[u8]) -> Option<BlobProto> {

@@ -4,6 +4,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::builder::{NetGraph, Strictness};
 use super::weights;
 use crate::engine::{Engine, TensorId, View};
+use crate::format::caffemodel::TrainedWeights;
 use crate::layers::{Blob, Ctx, TopSharing};
 use crate::proto::{BlobProto, BlobShape, NetParameter, NetState};
 use crate::rng::Rng;
@@ -105,22 +106,22 @@ impl Net {
     }
 
     pub fn new(graph: NetGraph, eng: &mut dyn Engine, seed: Option<u64>) -> Result<Net> {
-        Net::new_for_weights(graph, eng, seed, &[])
+        Net::new_for_weights::<NetParameter>(graph, eng, seed, &[])
     }
 
     /// Like [`Net::new`], for a net about to receive `weights` (copy_trained_layers): the layers
     /// those files hold are not run through their fillers, so their values are written once and
     /// no filler output sits beside the loaded weights in memory. The other layers' filler values
     /// then depend on which layers were skipped (the seed stays deterministic).
-    pub fn new_for_weights(
+    pub fn new_for_weights<W: TrainedWeights>(
         graph: NetGraph,
         eng: &mut dyn Engine,
         seed: Option<u64>,
-        weights: &[NetParameter],
+        weights: &[W],
     ) -> Result<Net> {
         let loaded: std::collections::HashSet<&str> = weights
             .iter()
-            .flat_map(|w| w.layer.iter().map(|l| l.name()))
+            .flat_map(|w| w.net().layer.iter().map(|l| l.name()))
             .collect();
         let mut rng = seed.map(Rng::new).unwrap_or_else(Rng::from_clock);
         let shared_from = top_sharing(&graph);
@@ -388,20 +389,25 @@ impl Net {
         }
     }
 
-    /// Caffe's CopyTrainedLayersFrom; `log` receives "Ignoring source layer X" lines.
+    /// Caffe's CopyTrainedLayersFrom; `log` receives "Ignoring source layer X" lines. The values
+    /// go to the engine blob by blob, in pieces, straight from `weights` (a [`WeightsFile`]
+    /// never holds them in memory as a whole).
+    ///
+    /// [`WeightsFile`]: crate::format::caffemodel::WeightsFile
     pub fn copy_trained_layers(
         &mut self,
         eng: &mut dyn Engine,
-        weights: &NetParameter,
+        weights: &dyn TrainedWeights,
         log: &mut dyn FnMut(&str),
     ) -> Result<()> {
-        let plan = weights::plan(&self.graph, weights);
+        let file = weights.net();
+        let plan = weights::plan(&self.graph, file);
         weights::check_plan(&plan)?;
         for name in &plan.ignored {
             log(&format!("Ignoring source layer {name}"));
         }
         let mut done = std::collections::HashSet::new();
-        for source in &weights.layer {
+        for (s, source) in file.layer.iter().enumerate() {
             let Some(target) = self.graph.layer_index(source.name()) else {
                 continue;
             };
@@ -409,14 +415,7 @@ impl Net {
                 continue;
             }
             for (j, &p) in self.graph.layers[target].params.iter().enumerate() {
-                // Borrowed when stored as floats: no copy of a 150 MB fc6 on its way in.
-                let source_blob = &source.blobs[j];
-                let values: std::borrow::Cow<[f32]> =
-                    if source_blob.data.is_empty() && !source_blob.double_data.is_empty() {
-                        source_blob.values_f32().into()
-                    } else {
-                        source_blob.data.as_slice().into()
-                    };
+                let values = weights.blob_values(s, j)?;
                 let blob = &self.params[p];
                 if values.len() != blob.count() {
                     bail!(
@@ -426,7 +425,10 @@ impl Net {
                         blob.count()
                     );
                 }
-                eng.upload(blob.data(), &values);
+                let view = blob.data();
+                values.for_each_chunk(&mut |offset, piece| {
+                    eng.upload(view.slice(offset, piece.len()), piece)
+                });
             }
         }
         Ok(())

@@ -441,7 +441,7 @@ impl Solver {
     /// `-weights a,b`: Caffe's CopyTrainedLayersFrom into the train net and every test net.
     pub fn copy_weights(&mut self, paths: &str) -> Result<()> {
         for path in paths.split(',').filter(|p| !p.is_empty()) {
-            let weights = caffemodel::read_net_binary(Path::new(path))?;
+            let weights = caffemodel::WeightsFile::open(Path::new(path))?;
             let quiet = self.quiet;
             let mut log_line = |l: &str| {
                 if !quiet {
@@ -877,7 +877,7 @@ impl Solver {
         if let Some(learned) = &state.learned_net
             && !learned.is_empty()
         {
-            let weights = caffemodel::read_net_binary(Path::new(learned)).with_context(|| {
+            let weights = caffemodel::WeightsFile::open(Path::new(learned)).with_context(|| {
                 format!(
                     "the solver state {} names the weights file {learned}",
                     path.display()

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::engine::Engine;
+use crate::format::caffemodel::{TrainedWeights, WeightsFile};
 use crate::format::tensors::{TensorMap, read_tensors, write_tensors};
 use crate::net::state::make_state;
 use crate::net::{Net, NetGraph, Strictness};
@@ -39,10 +40,10 @@ fn is_split_blob(name: &str) -> bool {
 }
 
 /// Builds the net, loads weights and inputs, runs forward (and backward) and collects the tensors.
-pub fn run_net(
+pub fn run_net<W: TrainedWeights>(
     eng: &mut dyn Engine,
     net_param: &NetParameter,
-    weights: &[NetParameter],
+    weights: &[W],
     inputs: &TensorMap,
     opts: &ForwardOptions,
 ) -> Result<TensorMap> {
@@ -163,9 +164,7 @@ pub fn run(eng: &mut dyn Engine, args: &ForwardArgs) -> Result<usize> {
     let mut weights = Vec::new();
     if let Some(list) = &args.weights {
         for path in list.split(',').filter(|p| !p.is_empty()) {
-            weights.push(crate::format::caffemodel::read_net_binary(
-                std::path::Path::new(path),
-            )?);
+            weights.push(WeightsFile::open(std::path::Path::new(path))?);
         }
     }
     let inputs = match &args.input {

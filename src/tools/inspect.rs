@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use crate::format;
+use crate::format::caffemodel::TrainedWeights;
 use crate::net::builder::{LayerNode, NetGraph, Strictness};
 use crate::net::state::make_state;
 use crate::net::weights::{self, CopyPlan, LayerFate, shape_text};
@@ -357,8 +358,9 @@ pub fn run(args: &InspectArgs) -> Result<String> {
         Some(paths) => {
             let mut merged = crate::proto::NetParameter::default();
             for path in paths.to_string_lossy().split(',') {
-                let w = format::caffemodel::read_net_binary(std::path::Path::new(path))?;
-                merged.layer.extend(w.layer);
+                // The structure is enough for the plan: the values stay in the file.
+                let w = format::caffemodel::WeightsFile::open(std::path::Path::new(path))?;
+                merged.layer.extend(w.net().layer.iter().cloned());
             }
             Some(weights::plan(&graph, &merged))
         }

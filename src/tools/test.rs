@@ -26,7 +26,7 @@ pub fn run(eng: &mut dyn Engine, args: &TestArgs) -> Result<Vec<(String, f32)>> 
     let mut weights = Vec::new();
     for path in args.weights.iter().flat_map(|l| l.split(',')) {
         if !path.is_empty() {
-            weights.push(crate::format::caffemodel::read_net_binary(
+            weights.push(crate::format::caffemodel::WeightsFile::open(
                 std::path::Path::new(path),
             )?);
         }

@@ -37,12 +37,17 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
     for node in &mut graph.layers {
         node.need_backward = true;
     }
-    let mut net = Net::new(graph, eng, Some(1701))?;
-    if let Some(list) = &args.weights {
-        for path in list.split(',').filter(|p| !p.is_empty()) {
-            let w = crate::format::caffemodel::read_net_binary(std::path::Path::new(path))?;
-            net.copy_trained_layers(eng, &w, &mut |l| info("net.cpp:1137", l))?;
+    let mut weights = Vec::new();
+    for path in args.weights.iter().flat_map(|l| l.split(',')) {
+        if !path.is_empty() {
+            weights.push(crate::format::caffemodel::WeightsFile::open(
+                std::path::Path::new(path),
+            )?);
         }
+    }
+    let mut net = Net::new_for_weights(graph, eng, Some(1701), &weights)?;
+    for w in weights {
+        net.copy_trained_layers(eng, &w, &mut |l| info("net.cpp:1137", l))?;
     }
     let n_layers = net.graph.layers.len();
     info("caffe.cpp:352", "Performing Forward");
