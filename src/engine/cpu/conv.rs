@@ -423,8 +423,16 @@ fn im2col_image(g: &Geo, im: &[f32], col: &mut [f32]) {
                         return;
                     }
                     let first = (base as isize + (lo * s) as isize + off) as usize;
+                    let n = hi - lo;
                     if s == 1 {
-                        dst[lo..hi].copy_from_slice(&plane[first..first + (hi - lo)]);
+                        dst[lo..hi].copy_from_slice(&plane[first..first + n]);
+                    } else if s == 2 {
+                        // Pairs vectorise (even lanes of two loads); step_by does not.
+                        let pairs = plane[first..first + 2 * (n - 1)].chunks_exact(2);
+                        for (v, pair) in dst[lo..hi - 1].iter_mut().zip(pairs) {
+                            *v = pair[0];
+                        }
+                        dst[hi - 1] = plane[first + 2 * (n - 1)];
                     } else {
                         for (v, x) in dst[lo..hi].iter_mut().zip(plane[first..].iter().step_by(s)) {
                             *v = *x;
