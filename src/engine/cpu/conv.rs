@@ -13,6 +13,11 @@ const GRAIN: usize = 1 << 14;
 
 pub fn run(kernel: &ConvKernel, mem: &mut Memory) -> Result<()> {
     match kernel {
+        ConvKernel::ConvForward(_)
+        | ConvKernel::ConvBackwardData(_)
+        | ConvKernel::ConvWeightGrad(_) => {
+            anyhow::bail!("internal: whole convolutions run through kernels::conv::run_composed")
+        }
         ConvKernel::Im2col(k) => {
             let geo = Geo::new(k)?;
             let (im, col) = spans(k)?;

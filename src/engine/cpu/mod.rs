@@ -211,6 +211,12 @@ impl Engine for CpuEngine {
     }
 
     fn launch(&mut self, kernel: &Kernel) -> anyhow::Result<()> {
+        if let Kernel::Conv(k) = kernel
+            && k.is_composite()
+        {
+            // Whole convolutions: im2col / col2im and products, as the layers used to launch them.
+            return crate::engine::kernels::conv::run_composed(self, k);
+        }
         let mem = &mut self.mem;
         match kernel {
             Kernel::Blas(k) => blas::run(k, mem),

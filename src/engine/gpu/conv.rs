@@ -12,6 +12,9 @@ const MAX_AXES: usize = 8;
 
 pub fn launch(e: &mut GpuEngine, k: &ConvKernel) -> Result<()> {
     match k {
+        ConvKernel::ConvForward(_)
+        | ConvKernel::ConvBackwardData(_)
+        | ConvKernel::ConvWeightGrad(_) => crate::engine::kernels::conv::run_composed(e, k),
         ConvKernel::Im2col(g) => im2col(e, g, false),
         ConvKernel::Col2im(g) => im2col(e, g, true),
         &ConvKernel::AddChannelBias {
