@@ -4,8 +4,9 @@
 //!
 //! `conv_layer_bench [SHAPES] [ITERS]` where SHAPES is a comma-separated list of names
 //! (`conv1`, `conv2`, `conv3`: CaffeNet's, batch 10) or specs
-//! `N:C:H:W:OUT:K:S:P:G` (square kernel, stride, pad). `CAFFE_RS_GPU_PROFILE=1` adds the device
-//! time per kernel when the program ends.
+//! `N:C:H:W:OUT:K:S:P:G` (square kernel, stride, pad). `CONV_BENCH_PASSES=fd` picks the passes
+//! (f forward, w weight gradient, d data gradient; default all). `CAFFE_RS_GPU_PROFILE=1` adds the
+//! device time per kernel when the program ends.
 use std::time::Instant;
 
 use caffe_rs::engine::gpu::GpuEngine;
@@ -120,7 +121,11 @@ fn main() {
             }
             eng.sync().unwrap();
         };
+        let passes = std::env::var("CONV_BENCH_PASSES").unwrap_or_else(|_| "fwd".into());
         for (what, label) in ["forward", "weight grad", "data grad"].iter().enumerate() {
+            if !passes.contains(["f", "w", "d"][what]) {
+                continue;
+            }
             run(&mut eng, &mut rng, what);
             let (mut wall, mut cpu) = (Vec::new(), Vec::new());
             for _ in 0..iters {

@@ -14,7 +14,7 @@ pub fn launch(e: &mut GpuEngine, k: &ConvKernel) -> Result<()> {
     match k {
         ConvKernel::ConvForward(_)
         | ConvKernel::ConvBackwardData(_)
-        | ConvKernel::ConvWeightGrad(_) => crate::engine::kernels::conv::run_composed(e, k),
+        | ConvKernel::ConvWeightGrad(_) => super::conv_gemm::launch(e, k),
         ConvKernel::Im2col(g) => im2col(e, g, false),
         ConvKernel::Col2im(g) => im2col(e, g, true),
         &ConvKernel::AddChannelBias {
@@ -288,8 +288,11 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
             }
         }
         if col_tex {
-            // col2im_2d: 1 / stride h, 1 / stride w, 1 / image w, 1 / plane.
-            for d in [axes[0][4], axes[1][4], axes[1][0], plane] {
+            // col2im_2d: 1 / stride h, 1 / stride w, 1 / image w, 1 / plane, 1 / dilation h,
+            // 1 / dilation w.
+            for d in [
+                axes[0][4], axes[1][4], axes[1][0], plane, axes[0][5], axes[1][5],
+            ] {
                 p = p.f(1.0 / d.max(1) as f32);
             }
         }
