@@ -427,8 +427,26 @@ fn im2col_2d_s(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 
 // 2-D col2im reading the columns from a texture copy (binding 1) and writing the images
 // (binding 2): one invocation per image element, grid z = image. Words as col2im (1: im shift in
-// its binding, 2: col shift in the texture); 24..27: 1 / stride h, 1 / stride w, 1 / image w,
-// 1 / plane (f32).
+// its binding, 2: col shift in the texture); 24..29: 1 / stride h, 1 / stride w, 1 / image w,
+// 1 / plane, 1 / dilation h, 1 / dilation w (f32).
+//
+// Image row h is read by output row oh through kernel row kh = (h + pad - oh * stride) / dilation
+// when that is a whole number in [0, kernel): the loops run over the output rows (and columns)
+// between the first and the last that can reach h, about kernel / stride of them.
+fn col2im_range(p: u32, a: u32, rs: f32) -> vec2<i32> {
+    // words of axis a: 12 + 6a: im, out, kernel, pad, stride, dilation
+    let np = i32(p + pu(15u + 6u * a));
+    let st = i32(pu(16u + 6u * a));
+    let reach = i32((pu(14u + 6u * a) - 1u) * pu(17u + 6u * a));
+    let hi = min(i32(fdivr(u32(np), u32(st), rs)), i32(pu(13u + 6u * a)) - 1);
+    let lo_num = np - reach;
+    var lo = 0;
+    if (lo_num > 0) {
+        lo = i32(fdivr(u32(lo_num + st - 1), u32(st), rs));
+    }
+    return vec2<i32>(lo, hi);
+}
+
 @compute @workgroup_size(256)
 fn col2im_2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
@@ -441,21 +459,24 @@ fn col2im_2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let im_w = pu(18u);
     let h = fdivr(pix, im_w, pf(26u));
     let w = pix - h * im_w;
-    let kh_n = pu(14u);
     let kw_n = pu(20u);
     let cols = pu(5u);
     let ow_n = pu(19u);
     let cbase = pu(2u) + b * pu(9u) + c * pu(6u) * cols;
+    let rh = col2im_range(h, 0u, pf(24u));
+    let rw = col2im_range(w, 1u, pf(25u));
+    let nh = i32(h + pu(15u));
+    let nw = i32(w + pu(21u));
     var s = 0.0;
-    for (var kh = 0u; kh < kh_n; kh++) {
-        let nh = i32(h + pu(15u)) - i32(kh * pu(17u));
-        let oh = fdivr(u32(max(nh, 0)), pu(16u), pf(24u));
-        let ok_h = nh >= 0 && oh * pu(16u) == u32(nh) && oh < pu(13u);
-        for (var kw = 0u; kw < kw_n; kw++) {
-            let nw = i32(w + pu(21u)) - i32(kw * pu(23u));
-            let ow = fdivr(u32(max(nw, 0)), pu(22u), pf(25u));
-            let ok = ok_h && nw >= 0 && ow * pu(22u) == u32(nw) && ow < ow_n;
-            let idx = cbase + (kh * kw_n + kw) * cols + oh * ow_n + ow;
+    for (var oh = rh.x; oh <= rh.y; oh++) {
+        let th = u32(nh - oh * i32(pu(16u)));
+        let kh = fdivr(th, pu(17u), pf(28u));
+        let ok_h = kh * pu(17u) == th;
+        for (var ow = rw.x; ow <= rw.y; ow++) {
+            let tw = u32(nw - ow * i32(pu(22u)));
+            let kw = fdivr(tw, pu(23u), pf(29u));
+            let ok = ok_h && kw * pu(23u) == tw;
+            let idx = cbase + (kh * kw_n + kw) * cols + u32(oh) * ow_n + u32(ow);
             s += select(0.0, tex_elem(idx), ok);
         }
     }

@@ -2203,3 +2203,220 @@ fn row_gather_scatter_match_cpu() {
         );
     }
 }
+
+// ---- whole convolutions ---------------------------------------------------------------------
+
+use caffe_rs::engine::kernels::conv::ConvGemm;
+
+/// A convolution case: batch, channels, out channels, group, image shape, kernel, pad, stride,
+/// dilation, bias, view offset, images the column scratch holds.
+#[derive(Clone, Debug)]
+struct ConvCase {
+    batch: usize,
+    channels: usize,
+    out_channels: usize,
+    group: usize,
+    im: Vec<usize>,
+    kernel: Vec<usize>,
+    pad: Vec<usize>,
+    stride: Vec<usize>,
+    dilation: Vec<usize>,
+    bias: bool,
+    offset: usize,
+    chunk: usize,
+}
+
+impl ConvCase {
+    fn out_shape(&self) -> Vec<usize> {
+        (0..self.im.len())
+            .map(|a| {
+                (self.im[a] + 2 * self.pad[a] - (self.dilation[a] * (self.kernel[a] - 1) + 1))
+                    / self.stride[a]
+                    + 1
+            })
+            .collect()
+    }
+
+    fn gemm(&self, ids: &[TensorId], which: usize) -> ConvGemm {
+        let kprod: usize = self.kernel.iter().product();
+        let col_shape = self.out_shape();
+        let s: usize = col_shape.iter().product();
+        let im_len = self.batch * self.channels * self.im.iter().product::<usize>();
+        let out_len = self.batch * self.out_channels * s;
+        let w_len = self.out_channels * self.channels / self.group * kprod;
+        let col_len = self.chunk * self.channels * kprod * s;
+        let off = self.offset;
+        // Tensors: 0 x, 1 y, 2 w, 3 bias, 4 dy, 5 dx, 6 dw, 7 col scratch.
+        let (im, out, weight) = match which {
+            0 => (ids[0], ids[1], ids[2]),
+            1 => (ids[5], ids[4], ids[2]),
+            _ => (ids[0], ids[4], ids[6]),
+        };
+        ConvGemm {
+            im: View::new(im, off, im_len),
+            out: View::new(out, off, out_len),
+            weight: View::new(weight, off, w_len),
+            bias: (which == 0 && self.bias).then(|| View::new(ids[3], off, self.out_channels)),
+            col: View::new(ids[7], 0, col_len),
+            batch: self.batch,
+            group: self.group,
+            channels: self.channels,
+            out_channels: self.out_channels,
+            im_shape: self.im.clone(),
+            col_shape,
+            kernel: self.kernel.clone(),
+            pad: self.pad.clone(),
+            stride: self.stride.clone(),
+            dilation: self.dilation.clone(),
+        }
+    }
+
+    /// Runs forward, data gradient and weight gradient on both engines and compares them.
+    fn check(&self, g: &mut GpuEngine, rng: &mut Rng, tol: f32) {
+        let kprod: usize = self.kernel.iter().product();
+        let s: usize = self.out_shape().iter().product();
+        let off = self.offset;
+        let im_len = self.batch * self.channels * self.im.iter().product::<usize>() + off;
+        let out_len = self.batch * self.out_channels * s + off;
+        let w_len = self.out_channels * self.channels / self.group * kprod + off;
+        let col_len = (self.chunk * self.channels * kprod * s).max(1);
+        let init = vec![
+            rng.vec(im_len, -1.0, 1.0),
+            rng.vec(out_len, -1.0, 1.0),
+            rng.vec(w_len, -1.0, 1.0),
+            rng.vec(self.out_channels + off, -1.0, 1.0),
+            rng.vec(out_len, -1.0, 1.0),
+            rng.vec(im_len, -1.0, 1.0),
+            rng.vec(w_len, -1.0, 1.0),
+            vec![0.0; col_len],
+        ];
+        let (c, gp) = run_both(g, &init, &|ids| {
+            vec![
+                Kernel::Conv(ConvKernel::ConvForward(self.gemm(ids, 0))),
+                Kernel::Conv(ConvKernel::ConvBackwardData(self.gemm(ids, 1))),
+                Kernel::Conv(ConvKernel::ConvWeightGrad(self.gemm(ids, 2))),
+            ]
+        });
+        for (i, what) in [(1, "forward"), (5, "data gradient"), (6, "weight gradient")] {
+            assert_close(&format!("{what} of {self:?}"), &c[i], &gp[i], tol);
+        }
+        for i in [0, 2, 3, 4] {
+            assert_eq!(c[i], gp[i], "input {i} changed: {self:?}");
+        }
+    }
+}
+
+/// A random convolution with `axes` spatial axes.
+fn random_conv(rng: &mut Rng, axes: usize) -> ConvCase {
+    let group = 1 + rng.below(3);
+    let kernel: Vec<usize> = (0..axes).map(|_| 1 + rng.below(4)).collect();
+    let stride: Vec<usize> = (0..axes).map(|_| 1 + rng.below(3)).collect();
+    let pad: Vec<usize> = (0..axes).map(|_| rng.below(3)).collect();
+    let dilation: Vec<usize> = (0..axes).map(|_| 1 + rng.below(2)).collect();
+    let im = (0..axes)
+        .map(|a| {
+            let extent = dilation[a] * (kernel[a] - 1) + 1;
+            extent.saturating_sub(2 * pad[a]).max(1) + rng.below(9)
+        })
+        .collect();
+    let batch = 1 + rng.below(4);
+    ConvCase {
+        batch,
+        channels: group * (1 + rng.below(5)),
+        out_channels: group * (1 + rng.below(9)),
+        group,
+        im,
+        kernel,
+        pad,
+        stride,
+        dilation,
+        bias: rng.below(2) == 0,
+        offset: rng.below(4),
+        chunk: 1 + rng.below(batch),
+    }
+}
+
+fn conv2(
+    (batch, channels, out_channels, group): (usize, usize, usize, usize),
+    im: [usize; 2],
+    kernel: [usize; 2],
+    pad: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+) -> ConvCase {
+    ConvCase {
+        batch,
+        channels,
+        out_channels,
+        group,
+        im: im.to_vec(),
+        kernel: kernel.to_vec(),
+        pad: pad.to_vec(),
+        stride: stride.to_vec(),
+        dilation: dilation.to_vec(),
+        bias: true,
+        offset: 0,
+        chunk: 1,
+    }
+}
+
+fn whole_conv_suite(g: &mut GpuEngine, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let fixed = [
+        // CaffeNet-like shapes (small batch): 11x11 stride 4, 5x5 groups, 3x3.
+        conv2((2, 3, 96, 1), [35, 35], [11, 11], [0, 0], [4, 4], [1, 1]),
+        conv2((3, 8, 16, 2), [13, 13], [5, 5], [2, 2], [1, 1], [1, 1]),
+        conv2((2, 16, 12, 1), [7, 7], [3, 3], [1, 1], [1, 1], [1, 1]),
+        // 1x1, 1x1 with stride 2, non-square kernel with unequal pads, dilation, wide images.
+        conv2((2, 5, 7, 1), [6, 9], [1, 1], [0, 0], [1, 1], [1, 1]),
+        conv2((2, 6, 4, 2), [9, 8], [1, 1], [0, 0], [2, 2], [1, 1]),
+        conv2((2, 3, 5, 1), [8, 10], [3, 2], [2, 0], [1, 3], [1, 1]),
+        conv2((1, 4, 6, 2), [12, 11], [3, 3], [2, 1], [1, 1], [2, 3]),
+        conv2((1, 2, 3, 1), [3, 150], [2, 5], [1, 2], [1, 2], [1, 1]),
+        // Output rows of 1, 2 and 3 positions (every run of 4 wraps).
+        conv2((2, 3, 4, 1), [5, 3], [3, 3], [1, 1], [1, 1], [1, 1]),
+        conv2((2, 3, 4, 1), [9, 3], [2, 2], [0, 0], [2, 1], [1, 1]),
+        // Pads larger than the kernel extent (negative pads of the data gradient's convolution).
+        conv2((1, 2, 3, 1), [4, 4], [1, 2], [2, 3], [1, 1], [1, 1]),
+    ];
+    for c in &fixed {
+        c.check(g, &mut rng, 1e-4);
+    }
+    for i in 0..24 {
+        let c = random_conv(&mut rng, [2, 2, 1, 3, 0][i % 5]);
+        c.check(g, &mut rng, 1e-4);
+    }
+}
+
+#[test]
+fn whole_convolutions_match_cpu() {
+    let mut g = gpu();
+    whole_conv_suite(&mut g, 31);
+    // The portable micro-kernel.
+    let had = g.uses_subgroups();
+    g.set_subgroups(false);
+    whole_conv_suite(&mut g, 32);
+    g.set_subgroups(had);
+}
+
+#[test]
+fn whole_convolutions_split_into_small_bindings_match_cpu() {
+    let mut g = gpu();
+    // 32768 elements per binding (the im2col fallback of strided data gradients needs one image's
+    // columns in a binding): k blocks, image chunks and per-image position blocks.
+    g.set_max_binding_elems(32768);
+    whole_conv_suite(&mut g, 33);
+    let mut rng = Rng::new(34);
+    conv2((3, 8, 8, 1), [40, 40], [3, 3], [1, 1], [1, 1], [1, 1]).check(&mut g, &mut rng, 1e-4);
+    g.set_max_binding_elems(usize::MAX);
+}
+
+#[test]
+fn whole_convolutions_past_the_loop_limit_match_cpu() {
+    let mut g = gpu();
+    let mut rng = Rng::new(35);
+    // Weight gradient over k = 2 * 200 * 200 = 80000 positions, forward over
+    // k = 8200 * 9 = 73800 taps: more micro-kernel steps than lavapipe runs in one invocation.
+    conv2((2, 2, 3, 1), [200, 200], [3, 3], [1, 1], [1, 1], [1, 1]).check(&mut g, &mut rng, 1e-3);
+    conv2((1, 8200, 2, 1), [3, 3], [3, 3], [1, 1], [1, 1], [1, 1]).check(&mut g, &mut rng, 1e-3);
+}

@@ -56,12 +56,6 @@ pub trait Engine: Send {
         Ok(())
     }
 
-    /// Whether the engine runs [`kernels::conv::ConvKernel::Winograd`]; layers use im2col + GEMM
-    /// otherwise.
-    fn has_winograd(&self) -> bool {
-        false
-    }
-
     /// Whether [`Engine::timestamp`] records device timestamps (a GPU engine whose adapter has
     /// timestamp queries). Without them, callers time sections on the host clock after
     /// [`Engine::sync`], which is exact for engines that run kernels as they are launched (CPU).

@@ -1,14 +1,15 @@
 //! Convolution (Caffe's ConvolutionLayer): N-D spatial, groups, dilation, per-axis kernel / stride /
-//! pad, bias. Weights [num_output, channels / group, k...], bias [num_output]. Computed as im2col +
-//! one matrix product per image and group (no im2col for 1x1 kernels with stride 1 and no pad).
+//! pad, bias. Weights [num_output, channels / group, k...], bias [num_output]. Computed as one
+//! matrix product per image and group of the weights and the image's im2col columns
+//! ([`ConvKernel::ConvForward`] and its two backward kernels; engines may form the columns on the
+//! fly, see `engine::kernels::conv::run_composed` for the plain decomposition).
 //!
-//! The im2col / gemm machinery ([`ConvGeom`]) is shared with Deconvolution and Im2col.
+//! The geometry ([`ConvGeom`]) is shared with Deconvolution.
 use anyhow::{Result, bail, ensure};
 
 use super::common::{Scratch, canonical_axis, check_count, shape_str};
 use super::{Ctx, Layer, ParamDef, Shapes};
-use crate::engine::kernels::blas::{BlasKernel, Gemm};
-use crate::engine::kernels::conv::{ConvKernel, Im2col, Winograd};
+use crate::engine::kernels::conv::{ConvGemm, ConvKernel};
 use crate::engine::{Engine, Kernel, View};
 use crate::proto::{ConvolutionParameter, FillerParameter, LayerParameter};
 
@@ -16,8 +17,6 @@ use crate::proto::{ConvolutionParameter, FillerParameter, LayerParameter};
 /// image per chunk).
 const COL_BUDGET: usize = 1 << 22;
 
-/// Winograd pays for its transforms only with enough channels per group on both sides.
-const WINOGRAD_MIN_CHANNELS: usize = 8;
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     Ok(Box::new(Convolution {
@@ -293,23 +292,9 @@ pub(crate) struct ConvGeom {
     pub w: Window,
 }
 
-/// A gemm operand: matrix (image i, group g) starts at `view.offset + i * image + g * group`.
-#[derive(Clone, Copy)]
-struct Operand {
-    view: View,
-    image: usize,
-    group: usize,
-}
-
 impl ConvGeom {
-    pub fn in_dim(&self) -> usize {
-        self.in_channels * self.in_shape.iter().product::<usize>()
-    }
     pub fn out_spatial(&self) -> usize {
         self.out_shape.iter().product()
-    }
-    pub fn out_dim(&self) -> usize {
-        self.out_channels * self.out_spatial()
     }
     /// Rows of one group's column matrix: in_channels / group * prod(kernel).
     pub fn kernel_dim(&self) -> usize {
@@ -328,9 +313,6 @@ impl ConvGeom {
     pub fn macs(&self) -> u64 {
         (self.num * self.out_channels * self.out_spatial() * self.kernel_dim()) as u64
     }
-    fn weight_group(&self) -> usize {
-        self.out_channels / self.group * self.kernel_dim()
-    }
 
     /// Images per column chunk: as many as the budget allows, spread evenly over the chunks (the
     /// CPU engine runs the images of a chunk on separate cores).
@@ -340,16 +322,32 @@ impl ConvGeom {
         self.num.max(1).div_ceil(chunks)
     }
 
-    /// The im2col description for images [first, first + batch) of `im` into `col`.
-    pub fn im2col(&self, im: View, col: View, first: usize, batch: usize) -> Im2col {
-        let in_dim = self.in_dim();
-        Im2col {
-            im: im.slice(first * in_dim, batch * in_dim),
-            col,
-            batch,
-            im_stride: in_dim,
-            col_stride: self.col_len(),
+    /// The whole-batch convolution description: im2col side `im`, matrix side `out`, column
+    /// scratch from `col` (sized for [`Self::chunk`] images; 1x1 convolutions need none).
+    fn conv_gemm(
+        &self,
+        eng: &mut dyn Engine,
+        col: &mut Scratch,
+        weight: View,
+        bias: Option<View>,
+        im: View,
+        out: View,
+    ) -> ConvGemm {
+        let col_len = if self.is_1x1() {
+            0
+        } else {
+            self.chunk() * self.col_len()
+        };
+        ConvGemm {
+            im,
+            out,
+            weight,
+            bias,
+            col: col.get(eng, col_len),
+            batch: self.num,
+            group: self.group,
             channels: self.in_channels,
+            out_channels: self.out_channels,
             im_shape: self.in_shape.clone(),
             col_shape: self.out_shape.clone(),
             kernel: self.w.kernel.clone(),
@@ -359,164 +357,19 @@ impl ConvGeom {
         }
     }
 
-    /// For `images` images and `group` groups: C = alpha op(A) op(B) + beta C, batched over whichever
-    /// of images / groups is larger.
-    #[allow(clippy::too_many_arguments)]
-    fn gemms(
-        &self,
-        eng: &mut dyn Engine,
-        (trans_a, trans_b): (bool, bool),
-        (m, n, k): (usize, usize, usize),
-        beta: f32,
-        a: Operand,
-        b: Operand,
-        c: Operand,
-        images: usize,
-    ) -> Result<()> {
-        let groups = self.group;
-        let (outer, batch) = if groups <= images {
-            (groups, images)
-        } else {
-            (images, groups)
-        };
-        let stride = |o: &Operand| if groups <= images { o.image } else { o.group };
-        let step = |o: &Operand| if groups <= images { o.group } else { o.image };
-        for j in 0..outer {
-            let view = |o: &Operand, one: usize| {
-                let len = stride(o) * (batch - 1) + one;
-                View::new(o.view.id, o.view.offset + j * step(o), len)
-            };
-            let (a_len, b_len, c_len) = (m * k, k * n, m * n);
-            let g = Gemm {
-                trans_a,
-                trans_b,
-                m,
-                n,
-                k,
-                alpha: 1.0,
-                beta,
-                a: view(&a, a_len),
-                b: view(&b, b_len),
-                c: view(&c, c_len),
-                batch,
-                stride_a: stride(&a),
-                stride_b: stride(&b),
-                stride_c: stride(&c),
-            };
-            eng.launch(&Kernel::Blas(BlasKernel::Gemm(g)))?;
-        }
-        Ok(())
-    }
-
-    /// The Winograd form of out = W * im2col(im) (or, when `adjoint`, of im = col2im(W^T out)) over
-    /// every image, when the engine has it and the convolution is 2-D, 3x3, stride 1, undilated
-    /// (the adjoint also needs padding of at most 2).
-    fn winograd(
-        &self,
-        eng: &dyn Engine,
-        weight: View,
-        im: View,
-        out: View,
-        adjoint: bool,
-    ) -> Option<Winograd> {
-        let w = &self.w;
-        let eligible = eng.has_winograd()
-            && self.in_shape.len() == 2
-            && w.kernel == [3, 3]
-            && w.stride == [1, 1]
-            && w.dilation == [1, 1]
-            && self.in_channels / self.group >= WINOGRAD_MIN_CHANNELS
-            && self.out_channels / self.group >= WINOGRAD_MIN_CHANNELS
-            && (!adjoint || w.pad.iter().all(|&p| p <= 2));
-        if !eligible {
-            return None;
-        }
-        let image = [self.in_shape[0], self.in_shape[1]];
-        let output = [self.out_shape[0], self.out_shape[1]];
-        let pad = [w.pad[0], w.pad[1]];
-        Some(if adjoint {
-            Winograd {
-                input: out,
-                weight,
-                output: im,
-                batch: self.num,
-                in_channels: self.out_channels,
-                out_channels: self.in_channels,
-                groups: self.group,
-                in_shape: output,
-                out_shape: image,
-                pad: [2 - pad[0], 2 - pad[1]],
-                adjoint: true,
-            }
-        } else {
-            Winograd {
-                input: im,
-                weight,
-                output: out,
-                batch: self.num,
-                in_channels: self.in_channels,
-                out_channels: self.out_channels,
-                groups: self.group,
-                in_shape: image,
-                out_shape: output,
-                pad,
-                adjoint: false,
-            }
-        })
-    }
-
-    /// out = W * im2col(im) for every image (Convolution forward, Deconvolution backward to its bottom).
+    /// out = W * im2col(im) (+ bias) for every image (Convolution forward, Deconvolution backward
+    /// to its bottom).
     pub fn im_to_out(
         &self,
         eng: &mut dyn Engine,
         col: &mut Scratch,
         weight: View,
+        bias: Option<View>,
         im: View,
         out: View,
     ) -> Result<()> {
-        if let Some(k) = self.winograd(eng, weight, im, out, false) {
-            return eng.launch(&Kernel::Conv(ConvKernel::Winograd(k)));
-        }
-        let (kd, s, og) = (
-            self.kernel_dim(),
-            self.out_spatial(),
-            self.out_channels / self.group,
-        );
-        let w = Operand {
-            view: weight,
-            image: 0,
-            group: self.weight_group(),
-        };
-        let chunk = self.chunk();
-        let mut first = 0;
-        while first < self.num {
-            let batch = chunk.min(self.num - first);
-            let b = if self.is_1x1() {
-                Operand {
-                    view: im.slice(first * self.in_dim(), batch * self.in_dim()),
-                    image: self.in_dim(),
-                    group: kd * s,
-                }
-            } else {
-                let cv = col.get(eng, batch * self.col_len());
-                eng.launch(&Kernel::Conv(ConvKernel::Im2col(
-                    self.im2col(im, cv, first, batch),
-                )))?;
-                Operand {
-                    view: cv,
-                    image: self.col_len(),
-                    group: kd * s,
-                }
-            };
-            let c = Operand {
-                view: out.slice(first * self.out_dim(), batch * self.out_dim()),
-                image: self.out_dim(),
-                group: og * s,
-            };
-            self.gemms(eng, (false, false), (og, s, kd), 0.0, w, b, c, batch)?;
-            first += batch;
-        }
-        Ok(())
+        let k = self.conv_gemm(eng, col, weight, bias, im, out);
+        eng.launch(&Kernel::Conv(ConvKernel::ConvForward(k)))
     }
 
     /// im = col2im(W^T * out) for every image (Convolution backward to its bottom, Deconvolution forward).
@@ -528,50 +381,8 @@ impl ConvGeom {
         out: View,
         im: View,
     ) -> Result<()> {
-        if let Some(k) = self.winograd(eng, weight, im, out, true) {
-            return eng.launch(&Kernel::Conv(ConvKernel::Winograd(k)));
-        }
-        let (kd, s, og) = (
-            self.kernel_dim(),
-            self.out_spatial(),
-            self.out_channels / self.group,
-        );
-        let w = Operand {
-            view: weight,
-            image: 0,
-            group: self.weight_group(),
-        };
-        let chunk = self.chunk();
-        let mut first = 0;
-        while first < self.num {
-            let batch = chunk.min(self.num - first);
-            let b = Operand {
-                view: out.slice(first * self.out_dim(), batch * self.out_dim()),
-                image: self.out_dim(),
-                group: og * s,
-            };
-            if self.is_1x1() {
-                let c = Operand {
-                    view: im.slice(first * self.in_dim(), batch * self.in_dim()),
-                    image: self.in_dim(),
-                    group: kd * s,
-                };
-                self.gemms(eng, (true, false), (kd, s, og), 0.0, w, b, c, batch)?;
-            } else {
-                let cv = col.get(eng, batch * self.col_len());
-                let c = Operand {
-                    view: cv,
-                    image: self.col_len(),
-                    group: kd * s,
-                };
-                self.gemms(eng, (true, false), (kd, s, og), 0.0, w, b, c, batch)?;
-                eng.launch(&Kernel::Conv(ConvKernel::Col2im(
-                    self.im2col(im, cv, first, batch),
-                )))?;
-            }
-            first += batch;
-        }
-        Ok(())
+        let k = self.conv_gemm(eng, col, weight, None, im, out);
+        eng.launch(&Kernel::Conv(ConvKernel::ConvBackwardData(k)))
     }
 
     /// weight_diff += out_diff * im2col(im)^T summed over images.
@@ -583,47 +394,8 @@ impl ConvGeom {
         out_diff: View,
         weight_diff: View,
     ) -> Result<()> {
-        let (kd, s, og) = (
-            self.kernel_dim(),
-            self.out_spatial(),
-            self.out_channels / self.group,
-        );
-        let chunk = self.chunk();
-        let mut first = 0;
-        while first < self.num {
-            let batch = chunk.min(self.num - first);
-            let (cols, col_image) = if self.is_1x1() {
-                (
-                    im.slice(first * self.in_dim(), batch * self.in_dim()),
-                    self.in_dim(),
-                )
-            } else {
-                let cv = col.get(eng, batch * self.col_len());
-                eng.launch(&Kernel::Conv(ConvKernel::Im2col(
-                    self.im2col(im, cv, first, batch),
-                )))?;
-                (cv, self.col_len())
-            };
-            let a = Operand {
-                view: out_diff.slice(first * self.out_dim(), batch * self.out_dim()),
-                image: self.out_dim(),
-                group: og * s,
-            };
-            let b = Operand {
-                view: cols,
-                image: col_image,
-                group: kd * s,
-            };
-            // Every image adds into the same weight diff (image stride 0).
-            let c = Operand {
-                view: weight_diff,
-                image: 0,
-                group: self.weight_group(),
-            };
-            self.gemms(eng, (false, true), (og, kd, s), 1.0, a, b, c, batch)?;
-            first += batch;
-        }
-        Ok(())
+        let k = self.conv_gemm(eng, col, weight_diff, None, im, out_diff);
+        eng.launch(&Kernel::Conv(ConvKernel::ConvWeightGrad(k)))
     }
 
     /// y[n, c, :] += bias[c] on the out side.
@@ -675,16 +447,15 @@ impl Layer for Convolution {
     fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
         let g = self.geom()?.clone();
         for (b, t) in cx.bottoms.iter().zip(cx.tops) {
+            let bias = self.spec.bias_term.then(|| cx.params[1].data());
             g.im_to_out(
                 cx.eng,
                 &mut self.col,
                 cx.params[0].data(),
+                bias,
                 b.data(),
                 t.data(),
             )?;
-            if self.spec.bias_term {
-                g.add_bias(cx.eng, t.data(), cx.params[1].data())?;
-            }
         }
         Ok(())
     }
@@ -1047,10 +818,11 @@ mod tests {
         }
     }
 
-    /// 3x3 stride-1 convolutions (and deconvolutions) with enough channels go through the engine's
-    /// Winograd kernel, forward and backward to the bottom; they agree with im2col + GEMM.
+    /// 3x3 stride-1 convolutions (and deconvolutions) with enough channels go through the CPU
+    /// engine's Winograd kernel, forward and backward to the bottom; they agree with im2col + GEMM.
     #[test]
     fn winograd_matches_im2col() {
+        use crate::engine::kernels::conv::WINOGRAD_MIN_CHANNELS;
         let mut rng = Rng::new(31);
         for i in 0..16 {
             let group = 1 + i % 2;

@@ -77,6 +77,7 @@ impl Layer for Deconvolution {
                     cx.eng,
                     &mut self.col,
                     cx.params[0].data(),
+                    None,
                     t.diff(),
                     b.diff(),
                 )?;

@@ -13,6 +13,11 @@ const GRAIN: usize = 1 << 14;
 
 pub fn run(kernel: &ConvKernel, mem: &mut Memory) -> Result<()> {
     match kernel {
+        ConvKernel::ConvForward(_)
+        | ConvKernel::ConvBackwardData(_)
+        | ConvKernel::ConvWeightGrad(_) => {
+            anyhow::bail!("internal: whole convolutions run through kernels::conv::run_composed")
+        }
         ConvKernel::Im2col(k) => {
             let geo = Geo::new(k)?;
             let (im, col) = spans(k)?;
@@ -51,12 +56,6 @@ pub fn run(kernel: &ConvKernel, mem: &mut Memory) -> Result<()> {
                         col2im_image(&geo, col_b, im_b);
                     }
                 }
-            });
-        }
-        ConvKernel::Winograd(k) => {
-            let (input, weight, output) = winograd_spans(k)?;
-            mem.with(&[output], &[input, weight], |o, i| {
-                super::winograd::forward(k, i[0], i[1], o[0])
             });
         }
         &ConvKernel::AddChannelBias {
@@ -235,6 +234,37 @@ fn row_index(v: f32, rows: usize) -> usize {
 }
 
 /// The full views of the batch: (image span, column span).
+/// Runs a whole convolution's forward or data gradient by Winograd when it qualifies
+/// ([`crate::engine::kernels::conv::ConvGemm::winograd`]); returns whether it did.
+pub(super) fn run_winograd(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool> {
+    let (g, k) = match kernel {
+        ConvKernel::ConvForward(g) => (g, g.winograd(false)),
+        ConvKernel::ConvBackwardData(g) => (g, g.winograd(true)),
+        _ => return Ok(false),
+    };
+    let Some(k) = k else {
+        return Ok(false);
+    };
+    g.check()?;
+    let (input, weight, output) = winograd_spans(&k)?;
+    mem.with(&[output], &[input, weight], |o, i| {
+        super::winograd::forward(&k, i[0], i[1], o[0])
+    });
+    if let (ConvKernel::ConvForward(_), Some(bias)) = (kernel, g.bias) {
+        run(
+            &ConvKernel::AddChannelBias {
+                y: output,
+                bias,
+                outer: g.batch,
+                channels: g.out_channels,
+                inner: g.out_spatial(),
+            },
+            mem,
+        )?;
+    }
+    Ok(true)
+}
+
 /// The views of a Winograd convolution, checked against its geometry.
 fn winograd_spans(k: &Winograd) -> Result<(View, View, View)> {
     let [h, w] = k.in_shape;

@@ -184,10 +184,6 @@ impl Engine for CpuEngine {
         format!("CPU ({} threads)", rayon::current_num_threads())
     }
 
-    fn has_winograd(&self) -> bool {
-        self.winograd
-    }
-
     fn alloc(&mut self, len: usize) -> TensorId {
         let buf = vec![0.0; len];
         if let Some(id) = self.mem.free_ids.pop() {
@@ -227,6 +223,15 @@ impl Engine for CpuEngine {
     }
 
     fn launch(&mut self, kernel: &Kernel) -> anyhow::Result<()> {
+        if let Kernel::Conv(k) = kernel
+            && k.is_composite()
+        {
+            if self.winograd && conv::run_winograd(k, &mut self.mem)? {
+                return Ok(());
+            }
+            // Whole convolutions: im2col / col2im and products, as the layers used to launch them.
+            return crate::engine::kernels::conv::run_composed(self, k);
+        }
         let mem = &mut self.mem;
         match kernel {
             Kernel::Blas(k) => blas::run(k, mem),

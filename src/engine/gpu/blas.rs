@@ -10,7 +10,7 @@
 //! C, columns of C and the k dimension (later k blocks accumulate with beta = 1).
 use anyhow::{Result, bail};
 
-use super::{GpuEngine, Params, Res};
+use super::{Bound, GpuEngine, Params, Res};
 use crate::engine::kernels::blas::{BlasKernel, Gemm};
 use crate::engine::{TensorId, View};
 
@@ -289,37 +289,27 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
                         c_view.offset + b0 * g.stride_c + mr.start * n + nr.start,
                         window(g.stride_c, nbg, (mlen - 1) * n + nlen),
                     )?;
-                    // C rows of whole texels: stored as vec4 through a second binding.
-                    let c4 = n.is_multiple_of(4)
-                        && nlen.is_multiple_of(4)
-                        && cb.shift.is_multiple_of(4)
-                        && cb.offset.is_multiple_of(16)
-                        && (nbg == 1 || g.stride_c.is_multiple_of(4));
-                    let p = Params::new()
-                        .u(mlen)
-                        .u(nlen)
-                        .u(klen)
-                        .u(n)
-                        .shift(&cb)
-                        .u(g.stride_c)
-                        .u(0)
-                        .u(if g.stride_a == 0 { 0 } else { ap_stride })
-                        .u(tm / 4)
-                        .u(0)
-                        .u(if g.stride_b == 0 { 0 } else { bp_stride })
-                        .u(tn / 4)
-                        .f(g.alpha)
-                        .f(beta)
-                        .u(klen * tm / 4)
-                        .u(klen * tn / 4);
-                    let groups = [panels_n as u32, panels_m as u32, nbg as u32];
-                    let cb4 = e.texel_binding(&cb);
-                    let res = [Res::T(&ta), Res::T(&tb), Res::B(&cb), Res::B(&cb4)];
-                    let constants = [
-                        ("BETA0", if beta == 0.0 { 1.0 } else { 0.0 }),
-                        ("C4", if c4 { 1.0 } else { 0.0 }),
-                    ];
-                    e.dispatch_spec(shader, entry, &constants, &p, &res, groups)?;
+                    run_micro(
+                        e,
+                        &Micro {
+                            tile: (tm, tn, shader, entry),
+                            ta: &ta,
+                            a_base: 0,
+                            a_stride: if g.stride_a == 0 { 0 } else { ap_stride },
+                            tb: &tb,
+                            b_base: 0,
+                            b_stride: if g.stride_b == 0 { 0 } else { bp_stride },
+                            c: &cb,
+                            ldc: n,
+                            c_stride: g.stride_c,
+                            m: mlen,
+                            n: nlen,
+                            k: klen,
+                            alpha: g.alpha,
+                            beta,
+                            batch: nbg,
+                        },
+                    )?;
                     if e.packed_a.as_ref().is_some_and(|k| k.tensor == c_view.id) {
                         e.packed_a = None;
                     }
@@ -330,13 +320,80 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
     Ok(())
 }
 
+/// One run of a micro-kernel over packed operands (blas.wgsl): textures `ta` / `tb` hold op(A) in
+/// panels of TM rows and op(B) in panels of TN columns, `k` deep (batch entry z starts
+/// `a_stride` / `b_stride` texels after `a_base` / `b_base`, 0 for an operand shared by all entries); C is the
+/// window `c` (row stride `ldc`, entry z at `z * c_stride` elements):
+/// C = alpha * op(A) op(B) + beta * C over `batch` entries.
+pub(crate) struct Micro<'a> {
+    pub tile: (usize, usize, &'static str, &'static str),
+    pub ta: &'a wgpu::TextureView,
+    pub a_base: usize,
+    pub a_stride: usize,
+    pub tb: &'a wgpu::TextureView,
+    pub b_base: usize,
+    pub b_stride: usize,
+    pub c: &'a Bound,
+    pub ldc: usize,
+    pub c_stride: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub batch: usize,
+}
+
+/// Records one [`Micro`] dispatch (C rows of whole texels are stored as vec4).
+pub(crate) fn run_micro(e: &mut GpuEngine, u: &Micro) -> Result<()> {
+    let (tm, tn, shader, entry) = u.tile;
+    let c4 = u.ldc.is_multiple_of(4)
+        && u.n.is_multiple_of(4)
+        && u.c.shift.is_multiple_of(4)
+        && u.c.offset.is_multiple_of(16)
+        && (u.batch == 1 || u.c_stride.is_multiple_of(4));
+    let p = Params::new()
+        .u(u.m)
+        .u(u.n)
+        .u(u.k)
+        .u(u.ldc)
+        .shift(u.c)
+        .u(u.c_stride)
+        .u(u.a_base)
+        .u(u.a_stride)
+        .u(tm / 4)
+        .u(u.b_base)
+        .u(u.b_stride)
+        .u(tn / 4)
+        .f(u.alpha)
+        .f(u.beta)
+        .u(u.k * tm / 4)
+        .u(u.k * tn / 4);
+    let groups = [
+        u.n.div_ceil(tn) as u32,
+        u.m.div_ceil(tm) as u32,
+        u.batch as u32,
+    ];
+    let cb4 = e.texel_binding(u.c);
+    let res = [Res::T(u.ta), Res::T(u.tb), Res::B(u.c), Res::B(&cb4)];
+    let constants = [
+        ("BETA0", if u.beta == 0.0 { 1.0 } else { 0.0 }),
+        ("C4", if c4 { 1.0 } else { 0.0 }),
+    ];
+    e.dispatch_spec(shader, entry, &constants, &p, &res, groups)
+}
+
 /// The micro-kernel for a product with `m` rows: (TM, TN, shader, entry point).
 ///
 /// Measured on lavapipe (CPU time at 1024^3, relative): 64x64 tiles 1.0, 48x64 1.06, 32x64 1.08
 /// per row of C, but the bigger tiles lose their lead when C rows are not whole texels (their
 /// long scalar-store epilogue), so they are used for aligned C only; small m takes the smallest
 /// tile that holds it. Among equal costs the bigger tile wins (fewer, longer workgroups).
-fn tile(subgroups: bool, m: usize, aligned_c: bool) -> (usize, usize, &'static str, &'static str) {
+pub(crate) fn tile(
+    subgroups: bool,
+    m: usize,
+    aligned_c: bool,
+) -> (usize, usize, &'static str, &'static str) {
     if !subgroups {
         return (32, 64, "blas", "gemm_tiled");
     }

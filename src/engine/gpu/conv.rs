@@ -12,11 +12,11 @@ const MAX_AXES: usize = 8;
 
 pub fn launch(e: &mut GpuEngine, k: &ConvKernel) -> Result<()> {
     match k {
+        ConvKernel::ConvForward(_)
+        | ConvKernel::ConvBackwardData(_)
+        | ConvKernel::ConvWeightGrad(_) => super::conv_gemm::launch(e, k),
         ConvKernel::Im2col(g) => im2col(e, g, false),
         ConvKernel::Col2im(g) => im2col(e, g, true),
-        ConvKernel::Winograd(_) => {
-            bail!("the GPU engine has no Winograd kernel (see has_winograd)")
-        }
         &ConvKernel::AddChannelBias {
             y,
             bias,
@@ -288,8 +288,11 @@ fn im2col(e: &mut GpuEngine, k: &Im2col, backward: bool) -> Result<()> {
             }
         }
         if col_tex {
-            // col2im_2d: 1 / stride h, 1 / stride w, 1 / image w, 1 / plane.
-            for d in [axes[0][4], axes[1][4], axes[1][0], plane] {
+            // col2im_2d: 1 / stride h, 1 / stride w, 1 / image w, 1 / plane, 1 / dilation h,
+            // 1 / dilation w.
+            for d in [
+                axes[0][4], axes[1][4], axes[1][0], plane, axes[0][5], axes[1][5],
+            ] {
                 p = p.f(1.0 / d.max(1) as f32);
             }
         }

@@ -17,6 +17,7 @@
 //!   and cached.
 mod blas;
 mod conv;
+mod conv_gemm;
 mod elementwise;
 mod norm;
 mod pool;
@@ -1405,6 +1406,7 @@ fn shader_source(name: &str) -> Result<&'static str> {
         "blas_subgroup" => include_str!("../../../shaders/blas_subgroup.wgsl"),
         "elementwise" => include_str!("../../../shaders/elementwise.wgsl"),
         "conv" => include_str!("../../../shaders/conv.wgsl"),
+        "conv_gemm" => include_str!("../../../shaders/conv_gemm.wgsl"),
         "pool" => include_str!("../../../shaders/pool.wgsl"),
         "softmax" => include_str!("../../../shaders/softmax.wgsl"),
         "transfer" => include_str!("../../../shaders/transfer.wgsl"),

@@ -1,6 +1,10 @@
-//! Convolution helpers: N-D im2col / col2im over a batch of images, per-channel bias addition and
-//! reduction, and the row gather / scatter of Embed.
-use crate::engine::View;
+//! Convolution helpers: N-D im2col / col2im over a batch of images, whole convolutions as matrix
+//! products (forward, data gradient, weight gradient), per-channel bias addition and reduction,
+//! and the row gather / scatter of Embed.
+use anyhow::{Result, ensure};
+
+use crate::engine::kernels::blas::{BlasKernel, Gemm};
+use crate::engine::{Engine, Kernel, View};
 
 #[derive(Clone, Debug)]
 pub enum ConvKernel {
@@ -10,10 +14,16 @@ pub enum ConvKernel {
     /// For b in 0..batch: im_b = col2im(col_b): each image element is overwritten with the sum of the
     /// column entries that im2col would have read from it (0 when none).
     Col2im(Im2col),
-    /// A 3x3 convolution by Winograd's minimal filtering (engines with [`Engine::has_winograd`]).
-    ///
-    /// [`Engine::has_winograd`]: crate::engine::Engine::has_winograd
-    Winograd(Winograd),
+    /// For every image b and group g: out_bg = W_g * im2col(im_b)_g (+ bias), overwriting out
+    /// (Caffe's forward_gpu_gemm + forward_gpu_bias over the batch). See [`ConvGemm`].
+    ConvForward(ConvGemm),
+    /// For every image b: im_b = col2im(W^T * out_b) per group, overwriting im (Caffe's
+    /// backward_gpu_gemm over the batch). `bias` is ignored.
+    ConvBackwardData(ConvGemm),
+    /// weight += sum over images b of out_b * im2col(im_b)^T per group, where `weight` holds the
+    /// weight gradient and `out` the output gradient (Caffe's weight_gpu_gemm over the batch).
+    /// `bias` is ignored.
+    ConvWeightGrad(ConvGemm),
     /// y[o, c, i] += bias[c] for y viewed as [outer, channels, inner].
     AddChannelBias {
         y: View,
@@ -51,6 +61,13 @@ pub enum ConvKernel {
     },
 }
 
+/// Winograd pays for its transforms only with enough channels per group on both sides.
+pub const WINOGRAD_MIN_CHANNELS: usize = 8;
+
+/// A 3x3 convolution in the form Winograd's minimal filtering computes (an engine may run
+/// [`ConvKernel::ConvForward`] / [`ConvKernel::ConvBackwardData`] this way, see
+/// [`ConvGemm::winograd`]).
+///
 /// For b in 0..batch: output_b = the 2-D, 3x3, stride 1, undilated convolution of input_b (zero
 /// padding `pad`), per group: output[o] = sum over the group's input channels i of input[i]
 /// correlated with K(o, i). K(o, i) = weight[o][i] (weight [out_channels, in_channels / groups, 3,
@@ -71,6 +88,18 @@ pub struct Winograd {
     pub out_shape: [usize; 2],
     pub pad: [usize; 2],
     pub adjoint: bool,
+}
+
+impl ConvKernel {
+    /// Whether this is a whole convolution ([`ConvGemm`]), which [`run_composed`] can run.
+    pub fn is_composite(&self) -> bool {
+        matches!(
+            self,
+            ConvKernel::ConvForward(_)
+                | ConvKernel::ConvBackwardData(_)
+                | ConvKernel::ConvWeightGrad(_)
+        )
+    }
 }
 
 /// Geometry of an N-D im2col over `batch` images. Image b of `im` starts at `b * im_stride`, its
@@ -107,4 +136,382 @@ impl Im2col {
     pub fn col_len(&self) -> usize {
         self.col_rows() * self.col_shape.iter().product::<usize>()
     }
+}
+
+/// A convolution over a batch of images as matrix products. The im2col side `im` holds `batch`
+/// images of `channels x im_shape` back to back; the matrix side `out` holds `batch` blocks of
+/// `out_channels x prod(col_shape)`; `weight` is `[out_channels, channels / group, kernel...]`.
+/// For image b and group g the product is out_bg [og x S] = W_g [og x kd] * col_bg [kd x S] with
+/// og = out_channels / group, kd = channels / group * prod(kernel), S = prod(col_shape) and
+/// col_bg the rows of im2col(im_b) that belong to group g's channels.
+///
+/// `col` is scratch room for the column buffers of at least one image (engines that compute the
+/// columns on the fly may leave it untouched); [`run_composed`] processes as many images at a
+/// time as it holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvGemm {
+    pub im: View,
+    pub out: View,
+    pub weight: View,
+    /// Forward only: out[b, c, :] += bias[c].
+    pub bias: Option<View>,
+    pub col: View,
+    pub batch: usize,
+    pub group: usize,
+    pub channels: usize,
+    pub out_channels: usize,
+    pub im_shape: Vec<usize>,
+    /// Spatial shape of the matrix side (the convolution output positions).
+    pub col_shape: Vec<usize>,
+    pub kernel: Vec<usize>,
+    pub pad: Vec<usize>,
+    pub stride: Vec<usize>,
+    pub dilation: Vec<usize>,
+}
+
+impl ConvGemm {
+    /// This convolution's forward (or, when `adjoint`, its data gradient) as a [`Winograd`]
+    /// convolution, when it is 2-D, 3x3, stride 1, undilated, with at least
+    /// [`WINOGRAD_MIN_CHANNELS`] channels per group on both sides (the gradient also needs
+    /// padding of at most 2).
+    pub fn winograd(&self, adjoint: bool) -> Option<Winograd> {
+        let eligible = self.im_shape.len() == 2
+            && self.col_shape.len() == 2
+            && self.kernel == [3, 3]
+            && self.stride == [1, 1]
+            && self.dilation == [1, 1]
+            && self.group > 0
+            && self.channels / self.group >= WINOGRAD_MIN_CHANNELS
+            && self.out_channels / self.group >= WINOGRAD_MIN_CHANNELS
+            && (!adjoint || self.pad.iter().all(|&p| p <= 2));
+        if !eligible {
+            return None;
+        }
+        let image = [self.im_shape[0], self.im_shape[1]];
+        let output = [self.col_shape[0], self.col_shape[1]];
+        let pad = [self.pad[0], self.pad[1]];
+        let (im, out) = (
+            self.im.slice(0, self.batch * self.im_len()),
+            self.out.slice(0, self.batch * self.out_len()),
+        );
+        let weight = self.weight.slice(0, self.out_channels * self.kernel_dim());
+        Some(if adjoint {
+            Winograd {
+                input: out,
+                weight,
+                output: im,
+                batch: self.batch,
+                in_channels: self.out_channels,
+                out_channels: self.channels,
+                groups: self.group,
+                in_shape: output,
+                out_shape: image,
+                pad: [2 - pad[0], 2 - pad[1]],
+                adjoint: true,
+            }
+        } else {
+            Winograd {
+                input: im,
+                weight,
+                output: out,
+                batch: self.batch,
+                in_channels: self.channels,
+                out_channels: self.out_channels,
+                groups: self.group,
+                in_shape: image,
+                out_shape: output,
+                pad,
+                adjoint: false,
+            }
+        })
+    }
+
+    /// Elements of one image on the im2col side.
+    pub fn im_len(&self) -> usize {
+        self.channels * self.im_shape.iter().product::<usize>()
+    }
+    /// Output positions S.
+    pub fn out_spatial(&self) -> usize {
+        self.col_shape.iter().product()
+    }
+    /// Elements of one image on the matrix side.
+    pub fn out_len(&self) -> usize {
+        self.out_channels * self.out_spatial()
+    }
+    /// Rows of one group's column matrix: channels / group * prod(kernel).
+    pub fn kernel_dim(&self) -> usize {
+        self.channels / self.group.max(1) * self.kernel.iter().product::<usize>()
+    }
+    /// Elements of one image's column buffer (all groups).
+    pub fn col_len(&self) -> usize {
+        self.kernel_dim() * self.group * self.out_spatial()
+    }
+    /// A 1x1 kernel with stride 1 and no pad: the column buffer is the image itself.
+    pub fn is_1x1(&self) -> bool {
+        self.kernel.iter().all(|&k| k == 1)
+            && self.stride.iter().all(|&s| s == 1)
+            && self.pad.iter().all(|&p| p == 0)
+    }
+    /// Images whose column buffers `col` holds at once (at least 1).
+    pub fn chunk(&self) -> usize {
+        (self.col.len / self.col_len().max(1)).clamp(1, self.batch.max(1))
+    }
+
+    /// Checks the views against the geometry.
+    pub fn check(&self) -> Result<()> {
+        let d = self.im_shape.len();
+        ensure!(
+            [
+                &self.col_shape,
+                &self.kernel,
+                &self.pad,
+                &self.stride,
+                &self.dilation
+            ]
+            .iter()
+            .all(|v| v.len() == d),
+            "convolution: every spatial vector needs {d} entries"
+        );
+        ensure!(
+            self.group > 0
+                && self.channels.is_multiple_of(self.group)
+                && self.out_channels.is_multiple_of(self.group),
+            "convolution: {} input and {} output channels do not split into {} groups",
+            self.channels,
+            self.out_channels,
+            self.group
+        );
+        ensure!(
+            self.im.len >= self.batch * self.im_len(),
+            "convolution: image view has {} elements, needs {}",
+            self.im.len,
+            self.batch * self.im_len()
+        );
+        ensure!(
+            self.out.len >= self.batch * self.out_len(),
+            "convolution: output view has {} elements, needs {}",
+            self.out.len,
+            self.batch * self.out_len()
+        );
+        let wlen = self.out_channels * self.kernel_dim();
+        ensure!(
+            self.weight.len >= wlen,
+            "convolution: weight view has {} elements, needs {wlen}",
+            self.weight.len
+        );
+        if let Some(b) = self.bias {
+            ensure!(
+                b.len >= self.out_channels,
+                "convolution: bias view has {} elements, needs {}",
+                b.len,
+                self.out_channels
+            );
+        }
+        ensure!(
+            self.is_1x1() || self.col.len >= self.col_len(),
+            "convolution: column scratch has {} elements, needs at least {}",
+            self.col.len,
+            self.col_len()
+        );
+        Ok(())
+    }
+
+    /// The im2col description for images [first, first + batch) into `col`.
+    pub fn im2col(&self, first: usize, batch: usize) -> Im2col {
+        let in_len = self.im_len();
+        Im2col {
+            im: self.im.slice(first * in_len, batch * in_len),
+            col: self.col.slice(0, batch * self.col_len()),
+            batch,
+            im_stride: in_len,
+            col_stride: self.col_len(),
+            channels: self.channels,
+            im_shape: self.im_shape.clone(),
+            col_shape: self.col_shape.clone(),
+            kernel: self.kernel.clone(),
+            pad: self.pad.clone(),
+            stride: self.stride.clone(),
+            dilation: self.dilation.clone(),
+        }
+    }
+}
+
+/// A gemm operand: matrix (image i, group g) starts at `view.offset + i * image + g * group`.
+#[derive(Clone, Copy)]
+struct Operand {
+    view: View,
+    image: usize,
+    group: usize,
+}
+
+/// For `images` images and `groups` groups: C = op(A) op(B) + beta C, batched over whichever of
+/// images / groups is larger.
+#[allow(clippy::too_many_arguments)]
+fn gemms(
+    eng: &mut dyn Engine,
+    groups: usize,
+    (trans_a, trans_b): (bool, bool),
+    (m, n, k): (usize, usize, usize),
+    beta: f32,
+    a: Operand,
+    b: Operand,
+    c: Operand,
+    images: usize,
+) -> Result<()> {
+    let (outer, batch) = if groups <= images {
+        (groups, images)
+    } else {
+        (images, groups)
+    };
+    let stride = |o: &Operand| if groups <= images { o.image } else { o.group };
+    let step = |o: &Operand| if groups <= images { o.group } else { o.image };
+    for j in 0..outer {
+        let view = |o: &Operand, one: usize| {
+            let len = stride(o) * (batch - 1) + one;
+            View::new(o.view.id, o.view.offset + j * step(o), len)
+        };
+        let g = Gemm {
+            trans_a,
+            trans_b,
+            m,
+            n,
+            k,
+            alpha: 1.0,
+            beta,
+            a: view(&a, m * k),
+            b: view(&b, k * n),
+            c: view(&c, m * n),
+            batch,
+            stride_a: stride(&a),
+            stride_b: stride(&b),
+            stride_c: stride(&c),
+        };
+        eng.launch(&Kernel::Blas(BlasKernel::Gemm(g)))?;
+    }
+    Ok(())
+}
+
+/// Runs [`ConvKernel::ConvForward`], [`ConvKernel::ConvBackwardData`] or
+/// [`ConvKernel::ConvWeightGrad`] as im2col / col2im, matrix products and a bias addition (the
+/// other kernels of this family and [`BlasKernel::Gemm`]), over chunks of as many images as
+/// `col` holds; a 1x1 convolution multiplies the images themselves. Any engine can use it.
+pub fn run_composed(eng: &mut dyn Engine, kernel: &ConvKernel) -> Result<()> {
+    let (k, mode) = match kernel {
+        ConvKernel::ConvForward(k) => (k, 0),
+        ConvKernel::ConvBackwardData(k) => (k, 1),
+        ConvKernel::ConvWeightGrad(k) => (k, 2),
+        _ => anyhow::bail!("internal: run_composed takes whole convolutions only"),
+    };
+    k.check()?;
+    let (kd, s, og) = (k.kernel_dim(), k.out_spatial(), k.out_channels / k.group);
+    let (in_len, out_len, col_len) = (k.im_len(), k.out_len(), k.col_len());
+    let w = Operand {
+        view: k.weight,
+        image: 0,
+        group: og * kd,
+    };
+    let chunk = k.chunk();
+    let mut first = 0;
+    while first < k.batch {
+        let batch = chunk.min(k.batch - first);
+        let ims = Operand {
+            view: k.im.slice(first * in_len, batch * in_len),
+            image: in_len,
+            group: kd * s,
+        };
+        let cols = Operand {
+            view: k.col.slice(0, batch * col_len),
+            image: col_len,
+            group: kd * s,
+        };
+        let outs = Operand {
+            view: k.out.slice(first * out_len, batch * out_len),
+            image: out_len,
+            group: og * s,
+        };
+        let im2col = Kernel::Conv(ConvKernel::Im2col(k.im2col(first, batch)));
+        match mode {
+            0 => {
+                let b = if k.is_1x1() {
+                    ims
+                } else {
+                    eng.launch(&im2col)?;
+                    cols
+                };
+                gemms(
+                    eng,
+                    k.group,
+                    (false, false),
+                    (og, s, kd),
+                    0.0,
+                    w,
+                    b,
+                    outs,
+                    batch,
+                )?;
+            }
+            1 => {
+                if k.is_1x1() {
+                    gemms(
+                        eng,
+                        k.group,
+                        (true, false),
+                        (kd, s, og),
+                        0.0,
+                        w,
+                        outs,
+                        ims,
+                        batch,
+                    )?;
+                } else {
+                    gemms(
+                        eng,
+                        k.group,
+                        (true, false),
+                        (kd, s, og),
+                        0.0,
+                        w,
+                        outs,
+                        cols,
+                        batch,
+                    )?;
+                    eng.launch(&Kernel::Conv(ConvKernel::Col2im(k.im2col(first, batch))))?;
+                }
+            }
+            _ => {
+                let b = if k.is_1x1() {
+                    ims
+                } else {
+                    eng.launch(&im2col)?;
+                    cols
+                };
+                // Every image adds into the same weight diff (image stride 0).
+                let c = Operand { image: 0, ..w };
+                gemms(
+                    eng,
+                    k.group,
+                    (false, true),
+                    (og, kd, s),
+                    1.0,
+                    outs,
+                    b,
+                    c,
+                    batch,
+                )?;
+            }
+        }
+        first += batch;
+    }
+    if mode == 0
+        && let Some(bias) = k.bias
+    {
+        eng.launch(&Kernel::Conv(ConvKernel::AddChannelBias {
+            y: k.out.slice(0, k.batch * out_len),
+            bias: bias.slice(0, k.out_channels),
+            outer: k.batch,
+            channels: k.out_channels,
+            inner: s,
+        }))?;
+    }
+    Ok(())
 }
