@@ -314,32 +314,45 @@ fn sto_window(o: usize, stride: usize, kernel: usize, size: usize) -> (usize, us
     (start, (start + kernel).min(size))
 }
 
-/// Visits the window elements of output row `ph` kernel offset by kernel offset, in row-major
-/// window order: `visit(lo, hi, first)` means outputs `lo..hi` of the row each read one element,
-/// output `lo + t` the one at `first + t * stride_w`. Every output sees its window's elements in
-/// the order Caffe's loops read them, and the loop over outputs has no branches, so it vectorises
-/// for stride 1.
-fn sweep_window_row(g: &PoolGeom, ph: usize, mut visit: impl FnMut(usize, usize, usize)) {
-    let (hs, he) = max_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+/// For each kernel column kw, the outputs `lo..hi` of a row whose window holds column
+/// `pw * stride_w + kw - pad_w` inside the image, and that column for `pw = lo` (the same for
+/// every row, so computed once per plane instead of two divisions per row and column).
+fn column_spans(g: &PoolGeom) -> Vec<(usize, usize, usize)> {
     let (pw_n, s) = (g.pooled_w, g.stride_w);
-    let last = g.width - 1 + g.pad_w;
-    for h in hs..he {
-        let row = h * g.width;
-        for kw in 0..g.kernel_w {
-            // Outputs whose window holds column w = pw * s + kw - pad inside the image.
+    let last = (g.width + g.pad_w).saturating_sub(1);
+    (0..g.kernel_w)
+        .filter_map(|kw| {
             let lo = if g.pad_w > kw {
                 (g.pad_w - kw).div_ceil(s)
             } else {
                 0
             };
-            let hi = if last >= kw {
+            let hi = if g.width > 0 && last >= kw {
                 ((last - kw) / s + 1).min(pw_n)
             } else {
                 0
             };
-            if lo < hi {
-                visit(lo, hi, row + lo * s + kw - g.pad_w);
-            }
+            (lo < hi).then(|| (lo, hi, lo * s + kw - g.pad_w))
+        })
+        .collect()
+}
+
+/// Visits the window elements of output row `ph` kernel offset by kernel offset, in row-major
+/// window order: `visit(lo, hi, first)` means outputs `lo..hi` of the row each read one element,
+/// output `lo + t` the one at `first + t * stride_w`. Every output sees its window's elements in
+/// the order Caffe's loops read them, and the loop over outputs has no branches, so it vectorises
+/// for stride 1.
+fn sweep_window_row(
+    g: &PoolGeom,
+    spans: &[(usize, usize, usize)],
+    ph: usize,
+    mut visit: impl FnMut(usize, usize, usize),
+) {
+    let (hs, he) = max_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+    for h in hs..he {
+        let row = h * g.width;
+        for &(lo, hi, column) in spans {
+            visit(lo, hi, row + column);
         }
     }
 }
@@ -359,12 +372,13 @@ fn max_forward(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
     // Indices go through i32, which converts to f32 in vector registers (planes beyond 2^31
     // elements cannot be pooled anyway: the mask holds f32 indices).
     let narrow = x.len() <= i32::MAX as usize;
+    let spans = column_spans(g);
     for ph in 0..g.pooled_h {
         let best = &mut top[ph * pw_n..][..pw_n];
         let idx = &mut mask[ph * pw_n..][..pw_n];
         best.fill(-f32::MAX);
         idx.fill(-1.0);
-        sweep_window_row(g, ph, |lo, hi, first| {
+        sweep_window_row(g, &spans, ph, |lo, hi, first| {
             let (best, idx) = (&mut best[lo..hi], &mut idx[lo..hi]);
             let src = &x[first..first + (hi - lo - 1) * s + 1];
             if s == 1 && narrow {
@@ -396,10 +410,11 @@ fn max_forward(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
 /// and divides by the window's size clipped to the padded image.
 fn ave_forward(g: &PoolGeom, x: &[f32], top: &mut [f32]) {
     let (pw_n, s) = (g.pooled_w, g.stride_w);
+    let spans = column_spans(g);
     for ph in 0..g.pooled_h {
         let sums = &mut top[ph * pw_n..][..pw_n];
         sums.fill(0.0);
-        sweep_window_row(g, ph, |lo, hi, first| {
+        sweep_window_row(g, &spans, ph, |lo, hi, first| {
             let src = &x[first..first + (hi - lo - 1) * s + 1];
             if s == 1 {
                 for (acc, &v) in sums[lo..hi].iter_mut().zip(src) {
