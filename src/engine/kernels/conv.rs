@@ -419,8 +419,13 @@ pub fn run_composed(eng: &mut dyn Engine, kernel: &ConvKernel) -> Result<()> {
             image: in_len,
             group: kd * s,
         };
+        // A 1x1 convolution multiplies the images themselves: its scratch may be empty.
         let cols = Operand {
-            view: k.col.slice(0, batch * col_len),
+            view: if k.is_1x1() {
+                k.col
+            } else {
+                k.col.slice(0, batch * col_len)
+            },
             image: col_len,
             group: kd * s,
         };
@@ -429,13 +434,12 @@ pub fn run_composed(eng: &mut dyn Engine, kernel: &ConvKernel) -> Result<()> {
             image: out_len,
             group: og * s,
         };
-        let im2col = Kernel::Conv(ConvKernel::Im2col(k.im2col(first, batch)));
         match mode {
             0 => {
                 let b = if k.is_1x1() {
                     ims
                 } else {
-                    eng.launch(&im2col)?;
+                    eng.launch(&Kernel::Conv(ConvKernel::Im2col(k.im2col(first, batch))))?;
                     cols
                 };
                 gemms(
@@ -482,7 +486,7 @@ pub fn run_composed(eng: &mut dyn Engine, kernel: &ConvKernel) -> Result<()> {
                 let b = if k.is_1x1() {
                     ims
                 } else {
-                    eng.launch(&im2col)?;
+                    eng.launch(&Kernel::Conv(ConvKernel::Im2col(k.im2col(first, batch))))?;
                     cols
                 };
                 // Every image adds into the same weight diff (image stride 0).
