@@ -3,8 +3,9 @@
 
 usage: gen_gemm_sg.py KERNEL... > shaders/blas_subgroup.wgsl   with KERNEL = TM,CL,A,B[,KU]
 The engine uses `32,8,T,N 16,8,T,N 8,8,T,N 48,8,T,N,2 64,8,T,N,2` (operands packed in panels by
-blas.wgsl); the other layouts read operands in place and serve experiments with
-examples/gemm_lab.rs. On lavapipe they are slower than packing first (panels are read as
+blas.wgsl) and `32,8,T,I 16,8,T,I 8,8,T,I 48,8,T,I,2 64,8,T,I,2` (convolutions: B is the im2col
+of an image read in place, see B=I below); the other layouts read operands in place and serve
+experiments with examples/gemm_lab.rs. On lavapipe they are slower than packing first (panels are read as
 contiguous streams): 20-50% for the kernel alone at 1024^3. Even for few rows (96x3025x1200,
 convolution-like), B read in place at any alignment (T,M) lost to packing in the engine: the
 kernel slowed by ~50% while packing B costs ~1/3 of the packed kernel's time.
@@ -28,13 +29,24 @@ strides in texels):
   B=T  texel (c, k/4) = base + q * bps + c * ldb + k/4   4 k of one column (B^T row-major)
   B=M  element (k, c) = base + q * bps + k * ldb + c     B row-major at any alignment (base, bps and
                                                          ldb in elements; 3 texels per 8 columns)
+  B=I  implicit im2col (src/engine/gpu/conv_gemm.rs): row k = (channel c, kernel tap t), column =
+       output position (oh, ow); the element is source[image + c * cstride + tap base +
+       oh * wr + ow] when the input row oh * sh + uh and column ow * sw + uw are inside the
+       image, else 0. Texture binding 5 holds the tap table (base, uh, uw) per tap. A lane reads
+       its 8 columns as one run of 3 texels (BMODE 0: wr = OW, positions are consecutive in the
+       source) or two (BMODE 1: the run continues pi(29) further after a wrap to the next output
+       row); extra words: 16 source element of image 0, 17 image stride, 18 cstride, 19 wr,
+       20 OW, 21 H, 22 W, 23 sh, 24 sw, 25 taps (kprod), 26 first k, 27 1 / OW, 28 1 / kprod,
+       29 wr - OW. Costs about a fifth of the FMA work per k (masks and shifts), against a
+       packing pass that writes and copies all of B.
 k runs in steps of 4 then one at a time; rows and columns past the matrix read whatever is there
 (their results are never stored), k never goes past the matrix.
 
 params: 0 m, 1 n, 2 k, 3 ldc, 4 c shift, 5 c batch stride, 6 A base, 7 A batch stride,
         8 lda, 9 B base, 10 B batch stride, 11 ldb, 12 alpha, 13 beta, 14 aps, 15 bps
 Pipeline constants: BETA0 (beta is 0: C is not read), C4 (C is stored as vec4 through binding 4:
-ldc, n, the C shift and batch stride are multiples of 4).
+ldc, n, the C shift and batch stride are multiples of 4), HAS_BIAS (A layout T: C += column kn
+of the A panels, i.e. A's panels hold kn + 1 k and aps counts them), BMODE (B=I).
 """
 import sys
 
@@ -42,10 +54,12 @@ XYZW = "xyzw"
 
 
 def gen(tm, cl, al, bl, ku=4):
-    assert tm % 8 == 0 and cl % 4 == 0 and al in "TN" and bl in "NTM"
-    assert ku == 4 or (al == "T" and bl in "NM")
-    if bl == "M":
+    assert tm % 8 == 0 and cl % 4 == 0 and al in "TN" and bl in "NTMI"
+    assert ku == 4 or (al == "T" and bl in "NMI")
+    if bl in "MI":
         assert cl == 8
+    if bl == "I":
+        assert al == "T"
     tn = 8 * cl
     c4 = cl // 4
     name = f"gemm_{tm}x{tn}_{al.lower()}{bl.lower()}" + ("" if ku == 4 else f"_k{ku}")
@@ -66,6 +80,11 @@ def gen(tm, cl, al, bl, ku=4):
             w(f"    var acc{r}_{c} = vec4<f32>(0.0);")
     w("    let abase = pu(6u) + bb * pu(7u);")
     w("    let bbase = pu(9u) + bb * pu(10u);")
+    if bl == "I":
+        w(f"    let cols = sg_cols(q * {tn}u + {cl}u * l);")
+        w("    let ibase = i32(pu(16u) + bb * pu(17u)) + cols.off;")
+        w("    var cc = sg_div(pu(26u), pu(25u), pf(28u));")
+        w("    var tt = pu(26u) - cc * pu(25u);")
     # ---- fetch address setup
     if al == "T":
         # lane l, fetch f of a 4-k step: texel t = 8f + l -> u = t / (tm/4), g = t % (tm/4)
@@ -85,7 +104,7 @@ def gen(tm, cl, al, bl, ku=4):
     elif bl == "T":
         for j in range(cl):
             w(f"    var bi{j} = bbase + q * pu(15u) + ({cl}u * l + {j}u) * ldb;")
-    else:
+    elif bl == "M":
         w(f"    var be = bbase + q * pu(15u) + {cl}u * l;")
 
     def a_fetch(f, k1=False):
@@ -116,6 +135,16 @@ def gen(tm, cl, al, bl, ku=4):
                 for c in range(c4):
                     comps = ", ".join(f"bt{4 * c + i}" for i in range(4))
                     w(f"{ind}let b0_{c} = vec4<f32>({comps});")
+        elif bl == "I":
+            for u in u_list:
+                w(f"{ind}let tp{u} = textureLoad(sg_tt, tex_coord(tt), 0);")
+                w(f"{ind}let bi{u} = sg_im8(ibase + i32(cc * pu(18u)) + i32(tp{u}.x), tp{u}, cols);")
+                w(f"{ind}let b{u}_0 = bi{u}.lo;")
+                w(f"{ind}let b{u}_1 = bi{u}.hi;")
+                w(f"{ind}tt += 1u;")
+                w(f"{ind}let tw{u} = tt == pu(25u);")
+                w(f"{ind}tt = select(tt, 0u, tw{u});")
+                w(f"{ind}cc = select(cc, cc + 1u, tw{u});")
         else:  # M
             for u in u_list:
                 e = "be" if u == 0 else f"be + ldb * {u}u"
@@ -162,7 +191,7 @@ def gen(tm, cl, al, bl, ku=4):
     elif bl == "T":
         for j in range(cl):
             w(f"        bi{j} += 1u;")
-    else:
+    elif bl == "M":
         w(f"        be += {ku}u * ldb;")
     w("    }")
     # ---- tail: one k at a time
@@ -180,7 +209,7 @@ def gen(tm, cl, al, bl, ku=4):
         for c in range(c4):
             off = f" + {c}u" if c else ""
             w(f"        let b0_{c} = textureLoad(sg_tb, tex_coord(bbase + q * pu(15u) + kk * ldb + {c4}u * l{off}), 0);")
-    elif bl == "T":
+    elif bl in "TI":
         b_loads([0], "        ")
     else:
         w(f"        let e0 = bbase + q * pu(15u) + kk * ldb + {cl}u * l;")
@@ -204,6 +233,18 @@ def gen(tm, cl, al, bl, ku=4):
                 w(f"        acc{r}_{c} = fma(vec4<f32>(s{r}), b0_{c}, acc{r}_{c});")
         pass
     w("    }")
+    if al == "T":
+        # ---- bias: one more k (column kn of the A panels) times a row of ones
+        w("    if (HAS_BIAS) {")
+        for f in range(-(-(tm // 4) // 8)):
+            w(f"        let a_{f} = textureLoad(sg_ta, tex_coord(abase + p * pu(14u) + kn * lda + {8 * f}u + l), 0);")
+        for g in range(tm // 4):
+            w(f"        let s{g}_0 = subgroupBroadcast(a_{g // 8}, {g % 8}u);")
+            for comp in range(4):
+                r = 4 * g + comp
+                for c in range(c4):
+                    w(f"        acc{r}_{c} = acc{r}_{c} + vec4<f32>(s{g}_0.{XYZW[comp]});")
+        w("    }")
     # ---- epilogue
     w(f"    let row0 = p * {tm}u;")
     w(f"    let col0 = q * {tn}u + {cl}u * l;")
@@ -277,6 +318,101 @@ fn shift4(a: vec4<f32>, b: vec4<f32>, s: u32) -> vec4<f32> {
     let lo = select(a, vec4<f32>(a.y, a.z, a.w, b.x), s == 1u);
     let hi = select(vec4<f32>(a.z, a.w, b.x, b.y), vec4<f32>(a.w, b.x, b.y, b.z), s == 3u);
     return select(lo, hi, s >= 2u);
+}
+
+// ---- B layout I: op(B) = im2col of an image, read in place (see gen_gemm_sg.py).
+
+// The tap table (conv_gemm.wgsl's cg_taps): texel t = (base, uh, uw) of kernel tap t.
+@group(0) @binding(5) var sg_tt: texture_2d<f32>;
+
+// The bias step: column kn of the A panels times a row of ones, added before the store.
+override HAS_BIAS: bool = false;
+// Layout I: 0 linear (consecutive output positions are consecutive in the source), 1 two runs
+// (a lane's 8 columns wrap to the next output row at most once; the elements after the wrap
+// start pi(29) further).
+override BMODE: u32 = 0u;
+
+// n / d given r = 1 / d, exact below 2^24.
+fn sg_div(n: u32, d: u32, r: f32) -> u32 {
+    var q = u32(f32(n) * r);
+    q = select(q, q - 1u, q * d > n);
+    q = select(q, q + 1u, (q + 1u) * d <= n);
+    return q;
+}
+
+fn sg_div4(n: vec4<u32>, d: u32, r: f32) -> vec4<u32> {
+    let dv = vec4<u32>(d);
+    var q = vec4<u32>(vec4<f32>(n) * r);
+    q = select(q, q - vec4<u32>(1u), q * dv > n);
+    q = select(q, q + vec4<u32>(1u), (q + vec4<u32>(1u)) * dv <= n);
+    return q;
+}
+
+// A lane's 8 columns (output positions col0..col0+7): input row and column offsets oh * sh and
+// ow * sw (rows of columns past n far outside, so that they read 0), whether each lies past the
+// first one's output row, and the source offset of the first.
+struct SgCols {
+    ohs0: vec4<i32>,
+    ohs1: vec4<i32>,
+    ows0: vec4<i32>,
+    ows1: vec4<i32>,
+    wrap0: vec4<bool>,
+    wrap1: vec4<bool>,
+    off: i32,
+}
+
+fn sg_cols(col0: u32) -> SgCols {
+    let own = pu(20u);
+    let c0 = vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let c1 = c0 + vec4<u32>(4u);
+    let oh0 = sg_div4(c0, own, pf(27u));
+    let oh1 = sg_div4(c1, own, pf(27u));
+    let ow0 = c0 - oh0 * own;
+    let ow1 = c1 - oh1 * own;
+    let n = vec4<u32>(pu(1u));
+    let far = vec4<i32>(-1048576);
+    let sh = pu(23u);
+    let sw = pu(24u);
+    return SgCols(select(far, vec4<i32>(oh0 * sh), c0 < n), select(far, vec4<i32>(oh1 * sh), c1 < n),
+                  vec4<i32>(ow0 * sw), vec4<i32>(ow1 * sw), oh0 != vec4<u32>(oh0.x),
+                  oh1 != vec4<u32>(oh0.x), i32(oh0.x * pu(19u) + ow0.x));
+}
+
+fn sg_texel(t: i32) -> vec4<f32> {
+    return textureLoad(sg_tb, tex_coord(u32(max(t, 0))), 0);
+}
+
+struct SgB8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+// B at one k (tap tp, source element e of the lane's first column) for the lane's 8 columns.
+fn sg_im8(e: i32, tp: vec4<f32>, c: SgCols) -> SgB8 {
+    let t = e >> 2u;
+    let s = u32(e) & 3u;
+    let f0 = sg_texel(t);
+    let f1 = sg_texel(t + 1);
+    let f2 = sg_texel(t + 2);
+    var lo = shift4(f0, f1, s);
+    var hi = shift4(f1, f2, s);
+    if (BMODE == 1u) {
+        let e2 = e + pi(29u);
+        let t2 = e2 >> 2u;
+        let s2 = u32(e2) & 3u;
+        let g0 = sg_texel(t2);
+        let g1 = sg_texel(t2 + 1);
+        let g2 = sg_texel(t2 + 2);
+        lo = select(lo, shift4(g0, g1, s2), c.wrap0);
+        hi = select(hi, shift4(g1, g2, s2), c.wrap1);
+    }
+    let uh = vec4<i32>(i32(tp.y));
+    let uw = vec4<i32>(i32(tp.z));
+    let hn = vec4<u32>(pu(21u));
+    let wn = vec4<u32>(pu(22u));
+    let m0 = (vec4<u32>(c.ohs0 + uh) < hn) & (vec4<u32>(c.ows0 + uw) < wn);
+    let m1 = (vec4<u32>(c.ohs1 + uh) < hn) & (vec4<u32>(c.ows1 + uw) < wn);
+    return SgB8(select(vec4<f32>(0.0), lo, m0), select(vec4<f32>(0.0), hi, m1));
 }
 """
 

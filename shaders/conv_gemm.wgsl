@@ -238,91 +238,140 @@ fn cg_pack_cols(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
-// B of the weight gradient: op(B) = the transposed im2col columns, rows k = (image, position)
-// with positions padded to S' (a multiple of 4; rows past S are 0) over the block
-// [k0, k0 + klen) (k counted from the first image of the source window, k0 and S' multiples of
-// 4), columns x = (c, kh, kw) < kd.
-// words: 0 kd, 1 k0, 2 klen, 4 S', 5.. image geometry.
-// Grid: x = ceil(klen / 16), y = panel, z = 1. Invocation: texel column j % 16 of the panel (4 x)
-// at rows 4 (j / 16) .. + 3, read as runs of 4 positions and transposed; the 8 lanes of a SIMD
-// group share the positions.
+// B of the weight gradient: op(B) = the transposed im2col columns, rows k = positions of the
+// images, columns x = (c, kh, kw) < kd, over the block [k0, k0 + klen) (k counted from the
+// first image of the source window; k0 a multiple of 8). The k space has 8-aligned runs:
+//   CG_MODE 0 (linear, wr == OW): k = image * S' + position, S' = S rounded up to 8;
+//   CG_MODE 1: k = (image * OH + oh) * OW' + ow, OW' = OW rounded up to 8;
+// rows of positions past S or OW are 0.
+// words: 0 kd, 1 k0, 2 klen, 3 OW', 4 k per image (S' or OH * OW'), 5.. image geometry,
+//        30 1 / (k per image), 31 1 / OW' (f32)
+// Grid: x = ceil(klen / 32), y = panel, z = 1. Invocation: texel column j % 16 of the panel (4 x)
+// at rows 8 (j / 16) .. + 7, read as runs of 8 positions (3 texels) and transposed; the 8 lanes
+// of a SIMD group share the positions.
 @compute @workgroup_size(64)
 fn cg_pack_colt(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let j = wid.x * 64u + lid;
     let tc = j & 15u;
-    let kq = (j >> 4u) * 4u;
+    let kq = (j >> 4u) * 8u;
     let klen = pu(2u);
     if (kq >= klen) { return; }
-    let sp = pu(4u);
+    let per = pu(4u);
     let own = pu(10u);
     let k = pu(1u) + kq;
-    let b = cg_div(k, sp, pf(27u));
-    let pos = k - b * sp;
-    let oh = cg_div(pos, own, pf(24u));
-    let ow = pos - oh * own;
+    let b = cg_div(k, per, pf(30u));
+    let r = k - b * per;
     let img = i32(pu(5u) + b * pu(6u));
-    let live = (vec4<u32>(pos) + CG_IOTA < vec4<u32>(pu(26u))) &
-               (vec4<u32>(kq) + CG_IOTA < vec4<u32>(klen));
+    let kl0 = vec4<u32>(kq) + CG_IOTA;
+    let kl1 = kl0 + vec4<u32>(4u);
+    var oh0: vec4<u32>;
+    var oh1: vec4<u32>;
+    var ow0: vec4<u32>;
+    var ow1: vec4<u32>;
+    var live0: vec4<bool>;
+    var live1: vec4<bool>;
+    var off: u32;
+    if (CG_MODE == 0u) {
+        // Positions r..r+7 (consecutive in the source whatever the rows).
+        let p0 = vec4<u32>(r) + CG_IOTA;
+        let p1 = p0 + vec4<u32>(4u);
+        oh0 = vec4<u32>(vec4<f32>(p0) * pf(24u));
+        oh0 = select(oh0, oh0 - vec4<u32>(1u), oh0 * own > p0);
+        oh0 = select(oh0, oh0 + vec4<u32>(1u), (oh0 + vec4<u32>(1u)) * own <= p0);
+        oh1 = vec4<u32>(vec4<f32>(p1) * pf(24u));
+        oh1 = select(oh1, oh1 - vec4<u32>(1u), oh1 * own > p1);
+        oh1 = select(oh1, oh1 + vec4<u32>(1u), (oh1 + vec4<u32>(1u)) * own <= p1);
+        ow0 = p0 - oh0 * own;
+        ow1 = p1 - oh1 * own;
+        let sn = vec4<u32>(pu(26u));
+        live0 = p0 < sn;
+        live1 = p1 < sn;
+        off = r;
+    } else {
+        // One output row: (oh, ow..ow+7).
+        let owp = pu(3u);
+        let oh = cg_div(r, owp, pf(31u));
+        let ow = r - oh * owp;
+        oh0 = vec4<u32>(oh);
+        oh1 = oh0;
+        ow0 = vec4<u32>(ow) + CG_IOTA;
+        ow1 = ow0 + vec4<u32>(4u);
+        live0 = ow0 < vec4<u32>(own);
+        live1 = ow1 < vec4<u32>(own);
+        off = oh * pu(9u) + ow;
+    }
+    live0 = live0 & (kl0 < vec4<u32>(klen));
+    live1 = live1 & (kl1 < vec4<u32>(klen));
+    let ohs0 = vec4<i32>(oh0 * pu(13u));
+    let ohs1 = vec4<i32>(oh1 * pu(13u));
+    let ows0 = vec4<i32>(ow0 * pu(14u));
+    let ows1 = vec4<i32>(ow1 * pu(14u));
+    let hn = vec4<u32>(pu(11u));
+    let wn = vec4<u32>(pu(12u));
     let kprod = pu(20u);
     let x0 = wid.y * 64u + tc * 4u;
     var cc = cg_div(x0, kprod, pf(22u));
     var tt = x0 - cc * kprod;
     let kd = pu(0u);
-    let p = cg_pos4(oh, ow);
-    let wrapped = p.oh != vec4<u32>(oh);
-    var o: array<vec4<f32>, 4>;
+    var lo: array<vec4<f32>, 4>;
+    var hi: array<vec4<f32>, 4>;
     for (var i = 0u; i < 4u; i++) {
         let tap = cg_tap(cc, tt);
-        var v = vec4<f32>(0.0);
-        if (CG_MODE == 2u) {
-            var ph = oh;
-            var pw = ow;
-            for (var e = 0u; e < 4u; e++) {
-                v[e] = select(0.0, cg_at(img, tap, ph, pw), live[e]);
-                pw += 1u;
-                let wrap = pw == own;
-                pw = select(pw, 0u, wrap);
-                ph = select(ph, ph + 1u, wrap);
-            }
-        } else {
-            let e1 = img + tap.base + i32(oh * pu(9u) + ow);
-            v = cg_run(e1);
-            if (CG_MODE == 1u) {
-                v = select(v, cg_run(e1 + i32(pu(9u)) - i32(own)), wrapped);
-            }
-            v = select(vec4<f32>(0.0), v, cg_in4(tap, p) & live);
-        }
-        o[i] = select(vec4<f32>(0.0), v, x0 + i < kd);
+        let e = img + tap.base + i32(off);
+        let t = e >> 2u;
+        let s = u32(e) & 3u;
+        let f0 = cg_texel(t);
+        let f1 = cg_texel(t + 1);
+        let f2 = cg_texel(t + 2);
+        let uh = vec4<i32>(tap.uh);
+        let uw = vec4<i32>(tap.uw);
+        let xok = vec4<bool>(x0 + i < kd);
+        let m0 = (vec4<u32>(ohs0 + uh) < hn) & (vec4<u32>(ows0 + uw) < wn) & live0 & xok;
+        let m1 = (vec4<u32>(ohs1 + uh) < hn) & (vec4<u32>(ows1 + uw) < wn) & live1 & xok;
+        lo[i] = select(vec4<f32>(0.0), cg_shift4(f0, f1, s), m0);
+        hi[i] = select(vec4<f32>(0.0), cg_shift4(f1, f2, s), m1);
         tt += 1u;
         let wrap = tt == kprod;
         tt = select(tt, 0u, wrap);
         cc = select(cc, cc + 1u, wrap);
     }
     let dst = (wid.y * klen + kq) * 16u + tc;
-    cg_dst[dst] = vec4<f32>(o[0].x, o[1].x, o[2].x, o[3].x);
-    if (kq + 1u < klen) { cg_dst[dst + 16u] = vec4<f32>(o[0].y, o[1].y, o[2].y, o[3].y); }
-    if (kq + 2u < klen) { cg_dst[dst + 32u] = vec4<f32>(o[0].z, o[1].z, o[2].z, o[3].z); }
-    if (kq + 3u < klen) { cg_dst[dst + 48u] = vec4<f32>(o[0].w, o[1].w, o[2].w, o[3].w); }
+    cg_dst[dst] = vec4<f32>(lo[0].x, lo[1].x, lo[2].x, lo[3].x);
+    if (kq + 1u < klen) { cg_dst[dst + 16u] = vec4<f32>(lo[0].y, lo[1].y, lo[2].y, lo[3].y); }
+    if (kq + 2u < klen) { cg_dst[dst + 32u] = vec4<f32>(lo[0].z, lo[1].z, lo[2].z, lo[3].z); }
+    if (kq + 3u < klen) { cg_dst[dst + 48u] = vec4<f32>(lo[0].w, lo[1].w, lo[2].w, lo[3].w); }
+    if (kq + 4u < klen) { cg_dst[dst + 64u] = vec4<f32>(hi[0].x, hi[1].x, hi[2].x, hi[3].x); }
+    if (kq + 5u < klen) { cg_dst[dst + 80u] = vec4<f32>(hi[0].y, hi[1].y, hi[2].y, hi[3].y); }
+    if (kq + 6u < klen) { cg_dst[dst + 96u] = vec4<f32>(hi[0].z, hi[1].z, hi[2].z, hi[3].z); }
+    if (kq + 7u < klen) { cg_dst[dst + 112u] = vec4<f32>(hi[0].w, hi[1].w, hi[2].w, hi[3].w); }
 }
 
 // A operands (weights, flipped transposed weights, output gradients): element (x, k) with
-// k = k1 * D + k2 sits at src + x * sx + k1 * s1 + (flip ? D - 1 - k2 : k2); it is 0 unless
-// x < m, k < kreal and k2 < dvalid. Entry z (a group) reads from src + z * src stride.
+// k = k1 * D + k2, k1 = k0' * D1 + k1' sits at
+// src + x * sx + k0' * s0 + k1' * s1 + (flip ? D - 1 - k2 : k2); it is 0 unless x < m, k < kreal
+// and k2 < dvalid. Entry z (a group) reads from src + z * src stride.
 // Runs (CG_KC_ELEM false) read 4 k at a time and need no flip and no group of 4 k (from k0, a
 // multiple of 4 unless D exceeds every k) across a multiple of D.
 // words: 0 m, 1 k0, 2 klen, 3 kreal, 4 src, 5 sx, 6 D, 7 s1, 8 flip, 9 w4 (texels per k),
 //        10 dvalid, 11 src entry stride, 12 dst entry stride (texels), 13 1 / w4 (f32),
-//        14 1 / D (f32)
+//        14 1 / D (f32), 15 D1, 16 s0, 17 1 / D1 (f32)
 // Grid: x = ceil(ceil(klen / 4) * w4 / 64), y = panel, z = entry. Invocation: texel j % w4 at
 // rows 4 (j / w4) .. + 3 (runs of 4 k, transposed).
+// src + k0' * s0 + k1' * s1 for k1 = k0' * D1 + k1'.
+fn cg_a_outer(k1: u32) -> u32 {
+    let d1 = pu(15u);
+    let q = cg_div(k1, d1, pf(17u));
+    return q * pu(16u) + (k1 - q * d1) * pu(7u);
+}
+
 fn cg_a_elem(src: u32, x: u32, k: u32) -> f32 {
     let d = pu(6u);
     let k1 = cg_div(k, d, pf(14u));
     let k2 = k - k1 * d;
     let kk = select(k2, d - 1u - k2, pu(8u) != 0u);
     let ok = x < pu(0u) && k < pu(3u) && k2 < pu(10u);
-    return select(0.0, cg_elem(i32(src + x * pu(5u) + k1 * pu(7u) + kk)), ok);
+    return select(0.0, cg_elem(i32(src + x * pu(5u) + cg_a_outer(k1) + kk)), ok);
 }
 
 @compute @workgroup_size(64)
@@ -352,7 +401,7 @@ fn cg_pack_kc(@builtin(workgroup_id) wid: vec3<u32>,
         let live = (vec4<u32>(k) + CG_IOTA < vec4<u32>(pu(3u))) &
                    (vec4<u32>(k2) + CG_IOTA < vec4<u32>(pu(10u))) &
                    (vec4<u32>(kq) + CG_IOTA < vec4<u32>(klen));
-        let e = src + x0 * pu(5u) + k1 * pu(7u) + k2;
+        let e = src + x0 * pu(5u) + cg_a_outer(k1) + k2;
         for (var i = 0u; i < 4u; i++) {
             let v = cg_run(i32(e + i * pu(5u)));
             r[i] = select(vec4<f32>(0.0), v, live & vec4<bool>(x0 + i < pu(0u)));

@@ -294,6 +294,9 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
                         &Micro {
                             tile: (tm, tn, shader, entry),
                             ta: &ta,
+                            a_k: klen,
+                            bias: false,
+                            implicit: None,
                             a_base: 0,
                             a_stride: if g.stride_a == 0 { 0 } else { ap_stride },
                             tb: &tb,
@@ -328,6 +331,11 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
 pub(crate) struct Micro<'a> {
     pub tile: (usize, usize, &'static str, &'static str),
     pub ta: &'a wgpu::TextureView,
+    /// k rows of each A panel: `k`, or `k + 1` with `bias` (C += column k of A).
+    pub a_k: usize,
+    pub bias: bool,
+    /// B layout I (implicit im2col, see gen_gemm_sg.py): then `tb` is the source images.
+    pub implicit: Option<Implicit<'a>>,
     pub a_base: usize,
     pub a_stride: usize,
     pub tb: &'a wgpu::TextureView,
@@ -342,6 +350,13 @@ pub(crate) struct Micro<'a> {
     pub alpha: f32,
     pub beta: f32,
     pub batch: usize,
+}
+
+/// The extra operands of B layout I: the tap table, the two-run mode, params words 16..29.
+pub(crate) struct Implicit<'a> {
+    pub taps: &'a wgpu::TextureView,
+    pub two_runs: bool,
+    pub words: Params,
 }
 
 /// Records one [`Micro`] dispatch (C rows of whole texels are stored as vec4).
@@ -367,7 +382,7 @@ pub(crate) fn run_micro(e: &mut GpuEngine, u: &Micro) -> Result<()> {
         .u(tn / 4)
         .f(u.alpha)
         .f(u.beta)
-        .u(u.k * tm / 4)
+        .u(u.a_k * tm / 4)
         .u(u.k * tn / 4);
     let groups = [
         u.n.div_ceil(tn) as u32,
@@ -375,12 +390,42 @@ pub(crate) fn run_micro(e: &mut GpuEngine, u: &Micro) -> Result<()> {
         u.batch as u32,
     ];
     let cb4 = e.texel_binding(u.c);
-    let res = [Res::T(u.ta), Res::T(u.tb), Res::B(u.c), Res::B(&cb4)];
-    let constants = [
-        ("BETA0", if u.beta == 0.0 { 1.0 } else { 0.0 }),
-        ("C4", if c4 { 1.0 } else { 0.0 }),
-    ];
-    e.dispatch_spec(shader, entry, &constants, &p, &res, groups)
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let mut constants = vec![("BETA0", flag(u.beta == 0.0)), ("C4", flag(c4))];
+    if u.bias {
+        constants.push(("HAS_BIAS", 1.0));
+    }
+    match &u.implicit {
+        None => {
+            let res = [Res::T(u.ta), Res::T(u.tb), Res::B(u.c), Res::B(&cb4)];
+            e.dispatch_spec(shader, entry, &constants, &p, &res, groups)
+        }
+        Some(im) => {
+            let mut p = p;
+            p.0.extend_from_slice(&im.words.0);
+            constants.push(("BMODE", flag(im.two_runs)));
+            let entry = implicit_entry(entry);
+            let res = [
+                Res::T(u.ta),
+                Res::T(u.tb),
+                Res::B(u.c),
+                Res::B(&cb4),
+                Res::T(im.taps),
+            ];
+            e.dispatch_spec(shader, entry, &constants, &p, &res, groups)
+        }
+    }
+}
+
+/// The B layout I twin of a packed-operand subgroup micro-kernel.
+fn implicit_entry(entry: &'static str) -> &'static str {
+    match entry {
+        "gemm_8x64_tn" => "gemm_8x64_ti",
+        "gemm_16x64_tn" => "gemm_16x64_ti",
+        "gemm_32x64_tn" => "gemm_32x64_ti",
+        "gemm_48x64_tn_k2" => "gemm_48x64_ti_k2",
+        _ => "gemm_64x64_ti_k2",
+    }
 }
 
 /// The micro-kernel for a product with `m` rows: (TM, TN, shader, entry point).

@@ -27,6 +27,8 @@ const MAX_K: usize = 1 << 16;
 const EXACT: usize = 1 << 24;
 /// Columns of a B panel (TN of every micro-kernel).
 const TN: usize = 64;
+/// [`AOperand::d1`] of a one-level k decomposition.
+const ONE_LEVEL: usize = EXACT - 1;
 
 pub fn launch(e: &mut GpuEngine, kernel: &ConvKernel) -> Result<()> {
     let k = match kernel {
@@ -312,14 +314,17 @@ fn taps(e: &mut GpuEngine, g: &Geo, lay: &Layout) -> Result<wgpu::TextureView> {
     Ok(view)
 }
 
-/// An A operand for cg_pack_kc: element (x, k), k = k1 * d + k2, of entry z at
-/// src + z * entry + x * sx + k1 * s1 + (flip ? d - 1 - k2 : k2) for k < kreal; column kreal is
-/// the bias when there is one.
+/// An A operand for cg_pack_kc: element (x, k), k = k1 * d + k2, k1 = k0' * d1 + k1', of entry z
+/// at src + z * entry + x * sx + k0' * s0 + k1' * s1 + (flip ? d - 1 - k2 : k2) for k < kreal
+/// and k2 < dvalid; column kreal is the bias when there is one.
 struct AOperand {
     m: usize,
     sx: usize,
     d: usize,
     s1: usize,
+    /// k1 = k0' * d1 + k1' reads k0' * s0 + k1' * s1 (d1 past every k1: one level).
+    d1: usize,
+    s0: usize,
     flip: bool,
     kreal: usize,
     /// Elements with k2 >= dvalid are 0.
@@ -360,7 +365,10 @@ fn pack_a(
         .u(a.entry)
         .u(entry)
         .f(1.0 / w4 as f32)
-        .f(1.0 / a.d as f32);
+        .f(1.0 / a.d as f32)
+        .u(a.d1)
+        .u(a.s0)
+        .f(1.0 / a.d1 as f32);
     let groups = [
         (klen.div_ceil(4) * w4).div_ceil(64) as u32,
         pm as u32,
@@ -427,6 +435,11 @@ struct Implicit {
 }
 
 /// Runs an [`Implicit`] product; Ok(false) when it does not fit the packers' limits.
+///
+/// With subgroups the micro-kernel reads B from the images itself (B layout I of
+/// gen_gemm_sg.py) when a lane's 8 columns are one run of the source or wrap at most once, and
+/// adds the bias as one more k of A; otherwise cg_pack_cols packs B into panels first (and the
+/// bias is a row of ones there).
 fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
     let g = &p.g;
     let s = g.positions();
@@ -434,8 +447,17 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
     if !g.fits(p.group_channels, &lay) {
         return Ok(false);
     }
+    // The fused kernels spend about as much per k on B as a 96-row block of FMAs: packing
+    // B once wins for more rows (measured on lavapipe: 48 rows 1.8x faster fused, 96-128 even,
+    // 256-384 1.2x slower).
+    let fused = e.uses_subgroups()
+        && (lay.wr == g.ow || g.ow >= 8)
+        && p.a.m <= 128
+        && !std::env::var("CAFFE_RS_CONV_PACKED").is_ok_and(|v| v != "0");
     let kd = p.group_channels * g.kprod();
-    let kt = kd + p.bias.is_some() as usize;
+    // Packed B: the bias is row kd of B (ones) and column kd of A, within the k range. Fused:
+    // the kernels' bias step reads column kd of A after the k loop.
+    let kt = kd + (p.bias.is_some() && !fused) as usize;
     let m = p.a.m;
     let max = e.max_bind();
     let aligned = s.is_multiple_of(4)
@@ -445,17 +467,18 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
     let tile = blas::tile(e.uses_subgroups(), m, aligned);
     let tm = tile.0;
     let (pn, pm) = (s.div_ceil(TN), m.div_ceil(tm));
-    // k blocks: the loop limit, one image's B panels and all groups' A panels in one binding.
-    let kc = kt
-        .min(MAX_K)
-        .min(max / (pn * TN))
-        .min(max / (p.groups * pm * tm));
+    // k blocks: the loop limit, one image's B panels (packed) and all groups' A panels (with the
+    // bias column) in one binding.
+    let mut kc = kt.min(MAX_K).min((max / (p.groups * pm * tm)).saturating_sub(1));
+    if !fused {
+        kc = kc.min(max / (pn * TN));
+    }
     // One image's C and source must fit a binding, the panels a dispatch.
     let c_one = (p.groups - 1) * p.c_group + m * s;
     if kc == 0 || c_one > max || lay.image > max || pn > 65535 || pm > 65535 {
         return Ok(false);
     }
-    let per_image = pn * TN * kc;
+    let per_image = if fused { 1 } else { pn * TN * kc };
     let nb = (max / per_image)
         .min(max / lay.image)
         .min((max - c_one) / p.c_len.max(1) + 1)
@@ -474,16 +497,19 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
     let tap_tex = taps(e, g, &lay)?;
     for k0 in (0..kt).step_by(kc) {
         let klen = kc.min(kt - k0);
+        // Fused: the last block's A panels end with the bias column.
+        let bias_step = fused && p.bias.is_some() && k0 + klen == kd;
+        let a_k = klen + bias_step as usize;
         let ta = pack_a(
             e,
             &p.a,
             (&wtex, wshift as usize),
             bias_tex.as_ref().map(|(t, s)| (t, *s)),
-            (k0, klen),
+            (k0, a_k),
             tm,
             p.groups,
         )?;
-        let a_entry = pm * klen * tm / 4;
+        let a_entry = pm * a_k * tm / 4;
         let b_entry = pn * klen * TN / 4;
         for b0 in (0..p.batch).step_by(nb) {
             let nbi = nb.min(p.batch - b0);
@@ -498,6 +524,57 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
                 &lay,
             )?;
             for grp in 0..p.groups {
+                let gbase = base + grp * p.group_channels * lay.cstride;
+                let cb = e.bind_buffer(
+                    &cbuf,
+                    p.c.offset + b0 * p.c_len + grp * p.c_group,
+                    (nbi - 1) * p.c_len + m * s,
+                )?;
+                let micro = |tb, b_stride, implicit| Micro {
+                    tile,
+                    ta: &ta,
+                    a_k,
+                    bias: bias_step,
+                    implicit,
+                    a_base: grp * a_entry,
+                    a_stride: 0,
+                    tb,
+                    b_base: 0,
+                    b_stride,
+                    c: &cb,
+                    ldc: s,
+                    c_stride: p.c_len,
+                    m,
+                    n: s,
+                    k: klen,
+                    alpha: 1.0,
+                    beta: if k0 == 0 { 0.0 } else { 1.0 },
+                    batch: nbi,
+                };
+                if fused {
+                    let words = Params::new()
+                        .u(gbase)
+                        .u(lay.image)
+                        .u(lay.cstride)
+                        .u(lay.wr)
+                        .u(g.ow)
+                        .u(g.h)
+                        .u(g.w)
+                        .u(g.sh)
+                        .u(g.sw)
+                        .u(g.kprod())
+                        .u(k0)
+                        .f(1.0 / g.ow as f32)
+                        .f(1.0 / g.kprod() as f32)
+                        .u((lay.wr as i64 - g.ow as i64) as i32 as u32 as usize);
+                    let im = blas::Implicit {
+                        taps: &tap_tex,
+                        two_runs: lay.wr != g.ow,
+                        words,
+                    };
+                    blas::run_micro(e, &micro(&src, 0, Some(im)))?;
+                    continue;
+                }
                 let bp = e.scratch("cg_bp", nbi * b_entry * 4)?;
                 let words = Params::new()
                     .u(s)
@@ -505,12 +582,7 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
                     .u(klen)
                     .u(kd)
                     .u(if p.bias.is_some() { kd } else { 0xffff_ffff });
-                let words = g.words(
-                    words,
-                    &lay,
-                    base + grp * p.group_channels * lay.cstride,
-                    b_entry,
-                );
+                let words = g.words(words, &lay, gbase, b_entry);
                 e.dispatch_spec(
                     "conv_gemm",
                     "cg_pack_cols",
@@ -522,32 +594,7 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
                 let tb = e.scratch_tex("cg_tb", nbi * b_entry * 4)?;
                 e.copy_to_tex(&bp.buf, 0, nbi * b_entry * 4, &tb);
                 let tb = tb.create_view(&Default::default());
-                let cb = e.bind_buffer(
-                    &cbuf,
-                    p.c.offset + b0 * p.c_len + grp * p.c_group,
-                    (nbi - 1) * p.c_len + m * s,
-                )?;
-                blas::run_micro(
-                    e,
-                    &Micro {
-                        tile,
-                        ta: &ta,
-                        a_base: grp * a_entry,
-                        a_stride: 0,
-                        tb: &tb,
-                        b_base: 0,
-                        b_stride: b_entry,
-                        c: &cb,
-                        ldc: s,
-                        c_stride: p.c_len,
-                        m,
-                        n: s,
-                        k: klen,
-                        alpha: 1.0,
-                        beta: if k0 == 0 { 0.0 } else { 1.0 },
-                        batch: nbi,
-                    },
-                )?;
+                blas::run_micro(e, &micro(&tb, b_entry, None))?;
             }
         }
     }
@@ -573,6 +620,8 @@ fn forward(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                 // k1 = 0 for every k: runs along whole rows of W.
                 d: kd + 4,
                 s1: 0,
+                d1: ONE_LEVEL,
+                s0: 0,
                 flip: false,
                 kreal: kd,
                 dvalid: kd + 4,
@@ -609,6 +658,8 @@ fn data_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                 sx: kp,
                 d: kp,
                 s1: cg * kp,
+                d1: ONE_LEVEL,
+                s0: 0,
                 flip: true,
                 kreal: og * kp,
                 dvalid: kp,
@@ -628,13 +679,21 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
     let (cg, og) = (k.channels / k.group, k.out_channels / k.group);
     let kd = cg * g.kprod();
     let s = g.positions();
-    // k = (image, position) with positions padded to a multiple of 4 (the padding rows are 0 in
-    // both operands), so that no run of 4 k crosses an image.
-    let sp = s.next_multiple_of(4);
     let lay = g.layout(k.channels);
     if !g.fits(cg, &lay) {
         return Ok(false);
     }
+    // The k space, in runs of 8 that cg_pack_colt reads in one go (padding rows are 0 in both
+    // operands): image * S' + position with S' = S rounded up to 8 where consecutive positions
+    // are consecutive in the source (linear), else (image * OH + oh) * OW' + ow with OW' = OW
+    // rounded up to 8.
+    let linear = lay.wr == g.ow;
+    let owp = g.ow.next_multiple_of(8);
+    let per = if linear {
+        s.next_multiple_of(8)
+    } else {
+        g.oh * owp
+    };
     let max = e.max_bind();
     let aligned = kd.is_multiple_of(4) && k.weight.offset.is_multiple_of(4);
     let tile = blas::tile(e.uses_subgroups(), og, aligned);
@@ -642,30 +701,62 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
     let (pn, pm) = (kd.div_ceil(TN), og.div_ceil(tm));
     let out_len = k.out_len();
     // k blocks: the loop limit and both operands' panels within one binding.
-    let kc = MAX_K.min(max / (pm * tm)).min(max / (pn * TN)) / 4 * 4;
-    if kc == 0 || lay.image > max || out_len > max || pn > 65535 || pm > 65535 {
+    let kc = MAX_K.min(max / (pm * tm)).min(max / (pn * TN)) / 8 * 8;
+    if kc == 0 || per >= EXACT || lay.image > max || out_len > max || pn > 65535 || pm > 65535 {
         return Ok(false);
     }
-    // Blocks of whole images when an image fits one, else blocks of one image's positions.
+    // Blocks of whole images when an image fits one, else blocks of one image's k.
     let mut blocks = Vec::new();
-    if sp <= kc {
-        let per = (kc / sp)
+    if per <= kc {
+        let nb = (kc / per)
             .min(max / lay.image)
             .min(max / out_len)
-            .min((EXACT - 1) / sp)
+            .min((EXACT - 1) / per)
             .max(1);
-        for b0 in (0..k.batch).step_by(per) {
-            let nb = per.min(k.batch - b0);
-            blocks.push((b0, nb, 0, nb * sp));
+        for b0 in (0..k.batch).step_by(nb) {
+            let nb = nb.min(k.batch - b0);
+            blocks.push((b0, nb, 0, nb * per));
         }
     } else {
         for b in 0..k.batch {
-            for p0 in (0..sp).step_by(kc) {
-                blocks.push((b, 1, p0, kc.min(sp - p0)));
+            for p0 in (0..per).step_by(kc) {
+                blocks.push((b, 1, p0, kc.min(per - p0)));
             }
         }
     }
-    let constants = g.constants(&lay, 4);
+    let constants = [
+        ("CG_MODE", if linear { 0.0 } else { 1.0 }),
+        ("CG_STRIDED", if g.sh > 1 || g.sw > 1 { 1.0 } else { 0.0 }),
+    ];
+    let dy = if linear {
+        AOperand {
+            m: og,
+            sx: s,
+            d: per,
+            s1: out_len,
+            d1: ONE_LEVEL,
+            s0: 0,
+            flip: false,
+            kreal: 0xffff_ffff,
+            dvalid: s,
+            entry: 0,
+            elem: false,
+        }
+    } else {
+        AOperand {
+            m: og,
+            sx: s,
+            d: owp,
+            s1: g.ow,
+            d1: g.oh,
+            s0: out_len,
+            flip: false,
+            kreal: 0xffff_ffff,
+            dvalid: g.ow,
+            entry: 0,
+            elem: false,
+        }
+    };
     let tap_tex = taps(e, g, &lay)?;
     let cbuf = e.buffer(k.weight.id);
     let ybuf = e.buffer(k.out.id);
@@ -674,38 +765,31 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
         let ywin = k.out.slice(b0 * out_len, nb * out_len);
         let (ytex, yshift) = e.buffer_tex("cg_dy", &ybuf, ywin.offset, ywin.len)?;
         for grp in 0..k.group {
-            // A = dY_g: rows oc, k = (image, position).
+            // A = dY_g: rows oc, k = positions.
             let ta = pack_a(
                 e,
-                &AOperand {
-                    m: og,
-                    sx: s,
-                    d: sp,
-                    s1: out_len,
-                    flip: false,
-                    kreal: 0xffff_ffff,
-                    dvalid: s,
-                    entry: 0,
-                    elem: false,
-                },
+                &dy,
                 (&ytex, yshift as usize + grp * og * s),
                 None,
                 (p0, klen),
                 tm,
                 1,
             )?;
-            // B = im2col(im)_g^T: rows k = (image, position), columns (c, kh, kw).
+            // B = im2col(im)_g^T: rows k = positions, columns (c, kh, kw).
             let b_len = pn * klen * TN;
             let bp = e.scratch("cg_bp", b_len)?;
-            let words = Params::new().u(kd).u(p0).u(klen).u(0).u(sp);
-            let words = g.words(words, &lay, base + grp * cg * lay.cstride, 0);
+            let words = Params::new().u(kd).u(p0).u(klen).u(owp).u(per);
+            let words = g
+                .words(words, &lay, base + grp * cg * lay.cstride, 0)
+                .f(1.0 / per as f32)
+                .f(1.0 / owp as f32);
             e.dispatch_spec(
                 "conv_gemm",
                 "cg_pack_colt",
                 &constants,
                 &words,
                 &[Res::T(&src), Res::T(&tap_tex), Res::B(&bp)],
-                [klen.div_ceil(16) as u32, pn as u32, 1],
+                [klen.div_ceil(32) as u32, pn as u32, 1],
             )?;
             let tb = e.scratch_tex("cg_tb", b_len)?;
             e.copy_to_tex(&bp.buf, 0, b_len, &tb);
@@ -716,6 +800,9 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                 &Micro {
                     tile,
                     ta: &ta,
+                    a_k: klen,
+                    bias: false,
+                    implicit: None,
                     a_base: 0,
                     a_stride: 0,
                     tb: &tb,
