@@ -29,16 +29,15 @@ strides in texels):
   B=T  texel (c, k/4) = base + q * bps + c * ldb + k/4   4 k of one column (B^T row-major)
   B=M  element (k, c) = base + q * bps + k * ldb + c     B row-major at any alignment (base, bps and
                                                          ldb in elements; 3 texels per 8 columns)
-  B=I  implicit im2col (src/engine/gpu/conv_gemm.rs): row k = (channel c, kernel tap t), column =
-       output position (oh, ow); the element is source[image + c * cstride + tap base +
-       oh * wr + ow] when the input row oh * sh + uh and column ow * sw + uw are inside the
-       image, else 0. Texture binding 5 holds the tap table (base, uh, uw) per tap. A lane reads
-       its 8 columns as one run of 3 texels (BMODE 0: wr = OW, positions are consecutive in the
-       source) or two (BMODE 1: the run continues pi(29) further after a wrap to the next output
-       row); extra words: 16 source element of image 0, 17 image stride, 18 cstride, 19 wr,
-       20 OW, 21 H, 22 W, 23 sh, 24 sw, 25 taps (kprod), 26 first k, 27 1 / OW, 28 1 / kprod,
-       29 wr - OW. Costs about a fifth of the FMA work per k (masks and shifts), against a
-       packing pass that writes and copies all of B.
+  B=I  implicit im2col (src/engine/gpu/conv_gemm.rs, shaders/conv_gemm.wgsl): row k = (channel
+       c, kernel tap t), column = output position col; the element is source[image +
+       c * cstride + tap base + col] (a linear layout of the images), masked with IM_MASK to the
+       input row oh + uh and column ow + uw (col = oh * OW + ow) inside the image. Texture
+       binding 5 holds the tap table (base, uh, uw) per tap. A lane reads its 8 columns as one
+       run of 3 texels; extra words: 16 source element of image 0, 17 image stride, 18 cstride,
+       19 OW, 20 H, 21 W, 22 taps (kprod), 23 first k, 24 1 / OW, 25 1 / kprod (f32). B costs
+       per k about what 100 FMAs per lane do, against a packing pass that writes and copies
+       all of B, so it pays for blocks of up to ~128 rows.
 k runs in steps of 4 then one at a time; rows and columns past the matrix read whatever is there
 (their results are never stored), k never goes past the matrix.
 
@@ -46,7 +45,7 @@ params: 0 m, 1 n, 2 k, 3 ldc, 4 c shift, 5 c batch stride, 6 A base, 7 A batch s
         8 lda, 9 B base, 10 B batch stride, 11 ldb, 12 alpha, 13 beta, 14 aps, 15 bps
 Pipeline constants: BETA0 (beta is 0: C is not read), C4 (C is stored as vec4 through binding 4:
 ldc, n, the C shift and batch stride are multiples of 4), HAS_BIAS (A layout T: C += column kn
-of the A panels, i.e. A's panels hold kn + 1 k and aps counts them), BMODE (B=I).
+of the A panels, i.e. A's panels hold kn + 1 k and aps counts them), IM_MASK (B=I).
 """
 import sys
 
@@ -82,9 +81,9 @@ def gen(tm, cl, al, bl, ku=4):
     w("    let bbase = pu(9u) + bb * pu(10u);")
     if bl == "I":
         w(f"    let cols = sg_cols(q * {tn}u + {cl}u * l);")
-        w("    let ibase = i32(pu(16u) + bb * pu(17u)) + cols.off;")
-        w("    var cc = sg_div(pu(26u), pu(25u), pf(28u));")
-        w("    var tt = pu(26u) - cc * pu(25u);")
+        w(f"    let ibase = i32(pu(16u) + bb * pu(17u) + q * {tn}u + {cl}u * l);")
+        w("    var cc = sg_div(pu(23u), pu(22u), pf(25u));")
+        w("    var tt = pu(23u) - cc * pu(22u);")
     # ---- fetch address setup
     if al == "T":
         # lane l, fetch f of a 4-k step: texel t = 8f + l -> u = t / (tm/4), g = t % (tm/4)
@@ -142,7 +141,7 @@ def gen(tm, cl, al, bl, ku=4):
                 w(f"{ind}let b{u}_0 = bi{u}.lo;")
                 w(f"{ind}let b{u}_1 = bi{u}.hi;")
                 w(f"{ind}tt += 1u;")
-                w(f"{ind}let tw{u} = tt == pu(25u);")
+                w(f"{ind}let tw{u} = tt == pu(22u);")
                 w(f"{ind}tt = select(tt, 0u, tw{u});")
                 w(f"{ind}cc = select(cc, cc + 1u, tw{u});")
         else:  # M
@@ -327,10 +326,8 @@ fn shift4(a: vec4<f32>, b: vec4<f32>, s: u32) -> vec4<f32> {
 
 // The bias step: column kn of the A panels times a row of ones, added before the store.
 override HAS_BIAS: bool = false;
-// Layout I: 0 linear (consecutive output positions are consecutive in the source), 1 two runs
-// (a lane's 8 columns wrap to the next output row at most once; the elements after the wrap
-// start pi(29) further).
-override BMODE: u32 = 0u;
+// Layout I: mask reads outside the image (the identity layout of conv_gemm.wgsl).
+override IM_MASK: bool = true;
 
 // n / d given r = 1 / d, exact below 2^24.
 fn sg_div(n: u32, d: u32, r: f32) -> u32 {
@@ -348,34 +345,25 @@ fn sg_div4(n: vec4<u32>, d: u32, r: f32) -> vec4<u32> {
     return q;
 }
 
-// A lane's 8 columns (output positions col0..col0+7): input row and column offsets oh * sh and
-// ow * sw (rows of columns past n far outside, so that they read 0), whether each lies past the
-// first one's output row, and the source offset of the first.
+// A lane's 8 columns (output positions col0..col0+7) for the masks: output row and column
+// (rows of columns past n far outside, so that they read 0).
 struct SgCols {
-    ohs0: vec4<i32>,
-    ohs1: vec4<i32>,
-    ows0: vec4<i32>,
-    ows1: vec4<i32>,
-    wrap0: vec4<bool>,
-    wrap1: vec4<bool>,
-    off: i32,
+    oh0: vec4<i32>,
+    oh1: vec4<i32>,
+    ow0: vec4<i32>,
+    ow1: vec4<i32>,
 }
 
 fn sg_cols(col0: u32) -> SgCols {
-    let own = pu(20u);
+    let own = pu(19u);
     let c0 = vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u);
     let c1 = c0 + vec4<u32>(4u);
-    let oh0 = sg_div4(c0, own, pf(27u));
-    let oh1 = sg_div4(c1, own, pf(27u));
-    let ow0 = c0 - oh0 * own;
-    let ow1 = c1 - oh1 * own;
+    let oh0 = sg_div4(c0, own, pf(24u));
+    let oh1 = sg_div4(c1, own, pf(24u));
     let n = vec4<u32>(pu(1u));
     let far = vec4<i32>(-1048576);
-    let sh = pu(23u);
-    let sw = pu(24u);
-    return SgCols(select(far, vec4<i32>(oh0 * sh), c0 < n), select(far, vec4<i32>(oh1 * sh), c1 < n),
-                  vec4<i32>(ow0 * sw), vec4<i32>(ow1 * sw), oh0 != vec4<u32>(oh0.x),
-                  oh1 != vec4<u32>(oh0.x), i32(oh0.x * pu(19u) + ow0.x));
+    return SgCols(select(far, vec4<i32>(oh0), c0 < n), select(far, vec4<i32>(oh1), c1 < n),
+                  vec4<i32>(c0 - oh0 * own), vec4<i32>(c1 - oh1 * own));
 }
 
 fn sg_texel(t: i32) -> vec4<f32> {
@@ -387,7 +375,7 @@ struct SgB8 {
     hi: vec4<f32>,
 }
 
-// B at one k (tap tp, source element e of the lane's first column) for the lane's 8 columns.
+// B at one k (tap tp; e = source element of the lane's first column) for the lane's 8 columns.
 fn sg_im8(e: i32, tp: vec4<f32>, c: SgCols) -> SgB8 {
     let t = e >> 2u;
     let s = u32(e) & 3u;
@@ -396,23 +384,17 @@ fn sg_im8(e: i32, tp: vec4<f32>, c: SgCols) -> SgB8 {
     let f2 = sg_texel(t + 2);
     var lo = shift4(f0, f1, s);
     var hi = shift4(f1, f2, s);
-    if (BMODE == 1u) {
-        let e2 = e + pi(29u);
-        let t2 = e2 >> 2u;
-        let s2 = u32(e2) & 3u;
-        let g0 = sg_texel(t2);
-        let g1 = sg_texel(t2 + 1);
-        let g2 = sg_texel(t2 + 2);
-        lo = select(lo, shift4(g0, g1, s2), c.wrap0);
-        hi = select(hi, shift4(g1, g2, s2), c.wrap1);
+    if (IM_MASK) {
+        let uh = vec4<i32>(i32(tp.y));
+        let uw = vec4<i32>(i32(tp.z));
+        let hn = vec4<u32>(pu(20u));
+        let wn = vec4<u32>(pu(21u));
+        let m0 = (vec4<u32>(c.oh0 + uh) < hn) & (vec4<u32>(c.ow0 + uw) < wn);
+        let m1 = (vec4<u32>(c.oh1 + uh) < hn) & (vec4<u32>(c.ow1 + uw) < wn);
+        lo = select(vec4<f32>(0.0), lo, m0);
+        hi = select(vec4<f32>(0.0), hi, m1);
     }
-    let uh = vec4<i32>(i32(tp.y));
-    let uw = vec4<i32>(i32(tp.z));
-    let hn = vec4<u32>(pu(21u));
-    let wn = vec4<u32>(pu(22u));
-    let m0 = (vec4<u32>(c.ohs0 + uh) < hn) & (vec4<u32>(c.ows0 + uw) < wn);
-    let m1 = (vec4<u32>(c.ohs1 + uh) < hn) & (vec4<u32>(c.ows1 + uw) < wn);
-    return SgB8(select(vec4<f32>(0.0), lo, m0), select(vec4<f32>(0.0), hi, m1));
+    return SgB8(lo, hi);
 }
 """
 

@@ -53,10 +53,8 @@ fn shift4(a: vec4<f32>, b: vec4<f32>, s: u32) -> vec4<f32> {
 
 // The bias step: column kn of the A panels times a row of ones, added before the store.
 override HAS_BIAS: bool = false;
-// Layout I: 0 linear (consecutive output positions are consecutive in the source), 1 two runs
-// (a lane's 8 columns wrap to the next output row at most once; the elements after the wrap
-// start pi(29) further).
-override BMODE: u32 = 0u;
+// Layout I: mask reads outside the image (the identity layout of conv_gemm.wgsl).
+override IM_MASK: bool = true;
 
 // n / d given r = 1 / d, exact below 2^24.
 fn sg_div(n: u32, d: u32, r: f32) -> u32 {
@@ -74,34 +72,25 @@ fn sg_div4(n: vec4<u32>, d: u32, r: f32) -> vec4<u32> {
     return q;
 }
 
-// A lane's 8 columns (output positions col0..col0+7): input row and column offsets oh * sh and
-// ow * sw (rows of columns past n far outside, so that they read 0), whether each lies past the
-// first one's output row, and the source offset of the first.
+// A lane's 8 columns (output positions col0..col0+7) for the masks: output row and column
+// (rows of columns past n far outside, so that they read 0).
 struct SgCols {
-    ohs0: vec4<i32>,
-    ohs1: vec4<i32>,
-    ows0: vec4<i32>,
-    ows1: vec4<i32>,
-    wrap0: vec4<bool>,
-    wrap1: vec4<bool>,
-    off: i32,
+    oh0: vec4<i32>,
+    oh1: vec4<i32>,
+    ow0: vec4<i32>,
+    ow1: vec4<i32>,
 }
 
 fn sg_cols(col0: u32) -> SgCols {
-    let own = pu(20u);
+    let own = pu(19u);
     let c0 = vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u);
     let c1 = c0 + vec4<u32>(4u);
-    let oh0 = sg_div4(c0, own, pf(27u));
-    let oh1 = sg_div4(c1, own, pf(27u));
-    let ow0 = c0 - oh0 * own;
-    let ow1 = c1 - oh1 * own;
+    let oh0 = sg_div4(c0, own, pf(24u));
+    let oh1 = sg_div4(c1, own, pf(24u));
     let n = vec4<u32>(pu(1u));
     let far = vec4<i32>(-1048576);
-    let sh = pu(23u);
-    let sw = pu(24u);
-    return SgCols(select(far, vec4<i32>(oh0 * sh), c0 < n), select(far, vec4<i32>(oh1 * sh), c1 < n),
-                  vec4<i32>(ow0 * sw), vec4<i32>(ow1 * sw), oh0 != vec4<u32>(oh0.x),
-                  oh1 != vec4<u32>(oh0.x), i32(oh0.x * pu(19u) + ow0.x));
+    return SgCols(select(far, vec4<i32>(oh0), c0 < n), select(far, vec4<i32>(oh1), c1 < n),
+                  vec4<i32>(c0 - oh0 * own), vec4<i32>(c1 - oh1 * own));
 }
 
 fn sg_texel(t: i32) -> vec4<f32> {
@@ -113,7 +102,7 @@ struct SgB8 {
     hi: vec4<f32>,
 }
 
-// B at one k (tap tp, source element e of the lane's first column) for the lane's 8 columns.
+// B at one k (tap tp; e = source element of the lane's first column) for the lane's 8 columns.
 fn sg_im8(e: i32, tp: vec4<f32>, c: SgCols) -> SgB8 {
     let t = e >> 2u;
     let s = u32(e) & 3u;
@@ -122,23 +111,17 @@ fn sg_im8(e: i32, tp: vec4<f32>, c: SgCols) -> SgB8 {
     let f2 = sg_texel(t + 2);
     var lo = shift4(f0, f1, s);
     var hi = shift4(f1, f2, s);
-    if (BMODE == 1u) {
-        let e2 = e + pi(29u);
-        let t2 = e2 >> 2u;
-        let s2 = u32(e2) & 3u;
-        let g0 = sg_texel(t2);
-        let g1 = sg_texel(t2 + 1);
-        let g2 = sg_texel(t2 + 2);
-        lo = select(lo, shift4(g0, g1, s2), c.wrap0);
-        hi = select(hi, shift4(g1, g2, s2), c.wrap1);
+    if (IM_MASK) {
+        let uh = vec4<i32>(i32(tp.y));
+        let uw = vec4<i32>(i32(tp.z));
+        let hn = vec4<u32>(pu(20u));
+        let wn = vec4<u32>(pu(21u));
+        let m0 = (vec4<u32>(c.oh0 + uh) < hn) & (vec4<u32>(c.ow0 + uw) < wn);
+        let m1 = (vec4<u32>(c.oh1 + uh) < hn) & (vec4<u32>(c.ow1 + uw) < wn);
+        lo = select(vec4<f32>(0.0), lo, m0);
+        hi = select(vec4<f32>(0.0), hi, m1);
     }
-    let uh = vec4<i32>(i32(tp.y));
-    let uw = vec4<i32>(i32(tp.z));
-    let hn = vec4<u32>(pu(21u));
-    let wn = vec4<u32>(pu(22u));
-    let m0 = (vec4<u32>(c.ohs0 + uh) < hn) & (vec4<u32>(c.ows0 + uw) < wn);
-    let m1 = (vec4<u32>(c.ohs1 + uh) < hn) & (vec4<u32>(c.ows1 + uw) < wn);
-    return SgB8(select(vec4<f32>(0.0), lo, m0), select(vec4<f32>(0.0), hi, m1));
+    return SgB8(lo, hi);
 }
 
 // 32x64 tile, lane tile 32x8, A layout T, B layout N.
@@ -5273,9 +5256,9 @@ fn gemm_32x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let abase = pu(6u) + bb * pu(7u);
     let bbase = pu(9u) + bb * pu(10u);
     let cols = sg_cols(q * 64u + 8u * l);
-    let ibase = i32(pu(16u) + bb * pu(17u)) + cols.off;
-    var cc = sg_div(pu(26u), pu(25u), pf(28u));
-    var tt = pu(26u) - cc * pu(25u);
+    let ibase = i32(pu(16u) + bb * pu(17u) + q * 64u + 8u * l);
+    var cc = sg_div(pu(23u), pu(22u), pf(25u));
+    var tt = pu(23u) - cc * pu(22u);
     let au0 = (0u + l) / 8u;
     var ai0 = abase + p * pu(14u) + au0 * lda + (0u + l) % 8u;
     let au1 = (8u + l) / 8u;
@@ -5295,7 +5278,7 @@ fn gemm_32x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         let b0_0 = bi0.lo;
         let b0_1 = bi0.hi;
         tt += 1u;
-        let tw0 = tt == pu(25u);
+        let tw0 = tt == pu(22u);
         tt = select(tt, 0u, tw0);
         cc = select(cc, cc + 1u, tw0);
         let tp1 = textureLoad(sg_tt, tex_coord(tt), 0);
@@ -5303,7 +5286,7 @@ fn gemm_32x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         let b1_0 = bi1.lo;
         let b1_1 = bi1.hi;
         tt += 1u;
-        let tw1 = tt == pu(25u);
+        let tw1 = tt == pu(22u);
         tt = select(tt, 0u, tw1);
         cc = select(cc, cc + 1u, tw1);
         let tp2 = textureLoad(sg_tt, tex_coord(tt), 0);
@@ -5311,7 +5294,7 @@ fn gemm_32x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         let b2_0 = bi2.lo;
         let b2_1 = bi2.hi;
         tt += 1u;
-        let tw2 = tt == pu(25u);
+        let tw2 = tt == pu(22u);
         tt = select(tt, 0u, tw2);
         cc = select(cc, cc + 1u, tw2);
         let tp3 = textureLoad(sg_tt, tex_coord(tt), 0);
@@ -5319,7 +5302,7 @@ fn gemm_32x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         let b3_0 = bi3.lo;
         let b3_1 = bi3.hi;
         tt += 1u;
-        let tw3 = tt == pu(25u);
+        let tw3 = tt == pu(22u);
         tt = select(tt, 0u, tw3);
         cc = select(cc, cc + 1u, tw3);
         let s0_0 = subgroupBroadcast(a_0, 0u);
@@ -5622,7 +5605,7 @@ fn gemm_32x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         let b0_0 = bi0.lo;
         let b0_1 = bi0.hi;
         tt += 1u;
-        let tw0 = tt == pu(25u);
+        let tw0 = tt == pu(22u);
         tt = select(tt, 0u, tw0);
         cc = select(cc, cc + 1u, tw0);
         let s0_0 = subgroupBroadcast(a_0, 0u);
@@ -6340,9 +6323,9 @@ fn gemm_16x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let abase = pu(6u) + bb * pu(7u);
     let bbase = pu(9u) + bb * pu(10u);
     let cols = sg_cols(q * 64u + 8u * l);
-    let ibase = i32(pu(16u) + bb * pu(17u)) + cols.off;
-    var cc = sg_div(pu(26u), pu(25u), pf(28u));
-    var tt = pu(26u) - cc * pu(25u);
+    let ibase = i32(pu(16u) + bb * pu(17u) + q * 64u + 8u * l);
+    var cc = sg_div(pu(23u), pu(22u), pf(25u));
+    var tt = pu(23u) - cc * pu(22u);
     let au0 = (0u + l) / 4u;
     var ai0 = abase + p * pu(14u) + au0 * lda + (0u + l) % 4u;
     let au1 = (8u + l) / 4u;
@@ -6356,7 +6339,7 @@ fn gemm_16x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         let b0_0 = bi0.lo;
         let b0_1 = bi0.hi;
         tt += 1u;
-        let tw0 = tt == pu(25u);
+        let tw0 = tt == pu(22u);
         tt = select(tt, 0u, tw0);
         cc = select(cc, cc + 1u, tw0);
         let tp1 = textureLoad(sg_tt, tex_coord(tt), 0);
@@ -6364,7 +6347,7 @@ fn gemm_16x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         let b1_0 = bi1.lo;
         let b1_1 = bi1.hi;
         tt += 1u;
-        let tw1 = tt == pu(25u);
+        let tw1 = tt == pu(22u);
         tt = select(tt, 0u, tw1);
         cc = select(cc, cc + 1u, tw1);
         let tp2 = textureLoad(sg_tt, tex_coord(tt), 0);
@@ -6372,7 +6355,7 @@ fn gemm_16x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         let b2_0 = bi2.lo;
         let b2_1 = bi2.hi;
         tt += 1u;
-        let tw2 = tt == pu(25u);
+        let tw2 = tt == pu(22u);
         tt = select(tt, 0u, tw2);
         cc = select(cc, cc + 1u, tw2);
         let tp3 = textureLoad(sg_tt, tex_coord(tt), 0);
@@ -6380,7 +6363,7 @@ fn gemm_16x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         let b3_0 = bi3.lo;
         let b3_1 = bi3.hi;
         tt += 1u;
-        let tw3 = tt == pu(25u);
+        let tw3 = tt == pu(22u);
         tt = select(tt, 0u, tw3);
         cc = select(cc, cc + 1u, tw3);
         let s0_0 = subgroupBroadcast(a_0, 0u);
@@ -6537,7 +6520,7 @@ fn gemm_16x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         let b0_0 = bi0.lo;
         let b0_1 = bi0.hi;
         tt += 1u;
-        let tw0 = tt == pu(25u);
+        let tw0 = tt == pu(22u);
         tt = select(tt, 0u, tw0);
         cc = select(cc, cc + 1u, tw0);
         let s0_0 = subgroupBroadcast(a_0, 0u);
@@ -6911,9 +6894,9 @@ fn gemm_8x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let abase = pu(6u) + bb * pu(7u);
     let bbase = pu(9u) + bb * pu(10u);
     let cols = sg_cols(q * 64u + 8u * l);
-    let ibase = i32(pu(16u) + bb * pu(17u)) + cols.off;
-    var cc = sg_div(pu(26u), pu(25u), pf(28u));
-    var tt = pu(26u) - cc * pu(25u);
+    let ibase = i32(pu(16u) + bb * pu(17u) + q * 64u + 8u * l);
+    var cc = sg_div(pu(23u), pu(22u), pf(25u));
+    var tt = pu(23u) - cc * pu(22u);
     let au0 = (0u + l) / 2u;
     var ai0 = abase + p * pu(14u) + au0 * lda + (0u + l) % 2u;
     var kk = 0u;
@@ -6924,7 +6907,7 @@ fn gemm_8x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         let b0_0 = bi0.lo;
         let b0_1 = bi0.hi;
         tt += 1u;
-        let tw0 = tt == pu(25u);
+        let tw0 = tt == pu(22u);
         tt = select(tt, 0u, tw0);
         cc = select(cc, cc + 1u, tw0);
         let tp1 = textureLoad(sg_tt, tex_coord(tt), 0);
@@ -6932,7 +6915,7 @@ fn gemm_8x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         let b1_0 = bi1.lo;
         let b1_1 = bi1.hi;
         tt += 1u;
-        let tw1 = tt == pu(25u);
+        let tw1 = tt == pu(22u);
         tt = select(tt, 0u, tw1);
         cc = select(cc, cc + 1u, tw1);
         let tp2 = textureLoad(sg_tt, tex_coord(tt), 0);
@@ -6940,7 +6923,7 @@ fn gemm_8x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         let b2_0 = bi2.lo;
         let b2_1 = bi2.hi;
         tt += 1u;
-        let tw2 = tt == pu(25u);
+        let tw2 = tt == pu(22u);
         tt = select(tt, 0u, tw2);
         cc = select(cc, cc + 1u, tw2);
         let tp3 = textureLoad(sg_tt, tex_coord(tt), 0);
@@ -6948,7 +6931,7 @@ fn gemm_8x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         let b3_0 = bi3.lo;
         let b3_1 = bi3.hi;
         tt += 1u;
-        let tw3 = tt == pu(25u);
+        let tw3 = tt == pu(22u);
         tt = select(tt, 0u, tw3);
         cc = select(cc, cc + 1u, tw3);
         let s0_0 = subgroupBroadcast(a_0, 0u);
@@ -7032,7 +7015,7 @@ fn gemm_8x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         let b0_0 = bi0.lo;
         let b0_1 = bi0.hi;
         tt += 1u;
-        let tw0 = tt == pu(25u);
+        let tw0 = tt == pu(22u);
         tt = select(tt, 0u, tw0);
         cc = select(cc, cc + 1u, tw0);
         let s0_0 = subgroupBroadcast(a_0, 0u);
@@ -7322,9 +7305,9 @@ fn gemm_48x64_ti_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     let abase = pu(6u) + bb * pu(7u);
     let bbase = pu(9u) + bb * pu(10u);
     let cols = sg_cols(q * 64u + 8u * l);
-    let ibase = i32(pu(16u) + bb * pu(17u)) + cols.off;
-    var cc = sg_div(pu(26u), pu(25u), pf(28u));
-    var tt = pu(26u) - cc * pu(25u);
+    let ibase = i32(pu(16u) + bb * pu(17u) + q * 64u + 8u * l);
+    var cc = sg_div(pu(23u), pu(22u), pf(25u));
+    var tt = pu(23u) - cc * pu(22u);
     let au0 = (0u + l) / 12u;
     var ai0 = abase + p * pu(14u) + au0 * lda + (0u + l) % 12u;
     let au1 = (8u + l) / 12u;
@@ -7341,7 +7324,7 @@ fn gemm_48x64_ti_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         let b0_0 = bi0.lo;
         let b0_1 = bi0.hi;
         tt += 1u;
-        let tw0 = tt == pu(25u);
+        let tw0 = tt == pu(22u);
         tt = select(tt, 0u, tw0);
         cc = select(cc, cc + 1u, tw0);
         let tp1 = textureLoad(sg_tt, tex_coord(tt), 0);
@@ -7349,7 +7332,7 @@ fn gemm_48x64_ti_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         let b1_0 = bi1.lo;
         let b1_1 = bi1.hi;
         tt += 1u;
-        let tw1 = tt == pu(25u);
+        let tw1 = tt == pu(22u);
         tt = select(tt, 0u, tw1);
         cc = select(cc, cc + 1u, tw1);
         let s0_0 = subgroupBroadcast(a_0, 0u);
@@ -7580,7 +7563,7 @@ fn gemm_48x64_ti_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         let b0_0 = bi0.lo;
         let b0_1 = bi0.hi;
         tt += 1u;
-        let tw0 = tt == pu(25u);
+        let tw0 = tt == pu(22u);
         tt = select(tt, 0u, tw0);
         cc = select(cc, cc + 1u, tw0);
         let s0_0 = subgroupBroadcast(a_0, 0u);
@@ -8723,9 +8706,9 @@ fn gemm_64x64_ti_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     let abase = pu(6u) + bb * pu(7u);
     let bbase = pu(9u) + bb * pu(10u);
     let cols = sg_cols(q * 64u + 8u * l);
-    let ibase = i32(pu(16u) + bb * pu(17u)) + cols.off;
-    var cc = sg_div(pu(26u), pu(25u), pf(28u));
-    var tt = pu(26u) - cc * pu(25u);
+    let ibase = i32(pu(16u) + bb * pu(17u) + q * 64u + 8u * l);
+    var cc = sg_div(pu(23u), pu(22u), pf(25u));
+    var tt = pu(23u) - cc * pu(22u);
     let au0 = (0u + l) / 16u;
     var ai0 = abase + p * pu(14u) + au0 * lda + (0u + l) % 16u;
     let au1 = (8u + l) / 16u;
@@ -8745,7 +8728,7 @@ fn gemm_64x64_ti_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         let b0_0 = bi0.lo;
         let b0_1 = bi0.hi;
         tt += 1u;
-        let tw0 = tt == pu(25u);
+        let tw0 = tt == pu(22u);
         tt = select(tt, 0u, tw0);
         cc = select(cc, cc + 1u, tw0);
         let tp1 = textureLoad(sg_tt, tex_coord(tt), 0);
@@ -8753,7 +8736,7 @@ fn gemm_64x64_ti_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         let b1_0 = bi1.lo;
         let b1_1 = bi1.hi;
         tt += 1u;
-        let tw1 = tt == pu(25u);
+        let tw1 = tt == pu(22u);
         tt = select(tt, 0u, tw1);
         cc = select(cc, cc + 1u, tw1);
         let s0_0 = subgroupBroadcast(a_0, 0u);
@@ -9057,7 +9040,7 @@ fn gemm_64x64_ti_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         let b0_0 = bi0.lo;
         let b0_1 = bi0.hi;
         tt += 1u;
-        let tw0 = tt == pu(25u);
+        let tw0 = tt == pu(22u);
         tt = select(tt, 0u, tw0);
         cc = select(cc, cc + 1u, tw0);
         let s0_0 = subgroupBroadcast(a_0, 0u);

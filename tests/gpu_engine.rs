@@ -2392,6 +2392,15 @@ fn whole_conv_suite(g: &mut GpuEngine, seed: u64) {
 fn whole_convolutions_match_cpu() {
     let mut g = gpu();
     whole_conv_suite(&mut g, 31);
+    // More rows than the fused kernels take (B packed first), strided and not.
+    let mut rng = Rng::new(36);
+    for c in [
+        conv2((2, 8, 136, 1), [9, 9], [3, 3], [1, 1], [1, 1], [1, 1]),
+        conv2((2, 3, 140, 1), [19, 19], [5, 5], [0, 0], [2, 2], [1, 1]),
+        conv2((2, 4, 132, 2), [10, 7], [2, 3], [1, 0], [1, 2], [2, 1]),
+    ] {
+        c.check(&mut g, &mut rng, 1e-4);
+    }
     // The portable micro-kernel.
     let had = g.uses_subgroups();
     g.set_subgroups(false);
@@ -2408,6 +2417,9 @@ fn whole_convolutions_split_into_small_bindings_match_cpu() {
     whole_conv_suite(&mut g, 33);
     let mut rng = Rng::new(34);
     conv2((3, 8, 8, 1), [40, 40], [3, 3], [1, 1], [1, 1], [1, 1]).check(&mut g, &mut rng, 1e-4);
+    // More rows than the fused kernels take: B packed in k blocks.
+    conv2((2, 64, 160, 1), [12, 12], [3, 3], [1, 1], [1, 1], [1, 1]).check(&mut g, &mut rng, 1e-4);
+    conv2((2, 6, 144, 2), [23, 23], [11, 11], [2, 2], [4, 4], [1, 1]).check(&mut g, &mut rng, 1e-4);
     g.set_max_binding_elems(usize::MAX);
 }
 

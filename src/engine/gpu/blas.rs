@@ -352,10 +352,11 @@ pub(crate) struct Micro<'a> {
     pub batch: usize,
 }
 
-/// The extra operands of B layout I: the tap table, the two-run mode, params words 16..29.
+/// The extra operands of B layout I: the tap table, whether to mask reads outside the images,
+/// params words 16..25.
 pub(crate) struct Implicit<'a> {
     pub taps: &'a wgpu::TextureView,
-    pub two_runs: bool,
+    pub mask: bool,
     pub words: Params,
 }
 
@@ -403,7 +404,7 @@ pub(crate) fn run_micro(e: &mut GpuEngine, u: &Micro) -> Result<()> {
         Some(im) => {
             let mut p = p;
             p.0.extend_from_slice(&im.words.0);
-            constants.push(("BMODE", flag(im.two_runs)));
+            constants.push(("IM_MASK", flag(im.mask)));
             let entry = implicit_entry(entry);
             let res = [
                 Res::T(u.ta),

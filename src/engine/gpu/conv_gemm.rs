@@ -1,18 +1,24 @@
 //! Whole convolutions ([`ConvKernel::ConvForward`], [`ConvKernel::ConvBackwardData`],
-//! [`ConvKernel::ConvWeightGrad`]) as GEMMs whose operands are packed straight from the images
-//! (implicit im2col: no column buffer is written and read back; shaders/conv_gemm.wgsl) and then
-//! multiplied by the GEMM micro-kernels (blas.rs).
+//! [`ConvKernel::ConvWeightGrad`]) as GEMMs whose image operand is formed from the images on the
+//! fly (implicit im2col: no column buffer is written and read back; shaders/conv_gemm.wgsl and
+//! the B layout I micro-kernels of scripts/gen_gemm_sg.py).
 //!
-//! - Forward: per image and group, out = [W | bias] * [im2col(im); 1]: the bias is one more k
-//!   (a column of A and a row of ones in B), so no separate pass adds it.
+//! - Forward: per image and group, out = W * im2col(im) + bias. With subgroups and up to 128
+//!   output channels per group the micro-kernel reads im2col(im) from the images itself and adds
+//!   the bias as one more column of the packed weights; otherwise im2col(im) is packed into the
+//!   GEMM's panels first (B costs about as much per k as 100 rows of FMAs in the kernel, and a
+//!   packing pass about as much as 50 to 100 rows, measured on lavapipe).
 //! - Data gradient of a convolution with stride 1: the convolution of the output gradient with the
-//!   flipped, transposed weights (pad d(k-1) - p), again implicit: no col2im.
-//! - Weight gradient: one product per group over k = (image, position) of all images, dW +=
-//!   dY * im2col(im)^T, with both operands packed from the tensors.
+//!   flipped, transposed weights (pad d(k-1) - p), the same way: no col2im.
+//! - Weight gradient: one product per group over k = (image, position) of all images,
+//!   dW += dY * im2col(im)^T, both operands packed straight from the tensors.
 //!
-//! Strides above 1 read the images through a "phase" rearrangement (see the shader). Other cases
-//! (more than 2 spatial axes, data gradients of strided convolutions, sizes past the float-exact
-//! index range or one binding) run [`run_composed`]: im2col / col2im and the plain GEMM.
+//! The images are read in a "linear" layout (see the shader): the images themselves for stride-1
+//! convolutions whose output rows are as wide as the input's, else an expanded copy with the
+//! padding written out. Other cases (more than 2 spatial axes, data gradients of strided
+//! convolutions, sizes past the float-exact index range or one binding) run [`run_composed`]:
+//! im2col / col2im and the plain GEMM. `CAFFE_RS_CONV_COMPOSED=1` forces that path and
+//! `CAFFE_RS_CONV_PACKED=1` the packing one (for comparisons).
 use anyhow::{Result, bail};
 
 use super::blas::{self, Micro};
@@ -27,8 +33,12 @@ const MAX_K: usize = 1 << 16;
 const EXACT: usize = 1 << 24;
 /// Columns of a B panel (TN of every micro-kernel).
 const TN: usize = 64;
-/// [`AOperand::d1`] of a one-level k decomposition.
-const ONE_LEVEL: usize = EXACT - 1;
+/// Rows of A (per group) up to which the micro-kernel forms B itself.
+const FUSED_ROWS: usize = 128;
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v != "0")
+}
 
 pub fn launch(e: &mut GpuEngine, kernel: &ConvKernel) -> Result<()> {
     let k = match kernel {
@@ -41,8 +51,7 @@ pub fn launch(e: &mut GpuEngine, kernel: &ConvKernel) -> Result<()> {
     if k.batch == 0 || k.out_spatial() == 0 || k.im_len() == 0 || k.out_channels == 0 {
         return run_composed(e, kernel);
     }
-    let forced = std::env::var("CAFFE_RS_CONV_COMPOSED").is_ok_and(|v| v != "0");
-    let Some(g) = Geo::of(k).filter(|_| !forced) else {
+    let Some(g) = Geo::of(k).filter(|_| !env_flag("CAFFE_RS_CONV_COMPOSED")) else {
         return run_composed(e, kernel);
     };
     let done = match kernel {
@@ -81,7 +90,7 @@ impl Geo {
         if d > 2 {
             return None;
         }
-        // Axis a of the two (0 = h), or 1 / 0 for the missing leading ones.
+        // Entry `a` (0 = h, 1 = w) of a spatial vector, `unit` for missing leading axes.
         let ax = |v: &[usize], a: usize, unit: usize| {
             if a + d >= 2 { v[a + d - 2] } else { unit }
         };
@@ -134,105 +143,84 @@ impl Geo {
         }
     }
 
-    /// Where each element of an image of `channels` channels sits in the texture the packers read.
+    /// How the packers and kernels read images of `channels` channels (see the shader).
     fn layout(&self, channels: usize) -> Layout {
-        if self.sh == 1 && self.sw == 1 {
+        if self.sh == 1 && self.sw == 1 && self.w == self.ow && self.ow >= 4 {
             let plane = self.h * self.w;
             return Layout {
-                phase: false,
-                hr: self.h,
-                wr: self.w,
-                pplane: plane,
+                expanded: false,
+                rows: 0,
+                qmin: 0,
+                p4: 0,
                 cstride: plane,
                 image: channels * plane,
             };
         }
-        let (hr, wr) = (
-            self.h.div_ceil(self.sh),
-            self.w.div_ceil(self.sw).next_multiple_of(4),
-        );
-        let cstride = self.sh * self.sw * hr * wr;
+        // Expanded: input row (i + qmin) * sh + rh for the taps' rows uh = kh * dh - ph,
+        // uh = qh * sh + rh, output rows oh + qh - qmin = i.
+        let fdiv = |a: i64, b: i64| a.div_euclid(b);
+        let sh = self.sh as i64;
+        let qmin = fdiv(-self.ph, sh);
+        let qmax = fdiv((self.dh * (self.kh - 1)) as i64 - self.ph, sh);
+        let rows = self.oh + (qmax - qmin) as usize;
+        let p4 = (rows * self.ow).next_multiple_of(4);
+        let cstride = self.sh * self.kw * p4;
         Layout {
-            phase: true,
-            hr,
-            wr,
-            pplane: hr * wr,
+            expanded: true,
+            rows,
+            qmin,
+            p4,
             cstride,
             image: channels * cstride,
         }
     }
 
-    /// The image geometry words (5..29) of cg_pack_cols / cg_pack_colt after words 0..4.
-    fn words(&self, p: Params, lay: &Layout, base: usize, dst_entry: usize) -> Params {
-        let s = self.positions();
-        let sp = s.next_multiple_of(4);
+    /// The image geometry words (5..13) of the packers after words 0..4.
+    fn words(&self, p: Params, lay: &Layout, base: usize) -> Params {
         p.u(base)
             .u(lay.image)
             .u(lay.cstride)
-            .u(lay.pplane)
-            .u(lay.wr)
             .u(self.ow)
             .u(self.h)
             .u(self.w)
-            .u(self.sh)
-            .u(self.sw)
-            .u(self.ph as i32 as u32 as usize)
-            .u(self.pw as i32 as u32 as usize)
-            .u(self.dh)
-            .u(self.dw)
-            .u(self.kw)
             .u(self.kprod())
-            .u(dst_entry)
             .f(1.0 / self.kprod() as f32)
-            .f(1.0 / self.kw as f32)
             .f(1.0 / self.ow as f32)
-            .u(self.kh)
-            .u(s)
-            .f(1.0 / sp as f32)
-            .f(1.0 / self.sh as f32)
-            .f(1.0 / self.sw as f32)
     }
 
-    /// Pipeline constants of a column packer: how it reads runs (see the shader) when a unit of
-    /// `unit` columns must wrap at most once for the two-run mode.
-    fn constants(&self, lay: &Layout, unit: usize) -> [(&'static str, f64); 2] {
-        let mode = if lay.wr == self.ow && self.ow >= 4 {
-            0
-        } else if self.ow >= unit {
-            1
-        } else {
-            2
-        };
-        let strided = self.sh > 1 || self.sw > 1;
-        [
-            ("CG_MODE", mode as f64),
-            ("CG_STRIDED", if strided { 1.0 } else { 0.0 }),
-        ]
-    }
-
-    /// Whether the packers' index arithmetic stays exact and in range for images of `channels`
-    /// channels (per group `group_channels`).
+    /// Whether the index arithmetic stays exact and in range for images laid out as `lay`
+    /// (`group_channels` channels per group).
     fn fits(&self, group_channels: usize, lay: &Layout) -> bool {
         let s = self.positions();
-        let pads_ok = self.ph.abs() < 1 << 30 && self.pw.abs() < 1 << 30;
         s > 0
             && s + TN < EXACT
             && group_channels * self.kprod() + TN < EXACT
             && lay.image < 1 << 30
-            && pads_ok
+            && self.ph.abs() < 1 << 20
+            && self.pw.abs() < 1 << 20
+            && self.h < 1 << 20
+            && self.w < 1 << 20
     }
 }
 
-/// The texture layout of images for the packers (see the shader: phase layout).
+/// The layout of images for the packers and kernels (see the shader).
 #[derive(Clone, Copy, Debug)]
 struct Layout {
-    phase: bool,
-    hr: usize,
-    wr: usize,
-    pplane: usize,
+    expanded: bool,
+    /// Expanded: rows of a plane, the first one's row offset, elements per plane.
+    rows: usize,
+    qmin: i64,
+    p4: usize,
     cstride: usize,
     /// Elements per image.
     image: usize,
+}
+
+impl Layout {
+    /// Pipeline constant of the packers.
+    fn mask(&self) -> (&'static str, f64) {
+        ("CG_MASK", if self.expanded { 0.0 } else { 1.0 })
+    }
 }
 
 /// Images [first, first + count) of `v` (each `len` elements of `channels` channels of g.h x
@@ -251,42 +239,49 @@ fn source(
 ) -> Result<(wgpu::TextureView, usize)> {
     let buf = e.buffer(v.id);
     let window = v.slice(first * len, count * len);
-    if !lay.phase {
+    if !lay.expanded {
         let (tex, shift) = e.buffer_tex(name, &buf, window.offset, window.len)?;
         return Ok((tex, shift as usize));
     }
-    let (src, shift) = e.buffer_tex("cg_phase_src", &buf, window.offset, window.len)?;
-    let dst = e.scratch("cg_phase", count * lay.image)?;
-    let per_image = lay.image / 4; // texels (wr is a multiple of 4)
-    let per = ((EXACT - 1) / per_image.max(1)).max(1);
-    for b0 in (0..count).step_by(per) {
-        let nb = per.min(count - b0);
-        let texels = nb * per_image;
+    let (src, shift) = e.buffer_tex("cg_expand_src", &buf, window.offset, window.len)?;
+    let dst = e.scratch("cg_expand", count * lay.image)?;
+    // Plane groups (image, channel, row phase, 4 kernel columns), whole (image, channel, row
+    // phase) runs of them per dispatch.
+    let quads = g.kw.div_ceil(4);
+    let groups_total = count * channels * g.sh * quads;
+    let step = (65535 / quads).max(1) * quads;
+    let per = lay.p4 / 4; // texels per plane
+    let constants = [("CG_KW_RUN", if g.dw == 1 { 1.0 } else { 0.0 })];
+    for p0 in (0..groups_total).step_by(step) {
+        let np = step.min(groups_total - p0);
         let p = Params::new()
-            .u(texels)
-            .u(shift as usize + b0 * len)
+            .u(per)
+            .u(lay.rows * g.ow)
+            .u(shift as usize)
             .u(len)
             .u(g.h * g.w)
             .u(g.h)
             .u(g.w)
             .u(g.sh)
             .u(g.sw)
-            .u(lay.hr)
-            .u(lay.wr / 4)
+            .u(g.dw)
+            .u(g.pw as i32 as u32 as usize)
+            .u(lay.qmin as i32 as u32 as usize)
+            .u(g.kw)
+            .u(p0)
+            .u(g.ow)
             .u(channels)
-            .f(4.0 / lay.wr as f32)
-            .f(1.0 / lay.hr as f32)
-            .f(1.0 / g.sw as f32)
-            .f(1.0 / g.sh as f32)
-            .f(1.0 / channels as f32);
-        let out = e.bind_buffer(&dst.buf, b0 * lay.image, texels * 4)?;
-        let groups = e.groups_1d(texels);
-        e.dispatch_res(
+            .f(1.0 / g.ow as f32);
+        let first_plane = p0 / quads * g.kw;
+        let planes = np / quads * g.kw;
+        let out = e.bind_buffer(&dst.buf, first_plane * lay.p4, planes * lay.p4)?;
+        e.dispatch_spec(
             "conv_gemm",
-            "cg_phase",
+            "cg_expand",
+            &constants,
             &p,
             &[Res::T(&src), Res::T(&src), Res::B(&out)],
-            groups,
+            [per.div_ceil(64) as u32, np as u32, 1],
         )?;
     }
     let tex = e.scratch_tex(name, count * lay.image)?;
@@ -294,19 +289,30 @@ fn source(
     Ok((tex.create_view(&Default::default()), 0))
 }
 
-/// The tap table of `g` (see cg_taps) as a texture.
+/// The tap table of `g` in layout `lay` (see cg_taps) as a texture.
 fn taps(e: &mut GpuEngine, g: &Geo, lay: &Layout) -> Result<wgpu::TextureView> {
     let kp = g.kprod();
     let dst = e.scratch("cg_tapbuf", kp * 4)?;
-    let words = g.words(Params::new().u(0).u(0).u(0).u(0).u(0), lay, 0, 0);
+    let p = Params::new()
+        .u(g.kw)
+        .u(g.dh)
+        .u(g.dw)
+        .u(g.ph as i32 as u32 as usize)
+        .u(g.pw as i32 as u32 as usize)
+        .u(g.w)
+        .u(lay.expanded as usize)
+        .u(g.sh)
+        .u(lay.p4)
+        .u(lay.qmin as i32 as u32 as usize)
+        .u(g.ow)
+        .u(kp);
     let tex = e.scratch_tex("cg_taps", kp * 4)?;
     let view = tex.create_view(&Default::default());
     // The texture fills the (unread) texture bindings of cg_taps.
-    e.dispatch_spec(
+    e.dispatch_res(
         "conv_gemm",
         "cg_taps",
-        &g.constants(lay, 16),
-        &words,
+        &p,
         &[Res::T(&view), Res::T(&view), Res::B(&dst)],
         [kp.div_ceil(64) as u32, 1, 1],
     )?;
@@ -314,20 +320,16 @@ fn taps(e: &mut GpuEngine, g: &Geo, lay: &Layout) -> Result<wgpu::TextureView> {
     Ok(view)
 }
 
-/// An A operand for cg_pack_kc: element (x, k), k = k1 * d + k2, k1 = k0' * d1 + k1', of entry z
-/// at src + z * entry + x * sx + k0' * s0 + k1' * s1 + (flip ? d - 1 - k2 : k2) for k < kreal
-/// and k2 < dvalid; column kreal is the bias when there is one.
+/// An A operand for cg_pack_kc: element (x, k), k = k1 * d + k2, of entry z at
+/// src + z * entry + x * sx + k1 * s1 + (flip ? d - 1 - k2 : k2) for k < kreal and k2 < dvalid;
+/// column kreal is the bias when there is one.
 struct AOperand {
     m: usize,
     sx: usize,
     d: usize,
     s1: usize,
-    /// k1 = k0' * d1 + k1' reads k0' * s0 + k1' * s1 (d1 past every k1: one level).
-    d1: usize,
-    s0: usize,
     flip: bool,
     kreal: usize,
-    /// Elements with k2 >= dvalid are 0.
     dvalid: usize,
     entry: usize,
     /// Read one element at a time (needed for flip and for groups of 4 k across a multiple of d).
@@ -335,8 +337,8 @@ struct AOperand {
 }
 
 /// Packs A rows [0, m) and k block [k0, k0 + klen) of `entries` entries into panels of `tm`
-/// rows, and the bias (`bias` texture, element, row kreal) into column kreal when the block holds
-/// it; returns the texture (entry z starts z * pm * klen * tm / 4 texels in).
+/// rows, and the bias (`bias` texture, element) into column kreal when the block holds it;
+/// returns the texture (entry z starts z * pm * klen * tm / 4 texels in).
 fn pack_a(
     e: &mut GpuEngine,
     a: &AOperand,
@@ -365,10 +367,7 @@ fn pack_a(
         .u(a.entry)
         .u(entry)
         .f(1.0 / w4 as f32)
-        .f(1.0 / a.d as f32)
-        .u(a.d1)
-        .u(a.s0)
-        .f(1.0 / a.d1 as f32);
+        .f(1.0 / a.d as f32);
     let groups = [
         (klen.div_ceil(4) * w4).div_ceil(64) as u32,
         pm as u32,
@@ -414,8 +413,8 @@ fn pack_a(
 }
 
 /// An implicit-im2col product, per image b and group g:
-/// C_bg [m x S] = A_g [m x K] * [im2col(src_b)_g ; 1 when biased], S = g.oh * g.ow output
-/// positions, K = group_channels * kprod (+ 1).
+/// C_bg [m x S] = A_g [m x K] * im2col(src_b)_g (+ bias), S = g.oh * g.ow output positions,
+/// K = group_channels * kprod.
 struct Implicit {
     g: Geo,
     /// Source images: view, elements per image, channels per image, channels per group.
@@ -435,11 +434,6 @@ struct Implicit {
 }
 
 /// Runs an [`Implicit`] product; Ok(false) when it does not fit the packers' limits.
-///
-/// With subgroups the micro-kernel reads B from the images itself (B layout I of
-/// gen_gemm_sg.py) when a lane's 8 columns are one run of the source or wrap at most once, and
-/// adds the bias as one more k of A; otherwise cg_pack_cols packs B into panels first (and the
-/// bias is a row of ones there).
 fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
     let g = &p.g;
     let s = g.positions();
@@ -447,18 +441,12 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
     if !g.fits(p.group_channels, &lay) {
         return Ok(false);
     }
-    // The fused kernels spend about as much per k on B as a 96-row block of FMAs: packing
-    // B once wins for more rows (measured on lavapipe: 48 rows 1.8x faster fused, 96-128 even,
-    // 256-384 1.2x slower).
-    let fused = e.uses_subgroups()
-        && (lay.wr == g.ow || g.ow >= 8)
-        && p.a.m <= 128
-        && !std::env::var("CAFFE_RS_CONV_PACKED").is_ok_and(|v| v != "0");
+    let m = p.a.m;
+    let fused = e.uses_subgroups() && m <= FUSED_ROWS && !env_flag("CAFFE_RS_CONV_PACKED");
     let kd = p.group_channels * g.kprod();
     // Packed B: the bias is row kd of B (ones) and column kd of A, within the k range. Fused:
-    // the kernels' bias step reads column kd of A after the k loop.
+    // the kernels' bias step adds column kd of A after the k loop.
     let kt = kd + (p.bias.is_some() && !fused) as usize;
-    let m = p.a.m;
     let max = e.max_bind();
     let aligned = s.is_multiple_of(4)
         && p.c.offset.is_multiple_of(4)
@@ -467,9 +455,11 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
     let tile = blas::tile(e.uses_subgroups(), m, aligned);
     let tm = tile.0;
     let (pn, pm) = (s.div_ceil(TN), m.div_ceil(tm));
-    // k blocks: the loop limit, one image's B panels (packed) and all groups' A panels (with the
-    // bias column) in one binding.
-    let mut kc = kt.min(MAX_K).min((max / (p.groups * pm * tm)).saturating_sub(1));
+    // k blocks: the loop limit, all groups' A panels (with the bias column) and (packed) one
+    // image's B panels in one binding.
+    let mut kc = kt
+        .min(MAX_K)
+        .min((max / (p.groups * pm * tm)).saturating_sub(1));
     if !fused {
         kc = kc.min(max / (pn * TN));
     }
@@ -556,20 +546,16 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
                         .u(gbase)
                         .u(lay.image)
                         .u(lay.cstride)
-                        .u(lay.wr)
                         .u(g.ow)
                         .u(g.h)
                         .u(g.w)
-                        .u(g.sh)
-                        .u(g.sw)
                         .u(g.kprod())
                         .u(k0)
                         .f(1.0 / g.ow as f32)
-                        .f(1.0 / g.kprod() as f32)
-                        .u((lay.wr as i64 - g.ow as i64) as i32 as u32 as usize);
+                        .f(1.0 / g.kprod() as f32);
                     let im = blas::Implicit {
                         taps: &tap_tex,
-                        two_runs: lay.wr != g.ow,
+                        mask: !lay.expanded,
                         words,
                     };
                     blas::run_micro(e, &micro(&src, 0, Some(im)))?;
@@ -582,11 +568,11 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
                     .u(klen)
                     .u(kd)
                     .u(if p.bias.is_some() { kd } else { 0xffff_ffff });
-                let words = g.words(words, &lay, gbase, b_entry);
+                let words = g.words(words, &lay, gbase).u(b_entry);
                 e.dispatch_spec(
                     "conv_gemm",
                     "cg_pack_cols",
-                    &g.constants(&lay, 16),
+                    &[lay.mask()],
                     &words,
                     &[Res::T(&src), Res::T(&tap_tex), Res::B(&bp)],
                     [klen.div_ceil(16) as u32, pn as u32, nbi as u32],
@@ -620,8 +606,6 @@ fn forward(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                 // k1 = 0 for every k: runs along whole rows of W.
                 d: kd + 4,
                 s1: 0,
-                d1: ONE_LEVEL,
-                s0: 0,
                 flip: false,
                 kreal: kd,
                 dvalid: kd + 4,
@@ -658,8 +642,6 @@ fn data_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                 sx: kp,
                 d: kp,
                 s1: cg * kp,
-                d1: ONE_LEVEL,
-                s0: 0,
                 flip: true,
                 kreal: og * kp,
                 dvalid: kp,
@@ -683,17 +665,9 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
     if !g.fits(cg, &lay) {
         return Ok(false);
     }
-    // The k space, in runs of 8 that cg_pack_colt reads in one go (padding rows are 0 in both
-    // operands): image * S' + position with S' = S rounded up to 8 where consecutive positions
-    // are consecutive in the source (linear), else (image * OH + oh) * OW' + ow with OW' = OW
-    // rounded up to 8.
-    let linear = lay.wr == g.ow;
-    let owp = g.ow.next_multiple_of(8);
-    let per = if linear {
-        s.next_multiple_of(8)
-    } else {
-        g.oh * owp
-    };
+    // k = image * S' + position, S' = S rounded up to 8 (cg_pack_colt reads runs of 8 positions
+    // of one image; the padding rows are 0 in both operands).
+    let sp = s.next_multiple_of(8);
     let max = e.max_bind();
     let aligned = kd.is_multiple_of(4) && k.weight.offset.is_multiple_of(4);
     let tile = blas::tile(e.uses_subgroups(), og, aligned);
@@ -702,60 +676,39 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
     let out_len = k.out_len();
     // k blocks: the loop limit and both operands' panels within one binding.
     let kc = MAX_K.min(max / (pm * tm)).min(max / (pn * TN)) / 8 * 8;
-    if kc == 0 || per >= EXACT || lay.image > max || out_len > max || pn > 65535 || pm > 65535 {
+    if kc == 0 || sp >= EXACT || lay.image > max || out_len > max || pn > 65535 || pm > 65535 {
         return Ok(false);
     }
-    // Blocks of whole images when an image fits one, else blocks of one image's k.
+    // Blocks of whole images when an image fits one, else blocks of one image's positions.
     let mut blocks = Vec::new();
-    if per <= kc {
-        let nb = (kc / per)
+    if sp <= kc {
+        let nb = (kc / sp)
             .min(max / lay.image)
             .min(max / out_len)
-            .min((EXACT - 1) / per)
+            .min((EXACT - 1) / sp)
             .max(1);
         for b0 in (0..k.batch).step_by(nb) {
             let nb = nb.min(k.batch - b0);
-            blocks.push((b0, nb, 0, nb * per));
+            blocks.push((b0, nb, 0, nb * sp));
         }
     } else {
         for b in 0..k.batch {
-            for p0 in (0..per).step_by(kc) {
-                blocks.push((b, 1, p0, kc.min(per - p0)));
+            for p0 in (0..sp).step_by(kc) {
+                blocks.push((b, 1, p0, kc.min(sp - p0)));
             }
         }
     }
-    let constants = [
-        ("CG_MODE", if linear { 0.0 } else { 1.0 }),
-        ("CG_STRIDED", if g.sh > 1 || g.sw > 1 { 1.0 } else { 0.0 }),
-    ];
-    let dy = if linear {
-        AOperand {
-            m: og,
-            sx: s,
-            d: per,
-            s1: out_len,
-            d1: ONE_LEVEL,
-            s0: 0,
-            flip: false,
-            kreal: 0xffff_ffff,
-            dvalid: s,
-            entry: 0,
-            elem: false,
-        }
-    } else {
-        AOperand {
-            m: og,
-            sx: s,
-            d: owp,
-            s1: g.ow,
-            d1: g.oh,
-            s0: out_len,
-            flip: false,
-            kreal: 0xffff_ffff,
-            dvalid: g.ow,
-            entry: 0,
-            elem: false,
-        }
+    // A = dY_g: rows oc, k = (image, position).
+    let dy = AOperand {
+        m: og,
+        sx: s,
+        d: sp,
+        s1: out_len,
+        flip: false,
+        kreal: 0xffff_ffff,
+        dvalid: s,
+        entry: 0,
+        elem: false,
     };
     let tap_tex = taps(e, g, &lay)?;
     let cbuf = e.buffer(k.weight.id);
@@ -765,7 +718,6 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
         let ywin = k.out.slice(b0 * out_len, nb * out_len);
         let (ytex, yshift) = e.buffer_tex("cg_dy", &ybuf, ywin.offset, ywin.len)?;
         for grp in 0..k.group {
-            // A = dY_g: rows oc, k = positions.
             let ta = pack_a(
                 e,
                 &dy,
@@ -775,18 +727,17 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                 tm,
                 1,
             )?;
-            // B = im2col(im)_g^T: rows k = positions, columns (c, kh, kw).
+            // B = im2col(im)_g^T: rows k = (image, position), columns (c, kernel tap).
             let b_len = pn * klen * TN;
             let bp = e.scratch("cg_bp", b_len)?;
-            let words = Params::new().u(kd).u(p0).u(klen).u(owp).u(per);
+            let words = Params::new().u(kd).u(p0).u(klen).u(s).u(sp);
             let words = g
-                .words(words, &lay, base + grp * cg * lay.cstride, 0)
-                .f(1.0 / per as f32)
-                .f(1.0 / owp as f32);
+                .words(words, &lay, base + grp * cg * lay.cstride)
+                .f(1.0 / sp as f32);
             e.dispatch_spec(
                 "conv_gemm",
                 "cg_pack_colt",
-                &constants,
+                &[lay.mask()],
                 &words,
                 &[Res::T(&src), Res::T(&tap_tex), Res::B(&bp)],
                 [klen.div_ceil(32) as u32, pn as u32, 1],
