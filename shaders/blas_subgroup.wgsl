@@ -16,14 +16,44 @@
 override BETA0: bool = true;
 override C4: bool = false;
 
-fn sg_store(ci: u32, col: u32, v: f32) {
+// C column col of a row starting at element ci sits at ci + off (off = col unless C_MAP).
+fn sg_store(ci: u32, col: u32, off: u32, v: f32) {
     if (col < pu(1u)) {
         if (BETA0) {
-            sg_c[ci + col] = pf(12u) * v;
+            sg_c[ci + off] = pf(12u) * v;
         } else {
-            sg_c[ci + col] = pf(12u) * v + pf(13u) * sg_c[ci + col];
+            sg_c[ci + off] = pf(12u) * v + pf(13u) * sg_c[ci + off];
         }
     }
+}
+
+// C columns as positions of a strided grid: column col = i * wr + j is stored at
+// i * pu(27) + j * pu(28) (wr = pu(26), 1 / wr = pf(29)); scalar stores only.
+override C_MAP: bool = false;
+
+struct SgCMap {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+}
+
+// Offsets of a lane's 8 columns col0..col0+7 within a row of C.
+fn sg_cmap(col0: u32) -> SgCMap {
+    let c0 = vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let c1 = c0 + vec4<u32>(4u);
+    if (!C_MAP) {
+        return SgCMap(c0, c1);
+    }
+    let wr = vec4<u32>(pu(26u));
+    let r = pf(29u);
+    var i0 = vec4<u32>(vec4<f32>(c0) * r);
+    i0 = select(i0, i0 - vec4<u32>(1u), i0 * wr > c0);
+    i0 = select(i0, i0 + vec4<u32>(1u), (i0 + vec4<u32>(1u)) * wr <= c0);
+    var i1 = vec4<u32>(vec4<f32>(c1) * r);
+    i1 = select(i1, i1 - vec4<u32>(1u), i1 * wr > c1);
+    i1 = select(i1, i1 + vec4<u32>(1u), (i1 + vec4<u32>(1u)) * wr <= c1);
+    let rs = pu(27u);
+    let cs = pu(28u);
+    return SgCMap(i0 * rs + (c0 - i0 * wr) * cs, i1 * rs + (c1 - i1 * wr) * cs);
 }
 
 fn sg_store4(t: u32, v: vec4<f32>) {
@@ -836,357 +866,358 @@ fn gemm_32x64_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
             if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1); }
         }
     } else {
+        let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc0_0.x);
-            sg_store(ci, col0 + 1u, acc0_0.y);
-            sg_store(ci, col0 + 2u, acc0_0.z);
-            sg_store(ci, col0 + 3u, acc0_0.w);
-            sg_store(ci, col0 + 4u, acc0_1.x);
-            sg_store(ci, col0 + 5u, acc0_1.y);
-            sg_store(ci, col0 + 6u, acc0_1.z);
-            sg_store(ci, col0 + 7u, acc0_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc1_0.x);
-            sg_store(ci, col0 + 1u, acc1_0.y);
-            sg_store(ci, col0 + 2u, acc1_0.z);
-            sg_store(ci, col0 + 3u, acc1_0.w);
-            sg_store(ci, col0 + 4u, acc1_1.x);
-            sg_store(ci, col0 + 5u, acc1_1.y);
-            sg_store(ci, col0 + 6u, acc1_1.z);
-            sg_store(ci, col0 + 7u, acc1_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc2_0.x);
-            sg_store(ci, col0 + 1u, acc2_0.y);
-            sg_store(ci, col0 + 2u, acc2_0.z);
-            sg_store(ci, col0 + 3u, acc2_0.w);
-            sg_store(ci, col0 + 4u, acc2_1.x);
-            sg_store(ci, col0 + 5u, acc2_1.y);
-            sg_store(ci, col0 + 6u, acc2_1.z);
-            sg_store(ci, col0 + 7u, acc2_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc3_0.x);
-            sg_store(ci, col0 + 1u, acc3_0.y);
-            sg_store(ci, col0 + 2u, acc3_0.z);
-            sg_store(ci, col0 + 3u, acc3_0.w);
-            sg_store(ci, col0 + 4u, acc3_1.x);
-            sg_store(ci, col0 + 5u, acc3_1.y);
-            sg_store(ci, col0 + 6u, acc3_1.z);
-            sg_store(ci, col0 + 7u, acc3_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc4_0.x);
-            sg_store(ci, col0 + 1u, acc4_0.y);
-            sg_store(ci, col0 + 2u, acc4_0.z);
-            sg_store(ci, col0 + 3u, acc4_0.w);
-            sg_store(ci, col0 + 4u, acc4_1.x);
-            sg_store(ci, col0 + 5u, acc4_1.y);
-            sg_store(ci, col0 + 6u, acc4_1.z);
-            sg_store(ci, col0 + 7u, acc4_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc5_0.x);
-            sg_store(ci, col0 + 1u, acc5_0.y);
-            sg_store(ci, col0 + 2u, acc5_0.z);
-            sg_store(ci, col0 + 3u, acc5_0.w);
-            sg_store(ci, col0 + 4u, acc5_1.x);
-            sg_store(ci, col0 + 5u, acc5_1.y);
-            sg_store(ci, col0 + 6u, acc5_1.z);
-            sg_store(ci, col0 + 7u, acc5_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc6_0.x);
-            sg_store(ci, col0 + 1u, acc6_0.y);
-            sg_store(ci, col0 + 2u, acc6_0.z);
-            sg_store(ci, col0 + 3u, acc6_0.w);
-            sg_store(ci, col0 + 4u, acc6_1.x);
-            sg_store(ci, col0 + 5u, acc6_1.y);
-            sg_store(ci, col0 + 6u, acc6_1.z);
-            sg_store(ci, col0 + 7u, acc6_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc7_0.x);
-            sg_store(ci, col0 + 1u, acc7_0.y);
-            sg_store(ci, col0 + 2u, acc7_0.z);
-            sg_store(ci, col0 + 3u, acc7_0.w);
-            sg_store(ci, col0 + 4u, acc7_1.x);
-            sg_store(ci, col0 + 5u, acc7_1.y);
-            sg_store(ci, col0 + 6u, acc7_1.z);
-            sg_store(ci, col0 + 7u, acc7_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc8_0.x);
-            sg_store(ci, col0 + 1u, acc8_0.y);
-            sg_store(ci, col0 + 2u, acc8_0.z);
-            sg_store(ci, col0 + 3u, acc8_0.w);
-            sg_store(ci, col0 + 4u, acc8_1.x);
-            sg_store(ci, col0 + 5u, acc8_1.y);
-            sg_store(ci, col0 + 6u, acc8_1.z);
-            sg_store(ci, col0 + 7u, acc8_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc9_0.x);
-            sg_store(ci, col0 + 1u, acc9_0.y);
-            sg_store(ci, col0 + 2u, acc9_0.z);
-            sg_store(ci, col0 + 3u, acc9_0.w);
-            sg_store(ci, col0 + 4u, acc9_1.x);
-            sg_store(ci, col0 + 5u, acc9_1.y);
-            sg_store(ci, col0 + 6u, acc9_1.z);
-            sg_store(ci, col0 + 7u, acc9_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc10_0.x);
-            sg_store(ci, col0 + 1u, acc10_0.y);
-            sg_store(ci, col0 + 2u, acc10_0.z);
-            sg_store(ci, col0 + 3u, acc10_0.w);
-            sg_store(ci, col0 + 4u, acc10_1.x);
-            sg_store(ci, col0 + 5u, acc10_1.y);
-            sg_store(ci, col0 + 6u, acc10_1.z);
-            sg_store(ci, col0 + 7u, acc10_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc11_0.x);
-            sg_store(ci, col0 + 1u, acc11_0.y);
-            sg_store(ci, col0 + 2u, acc11_0.z);
-            sg_store(ci, col0 + 3u, acc11_0.w);
-            sg_store(ci, col0 + 4u, acc11_1.x);
-            sg_store(ci, col0 + 5u, acc11_1.y);
-            sg_store(ci, col0 + 6u, acc11_1.z);
-            sg_store(ci, col0 + 7u, acc11_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc12_0.x);
-            sg_store(ci, col0 + 1u, acc12_0.y);
-            sg_store(ci, col0 + 2u, acc12_0.z);
-            sg_store(ci, col0 + 3u, acc12_0.w);
-            sg_store(ci, col0 + 4u, acc12_1.x);
-            sg_store(ci, col0 + 5u, acc12_1.y);
-            sg_store(ci, col0 + 6u, acc12_1.z);
-            sg_store(ci, col0 + 7u, acc12_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc13_0.x);
-            sg_store(ci, col0 + 1u, acc13_0.y);
-            sg_store(ci, col0 + 2u, acc13_0.z);
-            sg_store(ci, col0 + 3u, acc13_0.w);
-            sg_store(ci, col0 + 4u, acc13_1.x);
-            sg_store(ci, col0 + 5u, acc13_1.y);
-            sg_store(ci, col0 + 6u, acc13_1.z);
-            sg_store(ci, col0 + 7u, acc13_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc14_0.x);
-            sg_store(ci, col0 + 1u, acc14_0.y);
-            sg_store(ci, col0 + 2u, acc14_0.z);
-            sg_store(ci, col0 + 3u, acc14_0.w);
-            sg_store(ci, col0 + 4u, acc14_1.x);
-            sg_store(ci, col0 + 5u, acc14_1.y);
-            sg_store(ci, col0 + 6u, acc14_1.z);
-            sg_store(ci, col0 + 7u, acc14_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc15_0.x);
-            sg_store(ci, col0 + 1u, acc15_0.y);
-            sg_store(ci, col0 + 2u, acc15_0.z);
-            sg_store(ci, col0 + 3u, acc15_0.w);
-            sg_store(ci, col0 + 4u, acc15_1.x);
-            sg_store(ci, col0 + 5u, acc15_1.y);
-            sg_store(ci, col0 + 6u, acc15_1.z);
-            sg_store(ci, col0 + 7u, acc15_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
         }
         if (row0 + 16u < m) {
             let ci = cb + (row0 + 16u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc16_0.x);
-            sg_store(ci, col0 + 1u, acc16_0.y);
-            sg_store(ci, col0 + 2u, acc16_0.z);
-            sg_store(ci, col0 + 3u, acc16_0.w);
-            sg_store(ci, col0 + 4u, acc16_1.x);
-            sg_store(ci, col0 + 5u, acc16_1.y);
-            sg_store(ci, col0 + 6u, acc16_1.z);
-            sg_store(ci, col0 + 7u, acc16_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w);
         }
         if (row0 + 17u < m) {
             let ci = cb + (row0 + 17u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc17_0.x);
-            sg_store(ci, col0 + 1u, acc17_0.y);
-            sg_store(ci, col0 + 2u, acc17_0.z);
-            sg_store(ci, col0 + 3u, acc17_0.w);
-            sg_store(ci, col0 + 4u, acc17_1.x);
-            sg_store(ci, col0 + 5u, acc17_1.y);
-            sg_store(ci, col0 + 6u, acc17_1.z);
-            sg_store(ci, col0 + 7u, acc17_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w);
         }
         if (row0 + 18u < m) {
             let ci = cb + (row0 + 18u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc18_0.x);
-            sg_store(ci, col0 + 1u, acc18_0.y);
-            sg_store(ci, col0 + 2u, acc18_0.z);
-            sg_store(ci, col0 + 3u, acc18_0.w);
-            sg_store(ci, col0 + 4u, acc18_1.x);
-            sg_store(ci, col0 + 5u, acc18_1.y);
-            sg_store(ci, col0 + 6u, acc18_1.z);
-            sg_store(ci, col0 + 7u, acc18_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w);
         }
         if (row0 + 19u < m) {
             let ci = cb + (row0 + 19u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc19_0.x);
-            sg_store(ci, col0 + 1u, acc19_0.y);
-            sg_store(ci, col0 + 2u, acc19_0.z);
-            sg_store(ci, col0 + 3u, acc19_0.w);
-            sg_store(ci, col0 + 4u, acc19_1.x);
-            sg_store(ci, col0 + 5u, acc19_1.y);
-            sg_store(ci, col0 + 6u, acc19_1.z);
-            sg_store(ci, col0 + 7u, acc19_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w);
         }
         if (row0 + 20u < m) {
             let ci = cb + (row0 + 20u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc20_0.x);
-            sg_store(ci, col0 + 1u, acc20_0.y);
-            sg_store(ci, col0 + 2u, acc20_0.z);
-            sg_store(ci, col0 + 3u, acc20_0.w);
-            sg_store(ci, col0 + 4u, acc20_1.x);
-            sg_store(ci, col0 + 5u, acc20_1.y);
-            sg_store(ci, col0 + 6u, acc20_1.z);
-            sg_store(ci, col0 + 7u, acc20_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w);
         }
         if (row0 + 21u < m) {
             let ci = cb + (row0 + 21u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc21_0.x);
-            sg_store(ci, col0 + 1u, acc21_0.y);
-            sg_store(ci, col0 + 2u, acc21_0.z);
-            sg_store(ci, col0 + 3u, acc21_0.w);
-            sg_store(ci, col0 + 4u, acc21_1.x);
-            sg_store(ci, col0 + 5u, acc21_1.y);
-            sg_store(ci, col0 + 6u, acc21_1.z);
-            sg_store(ci, col0 + 7u, acc21_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w);
         }
         if (row0 + 22u < m) {
             let ci = cb + (row0 + 22u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc22_0.x);
-            sg_store(ci, col0 + 1u, acc22_0.y);
-            sg_store(ci, col0 + 2u, acc22_0.z);
-            sg_store(ci, col0 + 3u, acc22_0.w);
-            sg_store(ci, col0 + 4u, acc22_1.x);
-            sg_store(ci, col0 + 5u, acc22_1.y);
-            sg_store(ci, col0 + 6u, acc22_1.z);
-            sg_store(ci, col0 + 7u, acc22_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w);
         }
         if (row0 + 23u < m) {
             let ci = cb + (row0 + 23u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc23_0.x);
-            sg_store(ci, col0 + 1u, acc23_0.y);
-            sg_store(ci, col0 + 2u, acc23_0.z);
-            sg_store(ci, col0 + 3u, acc23_0.w);
-            sg_store(ci, col0 + 4u, acc23_1.x);
-            sg_store(ci, col0 + 5u, acc23_1.y);
-            sg_store(ci, col0 + 6u, acc23_1.z);
-            sg_store(ci, col0 + 7u, acc23_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w);
         }
         if (row0 + 24u < m) {
             let ci = cb + (row0 + 24u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc24_0.x);
-            sg_store(ci, col0 + 1u, acc24_0.y);
-            sg_store(ci, col0 + 2u, acc24_0.z);
-            sg_store(ci, col0 + 3u, acc24_0.w);
-            sg_store(ci, col0 + 4u, acc24_1.x);
-            sg_store(ci, col0 + 5u, acc24_1.y);
-            sg_store(ci, col0 + 6u, acc24_1.z);
-            sg_store(ci, col0 + 7u, acc24_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w);
         }
         if (row0 + 25u < m) {
             let ci = cb + (row0 + 25u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc25_0.x);
-            sg_store(ci, col0 + 1u, acc25_0.y);
-            sg_store(ci, col0 + 2u, acc25_0.z);
-            sg_store(ci, col0 + 3u, acc25_0.w);
-            sg_store(ci, col0 + 4u, acc25_1.x);
-            sg_store(ci, col0 + 5u, acc25_1.y);
-            sg_store(ci, col0 + 6u, acc25_1.z);
-            sg_store(ci, col0 + 7u, acc25_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w);
         }
         if (row0 + 26u < m) {
             let ci = cb + (row0 + 26u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc26_0.x);
-            sg_store(ci, col0 + 1u, acc26_0.y);
-            sg_store(ci, col0 + 2u, acc26_0.z);
-            sg_store(ci, col0 + 3u, acc26_0.w);
-            sg_store(ci, col0 + 4u, acc26_1.x);
-            sg_store(ci, col0 + 5u, acc26_1.y);
-            sg_store(ci, col0 + 6u, acc26_1.z);
-            sg_store(ci, col0 + 7u, acc26_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w);
         }
         if (row0 + 27u < m) {
             let ci = cb + (row0 + 27u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc27_0.x);
-            sg_store(ci, col0 + 1u, acc27_0.y);
-            sg_store(ci, col0 + 2u, acc27_0.z);
-            sg_store(ci, col0 + 3u, acc27_0.w);
-            sg_store(ci, col0 + 4u, acc27_1.x);
-            sg_store(ci, col0 + 5u, acc27_1.y);
-            sg_store(ci, col0 + 6u, acc27_1.z);
-            sg_store(ci, col0 + 7u, acc27_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w);
         }
         if (row0 + 28u < m) {
             let ci = cb + (row0 + 28u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc28_0.x);
-            sg_store(ci, col0 + 1u, acc28_0.y);
-            sg_store(ci, col0 + 2u, acc28_0.z);
-            sg_store(ci, col0 + 3u, acc28_0.w);
-            sg_store(ci, col0 + 4u, acc28_1.x);
-            sg_store(ci, col0 + 5u, acc28_1.y);
-            sg_store(ci, col0 + 6u, acc28_1.z);
-            sg_store(ci, col0 + 7u, acc28_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w);
         }
         if (row0 + 29u < m) {
             let ci = cb + (row0 + 29u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc29_0.x);
-            sg_store(ci, col0 + 1u, acc29_0.y);
-            sg_store(ci, col0 + 2u, acc29_0.z);
-            sg_store(ci, col0 + 3u, acc29_0.w);
-            sg_store(ci, col0 + 4u, acc29_1.x);
-            sg_store(ci, col0 + 5u, acc29_1.y);
-            sg_store(ci, col0 + 6u, acc29_1.z);
-            sg_store(ci, col0 + 7u, acc29_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w);
         }
         if (row0 + 30u < m) {
             let ci = cb + (row0 + 30u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc30_0.x);
-            sg_store(ci, col0 + 1u, acc30_0.y);
-            sg_store(ci, col0 + 2u, acc30_0.z);
-            sg_store(ci, col0 + 3u, acc30_0.w);
-            sg_store(ci, col0 + 4u, acc30_1.x);
-            sg_store(ci, col0 + 5u, acc30_1.y);
-            sg_store(ci, col0 + 6u, acc30_1.z);
-            sg_store(ci, col0 + 7u, acc30_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w);
         }
         if (row0 + 31u < m) {
             let ci = cb + (row0 + 31u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc31_0.x);
-            sg_store(ci, col0 + 1u, acc31_0.y);
-            sg_store(ci, col0 + 2u, acc31_0.z);
-            sg_store(ci, col0 + 3u, acc31_0.w);
-            sg_store(ci, col0 + 4u, acc31_1.x);
-            sg_store(ci, col0 + 5u, acc31_1.y);
-            sg_store(ci, col0 + 6u, acc31_1.z);
-            sg_store(ci, col0 + 7u, acc31_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w);
         }
     }
 }
@@ -1567,181 +1598,182 @@ fn gemm_16x64_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
             if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1); }
         }
     } else {
+        let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc0_0.x);
-            sg_store(ci, col0 + 1u, acc0_0.y);
-            sg_store(ci, col0 + 2u, acc0_0.z);
-            sg_store(ci, col0 + 3u, acc0_0.w);
-            sg_store(ci, col0 + 4u, acc0_1.x);
-            sg_store(ci, col0 + 5u, acc0_1.y);
-            sg_store(ci, col0 + 6u, acc0_1.z);
-            sg_store(ci, col0 + 7u, acc0_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc1_0.x);
-            sg_store(ci, col0 + 1u, acc1_0.y);
-            sg_store(ci, col0 + 2u, acc1_0.z);
-            sg_store(ci, col0 + 3u, acc1_0.w);
-            sg_store(ci, col0 + 4u, acc1_1.x);
-            sg_store(ci, col0 + 5u, acc1_1.y);
-            sg_store(ci, col0 + 6u, acc1_1.z);
-            sg_store(ci, col0 + 7u, acc1_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc2_0.x);
-            sg_store(ci, col0 + 1u, acc2_0.y);
-            sg_store(ci, col0 + 2u, acc2_0.z);
-            sg_store(ci, col0 + 3u, acc2_0.w);
-            sg_store(ci, col0 + 4u, acc2_1.x);
-            sg_store(ci, col0 + 5u, acc2_1.y);
-            sg_store(ci, col0 + 6u, acc2_1.z);
-            sg_store(ci, col0 + 7u, acc2_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc3_0.x);
-            sg_store(ci, col0 + 1u, acc3_0.y);
-            sg_store(ci, col0 + 2u, acc3_0.z);
-            sg_store(ci, col0 + 3u, acc3_0.w);
-            sg_store(ci, col0 + 4u, acc3_1.x);
-            sg_store(ci, col0 + 5u, acc3_1.y);
-            sg_store(ci, col0 + 6u, acc3_1.z);
-            sg_store(ci, col0 + 7u, acc3_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc4_0.x);
-            sg_store(ci, col0 + 1u, acc4_0.y);
-            sg_store(ci, col0 + 2u, acc4_0.z);
-            sg_store(ci, col0 + 3u, acc4_0.w);
-            sg_store(ci, col0 + 4u, acc4_1.x);
-            sg_store(ci, col0 + 5u, acc4_1.y);
-            sg_store(ci, col0 + 6u, acc4_1.z);
-            sg_store(ci, col0 + 7u, acc4_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc5_0.x);
-            sg_store(ci, col0 + 1u, acc5_0.y);
-            sg_store(ci, col0 + 2u, acc5_0.z);
-            sg_store(ci, col0 + 3u, acc5_0.w);
-            sg_store(ci, col0 + 4u, acc5_1.x);
-            sg_store(ci, col0 + 5u, acc5_1.y);
-            sg_store(ci, col0 + 6u, acc5_1.z);
-            sg_store(ci, col0 + 7u, acc5_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc6_0.x);
-            sg_store(ci, col0 + 1u, acc6_0.y);
-            sg_store(ci, col0 + 2u, acc6_0.z);
-            sg_store(ci, col0 + 3u, acc6_0.w);
-            sg_store(ci, col0 + 4u, acc6_1.x);
-            sg_store(ci, col0 + 5u, acc6_1.y);
-            sg_store(ci, col0 + 6u, acc6_1.z);
-            sg_store(ci, col0 + 7u, acc6_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc7_0.x);
-            sg_store(ci, col0 + 1u, acc7_0.y);
-            sg_store(ci, col0 + 2u, acc7_0.z);
-            sg_store(ci, col0 + 3u, acc7_0.w);
-            sg_store(ci, col0 + 4u, acc7_1.x);
-            sg_store(ci, col0 + 5u, acc7_1.y);
-            sg_store(ci, col0 + 6u, acc7_1.z);
-            sg_store(ci, col0 + 7u, acc7_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc8_0.x);
-            sg_store(ci, col0 + 1u, acc8_0.y);
-            sg_store(ci, col0 + 2u, acc8_0.z);
-            sg_store(ci, col0 + 3u, acc8_0.w);
-            sg_store(ci, col0 + 4u, acc8_1.x);
-            sg_store(ci, col0 + 5u, acc8_1.y);
-            sg_store(ci, col0 + 6u, acc8_1.z);
-            sg_store(ci, col0 + 7u, acc8_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc9_0.x);
-            sg_store(ci, col0 + 1u, acc9_0.y);
-            sg_store(ci, col0 + 2u, acc9_0.z);
-            sg_store(ci, col0 + 3u, acc9_0.w);
-            sg_store(ci, col0 + 4u, acc9_1.x);
-            sg_store(ci, col0 + 5u, acc9_1.y);
-            sg_store(ci, col0 + 6u, acc9_1.z);
-            sg_store(ci, col0 + 7u, acc9_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc10_0.x);
-            sg_store(ci, col0 + 1u, acc10_0.y);
-            sg_store(ci, col0 + 2u, acc10_0.z);
-            sg_store(ci, col0 + 3u, acc10_0.w);
-            sg_store(ci, col0 + 4u, acc10_1.x);
-            sg_store(ci, col0 + 5u, acc10_1.y);
-            sg_store(ci, col0 + 6u, acc10_1.z);
-            sg_store(ci, col0 + 7u, acc10_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc11_0.x);
-            sg_store(ci, col0 + 1u, acc11_0.y);
-            sg_store(ci, col0 + 2u, acc11_0.z);
-            sg_store(ci, col0 + 3u, acc11_0.w);
-            sg_store(ci, col0 + 4u, acc11_1.x);
-            sg_store(ci, col0 + 5u, acc11_1.y);
-            sg_store(ci, col0 + 6u, acc11_1.z);
-            sg_store(ci, col0 + 7u, acc11_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc12_0.x);
-            sg_store(ci, col0 + 1u, acc12_0.y);
-            sg_store(ci, col0 + 2u, acc12_0.z);
-            sg_store(ci, col0 + 3u, acc12_0.w);
-            sg_store(ci, col0 + 4u, acc12_1.x);
-            sg_store(ci, col0 + 5u, acc12_1.y);
-            sg_store(ci, col0 + 6u, acc12_1.z);
-            sg_store(ci, col0 + 7u, acc12_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc13_0.x);
-            sg_store(ci, col0 + 1u, acc13_0.y);
-            sg_store(ci, col0 + 2u, acc13_0.z);
-            sg_store(ci, col0 + 3u, acc13_0.w);
-            sg_store(ci, col0 + 4u, acc13_1.x);
-            sg_store(ci, col0 + 5u, acc13_1.y);
-            sg_store(ci, col0 + 6u, acc13_1.z);
-            sg_store(ci, col0 + 7u, acc13_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc14_0.x);
-            sg_store(ci, col0 + 1u, acc14_0.y);
-            sg_store(ci, col0 + 2u, acc14_0.z);
-            sg_store(ci, col0 + 3u, acc14_0.w);
-            sg_store(ci, col0 + 4u, acc14_1.x);
-            sg_store(ci, col0 + 5u, acc14_1.y);
-            sg_store(ci, col0 + 6u, acc14_1.z);
-            sg_store(ci, col0 + 7u, acc14_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc15_0.x);
-            sg_store(ci, col0 + 1u, acc15_0.y);
-            sg_store(ci, col0 + 2u, acc15_0.z);
-            sg_store(ci, col0 + 3u, acc15_0.w);
-            sg_store(ci, col0 + 4u, acc15_1.x);
-            sg_store(ci, col0 + 5u, acc15_1.y);
-            sg_store(ci, col0 + 6u, acc15_1.z);
-            sg_store(ci, col0 + 7u, acc15_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
         }
     }
 }
@@ -1954,93 +1986,94 @@ fn gemm_8x64_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1); }
         }
     } else {
+        let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc0_0.x);
-            sg_store(ci, col0 + 1u, acc0_0.y);
-            sg_store(ci, col0 + 2u, acc0_0.z);
-            sg_store(ci, col0 + 3u, acc0_0.w);
-            sg_store(ci, col0 + 4u, acc0_1.x);
-            sg_store(ci, col0 + 5u, acc0_1.y);
-            sg_store(ci, col0 + 6u, acc0_1.z);
-            sg_store(ci, col0 + 7u, acc0_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc1_0.x);
-            sg_store(ci, col0 + 1u, acc1_0.y);
-            sg_store(ci, col0 + 2u, acc1_0.z);
-            sg_store(ci, col0 + 3u, acc1_0.w);
-            sg_store(ci, col0 + 4u, acc1_1.x);
-            sg_store(ci, col0 + 5u, acc1_1.y);
-            sg_store(ci, col0 + 6u, acc1_1.z);
-            sg_store(ci, col0 + 7u, acc1_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc2_0.x);
-            sg_store(ci, col0 + 1u, acc2_0.y);
-            sg_store(ci, col0 + 2u, acc2_0.z);
-            sg_store(ci, col0 + 3u, acc2_0.w);
-            sg_store(ci, col0 + 4u, acc2_1.x);
-            sg_store(ci, col0 + 5u, acc2_1.y);
-            sg_store(ci, col0 + 6u, acc2_1.z);
-            sg_store(ci, col0 + 7u, acc2_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc3_0.x);
-            sg_store(ci, col0 + 1u, acc3_0.y);
-            sg_store(ci, col0 + 2u, acc3_0.z);
-            sg_store(ci, col0 + 3u, acc3_0.w);
-            sg_store(ci, col0 + 4u, acc3_1.x);
-            sg_store(ci, col0 + 5u, acc3_1.y);
-            sg_store(ci, col0 + 6u, acc3_1.z);
-            sg_store(ci, col0 + 7u, acc3_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc4_0.x);
-            sg_store(ci, col0 + 1u, acc4_0.y);
-            sg_store(ci, col0 + 2u, acc4_0.z);
-            sg_store(ci, col0 + 3u, acc4_0.w);
-            sg_store(ci, col0 + 4u, acc4_1.x);
-            sg_store(ci, col0 + 5u, acc4_1.y);
-            sg_store(ci, col0 + 6u, acc4_1.z);
-            sg_store(ci, col0 + 7u, acc4_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc5_0.x);
-            sg_store(ci, col0 + 1u, acc5_0.y);
-            sg_store(ci, col0 + 2u, acc5_0.z);
-            sg_store(ci, col0 + 3u, acc5_0.w);
-            sg_store(ci, col0 + 4u, acc5_1.x);
-            sg_store(ci, col0 + 5u, acc5_1.y);
-            sg_store(ci, col0 + 6u, acc5_1.z);
-            sg_store(ci, col0 + 7u, acc5_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc6_0.x);
-            sg_store(ci, col0 + 1u, acc6_0.y);
-            sg_store(ci, col0 + 2u, acc6_0.z);
-            sg_store(ci, col0 + 3u, acc6_0.w);
-            sg_store(ci, col0 + 4u, acc6_1.x);
-            sg_store(ci, col0 + 5u, acc6_1.y);
-            sg_store(ci, col0 + 6u, acc6_1.z);
-            sg_store(ci, col0 + 7u, acc6_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc7_0.x);
-            sg_store(ci, col0 + 1u, acc7_0.y);
-            sg_store(ci, col0 + 2u, acc7_0.z);
-            sg_store(ci, col0 + 3u, acc7_0.w);
-            sg_store(ci, col0 + 4u, acc7_1.x);
-            sg_store(ci, col0 + 5u, acc7_1.y);
-            sg_store(ci, col0 + 6u, acc7_1.z);
-            sg_store(ci, col0 + 7u, acc7_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
         }
     }
 }
@@ -2863,533 +2896,534 @@ fn gemm_48x64_tn_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
             if (col0 + 4u < n) { sg_store4(v + 1u, acc47_1); }
         }
     } else {
+        let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc0_0.x);
-            sg_store(ci, col0 + 1u, acc0_0.y);
-            sg_store(ci, col0 + 2u, acc0_0.z);
-            sg_store(ci, col0 + 3u, acc0_0.w);
-            sg_store(ci, col0 + 4u, acc0_1.x);
-            sg_store(ci, col0 + 5u, acc0_1.y);
-            sg_store(ci, col0 + 6u, acc0_1.z);
-            sg_store(ci, col0 + 7u, acc0_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc1_0.x);
-            sg_store(ci, col0 + 1u, acc1_0.y);
-            sg_store(ci, col0 + 2u, acc1_0.z);
-            sg_store(ci, col0 + 3u, acc1_0.w);
-            sg_store(ci, col0 + 4u, acc1_1.x);
-            sg_store(ci, col0 + 5u, acc1_1.y);
-            sg_store(ci, col0 + 6u, acc1_1.z);
-            sg_store(ci, col0 + 7u, acc1_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc2_0.x);
-            sg_store(ci, col0 + 1u, acc2_0.y);
-            sg_store(ci, col0 + 2u, acc2_0.z);
-            sg_store(ci, col0 + 3u, acc2_0.w);
-            sg_store(ci, col0 + 4u, acc2_1.x);
-            sg_store(ci, col0 + 5u, acc2_1.y);
-            sg_store(ci, col0 + 6u, acc2_1.z);
-            sg_store(ci, col0 + 7u, acc2_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc3_0.x);
-            sg_store(ci, col0 + 1u, acc3_0.y);
-            sg_store(ci, col0 + 2u, acc3_0.z);
-            sg_store(ci, col0 + 3u, acc3_0.w);
-            sg_store(ci, col0 + 4u, acc3_1.x);
-            sg_store(ci, col0 + 5u, acc3_1.y);
-            sg_store(ci, col0 + 6u, acc3_1.z);
-            sg_store(ci, col0 + 7u, acc3_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc4_0.x);
-            sg_store(ci, col0 + 1u, acc4_0.y);
-            sg_store(ci, col0 + 2u, acc4_0.z);
-            sg_store(ci, col0 + 3u, acc4_0.w);
-            sg_store(ci, col0 + 4u, acc4_1.x);
-            sg_store(ci, col0 + 5u, acc4_1.y);
-            sg_store(ci, col0 + 6u, acc4_1.z);
-            sg_store(ci, col0 + 7u, acc4_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc5_0.x);
-            sg_store(ci, col0 + 1u, acc5_0.y);
-            sg_store(ci, col0 + 2u, acc5_0.z);
-            sg_store(ci, col0 + 3u, acc5_0.w);
-            sg_store(ci, col0 + 4u, acc5_1.x);
-            sg_store(ci, col0 + 5u, acc5_1.y);
-            sg_store(ci, col0 + 6u, acc5_1.z);
-            sg_store(ci, col0 + 7u, acc5_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc6_0.x);
-            sg_store(ci, col0 + 1u, acc6_0.y);
-            sg_store(ci, col0 + 2u, acc6_0.z);
-            sg_store(ci, col0 + 3u, acc6_0.w);
-            sg_store(ci, col0 + 4u, acc6_1.x);
-            sg_store(ci, col0 + 5u, acc6_1.y);
-            sg_store(ci, col0 + 6u, acc6_1.z);
-            sg_store(ci, col0 + 7u, acc6_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc7_0.x);
-            sg_store(ci, col0 + 1u, acc7_0.y);
-            sg_store(ci, col0 + 2u, acc7_0.z);
-            sg_store(ci, col0 + 3u, acc7_0.w);
-            sg_store(ci, col0 + 4u, acc7_1.x);
-            sg_store(ci, col0 + 5u, acc7_1.y);
-            sg_store(ci, col0 + 6u, acc7_1.z);
-            sg_store(ci, col0 + 7u, acc7_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc8_0.x);
-            sg_store(ci, col0 + 1u, acc8_0.y);
-            sg_store(ci, col0 + 2u, acc8_0.z);
-            sg_store(ci, col0 + 3u, acc8_0.w);
-            sg_store(ci, col0 + 4u, acc8_1.x);
-            sg_store(ci, col0 + 5u, acc8_1.y);
-            sg_store(ci, col0 + 6u, acc8_1.z);
-            sg_store(ci, col0 + 7u, acc8_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc9_0.x);
-            sg_store(ci, col0 + 1u, acc9_0.y);
-            sg_store(ci, col0 + 2u, acc9_0.z);
-            sg_store(ci, col0 + 3u, acc9_0.w);
-            sg_store(ci, col0 + 4u, acc9_1.x);
-            sg_store(ci, col0 + 5u, acc9_1.y);
-            sg_store(ci, col0 + 6u, acc9_1.z);
-            sg_store(ci, col0 + 7u, acc9_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc10_0.x);
-            sg_store(ci, col0 + 1u, acc10_0.y);
-            sg_store(ci, col0 + 2u, acc10_0.z);
-            sg_store(ci, col0 + 3u, acc10_0.w);
-            sg_store(ci, col0 + 4u, acc10_1.x);
-            sg_store(ci, col0 + 5u, acc10_1.y);
-            sg_store(ci, col0 + 6u, acc10_1.z);
-            sg_store(ci, col0 + 7u, acc10_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc11_0.x);
-            sg_store(ci, col0 + 1u, acc11_0.y);
-            sg_store(ci, col0 + 2u, acc11_0.z);
-            sg_store(ci, col0 + 3u, acc11_0.w);
-            sg_store(ci, col0 + 4u, acc11_1.x);
-            sg_store(ci, col0 + 5u, acc11_1.y);
-            sg_store(ci, col0 + 6u, acc11_1.z);
-            sg_store(ci, col0 + 7u, acc11_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc12_0.x);
-            sg_store(ci, col0 + 1u, acc12_0.y);
-            sg_store(ci, col0 + 2u, acc12_0.z);
-            sg_store(ci, col0 + 3u, acc12_0.w);
-            sg_store(ci, col0 + 4u, acc12_1.x);
-            sg_store(ci, col0 + 5u, acc12_1.y);
-            sg_store(ci, col0 + 6u, acc12_1.z);
-            sg_store(ci, col0 + 7u, acc12_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc13_0.x);
-            sg_store(ci, col0 + 1u, acc13_0.y);
-            sg_store(ci, col0 + 2u, acc13_0.z);
-            sg_store(ci, col0 + 3u, acc13_0.w);
-            sg_store(ci, col0 + 4u, acc13_1.x);
-            sg_store(ci, col0 + 5u, acc13_1.y);
-            sg_store(ci, col0 + 6u, acc13_1.z);
-            sg_store(ci, col0 + 7u, acc13_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc14_0.x);
-            sg_store(ci, col0 + 1u, acc14_0.y);
-            sg_store(ci, col0 + 2u, acc14_0.z);
-            sg_store(ci, col0 + 3u, acc14_0.w);
-            sg_store(ci, col0 + 4u, acc14_1.x);
-            sg_store(ci, col0 + 5u, acc14_1.y);
-            sg_store(ci, col0 + 6u, acc14_1.z);
-            sg_store(ci, col0 + 7u, acc14_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc15_0.x);
-            sg_store(ci, col0 + 1u, acc15_0.y);
-            sg_store(ci, col0 + 2u, acc15_0.z);
-            sg_store(ci, col0 + 3u, acc15_0.w);
-            sg_store(ci, col0 + 4u, acc15_1.x);
-            sg_store(ci, col0 + 5u, acc15_1.y);
-            sg_store(ci, col0 + 6u, acc15_1.z);
-            sg_store(ci, col0 + 7u, acc15_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
         }
         if (row0 + 16u < m) {
             let ci = cb + (row0 + 16u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc16_0.x);
-            sg_store(ci, col0 + 1u, acc16_0.y);
-            sg_store(ci, col0 + 2u, acc16_0.z);
-            sg_store(ci, col0 + 3u, acc16_0.w);
-            sg_store(ci, col0 + 4u, acc16_1.x);
-            sg_store(ci, col0 + 5u, acc16_1.y);
-            sg_store(ci, col0 + 6u, acc16_1.z);
-            sg_store(ci, col0 + 7u, acc16_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w);
         }
         if (row0 + 17u < m) {
             let ci = cb + (row0 + 17u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc17_0.x);
-            sg_store(ci, col0 + 1u, acc17_0.y);
-            sg_store(ci, col0 + 2u, acc17_0.z);
-            sg_store(ci, col0 + 3u, acc17_0.w);
-            sg_store(ci, col0 + 4u, acc17_1.x);
-            sg_store(ci, col0 + 5u, acc17_1.y);
-            sg_store(ci, col0 + 6u, acc17_1.z);
-            sg_store(ci, col0 + 7u, acc17_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w);
         }
         if (row0 + 18u < m) {
             let ci = cb + (row0 + 18u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc18_0.x);
-            sg_store(ci, col0 + 1u, acc18_0.y);
-            sg_store(ci, col0 + 2u, acc18_0.z);
-            sg_store(ci, col0 + 3u, acc18_0.w);
-            sg_store(ci, col0 + 4u, acc18_1.x);
-            sg_store(ci, col0 + 5u, acc18_1.y);
-            sg_store(ci, col0 + 6u, acc18_1.z);
-            sg_store(ci, col0 + 7u, acc18_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w);
         }
         if (row0 + 19u < m) {
             let ci = cb + (row0 + 19u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc19_0.x);
-            sg_store(ci, col0 + 1u, acc19_0.y);
-            sg_store(ci, col0 + 2u, acc19_0.z);
-            sg_store(ci, col0 + 3u, acc19_0.w);
-            sg_store(ci, col0 + 4u, acc19_1.x);
-            sg_store(ci, col0 + 5u, acc19_1.y);
-            sg_store(ci, col0 + 6u, acc19_1.z);
-            sg_store(ci, col0 + 7u, acc19_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w);
         }
         if (row0 + 20u < m) {
             let ci = cb + (row0 + 20u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc20_0.x);
-            sg_store(ci, col0 + 1u, acc20_0.y);
-            sg_store(ci, col0 + 2u, acc20_0.z);
-            sg_store(ci, col0 + 3u, acc20_0.w);
-            sg_store(ci, col0 + 4u, acc20_1.x);
-            sg_store(ci, col0 + 5u, acc20_1.y);
-            sg_store(ci, col0 + 6u, acc20_1.z);
-            sg_store(ci, col0 + 7u, acc20_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w);
         }
         if (row0 + 21u < m) {
             let ci = cb + (row0 + 21u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc21_0.x);
-            sg_store(ci, col0 + 1u, acc21_0.y);
-            sg_store(ci, col0 + 2u, acc21_0.z);
-            sg_store(ci, col0 + 3u, acc21_0.w);
-            sg_store(ci, col0 + 4u, acc21_1.x);
-            sg_store(ci, col0 + 5u, acc21_1.y);
-            sg_store(ci, col0 + 6u, acc21_1.z);
-            sg_store(ci, col0 + 7u, acc21_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w);
         }
         if (row0 + 22u < m) {
             let ci = cb + (row0 + 22u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc22_0.x);
-            sg_store(ci, col0 + 1u, acc22_0.y);
-            sg_store(ci, col0 + 2u, acc22_0.z);
-            sg_store(ci, col0 + 3u, acc22_0.w);
-            sg_store(ci, col0 + 4u, acc22_1.x);
-            sg_store(ci, col0 + 5u, acc22_1.y);
-            sg_store(ci, col0 + 6u, acc22_1.z);
-            sg_store(ci, col0 + 7u, acc22_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w);
         }
         if (row0 + 23u < m) {
             let ci = cb + (row0 + 23u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc23_0.x);
-            sg_store(ci, col0 + 1u, acc23_0.y);
-            sg_store(ci, col0 + 2u, acc23_0.z);
-            sg_store(ci, col0 + 3u, acc23_0.w);
-            sg_store(ci, col0 + 4u, acc23_1.x);
-            sg_store(ci, col0 + 5u, acc23_1.y);
-            sg_store(ci, col0 + 6u, acc23_1.z);
-            sg_store(ci, col0 + 7u, acc23_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w);
         }
         if (row0 + 24u < m) {
             let ci = cb + (row0 + 24u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc24_0.x);
-            sg_store(ci, col0 + 1u, acc24_0.y);
-            sg_store(ci, col0 + 2u, acc24_0.z);
-            sg_store(ci, col0 + 3u, acc24_0.w);
-            sg_store(ci, col0 + 4u, acc24_1.x);
-            sg_store(ci, col0 + 5u, acc24_1.y);
-            sg_store(ci, col0 + 6u, acc24_1.z);
-            sg_store(ci, col0 + 7u, acc24_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w);
         }
         if (row0 + 25u < m) {
             let ci = cb + (row0 + 25u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc25_0.x);
-            sg_store(ci, col0 + 1u, acc25_0.y);
-            sg_store(ci, col0 + 2u, acc25_0.z);
-            sg_store(ci, col0 + 3u, acc25_0.w);
-            sg_store(ci, col0 + 4u, acc25_1.x);
-            sg_store(ci, col0 + 5u, acc25_1.y);
-            sg_store(ci, col0 + 6u, acc25_1.z);
-            sg_store(ci, col0 + 7u, acc25_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w);
         }
         if (row0 + 26u < m) {
             let ci = cb + (row0 + 26u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc26_0.x);
-            sg_store(ci, col0 + 1u, acc26_0.y);
-            sg_store(ci, col0 + 2u, acc26_0.z);
-            sg_store(ci, col0 + 3u, acc26_0.w);
-            sg_store(ci, col0 + 4u, acc26_1.x);
-            sg_store(ci, col0 + 5u, acc26_1.y);
-            sg_store(ci, col0 + 6u, acc26_1.z);
-            sg_store(ci, col0 + 7u, acc26_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w);
         }
         if (row0 + 27u < m) {
             let ci = cb + (row0 + 27u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc27_0.x);
-            sg_store(ci, col0 + 1u, acc27_0.y);
-            sg_store(ci, col0 + 2u, acc27_0.z);
-            sg_store(ci, col0 + 3u, acc27_0.w);
-            sg_store(ci, col0 + 4u, acc27_1.x);
-            sg_store(ci, col0 + 5u, acc27_1.y);
-            sg_store(ci, col0 + 6u, acc27_1.z);
-            sg_store(ci, col0 + 7u, acc27_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w);
         }
         if (row0 + 28u < m) {
             let ci = cb + (row0 + 28u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc28_0.x);
-            sg_store(ci, col0 + 1u, acc28_0.y);
-            sg_store(ci, col0 + 2u, acc28_0.z);
-            sg_store(ci, col0 + 3u, acc28_0.w);
-            sg_store(ci, col0 + 4u, acc28_1.x);
-            sg_store(ci, col0 + 5u, acc28_1.y);
-            sg_store(ci, col0 + 6u, acc28_1.z);
-            sg_store(ci, col0 + 7u, acc28_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w);
         }
         if (row0 + 29u < m) {
             let ci = cb + (row0 + 29u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc29_0.x);
-            sg_store(ci, col0 + 1u, acc29_0.y);
-            sg_store(ci, col0 + 2u, acc29_0.z);
-            sg_store(ci, col0 + 3u, acc29_0.w);
-            sg_store(ci, col0 + 4u, acc29_1.x);
-            sg_store(ci, col0 + 5u, acc29_1.y);
-            sg_store(ci, col0 + 6u, acc29_1.z);
-            sg_store(ci, col0 + 7u, acc29_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w);
         }
         if (row0 + 30u < m) {
             let ci = cb + (row0 + 30u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc30_0.x);
-            sg_store(ci, col0 + 1u, acc30_0.y);
-            sg_store(ci, col0 + 2u, acc30_0.z);
-            sg_store(ci, col0 + 3u, acc30_0.w);
-            sg_store(ci, col0 + 4u, acc30_1.x);
-            sg_store(ci, col0 + 5u, acc30_1.y);
-            sg_store(ci, col0 + 6u, acc30_1.z);
-            sg_store(ci, col0 + 7u, acc30_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w);
         }
         if (row0 + 31u < m) {
             let ci = cb + (row0 + 31u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc31_0.x);
-            sg_store(ci, col0 + 1u, acc31_0.y);
-            sg_store(ci, col0 + 2u, acc31_0.z);
-            sg_store(ci, col0 + 3u, acc31_0.w);
-            sg_store(ci, col0 + 4u, acc31_1.x);
-            sg_store(ci, col0 + 5u, acc31_1.y);
-            sg_store(ci, col0 + 6u, acc31_1.z);
-            sg_store(ci, col0 + 7u, acc31_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w);
         }
         if (row0 + 32u < m) {
             let ci = cb + (row0 + 32u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc32_0.x);
-            sg_store(ci, col0 + 1u, acc32_0.y);
-            sg_store(ci, col0 + 2u, acc32_0.z);
-            sg_store(ci, col0 + 3u, acc32_0.w);
-            sg_store(ci, col0 + 4u, acc32_1.x);
-            sg_store(ci, col0 + 5u, acc32_1.y);
-            sg_store(ci, col0 + 6u, acc32_1.z);
-            sg_store(ci, col0 + 7u, acc32_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc32_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc32_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc32_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc32_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc32_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc32_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc32_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc32_1.w);
         }
         if (row0 + 33u < m) {
             let ci = cb + (row0 + 33u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc33_0.x);
-            sg_store(ci, col0 + 1u, acc33_0.y);
-            sg_store(ci, col0 + 2u, acc33_0.z);
-            sg_store(ci, col0 + 3u, acc33_0.w);
-            sg_store(ci, col0 + 4u, acc33_1.x);
-            sg_store(ci, col0 + 5u, acc33_1.y);
-            sg_store(ci, col0 + 6u, acc33_1.z);
-            sg_store(ci, col0 + 7u, acc33_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc33_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc33_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc33_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc33_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc33_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc33_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc33_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc33_1.w);
         }
         if (row0 + 34u < m) {
             let ci = cb + (row0 + 34u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc34_0.x);
-            sg_store(ci, col0 + 1u, acc34_0.y);
-            sg_store(ci, col0 + 2u, acc34_0.z);
-            sg_store(ci, col0 + 3u, acc34_0.w);
-            sg_store(ci, col0 + 4u, acc34_1.x);
-            sg_store(ci, col0 + 5u, acc34_1.y);
-            sg_store(ci, col0 + 6u, acc34_1.z);
-            sg_store(ci, col0 + 7u, acc34_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc34_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc34_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc34_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc34_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc34_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc34_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc34_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc34_1.w);
         }
         if (row0 + 35u < m) {
             let ci = cb + (row0 + 35u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc35_0.x);
-            sg_store(ci, col0 + 1u, acc35_0.y);
-            sg_store(ci, col0 + 2u, acc35_0.z);
-            sg_store(ci, col0 + 3u, acc35_0.w);
-            sg_store(ci, col0 + 4u, acc35_1.x);
-            sg_store(ci, col0 + 5u, acc35_1.y);
-            sg_store(ci, col0 + 6u, acc35_1.z);
-            sg_store(ci, col0 + 7u, acc35_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc35_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc35_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc35_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc35_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc35_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc35_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc35_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc35_1.w);
         }
         if (row0 + 36u < m) {
             let ci = cb + (row0 + 36u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc36_0.x);
-            sg_store(ci, col0 + 1u, acc36_0.y);
-            sg_store(ci, col0 + 2u, acc36_0.z);
-            sg_store(ci, col0 + 3u, acc36_0.w);
-            sg_store(ci, col0 + 4u, acc36_1.x);
-            sg_store(ci, col0 + 5u, acc36_1.y);
-            sg_store(ci, col0 + 6u, acc36_1.z);
-            sg_store(ci, col0 + 7u, acc36_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc36_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc36_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc36_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc36_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc36_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc36_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc36_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc36_1.w);
         }
         if (row0 + 37u < m) {
             let ci = cb + (row0 + 37u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc37_0.x);
-            sg_store(ci, col0 + 1u, acc37_0.y);
-            sg_store(ci, col0 + 2u, acc37_0.z);
-            sg_store(ci, col0 + 3u, acc37_0.w);
-            sg_store(ci, col0 + 4u, acc37_1.x);
-            sg_store(ci, col0 + 5u, acc37_1.y);
-            sg_store(ci, col0 + 6u, acc37_1.z);
-            sg_store(ci, col0 + 7u, acc37_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc37_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc37_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc37_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc37_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc37_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc37_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc37_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc37_1.w);
         }
         if (row0 + 38u < m) {
             let ci = cb + (row0 + 38u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc38_0.x);
-            sg_store(ci, col0 + 1u, acc38_0.y);
-            sg_store(ci, col0 + 2u, acc38_0.z);
-            sg_store(ci, col0 + 3u, acc38_0.w);
-            sg_store(ci, col0 + 4u, acc38_1.x);
-            sg_store(ci, col0 + 5u, acc38_1.y);
-            sg_store(ci, col0 + 6u, acc38_1.z);
-            sg_store(ci, col0 + 7u, acc38_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc38_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc38_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc38_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc38_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc38_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc38_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc38_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc38_1.w);
         }
         if (row0 + 39u < m) {
             let ci = cb + (row0 + 39u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc39_0.x);
-            sg_store(ci, col0 + 1u, acc39_0.y);
-            sg_store(ci, col0 + 2u, acc39_0.z);
-            sg_store(ci, col0 + 3u, acc39_0.w);
-            sg_store(ci, col0 + 4u, acc39_1.x);
-            sg_store(ci, col0 + 5u, acc39_1.y);
-            sg_store(ci, col0 + 6u, acc39_1.z);
-            sg_store(ci, col0 + 7u, acc39_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc39_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc39_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc39_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc39_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc39_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc39_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc39_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc39_1.w);
         }
         if (row0 + 40u < m) {
             let ci = cb + (row0 + 40u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc40_0.x);
-            sg_store(ci, col0 + 1u, acc40_0.y);
-            sg_store(ci, col0 + 2u, acc40_0.z);
-            sg_store(ci, col0 + 3u, acc40_0.w);
-            sg_store(ci, col0 + 4u, acc40_1.x);
-            sg_store(ci, col0 + 5u, acc40_1.y);
-            sg_store(ci, col0 + 6u, acc40_1.z);
-            sg_store(ci, col0 + 7u, acc40_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc40_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc40_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc40_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc40_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc40_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc40_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc40_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc40_1.w);
         }
         if (row0 + 41u < m) {
             let ci = cb + (row0 + 41u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc41_0.x);
-            sg_store(ci, col0 + 1u, acc41_0.y);
-            sg_store(ci, col0 + 2u, acc41_0.z);
-            sg_store(ci, col0 + 3u, acc41_0.w);
-            sg_store(ci, col0 + 4u, acc41_1.x);
-            sg_store(ci, col0 + 5u, acc41_1.y);
-            sg_store(ci, col0 + 6u, acc41_1.z);
-            sg_store(ci, col0 + 7u, acc41_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc41_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc41_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc41_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc41_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc41_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc41_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc41_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc41_1.w);
         }
         if (row0 + 42u < m) {
             let ci = cb + (row0 + 42u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc42_0.x);
-            sg_store(ci, col0 + 1u, acc42_0.y);
-            sg_store(ci, col0 + 2u, acc42_0.z);
-            sg_store(ci, col0 + 3u, acc42_0.w);
-            sg_store(ci, col0 + 4u, acc42_1.x);
-            sg_store(ci, col0 + 5u, acc42_1.y);
-            sg_store(ci, col0 + 6u, acc42_1.z);
-            sg_store(ci, col0 + 7u, acc42_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc42_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc42_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc42_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc42_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc42_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc42_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc42_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc42_1.w);
         }
         if (row0 + 43u < m) {
             let ci = cb + (row0 + 43u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc43_0.x);
-            sg_store(ci, col0 + 1u, acc43_0.y);
-            sg_store(ci, col0 + 2u, acc43_0.z);
-            sg_store(ci, col0 + 3u, acc43_0.w);
-            sg_store(ci, col0 + 4u, acc43_1.x);
-            sg_store(ci, col0 + 5u, acc43_1.y);
-            sg_store(ci, col0 + 6u, acc43_1.z);
-            sg_store(ci, col0 + 7u, acc43_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc43_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc43_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc43_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc43_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc43_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc43_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc43_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc43_1.w);
         }
         if (row0 + 44u < m) {
             let ci = cb + (row0 + 44u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc44_0.x);
-            sg_store(ci, col0 + 1u, acc44_0.y);
-            sg_store(ci, col0 + 2u, acc44_0.z);
-            sg_store(ci, col0 + 3u, acc44_0.w);
-            sg_store(ci, col0 + 4u, acc44_1.x);
-            sg_store(ci, col0 + 5u, acc44_1.y);
-            sg_store(ci, col0 + 6u, acc44_1.z);
-            sg_store(ci, col0 + 7u, acc44_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc44_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc44_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc44_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc44_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc44_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc44_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc44_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc44_1.w);
         }
         if (row0 + 45u < m) {
             let ci = cb + (row0 + 45u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc45_0.x);
-            sg_store(ci, col0 + 1u, acc45_0.y);
-            sg_store(ci, col0 + 2u, acc45_0.z);
-            sg_store(ci, col0 + 3u, acc45_0.w);
-            sg_store(ci, col0 + 4u, acc45_1.x);
-            sg_store(ci, col0 + 5u, acc45_1.y);
-            sg_store(ci, col0 + 6u, acc45_1.z);
-            sg_store(ci, col0 + 7u, acc45_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc45_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc45_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc45_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc45_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc45_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc45_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc45_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc45_1.w);
         }
         if (row0 + 46u < m) {
             let ci = cb + (row0 + 46u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc46_0.x);
-            sg_store(ci, col0 + 1u, acc46_0.y);
-            sg_store(ci, col0 + 2u, acc46_0.z);
-            sg_store(ci, col0 + 3u, acc46_0.w);
-            sg_store(ci, col0 + 4u, acc46_1.x);
-            sg_store(ci, col0 + 5u, acc46_1.y);
-            sg_store(ci, col0 + 6u, acc46_1.z);
-            sg_store(ci, col0 + 7u, acc46_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc46_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc46_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc46_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc46_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc46_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc46_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc46_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc46_1.w);
         }
         if (row0 + 47u < m) {
             let ci = cb + (row0 + 47u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc47_0.x);
-            sg_store(ci, col0 + 1u, acc47_0.y);
-            sg_store(ci, col0 + 2u, acc47_0.z);
-            sg_store(ci, col0 + 3u, acc47_0.w);
-            sg_store(ci, col0 + 4u, acc47_1.x);
-            sg_store(ci, col0 + 5u, acc47_1.y);
-            sg_store(ci, col0 + 6u, acc47_1.z);
-            sg_store(ci, col0 + 7u, acc47_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc47_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc47_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc47_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc47_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc47_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc47_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc47_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc47_1.w);
         }
     }
 }
@@ -4472,709 +4506,710 @@ fn gemm_64x64_tn_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
             if (col0 + 4u < n) { sg_store4(v + 1u, acc63_1); }
         }
     } else {
+        let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc0_0.x);
-            sg_store(ci, col0 + 1u, acc0_0.y);
-            sg_store(ci, col0 + 2u, acc0_0.z);
-            sg_store(ci, col0 + 3u, acc0_0.w);
-            sg_store(ci, col0 + 4u, acc0_1.x);
-            sg_store(ci, col0 + 5u, acc0_1.y);
-            sg_store(ci, col0 + 6u, acc0_1.z);
-            sg_store(ci, col0 + 7u, acc0_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc1_0.x);
-            sg_store(ci, col0 + 1u, acc1_0.y);
-            sg_store(ci, col0 + 2u, acc1_0.z);
-            sg_store(ci, col0 + 3u, acc1_0.w);
-            sg_store(ci, col0 + 4u, acc1_1.x);
-            sg_store(ci, col0 + 5u, acc1_1.y);
-            sg_store(ci, col0 + 6u, acc1_1.z);
-            sg_store(ci, col0 + 7u, acc1_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc2_0.x);
-            sg_store(ci, col0 + 1u, acc2_0.y);
-            sg_store(ci, col0 + 2u, acc2_0.z);
-            sg_store(ci, col0 + 3u, acc2_0.w);
-            sg_store(ci, col0 + 4u, acc2_1.x);
-            sg_store(ci, col0 + 5u, acc2_1.y);
-            sg_store(ci, col0 + 6u, acc2_1.z);
-            sg_store(ci, col0 + 7u, acc2_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc3_0.x);
-            sg_store(ci, col0 + 1u, acc3_0.y);
-            sg_store(ci, col0 + 2u, acc3_0.z);
-            sg_store(ci, col0 + 3u, acc3_0.w);
-            sg_store(ci, col0 + 4u, acc3_1.x);
-            sg_store(ci, col0 + 5u, acc3_1.y);
-            sg_store(ci, col0 + 6u, acc3_1.z);
-            sg_store(ci, col0 + 7u, acc3_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc4_0.x);
-            sg_store(ci, col0 + 1u, acc4_0.y);
-            sg_store(ci, col0 + 2u, acc4_0.z);
-            sg_store(ci, col0 + 3u, acc4_0.w);
-            sg_store(ci, col0 + 4u, acc4_1.x);
-            sg_store(ci, col0 + 5u, acc4_1.y);
-            sg_store(ci, col0 + 6u, acc4_1.z);
-            sg_store(ci, col0 + 7u, acc4_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc5_0.x);
-            sg_store(ci, col0 + 1u, acc5_0.y);
-            sg_store(ci, col0 + 2u, acc5_0.z);
-            sg_store(ci, col0 + 3u, acc5_0.w);
-            sg_store(ci, col0 + 4u, acc5_1.x);
-            sg_store(ci, col0 + 5u, acc5_1.y);
-            sg_store(ci, col0 + 6u, acc5_1.z);
-            sg_store(ci, col0 + 7u, acc5_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc6_0.x);
-            sg_store(ci, col0 + 1u, acc6_0.y);
-            sg_store(ci, col0 + 2u, acc6_0.z);
-            sg_store(ci, col0 + 3u, acc6_0.w);
-            sg_store(ci, col0 + 4u, acc6_1.x);
-            sg_store(ci, col0 + 5u, acc6_1.y);
-            sg_store(ci, col0 + 6u, acc6_1.z);
-            sg_store(ci, col0 + 7u, acc6_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc7_0.x);
-            sg_store(ci, col0 + 1u, acc7_0.y);
-            sg_store(ci, col0 + 2u, acc7_0.z);
-            sg_store(ci, col0 + 3u, acc7_0.w);
-            sg_store(ci, col0 + 4u, acc7_1.x);
-            sg_store(ci, col0 + 5u, acc7_1.y);
-            sg_store(ci, col0 + 6u, acc7_1.z);
-            sg_store(ci, col0 + 7u, acc7_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc8_0.x);
-            sg_store(ci, col0 + 1u, acc8_0.y);
-            sg_store(ci, col0 + 2u, acc8_0.z);
-            sg_store(ci, col0 + 3u, acc8_0.w);
-            sg_store(ci, col0 + 4u, acc8_1.x);
-            sg_store(ci, col0 + 5u, acc8_1.y);
-            sg_store(ci, col0 + 6u, acc8_1.z);
-            sg_store(ci, col0 + 7u, acc8_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc9_0.x);
-            sg_store(ci, col0 + 1u, acc9_0.y);
-            sg_store(ci, col0 + 2u, acc9_0.z);
-            sg_store(ci, col0 + 3u, acc9_0.w);
-            sg_store(ci, col0 + 4u, acc9_1.x);
-            sg_store(ci, col0 + 5u, acc9_1.y);
-            sg_store(ci, col0 + 6u, acc9_1.z);
-            sg_store(ci, col0 + 7u, acc9_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc10_0.x);
-            sg_store(ci, col0 + 1u, acc10_0.y);
-            sg_store(ci, col0 + 2u, acc10_0.z);
-            sg_store(ci, col0 + 3u, acc10_0.w);
-            sg_store(ci, col0 + 4u, acc10_1.x);
-            sg_store(ci, col0 + 5u, acc10_1.y);
-            sg_store(ci, col0 + 6u, acc10_1.z);
-            sg_store(ci, col0 + 7u, acc10_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc11_0.x);
-            sg_store(ci, col0 + 1u, acc11_0.y);
-            sg_store(ci, col0 + 2u, acc11_0.z);
-            sg_store(ci, col0 + 3u, acc11_0.w);
-            sg_store(ci, col0 + 4u, acc11_1.x);
-            sg_store(ci, col0 + 5u, acc11_1.y);
-            sg_store(ci, col0 + 6u, acc11_1.z);
-            sg_store(ci, col0 + 7u, acc11_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc12_0.x);
-            sg_store(ci, col0 + 1u, acc12_0.y);
-            sg_store(ci, col0 + 2u, acc12_0.z);
-            sg_store(ci, col0 + 3u, acc12_0.w);
-            sg_store(ci, col0 + 4u, acc12_1.x);
-            sg_store(ci, col0 + 5u, acc12_1.y);
-            sg_store(ci, col0 + 6u, acc12_1.z);
-            sg_store(ci, col0 + 7u, acc12_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc13_0.x);
-            sg_store(ci, col0 + 1u, acc13_0.y);
-            sg_store(ci, col0 + 2u, acc13_0.z);
-            sg_store(ci, col0 + 3u, acc13_0.w);
-            sg_store(ci, col0 + 4u, acc13_1.x);
-            sg_store(ci, col0 + 5u, acc13_1.y);
-            sg_store(ci, col0 + 6u, acc13_1.z);
-            sg_store(ci, col0 + 7u, acc13_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc14_0.x);
-            sg_store(ci, col0 + 1u, acc14_0.y);
-            sg_store(ci, col0 + 2u, acc14_0.z);
-            sg_store(ci, col0 + 3u, acc14_0.w);
-            sg_store(ci, col0 + 4u, acc14_1.x);
-            sg_store(ci, col0 + 5u, acc14_1.y);
-            sg_store(ci, col0 + 6u, acc14_1.z);
-            sg_store(ci, col0 + 7u, acc14_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc15_0.x);
-            sg_store(ci, col0 + 1u, acc15_0.y);
-            sg_store(ci, col0 + 2u, acc15_0.z);
-            sg_store(ci, col0 + 3u, acc15_0.w);
-            sg_store(ci, col0 + 4u, acc15_1.x);
-            sg_store(ci, col0 + 5u, acc15_1.y);
-            sg_store(ci, col0 + 6u, acc15_1.z);
-            sg_store(ci, col0 + 7u, acc15_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
         }
         if (row0 + 16u < m) {
             let ci = cb + (row0 + 16u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc16_0.x);
-            sg_store(ci, col0 + 1u, acc16_0.y);
-            sg_store(ci, col0 + 2u, acc16_0.z);
-            sg_store(ci, col0 + 3u, acc16_0.w);
-            sg_store(ci, col0 + 4u, acc16_1.x);
-            sg_store(ci, col0 + 5u, acc16_1.y);
-            sg_store(ci, col0 + 6u, acc16_1.z);
-            sg_store(ci, col0 + 7u, acc16_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w);
         }
         if (row0 + 17u < m) {
             let ci = cb + (row0 + 17u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc17_0.x);
-            sg_store(ci, col0 + 1u, acc17_0.y);
-            sg_store(ci, col0 + 2u, acc17_0.z);
-            sg_store(ci, col0 + 3u, acc17_0.w);
-            sg_store(ci, col0 + 4u, acc17_1.x);
-            sg_store(ci, col0 + 5u, acc17_1.y);
-            sg_store(ci, col0 + 6u, acc17_1.z);
-            sg_store(ci, col0 + 7u, acc17_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w);
         }
         if (row0 + 18u < m) {
             let ci = cb + (row0 + 18u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc18_0.x);
-            sg_store(ci, col0 + 1u, acc18_0.y);
-            sg_store(ci, col0 + 2u, acc18_0.z);
-            sg_store(ci, col0 + 3u, acc18_0.w);
-            sg_store(ci, col0 + 4u, acc18_1.x);
-            sg_store(ci, col0 + 5u, acc18_1.y);
-            sg_store(ci, col0 + 6u, acc18_1.z);
-            sg_store(ci, col0 + 7u, acc18_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w);
         }
         if (row0 + 19u < m) {
             let ci = cb + (row0 + 19u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc19_0.x);
-            sg_store(ci, col0 + 1u, acc19_0.y);
-            sg_store(ci, col0 + 2u, acc19_0.z);
-            sg_store(ci, col0 + 3u, acc19_0.w);
-            sg_store(ci, col0 + 4u, acc19_1.x);
-            sg_store(ci, col0 + 5u, acc19_1.y);
-            sg_store(ci, col0 + 6u, acc19_1.z);
-            sg_store(ci, col0 + 7u, acc19_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w);
         }
         if (row0 + 20u < m) {
             let ci = cb + (row0 + 20u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc20_0.x);
-            sg_store(ci, col0 + 1u, acc20_0.y);
-            sg_store(ci, col0 + 2u, acc20_0.z);
-            sg_store(ci, col0 + 3u, acc20_0.w);
-            sg_store(ci, col0 + 4u, acc20_1.x);
-            sg_store(ci, col0 + 5u, acc20_1.y);
-            sg_store(ci, col0 + 6u, acc20_1.z);
-            sg_store(ci, col0 + 7u, acc20_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w);
         }
         if (row0 + 21u < m) {
             let ci = cb + (row0 + 21u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc21_0.x);
-            sg_store(ci, col0 + 1u, acc21_0.y);
-            sg_store(ci, col0 + 2u, acc21_0.z);
-            sg_store(ci, col0 + 3u, acc21_0.w);
-            sg_store(ci, col0 + 4u, acc21_1.x);
-            sg_store(ci, col0 + 5u, acc21_1.y);
-            sg_store(ci, col0 + 6u, acc21_1.z);
-            sg_store(ci, col0 + 7u, acc21_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w);
         }
         if (row0 + 22u < m) {
             let ci = cb + (row0 + 22u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc22_0.x);
-            sg_store(ci, col0 + 1u, acc22_0.y);
-            sg_store(ci, col0 + 2u, acc22_0.z);
-            sg_store(ci, col0 + 3u, acc22_0.w);
-            sg_store(ci, col0 + 4u, acc22_1.x);
-            sg_store(ci, col0 + 5u, acc22_1.y);
-            sg_store(ci, col0 + 6u, acc22_1.z);
-            sg_store(ci, col0 + 7u, acc22_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w);
         }
         if (row0 + 23u < m) {
             let ci = cb + (row0 + 23u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc23_0.x);
-            sg_store(ci, col0 + 1u, acc23_0.y);
-            sg_store(ci, col0 + 2u, acc23_0.z);
-            sg_store(ci, col0 + 3u, acc23_0.w);
-            sg_store(ci, col0 + 4u, acc23_1.x);
-            sg_store(ci, col0 + 5u, acc23_1.y);
-            sg_store(ci, col0 + 6u, acc23_1.z);
-            sg_store(ci, col0 + 7u, acc23_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w);
         }
         if (row0 + 24u < m) {
             let ci = cb + (row0 + 24u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc24_0.x);
-            sg_store(ci, col0 + 1u, acc24_0.y);
-            sg_store(ci, col0 + 2u, acc24_0.z);
-            sg_store(ci, col0 + 3u, acc24_0.w);
-            sg_store(ci, col0 + 4u, acc24_1.x);
-            sg_store(ci, col0 + 5u, acc24_1.y);
-            sg_store(ci, col0 + 6u, acc24_1.z);
-            sg_store(ci, col0 + 7u, acc24_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w);
         }
         if (row0 + 25u < m) {
             let ci = cb + (row0 + 25u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc25_0.x);
-            sg_store(ci, col0 + 1u, acc25_0.y);
-            sg_store(ci, col0 + 2u, acc25_0.z);
-            sg_store(ci, col0 + 3u, acc25_0.w);
-            sg_store(ci, col0 + 4u, acc25_1.x);
-            sg_store(ci, col0 + 5u, acc25_1.y);
-            sg_store(ci, col0 + 6u, acc25_1.z);
-            sg_store(ci, col0 + 7u, acc25_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w);
         }
         if (row0 + 26u < m) {
             let ci = cb + (row0 + 26u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc26_0.x);
-            sg_store(ci, col0 + 1u, acc26_0.y);
-            sg_store(ci, col0 + 2u, acc26_0.z);
-            sg_store(ci, col0 + 3u, acc26_0.w);
-            sg_store(ci, col0 + 4u, acc26_1.x);
-            sg_store(ci, col0 + 5u, acc26_1.y);
-            sg_store(ci, col0 + 6u, acc26_1.z);
-            sg_store(ci, col0 + 7u, acc26_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w);
         }
         if (row0 + 27u < m) {
             let ci = cb + (row0 + 27u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc27_0.x);
-            sg_store(ci, col0 + 1u, acc27_0.y);
-            sg_store(ci, col0 + 2u, acc27_0.z);
-            sg_store(ci, col0 + 3u, acc27_0.w);
-            sg_store(ci, col0 + 4u, acc27_1.x);
-            sg_store(ci, col0 + 5u, acc27_1.y);
-            sg_store(ci, col0 + 6u, acc27_1.z);
-            sg_store(ci, col0 + 7u, acc27_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w);
         }
         if (row0 + 28u < m) {
             let ci = cb + (row0 + 28u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc28_0.x);
-            sg_store(ci, col0 + 1u, acc28_0.y);
-            sg_store(ci, col0 + 2u, acc28_0.z);
-            sg_store(ci, col0 + 3u, acc28_0.w);
-            sg_store(ci, col0 + 4u, acc28_1.x);
-            sg_store(ci, col0 + 5u, acc28_1.y);
-            sg_store(ci, col0 + 6u, acc28_1.z);
-            sg_store(ci, col0 + 7u, acc28_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w);
         }
         if (row0 + 29u < m) {
             let ci = cb + (row0 + 29u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc29_0.x);
-            sg_store(ci, col0 + 1u, acc29_0.y);
-            sg_store(ci, col0 + 2u, acc29_0.z);
-            sg_store(ci, col0 + 3u, acc29_0.w);
-            sg_store(ci, col0 + 4u, acc29_1.x);
-            sg_store(ci, col0 + 5u, acc29_1.y);
-            sg_store(ci, col0 + 6u, acc29_1.z);
-            sg_store(ci, col0 + 7u, acc29_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w);
         }
         if (row0 + 30u < m) {
             let ci = cb + (row0 + 30u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc30_0.x);
-            sg_store(ci, col0 + 1u, acc30_0.y);
-            sg_store(ci, col0 + 2u, acc30_0.z);
-            sg_store(ci, col0 + 3u, acc30_0.w);
-            sg_store(ci, col0 + 4u, acc30_1.x);
-            sg_store(ci, col0 + 5u, acc30_1.y);
-            sg_store(ci, col0 + 6u, acc30_1.z);
-            sg_store(ci, col0 + 7u, acc30_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w);
         }
         if (row0 + 31u < m) {
             let ci = cb + (row0 + 31u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc31_0.x);
-            sg_store(ci, col0 + 1u, acc31_0.y);
-            sg_store(ci, col0 + 2u, acc31_0.z);
-            sg_store(ci, col0 + 3u, acc31_0.w);
-            sg_store(ci, col0 + 4u, acc31_1.x);
-            sg_store(ci, col0 + 5u, acc31_1.y);
-            sg_store(ci, col0 + 6u, acc31_1.z);
-            sg_store(ci, col0 + 7u, acc31_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w);
         }
         if (row0 + 32u < m) {
             let ci = cb + (row0 + 32u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc32_0.x);
-            sg_store(ci, col0 + 1u, acc32_0.y);
-            sg_store(ci, col0 + 2u, acc32_0.z);
-            sg_store(ci, col0 + 3u, acc32_0.w);
-            sg_store(ci, col0 + 4u, acc32_1.x);
-            sg_store(ci, col0 + 5u, acc32_1.y);
-            sg_store(ci, col0 + 6u, acc32_1.z);
-            sg_store(ci, col0 + 7u, acc32_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc32_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc32_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc32_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc32_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc32_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc32_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc32_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc32_1.w);
         }
         if (row0 + 33u < m) {
             let ci = cb + (row0 + 33u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc33_0.x);
-            sg_store(ci, col0 + 1u, acc33_0.y);
-            sg_store(ci, col0 + 2u, acc33_0.z);
-            sg_store(ci, col0 + 3u, acc33_0.w);
-            sg_store(ci, col0 + 4u, acc33_1.x);
-            sg_store(ci, col0 + 5u, acc33_1.y);
-            sg_store(ci, col0 + 6u, acc33_1.z);
-            sg_store(ci, col0 + 7u, acc33_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc33_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc33_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc33_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc33_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc33_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc33_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc33_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc33_1.w);
         }
         if (row0 + 34u < m) {
             let ci = cb + (row0 + 34u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc34_0.x);
-            sg_store(ci, col0 + 1u, acc34_0.y);
-            sg_store(ci, col0 + 2u, acc34_0.z);
-            sg_store(ci, col0 + 3u, acc34_0.w);
-            sg_store(ci, col0 + 4u, acc34_1.x);
-            sg_store(ci, col0 + 5u, acc34_1.y);
-            sg_store(ci, col0 + 6u, acc34_1.z);
-            sg_store(ci, col0 + 7u, acc34_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc34_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc34_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc34_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc34_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc34_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc34_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc34_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc34_1.w);
         }
         if (row0 + 35u < m) {
             let ci = cb + (row0 + 35u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc35_0.x);
-            sg_store(ci, col0 + 1u, acc35_0.y);
-            sg_store(ci, col0 + 2u, acc35_0.z);
-            sg_store(ci, col0 + 3u, acc35_0.w);
-            sg_store(ci, col0 + 4u, acc35_1.x);
-            sg_store(ci, col0 + 5u, acc35_1.y);
-            sg_store(ci, col0 + 6u, acc35_1.z);
-            sg_store(ci, col0 + 7u, acc35_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc35_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc35_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc35_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc35_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc35_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc35_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc35_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc35_1.w);
         }
         if (row0 + 36u < m) {
             let ci = cb + (row0 + 36u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc36_0.x);
-            sg_store(ci, col0 + 1u, acc36_0.y);
-            sg_store(ci, col0 + 2u, acc36_0.z);
-            sg_store(ci, col0 + 3u, acc36_0.w);
-            sg_store(ci, col0 + 4u, acc36_1.x);
-            sg_store(ci, col0 + 5u, acc36_1.y);
-            sg_store(ci, col0 + 6u, acc36_1.z);
-            sg_store(ci, col0 + 7u, acc36_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc36_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc36_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc36_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc36_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc36_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc36_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc36_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc36_1.w);
         }
         if (row0 + 37u < m) {
             let ci = cb + (row0 + 37u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc37_0.x);
-            sg_store(ci, col0 + 1u, acc37_0.y);
-            sg_store(ci, col0 + 2u, acc37_0.z);
-            sg_store(ci, col0 + 3u, acc37_0.w);
-            sg_store(ci, col0 + 4u, acc37_1.x);
-            sg_store(ci, col0 + 5u, acc37_1.y);
-            sg_store(ci, col0 + 6u, acc37_1.z);
-            sg_store(ci, col0 + 7u, acc37_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc37_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc37_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc37_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc37_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc37_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc37_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc37_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc37_1.w);
         }
         if (row0 + 38u < m) {
             let ci = cb + (row0 + 38u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc38_0.x);
-            sg_store(ci, col0 + 1u, acc38_0.y);
-            sg_store(ci, col0 + 2u, acc38_0.z);
-            sg_store(ci, col0 + 3u, acc38_0.w);
-            sg_store(ci, col0 + 4u, acc38_1.x);
-            sg_store(ci, col0 + 5u, acc38_1.y);
-            sg_store(ci, col0 + 6u, acc38_1.z);
-            sg_store(ci, col0 + 7u, acc38_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc38_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc38_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc38_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc38_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc38_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc38_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc38_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc38_1.w);
         }
         if (row0 + 39u < m) {
             let ci = cb + (row0 + 39u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc39_0.x);
-            sg_store(ci, col0 + 1u, acc39_0.y);
-            sg_store(ci, col0 + 2u, acc39_0.z);
-            sg_store(ci, col0 + 3u, acc39_0.w);
-            sg_store(ci, col0 + 4u, acc39_1.x);
-            sg_store(ci, col0 + 5u, acc39_1.y);
-            sg_store(ci, col0 + 6u, acc39_1.z);
-            sg_store(ci, col0 + 7u, acc39_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc39_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc39_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc39_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc39_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc39_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc39_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc39_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc39_1.w);
         }
         if (row0 + 40u < m) {
             let ci = cb + (row0 + 40u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc40_0.x);
-            sg_store(ci, col0 + 1u, acc40_0.y);
-            sg_store(ci, col0 + 2u, acc40_0.z);
-            sg_store(ci, col0 + 3u, acc40_0.w);
-            sg_store(ci, col0 + 4u, acc40_1.x);
-            sg_store(ci, col0 + 5u, acc40_1.y);
-            sg_store(ci, col0 + 6u, acc40_1.z);
-            sg_store(ci, col0 + 7u, acc40_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc40_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc40_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc40_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc40_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc40_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc40_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc40_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc40_1.w);
         }
         if (row0 + 41u < m) {
             let ci = cb + (row0 + 41u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc41_0.x);
-            sg_store(ci, col0 + 1u, acc41_0.y);
-            sg_store(ci, col0 + 2u, acc41_0.z);
-            sg_store(ci, col0 + 3u, acc41_0.w);
-            sg_store(ci, col0 + 4u, acc41_1.x);
-            sg_store(ci, col0 + 5u, acc41_1.y);
-            sg_store(ci, col0 + 6u, acc41_1.z);
-            sg_store(ci, col0 + 7u, acc41_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc41_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc41_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc41_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc41_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc41_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc41_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc41_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc41_1.w);
         }
         if (row0 + 42u < m) {
             let ci = cb + (row0 + 42u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc42_0.x);
-            sg_store(ci, col0 + 1u, acc42_0.y);
-            sg_store(ci, col0 + 2u, acc42_0.z);
-            sg_store(ci, col0 + 3u, acc42_0.w);
-            sg_store(ci, col0 + 4u, acc42_1.x);
-            sg_store(ci, col0 + 5u, acc42_1.y);
-            sg_store(ci, col0 + 6u, acc42_1.z);
-            sg_store(ci, col0 + 7u, acc42_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc42_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc42_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc42_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc42_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc42_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc42_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc42_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc42_1.w);
         }
         if (row0 + 43u < m) {
             let ci = cb + (row0 + 43u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc43_0.x);
-            sg_store(ci, col0 + 1u, acc43_0.y);
-            sg_store(ci, col0 + 2u, acc43_0.z);
-            sg_store(ci, col0 + 3u, acc43_0.w);
-            sg_store(ci, col0 + 4u, acc43_1.x);
-            sg_store(ci, col0 + 5u, acc43_1.y);
-            sg_store(ci, col0 + 6u, acc43_1.z);
-            sg_store(ci, col0 + 7u, acc43_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc43_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc43_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc43_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc43_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc43_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc43_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc43_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc43_1.w);
         }
         if (row0 + 44u < m) {
             let ci = cb + (row0 + 44u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc44_0.x);
-            sg_store(ci, col0 + 1u, acc44_0.y);
-            sg_store(ci, col0 + 2u, acc44_0.z);
-            sg_store(ci, col0 + 3u, acc44_0.w);
-            sg_store(ci, col0 + 4u, acc44_1.x);
-            sg_store(ci, col0 + 5u, acc44_1.y);
-            sg_store(ci, col0 + 6u, acc44_1.z);
-            sg_store(ci, col0 + 7u, acc44_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc44_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc44_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc44_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc44_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc44_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc44_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc44_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc44_1.w);
         }
         if (row0 + 45u < m) {
             let ci = cb + (row0 + 45u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc45_0.x);
-            sg_store(ci, col0 + 1u, acc45_0.y);
-            sg_store(ci, col0 + 2u, acc45_0.z);
-            sg_store(ci, col0 + 3u, acc45_0.w);
-            sg_store(ci, col0 + 4u, acc45_1.x);
-            sg_store(ci, col0 + 5u, acc45_1.y);
-            sg_store(ci, col0 + 6u, acc45_1.z);
-            sg_store(ci, col0 + 7u, acc45_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc45_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc45_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc45_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc45_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc45_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc45_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc45_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc45_1.w);
         }
         if (row0 + 46u < m) {
             let ci = cb + (row0 + 46u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc46_0.x);
-            sg_store(ci, col0 + 1u, acc46_0.y);
-            sg_store(ci, col0 + 2u, acc46_0.z);
-            sg_store(ci, col0 + 3u, acc46_0.w);
-            sg_store(ci, col0 + 4u, acc46_1.x);
-            sg_store(ci, col0 + 5u, acc46_1.y);
-            sg_store(ci, col0 + 6u, acc46_1.z);
-            sg_store(ci, col0 + 7u, acc46_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc46_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc46_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc46_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc46_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc46_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc46_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc46_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc46_1.w);
         }
         if (row0 + 47u < m) {
             let ci = cb + (row0 + 47u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc47_0.x);
-            sg_store(ci, col0 + 1u, acc47_0.y);
-            sg_store(ci, col0 + 2u, acc47_0.z);
-            sg_store(ci, col0 + 3u, acc47_0.w);
-            sg_store(ci, col0 + 4u, acc47_1.x);
-            sg_store(ci, col0 + 5u, acc47_1.y);
-            sg_store(ci, col0 + 6u, acc47_1.z);
-            sg_store(ci, col0 + 7u, acc47_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc47_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc47_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc47_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc47_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc47_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc47_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc47_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc47_1.w);
         }
         if (row0 + 48u < m) {
             let ci = cb + (row0 + 48u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc48_0.x);
-            sg_store(ci, col0 + 1u, acc48_0.y);
-            sg_store(ci, col0 + 2u, acc48_0.z);
-            sg_store(ci, col0 + 3u, acc48_0.w);
-            sg_store(ci, col0 + 4u, acc48_1.x);
-            sg_store(ci, col0 + 5u, acc48_1.y);
-            sg_store(ci, col0 + 6u, acc48_1.z);
-            sg_store(ci, col0 + 7u, acc48_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc48_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc48_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc48_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc48_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc48_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc48_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc48_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc48_1.w);
         }
         if (row0 + 49u < m) {
             let ci = cb + (row0 + 49u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc49_0.x);
-            sg_store(ci, col0 + 1u, acc49_0.y);
-            sg_store(ci, col0 + 2u, acc49_0.z);
-            sg_store(ci, col0 + 3u, acc49_0.w);
-            sg_store(ci, col0 + 4u, acc49_1.x);
-            sg_store(ci, col0 + 5u, acc49_1.y);
-            sg_store(ci, col0 + 6u, acc49_1.z);
-            sg_store(ci, col0 + 7u, acc49_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc49_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc49_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc49_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc49_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc49_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc49_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc49_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc49_1.w);
         }
         if (row0 + 50u < m) {
             let ci = cb + (row0 + 50u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc50_0.x);
-            sg_store(ci, col0 + 1u, acc50_0.y);
-            sg_store(ci, col0 + 2u, acc50_0.z);
-            sg_store(ci, col0 + 3u, acc50_0.w);
-            sg_store(ci, col0 + 4u, acc50_1.x);
-            sg_store(ci, col0 + 5u, acc50_1.y);
-            sg_store(ci, col0 + 6u, acc50_1.z);
-            sg_store(ci, col0 + 7u, acc50_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc50_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc50_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc50_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc50_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc50_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc50_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc50_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc50_1.w);
         }
         if (row0 + 51u < m) {
             let ci = cb + (row0 + 51u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc51_0.x);
-            sg_store(ci, col0 + 1u, acc51_0.y);
-            sg_store(ci, col0 + 2u, acc51_0.z);
-            sg_store(ci, col0 + 3u, acc51_0.w);
-            sg_store(ci, col0 + 4u, acc51_1.x);
-            sg_store(ci, col0 + 5u, acc51_1.y);
-            sg_store(ci, col0 + 6u, acc51_1.z);
-            sg_store(ci, col0 + 7u, acc51_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc51_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc51_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc51_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc51_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc51_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc51_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc51_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc51_1.w);
         }
         if (row0 + 52u < m) {
             let ci = cb + (row0 + 52u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc52_0.x);
-            sg_store(ci, col0 + 1u, acc52_0.y);
-            sg_store(ci, col0 + 2u, acc52_0.z);
-            sg_store(ci, col0 + 3u, acc52_0.w);
-            sg_store(ci, col0 + 4u, acc52_1.x);
-            sg_store(ci, col0 + 5u, acc52_1.y);
-            sg_store(ci, col0 + 6u, acc52_1.z);
-            sg_store(ci, col0 + 7u, acc52_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc52_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc52_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc52_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc52_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc52_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc52_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc52_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc52_1.w);
         }
         if (row0 + 53u < m) {
             let ci = cb + (row0 + 53u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc53_0.x);
-            sg_store(ci, col0 + 1u, acc53_0.y);
-            sg_store(ci, col0 + 2u, acc53_0.z);
-            sg_store(ci, col0 + 3u, acc53_0.w);
-            sg_store(ci, col0 + 4u, acc53_1.x);
-            sg_store(ci, col0 + 5u, acc53_1.y);
-            sg_store(ci, col0 + 6u, acc53_1.z);
-            sg_store(ci, col0 + 7u, acc53_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc53_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc53_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc53_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc53_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc53_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc53_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc53_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc53_1.w);
         }
         if (row0 + 54u < m) {
             let ci = cb + (row0 + 54u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc54_0.x);
-            sg_store(ci, col0 + 1u, acc54_0.y);
-            sg_store(ci, col0 + 2u, acc54_0.z);
-            sg_store(ci, col0 + 3u, acc54_0.w);
-            sg_store(ci, col0 + 4u, acc54_1.x);
-            sg_store(ci, col0 + 5u, acc54_1.y);
-            sg_store(ci, col0 + 6u, acc54_1.z);
-            sg_store(ci, col0 + 7u, acc54_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc54_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc54_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc54_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc54_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc54_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc54_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc54_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc54_1.w);
         }
         if (row0 + 55u < m) {
             let ci = cb + (row0 + 55u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc55_0.x);
-            sg_store(ci, col0 + 1u, acc55_0.y);
-            sg_store(ci, col0 + 2u, acc55_0.z);
-            sg_store(ci, col0 + 3u, acc55_0.w);
-            sg_store(ci, col0 + 4u, acc55_1.x);
-            sg_store(ci, col0 + 5u, acc55_1.y);
-            sg_store(ci, col0 + 6u, acc55_1.z);
-            sg_store(ci, col0 + 7u, acc55_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc55_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc55_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc55_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc55_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc55_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc55_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc55_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc55_1.w);
         }
         if (row0 + 56u < m) {
             let ci = cb + (row0 + 56u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc56_0.x);
-            sg_store(ci, col0 + 1u, acc56_0.y);
-            sg_store(ci, col0 + 2u, acc56_0.z);
-            sg_store(ci, col0 + 3u, acc56_0.w);
-            sg_store(ci, col0 + 4u, acc56_1.x);
-            sg_store(ci, col0 + 5u, acc56_1.y);
-            sg_store(ci, col0 + 6u, acc56_1.z);
-            sg_store(ci, col0 + 7u, acc56_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc56_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc56_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc56_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc56_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc56_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc56_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc56_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc56_1.w);
         }
         if (row0 + 57u < m) {
             let ci = cb + (row0 + 57u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc57_0.x);
-            sg_store(ci, col0 + 1u, acc57_0.y);
-            sg_store(ci, col0 + 2u, acc57_0.z);
-            sg_store(ci, col0 + 3u, acc57_0.w);
-            sg_store(ci, col0 + 4u, acc57_1.x);
-            sg_store(ci, col0 + 5u, acc57_1.y);
-            sg_store(ci, col0 + 6u, acc57_1.z);
-            sg_store(ci, col0 + 7u, acc57_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc57_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc57_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc57_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc57_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc57_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc57_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc57_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc57_1.w);
         }
         if (row0 + 58u < m) {
             let ci = cb + (row0 + 58u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc58_0.x);
-            sg_store(ci, col0 + 1u, acc58_0.y);
-            sg_store(ci, col0 + 2u, acc58_0.z);
-            sg_store(ci, col0 + 3u, acc58_0.w);
-            sg_store(ci, col0 + 4u, acc58_1.x);
-            sg_store(ci, col0 + 5u, acc58_1.y);
-            sg_store(ci, col0 + 6u, acc58_1.z);
-            sg_store(ci, col0 + 7u, acc58_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc58_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc58_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc58_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc58_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc58_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc58_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc58_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc58_1.w);
         }
         if (row0 + 59u < m) {
             let ci = cb + (row0 + 59u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc59_0.x);
-            sg_store(ci, col0 + 1u, acc59_0.y);
-            sg_store(ci, col0 + 2u, acc59_0.z);
-            sg_store(ci, col0 + 3u, acc59_0.w);
-            sg_store(ci, col0 + 4u, acc59_1.x);
-            sg_store(ci, col0 + 5u, acc59_1.y);
-            sg_store(ci, col0 + 6u, acc59_1.z);
-            sg_store(ci, col0 + 7u, acc59_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc59_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc59_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc59_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc59_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc59_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc59_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc59_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc59_1.w);
         }
         if (row0 + 60u < m) {
             let ci = cb + (row0 + 60u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc60_0.x);
-            sg_store(ci, col0 + 1u, acc60_0.y);
-            sg_store(ci, col0 + 2u, acc60_0.z);
-            sg_store(ci, col0 + 3u, acc60_0.w);
-            sg_store(ci, col0 + 4u, acc60_1.x);
-            sg_store(ci, col0 + 5u, acc60_1.y);
-            sg_store(ci, col0 + 6u, acc60_1.z);
-            sg_store(ci, col0 + 7u, acc60_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc60_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc60_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc60_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc60_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc60_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc60_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc60_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc60_1.w);
         }
         if (row0 + 61u < m) {
             let ci = cb + (row0 + 61u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc61_0.x);
-            sg_store(ci, col0 + 1u, acc61_0.y);
-            sg_store(ci, col0 + 2u, acc61_0.z);
-            sg_store(ci, col0 + 3u, acc61_0.w);
-            sg_store(ci, col0 + 4u, acc61_1.x);
-            sg_store(ci, col0 + 5u, acc61_1.y);
-            sg_store(ci, col0 + 6u, acc61_1.z);
-            sg_store(ci, col0 + 7u, acc61_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc61_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc61_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc61_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc61_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc61_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc61_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc61_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc61_1.w);
         }
         if (row0 + 62u < m) {
             let ci = cb + (row0 + 62u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc62_0.x);
-            sg_store(ci, col0 + 1u, acc62_0.y);
-            sg_store(ci, col0 + 2u, acc62_0.z);
-            sg_store(ci, col0 + 3u, acc62_0.w);
-            sg_store(ci, col0 + 4u, acc62_1.x);
-            sg_store(ci, col0 + 5u, acc62_1.y);
-            sg_store(ci, col0 + 6u, acc62_1.z);
-            sg_store(ci, col0 + 7u, acc62_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc62_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc62_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc62_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc62_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc62_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc62_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc62_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc62_1.w);
         }
         if (row0 + 63u < m) {
             let ci = cb + (row0 + 63u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc63_0.x);
-            sg_store(ci, col0 + 1u, acc63_0.y);
-            sg_store(ci, col0 + 2u, acc63_0.z);
-            sg_store(ci, col0 + 3u, acc63_0.w);
-            sg_store(ci, col0 + 4u, acc63_1.x);
-            sg_store(ci, col0 + 5u, acc63_1.y);
-            sg_store(ci, col0 + 6u, acc63_1.z);
-            sg_store(ci, col0 + 7u, acc63_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc63_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc63_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc63_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc63_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc63_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc63_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc63_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc63_1.w);
         }
     }
 }
@@ -5923,357 +5958,358 @@ fn gemm_32x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
             if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1); }
         }
     } else {
+        let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc0_0.x);
-            sg_store(ci, col0 + 1u, acc0_0.y);
-            sg_store(ci, col0 + 2u, acc0_0.z);
-            sg_store(ci, col0 + 3u, acc0_0.w);
-            sg_store(ci, col0 + 4u, acc0_1.x);
-            sg_store(ci, col0 + 5u, acc0_1.y);
-            sg_store(ci, col0 + 6u, acc0_1.z);
-            sg_store(ci, col0 + 7u, acc0_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc1_0.x);
-            sg_store(ci, col0 + 1u, acc1_0.y);
-            sg_store(ci, col0 + 2u, acc1_0.z);
-            sg_store(ci, col0 + 3u, acc1_0.w);
-            sg_store(ci, col0 + 4u, acc1_1.x);
-            sg_store(ci, col0 + 5u, acc1_1.y);
-            sg_store(ci, col0 + 6u, acc1_1.z);
-            sg_store(ci, col0 + 7u, acc1_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc2_0.x);
-            sg_store(ci, col0 + 1u, acc2_0.y);
-            sg_store(ci, col0 + 2u, acc2_0.z);
-            sg_store(ci, col0 + 3u, acc2_0.w);
-            sg_store(ci, col0 + 4u, acc2_1.x);
-            sg_store(ci, col0 + 5u, acc2_1.y);
-            sg_store(ci, col0 + 6u, acc2_1.z);
-            sg_store(ci, col0 + 7u, acc2_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc3_0.x);
-            sg_store(ci, col0 + 1u, acc3_0.y);
-            sg_store(ci, col0 + 2u, acc3_0.z);
-            sg_store(ci, col0 + 3u, acc3_0.w);
-            sg_store(ci, col0 + 4u, acc3_1.x);
-            sg_store(ci, col0 + 5u, acc3_1.y);
-            sg_store(ci, col0 + 6u, acc3_1.z);
-            sg_store(ci, col0 + 7u, acc3_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc4_0.x);
-            sg_store(ci, col0 + 1u, acc4_0.y);
-            sg_store(ci, col0 + 2u, acc4_0.z);
-            sg_store(ci, col0 + 3u, acc4_0.w);
-            sg_store(ci, col0 + 4u, acc4_1.x);
-            sg_store(ci, col0 + 5u, acc4_1.y);
-            sg_store(ci, col0 + 6u, acc4_1.z);
-            sg_store(ci, col0 + 7u, acc4_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc5_0.x);
-            sg_store(ci, col0 + 1u, acc5_0.y);
-            sg_store(ci, col0 + 2u, acc5_0.z);
-            sg_store(ci, col0 + 3u, acc5_0.w);
-            sg_store(ci, col0 + 4u, acc5_1.x);
-            sg_store(ci, col0 + 5u, acc5_1.y);
-            sg_store(ci, col0 + 6u, acc5_1.z);
-            sg_store(ci, col0 + 7u, acc5_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc6_0.x);
-            sg_store(ci, col0 + 1u, acc6_0.y);
-            sg_store(ci, col0 + 2u, acc6_0.z);
-            sg_store(ci, col0 + 3u, acc6_0.w);
-            sg_store(ci, col0 + 4u, acc6_1.x);
-            sg_store(ci, col0 + 5u, acc6_1.y);
-            sg_store(ci, col0 + 6u, acc6_1.z);
-            sg_store(ci, col0 + 7u, acc6_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc7_0.x);
-            sg_store(ci, col0 + 1u, acc7_0.y);
-            sg_store(ci, col0 + 2u, acc7_0.z);
-            sg_store(ci, col0 + 3u, acc7_0.w);
-            sg_store(ci, col0 + 4u, acc7_1.x);
-            sg_store(ci, col0 + 5u, acc7_1.y);
-            sg_store(ci, col0 + 6u, acc7_1.z);
-            sg_store(ci, col0 + 7u, acc7_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc8_0.x);
-            sg_store(ci, col0 + 1u, acc8_0.y);
-            sg_store(ci, col0 + 2u, acc8_0.z);
-            sg_store(ci, col0 + 3u, acc8_0.w);
-            sg_store(ci, col0 + 4u, acc8_1.x);
-            sg_store(ci, col0 + 5u, acc8_1.y);
-            sg_store(ci, col0 + 6u, acc8_1.z);
-            sg_store(ci, col0 + 7u, acc8_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc9_0.x);
-            sg_store(ci, col0 + 1u, acc9_0.y);
-            sg_store(ci, col0 + 2u, acc9_0.z);
-            sg_store(ci, col0 + 3u, acc9_0.w);
-            sg_store(ci, col0 + 4u, acc9_1.x);
-            sg_store(ci, col0 + 5u, acc9_1.y);
-            sg_store(ci, col0 + 6u, acc9_1.z);
-            sg_store(ci, col0 + 7u, acc9_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc10_0.x);
-            sg_store(ci, col0 + 1u, acc10_0.y);
-            sg_store(ci, col0 + 2u, acc10_0.z);
-            sg_store(ci, col0 + 3u, acc10_0.w);
-            sg_store(ci, col0 + 4u, acc10_1.x);
-            sg_store(ci, col0 + 5u, acc10_1.y);
-            sg_store(ci, col0 + 6u, acc10_1.z);
-            sg_store(ci, col0 + 7u, acc10_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc11_0.x);
-            sg_store(ci, col0 + 1u, acc11_0.y);
-            sg_store(ci, col0 + 2u, acc11_0.z);
-            sg_store(ci, col0 + 3u, acc11_0.w);
-            sg_store(ci, col0 + 4u, acc11_1.x);
-            sg_store(ci, col0 + 5u, acc11_1.y);
-            sg_store(ci, col0 + 6u, acc11_1.z);
-            sg_store(ci, col0 + 7u, acc11_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc12_0.x);
-            sg_store(ci, col0 + 1u, acc12_0.y);
-            sg_store(ci, col0 + 2u, acc12_0.z);
-            sg_store(ci, col0 + 3u, acc12_0.w);
-            sg_store(ci, col0 + 4u, acc12_1.x);
-            sg_store(ci, col0 + 5u, acc12_1.y);
-            sg_store(ci, col0 + 6u, acc12_1.z);
-            sg_store(ci, col0 + 7u, acc12_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc13_0.x);
-            sg_store(ci, col0 + 1u, acc13_0.y);
-            sg_store(ci, col0 + 2u, acc13_0.z);
-            sg_store(ci, col0 + 3u, acc13_0.w);
-            sg_store(ci, col0 + 4u, acc13_1.x);
-            sg_store(ci, col0 + 5u, acc13_1.y);
-            sg_store(ci, col0 + 6u, acc13_1.z);
-            sg_store(ci, col0 + 7u, acc13_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc14_0.x);
-            sg_store(ci, col0 + 1u, acc14_0.y);
-            sg_store(ci, col0 + 2u, acc14_0.z);
-            sg_store(ci, col0 + 3u, acc14_0.w);
-            sg_store(ci, col0 + 4u, acc14_1.x);
-            sg_store(ci, col0 + 5u, acc14_1.y);
-            sg_store(ci, col0 + 6u, acc14_1.z);
-            sg_store(ci, col0 + 7u, acc14_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc15_0.x);
-            sg_store(ci, col0 + 1u, acc15_0.y);
-            sg_store(ci, col0 + 2u, acc15_0.z);
-            sg_store(ci, col0 + 3u, acc15_0.w);
-            sg_store(ci, col0 + 4u, acc15_1.x);
-            sg_store(ci, col0 + 5u, acc15_1.y);
-            sg_store(ci, col0 + 6u, acc15_1.z);
-            sg_store(ci, col0 + 7u, acc15_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
         }
         if (row0 + 16u < m) {
             let ci = cb + (row0 + 16u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc16_0.x);
-            sg_store(ci, col0 + 1u, acc16_0.y);
-            sg_store(ci, col0 + 2u, acc16_0.z);
-            sg_store(ci, col0 + 3u, acc16_0.w);
-            sg_store(ci, col0 + 4u, acc16_1.x);
-            sg_store(ci, col0 + 5u, acc16_1.y);
-            sg_store(ci, col0 + 6u, acc16_1.z);
-            sg_store(ci, col0 + 7u, acc16_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w);
         }
         if (row0 + 17u < m) {
             let ci = cb + (row0 + 17u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc17_0.x);
-            sg_store(ci, col0 + 1u, acc17_0.y);
-            sg_store(ci, col0 + 2u, acc17_0.z);
-            sg_store(ci, col0 + 3u, acc17_0.w);
-            sg_store(ci, col0 + 4u, acc17_1.x);
-            sg_store(ci, col0 + 5u, acc17_1.y);
-            sg_store(ci, col0 + 6u, acc17_1.z);
-            sg_store(ci, col0 + 7u, acc17_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w);
         }
         if (row0 + 18u < m) {
             let ci = cb + (row0 + 18u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc18_0.x);
-            sg_store(ci, col0 + 1u, acc18_0.y);
-            sg_store(ci, col0 + 2u, acc18_0.z);
-            sg_store(ci, col0 + 3u, acc18_0.w);
-            sg_store(ci, col0 + 4u, acc18_1.x);
-            sg_store(ci, col0 + 5u, acc18_1.y);
-            sg_store(ci, col0 + 6u, acc18_1.z);
-            sg_store(ci, col0 + 7u, acc18_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w);
         }
         if (row0 + 19u < m) {
             let ci = cb + (row0 + 19u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc19_0.x);
-            sg_store(ci, col0 + 1u, acc19_0.y);
-            sg_store(ci, col0 + 2u, acc19_0.z);
-            sg_store(ci, col0 + 3u, acc19_0.w);
-            sg_store(ci, col0 + 4u, acc19_1.x);
-            sg_store(ci, col0 + 5u, acc19_1.y);
-            sg_store(ci, col0 + 6u, acc19_1.z);
-            sg_store(ci, col0 + 7u, acc19_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w);
         }
         if (row0 + 20u < m) {
             let ci = cb + (row0 + 20u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc20_0.x);
-            sg_store(ci, col0 + 1u, acc20_0.y);
-            sg_store(ci, col0 + 2u, acc20_0.z);
-            sg_store(ci, col0 + 3u, acc20_0.w);
-            sg_store(ci, col0 + 4u, acc20_1.x);
-            sg_store(ci, col0 + 5u, acc20_1.y);
-            sg_store(ci, col0 + 6u, acc20_1.z);
-            sg_store(ci, col0 + 7u, acc20_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w);
         }
         if (row0 + 21u < m) {
             let ci = cb + (row0 + 21u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc21_0.x);
-            sg_store(ci, col0 + 1u, acc21_0.y);
-            sg_store(ci, col0 + 2u, acc21_0.z);
-            sg_store(ci, col0 + 3u, acc21_0.w);
-            sg_store(ci, col0 + 4u, acc21_1.x);
-            sg_store(ci, col0 + 5u, acc21_1.y);
-            sg_store(ci, col0 + 6u, acc21_1.z);
-            sg_store(ci, col0 + 7u, acc21_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w);
         }
         if (row0 + 22u < m) {
             let ci = cb + (row0 + 22u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc22_0.x);
-            sg_store(ci, col0 + 1u, acc22_0.y);
-            sg_store(ci, col0 + 2u, acc22_0.z);
-            sg_store(ci, col0 + 3u, acc22_0.w);
-            sg_store(ci, col0 + 4u, acc22_1.x);
-            sg_store(ci, col0 + 5u, acc22_1.y);
-            sg_store(ci, col0 + 6u, acc22_1.z);
-            sg_store(ci, col0 + 7u, acc22_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w);
         }
         if (row0 + 23u < m) {
             let ci = cb + (row0 + 23u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc23_0.x);
-            sg_store(ci, col0 + 1u, acc23_0.y);
-            sg_store(ci, col0 + 2u, acc23_0.z);
-            sg_store(ci, col0 + 3u, acc23_0.w);
-            sg_store(ci, col0 + 4u, acc23_1.x);
-            sg_store(ci, col0 + 5u, acc23_1.y);
-            sg_store(ci, col0 + 6u, acc23_1.z);
-            sg_store(ci, col0 + 7u, acc23_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w);
         }
         if (row0 + 24u < m) {
             let ci = cb + (row0 + 24u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc24_0.x);
-            sg_store(ci, col0 + 1u, acc24_0.y);
-            sg_store(ci, col0 + 2u, acc24_0.z);
-            sg_store(ci, col0 + 3u, acc24_0.w);
-            sg_store(ci, col0 + 4u, acc24_1.x);
-            sg_store(ci, col0 + 5u, acc24_1.y);
-            sg_store(ci, col0 + 6u, acc24_1.z);
-            sg_store(ci, col0 + 7u, acc24_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w);
         }
         if (row0 + 25u < m) {
             let ci = cb + (row0 + 25u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc25_0.x);
-            sg_store(ci, col0 + 1u, acc25_0.y);
-            sg_store(ci, col0 + 2u, acc25_0.z);
-            sg_store(ci, col0 + 3u, acc25_0.w);
-            sg_store(ci, col0 + 4u, acc25_1.x);
-            sg_store(ci, col0 + 5u, acc25_1.y);
-            sg_store(ci, col0 + 6u, acc25_1.z);
-            sg_store(ci, col0 + 7u, acc25_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w);
         }
         if (row0 + 26u < m) {
             let ci = cb + (row0 + 26u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc26_0.x);
-            sg_store(ci, col0 + 1u, acc26_0.y);
-            sg_store(ci, col0 + 2u, acc26_0.z);
-            sg_store(ci, col0 + 3u, acc26_0.w);
-            sg_store(ci, col0 + 4u, acc26_1.x);
-            sg_store(ci, col0 + 5u, acc26_1.y);
-            sg_store(ci, col0 + 6u, acc26_1.z);
-            sg_store(ci, col0 + 7u, acc26_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w);
         }
         if (row0 + 27u < m) {
             let ci = cb + (row0 + 27u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc27_0.x);
-            sg_store(ci, col0 + 1u, acc27_0.y);
-            sg_store(ci, col0 + 2u, acc27_0.z);
-            sg_store(ci, col0 + 3u, acc27_0.w);
-            sg_store(ci, col0 + 4u, acc27_1.x);
-            sg_store(ci, col0 + 5u, acc27_1.y);
-            sg_store(ci, col0 + 6u, acc27_1.z);
-            sg_store(ci, col0 + 7u, acc27_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w);
         }
         if (row0 + 28u < m) {
             let ci = cb + (row0 + 28u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc28_0.x);
-            sg_store(ci, col0 + 1u, acc28_0.y);
-            sg_store(ci, col0 + 2u, acc28_0.z);
-            sg_store(ci, col0 + 3u, acc28_0.w);
-            sg_store(ci, col0 + 4u, acc28_1.x);
-            sg_store(ci, col0 + 5u, acc28_1.y);
-            sg_store(ci, col0 + 6u, acc28_1.z);
-            sg_store(ci, col0 + 7u, acc28_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w);
         }
         if (row0 + 29u < m) {
             let ci = cb + (row0 + 29u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc29_0.x);
-            sg_store(ci, col0 + 1u, acc29_0.y);
-            sg_store(ci, col0 + 2u, acc29_0.z);
-            sg_store(ci, col0 + 3u, acc29_0.w);
-            sg_store(ci, col0 + 4u, acc29_1.x);
-            sg_store(ci, col0 + 5u, acc29_1.y);
-            sg_store(ci, col0 + 6u, acc29_1.z);
-            sg_store(ci, col0 + 7u, acc29_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w);
         }
         if (row0 + 30u < m) {
             let ci = cb + (row0 + 30u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc30_0.x);
-            sg_store(ci, col0 + 1u, acc30_0.y);
-            sg_store(ci, col0 + 2u, acc30_0.z);
-            sg_store(ci, col0 + 3u, acc30_0.w);
-            sg_store(ci, col0 + 4u, acc30_1.x);
-            sg_store(ci, col0 + 5u, acc30_1.y);
-            sg_store(ci, col0 + 6u, acc30_1.z);
-            sg_store(ci, col0 + 7u, acc30_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w);
         }
         if (row0 + 31u < m) {
             let ci = cb + (row0 + 31u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc31_0.x);
-            sg_store(ci, col0 + 1u, acc31_0.y);
-            sg_store(ci, col0 + 2u, acc31_0.z);
-            sg_store(ci, col0 + 3u, acc31_0.w);
-            sg_store(ci, col0 + 4u, acc31_1.x);
-            sg_store(ci, col0 + 5u, acc31_1.y);
-            sg_store(ci, col0 + 6u, acc31_1.z);
-            sg_store(ci, col0 + 7u, acc31_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w);
         }
     }
 }
@@ -6686,181 +6722,182 @@ fn gemm_16x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
             if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1); }
         }
     } else {
+        let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc0_0.x);
-            sg_store(ci, col0 + 1u, acc0_0.y);
-            sg_store(ci, col0 + 2u, acc0_0.z);
-            sg_store(ci, col0 + 3u, acc0_0.w);
-            sg_store(ci, col0 + 4u, acc0_1.x);
-            sg_store(ci, col0 + 5u, acc0_1.y);
-            sg_store(ci, col0 + 6u, acc0_1.z);
-            sg_store(ci, col0 + 7u, acc0_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc1_0.x);
-            sg_store(ci, col0 + 1u, acc1_0.y);
-            sg_store(ci, col0 + 2u, acc1_0.z);
-            sg_store(ci, col0 + 3u, acc1_0.w);
-            sg_store(ci, col0 + 4u, acc1_1.x);
-            sg_store(ci, col0 + 5u, acc1_1.y);
-            sg_store(ci, col0 + 6u, acc1_1.z);
-            sg_store(ci, col0 + 7u, acc1_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc2_0.x);
-            sg_store(ci, col0 + 1u, acc2_0.y);
-            sg_store(ci, col0 + 2u, acc2_0.z);
-            sg_store(ci, col0 + 3u, acc2_0.w);
-            sg_store(ci, col0 + 4u, acc2_1.x);
-            sg_store(ci, col0 + 5u, acc2_1.y);
-            sg_store(ci, col0 + 6u, acc2_1.z);
-            sg_store(ci, col0 + 7u, acc2_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc3_0.x);
-            sg_store(ci, col0 + 1u, acc3_0.y);
-            sg_store(ci, col0 + 2u, acc3_0.z);
-            sg_store(ci, col0 + 3u, acc3_0.w);
-            sg_store(ci, col0 + 4u, acc3_1.x);
-            sg_store(ci, col0 + 5u, acc3_1.y);
-            sg_store(ci, col0 + 6u, acc3_1.z);
-            sg_store(ci, col0 + 7u, acc3_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc4_0.x);
-            sg_store(ci, col0 + 1u, acc4_0.y);
-            sg_store(ci, col0 + 2u, acc4_0.z);
-            sg_store(ci, col0 + 3u, acc4_0.w);
-            sg_store(ci, col0 + 4u, acc4_1.x);
-            sg_store(ci, col0 + 5u, acc4_1.y);
-            sg_store(ci, col0 + 6u, acc4_1.z);
-            sg_store(ci, col0 + 7u, acc4_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc5_0.x);
-            sg_store(ci, col0 + 1u, acc5_0.y);
-            sg_store(ci, col0 + 2u, acc5_0.z);
-            sg_store(ci, col0 + 3u, acc5_0.w);
-            sg_store(ci, col0 + 4u, acc5_1.x);
-            sg_store(ci, col0 + 5u, acc5_1.y);
-            sg_store(ci, col0 + 6u, acc5_1.z);
-            sg_store(ci, col0 + 7u, acc5_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc6_0.x);
-            sg_store(ci, col0 + 1u, acc6_0.y);
-            sg_store(ci, col0 + 2u, acc6_0.z);
-            sg_store(ci, col0 + 3u, acc6_0.w);
-            sg_store(ci, col0 + 4u, acc6_1.x);
-            sg_store(ci, col0 + 5u, acc6_1.y);
-            sg_store(ci, col0 + 6u, acc6_1.z);
-            sg_store(ci, col0 + 7u, acc6_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc7_0.x);
-            sg_store(ci, col0 + 1u, acc7_0.y);
-            sg_store(ci, col0 + 2u, acc7_0.z);
-            sg_store(ci, col0 + 3u, acc7_0.w);
-            sg_store(ci, col0 + 4u, acc7_1.x);
-            sg_store(ci, col0 + 5u, acc7_1.y);
-            sg_store(ci, col0 + 6u, acc7_1.z);
-            sg_store(ci, col0 + 7u, acc7_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc8_0.x);
-            sg_store(ci, col0 + 1u, acc8_0.y);
-            sg_store(ci, col0 + 2u, acc8_0.z);
-            sg_store(ci, col0 + 3u, acc8_0.w);
-            sg_store(ci, col0 + 4u, acc8_1.x);
-            sg_store(ci, col0 + 5u, acc8_1.y);
-            sg_store(ci, col0 + 6u, acc8_1.z);
-            sg_store(ci, col0 + 7u, acc8_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc9_0.x);
-            sg_store(ci, col0 + 1u, acc9_0.y);
-            sg_store(ci, col0 + 2u, acc9_0.z);
-            sg_store(ci, col0 + 3u, acc9_0.w);
-            sg_store(ci, col0 + 4u, acc9_1.x);
-            sg_store(ci, col0 + 5u, acc9_1.y);
-            sg_store(ci, col0 + 6u, acc9_1.z);
-            sg_store(ci, col0 + 7u, acc9_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc10_0.x);
-            sg_store(ci, col0 + 1u, acc10_0.y);
-            sg_store(ci, col0 + 2u, acc10_0.z);
-            sg_store(ci, col0 + 3u, acc10_0.w);
-            sg_store(ci, col0 + 4u, acc10_1.x);
-            sg_store(ci, col0 + 5u, acc10_1.y);
-            sg_store(ci, col0 + 6u, acc10_1.z);
-            sg_store(ci, col0 + 7u, acc10_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc11_0.x);
-            sg_store(ci, col0 + 1u, acc11_0.y);
-            sg_store(ci, col0 + 2u, acc11_0.z);
-            sg_store(ci, col0 + 3u, acc11_0.w);
-            sg_store(ci, col0 + 4u, acc11_1.x);
-            sg_store(ci, col0 + 5u, acc11_1.y);
-            sg_store(ci, col0 + 6u, acc11_1.z);
-            sg_store(ci, col0 + 7u, acc11_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc12_0.x);
-            sg_store(ci, col0 + 1u, acc12_0.y);
-            sg_store(ci, col0 + 2u, acc12_0.z);
-            sg_store(ci, col0 + 3u, acc12_0.w);
-            sg_store(ci, col0 + 4u, acc12_1.x);
-            sg_store(ci, col0 + 5u, acc12_1.y);
-            sg_store(ci, col0 + 6u, acc12_1.z);
-            sg_store(ci, col0 + 7u, acc12_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc13_0.x);
-            sg_store(ci, col0 + 1u, acc13_0.y);
-            sg_store(ci, col0 + 2u, acc13_0.z);
-            sg_store(ci, col0 + 3u, acc13_0.w);
-            sg_store(ci, col0 + 4u, acc13_1.x);
-            sg_store(ci, col0 + 5u, acc13_1.y);
-            sg_store(ci, col0 + 6u, acc13_1.z);
-            sg_store(ci, col0 + 7u, acc13_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc14_0.x);
-            sg_store(ci, col0 + 1u, acc14_0.y);
-            sg_store(ci, col0 + 2u, acc14_0.z);
-            sg_store(ci, col0 + 3u, acc14_0.w);
-            sg_store(ci, col0 + 4u, acc14_1.x);
-            sg_store(ci, col0 + 5u, acc14_1.y);
-            sg_store(ci, col0 + 6u, acc14_1.z);
-            sg_store(ci, col0 + 7u, acc14_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc15_0.x);
-            sg_store(ci, col0 + 1u, acc15_0.y);
-            sg_store(ci, col0 + 2u, acc15_0.z);
-            sg_store(ci, col0 + 3u, acc15_0.w);
-            sg_store(ci, col0 + 4u, acc15_1.x);
-            sg_store(ci, col0 + 5u, acc15_1.y);
-            sg_store(ci, col0 + 6u, acc15_1.z);
-            sg_store(ci, col0 + 7u, acc15_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
         }
     }
 }
@@ -7105,93 +7142,94 @@ fn gemm_8x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1); }
         }
     } else {
+        let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc0_0.x);
-            sg_store(ci, col0 + 1u, acc0_0.y);
-            sg_store(ci, col0 + 2u, acc0_0.z);
-            sg_store(ci, col0 + 3u, acc0_0.w);
-            sg_store(ci, col0 + 4u, acc0_1.x);
-            sg_store(ci, col0 + 5u, acc0_1.y);
-            sg_store(ci, col0 + 6u, acc0_1.z);
-            sg_store(ci, col0 + 7u, acc0_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc1_0.x);
-            sg_store(ci, col0 + 1u, acc1_0.y);
-            sg_store(ci, col0 + 2u, acc1_0.z);
-            sg_store(ci, col0 + 3u, acc1_0.w);
-            sg_store(ci, col0 + 4u, acc1_1.x);
-            sg_store(ci, col0 + 5u, acc1_1.y);
-            sg_store(ci, col0 + 6u, acc1_1.z);
-            sg_store(ci, col0 + 7u, acc1_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc2_0.x);
-            sg_store(ci, col0 + 1u, acc2_0.y);
-            sg_store(ci, col0 + 2u, acc2_0.z);
-            sg_store(ci, col0 + 3u, acc2_0.w);
-            sg_store(ci, col0 + 4u, acc2_1.x);
-            sg_store(ci, col0 + 5u, acc2_1.y);
-            sg_store(ci, col0 + 6u, acc2_1.z);
-            sg_store(ci, col0 + 7u, acc2_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc3_0.x);
-            sg_store(ci, col0 + 1u, acc3_0.y);
-            sg_store(ci, col0 + 2u, acc3_0.z);
-            sg_store(ci, col0 + 3u, acc3_0.w);
-            sg_store(ci, col0 + 4u, acc3_1.x);
-            sg_store(ci, col0 + 5u, acc3_1.y);
-            sg_store(ci, col0 + 6u, acc3_1.z);
-            sg_store(ci, col0 + 7u, acc3_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc4_0.x);
-            sg_store(ci, col0 + 1u, acc4_0.y);
-            sg_store(ci, col0 + 2u, acc4_0.z);
-            sg_store(ci, col0 + 3u, acc4_0.w);
-            sg_store(ci, col0 + 4u, acc4_1.x);
-            sg_store(ci, col0 + 5u, acc4_1.y);
-            sg_store(ci, col0 + 6u, acc4_1.z);
-            sg_store(ci, col0 + 7u, acc4_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc5_0.x);
-            sg_store(ci, col0 + 1u, acc5_0.y);
-            sg_store(ci, col0 + 2u, acc5_0.z);
-            sg_store(ci, col0 + 3u, acc5_0.w);
-            sg_store(ci, col0 + 4u, acc5_1.x);
-            sg_store(ci, col0 + 5u, acc5_1.y);
-            sg_store(ci, col0 + 6u, acc5_1.z);
-            sg_store(ci, col0 + 7u, acc5_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc6_0.x);
-            sg_store(ci, col0 + 1u, acc6_0.y);
-            sg_store(ci, col0 + 2u, acc6_0.z);
-            sg_store(ci, col0 + 3u, acc6_0.w);
-            sg_store(ci, col0 + 4u, acc6_1.x);
-            sg_store(ci, col0 + 5u, acc6_1.y);
-            sg_store(ci, col0 + 6u, acc6_1.z);
-            sg_store(ci, col0 + 7u, acc6_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc7_0.x);
-            sg_store(ci, col0 + 1u, acc7_0.y);
-            sg_store(ci, col0 + 2u, acc7_0.z);
-            sg_store(ci, col0 + 3u, acc7_0.w);
-            sg_store(ci, col0 + 4u, acc7_1.x);
-            sg_store(ci, col0 + 5u, acc7_1.y);
-            sg_store(ci, col0 + 6u, acc7_1.z);
-            sg_store(ci, col0 + 7u, acc7_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
         }
     }
 }
@@ -8034,533 +8072,534 @@ fn gemm_48x64_ti_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
             if (col0 + 4u < n) { sg_store4(v + 1u, acc47_1); }
         }
     } else {
+        let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc0_0.x);
-            sg_store(ci, col0 + 1u, acc0_0.y);
-            sg_store(ci, col0 + 2u, acc0_0.z);
-            sg_store(ci, col0 + 3u, acc0_0.w);
-            sg_store(ci, col0 + 4u, acc0_1.x);
-            sg_store(ci, col0 + 5u, acc0_1.y);
-            sg_store(ci, col0 + 6u, acc0_1.z);
-            sg_store(ci, col0 + 7u, acc0_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc1_0.x);
-            sg_store(ci, col0 + 1u, acc1_0.y);
-            sg_store(ci, col0 + 2u, acc1_0.z);
-            sg_store(ci, col0 + 3u, acc1_0.w);
-            sg_store(ci, col0 + 4u, acc1_1.x);
-            sg_store(ci, col0 + 5u, acc1_1.y);
-            sg_store(ci, col0 + 6u, acc1_1.z);
-            sg_store(ci, col0 + 7u, acc1_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc2_0.x);
-            sg_store(ci, col0 + 1u, acc2_0.y);
-            sg_store(ci, col0 + 2u, acc2_0.z);
-            sg_store(ci, col0 + 3u, acc2_0.w);
-            sg_store(ci, col0 + 4u, acc2_1.x);
-            sg_store(ci, col0 + 5u, acc2_1.y);
-            sg_store(ci, col0 + 6u, acc2_1.z);
-            sg_store(ci, col0 + 7u, acc2_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc3_0.x);
-            sg_store(ci, col0 + 1u, acc3_0.y);
-            sg_store(ci, col0 + 2u, acc3_0.z);
-            sg_store(ci, col0 + 3u, acc3_0.w);
-            sg_store(ci, col0 + 4u, acc3_1.x);
-            sg_store(ci, col0 + 5u, acc3_1.y);
-            sg_store(ci, col0 + 6u, acc3_1.z);
-            sg_store(ci, col0 + 7u, acc3_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc4_0.x);
-            sg_store(ci, col0 + 1u, acc4_0.y);
-            sg_store(ci, col0 + 2u, acc4_0.z);
-            sg_store(ci, col0 + 3u, acc4_0.w);
-            sg_store(ci, col0 + 4u, acc4_1.x);
-            sg_store(ci, col0 + 5u, acc4_1.y);
-            sg_store(ci, col0 + 6u, acc4_1.z);
-            sg_store(ci, col0 + 7u, acc4_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc5_0.x);
-            sg_store(ci, col0 + 1u, acc5_0.y);
-            sg_store(ci, col0 + 2u, acc5_0.z);
-            sg_store(ci, col0 + 3u, acc5_0.w);
-            sg_store(ci, col0 + 4u, acc5_1.x);
-            sg_store(ci, col0 + 5u, acc5_1.y);
-            sg_store(ci, col0 + 6u, acc5_1.z);
-            sg_store(ci, col0 + 7u, acc5_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc6_0.x);
-            sg_store(ci, col0 + 1u, acc6_0.y);
-            sg_store(ci, col0 + 2u, acc6_0.z);
-            sg_store(ci, col0 + 3u, acc6_0.w);
-            sg_store(ci, col0 + 4u, acc6_1.x);
-            sg_store(ci, col0 + 5u, acc6_1.y);
-            sg_store(ci, col0 + 6u, acc6_1.z);
-            sg_store(ci, col0 + 7u, acc6_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc7_0.x);
-            sg_store(ci, col0 + 1u, acc7_0.y);
-            sg_store(ci, col0 + 2u, acc7_0.z);
-            sg_store(ci, col0 + 3u, acc7_0.w);
-            sg_store(ci, col0 + 4u, acc7_1.x);
-            sg_store(ci, col0 + 5u, acc7_1.y);
-            sg_store(ci, col0 + 6u, acc7_1.z);
-            sg_store(ci, col0 + 7u, acc7_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc8_0.x);
-            sg_store(ci, col0 + 1u, acc8_0.y);
-            sg_store(ci, col0 + 2u, acc8_0.z);
-            sg_store(ci, col0 + 3u, acc8_0.w);
-            sg_store(ci, col0 + 4u, acc8_1.x);
-            sg_store(ci, col0 + 5u, acc8_1.y);
-            sg_store(ci, col0 + 6u, acc8_1.z);
-            sg_store(ci, col0 + 7u, acc8_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc9_0.x);
-            sg_store(ci, col0 + 1u, acc9_0.y);
-            sg_store(ci, col0 + 2u, acc9_0.z);
-            sg_store(ci, col0 + 3u, acc9_0.w);
-            sg_store(ci, col0 + 4u, acc9_1.x);
-            sg_store(ci, col0 + 5u, acc9_1.y);
-            sg_store(ci, col0 + 6u, acc9_1.z);
-            sg_store(ci, col0 + 7u, acc9_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc10_0.x);
-            sg_store(ci, col0 + 1u, acc10_0.y);
-            sg_store(ci, col0 + 2u, acc10_0.z);
-            sg_store(ci, col0 + 3u, acc10_0.w);
-            sg_store(ci, col0 + 4u, acc10_1.x);
-            sg_store(ci, col0 + 5u, acc10_1.y);
-            sg_store(ci, col0 + 6u, acc10_1.z);
-            sg_store(ci, col0 + 7u, acc10_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc11_0.x);
-            sg_store(ci, col0 + 1u, acc11_0.y);
-            sg_store(ci, col0 + 2u, acc11_0.z);
-            sg_store(ci, col0 + 3u, acc11_0.w);
-            sg_store(ci, col0 + 4u, acc11_1.x);
-            sg_store(ci, col0 + 5u, acc11_1.y);
-            sg_store(ci, col0 + 6u, acc11_1.z);
-            sg_store(ci, col0 + 7u, acc11_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc12_0.x);
-            sg_store(ci, col0 + 1u, acc12_0.y);
-            sg_store(ci, col0 + 2u, acc12_0.z);
-            sg_store(ci, col0 + 3u, acc12_0.w);
-            sg_store(ci, col0 + 4u, acc12_1.x);
-            sg_store(ci, col0 + 5u, acc12_1.y);
-            sg_store(ci, col0 + 6u, acc12_1.z);
-            sg_store(ci, col0 + 7u, acc12_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc13_0.x);
-            sg_store(ci, col0 + 1u, acc13_0.y);
-            sg_store(ci, col0 + 2u, acc13_0.z);
-            sg_store(ci, col0 + 3u, acc13_0.w);
-            sg_store(ci, col0 + 4u, acc13_1.x);
-            sg_store(ci, col0 + 5u, acc13_1.y);
-            sg_store(ci, col0 + 6u, acc13_1.z);
-            sg_store(ci, col0 + 7u, acc13_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc14_0.x);
-            sg_store(ci, col0 + 1u, acc14_0.y);
-            sg_store(ci, col0 + 2u, acc14_0.z);
-            sg_store(ci, col0 + 3u, acc14_0.w);
-            sg_store(ci, col0 + 4u, acc14_1.x);
-            sg_store(ci, col0 + 5u, acc14_1.y);
-            sg_store(ci, col0 + 6u, acc14_1.z);
-            sg_store(ci, col0 + 7u, acc14_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc15_0.x);
-            sg_store(ci, col0 + 1u, acc15_0.y);
-            sg_store(ci, col0 + 2u, acc15_0.z);
-            sg_store(ci, col0 + 3u, acc15_0.w);
-            sg_store(ci, col0 + 4u, acc15_1.x);
-            sg_store(ci, col0 + 5u, acc15_1.y);
-            sg_store(ci, col0 + 6u, acc15_1.z);
-            sg_store(ci, col0 + 7u, acc15_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
         }
         if (row0 + 16u < m) {
             let ci = cb + (row0 + 16u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc16_0.x);
-            sg_store(ci, col0 + 1u, acc16_0.y);
-            sg_store(ci, col0 + 2u, acc16_0.z);
-            sg_store(ci, col0 + 3u, acc16_0.w);
-            sg_store(ci, col0 + 4u, acc16_1.x);
-            sg_store(ci, col0 + 5u, acc16_1.y);
-            sg_store(ci, col0 + 6u, acc16_1.z);
-            sg_store(ci, col0 + 7u, acc16_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w);
         }
         if (row0 + 17u < m) {
             let ci = cb + (row0 + 17u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc17_0.x);
-            sg_store(ci, col0 + 1u, acc17_0.y);
-            sg_store(ci, col0 + 2u, acc17_0.z);
-            sg_store(ci, col0 + 3u, acc17_0.w);
-            sg_store(ci, col0 + 4u, acc17_1.x);
-            sg_store(ci, col0 + 5u, acc17_1.y);
-            sg_store(ci, col0 + 6u, acc17_1.z);
-            sg_store(ci, col0 + 7u, acc17_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w);
         }
         if (row0 + 18u < m) {
             let ci = cb + (row0 + 18u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc18_0.x);
-            sg_store(ci, col0 + 1u, acc18_0.y);
-            sg_store(ci, col0 + 2u, acc18_0.z);
-            sg_store(ci, col0 + 3u, acc18_0.w);
-            sg_store(ci, col0 + 4u, acc18_1.x);
-            sg_store(ci, col0 + 5u, acc18_1.y);
-            sg_store(ci, col0 + 6u, acc18_1.z);
-            sg_store(ci, col0 + 7u, acc18_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w);
         }
         if (row0 + 19u < m) {
             let ci = cb + (row0 + 19u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc19_0.x);
-            sg_store(ci, col0 + 1u, acc19_0.y);
-            sg_store(ci, col0 + 2u, acc19_0.z);
-            sg_store(ci, col0 + 3u, acc19_0.w);
-            sg_store(ci, col0 + 4u, acc19_1.x);
-            sg_store(ci, col0 + 5u, acc19_1.y);
-            sg_store(ci, col0 + 6u, acc19_1.z);
-            sg_store(ci, col0 + 7u, acc19_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w);
         }
         if (row0 + 20u < m) {
             let ci = cb + (row0 + 20u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc20_0.x);
-            sg_store(ci, col0 + 1u, acc20_0.y);
-            sg_store(ci, col0 + 2u, acc20_0.z);
-            sg_store(ci, col0 + 3u, acc20_0.w);
-            sg_store(ci, col0 + 4u, acc20_1.x);
-            sg_store(ci, col0 + 5u, acc20_1.y);
-            sg_store(ci, col0 + 6u, acc20_1.z);
-            sg_store(ci, col0 + 7u, acc20_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w);
         }
         if (row0 + 21u < m) {
             let ci = cb + (row0 + 21u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc21_0.x);
-            sg_store(ci, col0 + 1u, acc21_0.y);
-            sg_store(ci, col0 + 2u, acc21_0.z);
-            sg_store(ci, col0 + 3u, acc21_0.w);
-            sg_store(ci, col0 + 4u, acc21_1.x);
-            sg_store(ci, col0 + 5u, acc21_1.y);
-            sg_store(ci, col0 + 6u, acc21_1.z);
-            sg_store(ci, col0 + 7u, acc21_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w);
         }
         if (row0 + 22u < m) {
             let ci = cb + (row0 + 22u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc22_0.x);
-            sg_store(ci, col0 + 1u, acc22_0.y);
-            sg_store(ci, col0 + 2u, acc22_0.z);
-            sg_store(ci, col0 + 3u, acc22_0.w);
-            sg_store(ci, col0 + 4u, acc22_1.x);
-            sg_store(ci, col0 + 5u, acc22_1.y);
-            sg_store(ci, col0 + 6u, acc22_1.z);
-            sg_store(ci, col0 + 7u, acc22_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w);
         }
         if (row0 + 23u < m) {
             let ci = cb + (row0 + 23u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc23_0.x);
-            sg_store(ci, col0 + 1u, acc23_0.y);
-            sg_store(ci, col0 + 2u, acc23_0.z);
-            sg_store(ci, col0 + 3u, acc23_0.w);
-            sg_store(ci, col0 + 4u, acc23_1.x);
-            sg_store(ci, col0 + 5u, acc23_1.y);
-            sg_store(ci, col0 + 6u, acc23_1.z);
-            sg_store(ci, col0 + 7u, acc23_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w);
         }
         if (row0 + 24u < m) {
             let ci = cb + (row0 + 24u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc24_0.x);
-            sg_store(ci, col0 + 1u, acc24_0.y);
-            sg_store(ci, col0 + 2u, acc24_0.z);
-            sg_store(ci, col0 + 3u, acc24_0.w);
-            sg_store(ci, col0 + 4u, acc24_1.x);
-            sg_store(ci, col0 + 5u, acc24_1.y);
-            sg_store(ci, col0 + 6u, acc24_1.z);
-            sg_store(ci, col0 + 7u, acc24_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w);
         }
         if (row0 + 25u < m) {
             let ci = cb + (row0 + 25u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc25_0.x);
-            sg_store(ci, col0 + 1u, acc25_0.y);
-            sg_store(ci, col0 + 2u, acc25_0.z);
-            sg_store(ci, col0 + 3u, acc25_0.w);
-            sg_store(ci, col0 + 4u, acc25_1.x);
-            sg_store(ci, col0 + 5u, acc25_1.y);
-            sg_store(ci, col0 + 6u, acc25_1.z);
-            sg_store(ci, col0 + 7u, acc25_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w);
         }
         if (row0 + 26u < m) {
             let ci = cb + (row0 + 26u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc26_0.x);
-            sg_store(ci, col0 + 1u, acc26_0.y);
-            sg_store(ci, col0 + 2u, acc26_0.z);
-            sg_store(ci, col0 + 3u, acc26_0.w);
-            sg_store(ci, col0 + 4u, acc26_1.x);
-            sg_store(ci, col0 + 5u, acc26_1.y);
-            sg_store(ci, col0 + 6u, acc26_1.z);
-            sg_store(ci, col0 + 7u, acc26_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w);
         }
         if (row0 + 27u < m) {
             let ci = cb + (row0 + 27u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc27_0.x);
-            sg_store(ci, col0 + 1u, acc27_0.y);
-            sg_store(ci, col0 + 2u, acc27_0.z);
-            sg_store(ci, col0 + 3u, acc27_0.w);
-            sg_store(ci, col0 + 4u, acc27_1.x);
-            sg_store(ci, col0 + 5u, acc27_1.y);
-            sg_store(ci, col0 + 6u, acc27_1.z);
-            sg_store(ci, col0 + 7u, acc27_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w);
         }
         if (row0 + 28u < m) {
             let ci = cb + (row0 + 28u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc28_0.x);
-            sg_store(ci, col0 + 1u, acc28_0.y);
-            sg_store(ci, col0 + 2u, acc28_0.z);
-            sg_store(ci, col0 + 3u, acc28_0.w);
-            sg_store(ci, col0 + 4u, acc28_1.x);
-            sg_store(ci, col0 + 5u, acc28_1.y);
-            sg_store(ci, col0 + 6u, acc28_1.z);
-            sg_store(ci, col0 + 7u, acc28_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w);
         }
         if (row0 + 29u < m) {
             let ci = cb + (row0 + 29u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc29_0.x);
-            sg_store(ci, col0 + 1u, acc29_0.y);
-            sg_store(ci, col0 + 2u, acc29_0.z);
-            sg_store(ci, col0 + 3u, acc29_0.w);
-            sg_store(ci, col0 + 4u, acc29_1.x);
-            sg_store(ci, col0 + 5u, acc29_1.y);
-            sg_store(ci, col0 + 6u, acc29_1.z);
-            sg_store(ci, col0 + 7u, acc29_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w);
         }
         if (row0 + 30u < m) {
             let ci = cb + (row0 + 30u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc30_0.x);
-            sg_store(ci, col0 + 1u, acc30_0.y);
-            sg_store(ci, col0 + 2u, acc30_0.z);
-            sg_store(ci, col0 + 3u, acc30_0.w);
-            sg_store(ci, col0 + 4u, acc30_1.x);
-            sg_store(ci, col0 + 5u, acc30_1.y);
-            sg_store(ci, col0 + 6u, acc30_1.z);
-            sg_store(ci, col0 + 7u, acc30_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w);
         }
         if (row0 + 31u < m) {
             let ci = cb + (row0 + 31u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc31_0.x);
-            sg_store(ci, col0 + 1u, acc31_0.y);
-            sg_store(ci, col0 + 2u, acc31_0.z);
-            sg_store(ci, col0 + 3u, acc31_0.w);
-            sg_store(ci, col0 + 4u, acc31_1.x);
-            sg_store(ci, col0 + 5u, acc31_1.y);
-            sg_store(ci, col0 + 6u, acc31_1.z);
-            sg_store(ci, col0 + 7u, acc31_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w);
         }
         if (row0 + 32u < m) {
             let ci = cb + (row0 + 32u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc32_0.x);
-            sg_store(ci, col0 + 1u, acc32_0.y);
-            sg_store(ci, col0 + 2u, acc32_0.z);
-            sg_store(ci, col0 + 3u, acc32_0.w);
-            sg_store(ci, col0 + 4u, acc32_1.x);
-            sg_store(ci, col0 + 5u, acc32_1.y);
-            sg_store(ci, col0 + 6u, acc32_1.z);
-            sg_store(ci, col0 + 7u, acc32_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc32_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc32_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc32_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc32_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc32_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc32_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc32_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc32_1.w);
         }
         if (row0 + 33u < m) {
             let ci = cb + (row0 + 33u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc33_0.x);
-            sg_store(ci, col0 + 1u, acc33_0.y);
-            sg_store(ci, col0 + 2u, acc33_0.z);
-            sg_store(ci, col0 + 3u, acc33_0.w);
-            sg_store(ci, col0 + 4u, acc33_1.x);
-            sg_store(ci, col0 + 5u, acc33_1.y);
-            sg_store(ci, col0 + 6u, acc33_1.z);
-            sg_store(ci, col0 + 7u, acc33_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc33_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc33_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc33_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc33_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc33_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc33_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc33_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc33_1.w);
         }
         if (row0 + 34u < m) {
             let ci = cb + (row0 + 34u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc34_0.x);
-            sg_store(ci, col0 + 1u, acc34_0.y);
-            sg_store(ci, col0 + 2u, acc34_0.z);
-            sg_store(ci, col0 + 3u, acc34_0.w);
-            sg_store(ci, col0 + 4u, acc34_1.x);
-            sg_store(ci, col0 + 5u, acc34_1.y);
-            sg_store(ci, col0 + 6u, acc34_1.z);
-            sg_store(ci, col0 + 7u, acc34_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc34_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc34_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc34_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc34_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc34_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc34_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc34_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc34_1.w);
         }
         if (row0 + 35u < m) {
             let ci = cb + (row0 + 35u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc35_0.x);
-            sg_store(ci, col0 + 1u, acc35_0.y);
-            sg_store(ci, col0 + 2u, acc35_0.z);
-            sg_store(ci, col0 + 3u, acc35_0.w);
-            sg_store(ci, col0 + 4u, acc35_1.x);
-            sg_store(ci, col0 + 5u, acc35_1.y);
-            sg_store(ci, col0 + 6u, acc35_1.z);
-            sg_store(ci, col0 + 7u, acc35_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc35_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc35_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc35_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc35_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc35_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc35_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc35_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc35_1.w);
         }
         if (row0 + 36u < m) {
             let ci = cb + (row0 + 36u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc36_0.x);
-            sg_store(ci, col0 + 1u, acc36_0.y);
-            sg_store(ci, col0 + 2u, acc36_0.z);
-            sg_store(ci, col0 + 3u, acc36_0.w);
-            sg_store(ci, col0 + 4u, acc36_1.x);
-            sg_store(ci, col0 + 5u, acc36_1.y);
-            sg_store(ci, col0 + 6u, acc36_1.z);
-            sg_store(ci, col0 + 7u, acc36_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc36_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc36_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc36_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc36_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc36_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc36_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc36_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc36_1.w);
         }
         if (row0 + 37u < m) {
             let ci = cb + (row0 + 37u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc37_0.x);
-            sg_store(ci, col0 + 1u, acc37_0.y);
-            sg_store(ci, col0 + 2u, acc37_0.z);
-            sg_store(ci, col0 + 3u, acc37_0.w);
-            sg_store(ci, col0 + 4u, acc37_1.x);
-            sg_store(ci, col0 + 5u, acc37_1.y);
-            sg_store(ci, col0 + 6u, acc37_1.z);
-            sg_store(ci, col0 + 7u, acc37_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc37_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc37_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc37_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc37_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc37_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc37_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc37_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc37_1.w);
         }
         if (row0 + 38u < m) {
             let ci = cb + (row0 + 38u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc38_0.x);
-            sg_store(ci, col0 + 1u, acc38_0.y);
-            sg_store(ci, col0 + 2u, acc38_0.z);
-            sg_store(ci, col0 + 3u, acc38_0.w);
-            sg_store(ci, col0 + 4u, acc38_1.x);
-            sg_store(ci, col0 + 5u, acc38_1.y);
-            sg_store(ci, col0 + 6u, acc38_1.z);
-            sg_store(ci, col0 + 7u, acc38_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc38_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc38_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc38_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc38_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc38_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc38_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc38_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc38_1.w);
         }
         if (row0 + 39u < m) {
             let ci = cb + (row0 + 39u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc39_0.x);
-            sg_store(ci, col0 + 1u, acc39_0.y);
-            sg_store(ci, col0 + 2u, acc39_0.z);
-            sg_store(ci, col0 + 3u, acc39_0.w);
-            sg_store(ci, col0 + 4u, acc39_1.x);
-            sg_store(ci, col0 + 5u, acc39_1.y);
-            sg_store(ci, col0 + 6u, acc39_1.z);
-            sg_store(ci, col0 + 7u, acc39_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc39_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc39_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc39_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc39_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc39_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc39_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc39_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc39_1.w);
         }
         if (row0 + 40u < m) {
             let ci = cb + (row0 + 40u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc40_0.x);
-            sg_store(ci, col0 + 1u, acc40_0.y);
-            sg_store(ci, col0 + 2u, acc40_0.z);
-            sg_store(ci, col0 + 3u, acc40_0.w);
-            sg_store(ci, col0 + 4u, acc40_1.x);
-            sg_store(ci, col0 + 5u, acc40_1.y);
-            sg_store(ci, col0 + 6u, acc40_1.z);
-            sg_store(ci, col0 + 7u, acc40_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc40_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc40_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc40_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc40_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc40_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc40_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc40_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc40_1.w);
         }
         if (row0 + 41u < m) {
             let ci = cb + (row0 + 41u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc41_0.x);
-            sg_store(ci, col0 + 1u, acc41_0.y);
-            sg_store(ci, col0 + 2u, acc41_0.z);
-            sg_store(ci, col0 + 3u, acc41_0.w);
-            sg_store(ci, col0 + 4u, acc41_1.x);
-            sg_store(ci, col0 + 5u, acc41_1.y);
-            sg_store(ci, col0 + 6u, acc41_1.z);
-            sg_store(ci, col0 + 7u, acc41_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc41_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc41_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc41_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc41_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc41_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc41_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc41_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc41_1.w);
         }
         if (row0 + 42u < m) {
             let ci = cb + (row0 + 42u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc42_0.x);
-            sg_store(ci, col0 + 1u, acc42_0.y);
-            sg_store(ci, col0 + 2u, acc42_0.z);
-            sg_store(ci, col0 + 3u, acc42_0.w);
-            sg_store(ci, col0 + 4u, acc42_1.x);
-            sg_store(ci, col0 + 5u, acc42_1.y);
-            sg_store(ci, col0 + 6u, acc42_1.z);
-            sg_store(ci, col0 + 7u, acc42_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc42_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc42_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc42_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc42_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc42_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc42_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc42_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc42_1.w);
         }
         if (row0 + 43u < m) {
             let ci = cb + (row0 + 43u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc43_0.x);
-            sg_store(ci, col0 + 1u, acc43_0.y);
-            sg_store(ci, col0 + 2u, acc43_0.z);
-            sg_store(ci, col0 + 3u, acc43_0.w);
-            sg_store(ci, col0 + 4u, acc43_1.x);
-            sg_store(ci, col0 + 5u, acc43_1.y);
-            sg_store(ci, col0 + 6u, acc43_1.z);
-            sg_store(ci, col0 + 7u, acc43_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc43_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc43_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc43_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc43_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc43_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc43_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc43_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc43_1.w);
         }
         if (row0 + 44u < m) {
             let ci = cb + (row0 + 44u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc44_0.x);
-            sg_store(ci, col0 + 1u, acc44_0.y);
-            sg_store(ci, col0 + 2u, acc44_0.z);
-            sg_store(ci, col0 + 3u, acc44_0.w);
-            sg_store(ci, col0 + 4u, acc44_1.x);
-            sg_store(ci, col0 + 5u, acc44_1.y);
-            sg_store(ci, col0 + 6u, acc44_1.z);
-            sg_store(ci, col0 + 7u, acc44_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc44_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc44_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc44_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc44_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc44_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc44_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc44_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc44_1.w);
         }
         if (row0 + 45u < m) {
             let ci = cb + (row0 + 45u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc45_0.x);
-            sg_store(ci, col0 + 1u, acc45_0.y);
-            sg_store(ci, col0 + 2u, acc45_0.z);
-            sg_store(ci, col0 + 3u, acc45_0.w);
-            sg_store(ci, col0 + 4u, acc45_1.x);
-            sg_store(ci, col0 + 5u, acc45_1.y);
-            sg_store(ci, col0 + 6u, acc45_1.z);
-            sg_store(ci, col0 + 7u, acc45_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc45_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc45_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc45_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc45_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc45_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc45_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc45_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc45_1.w);
         }
         if (row0 + 46u < m) {
             let ci = cb + (row0 + 46u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc46_0.x);
-            sg_store(ci, col0 + 1u, acc46_0.y);
-            sg_store(ci, col0 + 2u, acc46_0.z);
-            sg_store(ci, col0 + 3u, acc46_0.w);
-            sg_store(ci, col0 + 4u, acc46_1.x);
-            sg_store(ci, col0 + 5u, acc46_1.y);
-            sg_store(ci, col0 + 6u, acc46_1.z);
-            sg_store(ci, col0 + 7u, acc46_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc46_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc46_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc46_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc46_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc46_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc46_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc46_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc46_1.w);
         }
         if (row0 + 47u < m) {
             let ci = cb + (row0 + 47u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc47_0.x);
-            sg_store(ci, col0 + 1u, acc47_0.y);
-            sg_store(ci, col0 + 2u, acc47_0.z);
-            sg_store(ci, col0 + 3u, acc47_0.w);
-            sg_store(ci, col0 + 4u, acc47_1.x);
-            sg_store(ci, col0 + 5u, acc47_1.y);
-            sg_store(ci, col0 + 6u, acc47_1.z);
-            sg_store(ci, col0 + 7u, acc47_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc47_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc47_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc47_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc47_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc47_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc47_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc47_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc47_1.w);
         }
     }
 }
@@ -9663,709 +9702,710 @@ fn gemm_64x64_ti_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
             if (col0 + 4u < n) { sg_store4(v + 1u, acc63_1); }
         }
     } else {
+        let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc0_0.x);
-            sg_store(ci, col0 + 1u, acc0_0.y);
-            sg_store(ci, col0 + 2u, acc0_0.z);
-            sg_store(ci, col0 + 3u, acc0_0.w);
-            sg_store(ci, col0 + 4u, acc0_1.x);
-            sg_store(ci, col0 + 5u, acc0_1.y);
-            sg_store(ci, col0 + 6u, acc0_1.z);
-            sg_store(ci, col0 + 7u, acc0_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc1_0.x);
-            sg_store(ci, col0 + 1u, acc1_0.y);
-            sg_store(ci, col0 + 2u, acc1_0.z);
-            sg_store(ci, col0 + 3u, acc1_0.w);
-            sg_store(ci, col0 + 4u, acc1_1.x);
-            sg_store(ci, col0 + 5u, acc1_1.y);
-            sg_store(ci, col0 + 6u, acc1_1.z);
-            sg_store(ci, col0 + 7u, acc1_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc2_0.x);
-            sg_store(ci, col0 + 1u, acc2_0.y);
-            sg_store(ci, col0 + 2u, acc2_0.z);
-            sg_store(ci, col0 + 3u, acc2_0.w);
-            sg_store(ci, col0 + 4u, acc2_1.x);
-            sg_store(ci, col0 + 5u, acc2_1.y);
-            sg_store(ci, col0 + 6u, acc2_1.z);
-            sg_store(ci, col0 + 7u, acc2_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc3_0.x);
-            sg_store(ci, col0 + 1u, acc3_0.y);
-            sg_store(ci, col0 + 2u, acc3_0.z);
-            sg_store(ci, col0 + 3u, acc3_0.w);
-            sg_store(ci, col0 + 4u, acc3_1.x);
-            sg_store(ci, col0 + 5u, acc3_1.y);
-            sg_store(ci, col0 + 6u, acc3_1.z);
-            sg_store(ci, col0 + 7u, acc3_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc4_0.x);
-            sg_store(ci, col0 + 1u, acc4_0.y);
-            sg_store(ci, col0 + 2u, acc4_0.z);
-            sg_store(ci, col0 + 3u, acc4_0.w);
-            sg_store(ci, col0 + 4u, acc4_1.x);
-            sg_store(ci, col0 + 5u, acc4_1.y);
-            sg_store(ci, col0 + 6u, acc4_1.z);
-            sg_store(ci, col0 + 7u, acc4_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc5_0.x);
-            sg_store(ci, col0 + 1u, acc5_0.y);
-            sg_store(ci, col0 + 2u, acc5_0.z);
-            sg_store(ci, col0 + 3u, acc5_0.w);
-            sg_store(ci, col0 + 4u, acc5_1.x);
-            sg_store(ci, col0 + 5u, acc5_1.y);
-            sg_store(ci, col0 + 6u, acc5_1.z);
-            sg_store(ci, col0 + 7u, acc5_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc6_0.x);
-            sg_store(ci, col0 + 1u, acc6_0.y);
-            sg_store(ci, col0 + 2u, acc6_0.z);
-            sg_store(ci, col0 + 3u, acc6_0.w);
-            sg_store(ci, col0 + 4u, acc6_1.x);
-            sg_store(ci, col0 + 5u, acc6_1.y);
-            sg_store(ci, col0 + 6u, acc6_1.z);
-            sg_store(ci, col0 + 7u, acc6_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc7_0.x);
-            sg_store(ci, col0 + 1u, acc7_0.y);
-            sg_store(ci, col0 + 2u, acc7_0.z);
-            sg_store(ci, col0 + 3u, acc7_0.w);
-            sg_store(ci, col0 + 4u, acc7_1.x);
-            sg_store(ci, col0 + 5u, acc7_1.y);
-            sg_store(ci, col0 + 6u, acc7_1.z);
-            sg_store(ci, col0 + 7u, acc7_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc8_0.x);
-            sg_store(ci, col0 + 1u, acc8_0.y);
-            sg_store(ci, col0 + 2u, acc8_0.z);
-            sg_store(ci, col0 + 3u, acc8_0.w);
-            sg_store(ci, col0 + 4u, acc8_1.x);
-            sg_store(ci, col0 + 5u, acc8_1.y);
-            sg_store(ci, col0 + 6u, acc8_1.z);
-            sg_store(ci, col0 + 7u, acc8_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc9_0.x);
-            sg_store(ci, col0 + 1u, acc9_0.y);
-            sg_store(ci, col0 + 2u, acc9_0.z);
-            sg_store(ci, col0 + 3u, acc9_0.w);
-            sg_store(ci, col0 + 4u, acc9_1.x);
-            sg_store(ci, col0 + 5u, acc9_1.y);
-            sg_store(ci, col0 + 6u, acc9_1.z);
-            sg_store(ci, col0 + 7u, acc9_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc10_0.x);
-            sg_store(ci, col0 + 1u, acc10_0.y);
-            sg_store(ci, col0 + 2u, acc10_0.z);
-            sg_store(ci, col0 + 3u, acc10_0.w);
-            sg_store(ci, col0 + 4u, acc10_1.x);
-            sg_store(ci, col0 + 5u, acc10_1.y);
-            sg_store(ci, col0 + 6u, acc10_1.z);
-            sg_store(ci, col0 + 7u, acc10_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc11_0.x);
-            sg_store(ci, col0 + 1u, acc11_0.y);
-            sg_store(ci, col0 + 2u, acc11_0.z);
-            sg_store(ci, col0 + 3u, acc11_0.w);
-            sg_store(ci, col0 + 4u, acc11_1.x);
-            sg_store(ci, col0 + 5u, acc11_1.y);
-            sg_store(ci, col0 + 6u, acc11_1.z);
-            sg_store(ci, col0 + 7u, acc11_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc12_0.x);
-            sg_store(ci, col0 + 1u, acc12_0.y);
-            sg_store(ci, col0 + 2u, acc12_0.z);
-            sg_store(ci, col0 + 3u, acc12_0.w);
-            sg_store(ci, col0 + 4u, acc12_1.x);
-            sg_store(ci, col0 + 5u, acc12_1.y);
-            sg_store(ci, col0 + 6u, acc12_1.z);
-            sg_store(ci, col0 + 7u, acc12_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc13_0.x);
-            sg_store(ci, col0 + 1u, acc13_0.y);
-            sg_store(ci, col0 + 2u, acc13_0.z);
-            sg_store(ci, col0 + 3u, acc13_0.w);
-            sg_store(ci, col0 + 4u, acc13_1.x);
-            sg_store(ci, col0 + 5u, acc13_1.y);
-            sg_store(ci, col0 + 6u, acc13_1.z);
-            sg_store(ci, col0 + 7u, acc13_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc14_0.x);
-            sg_store(ci, col0 + 1u, acc14_0.y);
-            sg_store(ci, col0 + 2u, acc14_0.z);
-            sg_store(ci, col0 + 3u, acc14_0.w);
-            sg_store(ci, col0 + 4u, acc14_1.x);
-            sg_store(ci, col0 + 5u, acc14_1.y);
-            sg_store(ci, col0 + 6u, acc14_1.z);
-            sg_store(ci, col0 + 7u, acc14_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc15_0.x);
-            sg_store(ci, col0 + 1u, acc15_0.y);
-            sg_store(ci, col0 + 2u, acc15_0.z);
-            sg_store(ci, col0 + 3u, acc15_0.w);
-            sg_store(ci, col0 + 4u, acc15_1.x);
-            sg_store(ci, col0 + 5u, acc15_1.y);
-            sg_store(ci, col0 + 6u, acc15_1.z);
-            sg_store(ci, col0 + 7u, acc15_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
         }
         if (row0 + 16u < m) {
             let ci = cb + (row0 + 16u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc16_0.x);
-            sg_store(ci, col0 + 1u, acc16_0.y);
-            sg_store(ci, col0 + 2u, acc16_0.z);
-            sg_store(ci, col0 + 3u, acc16_0.w);
-            sg_store(ci, col0 + 4u, acc16_1.x);
-            sg_store(ci, col0 + 5u, acc16_1.y);
-            sg_store(ci, col0 + 6u, acc16_1.z);
-            sg_store(ci, col0 + 7u, acc16_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w);
         }
         if (row0 + 17u < m) {
             let ci = cb + (row0 + 17u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc17_0.x);
-            sg_store(ci, col0 + 1u, acc17_0.y);
-            sg_store(ci, col0 + 2u, acc17_0.z);
-            sg_store(ci, col0 + 3u, acc17_0.w);
-            sg_store(ci, col0 + 4u, acc17_1.x);
-            sg_store(ci, col0 + 5u, acc17_1.y);
-            sg_store(ci, col0 + 6u, acc17_1.z);
-            sg_store(ci, col0 + 7u, acc17_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w);
         }
         if (row0 + 18u < m) {
             let ci = cb + (row0 + 18u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc18_0.x);
-            sg_store(ci, col0 + 1u, acc18_0.y);
-            sg_store(ci, col0 + 2u, acc18_0.z);
-            sg_store(ci, col0 + 3u, acc18_0.w);
-            sg_store(ci, col0 + 4u, acc18_1.x);
-            sg_store(ci, col0 + 5u, acc18_1.y);
-            sg_store(ci, col0 + 6u, acc18_1.z);
-            sg_store(ci, col0 + 7u, acc18_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w);
         }
         if (row0 + 19u < m) {
             let ci = cb + (row0 + 19u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc19_0.x);
-            sg_store(ci, col0 + 1u, acc19_0.y);
-            sg_store(ci, col0 + 2u, acc19_0.z);
-            sg_store(ci, col0 + 3u, acc19_0.w);
-            sg_store(ci, col0 + 4u, acc19_1.x);
-            sg_store(ci, col0 + 5u, acc19_1.y);
-            sg_store(ci, col0 + 6u, acc19_1.z);
-            sg_store(ci, col0 + 7u, acc19_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w);
         }
         if (row0 + 20u < m) {
             let ci = cb + (row0 + 20u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc20_0.x);
-            sg_store(ci, col0 + 1u, acc20_0.y);
-            sg_store(ci, col0 + 2u, acc20_0.z);
-            sg_store(ci, col0 + 3u, acc20_0.w);
-            sg_store(ci, col0 + 4u, acc20_1.x);
-            sg_store(ci, col0 + 5u, acc20_1.y);
-            sg_store(ci, col0 + 6u, acc20_1.z);
-            sg_store(ci, col0 + 7u, acc20_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w);
         }
         if (row0 + 21u < m) {
             let ci = cb + (row0 + 21u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc21_0.x);
-            sg_store(ci, col0 + 1u, acc21_0.y);
-            sg_store(ci, col0 + 2u, acc21_0.z);
-            sg_store(ci, col0 + 3u, acc21_0.w);
-            sg_store(ci, col0 + 4u, acc21_1.x);
-            sg_store(ci, col0 + 5u, acc21_1.y);
-            sg_store(ci, col0 + 6u, acc21_1.z);
-            sg_store(ci, col0 + 7u, acc21_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w);
         }
         if (row0 + 22u < m) {
             let ci = cb + (row0 + 22u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc22_0.x);
-            sg_store(ci, col0 + 1u, acc22_0.y);
-            sg_store(ci, col0 + 2u, acc22_0.z);
-            sg_store(ci, col0 + 3u, acc22_0.w);
-            sg_store(ci, col0 + 4u, acc22_1.x);
-            sg_store(ci, col0 + 5u, acc22_1.y);
-            sg_store(ci, col0 + 6u, acc22_1.z);
-            sg_store(ci, col0 + 7u, acc22_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w);
         }
         if (row0 + 23u < m) {
             let ci = cb + (row0 + 23u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc23_0.x);
-            sg_store(ci, col0 + 1u, acc23_0.y);
-            sg_store(ci, col0 + 2u, acc23_0.z);
-            sg_store(ci, col0 + 3u, acc23_0.w);
-            sg_store(ci, col0 + 4u, acc23_1.x);
-            sg_store(ci, col0 + 5u, acc23_1.y);
-            sg_store(ci, col0 + 6u, acc23_1.z);
-            sg_store(ci, col0 + 7u, acc23_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w);
         }
         if (row0 + 24u < m) {
             let ci = cb + (row0 + 24u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc24_0.x);
-            sg_store(ci, col0 + 1u, acc24_0.y);
-            sg_store(ci, col0 + 2u, acc24_0.z);
-            sg_store(ci, col0 + 3u, acc24_0.w);
-            sg_store(ci, col0 + 4u, acc24_1.x);
-            sg_store(ci, col0 + 5u, acc24_1.y);
-            sg_store(ci, col0 + 6u, acc24_1.z);
-            sg_store(ci, col0 + 7u, acc24_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w);
         }
         if (row0 + 25u < m) {
             let ci = cb + (row0 + 25u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc25_0.x);
-            sg_store(ci, col0 + 1u, acc25_0.y);
-            sg_store(ci, col0 + 2u, acc25_0.z);
-            sg_store(ci, col0 + 3u, acc25_0.w);
-            sg_store(ci, col0 + 4u, acc25_1.x);
-            sg_store(ci, col0 + 5u, acc25_1.y);
-            sg_store(ci, col0 + 6u, acc25_1.z);
-            sg_store(ci, col0 + 7u, acc25_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w);
         }
         if (row0 + 26u < m) {
             let ci = cb + (row0 + 26u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc26_0.x);
-            sg_store(ci, col0 + 1u, acc26_0.y);
-            sg_store(ci, col0 + 2u, acc26_0.z);
-            sg_store(ci, col0 + 3u, acc26_0.w);
-            sg_store(ci, col0 + 4u, acc26_1.x);
-            sg_store(ci, col0 + 5u, acc26_1.y);
-            sg_store(ci, col0 + 6u, acc26_1.z);
-            sg_store(ci, col0 + 7u, acc26_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w);
         }
         if (row0 + 27u < m) {
             let ci = cb + (row0 + 27u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc27_0.x);
-            sg_store(ci, col0 + 1u, acc27_0.y);
-            sg_store(ci, col0 + 2u, acc27_0.z);
-            sg_store(ci, col0 + 3u, acc27_0.w);
-            sg_store(ci, col0 + 4u, acc27_1.x);
-            sg_store(ci, col0 + 5u, acc27_1.y);
-            sg_store(ci, col0 + 6u, acc27_1.z);
-            sg_store(ci, col0 + 7u, acc27_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w);
         }
         if (row0 + 28u < m) {
             let ci = cb + (row0 + 28u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc28_0.x);
-            sg_store(ci, col0 + 1u, acc28_0.y);
-            sg_store(ci, col0 + 2u, acc28_0.z);
-            sg_store(ci, col0 + 3u, acc28_0.w);
-            sg_store(ci, col0 + 4u, acc28_1.x);
-            sg_store(ci, col0 + 5u, acc28_1.y);
-            sg_store(ci, col0 + 6u, acc28_1.z);
-            sg_store(ci, col0 + 7u, acc28_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w);
         }
         if (row0 + 29u < m) {
             let ci = cb + (row0 + 29u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc29_0.x);
-            sg_store(ci, col0 + 1u, acc29_0.y);
-            sg_store(ci, col0 + 2u, acc29_0.z);
-            sg_store(ci, col0 + 3u, acc29_0.w);
-            sg_store(ci, col0 + 4u, acc29_1.x);
-            sg_store(ci, col0 + 5u, acc29_1.y);
-            sg_store(ci, col0 + 6u, acc29_1.z);
-            sg_store(ci, col0 + 7u, acc29_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w);
         }
         if (row0 + 30u < m) {
             let ci = cb + (row0 + 30u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc30_0.x);
-            sg_store(ci, col0 + 1u, acc30_0.y);
-            sg_store(ci, col0 + 2u, acc30_0.z);
-            sg_store(ci, col0 + 3u, acc30_0.w);
-            sg_store(ci, col0 + 4u, acc30_1.x);
-            sg_store(ci, col0 + 5u, acc30_1.y);
-            sg_store(ci, col0 + 6u, acc30_1.z);
-            sg_store(ci, col0 + 7u, acc30_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w);
         }
         if (row0 + 31u < m) {
             let ci = cb + (row0 + 31u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc31_0.x);
-            sg_store(ci, col0 + 1u, acc31_0.y);
-            sg_store(ci, col0 + 2u, acc31_0.z);
-            sg_store(ci, col0 + 3u, acc31_0.w);
-            sg_store(ci, col0 + 4u, acc31_1.x);
-            sg_store(ci, col0 + 5u, acc31_1.y);
-            sg_store(ci, col0 + 6u, acc31_1.z);
-            sg_store(ci, col0 + 7u, acc31_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w);
         }
         if (row0 + 32u < m) {
             let ci = cb + (row0 + 32u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc32_0.x);
-            sg_store(ci, col0 + 1u, acc32_0.y);
-            sg_store(ci, col0 + 2u, acc32_0.z);
-            sg_store(ci, col0 + 3u, acc32_0.w);
-            sg_store(ci, col0 + 4u, acc32_1.x);
-            sg_store(ci, col0 + 5u, acc32_1.y);
-            sg_store(ci, col0 + 6u, acc32_1.z);
-            sg_store(ci, col0 + 7u, acc32_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc32_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc32_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc32_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc32_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc32_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc32_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc32_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc32_1.w);
         }
         if (row0 + 33u < m) {
             let ci = cb + (row0 + 33u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc33_0.x);
-            sg_store(ci, col0 + 1u, acc33_0.y);
-            sg_store(ci, col0 + 2u, acc33_0.z);
-            sg_store(ci, col0 + 3u, acc33_0.w);
-            sg_store(ci, col0 + 4u, acc33_1.x);
-            sg_store(ci, col0 + 5u, acc33_1.y);
-            sg_store(ci, col0 + 6u, acc33_1.z);
-            sg_store(ci, col0 + 7u, acc33_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc33_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc33_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc33_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc33_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc33_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc33_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc33_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc33_1.w);
         }
         if (row0 + 34u < m) {
             let ci = cb + (row0 + 34u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc34_0.x);
-            sg_store(ci, col0 + 1u, acc34_0.y);
-            sg_store(ci, col0 + 2u, acc34_0.z);
-            sg_store(ci, col0 + 3u, acc34_0.w);
-            sg_store(ci, col0 + 4u, acc34_1.x);
-            sg_store(ci, col0 + 5u, acc34_1.y);
-            sg_store(ci, col0 + 6u, acc34_1.z);
-            sg_store(ci, col0 + 7u, acc34_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc34_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc34_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc34_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc34_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc34_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc34_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc34_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc34_1.w);
         }
         if (row0 + 35u < m) {
             let ci = cb + (row0 + 35u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc35_0.x);
-            sg_store(ci, col0 + 1u, acc35_0.y);
-            sg_store(ci, col0 + 2u, acc35_0.z);
-            sg_store(ci, col0 + 3u, acc35_0.w);
-            sg_store(ci, col0 + 4u, acc35_1.x);
-            sg_store(ci, col0 + 5u, acc35_1.y);
-            sg_store(ci, col0 + 6u, acc35_1.z);
-            sg_store(ci, col0 + 7u, acc35_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc35_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc35_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc35_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc35_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc35_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc35_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc35_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc35_1.w);
         }
         if (row0 + 36u < m) {
             let ci = cb + (row0 + 36u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc36_0.x);
-            sg_store(ci, col0 + 1u, acc36_0.y);
-            sg_store(ci, col0 + 2u, acc36_0.z);
-            sg_store(ci, col0 + 3u, acc36_0.w);
-            sg_store(ci, col0 + 4u, acc36_1.x);
-            sg_store(ci, col0 + 5u, acc36_1.y);
-            sg_store(ci, col0 + 6u, acc36_1.z);
-            sg_store(ci, col0 + 7u, acc36_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc36_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc36_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc36_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc36_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc36_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc36_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc36_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc36_1.w);
         }
         if (row0 + 37u < m) {
             let ci = cb + (row0 + 37u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc37_0.x);
-            sg_store(ci, col0 + 1u, acc37_0.y);
-            sg_store(ci, col0 + 2u, acc37_0.z);
-            sg_store(ci, col0 + 3u, acc37_0.w);
-            sg_store(ci, col0 + 4u, acc37_1.x);
-            sg_store(ci, col0 + 5u, acc37_1.y);
-            sg_store(ci, col0 + 6u, acc37_1.z);
-            sg_store(ci, col0 + 7u, acc37_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc37_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc37_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc37_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc37_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc37_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc37_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc37_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc37_1.w);
         }
         if (row0 + 38u < m) {
             let ci = cb + (row0 + 38u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc38_0.x);
-            sg_store(ci, col0 + 1u, acc38_0.y);
-            sg_store(ci, col0 + 2u, acc38_0.z);
-            sg_store(ci, col0 + 3u, acc38_0.w);
-            sg_store(ci, col0 + 4u, acc38_1.x);
-            sg_store(ci, col0 + 5u, acc38_1.y);
-            sg_store(ci, col0 + 6u, acc38_1.z);
-            sg_store(ci, col0 + 7u, acc38_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc38_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc38_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc38_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc38_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc38_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc38_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc38_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc38_1.w);
         }
         if (row0 + 39u < m) {
             let ci = cb + (row0 + 39u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc39_0.x);
-            sg_store(ci, col0 + 1u, acc39_0.y);
-            sg_store(ci, col0 + 2u, acc39_0.z);
-            sg_store(ci, col0 + 3u, acc39_0.w);
-            sg_store(ci, col0 + 4u, acc39_1.x);
-            sg_store(ci, col0 + 5u, acc39_1.y);
-            sg_store(ci, col0 + 6u, acc39_1.z);
-            sg_store(ci, col0 + 7u, acc39_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc39_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc39_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc39_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc39_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc39_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc39_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc39_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc39_1.w);
         }
         if (row0 + 40u < m) {
             let ci = cb + (row0 + 40u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc40_0.x);
-            sg_store(ci, col0 + 1u, acc40_0.y);
-            sg_store(ci, col0 + 2u, acc40_0.z);
-            sg_store(ci, col0 + 3u, acc40_0.w);
-            sg_store(ci, col0 + 4u, acc40_1.x);
-            sg_store(ci, col0 + 5u, acc40_1.y);
-            sg_store(ci, col0 + 6u, acc40_1.z);
-            sg_store(ci, col0 + 7u, acc40_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc40_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc40_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc40_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc40_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc40_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc40_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc40_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc40_1.w);
         }
         if (row0 + 41u < m) {
             let ci = cb + (row0 + 41u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc41_0.x);
-            sg_store(ci, col0 + 1u, acc41_0.y);
-            sg_store(ci, col0 + 2u, acc41_0.z);
-            sg_store(ci, col0 + 3u, acc41_0.w);
-            sg_store(ci, col0 + 4u, acc41_1.x);
-            sg_store(ci, col0 + 5u, acc41_1.y);
-            sg_store(ci, col0 + 6u, acc41_1.z);
-            sg_store(ci, col0 + 7u, acc41_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc41_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc41_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc41_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc41_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc41_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc41_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc41_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc41_1.w);
         }
         if (row0 + 42u < m) {
             let ci = cb + (row0 + 42u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc42_0.x);
-            sg_store(ci, col0 + 1u, acc42_0.y);
-            sg_store(ci, col0 + 2u, acc42_0.z);
-            sg_store(ci, col0 + 3u, acc42_0.w);
-            sg_store(ci, col0 + 4u, acc42_1.x);
-            sg_store(ci, col0 + 5u, acc42_1.y);
-            sg_store(ci, col0 + 6u, acc42_1.z);
-            sg_store(ci, col0 + 7u, acc42_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc42_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc42_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc42_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc42_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc42_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc42_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc42_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc42_1.w);
         }
         if (row0 + 43u < m) {
             let ci = cb + (row0 + 43u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc43_0.x);
-            sg_store(ci, col0 + 1u, acc43_0.y);
-            sg_store(ci, col0 + 2u, acc43_0.z);
-            sg_store(ci, col0 + 3u, acc43_0.w);
-            sg_store(ci, col0 + 4u, acc43_1.x);
-            sg_store(ci, col0 + 5u, acc43_1.y);
-            sg_store(ci, col0 + 6u, acc43_1.z);
-            sg_store(ci, col0 + 7u, acc43_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc43_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc43_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc43_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc43_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc43_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc43_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc43_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc43_1.w);
         }
         if (row0 + 44u < m) {
             let ci = cb + (row0 + 44u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc44_0.x);
-            sg_store(ci, col0 + 1u, acc44_0.y);
-            sg_store(ci, col0 + 2u, acc44_0.z);
-            sg_store(ci, col0 + 3u, acc44_0.w);
-            sg_store(ci, col0 + 4u, acc44_1.x);
-            sg_store(ci, col0 + 5u, acc44_1.y);
-            sg_store(ci, col0 + 6u, acc44_1.z);
-            sg_store(ci, col0 + 7u, acc44_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc44_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc44_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc44_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc44_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc44_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc44_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc44_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc44_1.w);
         }
         if (row0 + 45u < m) {
             let ci = cb + (row0 + 45u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc45_0.x);
-            sg_store(ci, col0 + 1u, acc45_0.y);
-            sg_store(ci, col0 + 2u, acc45_0.z);
-            sg_store(ci, col0 + 3u, acc45_0.w);
-            sg_store(ci, col0 + 4u, acc45_1.x);
-            sg_store(ci, col0 + 5u, acc45_1.y);
-            sg_store(ci, col0 + 6u, acc45_1.z);
-            sg_store(ci, col0 + 7u, acc45_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc45_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc45_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc45_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc45_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc45_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc45_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc45_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc45_1.w);
         }
         if (row0 + 46u < m) {
             let ci = cb + (row0 + 46u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc46_0.x);
-            sg_store(ci, col0 + 1u, acc46_0.y);
-            sg_store(ci, col0 + 2u, acc46_0.z);
-            sg_store(ci, col0 + 3u, acc46_0.w);
-            sg_store(ci, col0 + 4u, acc46_1.x);
-            sg_store(ci, col0 + 5u, acc46_1.y);
-            sg_store(ci, col0 + 6u, acc46_1.z);
-            sg_store(ci, col0 + 7u, acc46_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc46_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc46_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc46_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc46_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc46_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc46_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc46_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc46_1.w);
         }
         if (row0 + 47u < m) {
             let ci = cb + (row0 + 47u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc47_0.x);
-            sg_store(ci, col0 + 1u, acc47_0.y);
-            sg_store(ci, col0 + 2u, acc47_0.z);
-            sg_store(ci, col0 + 3u, acc47_0.w);
-            sg_store(ci, col0 + 4u, acc47_1.x);
-            sg_store(ci, col0 + 5u, acc47_1.y);
-            sg_store(ci, col0 + 6u, acc47_1.z);
-            sg_store(ci, col0 + 7u, acc47_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc47_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc47_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc47_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc47_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc47_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc47_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc47_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc47_1.w);
         }
         if (row0 + 48u < m) {
             let ci = cb + (row0 + 48u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc48_0.x);
-            sg_store(ci, col0 + 1u, acc48_0.y);
-            sg_store(ci, col0 + 2u, acc48_0.z);
-            sg_store(ci, col0 + 3u, acc48_0.w);
-            sg_store(ci, col0 + 4u, acc48_1.x);
-            sg_store(ci, col0 + 5u, acc48_1.y);
-            sg_store(ci, col0 + 6u, acc48_1.z);
-            sg_store(ci, col0 + 7u, acc48_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc48_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc48_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc48_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc48_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc48_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc48_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc48_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc48_1.w);
         }
         if (row0 + 49u < m) {
             let ci = cb + (row0 + 49u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc49_0.x);
-            sg_store(ci, col0 + 1u, acc49_0.y);
-            sg_store(ci, col0 + 2u, acc49_0.z);
-            sg_store(ci, col0 + 3u, acc49_0.w);
-            sg_store(ci, col0 + 4u, acc49_1.x);
-            sg_store(ci, col0 + 5u, acc49_1.y);
-            sg_store(ci, col0 + 6u, acc49_1.z);
-            sg_store(ci, col0 + 7u, acc49_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc49_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc49_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc49_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc49_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc49_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc49_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc49_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc49_1.w);
         }
         if (row0 + 50u < m) {
             let ci = cb + (row0 + 50u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc50_0.x);
-            sg_store(ci, col0 + 1u, acc50_0.y);
-            sg_store(ci, col0 + 2u, acc50_0.z);
-            sg_store(ci, col0 + 3u, acc50_0.w);
-            sg_store(ci, col0 + 4u, acc50_1.x);
-            sg_store(ci, col0 + 5u, acc50_1.y);
-            sg_store(ci, col0 + 6u, acc50_1.z);
-            sg_store(ci, col0 + 7u, acc50_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc50_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc50_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc50_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc50_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc50_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc50_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc50_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc50_1.w);
         }
         if (row0 + 51u < m) {
             let ci = cb + (row0 + 51u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc51_0.x);
-            sg_store(ci, col0 + 1u, acc51_0.y);
-            sg_store(ci, col0 + 2u, acc51_0.z);
-            sg_store(ci, col0 + 3u, acc51_0.w);
-            sg_store(ci, col0 + 4u, acc51_1.x);
-            sg_store(ci, col0 + 5u, acc51_1.y);
-            sg_store(ci, col0 + 6u, acc51_1.z);
-            sg_store(ci, col0 + 7u, acc51_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc51_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc51_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc51_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc51_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc51_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc51_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc51_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc51_1.w);
         }
         if (row0 + 52u < m) {
             let ci = cb + (row0 + 52u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc52_0.x);
-            sg_store(ci, col0 + 1u, acc52_0.y);
-            sg_store(ci, col0 + 2u, acc52_0.z);
-            sg_store(ci, col0 + 3u, acc52_0.w);
-            sg_store(ci, col0 + 4u, acc52_1.x);
-            sg_store(ci, col0 + 5u, acc52_1.y);
-            sg_store(ci, col0 + 6u, acc52_1.z);
-            sg_store(ci, col0 + 7u, acc52_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc52_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc52_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc52_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc52_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc52_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc52_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc52_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc52_1.w);
         }
         if (row0 + 53u < m) {
             let ci = cb + (row0 + 53u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc53_0.x);
-            sg_store(ci, col0 + 1u, acc53_0.y);
-            sg_store(ci, col0 + 2u, acc53_0.z);
-            sg_store(ci, col0 + 3u, acc53_0.w);
-            sg_store(ci, col0 + 4u, acc53_1.x);
-            sg_store(ci, col0 + 5u, acc53_1.y);
-            sg_store(ci, col0 + 6u, acc53_1.z);
-            sg_store(ci, col0 + 7u, acc53_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc53_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc53_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc53_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc53_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc53_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc53_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc53_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc53_1.w);
         }
         if (row0 + 54u < m) {
             let ci = cb + (row0 + 54u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc54_0.x);
-            sg_store(ci, col0 + 1u, acc54_0.y);
-            sg_store(ci, col0 + 2u, acc54_0.z);
-            sg_store(ci, col0 + 3u, acc54_0.w);
-            sg_store(ci, col0 + 4u, acc54_1.x);
-            sg_store(ci, col0 + 5u, acc54_1.y);
-            sg_store(ci, col0 + 6u, acc54_1.z);
-            sg_store(ci, col0 + 7u, acc54_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc54_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc54_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc54_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc54_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc54_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc54_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc54_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc54_1.w);
         }
         if (row0 + 55u < m) {
             let ci = cb + (row0 + 55u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc55_0.x);
-            sg_store(ci, col0 + 1u, acc55_0.y);
-            sg_store(ci, col0 + 2u, acc55_0.z);
-            sg_store(ci, col0 + 3u, acc55_0.w);
-            sg_store(ci, col0 + 4u, acc55_1.x);
-            sg_store(ci, col0 + 5u, acc55_1.y);
-            sg_store(ci, col0 + 6u, acc55_1.z);
-            sg_store(ci, col0 + 7u, acc55_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc55_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc55_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc55_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc55_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc55_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc55_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc55_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc55_1.w);
         }
         if (row0 + 56u < m) {
             let ci = cb + (row0 + 56u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc56_0.x);
-            sg_store(ci, col0 + 1u, acc56_0.y);
-            sg_store(ci, col0 + 2u, acc56_0.z);
-            sg_store(ci, col0 + 3u, acc56_0.w);
-            sg_store(ci, col0 + 4u, acc56_1.x);
-            sg_store(ci, col0 + 5u, acc56_1.y);
-            sg_store(ci, col0 + 6u, acc56_1.z);
-            sg_store(ci, col0 + 7u, acc56_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc56_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc56_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc56_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc56_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc56_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc56_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc56_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc56_1.w);
         }
         if (row0 + 57u < m) {
             let ci = cb + (row0 + 57u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc57_0.x);
-            sg_store(ci, col0 + 1u, acc57_0.y);
-            sg_store(ci, col0 + 2u, acc57_0.z);
-            sg_store(ci, col0 + 3u, acc57_0.w);
-            sg_store(ci, col0 + 4u, acc57_1.x);
-            sg_store(ci, col0 + 5u, acc57_1.y);
-            sg_store(ci, col0 + 6u, acc57_1.z);
-            sg_store(ci, col0 + 7u, acc57_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc57_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc57_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc57_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc57_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc57_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc57_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc57_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc57_1.w);
         }
         if (row0 + 58u < m) {
             let ci = cb + (row0 + 58u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc58_0.x);
-            sg_store(ci, col0 + 1u, acc58_0.y);
-            sg_store(ci, col0 + 2u, acc58_0.z);
-            sg_store(ci, col0 + 3u, acc58_0.w);
-            sg_store(ci, col0 + 4u, acc58_1.x);
-            sg_store(ci, col0 + 5u, acc58_1.y);
-            sg_store(ci, col0 + 6u, acc58_1.z);
-            sg_store(ci, col0 + 7u, acc58_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc58_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc58_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc58_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc58_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc58_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc58_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc58_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc58_1.w);
         }
         if (row0 + 59u < m) {
             let ci = cb + (row0 + 59u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc59_0.x);
-            sg_store(ci, col0 + 1u, acc59_0.y);
-            sg_store(ci, col0 + 2u, acc59_0.z);
-            sg_store(ci, col0 + 3u, acc59_0.w);
-            sg_store(ci, col0 + 4u, acc59_1.x);
-            sg_store(ci, col0 + 5u, acc59_1.y);
-            sg_store(ci, col0 + 6u, acc59_1.z);
-            sg_store(ci, col0 + 7u, acc59_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc59_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc59_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc59_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc59_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc59_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc59_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc59_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc59_1.w);
         }
         if (row0 + 60u < m) {
             let ci = cb + (row0 + 60u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc60_0.x);
-            sg_store(ci, col0 + 1u, acc60_0.y);
-            sg_store(ci, col0 + 2u, acc60_0.z);
-            sg_store(ci, col0 + 3u, acc60_0.w);
-            sg_store(ci, col0 + 4u, acc60_1.x);
-            sg_store(ci, col0 + 5u, acc60_1.y);
-            sg_store(ci, col0 + 6u, acc60_1.z);
-            sg_store(ci, col0 + 7u, acc60_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc60_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc60_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc60_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc60_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc60_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc60_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc60_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc60_1.w);
         }
         if (row0 + 61u < m) {
             let ci = cb + (row0 + 61u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc61_0.x);
-            sg_store(ci, col0 + 1u, acc61_0.y);
-            sg_store(ci, col0 + 2u, acc61_0.z);
-            sg_store(ci, col0 + 3u, acc61_0.w);
-            sg_store(ci, col0 + 4u, acc61_1.x);
-            sg_store(ci, col0 + 5u, acc61_1.y);
-            sg_store(ci, col0 + 6u, acc61_1.z);
-            sg_store(ci, col0 + 7u, acc61_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc61_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc61_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc61_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc61_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc61_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc61_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc61_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc61_1.w);
         }
         if (row0 + 62u < m) {
             let ci = cb + (row0 + 62u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc62_0.x);
-            sg_store(ci, col0 + 1u, acc62_0.y);
-            sg_store(ci, col0 + 2u, acc62_0.z);
-            sg_store(ci, col0 + 3u, acc62_0.w);
-            sg_store(ci, col0 + 4u, acc62_1.x);
-            sg_store(ci, col0 + 5u, acc62_1.y);
-            sg_store(ci, col0 + 6u, acc62_1.z);
-            sg_store(ci, col0 + 7u, acc62_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc62_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc62_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc62_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc62_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc62_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc62_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc62_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc62_1.w);
         }
         if (row0 + 63u < m) {
             let ci = cb + (row0 + 63u) * pu(3u);
-            sg_store(ci, col0 + 0u, acc63_0.x);
-            sg_store(ci, col0 + 1u, acc63_0.y);
-            sg_store(ci, col0 + 2u, acc63_0.z);
-            sg_store(ci, col0 + 3u, acc63_0.w);
-            sg_store(ci, col0 + 4u, acc63_1.x);
-            sg_store(ci, col0 + 5u, acc63_1.y);
-            sg_store(ci, col0 + 6u, acc63_1.z);
-            sg_store(ci, col0 + 7u, acc63_1.w);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc63_0.x);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc63_0.y);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc63_0.z);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc63_0.w);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc63_1.x);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc63_1.y);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc63_1.z);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc63_1.w);
         }
     }
 }

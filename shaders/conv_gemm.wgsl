@@ -30,8 +30,10 @@
 
 // Identity layout: mask reads outside the image.
 override CG_MASK: bool = true;
-// cg_pack_kc: one fetch per element (else runs of 4 k).
+// cg_pack_kc: one fetch per element (else runs of 4 k); k2 mapped through the table in the
+// auxiliary texture (a phase's taps, see cg_phase_taps).
 override CG_KC_ELEM: bool = true;
+override CG_KC_TABLE: bool = false;
 
 const CG_IOTA = vec4<u32>(0u, 1u, 2u, 3u);
 
@@ -92,7 +94,7 @@ fn cg_tap(cc: u32, t: u32) -> CgTap {
 
 // The tap table: texel t < kprod holds (base, uh, uw) of tap t of channel 0, as floats.
 // words: 0 KW, 1 dh, 2 dw, 3 ph (i32), 4 pw (i32), 5 W, 6 expanded, 7 sh, 8 P4 (elements per
-// expanded plane), 9 qmin (i32), 10 OW, 11 kprod
+// expanded plane), 9 qmin (i32), 10 OW, 11 kprod, 12 slots are kernel rows
 // Grid: x = ceil(kprod / 64).
 @compute @workgroup_size(64)
 fn cg_taps(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -110,39 +112,54 @@ fn cg_taps(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         qh = select(qh, qh - 1, qh * sh > uh);
         let rh = uh - qh * sh;
         base = (rh * i32(kwn) + i32(kw)) * i32(pu(8u)) + (qh - pi(9u)) * i32(pu(10u));
+        if (pu(12u) != 0u) {
+            base = i32((kh * kwn + kw) * pu(8u));
+        }
     }
     cg_dst[t] = vec4<f32>(f32(base), f32(uh), f32(uw), 0.0);
 }
 
 // The expanded layout of images (channels x H x W, read from the source texture):
-// E[image][c][rh][kw][i][ow] = X[c][(i + qmin) * sh + rh][ow * sw + kw * dw - pw] (0 outside),
-// rh < sh, kw < KW, i < R, ow < OW; each (image, c, rh, kw) plane of R * OW elements starts a
-// multiple P4 of 4 elements after the previous one.
-// words: 0 P4 / 4, 1 R * OW, 2 source element of the first image, 3 source image stride, 4 plane
-// (H * W), 5 H, 6 W, 7 sh, 8 sw, 9 dw, 10 pw (i32), 11 qmin (i32), 12 KW, 13 first plane
-// group, 14 OW, 15 channels, 16 1 / OW (f32)
-// Grid: x = ceil(P4 / 256), y = plane group (image, c, rh, 4 kernel columns kw0..kw0+3) from the
-// first; one invocation writes texel t of the 4 planes: the 4 positions of the texel, each read as
-// a run over the 4 kernel columns (dilation 1: CG_KW_RUN) and transposed. The plane group is the
-// same for a whole workgroup (scalar arithmetic).
+// E[image][c][slot][kw][i][ow] = X[c][i * sh + off(slot)][ow * sw + kw * dw - pw] (0 outside),
+// kw < KW, i < R, ow < OW, where a row slot is either a kernel row kh (off = kh * dh - ph, R = OH:
+// the im2col rows themselves, for kernels no taller than the stride) or an input row phase rh < sh
+// shared by the kernel rows with (kh * dh - ph) mod sh = rh (off = qmin * sh + rh,
+// R = OH + qmax - qmin). Each (image, c, slot, kw) plane of R * OW elements starts a multiple P4 of
+// 4 elements after the previous one.
+// words: 0 texels to write, 1 R * OW, 2 source element of the first image, 3 source image
+// stride, 4 plane (H * W), 5 H, 6 W, 7 sh, 8 sw, 9 dw, 10 pw (i32), 11 qmin (i32), 12 KW,
+// 13 first plane group (a multiple of the quads), 14 OW, 15 channels, 16 1 / OW, 17 P4 / 4,
+// 18 1 / (P4 / 4), 19 quads (KW / 4 rounded up), 20 1 / quads, 21 slots, 22 1 / slots,
+// 23 1 / channels, 24 slots are kernel rows, 25 dh, 26 ph (i32)
+// One invocation writes texel t of the 4 planes of a plane group (image, c, slot, kernel columns
+// kw0..kw0+3): the 4 positions of the texel, each read as a run over the 4 kernel columns
+// (dilation 1: CG_KW_RUN) and transposed.
 override CG_KW_RUN: bool = true;
 
-@compute @workgroup_size(64)
-fn cg_expand(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let t = wid.x * 64u + lid;
-    if (t >= pu(0u)) { return; }
-    let kwn = pu(12u);
-    let quads = (kwn + 3u) / 4u;
-    let pg = wid.y + pu(13u);
-    let kw0 = (pg % quads) * 4u;
-    let pg2 = pg / quads;
-    let sh = pu(7u);
-    let rh = pg2 % sh;
-    let pg3 = pg2 / sh;
+@compute @workgroup_size(256)
+fn cg_expand(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let j = gid(wid, nwg, lid);
+    if (j >= pu(0u)) { return; }
+    let per = pu(17u);
+    let pgl = cg_div(j, per, pf(18u));
+    let t = j - pgl * per;
+    let pg = pgl + pu(13u);
+    let quads = pu(19u);
+    let pq = cg_div(pg, quads, pf(20u));
+    let kw0 = (pg - pq * quads) * 4u;
+    let slots = pu(21u);
+    let ps = cg_div(pq, slots, pf(22u));
+    let slot = pq - ps * slots;
     let chans = pu(15u);
-    let b = pg3 / chans;
-    let c = pg3 % chans;
-    let plane = i32(pu(2u) + b * pu(3u) + c * pu(4u));
+    let b = cg_div(ps, chans, pf(23u));
+    let c = ps - b * chans;
+    let src = i32(pu(2u) + b * pu(3u) + c * pu(4u));
+    let sh = pu(7u);
+    var off = pi(11u) * i32(sh) + i32(slot);
+    if (pu(24u) != 0u) {
+        off = i32(slot * pu(25u)) - pi(26u);
+    }
     let f = 4u * t;
     let own = pu(14u);
     var i = cg_div(f, own, pf(16u));
@@ -150,24 +167,23 @@ fn cg_expand(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     let hn = i32(pu(5u));
     let wn = vec4<i32>(i32(pu(6u)));
     let sw = pu(8u);
-    let dw = pu(9u);
+    let kwn = pu(12u);
     let kws = vec4<u32>(kw0) + CG_IOTA;
     let kwok = kws < vec4<u32>(kwn);
-    let uw = vec4<i32>(kws * dw) - vec4<i32>(pi(10u));
+    let uw = vec4<i32>(kws * pu(9u)) - vec4<i32>(pi(10u));
     // r[q] = the 4 kernel columns at the texel's position q.
     var r: array<vec4<f32>, 4>;
     for (var q = 0u; q < 4u; q++) {
-        let ih = (i32(i) + pi(11u)) * i32(sh) + i32(rh);
+        let ih = i32(i * sh) + off;
         let iw = vec4<i32>(i32(ow * sw)) + uw;
         let ok = vec4<bool>(f + q < pu(1u) && ih >= 0 && ih < hn) & kwok &
                  (iw >= vec4<i32>(0)) & (iw < wn);
-        let e = plane + ih * wn.x + iw.x;
+        let e = src + ih * wn.x;
         var v: vec4<f32>;
         if (CG_KW_RUN) {
-            v = cg_run(e);
+            v = cg_run(e + iw.x);
         } else {
-            v = vec4<f32>(cg_elem(e), cg_elem(plane + ih * wn.x + iw.y),
-                          cg_elem(plane + ih * wn.x + iw.z), cg_elem(plane + ih * wn.x + iw.w));
+            v = vec4<f32>(cg_elem(e + iw.x), cg_elem(e + iw.y), cg_elem(e + iw.z), cg_elem(e + iw.w));
         }
         r[q] = select(vec4<f32>(0.0), v, ok);
         ow += 1u;
@@ -175,8 +191,7 @@ fn cg_expand(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         ow = select(ow, 0u, wrap);
         i = select(i, i + 1u, wrap);
     }
-    let per = pu(0u);
-    let dst = (wid.y / quads * kwn + kw0) * per + t;
+    let dst = ((pq - pu(13u) / quads) * kwn + kw0) * per + t;
     cg_dst[dst] = vec4<f32>(r[0].x, r[1].x, r[2].x, r[3].x);
     if (kw0 + 1u < kwn) { cg_dst[dst + per] = vec4<f32>(r[0].y, r[1].y, r[2].y, r[3].y); }
     if (kw0 + 2u < kwn) { cg_dst[dst + 2u * per] = vec4<f32>(r[0].z, r[1].z, r[2].z, r[3].z); }
@@ -330,7 +345,10 @@ fn cg_a_elem(src: u32, x: u32, k: u32) -> f32 {
     let d = pu(6u);
     let k1 = cg_div(k, d, pf(14u));
     let k2 = k - k1 * d;
-    let kk = select(k2, d - 1u - k2, pu(8u) != 0u);
+    var kk = select(k2, d - 1u - k2, pu(8u) != 0u);
+    if (CG_KC_TABLE) {
+        kk = u32(textureLoad(cg_aux, tex_coord(min(k2, d - 1u)), 0).x);
+    }
     let ok = x < pu(0u) && k < pu(3u) && k2 < pu(10u);
     return select(0.0, cg_elem(i32(src + x * pu(5u) + k1 * pu(7u) + kk)), ok);
 }
@@ -373,6 +391,21 @@ fn cg_pack_kc(@builtin(workgroup_id) wid: vec3<u32>,
     if (kq + 1u < klen) { cg_dst[dst + w4] = vec4<f32>(r[0].y, r[1].y, r[2].y, r[3].y); }
     if (kq + 2u < klen) { cg_dst[dst + 2u * w4] = vec4<f32>(r[0].z, r[1].z, r[2].z, r[3].z); }
     if (kq + 3u < klen) { cg_dst[dst + 3u * w4] = vec4<f32>(r[0].w, r[1].w, r[2].w, r[3].w); }
+}
+
+// The taps of one phase of a strided convolution's data gradient: texel t' = j'h * njw + j'w
+// holds the kernel tap (kh_top - j'h * step_h) * KW + (kw_top - j'w * step_w) as a float.
+// words: 0 njw, 1 kh_top, 2 step_h, 3 kw_top, 4 step_w, 5 KW, 6 taps
+// Grid: x = ceil(taps / 64).
+@compute @workgroup_size(64)
+fn cg_phase_taps(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let t = wid.x * 64u + lid;
+    if (t >= pu(6u)) { return; }
+    let jh = t / pu(0u);
+    let jw = t - jh * pu(0u);
+    let tap = (pu(1u) - jh * pu(2u)) * pu(5u) + pu(3u) - jw * pu(4u);
+    cg_dst[t] = vec4<f32>(f32(tap), 0.0, 0.0, 0.0);
 }
 
 // Writes row `row` (a k within the block) of the A panels packed by cg_pack_kc: the bias,

@@ -297,6 +297,7 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
                             a_k: klen,
                             bias: false,
                             implicit: None,
+                            c_map: None,
                             a_base: 0,
                             a_stride: if g.stride_a == 0 { 0 } else { ap_stride },
                             tb: &tb,
@@ -336,6 +337,8 @@ pub(crate) struct Micro<'a> {
     pub bias: bool,
     /// B layout I (implicit im2col, see gen_gemm_sg.py): then `tb` is the source images.
     pub implicit: Option<Implicit<'a>>,
+    /// Subgroup kernels: C column i * wr + j of a row is stored at i * rs + j * cs (wr, rs, cs).
+    pub c_map: Option<(usize, usize, usize)>,
     pub a_base: usize,
     pub a_stride: usize,
     pub tb: &'a wgpu::TextureView,
@@ -363,7 +366,8 @@ pub(crate) struct Implicit<'a> {
 /// Records one [`Micro`] dispatch (C rows of whole texels are stored as vec4).
 pub(crate) fn run_micro(e: &mut GpuEngine, u: &Micro) -> Result<()> {
     let (tm, tn, shader, entry) = u.tile;
-    let c4 = u.ldc.is_multiple_of(4)
+    let c4 = u.c_map.is_none()
+        && u.ldc.is_multiple_of(4)
         && u.n.is_multiple_of(4)
         && u.c.shift.is_multiple_of(4)
         && u.c.offset.is_multiple_of(16)
@@ -396,14 +400,28 @@ pub(crate) fn run_micro(e: &mut GpuEngine, u: &Micro) -> Result<()> {
     if u.bias {
         constants.push(("HAS_BIAS", 1.0));
     }
+    let mut p = p;
+    if let Some((wr, rs, cs)) = u.c_map {
+        if !shader.ends_with("subgroup") {
+            bail!("internal: C_MAP needs the subgroup micro-kernels");
+        }
+        constants.push(("C_MAP", 1.0));
+        let mut words = vec![0u32; 10];
+        if let Some(im) = &u.implicit {
+            words[..im.words.0.len()].copy_from_slice(&im.words.0);
+        }
+        p.0.extend_from_slice(&words);
+        p = p.u(wr).u(rs).u(cs).f(1.0 / wr as f32);
+    }
     match &u.implicit {
         None => {
             let res = [Res::T(u.ta), Res::T(u.tb), Res::B(u.c), Res::B(&cb4)];
             e.dispatch_spec(shader, entry, &constants, &p, &res, groups)
         }
         Some(im) => {
-            let mut p = p;
-            p.0.extend_from_slice(&im.words.0);
+            if u.c_map.is_none() {
+                p.0.extend_from_slice(&im.words.0);
+            }
             constants.push(("IM_MASK", flag(im.mask)));
             let entry = implicit_entry(entry);
             let res = [

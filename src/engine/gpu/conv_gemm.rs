@@ -3,20 +3,23 @@
 //! fly (implicit im2col: no column buffer is written and read back; shaders/conv_gemm.wgsl and
 //! the B layout I micro-kernels of scripts/gen_gemm_sg.py).
 //!
-//! - Forward: per image and group, out = W * im2col(im) + bias. With subgroups and up to 128
+//! - Forward: per image and group, out = W * im2col(im) + bias. With subgroups and 16 to 128
 //!   output channels per group the micro-kernel reads im2col(im) from the images itself and adds
 //!   the bias as one more column of the packed weights; otherwise im2col(im) is packed into the
 //!   GEMM's panels first (B costs about as much per k as 100 rows of FMAs in the kernel, and a
 //!   packing pass about as much as 50 to 100 rows, measured on lavapipe).
-//! - Data gradient of a convolution with stride 1: the convolution of the output gradient with the
-//!   flipped, transposed weights (pad d(k-1) - p), the same way: no col2im.
+//! - Data gradient (16 or more input channels per group): for stride 1 the convolution of the
+//!   output gradient with the flipped, transposed weights (pad d(k-1) - p), the same way: no
+//!   col2im; for larger strides one such convolution per phase (rh, rw) of the input positions,
+//!   with the kernel taps that reach it, stored straight into its positions.
 //! - Weight gradient: one product per group over k = (image, position) of all images,
 //!   dW += dY * im2col(im)^T, both operands packed straight from the tensors.
 //!
 //! The images are read in a "linear" layout (see the shader): the images themselves for stride-1
 //! convolutions whose output rows are as wide as the input's, else an expanded copy with the
-//! padding written out. Other cases (more than 2 spatial axes, data gradients of strided
-//! convolutions, sizes past the float-exact index range or one binding) run [`run_composed`]:
+//! padding written out. Other cases (more than 2 spatial axes, data gradients of convolutions with
+//! few input channels, strided data gradients without subgroups, sizes past the float-exact index
+//! range or one binding) run [`run_composed`]:
 //! im2col / col2im and the plain GEMM. `CAFFE_RS_CONV_COMPOSED=1` forces that path and
 //! `CAFFE_RS_CONV_PACKED=1` the packing one (for comparisons).
 use anyhow::{Result, bail};
@@ -33,8 +36,12 @@ const MAX_K: usize = 1 << 16;
 const EXACT: usize = 1 << 24;
 /// Columns of a B panel (TN of every micro-kernel).
 const TN: usize = 64;
-/// Rows of A (per group) up to which the micro-kernel forms B itself.
-const FUSED_ROWS: usize = 128;
+/// Rows of A (per group) for which the micro-kernel forms B itself.
+const FUSED_ROWS: std::ops::RangeInclusive<usize> = 16..=128;
+/// Data gradients with fewer input channels per group run the composed path: B (the output
+/// gradient's columns, out_channels / group * kprod deep) would cost far more than the few rows
+/// of products made from it.
+const DATA_GRAD_MIN_CHANNELS: usize = 16;
 
 fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| v != "0")
@@ -149,6 +156,8 @@ impl Geo {
             let plane = self.h * self.w;
             return Layout {
                 expanded: false,
+                per_kh: false,
+                slots: 0,
                 rows: 0,
                 qmin: 0,
                 p4: 0,
@@ -158,15 +167,25 @@ impl Geo {
         }
         // Expanded: input row (i + qmin) * sh + rh for the taps' rows uh = kh * dh - ph,
         // uh = qh * sh + rh, output rows oh + qh - qmin = i.
+        // Row slots: the kernel rows (each its own rows: the im2col rows) when that is smaller
+        // than the input row phases (kernels no taller than the stride).
         let fdiv = |a: i64, b: i64| a.div_euclid(b);
         let sh = self.sh as i64;
         let qmin = fdiv(-self.ph, sh);
         let qmax = fdiv((self.dh * (self.kh - 1)) as i64 - self.ph, sh);
-        let rows = self.oh + (qmax - qmin) as usize;
+        let phase_rows = self.oh + (qmax - qmin) as usize;
+        let per_kh = self.kh * self.oh <= self.sh * phase_rows;
+        let (slots, rows) = if per_kh {
+            (self.kh, self.oh)
+        } else {
+            (self.sh, phase_rows)
+        };
         let p4 = (rows * self.ow).next_multiple_of(4);
-        let cstride = self.sh * self.kw * p4;
+        let cstride = slots * self.kw * p4;
         Layout {
             expanded: true,
+            per_kh,
+            slots,
             rows,
             qmin,
             p4,
@@ -207,7 +226,10 @@ impl Geo {
 #[derive(Clone, Copy, Debug)]
 struct Layout {
     expanded: bool,
-    /// Expanded: rows of a plane, the first one's row offset, elements per plane.
+    /// Expanded: row slots are kernel rows (else input row phases), their count, rows of a
+    /// plane, the first one's row offset (phases), elements per plane.
+    per_kh: bool,
+    slots: usize,
     rows: usize,
     qmin: i64,
     p4: usize,
@@ -245,17 +267,18 @@ fn source(
     }
     let (src, shift) = e.buffer_tex("cg_expand_src", &buf, window.offset, window.len)?;
     let dst = e.scratch("cg_expand", count * lay.image)?;
-    // Plane groups (image, channel, row phase, 4 kernel columns), whole (image, channel, row
-    // phase) runs of them per dispatch.
+    // Plane groups (image, channel, row slot, 4 kernel columns), whole (image, channel, row
+    // slot) runs of them per dispatch, texel indices below 2^24 (the shader divides in floats).
     let quads = g.kw.div_ceil(4);
-    let groups_total = count * channels * g.sh * quads;
-    let step = (65535 / quads).max(1) * quads;
     let per = lay.p4 / 4; // texels per plane
+    let groups_total = count * channels * lay.slots * quads;
+    let step = ((EXACT - 1) / per / quads).max(1) * quads;
     let constants = [("CG_KW_RUN", if g.dw == 1 { 1.0 } else { 0.0 })];
     for p0 in (0..groups_total).step_by(step) {
         let np = step.min(groups_total - p0);
+        let texels = np * per;
         let p = Params::new()
-            .u(per)
+            .u(texels)
             .u(lay.rows * g.ow)
             .u(shift as usize)
             .u(len)
@@ -271,17 +294,28 @@ fn source(
             .u(p0)
             .u(g.ow)
             .u(channels)
-            .f(1.0 / g.ow as f32);
+            .f(1.0 / g.ow as f32)
+            .u(per)
+            .f(1.0 / per as f32)
+            .u(quads)
+            .f(1.0 / quads as f32)
+            .u(lay.slots)
+            .f(1.0 / lay.slots as f32)
+            .f(1.0 / channels as f32)
+            .u(lay.per_kh as usize)
+            .u(g.dh)
+            .u(g.ph as i32 as u32 as usize);
         let first_plane = p0 / quads * g.kw;
         let planes = np / quads * g.kw;
         let out = e.bind_buffer(&dst.buf, first_plane * lay.p4, planes * lay.p4)?;
+        let groups = e.groups_1d(texels);
         e.dispatch_spec(
             "conv_gemm",
             "cg_expand",
             &constants,
             &p,
             &[Res::T(&src), Res::T(&src), Res::B(&out)],
-            [per.div_ceil(64) as u32, np as u32, 1],
+            groups,
         )?;
     }
     let tex = e.scratch_tex(name, count * lay.image)?;
@@ -305,7 +339,8 @@ fn taps(e: &mut GpuEngine, g: &Geo, lay: &Layout) -> Result<wgpu::TextureView> {
         .u(lay.p4)
         .u(lay.qmin as i32 as u32 as usize)
         .u(g.ow)
-        .u(kp);
+        .u(kp)
+        .u(lay.per_kh as usize);
     let tex = e.scratch_tex("cg_taps", kp * 4)?;
     let view = tex.create_view(&Default::default());
     // The texture fills the (unread) texture bindings of cg_taps.
@@ -334,6 +369,8 @@ struct AOperand {
     entry: usize,
     /// Read one element at a time (needed for flip and for groups of 4 k across a multiple of d).
     elem: bool,
+    /// Element mode: k2 maps through this table of taps (see cg_phase_taps).
+    table: Option<wgpu::TextureView>,
 }
 
 /// Packs A rows [0, m) and k block [k0, k0 + klen) of `entries` entries into panels of `tm`
@@ -373,13 +410,17 @@ fn pack_a(
         pm as u32,
         entries as u32,
     ];
-    let constants = [("CG_KC_ELEM", if a.elem { 1.0 } else { 0.0 })];
+    let constants = [
+        ("CG_KC_ELEM", if a.elem { 1.0 } else { 0.0 }),
+        ("CG_KC_TABLE", if a.table.is_some() { 1.0 } else { 0.0 }),
+    ];
+    let aux = a.table.as_ref().unwrap_or(src);
     e.dispatch_spec(
         "conv_gemm",
         "cg_pack_kc",
         &constants,
         &p,
-        &[Res::T(src), Res::T(src), Res::B(&dst)],
+        &[Res::T(src), Res::T(aux), Res::B(&dst)],
         groups,
     )?;
     if let Some((btex, bbase)) = bias
@@ -427,10 +468,13 @@ struct Implicit {
     a: AOperand,
     weight: View,
     bias: Option<View>,
-    /// C: view, elements per image, elements between groups.
+    /// C: view, elements per image, elements between groups, between rows; and the strided
+    /// position map of a phase ([`Micro::c_map`]) with the extent of one row.
     c: View,
     c_len: usize,
     c_group: usize,
+    ldc: usize,
+    c_map: Option<((usize, usize, usize), usize)>,
 }
 
 /// Runs an [`Implicit`] product; Ok(false) when it does not fit the packers' limits.
@@ -442,19 +486,21 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
         return Ok(false);
     }
     let m = p.a.m;
-    let fused = e.uses_subgroups() && m <= FUSED_ROWS && !env_flag("CAFFE_RS_CONV_PACKED");
+    let fused = e.uses_subgroups() && FUSED_ROWS.contains(&m) && !env_flag("CAFFE_RS_CONV_PACKED");
     let kd = p.group_channels * g.kprod();
     // Packed B: the bias is row kd of B (ones) and column kd of A, within the k range. Fused:
     // the kernels' bias step adds column kd of A after the k loop.
     let kt = kd + (p.bias.is_some() && !fused) as usize;
     let max = e.max_bind();
-    let aligned = s.is_multiple_of(4)
+    let aligned = p.c_map.is_none()
+        && p.ldc.is_multiple_of(4)
         && p.c.offset.is_multiple_of(4)
         && p.c_len.is_multiple_of(4)
         && p.c_group.is_multiple_of(4);
     let tile = blas::tile(e.uses_subgroups(), m, aligned);
     let tm = tile.0;
     let (pn, pm) = (s.div_ceil(TN), m.div_ceil(tm));
+    let row = p.c_map.map_or(s, |(_, extent)| extent);
     // k blocks: the loop limit, all groups' A panels (with the bias column) and (packed) one
     // image's B panels in one binding.
     let mut kc = kt
@@ -464,7 +510,7 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
         kc = kc.min(max / (pn * TN));
     }
     // One image's C and source must fit a binding, the panels a dispatch.
-    let c_one = (p.groups - 1) * p.c_group + m * s;
+    let c_one = (p.groups - 1) * p.c_group + (m - 1) * p.ldc + row;
     if kc == 0 || c_one > max || lay.image > max || pn > 65535 || pm > 65535 {
         return Ok(false);
     }
@@ -518,7 +564,7 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
                 let cb = e.bind_buffer(
                     &cbuf,
                     p.c.offset + b0 * p.c_len + grp * p.c_group,
-                    (nbi - 1) * p.c_len + m * s,
+                    (nbi - 1) * p.c_len + (m - 1) * p.ldc + row,
                 )?;
                 let micro = |tb, b_stride, implicit| Micro {
                     tile,
@@ -526,13 +572,14 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
                     a_k,
                     bias: bias_step,
                     implicit,
+                    c_map: p.c_map.map(|(map, _)| map),
                     a_base: grp * a_entry,
                     a_stride: 0,
                     tb,
                     b_base: 0,
                     b_stride,
                     c: &cb,
-                    ldc: s,
+                    ldc: p.ldc,
                     c_stride: p.c_len,
                     m,
                     n: s,
@@ -611,19 +658,25 @@ fn forward(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                 dvalid: kd + 4,
                 entry: og * kd,
                 elem: false,
+                table: None,
             },
             weight: k.weight,
             bias: k.bias.map(|b| b.slice(0, k.out_channels)),
             c: k.out,
             c_len: k.out_len(),
             c_group: og * k.out_spatial(),
+            ldc: k.out_spatial(),
+            c_map: None,
         },
     )
 }
 
 fn data_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
-    if g.sh != 1 || g.sw != 1 {
+    if k.channels / k.group < DATA_GRAD_MIN_CHANNELS {
         return Ok(false);
+    }
+    if g.sh != 1 || g.sw != 1 {
+        return strided_data_grad(e, k, g);
     }
     let (cg, og, kp) = (k.channels / k.group, k.out_channels / k.group, g.kprod());
     // dX_g [cg x HW] = W'_g [cg x og kprod] * im2col'(dY_g), W'[ic, (oc, t)] = W[oc, ic, kprod-1-t].
@@ -647,12 +700,15 @@ fn data_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                 dvalid: kp,
                 entry: og * cg * kp,
                 elem: true,
+                table: None,
             },
             weight: k.weight,
             bias: None,
             c: k.im,
             c_len: k.im_len(),
             c_group: cg * g.h * g.w,
+            ldc: g.h * g.w,
+            c_map: None,
         },
     )
 }
@@ -709,6 +765,7 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
         dvalid: s,
         entry: 0,
         elem: false,
+        table: None,
     };
     let tap_tex = taps(e, g, &lay)?;
     let cbuf = e.buffer(k.weight.id);
@@ -754,6 +811,7 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                     a_k: klen,
                     bias: false,
                     implicit: None,
+                    c_map: None,
                     a_base: 0,
                     a_stride: 0,
                     tb: &tb,
@@ -770,6 +828,139 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                     batch: 1,
                 },
             )?;
+        }
+    }
+    Ok(true)
+}
+
+/// The kernel taps (ascending) of one axis that reach input positions r (mod s): those with
+/// (r + p - t * d) a multiple of s.
+fn phase_taps(r: usize, s: usize, p: i64, d: usize, kn: usize) -> Vec<usize> {
+    (0..kn)
+        .filter(|&t| (r as i64 + p - (t * d) as i64).rem_euclid(s as i64) == 0)
+        .collect()
+}
+
+/// The data gradient of a strided convolution, phase by phase: the input positions
+/// (i * sh + rh, j * sw + rw) of phase (rh, rw) receive the convolution, with stride 1, of the
+/// output gradient with the kernel taps that reach them, flipped; the micro-kernels store each
+/// phase's columns straight into its positions ([`Micro::c_map`]). Phases no tap reaches are 0.
+fn strided_data_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
+    if !e.uses_subgroups() {
+        return Ok(false);
+    }
+    let (cg, og, kp) = (k.channels / k.group, k.out_channels / k.group, g.kprod());
+    let plane = g.h * g.w;
+    let mut phases = Vec::new();
+    let mut all_reached = true;
+    for rh in 0..g.sh.min(g.h) {
+        for rw in 0..g.sw.min(g.w) {
+            let th = phase_taps(rh, g.sh, g.ph, g.dh, g.kh);
+            let tw = phase_taps(rw, g.sw, g.pw, g.dw, g.kw);
+            if th.is_empty() || tw.is_empty() {
+                all_reached = false;
+            } else {
+                phases.push((rh, rw, th, tw));
+            }
+        }
+    }
+    // Each phase reads dY rows i + e (e = (r + p - t * d) / s for its taps t): as a stride-1
+    // convolution of dY with the taps flipped, pad -e(last tap), dilation e(t) - e(next t).
+    let axis = |r: usize, s: usize, p: i64, d: usize, taps: &[usize]| {
+        let e = |t: usize| (r as i64 + p - (t * d) as i64).div_euclid(s as i64);
+        let last = *taps.last().unwrap();
+        let step = if taps.len() > 1 { taps[1] - taps[0] } else { 1 };
+        let dil = if taps.len() > 1 {
+            (e(taps[0]) - e(taps[1])) as usize
+        } else {
+            1
+        };
+        (-e(last), dil, last, step)
+    };
+    let mut geos = Vec::new();
+    for (rh, rw, th, tw) in &phases {
+        let (ph, dh, kh_top, step_h) = axis(*rh, g.sh, g.ph, g.dh, th);
+        let (pw, dw, kw_top, step_w) = axis(*rw, g.sw, g.pw, g.dw, tw);
+        let pg = Geo {
+            h: g.oh,
+            w: g.ow,
+            oh: (g.h - rh).div_ceil(g.sh),
+            ow: (g.w - rw).div_ceil(g.sw),
+            kh: th.len(),
+            kw: tw.len(),
+            sh: 1,
+            sw: 1,
+            ph,
+            pw,
+            dh,
+            dw,
+        };
+        if !pg.fits(og, &pg.layout(k.out_channels)) {
+            return Ok(false);
+        }
+        geos.push((pg, *rh, *rw, kh_top, step_h, kw_top, step_w));
+    }
+    if !all_reached {
+        e.record_fill(k.im.slice(0, k.batch * k.im_len()), 0.0)?;
+    }
+    for (pg, rh, rw, kh_top, step_h, kw_top, step_w) in geos {
+        let nt = pg.kprod();
+        // The phase's taps, flipped: A[ic, (oc, t')] = W[oc, ic, table[t']].
+        let dst = e.scratch("cg_phasetaps", nt * 4)?;
+        let tex = e.scratch_tex("cg_phase_taps", nt * 4)?;
+        let table = tex.create_view(&Default::default());
+        let p = Params::new()
+            .u(pg.kw)
+            .u(kh_top)
+            .u(step_h)
+            .u(kw_top)
+            .u(step_w)
+            .u(g.kw)
+            .u(nt);
+        e.dispatch_res(
+            "conv_gemm",
+            "cg_phase_taps",
+            &p,
+            &[Res::T(&table), Res::T(&table), Res::B(&dst)],
+            [nt.div_ceil(64) as u32, 1, 1],
+        )?;
+        e.copy_to_tex(&dst.buf, 0, nt * 4, &tex);
+        let first = rh * g.w + rw;
+        let extent = (pg.oh - 1) * g.sh * g.w + (pg.ow - 1) * g.sw + 1;
+        let done = implicit(
+            e,
+            &Implicit {
+                g: pg,
+                src: k.out,
+                src_len: k.out_len(),
+                channels: k.out_channels,
+                group_channels: og,
+                groups: k.group,
+                batch: k.batch,
+                a: AOperand {
+                    m: cg,
+                    sx: kp,
+                    d: nt,
+                    s1: cg * kp,
+                    flip: false,
+                    kreal: og * nt,
+                    dvalid: nt,
+                    entry: og * cg * kp,
+                    elem: true,
+                    table: Some(table),
+                },
+                weight: k.weight,
+                bias: None,
+                c: k.im.slice(first, k.im.len - first),
+                c_len: k.im_len(),
+                c_group: cg * plane,
+                ldc: plane,
+                c_map: Some(((pg.ow, g.sh * g.w, g.sw), extent)),
+            },
+        )?;
+        if !done {
+            // The composed path overwrites every element.
+            return Ok(false);
         }
     }
     Ok(true)
