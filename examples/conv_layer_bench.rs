@@ -5,12 +5,16 @@
 //! `conv_layer_bench [SHAPES] [ITERS]` where SHAPES is a comma-separated list of names
 //! (`conv1`, `conv2`, `conv3`: CaffeNet's, batch 10) or specs
 //! `N:C:H:W:OUT:K:S:P:G` (square kernel, stride, pad). `CONV_BENCH_PASSES=fd` picks the passes
-//! (f forward, w weight gradient, d data gradient; default all). `CAFFE_RS_GPU_PROFILE=1` adds the
-//! device time per kernel when the program ends.
+//! (f forward, w weight gradient, d data gradient; default all). `CONV_BENCH_AB=VAR` compares
+//! VAR=0 and VAR=1 (an environment switch of the engine, e.g. `CAFFE_RS_CONV_COMPOSED`), run in
+//! turns so that both see the same load. Each timed pass is followed by a 1024^3 SGEMM, and each
+//! rate is also given as a percentage of that GEMM's (median) rate, in the same conditions. `CAFFE_RS_GPU_PROFILE=1` adds the device time per kernel
+//! when the program ends.
 use std::time::Instant;
 
 use caffe_rs::engine::gpu::GpuEngine;
-use caffe_rs::engine::{Engine, View};
+use caffe_rs::engine::kernels::blas::{BlasKernel, Gemm};
+use caffe_rs::engine::{Engine, Kernel, View};
 use caffe_rs::layers::{self, Blob, Ctx};
 use caffe_rs::proto::{ConvolutionParameter, LayerParameter, Phase};
 use caffe_rs::rng::Rng;
@@ -65,6 +69,32 @@ fn main() {
     let iters: usize = args.get(2).map_or(5, |s| s.parse().unwrap());
     let mut eng = GpuEngine::new(0).unwrap();
     let mut rng = Rng::new(1);
+    // The reference: a 1024^3 SGEMM.
+    const G: usize = 1024;
+    let (ga, gb, gc) = (eng.alloc(G * G), eng.alloc(G * G), eng.alloc(G * G));
+    let vals: Vec<f32> = (0..G * G).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
+    eng.upload(View::new(ga, 0, G * G), &vals);
+    eng.upload(View::new(gb, 0, G * G), &vals);
+    let gemm = Kernel::Blas(BlasKernel::Gemm(Gemm::single(
+        false,
+        false,
+        G,
+        G,
+        G,
+        1.0,
+        View::new(ga, 0, G * G),
+        View::new(gb, 0, G * G),
+        0.0,
+        View::new(gc, 0, G * G),
+    )));
+    let gemm_gflop = 2.0 * (G * G * G) as f64 * 1e-9;
+    let reference = |eng: &mut GpuEngine| {
+        let (t, c) = (Instant::now(), cpu_seconds());
+        eng.launch(&gemm).unwrap();
+        eng.sync().unwrap();
+        (t.elapsed().as_secs_f64(), cpu_seconds() - c)
+    };
+    reference(&mut eng);
     for name in shapes.split(',') {
         let sp = spec(name);
         let param = LayerParameter {
@@ -126,24 +156,54 @@ fn main() {
             if !passes.contains(["f", "w", "d"][what]) {
                 continue;
             }
-            run(&mut eng, &mut rng, what);
-            let (mut wall, mut cpu) = (Vec::new(), Vec::new());
-            for _ in 0..iters {
-                let (t, c) = (Instant::now(), cpu_seconds());
+            let ab = std::env::var("CONV_BENCH_AB").ok();
+            let sides: Vec<Option<&str>> = match &ab {
+                Some(_) => vec![Some("0"), Some("1")],
+                None => vec![None],
+            };
+            let set = |side: Option<&str>| {
+                if let (Some(var), Some(v)) = (&ab, side) {
+                    // Single-threaded here: nothing else reads the environment meanwhile.
+                    unsafe { std::env::set_var(var, v) };
+                }
+            };
+            for &side in &sides {
+                set(side);
                 run(&mut eng, &mut rng, what);
-                wall.push(t.elapsed().as_secs_f64());
-                cpu.push(cpu_seconds() - c);
             }
-            let (w, c) = (median(wall), median(cpu) / 2.0);
-            let gf = 2.0 * macs * 1e-9;
-            println!(
-                "{:<28} {label:<12} wall {:>8.2} ms {:>6.1} GFLOP/s | cpu/2 {:>8.2} ms {:>6.1} GFLOP/s",
-                sp.name,
-                w * 1e3,
-                gf / w,
-                c * 1e3,
-                gf / c
-            );
+            let mut times = vec![(Vec::new(), Vec::new()); sides.len()];
+            let (mut rw, mut rc) = (Vec::new(), Vec::new());
+            for _ in 0..iters {
+                for (i, &side) in sides.iter().enumerate() {
+                    set(side);
+                    let (t, c) = (Instant::now(), cpu_seconds());
+                    run(&mut eng, &mut rng, what);
+                    times[i].0.push(t.elapsed().as_secs_f64());
+                    times[i].1.push(cpu_seconds() - c);
+                }
+                let (w, c) = reference(&mut eng);
+                rw.push(w);
+                rc.push(c);
+            }
+            let (gw, gc) = (gemm_gflop / median(rw), gemm_gflop / (median(rc) / 2.0));
+            for (i, (wall, cpu)) in times.into_iter().enumerate() {
+                let (w, c) = (median(wall), median(cpu) / 2.0);
+                let gf = 2.0 * macs * 1e-9;
+                let tag = match (&ab, sides[i]) {
+                    (Some(var), Some(v)) => format!(" {var}={v}"),
+                    _ => String::new(),
+                };
+                println!(
+                    "{:<8} {label:<12} wall {:>7.2} ms {:>5.1} GFLOP/s {:>3.0}% | cpu/2 {:>7.2} ms {:>5.1} GFLOP/s {:>3.0}% | gemm {gw:.1} / {gc:.1}{tag}",
+                    sp.name,
+                    w * 1e3,
+                    gf / w,
+                    100.0 * gf / w / gw,
+                    c * 1e3,
+                    gf / c,
+                    100.0 * gf / c / gc,
+                );
+            }
         }
     }
 }

@@ -3,8 +3,9 @@
 
 usage: gen_gemm_sg.py KERNEL... > shaders/blas_subgroup.wgsl   with KERNEL = TM,CL,A,B[,KU]
 The engine uses `32,8,T,N 16,8,T,N 8,8,T,N 48,8,T,N,2 64,8,T,N,2` (operands packed in panels by
-blas.wgsl); the other layouts read operands in place and serve experiments with
-examples/gemm_lab.rs. On lavapipe they are slower than packing first (panels are read as
+blas.wgsl) and `32,8,T,I 16,8,T,I 8,8,T,I 48,8,T,I,2 64,8,T,I,2` (convolutions: B is the im2col
+of an image read in place, see B=I below); the other layouts read operands in place and serve
+experiments with examples/gemm_lab.rs. On lavapipe they are slower than packing first (panels are read as
 contiguous streams): 20-50% for the kernel alone at 1024^3. Even for few rows (96x3025x1200,
 convolution-like), B read in place at any alignment (T,M) lost to packing in the engine: the
 kernel slowed by ~50% while packing B costs ~1/3 of the packed kernel's time.
@@ -28,13 +29,25 @@ strides in texels):
   B=T  texel (c, k/4) = base + q * bps + c * ldb + k/4   4 k of one column (B^T row-major)
   B=M  element (k, c) = base + q * bps + k * ldb + c     B row-major at any alignment (base, bps and
                                                          ldb in elements; 3 texels per 8 columns)
+  B=I  implicit im2col (src/engine/gpu/conv_gemm.rs, shaders/conv_gemm.wgsl): row k = (channel
+       c, kernel tap t), column = output position col; the element is source[image +
+       c * cstride + tap base + col] (a linear layout of the images), masked with IM_MASK to the
+       input row oh + uh and column ow + uw (col = oh * OW + ow) inside the image. Texture
+       binding 5 holds the tap table (base, uh, uw) per tap. A lane reads its 8 columns as one
+       run of 3 texels; extra words: 16 source element of image 0, 17 image stride, 18 cstride,
+       19 OW, 20 H, 21 W, 22 taps (kprod), 23 first k, 24 1 / OW, 25 1 / kprod (f32). B costs
+       per k about what 100 FMAs per lane do, against a packing pass that writes and copies
+       all of B, so it pays for blocks of up to ~128 rows.
 k runs in steps of 4 then one at a time; rows and columns past the matrix read whatever is there
 (their results are never stored), k never goes past the matrix.
 
 params: 0 m, 1 n, 2 k, 3 ldc, 4 c shift, 5 c batch stride, 6 A base, 7 A batch stride,
         8 lda, 9 B base, 10 B batch stride, 11 ldb, 12 alpha, 13 beta, 14 aps, 15 bps
 Pipeline constants: BETA0 (beta is 0: C is not read), C4 (C is stored as vec4 through binding 4:
-ldc, n, the C shift and batch stride are multiples of 4).
+ldc, n, the C shift and batch stride are multiples of 4), HAS_BIAS (A layout T: C += column kn
+of the A panels, i.e. A's panels hold kn + 1 k and aps counts them), IM_MASK (B=I), C_MAP
+(CL = 8: C column col = i * wr + j of a row is stored at i * rs + j * cs, words 26 wr, 27 rs,
+28 cs, 29 1 / wr: the phases of a strided convolution's data gradient).
 """
 import sys
 
@@ -42,10 +55,12 @@ XYZW = "xyzw"
 
 
 def gen(tm, cl, al, bl, ku=4):
-    assert tm % 8 == 0 and cl % 4 == 0 and al in "TN" and bl in "NTM"
-    assert ku == 4 or (al == "T" and bl in "NM")
-    if bl == "M":
+    assert tm % 8 == 0 and cl % 4 == 0 and al in "TN" and bl in "NTMI"
+    assert ku == 4 or (al == "T" and bl in "NMI")
+    if bl in "MI":
         assert cl == 8
+    if bl == "I":
+        assert al == "T"
     tn = 8 * cl
     c4 = cl // 4
     name = f"gemm_{tm}x{tn}_{al.lower()}{bl.lower()}" + ("" if ku == 4 else f"_k{ku}")
@@ -66,6 +81,11 @@ def gen(tm, cl, al, bl, ku=4):
             w(f"    var acc{r}_{c} = vec4<f32>(0.0);")
     w("    let abase = pu(6u) + bb * pu(7u);")
     w("    let bbase = pu(9u) + bb * pu(10u);")
+    if bl == "I":
+        w(f"    let cols = sg_cols(q * {tn}u + {cl}u * l);")
+        w(f"    let ibase = i32(pu(16u) + bb * pu(17u) + q * {tn}u + {cl}u * l);")
+        w("    var cc = sg_div(pu(23u), pu(22u), pf(25u));")
+        w("    var tt = pu(23u) - cc * pu(22u);")
     # ---- fetch address setup
     if al == "T":
         # lane l, fetch f of a 4-k step: texel t = 8f + l -> u = t / (tm/4), g = t % (tm/4)
@@ -85,7 +105,7 @@ def gen(tm, cl, al, bl, ku=4):
     elif bl == "T":
         for j in range(cl):
             w(f"    var bi{j} = bbase + q * pu(15u) + ({cl}u * l + {j}u) * ldb;")
-    else:
+    elif bl == "M":
         w(f"    var be = bbase + q * pu(15u) + {cl}u * l;")
 
     def a_fetch(f, k1=False):
@@ -116,6 +136,16 @@ def gen(tm, cl, al, bl, ku=4):
                 for c in range(c4):
                     comps = ", ".join(f"bt{4 * c + i}" for i in range(4))
                     w(f"{ind}let b0_{c} = vec4<f32>({comps});")
+        elif bl == "I":
+            for u in u_list:
+                w(f"{ind}let tp{u} = textureLoad(sg_tt, tex_coord(tt), 0);")
+                w(f"{ind}let bi{u} = sg_im8(ibase + i32(cc * pu(18u)) + i32(tp{u}.x), tp{u}, cols);")
+                w(f"{ind}let b{u}_0 = bi{u}.lo;")
+                w(f"{ind}let b{u}_1 = bi{u}.hi;")
+                w(f"{ind}tt += 1u;")
+                w(f"{ind}let tw{u} = tt == pu(22u);")
+                w(f"{ind}tt = select(tt, 0u, tw{u});")
+                w(f"{ind}cc = select(cc, cc + 1u, tw{u});")
         else:  # M
             for u in u_list:
                 e = "be" if u == 0 else f"be + ldb * {u}u"
@@ -162,7 +192,7 @@ def gen(tm, cl, al, bl, ku=4):
     elif bl == "T":
         for j in range(cl):
             w(f"        bi{j} += 1u;")
-    else:
+    elif bl == "M":
         w(f"        be += {ku}u * ldb;")
     w("    }")
     # ---- tail: one k at a time
@@ -180,7 +210,7 @@ def gen(tm, cl, al, bl, ku=4):
         for c in range(c4):
             off = f" + {c}u" if c else ""
             w(f"        let b0_{c} = textureLoad(sg_tb, tex_coord(bbase + q * pu(15u) + kk * ldb + {c4}u * l{off}), 0);")
-    elif bl == "T":
+    elif bl in "TI":
         b_loads([0], "        ")
     else:
         w(f"        let e0 = bbase + q * pu(15u) + kk * ldb + {cl}u * l;")
@@ -204,6 +234,18 @@ def gen(tm, cl, al, bl, ku=4):
                 w(f"        acc{r}_{c} = fma(vec4<f32>(s{r}), b0_{c}, acc{r}_{c});")
         pass
     w("    }")
+    if al == "T":
+        # ---- bias: one more k (column kn of the A panels) times a row of ones
+        w("    if (HAS_BIAS) {")
+        for f in range(-(-(tm // 4) // 8)):
+            w(f"        let a_{f} = textureLoad(sg_ta, tex_coord(abase + p * pu(14u) + kn * lda + {8 * f}u + l), 0);")
+        for g in range(tm // 4):
+            w(f"        let s{g}_0 = subgroupBroadcast(a_{g // 8}, {g % 8}u);")
+            for comp in range(4):
+                r = 4 * g + comp
+                for c in range(c4):
+                    w(f"        acc{r}_{c} = acc{r}_{c} + vec4<f32>(s{g}_0.{XYZW[comp]});")
+        w("    }")
     # ---- epilogue
     w(f"    let row0 = p * {tm}u;")
     w(f"    let col0 = q * {tn}u + {cl}u * l;")
@@ -219,12 +261,14 @@ def gen(tm, cl, al, bl, ku=4):
             w(f"            if (col0{' + ' + str(4 * c) + 'u' if c else ''} < n) {{ sg_store4(v{off}, acc{r}_{c}); }}")
         w("        }")
     w("    } else {")
+    w("        let cm = sg_cmap(col0);")
     for r in range(tm):
         w(f"        if (row0 + {r}u < m) {{")
         w(f"            let ci = cb + (row0 + {r}u) * pu(3u);")
         for c in range(c4):
             for comp in range(4):
-                w(f"            sg_store(ci, col0 + {4 * c + comp}u, acc{r}_{c}.{XYZW[comp]});")
+                half = "lo" if c == 0 else "hi"
+                w(f"            sg_store(ci, col0 + {4 * c + comp}u, cm.{half}.{XYZW[comp]}, acc{r}_{c}.{XYZW[comp]});")
         w("        }")
     w("    }")
     w("}")
@@ -249,14 +293,44 @@ COMMON = """// Subgroup GEMM micro-kernels, generated by `scripts/gen_gemm_sg.py
 override BETA0: bool = true;
 override C4: bool = false;
 
-fn sg_store(ci: u32, col: u32, v: f32) {
+// C column col of a row starting at element ci sits at ci + off (off = col unless C_MAP).
+fn sg_store(ci: u32, col: u32, off: u32, v: f32) {
     if (col < pu(1u)) {
         if (BETA0) {
-            sg_c[ci + col] = pf(12u) * v;
+            sg_c[ci + off] = pf(12u) * v;
         } else {
-            sg_c[ci + col] = pf(12u) * v + pf(13u) * sg_c[ci + col];
+            sg_c[ci + off] = pf(12u) * v + pf(13u) * sg_c[ci + off];
         }
     }
+}
+
+// C columns as positions of a strided grid: column col = i * wr + j is stored at
+// i * pu(27) + j * pu(28) (wr = pu(26), 1 / wr = pf(29)); scalar stores only.
+override C_MAP: bool = false;
+
+struct SgCMap {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+}
+
+// Offsets of a lane's 8 columns col0..col0+7 within a row of C.
+fn sg_cmap(col0: u32) -> SgCMap {
+    let c0 = vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let c1 = c0 + vec4<u32>(4u);
+    if (!C_MAP) {
+        return SgCMap(c0, c1);
+    }
+    let wr = vec4<u32>(pu(26u));
+    let r = pf(29u);
+    var i0 = vec4<u32>(vec4<f32>(c0) * r);
+    i0 = select(i0, i0 - vec4<u32>(1u), i0 * wr > c0);
+    i0 = select(i0, i0 + vec4<u32>(1u), (i0 + vec4<u32>(1u)) * wr <= c0);
+    var i1 = vec4<u32>(vec4<f32>(c1) * r);
+    i1 = select(i1, i1 - vec4<u32>(1u), i1 * wr > c1);
+    i1 = select(i1, i1 + vec4<u32>(1u), (i1 + vec4<u32>(1u)) * wr <= c1);
+    let rs = pu(27u);
+    let cs = pu(28u);
+    return SgCMap(i0 * rs + (c0 - i0 * wr) * cs, i1 * rs + (c1 - i1 * wr) * cs);
 }
 
 fn sg_store4(t: u32, v: vec4<f32>) {
@@ -277,6 +351,84 @@ fn shift4(a: vec4<f32>, b: vec4<f32>, s: u32) -> vec4<f32> {
     let lo = select(a, vec4<f32>(a.y, a.z, a.w, b.x), s == 1u);
     let hi = select(vec4<f32>(a.z, a.w, b.x, b.y), vec4<f32>(a.w, b.x, b.y, b.z), s == 3u);
     return select(lo, hi, s >= 2u);
+}
+
+// ---- B layout I: op(B) = im2col of an image, read in place (see gen_gemm_sg.py).
+
+// The tap table (conv_gemm.wgsl's cg_taps): texel t = (base, uh, uw) of kernel tap t.
+@group(0) @binding(5) var sg_tt: texture_2d<f32>;
+
+// The bias step: column kn of the A panels times a row of ones, added before the store.
+override HAS_BIAS: bool = false;
+// Layout I: mask reads outside the image (the identity layout of conv_gemm.wgsl).
+override IM_MASK: bool = true;
+
+// n / d given r = 1 / d, exact below 2^24.
+fn sg_div(n: u32, d: u32, r: f32) -> u32 {
+    var q = u32(f32(n) * r);
+    q = select(q, q - 1u, q * d > n);
+    q = select(q, q + 1u, (q + 1u) * d <= n);
+    return q;
+}
+
+fn sg_div4(n: vec4<u32>, d: u32, r: f32) -> vec4<u32> {
+    let dv = vec4<u32>(d);
+    var q = vec4<u32>(vec4<f32>(n) * r);
+    q = select(q, q - vec4<u32>(1u), q * dv > n);
+    q = select(q, q + vec4<u32>(1u), (q + vec4<u32>(1u)) * dv <= n);
+    return q;
+}
+
+// A lane's 8 columns (output positions col0..col0+7) for the masks: output row and column
+// (rows of columns past n far outside, so that they read 0).
+struct SgCols {
+    oh0: vec4<i32>,
+    oh1: vec4<i32>,
+    ow0: vec4<i32>,
+    ow1: vec4<i32>,
+}
+
+fn sg_cols(col0: u32) -> SgCols {
+    let own = pu(19u);
+    let c0 = vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let c1 = c0 + vec4<u32>(4u);
+    let oh0 = sg_div4(c0, own, pf(24u));
+    let oh1 = sg_div4(c1, own, pf(24u));
+    let n = vec4<u32>(pu(1u));
+    let far = vec4<i32>(-1048576);
+    return SgCols(select(far, vec4<i32>(oh0), c0 < n), select(far, vec4<i32>(oh1), c1 < n),
+                  vec4<i32>(c0 - oh0 * own), vec4<i32>(c1 - oh1 * own));
+}
+
+fn sg_texel(t: i32) -> vec4<f32> {
+    return textureLoad(sg_tb, tex_coord(u32(max(t, 0))), 0);
+}
+
+struct SgB8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+// B at one k (tap tp; e = source element of the lane's first column) for the lane's 8 columns.
+fn sg_im8(e: i32, tp: vec4<f32>, c: SgCols) -> SgB8 {
+    let t = e >> 2u;
+    let s = u32(e) & 3u;
+    let f0 = sg_texel(t);
+    let f1 = sg_texel(t + 1);
+    let f2 = sg_texel(t + 2);
+    var lo = shift4(f0, f1, s);
+    var hi = shift4(f1, f2, s);
+    if (IM_MASK) {
+        let uh = vec4<i32>(i32(tp.y));
+        let uw = vec4<i32>(i32(tp.z));
+        let hn = vec4<u32>(pu(20u));
+        let wn = vec4<u32>(pu(21u));
+        let m0 = (vec4<u32>(c.oh0 + uh) < hn) & (vec4<u32>(c.ow0 + uw) < wn);
+        let m1 = (vec4<u32>(c.oh1 + uh) < hn) & (vec4<u32>(c.ow1 + uw) < wn);
+        lo = select(vec4<f32>(0.0), lo, m0);
+        hi = select(vec4<f32>(0.0), hi, m1);
+    }
+    return SgB8(lo, hi);
 }
 """
 

@@ -4,42 +4,38 @@
 //   A panels: texel (panel p, k, t) holds rows 4t..4t+3 of panel p of op(A) at k (w4 texels per k)
 //   B panels: texel (panel q, k, t) holds columns 4t..4t+3 of panel q of op(B) at k (16 per k)
 // Every packer reads a linear texture copy of its source (binding 1), an auxiliary texture
-// (binding 2: the tap table of cg_taps, or the bias) and writes panels (binding 3), which the host then copies
-// into the texture a micro-kernel reads. Elements outside the operands are written as 0.
+// (binding 2: the tap table of cg_taps, or the bias) and writes panels (binding 3), which the
+// host then copies into the texture a micro-kernel reads. Elements outside the operands are 0.
 //
-// Image addressing, "phase layout": with strides sh, sw > 1 the images are first rearranged
-// (cg_phase) so that element (c, ih, iw), ih = i * sh + rh, iw = j * sw + rw, sits at
-//   c * cstride + (rh * sw + rw) * pplane + i * wr + j,
-// which puts the elements a kernel tap reads for consecutive output positions of one output row
-// next to each other whatever the stride; with stride 1 this is the image itself (wr = W,
-// pplane = cstride = H * W). A run of 4 such elements is then read as 2 texels.
+// The images are read in one of two layouts, both "linear": the element a kernel tap reads for
+// output position col = oh * OW + ow sits at (tap base) + col, so a run of consecutive output
+// positions is a run of the source, read as whole texels and shifted.
+//   identity (CG_MASK): the images themselves, for stride-1 convolutions whose output rows are as
+//     wide as the input's (W == OW, e.g. 3x3 pad 1); reads outside the image are masked by the
+//     tap's row and column offsets uh, uw (input row = oh + uh, column = ow + uw);
+//   expanded (cg_expand, no masks): per channel, input row phase rh < sh and kernel column kw,
+//     the rows the taps with that phase and column read, already shifted by the column, padding
+//     written as zeros: E[c][rh][kw][i][ow] = X[c][(i + qmin) * sh + rh][ow * sw + kw * dw - pw].
 //
-// Lavapipe runs both sides of every branch, so the packers have no data-dependent paths: the
-// way runs are read is a pipeline constant (CG_MODE):
-//   0 linear: wr == OW (stride 1 along w and "same" width, e.g. 3x3 pad 1): consecutive output
-//     positions are consecutive in memory even across output rows; 16 columns = 5 texels;
-//   1 two runs: OW >= 16 (cg_pack_cols) or >= 4 (cg_pack_colt): a unit of columns wraps to the
-//     next output row at most once; the elements after the wrap come from a second run;
-//   2 per element: one fetch per element (any geometry).
-// CG_STRIDED: a stride above 1 (the phase layout's offsets need divisions).
-//
+// Lavapipe runs both sides of every branch, so there are no data-dependent paths.
 // Loops run at most 5 iterations (lavapipe silently ends an invocation's loops after 65535).
 //
-// Image geometry words shared by cg_pack_cols and cg_pack_colt:
-//   5 source element of image 0 (phase layout), 6 image stride, 7 cstride, 8 pplane, 9 wr,
-//   10 OW (output positions per output row), 11 H, 12 W, 13 sh, 14 sw, 15 ph (i32), 16 pw (i32),
-//   17 dh, 18 dw, 19 KW, 20 kprod, 21 destination entry stride (texels), 22 1 / kprod (f32),
-//   23 1 / KW (f32), 24 1 / OW (f32), 25 KH, 26 S (positions per image), 27 1 / S' (f32),
-//   28 1 / sh (f32), 29 1 / sw (f32)
+// Image geometry words shared by the packers of image operands:
+//   5 source element of image 0, 6 image stride, 7 channel stride, 8 OW, 9 H, 10 W, 11 kprod,
+//   12 1 / kprod (f32), 13 1 / OW (f32)
 
 @group(0) @binding(1) var cg_src: texture_2d<f32>;
 @group(0) @binding(2) var cg_aux: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read_write> cg_dst: array<vec4<f32>>;
 
-override CG_MODE: u32 = 2u;
-override CG_STRIDED: bool = true;
-// cg_pack_kc: one fetch per element (else runs of 4 k).
+// Identity layout: mask reads outside the image.
+override CG_MASK: bool = true;
+// cg_pack_kc: one fetch per element (else runs of 4 k); k2 mapped through the table in the
+// auxiliary texture (a phase's taps, see cg_phase_taps).
 override CG_KC_ELEM: bool = true;
+override CG_KC_TABLE: bool = false;
+
+const CG_IOTA = vec4<u32>(0u, 1u, 2u, 3u);
 
 // n / d given r = 1 / d (computed by the host), exact below 2^24.
 fn cg_div(n: u32, d: u32, r: f32) -> u32 {
@@ -49,11 +45,11 @@ fn cg_div(n: u32, d: u32, r: f32) -> u32 {
     return q;
 }
 
-// floor(a / b) for b > 0 given r = 1 / b, |a| well below 2^24.
-fn cg_floor_div(a: i32, b: i32, r: f32) -> i32 {
-    var q = i32(floor(f32(a) * r));
-    q = select(q, q - 1, q * b > a);
-    q = select(q, q + 1, (q + 1) * b <= a);
+fn cg_div4(n: vec4<u32>, d: u32, r: f32) -> vec4<u32> {
+    let dv = vec4<u32>(d);
+    var q = vec4<u32>(vec4<f32>(n) * r);
+    q = select(q, q - vec4<u32>(1u), q * dv > n);
+    q = select(q, q + vec4<u32>(1u), (q + vec4<u32>(1u)) * dv <= n);
     return q;
 }
 
@@ -83,91 +79,133 @@ fn cg_run(e: i32) -> vec4<f32> {
     return cg_shift4(cg_texel(t), cg_texel(t + 1), u32(e) & 3u);
 }
 
-// A kernel tap (channel cc, kh, kw): the phase-layout offset of what it reads at output position
-// (0, 0) (relative to the image's first element), and its row / column offsets
-// uh = kh * dh - ph, uw = kw * dw - pw (input row = oh * sh + uh, column = ow * sw + uw).
+// Kernel tap t (t = kh * KW + kw) of channel cc: where output position 0 reads (relative to the
+// image), and (identity layout) its row and column offsets.
 struct CgTap {
     base: i32,
     uh: i32,
     uw: i32,
 }
 
-// Tap t = (kh, kw) of channel cc, from the tap table (the auxiliary texture, see cg_taps).
 fn cg_tap(cc: u32, t: u32) -> CgTap {
     let v = vec3<i32>(textureLoad(cg_aux, tex_coord(t), 0).xyz);
     return CgTap(i32(cc * pu(7u)) + v.x, v.y, v.z);
 }
 
-// The tap table: texel t < kprod holds (base, uh, uw) of tap t = (t / KW, t % KW) of channel 0,
-// as floats. words: the image geometry (5..29). Grid: x = ceil(kprod / 64).
+// The tap table: texel t < kprod holds (base, uh, uw) of tap t of channel 0, as floats.
+// words: 0 KW, 1 dh, 2 dw, 3 ph (i32), 4 pw (i32), 5 W, 6 expanded, 7 sh, 8 P4 (elements per
+// expanded plane), 9 qmin (i32), 10 OW, 11 kprod, 12 slots are kernel rows
+// Grid: x = ceil(kprod / 64).
 @compute @workgroup_size(64)
 fn cg_taps(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let t = wid.x * 64u + lid;
-    if (t >= pu(20u)) { return; }
-    let kh = t / pu(19u);
-    let kw = t - kh * pu(19u);
-    let uh = i32(kh * pu(17u)) - pi(15u);
-    let uw = i32(kw * pu(18u)) - pi(16u);
-    var base = uh * i32(pu(9u)) + uw;
-    if (CG_STRIDED) {
-        let sh = i32(pu(13u));
-        let sw = i32(pu(14u));
-        let qh = cg_floor_div(uh, sh, pf(28u));
-        let qw = cg_floor_div(uw, sw, pf(29u));
-        let phase = (uh - qh * sh) * sw + uw - qw * sw;
-        base = phase * i32(pu(8u)) + qh * i32(pu(9u)) + qw;
+    if (t >= pu(11u)) { return; }
+    let kwn = pu(0u);
+    let kh = t / kwn;
+    let kw = t - kh * kwn;
+    let uh = i32(kh * pu(1u)) - pi(3u);
+    let uw = i32(kw * pu(2u)) - pi(4u);
+    var base = uh * i32(pu(5u)) + uw;
+    if (pu(6u) != 0u) {
+        let sh = i32(pu(7u));
+        var qh = uh / sh;
+        qh = select(qh, qh - 1, qh * sh > uh);
+        let rh = uh - qh * sh;
+        base = (rh * i32(kwn) + i32(kw)) * i32(pu(8u)) + (qh - pi(9u)) * i32(pu(10u));
+        if (pu(12u) != 0u) {
+            base = i32((kh * kwn + kw) * pu(8u));
+        }
     }
     cg_dst[t] = vec4<f32>(f32(base), f32(uh), f32(uw), 0.0);
 }
 
-// Whether the input row / column of output row oh / column ow under tap t is inside the image.
-fn cg_row_in(t: CgTap, oh: u32) -> bool {
-    let ih = i32(oh * pu(13u)) + t.uh;
-    return ih >= 0 && ih < i32(pu(11u));
+// The expanded layout of images (channels x H x W, read from the source texture):
+// E[image][c][slot][kw][i][ow] = X[c][i * sh + off(slot)][ow * sw + kw * dw - pw] (0 outside),
+// kw < KW, i < R, ow < OW, where a row slot is either a kernel row kh (off = kh * dh - ph, R = OH:
+// the im2col rows themselves, for kernels no taller than the stride) or an input row phase rh < sh
+// shared by the kernel rows with (kh * dh - ph) mod sh = rh (off = qmin * sh + rh,
+// R = OH + qmax - qmin). Each (image, c, slot, kw) plane of R * OW elements starts a multiple P4 of
+// 4 elements after the previous one.
+// words: 0 texels to write, 1 R * OW, 2 source element of the first image, 3 source image
+// stride, 4 plane (H * W), 5 H, 6 W, 7 sh, 8 sw, 9 dw, 10 pw (i32), 11 qmin (i32), 12 KW,
+// 13 first plane group (a multiple of the quads), 14 OW, 15 channels, 16 1 / OW, 17 P4 / 4,
+// 18 1 / (P4 / 4), 19 quads (KW / 4 rounded up), 20 1 / quads, 21 slots, 22 1 / slots,
+// 23 1 / channels, 24 slots are kernel rows, 25 dh, 26 ph (i32)
+// One invocation writes texel t of the 4 planes of a plane group (image, c, slot, kernel columns
+// kw0..kw0+3): the 4 positions of the texel, each read as a run over the 4 kernel columns
+// (dilation 1: CG_KW_RUN) and transposed.
+override CG_KW_RUN: bool = true;
+
+@compute @workgroup_size(256)
+fn cg_expand(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let j = gid(wid, nwg, lid);
+    if (j >= pu(0u)) { return; }
+    let per = pu(17u);
+    let pgl = cg_div(j, per, pf(18u));
+    let t = j - pgl * per;
+    let pg = pgl + pu(13u);
+    let quads = pu(19u);
+    let pq = cg_div(pg, quads, pf(20u));
+    let kw0 = (pg - pq * quads) * 4u;
+    let slots = pu(21u);
+    let ps = cg_div(pq, slots, pf(22u));
+    let slot = pq - ps * slots;
+    let chans = pu(15u);
+    let b = cg_div(ps, chans, pf(23u));
+    let c = ps - b * chans;
+    let src = i32(pu(2u) + b * pu(3u) + c * pu(4u));
+    let sh = pu(7u);
+    var off = pi(11u) * i32(sh) + i32(slot);
+    if (pu(24u) != 0u) {
+        off = i32(slot * pu(25u)) - pi(26u);
+    }
+    let f = 4u * t;
+    let own = pu(14u);
+    var i = cg_div(f, own, pf(16u));
+    var ow = f - i * own;
+    let hn = i32(pu(5u));
+    let wn = vec4<i32>(i32(pu(6u)));
+    let sw = pu(8u);
+    let kwn = pu(12u);
+    let kws = vec4<u32>(kw0) + CG_IOTA;
+    let kwok = kws < vec4<u32>(kwn);
+    let uw = vec4<i32>(kws * pu(9u)) - vec4<i32>(pi(10u));
+    // r[q] = the 4 kernel columns at the texel's position q.
+    var r: array<vec4<f32>, 4>;
+    for (var q = 0u; q < 4u; q++) {
+        let ih = i32(i * sh) + off;
+        let iw = vec4<i32>(i32(ow * sw)) + uw;
+        let ok = vec4<bool>(f + q < pu(1u) && ih >= 0 && ih < hn) & kwok &
+                 (iw >= vec4<i32>(0)) & (iw < wn);
+        let e = src + ih * wn.x;
+        var v: vec4<f32>;
+        if (CG_KW_RUN) {
+            v = cg_run(e + iw.x);
+        } else {
+            v = vec4<f32>(cg_elem(e + iw.x), cg_elem(e + iw.y), cg_elem(e + iw.z), cg_elem(e + iw.w));
+        }
+        r[q] = select(vec4<f32>(0.0), v, ok);
+        ow += 1u;
+        let wrap = ow == own;
+        ow = select(ow, 0u, wrap);
+        i = select(i, i + 1u, wrap);
+    }
+    let dst = ((pq - pu(13u) / quads) * kwn + kw0) * per + t;
+    cg_dst[dst] = vec4<f32>(r[0].x, r[1].x, r[2].x, r[3].x);
+    if (kw0 + 1u < kwn) { cg_dst[dst + per] = vec4<f32>(r[0].y, r[1].y, r[2].y, r[3].y); }
+    if (kw0 + 2u < kwn) { cg_dst[dst + 2u * per] = vec4<f32>(r[0].z, r[1].z, r[2].z, r[3].z); }
+    if (kw0 + 3u < kwn) { cg_dst[dst + 3u * per] = vec4<f32>(r[0].w, r[1].w, r[2].w, r[3].w); }
 }
 
-fn cg_col_in(t: CgTap, ow: u32) -> bool {
-    let iw = i32(ow * pu(14u)) + t.uw;
-    return iw >= 0 && iw < i32(pu(12u));
-}
-
-// Value under tap t (image at `img`, phase layout) at output position (oh, ow).
-fn cg_at(img: i32, t: CgTap, oh: u32, ow: u32) -> f32 {
-    let ok = cg_row_in(t, oh) && cg_col_in(t, ow);
-    return select(0.0, cg_elem(img + t.base + i32(oh * pu(9u) + ow)), ok);
-}
-
-// Output positions (oh, ow) .. (oh, ow + 3), wrapped to the next output row past OW (OW >= 4:
-// at most one wrap).
-struct CgPos4 {
-    oh: vec4<u32>,
-    ow: vec4<u32>,
-}
-
-fn cg_pos4(oh: u32, ow: u32) -> CgPos4 {
-    let own = vec4<u32>(pu(10u));
-    let w = vec4<u32>(ow) + vec4<u32>(0u, 1u, 2u, 3u);
-    let wrap = w >= own;
-    return CgPos4(vec4<u32>(oh) + select(vec4<u32>(0u), vec4<u32>(1u), wrap),
-                  select(w, w - own, wrap));
-}
-
-// Which of the positions p read inside the image under tap t.
-fn cg_in4(t: CgTap, p: CgPos4) -> vec4<bool> {
-    let ih = vec4<i32>(p.oh * pu(13u)) + vec4<i32>(t.uh);
-    let iw = vec4<i32>(p.ow * pu(14u)) + vec4<i32>(t.uw);
-    return (ih >= vec4<i32>(0)) & (ih < vec4<i32>(pi(11u))) & (iw >= vec4<i32>(0)) &
-           (iw < vec4<i32>(pi(12u)));
-}
-
-const CG_IOTA = vec4<u32>(0u, 1u, 2u, 3u);
-
-// B of the forward product: op(B) = the image's im2col columns, rows k = (c, kh, kw) of the
-// block [k0, k0 + klen), columns = output positions. Rows from kd on are 0, except row `ones`
-// (all 1: the bias, whose weights are A's column `ones`).
-// words: 0 n (columns), 1 k0, 2 klen, 3 kd, 4 ones (or 0xffffffff), 5.. image geometry.
+// B of the forward product (and of the data gradient): op(B) = the image's im2col columns, rows
+// k = (c, kernel tap) of the block [k0, k0 + klen), columns = output positions. Rows from kd on
+// are 0, except row `ones` (all 1: the bias, whose weights are A's column `ones`).
+// words: 0 n (columns), 1 k0, 2 klen, 3 kd, 4 ones (or 0xffffffff), 5.. image geometry,
+//        14 destination entry stride (texels)
 // Grid: x = ceil(klen / 16), y = panel, z = image. Invocation: k row 8 (j / 32) + j % 8, unit of
-// 16 columns (4 texels) (j / 8) % 4 of the panel; the 8 lanes of a SIMD group share the columns.
+// 16 columns (4 texels, 5 fetches) (j / 8) % 4 of the panel; the 8 lanes of a SIMD group share
+// the columns. Identity layout: OW >= 4.
 @compute @workgroup_size(64)
 fn cg_pack_cols(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
@@ -177,133 +215,120 @@ fn cg_pack_cols(@builtin(workgroup_id) wid: vec3<u32>,
     let klen = pu(2u);
     if (kk >= klen) { return; }
     let k = pu(1u) + kk;
-    let kprod = pu(20u);
-    let cc = cg_div(k, kprod, pf(22u));
+    let kprod = pu(11u);
+    let cc = cg_div(k, kprod, pf(12u));
     let tap = cg_tap(cc, k - cc * kprod);
-    let real = k < pu(3u);
+    let real = vec4<bool>(k < pu(3u));
     let ones = vec4<bool>(k == pu(4u));
-    let img = i32(pu(5u) + wid.z * pu(6u));
     let n = vec4<u32>(pu(0u));
-    let own = pu(10u);
+    let own = pu(8u);
     let col0 = wid.y * 64u + unit * 16u;
-    var oh = cg_div(col0, own, pf(24u));
+    var oh = cg_div(col0, own, pf(13u));
     var ow = col0 - oh * own;
-    let dst = wid.z * pu(21u) + (wid.y * klen + kk) * 16u + unit * 4u;
-    if (CG_MODE == 2u) {
-        var col = col0;
-        for (var t = 0u; t < 4u; t++) {
-            var v = vec4<f32>(0.0);
-            for (var i = 0u; i < 4u; i++) {
-                v[i] = select(0.0, cg_at(img, tap, oh, ow), real && col < pu(0u));
-                col += 1u;
-                ow += 1u;
-                let wrap = ow == own;
-                ow = select(ow, 0u, wrap);
-                oh = select(oh, oh + 1u, wrap);
-            }
-            let c = vec4<u32>(col - 4u) + CG_IOTA;
-            cg_dst[dst + t] = select(v, vec4<f32>(1.0), ones & (c < n));
-        }
-        return;
-    }
-    let oh0 = oh;
-    let e1 = img + tap.base + i32(oh * pu(9u) + ow);
-    let s1 = u32(e1) & 3u;
+    let e = i32(pu(5u) + wid.z * pu(6u)) + tap.base + i32(col0);
+    let s = u32(e) & 3u;
     var f: array<vec4<f32>, 5>;
     for (var i = 0; i < 5; i++) {
-        f[i] = cg_texel((e1 >> 2u) + i);
+        f[i] = cg_texel((e >> 2u) + i);
     }
-    // After a wrap: one output row further (wr) and OW positions back.
-    let e2 = e1 + i32(pu(9u)) - i32(own);
-    let s2 = u32(e2) & 3u;
-    var g: array<vec4<f32>, 5>;
-    if (CG_MODE == 1u) {
-        for (var i = 0; i < 5; i++) {
-            g[i] = cg_texel((e2 >> 2u) + i);
-        }
-    }
+    let hn = vec4<u32>(pu(9u));
+    let wn = vec4<u32>(pu(10u));
+    let dst = wid.z * pu(14u) + (wid.y * klen + kk) * 16u + unit * 4u;
     for (var t = 0u; t < 4u; t++) {
-        let p = cg_pos4(oh, ow);
         let c = vec4<u32>(col0 + 4u * t) + CG_IOTA;
-        var v = cg_shift4(f[t], f[t + 1u], s1);
-        if (CG_MODE == 1u) {
-            v = select(v, cg_shift4(g[t], g[t + 1u], s2), p.oh != vec4<u32>(oh0));
+        var m = (c < n) & real;
+        if (CG_MASK) {
+            // Positions (oh, ow..ow+3), wrapped once to the next row past OW (OW >= 4).
+            let w = vec4<u32>(ow) + CG_IOTA;
+            let wrap = w >= vec4<u32>(own);
+            let ohv = vec4<u32>(oh) + select(vec4<u32>(0u), vec4<u32>(1u), wrap);
+            let owv = select(w, w - vec4<u32>(own), wrap);
+            m = m & (vec4<u32>(vec4<i32>(ohv) + vec4<i32>(tap.uh)) < hn) &
+                (vec4<u32>(vec4<i32>(owv) + vec4<i32>(tap.uw)) < wn);
+            ow += 4u;
+            let next = ow >= own;
+            ow = select(ow, ow - own, next);
+            oh = select(oh, oh + 1u, next);
         }
-        v = select(vec4<f32>(0.0), v, cg_in4(tap, p) & (c < n) & vec4<bool>(real));
+        let v = select(vec4<f32>(0.0), cg_shift4(f[t], f[t + 1u], s), m);
         cg_dst[dst + t] = select(v, vec4<f32>(1.0), ones & (c < n));
-        ow += 4u;
-        let wrap = ow >= own;
-        ow = select(ow, ow - own, wrap);
-        oh = select(oh, oh + 1u, wrap);
     }
 }
 
-// B of the weight gradient: op(B) = the transposed im2col columns, rows k = (image, position)
-// with positions padded to S' (a multiple of 4; rows past S are 0) over the block
-// [k0, k0 + klen) (k counted from the first image of the source window, k0 and S' multiples of
-// 4), columns x = (c, kh, kw) < kd.
-// words: 0 kd, 1 k0, 2 klen, 4 S', 5.. image geometry.
-// Grid: x = ceil(klen / 16), y = panel, z = 1. Invocation: texel column j % 16 of the panel (4 x)
-// at rows 4 (j / 16) .. + 3, read as runs of 4 positions and transposed; the 8 lanes of a SIMD
-// group share the positions.
+// B of the weight gradient: op(B) = the transposed im2col columns, rows k = image * S' + position
+// (S' = S rounded up to 8; rows of positions past S are 0) of the block [k0, k0 + klen) (k
+// counted from the first image of the source window, k0 a multiple of 8), columns
+// x = (c, kernel tap) < kd.
+// words: 0 kd, 1 k0, 2 klen, 3 S, 4 S', 5.. image geometry, 14 1 / S' (f32)
+// Grid: x = ceil(klen / 32), y = panel, z = 1. Invocation: texel column j % 16 of the panel (4 x)
+// at rows 8 (j / 16) .. + 7, read as runs of 8 positions (3 texels) and transposed; the 8 lanes
+// of a SIMD group share the positions.
 @compute @workgroup_size(64)
 fn cg_pack_colt(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let j = wid.x * 64u + lid;
     let tc = j & 15u;
-    let kq = (j >> 4u) * 4u;
+    let kq = (j >> 4u) * 8u;
     let klen = pu(2u);
     if (kq >= klen) { return; }
     let sp = pu(4u);
-    let own = pu(10u);
     let k = pu(1u) + kq;
-    let b = cg_div(k, sp, pf(27u));
+    let b = cg_div(k, sp, pf(14u));
     let pos = k - b * sp;
-    let oh = cg_div(pos, own, pf(24u));
-    let ow = pos - oh * own;
-    let img = i32(pu(5u) + b * pu(6u));
-    let live = (vec4<u32>(pos) + CG_IOTA < vec4<u32>(pu(26u))) &
-               (vec4<u32>(kq) + CG_IOTA < vec4<u32>(klen));
-    let kprod = pu(20u);
+    let img = i32(pu(5u) + b * pu(6u)) + i32(pos);
+    let p0 = vec4<u32>(pos) + CG_IOTA;
+    let p1 = p0 + vec4<u32>(4u);
+    let sn = vec4<u32>(pu(3u));
+    let kl = vec4<u32>(klen);
+    let live0 = (p0 < sn) & (vec4<u32>(kq) + CG_IOTA < kl);
+    let live1 = (p1 < sn) & (vec4<u32>(kq + 4u) + CG_IOTA < kl);
+    let own = pu(8u);
+    let oh0 = vec4<i32>(cg_div4(p0, own, pf(13u)));
+    let oh1 = vec4<i32>(cg_div4(p1, own, pf(13u)));
+    let ow0 = vec4<i32>(p0) - oh0 * i32(own);
+    let ow1 = vec4<i32>(p1) - oh1 * i32(own);
+    let hn = vec4<u32>(pu(9u));
+    let wn = vec4<u32>(pu(10u));
+    let kprod = pu(11u);
     let x0 = wid.y * 64u + tc * 4u;
-    var cc = cg_div(x0, kprod, pf(22u));
+    var cc = cg_div(x0, kprod, pf(12u));
     var tt = x0 - cc * kprod;
     let kd = pu(0u);
-    let p = cg_pos4(oh, ow);
-    let wrapped = p.oh != vec4<u32>(oh);
-    var o: array<vec4<f32>, 4>;
+    var lo: array<vec4<f32>, 4>;
+    var hi: array<vec4<f32>, 4>;
     for (var i = 0u; i < 4u; i++) {
         let tap = cg_tap(cc, tt);
-        var v = vec4<f32>(0.0);
-        if (CG_MODE == 2u) {
-            var ph = oh;
-            var pw = ow;
-            for (var e = 0u; e < 4u; e++) {
-                v[e] = select(0.0, cg_at(img, tap, ph, pw), live[e]);
-                pw += 1u;
-                let wrap = pw == own;
-                pw = select(pw, 0u, wrap);
-                ph = select(ph, ph + 1u, wrap);
-            }
-        } else {
-            let e1 = img + tap.base + i32(oh * pu(9u) + ow);
-            v = cg_run(e1);
-            if (CG_MODE == 1u) {
-                v = select(v, cg_run(e1 + i32(pu(9u)) - i32(own)), wrapped);
-            }
-            v = select(vec4<f32>(0.0), v, cg_in4(tap, p) & live);
+        let e = img + tap.base;
+        let t = e >> 2u;
+        let s = u32(e) & 3u;
+        let f0 = cg_texel(t);
+        let f1 = cg_texel(t + 1);
+        let f2 = cg_texel(t + 2);
+        let xok = vec4<bool>(x0 + i < kd);
+        var m0 = live0 & xok;
+        var m1 = live1 & xok;
+        if (CG_MASK) {
+            let uh = vec4<i32>(tap.uh);
+            let uw = vec4<i32>(tap.uw);
+            m0 = m0 & (vec4<u32>(oh0 + uh) < hn) & (vec4<u32>(ow0 + uw) < wn);
+            m1 = m1 & (vec4<u32>(oh1 + uh) < hn) & (vec4<u32>(ow1 + uw) < wn);
         }
-        o[i] = select(vec4<f32>(0.0), v, x0 + i < kd);
+        lo[i] = select(vec4<f32>(0.0), cg_shift4(f0, f1, s), m0);
+        hi[i] = select(vec4<f32>(0.0), cg_shift4(f1, f2, s), m1);
         tt += 1u;
         let wrap = tt == kprod;
         tt = select(tt, 0u, wrap);
         cc = select(cc, cc + 1u, wrap);
     }
     let dst = (wid.y * klen + kq) * 16u + tc;
-    cg_dst[dst] = vec4<f32>(o[0].x, o[1].x, o[2].x, o[3].x);
-    if (kq + 1u < klen) { cg_dst[dst + 16u] = vec4<f32>(o[0].y, o[1].y, o[2].y, o[3].y); }
-    if (kq + 2u < klen) { cg_dst[dst + 32u] = vec4<f32>(o[0].z, o[1].z, o[2].z, o[3].z); }
-    if (kq + 3u < klen) { cg_dst[dst + 48u] = vec4<f32>(o[0].w, o[1].w, o[2].w, o[3].w); }
+    cg_dst[dst] = vec4<f32>(lo[0].x, lo[1].x, lo[2].x, lo[3].x);
+    if (kq + 1u < klen) { cg_dst[dst + 16u] = vec4<f32>(lo[0].y, lo[1].y, lo[2].y, lo[3].y); }
+    if (kq + 2u < klen) { cg_dst[dst + 32u] = vec4<f32>(lo[0].z, lo[1].z, lo[2].z, lo[3].z); }
+    if (kq + 3u < klen) { cg_dst[dst + 48u] = vec4<f32>(lo[0].w, lo[1].w, lo[2].w, lo[3].w); }
+    if (kq + 4u < klen) { cg_dst[dst + 64u] = vec4<f32>(hi[0].x, hi[1].x, hi[2].x, hi[3].x); }
+    if (kq + 5u < klen) { cg_dst[dst + 80u] = vec4<f32>(hi[0].y, hi[1].y, hi[2].y, hi[3].y); }
+    if (kq + 6u < klen) { cg_dst[dst + 96u] = vec4<f32>(hi[0].z, hi[1].z, hi[2].z, hi[3].z); }
+    if (kq + 7u < klen) { cg_dst[dst + 112u] = vec4<f32>(hi[0].w, hi[1].w, hi[2].w, hi[3].w); }
 }
 
 // A operands (weights, flipped transposed weights, output gradients): element (x, k) with
@@ -320,7 +345,10 @@ fn cg_a_elem(src: u32, x: u32, k: u32) -> f32 {
     let d = pu(6u);
     let k1 = cg_div(k, d, pf(14u));
     let k2 = k - k1 * d;
-    let kk = select(k2, d - 1u - k2, pu(8u) != 0u);
+    var kk = select(k2, d - 1u - k2, pu(8u) != 0u);
+    if (CG_KC_TABLE) {
+        kk = u32(textureLoad(cg_aux, tex_coord(min(k2, d - 1u)), 0).x);
+    }
     let ok = x < pu(0u) && k < pu(3u) && k2 < pu(10u);
     return select(0.0, cg_elem(i32(src + x * pu(5u) + k1 * pu(7u) + kk)), ok);
 }
@@ -365,6 +393,21 @@ fn cg_pack_kc(@builtin(workgroup_id) wid: vec3<u32>,
     if (kq + 3u < klen) { cg_dst[dst + 3u * w4] = vec4<f32>(r[0].w, r[1].w, r[2].w, r[3].w); }
 }
 
+// The taps of one phase of a strided convolution's data gradient: texel t' = j'h * njw + j'w
+// holds the kernel tap (kh_top - j'h * step_h) * KW + (kw_top - j'w * step_w) as a float.
+// words: 0 njw, 1 kh_top, 2 step_h, 3 kw_top, 4 step_w, 5 KW, 6 taps
+// Grid: x = ceil(taps / 64).
+@compute @workgroup_size(64)
+fn cg_phase_taps(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let t = wid.x * 64u + lid;
+    if (t >= pu(6u)) { return; }
+    let jh = t / pu(0u);
+    let jw = t - jh * pu(0u);
+    let tap = (pu(1u) - jh * pu(2u)) * pu(5u) + pu(3u) - jw * pu(4u);
+    cg_dst[t] = vec4<f32>(f32(tap), 0.0, 0.0, 0.0);
+}
+
 // Writes row `row` (a k within the block) of the A panels packed by cg_pack_kc: the bias,
 // bias[x] for x < m (entry z: bias + z * m), read from the auxiliary texture.
 // words: 0 m, 1 row, 2 klen, 9 w4, 10 bias element, 12 dst entry stride (texels)
@@ -384,42 +427,4 @@ fn cg_pack_bias(@builtin(workgroup_id) wid: vec3<u32>,
         v[i] = select(0.0, cg_pick(t, (b + i) & 3u), x0 + i < m);
     }
     cg_dst[wid.z * pu(12u) + (wid.y * pu(2u) + pu(1u)) * w4 + xt] = v;
-}
-
-// Rearranges images (channels x H x W, read from the source texture) into the phase layout
-// [image][c][rh][rw][i][j], j < wr (a multiple of 4; out-of-image elements 0), 4 elements per
-// invocation.
-// words: 0 texels to write, 1 source element of the first image, 2 source image stride, 3 plane
-// (H * W), 4 H, 5 W, 6 sh, 7 sw, 8 hr, 9 wr / 4, 10 channels, 11 1 / (wr / 4), 12 1 / hr,
-// 13 1 / sw, 14 1 / sh, 15 1 / channels (f32)
-@compute @workgroup_size(256)
-fn cg_phase(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let t = gid(wid, nwg, lid);
-    if (t >= pu(0u)) { return; }
-    let w4 = pu(9u);
-    let t1 = cg_div(t, w4, pf(11u));
-    let j4 = t - t1 * w4;
-    let hr = pu(8u);
-    let t2 = cg_div(t1, hr, pf(12u));
-    let i = t1 - t2 * hr;
-    let sw = pu(7u);
-    let t3 = cg_div(t2, sw, pf(13u));
-    let rw = t2 - t3 * sw;
-    let sh = pu(6u);
-    let t4 = cg_div(t3, sh, pf(14u));
-    let rh = t3 - t4 * sh;
-    let chans = pu(10u);
-    let b = cg_div(t4, chans, pf(15u));
-    let c = t4 - b * chans;
-    let ih = i * sh + rh;
-    let iw = j4 * 4u * sw + rw;
-    let w = pu(5u);
-    let e = pu(1u) + b * pu(2u) + c * pu(3u) + ih * w + iw;
-    let okh = ih < pu(4u);
-    var v = vec4<f32>(0.0);
-    for (var q = 0u; q < 4u; q++) {
-        v[q] = select(0.0, cg_elem(i32(e + q * sw)), okh && iw + q * sw < w);
-    }
-    cg_dst[t] = v;
 }

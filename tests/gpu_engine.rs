@@ -2386,12 +2386,41 @@ fn whole_conv_suite(g: &mut GpuEngine, seed: u64) {
         let c = random_conv(&mut rng, [2, 2, 1, 3, 0][i % 5]);
         c.check(g, &mut rng, 1e-4);
     }
+    // 16 and more input channels per group: data gradients as convolutions, per phase when
+    // strided (phases no tap reaches, 1x1 stride 2, dilation, groups, more rows than the fused
+    // kernels take).
+    let wide = [
+        conv2((2, 32, 8, 2), [9, 9], [3, 3], [1, 1], [1, 1], [1, 1]),
+        conv2((2, 16, 6, 1), [11, 10], [3, 2], [1, 0], [2, 3], [1, 1]),
+        conv2((2, 32, 8, 2), [13, 13], [3, 3], [2, 2], [2, 2], [2, 2]),
+        conv2((1, 16, 4, 1), [9, 9], [1, 1], [0, 0], [2, 2], [1, 1]),
+        conv2((2, 20, 5, 1), [12, 12], [5, 5], [2, 2], [3, 3], [1, 1]),
+        conv2((1, 16, 3, 1), [10, 10], [2, 2], [0, 0], [4, 4], [1, 1]),
+        conv2((1, 160, 8, 1), [9, 9], [3, 3], [1, 1], [2, 2], [1, 1]),
+    ];
+    for c in &wide {
+        c.check(g, &mut rng, 1e-4);
+    }
+    for i in 0..8 {
+        let mut c = random_conv(&mut rng, [2, 2, 1, 2][i % 4]);
+        c.channels = c.group * (16 + rng.below(8));
+        c.check(g, &mut rng, 1e-4);
+    }
 }
 
 #[test]
 fn whole_convolutions_match_cpu() {
     let mut g = gpu();
     whole_conv_suite(&mut g, 31);
+    // More rows than the fused kernels take (B packed first), strided and not.
+    let mut rng = Rng::new(36);
+    for c in [
+        conv2((2, 8, 136, 1), [9, 9], [3, 3], [1, 1], [1, 1], [1, 1]),
+        conv2((2, 3, 140, 1), [19, 19], [5, 5], [0, 0], [2, 2], [1, 1]),
+        conv2((2, 4, 132, 2), [10, 7], [2, 3], [1, 0], [1, 2], [2, 1]),
+    ] {
+        c.check(&mut g, &mut rng, 1e-4);
+    }
     // The portable micro-kernel.
     let had = g.uses_subgroups();
     g.set_subgroups(false);
@@ -2402,12 +2431,15 @@ fn whole_convolutions_match_cpu() {
 #[test]
 fn whole_convolutions_split_into_small_bindings_match_cpu() {
     let mut g = gpu();
-    // 32768 elements per binding (the im2col fallback of strided data gradients needs one image's
-    // columns in a binding): k blocks, image chunks and per-image position blocks.
-    g.set_max_binding_elems(32768);
+    // 65536 elements per binding (the im2col fallback of data gradients with few channels needs
+    // one image's columns in a binding): k blocks, image chunks and per-image position blocks.
+    g.set_max_binding_elems(65536);
     whole_conv_suite(&mut g, 33);
     let mut rng = Rng::new(34);
-    conv2((3, 8, 8, 1), [40, 40], [3, 3], [1, 1], [1, 1], [1, 1]).check(&mut g, &mut rng, 1e-4);
+    conv2((3, 16, 8, 1), [40, 40], [3, 3], [1, 1], [1, 1], [1, 1]).check(&mut g, &mut rng, 1e-4);
+    // More rows than the fused kernels take: B packed in k blocks.
+    conv2((2, 64, 160, 1), [12, 12], [3, 3], [1, 1], [1, 1], [1, 1]).check(&mut g, &mut rng, 1e-4);
+    conv2((2, 6, 144, 2), [23, 23], [11, 11], [2, 2], [4, 4], [1, 1]).check(&mut g, &mut rng, 1e-4);
     g.set_max_binding_elems(usize::MAX);
 }
 
@@ -2419,4 +2451,6 @@ fn whole_convolutions_past_the_loop_limit_match_cpu() {
     // k = 8200 * 9 = 73800 taps: more micro-kernel steps than lavapipe runs in one invocation.
     conv2((2, 2, 3, 1), [200, 200], [3, 3], [1, 1], [1, 1], [1, 1]).check(&mut g, &mut rng, 1e-3);
     conv2((1, 8200, 2, 1), [3, 3], [3, 3], [1, 1], [1, 1], [1, 1]).check(&mut g, &mut rng, 1e-3);
+    // The same with the micro-kernels forming B (16 rows): the bias in the last k block.
+    conv2((1, 8200, 16, 1), [3, 3], [3, 3], [1, 1], [1, 1], [1, 1]).check(&mut g, &mut rng, 1e-3);
 }

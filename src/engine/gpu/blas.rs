@@ -294,6 +294,10 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
                         &Micro {
                             tile: (tm, tn, shader, entry),
                             ta: &ta,
+                            a_k: klen,
+                            bias: false,
+                            implicit: None,
+                            c_map: None,
                             a_base: 0,
                             a_stride: if g.stride_a == 0 { 0 } else { ap_stride },
                             tb: &tb,
@@ -328,6 +332,13 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
 pub(crate) struct Micro<'a> {
     pub tile: (usize, usize, &'static str, &'static str),
     pub ta: &'a wgpu::TextureView,
+    /// k rows of each A panel: `k`, or `k + 1` with `bias` (C += column k of A).
+    pub a_k: usize,
+    pub bias: bool,
+    /// B layout I (implicit im2col, see gen_gemm_sg.py): then `tb` is the source images.
+    pub implicit: Option<Implicit<'a>>,
+    /// Subgroup kernels: C column i * wr + j of a row is stored at i * rs + j * cs (wr, rs, cs).
+    pub c_map: Option<(usize, usize, usize)>,
     pub a_base: usize,
     pub a_stride: usize,
     pub tb: &'a wgpu::TextureView,
@@ -344,10 +355,19 @@ pub(crate) struct Micro<'a> {
     pub batch: usize,
 }
 
+/// The extra operands of B layout I: the tap table, whether to mask reads outside the images,
+/// params words 16..25.
+pub(crate) struct Implicit<'a> {
+    pub taps: &'a wgpu::TextureView,
+    pub mask: bool,
+    pub words: Params,
+}
+
 /// Records one [`Micro`] dispatch (C rows of whole texels are stored as vec4).
 pub(crate) fn run_micro(e: &mut GpuEngine, u: &Micro) -> Result<()> {
     let (tm, tn, shader, entry) = u.tile;
-    let c4 = u.ldc.is_multiple_of(4)
+    let c4 = u.c_map.is_none()
+        && u.ldc.is_multiple_of(4)
         && u.n.is_multiple_of(4)
         && u.c.shift.is_multiple_of(4)
         && u.c.offset.is_multiple_of(16)
@@ -367,7 +387,7 @@ pub(crate) fn run_micro(e: &mut GpuEngine, u: &Micro) -> Result<()> {
         .u(tn / 4)
         .f(u.alpha)
         .f(u.beta)
-        .u(u.k * tm / 4)
+        .u(u.a_k * tm / 4)
         .u(u.k * tn / 4);
     let groups = [
         u.n.div_ceil(tn) as u32,
@@ -375,12 +395,56 @@ pub(crate) fn run_micro(e: &mut GpuEngine, u: &Micro) -> Result<()> {
         u.batch as u32,
     ];
     let cb4 = e.texel_binding(u.c);
-    let res = [Res::T(u.ta), Res::T(u.tb), Res::B(u.c), Res::B(&cb4)];
-    let constants = [
-        ("BETA0", if u.beta == 0.0 { 1.0 } else { 0.0 }),
-        ("C4", if c4 { 1.0 } else { 0.0 }),
-    ];
-    e.dispatch_spec(shader, entry, &constants, &p, &res, groups)
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let mut constants = vec![("BETA0", flag(u.beta == 0.0)), ("C4", flag(c4))];
+    if u.bias {
+        constants.push(("HAS_BIAS", 1.0));
+    }
+    let mut p = p;
+    if let Some((wr, rs, cs)) = u.c_map {
+        if !shader.ends_with("subgroup") {
+            bail!("internal: C_MAP needs the subgroup micro-kernels");
+        }
+        constants.push(("C_MAP", 1.0));
+        let mut words = vec![0u32; 10];
+        if let Some(im) = &u.implicit {
+            words[..im.words.0.len()].copy_from_slice(&im.words.0);
+        }
+        p.0.extend_from_slice(&words);
+        p = p.u(wr).u(rs).u(cs).f(1.0 / wr as f32);
+    }
+    match &u.implicit {
+        None => {
+            let res = [Res::T(u.ta), Res::T(u.tb), Res::B(u.c), Res::B(&cb4)];
+            e.dispatch_spec(shader, entry, &constants, &p, &res, groups)
+        }
+        Some(im) => {
+            if u.c_map.is_none() {
+                p.0.extend_from_slice(&im.words.0);
+            }
+            constants.push(("IM_MASK", flag(im.mask)));
+            let entry = implicit_entry(entry);
+            let res = [
+                Res::T(u.ta),
+                Res::T(u.tb),
+                Res::B(u.c),
+                Res::B(&cb4),
+                Res::T(im.taps),
+            ];
+            e.dispatch_spec(shader, entry, &constants, &p, &res, groups)
+        }
+    }
+}
+
+/// The B layout I twin of a packed-operand subgroup micro-kernel.
+fn implicit_entry(entry: &'static str) -> &'static str {
+    match entry {
+        "gemm_8x64_tn" => "gemm_8x64_ti",
+        "gemm_16x64_tn" => "gemm_16x64_ti",
+        "gemm_32x64_tn" => "gemm_32x64_ti",
+        "gemm_48x64_tn_k2" => "gemm_48x64_ti_k2",
+        _ => "gemm_64x64_ti_k2",
+    }
 }
 
 /// The micro-kernel for a product with `m` rows: (TM, TN, shader, entry point).
