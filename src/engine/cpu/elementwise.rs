@@ -77,22 +77,125 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-fn map1(y: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) {
-    for_chunks(y, |s, yc| {
-        let n = yc.len();
-        for (o, &a) in yc.iter_mut().zip(&x[s..s + n]) {
-            *o = f(a);
+/// The output of a point-wise kernel together with its last operand, which an in-place layer
+/// (top == bottom, or bottom diff == top diff) keeps in the output's own memory: then the kernel
+/// reads each element just before overwriting it, and nothing is copied.
+pub(super) enum Io<'a> {
+    Apart { out: &'a mut [f32], last: &'a [f32] },
+    InPlace(&'a mut [f32]),
+}
+
+impl Io<'_> {
+    /// out[i] = f(i, last[i]).
+    fn map1_at(self, f: impl Fn(usize, f32) -> f32 + Sync + Send) {
+        match self {
+            Io::Apart { out, last } => for_chunks(out, |s, c| {
+                let n = c.len();
+                for (k, (o, &v)) in c.iter_mut().zip(&last[s..s + n]).enumerate() {
+                    *o = f(s + k, v);
+                }
+            }),
+            Io::InPlace(out) => for_chunks(out, |s, c| {
+                for (k, o) in c.iter_mut().enumerate() {
+                    *o = f(s + k, *o);
+                }
+            }),
         }
-    });
+    }
+
+    /// out[i] = f(last[i]).
+    fn map1(self, f: impl Fn(f32) -> f32 + Sync + Send) {
+        self.map1_at(move |_, v| f(v));
+    }
+
+    /// out[i] = f(a[i], last[i]).
+    fn map2(self, a: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) {
+        match self {
+            Io::Apart { out, last } => for_chunks(out, |s, c| {
+                let n = c.len();
+                for ((o, &p), &q) in c.iter_mut().zip(&a[s..s + n]).zip(&last[s..s + n]) {
+                    *o = f(p, q);
+                }
+            }),
+            Io::InPlace(out) => for_chunks(out, |s, c| {
+                let n = c.len();
+                for (o, &p) in c.iter_mut().zip(&a[s..s + n]) {
+                    *o = f(p, *o);
+                }
+            }),
+        }
+    }
+
+    /// out[i] = f(a[i], b[i], last[i]).
+    fn map3(self, a: &[f32], b: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync + Send) {
+        match self {
+            Io::Apart { out, last } => for_chunks(out, |s, c| {
+                let n = c.len();
+                let (a, b, l) = (&a[s..s + n], &b[s..s + n], &last[s..s + n]);
+                for (((o, &p), &q), &r) in c.iter_mut().zip(a).zip(b).zip(l) {
+                    *o = f(p, q, r);
+                }
+            }),
+            Io::InPlace(out) => for_chunks(out, |s, c| {
+                let n = c.len();
+                for ((o, &p), &q) in c.iter_mut().zip(&a[s..s + n]).zip(&b[s..s + n]) {
+                    *o = f(p, q, *o);
+                }
+            }),
+        }
+    }
+
+    fn fill(self, value: f32) {
+        match self {
+            Io::Apart { out, .. } | Io::InPlace(out) => out.fill(value),
+        }
+    }
+
+    /// Row r (of length `inner`): out = f(&param(r), a, last) element by element (`a` = the
+    /// same row of `extra`, or 0 without it).
+    pub(super) fn map_rows<P>(
+        self,
+        inner: usize,
+        extra: Option<&[f32]>,
+        param: impl Fn(usize) -> P + Sync + Send,
+        f: impl Fn(&P, f32, f32) -> f32 + Sync + Send,
+    ) {
+        let (out, last) = match self {
+            Io::Apart { out, last } => (out, Some(last)),
+            Io::InPlace(out) => (out, None),
+        };
+        for_rows(out, inner, |r, row| {
+            let p = param(r);
+            let range = r * inner..r * inner + row.len();
+            match (extra, last) {
+                (None, Some(l)) => {
+                    let l = &l[range];
+                    row.iter_mut().zip(l).for_each(|(o, &v)| *o = f(&p, 0.0, v));
+                }
+                (None, None) => row.iter_mut().for_each(|o| *o = f(&p, 0.0, *o)),
+                (Some(a), Some(l)) => {
+                    let (a, l) = (&a[range.clone()], &l[range]);
+                    for ((o, &p2), &v) in row.iter_mut().zip(a).zip(l) {
+                        *o = f(&p, p2, v);
+                    }
+                }
+                (Some(a), None) => {
+                    let a = &a[range];
+                    row.iter_mut()
+                        .zip(a)
+                        .for_each(|(o, &p2)| *o = f(&p, p2, *o));
+                }
+            }
+        });
+    }
+}
+
+fn map1(y: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) {
+    Io::Apart { out: y, last: x }.map1(f);
 }
 
 fn map2(y: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) {
-    for_chunks(y, |s, yc| {
-        let (ac, bc) = (&a[s..s + yc.len()], &b[s..s + yc.len()]);
-        for ((o, &p), &q) in yc.iter_mut().zip(ac).zip(bc) {
-            *o = f(p, q);
-        }
-    });
+    Io::Apart { out: y, last: b }.map2(a, f);
 }
 
 fn map3(
@@ -102,13 +205,7 @@ fn map3(
     c: &[f32],
     f: impl Fn(f32, f32, f32) -> f32 + Sync + Send,
 ) {
-    for_chunks(y, |s, yc| {
-        let n = yc.len();
-        let (ac, bc, cc) = (&a[s..s + n], &b[s..s + n], &c[s..s + n]);
-        for (((o, &p), &q), &r) in yc.iter_mut().zip(ac).zip(bc).zip(cc) {
-            *o = f(p, q, r);
-        }
-    });
+    Io::Apart { out: y, last: c }.map3(a, b, f);
 }
 
 /// Caffe's sigmoid: 0.5 * tanh(0.5 * x) + 0.5 (evaluated in double as the C++ literals make it).
@@ -118,22 +215,20 @@ fn sigmoid(x: f32) -> f32 {
 
 const BNLL_THRESHOLD: f32 = 50.0;
 
-fn unary(op: UnaryOp, x: &[f32], y: &mut [f32]) {
+fn unary(op: UnaryOp, io: Io) {
     match op {
-        UnaryOp::Relu { negative_slope: s } => map1(y, x, move |x| x.max(0.0) + s * x.min(0.0)),
-        UnaryOp::Sigmoid => map1(y, x, sigmoid),
-        UnaryOp::TanH => map1(y, x, f32::tanh),
-        UnaryOp::AbsVal => map1(y, x, f32::abs),
-        UnaryOp::Bnll => map1(y, x, |x| {
+        UnaryOp::Relu { negative_slope: s } => io.map1(move |x| x.max(0.0) + s * x.min(0.0)),
+        UnaryOp::Sigmoid => io.map1(sigmoid),
+        UnaryOp::TanH => io.map1(f32::tanh),
+        UnaryOp::AbsVal => io.map1(f32::abs),
+        UnaryOp::Bnll => io.map1(|x| {
             if x > 0.0 {
                 (x as f64 + (1.0 + (-x).exp() as f64).ln()) as f32
             } else {
                 (1.0 + x.exp() as f64).ln() as f32
             }
         }),
-        UnaryOp::Elu { alpha } => {
-            map1(y, x, move |x| x.max(0.0) + alpha * (x.min(0.0).exp() - 1.0))
-        }
+        UnaryOp::Elu { alpha } => io.map1(move |x| x.max(0.0) + alpha * (x.min(0.0).exp() - 1.0)),
         UnaryOp::Power {
             power,
             scale,
@@ -141,9 +236,9 @@ fn unary(op: UnaryOp, x: &[f32], y: &mut [f32]) {
         } => {
             if power * scale == 0.0 {
                 let value = if power == 0.0 { 1.0 } else { shift.powf(power) };
-                y.fill(value);
+                io.fill(value);
             } else {
-                map1(y, x, move |x| {
+                io.map1(move |x| {
                     let mut v = x;
                     if scale != 1.0 {
                         v *= scale;
@@ -161,7 +256,7 @@ fn unary(op: UnaryOp, x: &[f32], y: &mut [f32]) {
         UnaryOp::Exp {
             inner_scale,
             outer_scale,
-        } => map1(y, x, move |x| {
+        } => io.map1(move |x| {
             let v = if inner_scale == 1.0 {
                 x
             } else {
@@ -178,7 +273,7 @@ fn unary(op: UnaryOp, x: &[f32], y: &mut [f32]) {
             scale,
             shift,
             base_scale,
-        } => map1(y, x, move |x| {
+        } => io.map1(move |x| {
             let mut v = x;
             if scale != 1.0 {
                 v *= scale;
@@ -189,11 +284,9 @@ fn unary(op: UnaryOp, x: &[f32], y: &mut [f32]) {
             let v = v.ln();
             if base_scale == 1.0 { v } else { v * base_scale }
         }),
-        UnaryOp::Threshold { threshold } => {
-            map1(y, x, move |x| if x > threshold { 1.0 } else { 0.0 })
-        }
-        UnaryOp::Clip { min, max } => map1(y, x, move |x| min.max(x.min(max))),
-        UnaryOp::Swish { beta } => map1(y, x, move |x| x * sigmoid(x * beta)),
+        UnaryOp::Threshold { threshold } => io.map1(move |x| if x > threshold { 1.0 } else { 0.0 }),
+        UnaryOp::Clip { min, max } => io.map1(move |x| min.max(x.min(max))),
+        UnaryOp::Swish { beta } => io.map1(move |x| x * sigmoid(x * beta)),
     }
 }
 
@@ -201,22 +294,20 @@ fn step(c: bool) -> f32 {
     if c { 1.0 } else { 0.0 }
 }
 
-/// dx from (x, y, dy).
-fn unary_backward(op: UnaryOp, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
+/// dx from (x, y, dy); `io` holds dx and dy.
+fn unary_backward(op: UnaryOp, x: &[f32], y: &[f32], io: Io) {
     match op {
-        UnaryOp::Relu { negative_slope: s } => map2(dx, x, dy, move |x, d| {
-            d * (step(x > 0.0) + s * step(x <= 0.0))
-        }),
-        UnaryOp::Sigmoid => map2(dx, y, dy, |y, d| {
-            (d as f64 * y as f64 * (1.0 - y as f64)) as f32
-        }),
-        UnaryOp::TanH => map2(dx, y, dy, |y, d| d * (1.0 - y * y)),
-        UnaryOp::AbsVal => map2(dx, x, dy, |x, d| (step(0.0 < x) - step(x < 0.0)) * d),
-        UnaryOp::Bnll => map2(dx, x, dy, |x, d| {
+        UnaryOp::Relu { negative_slope: s } => {
+            io.map2(x, move |x, d| d * (step(x > 0.0) + s * step(x <= 0.0)))
+        }
+        UnaryOp::Sigmoid => io.map2(y, |y, d| (d as f64 * y as f64 * (1.0 - y as f64)) as f32),
+        UnaryOp::TanH => io.map2(y, |y, d| d * (1.0 - y * y)),
+        UnaryOp::AbsVal => io.map2(x, |x, d| (step(0.0 < x) - step(x < 0.0)) * d),
+        UnaryOp::Bnll => io.map2(x, |x, d| {
             let e = x.min(BNLL_THRESHOLD).exp() as f64;
             (d as f64 * e / (e + 1.0)) as f32
         }),
-        UnaryOp::Elu { alpha } => map3(dx, x, y, dy, move |x, y, d| {
+        UnaryOp::Elu { alpha } => io.map3(x, y, move |x, y, d| {
             d * (step(x > 0.0) + (alpha + y) * step(x <= 0.0))
         }),
         UnaryOp::Power {
@@ -226,20 +317,20 @@ fn unary_backward(op: UnaryOp, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32])
         } => {
             let diff_scale = power * scale;
             if diff_scale == 0.0 {
-                dx.fill(0.0);
+                io.fill(0.0);
             } else if power == 1.0 {
-                map1(dx, dy, move |d| d * diff_scale);
+                io.map1(move |d| d * diff_scale);
             } else if power == 2.0 {
                 let (a, b) = (diff_scale * scale, diff_scale * shift);
                 if shift != 0.0 {
-                    map2(dx, x, dy, move |x, d| d * (a * x + b));
+                    io.map2(x, move |x, d| d * (a * x + b));
                 } else {
-                    map2(dx, x, dy, move |x, d| d * (a * x));
+                    io.map2(x, move |x, d| d * (a * x));
                 }
             } else if shift == 0.0 {
-                map3(dx, x, y, dy, move |x, y, d| d * ((y / x) * power));
+                io.map3(x, y, move |x, y, d| d * ((y / x) * power));
             } else {
-                map3(dx, x, y, dy, move |x, y, d| {
+                io.map3(x, y, move |x, y, d| {
                     let mut v = x;
                     if scale != 1.0 {
                         v *= scale;
@@ -253,7 +344,7 @@ fn unary_backward(op: UnaryOp, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32])
                 });
             }
         }
-        UnaryOp::Exp { inner_scale, .. } => map2(dx, y, dy, move |y, d| {
+        UnaryOp::Exp { inner_scale, .. } => io.map2(y, move |y, d| {
             let g = y * d;
             if inner_scale == 1.0 {
                 g
@@ -267,7 +358,7 @@ fn unary_backward(op: UnaryOp, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32])
             base_scale,
         } => {
             let num_scale = scale * base_scale;
-            map2(dx, x, dy, move |x, d| {
+            io.map2(x, move |x, d| {
                 let mut v = x;
                 if scale != 1.0 {
                     v *= scale;
@@ -282,9 +373,9 @@ fn unary_backward(op: UnaryOp, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32])
                 d * g
             })
         }
-        UnaryOp::Threshold { .. } => dx.fill(0.0),
-        UnaryOp::Clip { min, max } => map2(dx, x, dy, move |x, d| d * step(x >= min && x <= max)),
-        UnaryOp::Swish { beta } => map3(dx, x, y, dy, move |x, y, d| {
+        UnaryOp::Threshold { .. } => io.fill(0.0),
+        UnaryOp::Clip { min, max } => io.map2(x, move |x, d| d * step(x >= min && x <= max)),
+        UnaryOp::Swish { beta } => io.map3(x, y, move |x, y, d| {
             let s = sigmoid(x * beta) as f64;
             let by = (beta * y) as f64;
             (d as f64 * (by + s * (1.0 - by))) as f32
@@ -410,12 +501,12 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
     match kernel {
         ElementwiseKernel::Unary { op, x, y } => {
             check_len(&[*x], y.len)?;
-            mem.with_overwrite(&[*y], &[*x], |o, i| unary(*op, i[0], o[0]));
+            mem.with_pointwise(&[*y], &[*x], |io, _, _| unary(*op, io));
         }
         ElementwiseKernel::UnaryBackward { op, x, y, dy, dx } => {
             check_len(&[*x, *y, *dy], dx.len)?;
-            mem.with_overwrite(&[*dx], &[*x, *y, *dy], |o, i| {
-                unary_backward(*op, i[0], i[1], i[2], o[0])
+            mem.with_pointwise(&[*dx], &[*dy, *x, *y], |io, _, i| {
+                unary_backward(*op, i[0], i[1], io)
             });
         }
         ElementwiseKernel::Nary { op, xs, y, argmax } => {
@@ -492,33 +583,29 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
             }
             let (has_scale, has_bias) = (scale.is_some(), bias.is_some());
             let dims = *dims;
-            mem.with_overwrite(&[*y], &ins, |o, i| {
-                let x = i[0];
-                let s = if has_scale { Some(i[1]) } else { None };
+            mem.with_pointwise(&[*y], &ins, |io, _, i| {
+                let s = if has_scale { Some(i[0]) } else { None };
                 let b = if has_bias {
-                    Some(i[1 + usize::from(has_scale)])
+                    Some(i[usize::from(has_scale)])
                 } else {
                     None
                 };
-                for_rows(o[0], dims.inner, |r, row| {
-                    let c = r % dims.channels;
-                    let xr = &x[r * dims.inner..(r + 1) * dims.inner];
-                    match (s, b) {
-                        (Some(s), Some(b)) => {
-                            let (sc, bc) = (s[c], b[c]);
-                            row.iter_mut().zip(xr).for_each(|(o, &v)| *o = v * sc + bc);
-                        }
-                        (Some(s), None) => {
-                            let sc = s[c];
-                            row.iter_mut().zip(xr).for_each(|(o, &v)| *o = v * sc);
-                        }
-                        (None, Some(b)) => {
-                            let bc = b[c];
-                            row.iter_mut().zip(xr).for_each(|(o, &v)| *o = v + bc);
-                        }
-                        (None, None) => row.copy_from_slice(xr),
+                let (inner, channels) = (dims.inner, dims.channels);
+                match (s, b) {
+                    (Some(s), Some(b)) => io.map_rows(
+                        inner,
+                        None,
+                        |r| (s[r % channels], b[r % channels]),
+                        |p, _, v| v * p.0 + p.1,
+                    ),
+                    (Some(s), None) => {
+                        io.map_rows(inner, None, |r| s[r % channels], |sc, _, v| v * sc)
                     }
-                });
+                    (None, Some(b)) => {
+                        io.map_rows(inner, None, |r| b[r % channels], |bc, _, v| v + bc)
+                    }
+                    (None, None) => io.map1(|v| v),
+                }
             });
         }
         ElementwiseKernel::ChannelSum {
@@ -580,15 +667,14 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
             check_len(&[*x, *y], dims.count())?;
             check_len(&[*slope], dims.channels)?;
             let dims = *dims;
-            mem.with_overwrite(&[*y], &[*x, *slope], |o, i| {
-                let (x, slope) = (i[0], i[1]);
-                for_rows(o[0], dims.inner, |r, row| {
-                    let a = slope[r % dims.channels];
-                    let xr = &x[r * dims.inner..(r + 1) * dims.inner];
-                    row.iter_mut()
-                        .zip(xr)
-                        .for_each(|(o, &v)| *o = v.max(0.0) + a * v.min(0.0));
-                });
+            mem.with_pointwise(&[*y], &[*x, *slope], |io, _, i| {
+                let slope = i[0];
+                io.map_rows(
+                    dims.inner,
+                    None,
+                    |r| slope[r % dims.channels],
+                    |a, _, v| v.max(0.0) + a * v.min(0.0),
+                );
             });
         }
         ElementwiseKernel::PReluBackward {
@@ -601,15 +687,14 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
             check_len(&[*x, *dy, *dx], dims.count())?;
             check_len(&[*slope], dims.channels)?;
             let dims = *dims;
-            mem.with_overwrite(&[*dx], &[*x, *slope, *dy], |o, i| {
-                let (x, slope, dy) = (i[0], i[1], i[2]);
-                for_rows(o[0], dims.inner, |r, row| {
-                    let a = slope[r % dims.channels];
-                    let range = r * dims.inner..(r + 1) * dims.inner;
-                    for ((o, &v), &d) in row.iter_mut().zip(&x[range.clone()]).zip(&dy[range]) {
-                        *o = d * (step(v > 0.0) + a * step(v <= 0.0));
-                    }
-                });
+            mem.with_pointwise(&[*dx], &[*dy, *x, *slope], |io, _, i| {
+                let (x, slope) = (i[0], i[1]);
+                io.map_rows(
+                    dims.inner,
+                    Some(x),
+                    |r| slope[r % dims.channels],
+                    |a, v, d| d * (step(v > 0.0) + a * step(v <= 0.0)),
+                );
             });
         }
         ElementwiseKernel::Dropout {
@@ -622,14 +707,10 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
             check_len(&[*x], y.len)?;
             // dropout_keep with the seed's hash and the threshold hoisted out of the loop.
             let (base, threshold, scale) = (pcg_hash(*seed), dropout_threshold(*ratio), *scale);
-            mem.with_overwrite(&[*y], &[*x], |o, i| {
-                let x = i[0];
-                for_chunks(o[0], |s, yc| {
-                    let n = yc.len();
-                    for (k, (o, &v)) in yc.iter_mut().zip(&x[s..s + n]).enumerate() {
-                        let keep = pcg_hash(((s + k) as u32).wrapping_add(base)) >> 8 >= threshold;
-                        *o = if keep { v * scale } else { 0.0 };
-                    }
+            mem.with_pointwise(&[*y], &[*x], |io, _, _| {
+                io.map1_at(|k, v| {
+                    let keep = pcg_hash((k as u32).wrapping_add(base)) >> 8 >= threshold;
+                    if keep { v * scale } else { 0.0 }
                 });
             });
         }
@@ -749,6 +830,171 @@ mod tests {
         }
         assert_eq!(dropout_threshold(0.0), 0);
         assert_eq!(dropout_threshold(0.5), 1 << 23);
+    }
+
+    /// Every point-wise kernel gives the same numbers in place (output view == its input view)
+    /// as apart, on tensors big enough for the parallel path.
+    #[test]
+    fn in_place_kernels_match_apart() {
+        use crate::engine::kernels::norm::{EpsMode, NormKernel};
+        let dims = ChannelDims::new(3, 5, PAR_MIN / 4 + 7);
+        let n = dims.count();
+        let values = |seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 - 1000.0) / 250.0)
+                .collect()
+        };
+        let per_channel = [0.5, -1.5, 2.0, 0.25, 1.0];
+        let positive = [0.5, 1.5, 2.0, 0.25, 1.0];
+        // Builds the kernel from (x, y, other tensors), where y may be x.
+        type Build = fn(ChannelDims, View, View, &[View]) -> Kernel;
+        let cases: Vec<(&str, Build)> = vec![
+            ("relu", |_, x, y, _| {
+                Kernel::Elementwise(ElementwiseKernel::Unary {
+                    op: UnaryOp::Relu {
+                        negative_slope: 0.1,
+                    },
+                    x,
+                    y,
+                })
+            }),
+            ("relu backward", |_, dy, dx, o| {
+                Kernel::Elementwise(ElementwiseKernel::UnaryBackward {
+                    op: UnaryOp::Relu {
+                        negative_slope: 0.1,
+                    },
+                    x: o[0],
+                    y: o[0],
+                    dy,
+                    dx,
+                })
+            }),
+            ("sigmoid backward", |_, dy, dx, o| {
+                Kernel::Elementwise(ElementwiseKernel::UnaryBackward {
+                    op: UnaryOp::Sigmoid,
+                    x: o[0],
+                    y: o[1],
+                    dy,
+                    dx,
+                })
+            }),
+            ("swish backward", |_, dy, dx, o| {
+                Kernel::Elementwise(ElementwiseKernel::UnaryBackward {
+                    op: UnaryOp::Swish { beta: 1.5 },
+                    x: o[0],
+                    y: o[1],
+                    dy,
+                    dx,
+                })
+            }),
+            ("scale and bias", |dims, x, y, o| {
+                Kernel::Elementwise(ElementwiseKernel::ChannelAffine {
+                    dims,
+                    x,
+                    scale: Some(o[2]),
+                    bias: Some(o[3]),
+                    y,
+                })
+            }),
+            ("scale", |dims, x, y, o| {
+                Kernel::Elementwise(ElementwiseKernel::ChannelAffine {
+                    dims,
+                    x,
+                    scale: Some(o[2]),
+                    bias: None,
+                    y,
+                })
+            }),
+            ("bias", |dims, x, y, o| {
+                Kernel::Elementwise(ElementwiseKernel::ChannelAffine {
+                    dims,
+                    x,
+                    scale: None,
+                    bias: Some(o[3]),
+                    y,
+                })
+            }),
+            ("prelu", |dims, x, y, o| {
+                Kernel::Elementwise(ElementwiseKernel::PRelu {
+                    dims,
+                    x,
+                    slope: o[2],
+                    y,
+                })
+            }),
+            ("prelu backward", |dims, dy, dx, o| {
+                Kernel::Elementwise(ElementwiseKernel::PReluBackward {
+                    dims,
+                    x: o[0],
+                    slope: o[2],
+                    dy,
+                    dx,
+                })
+            }),
+            ("dropout", |_, x, y, _| {
+                Kernel::Elementwise(ElementwiseKernel::Dropout {
+                    seed: 7,
+                    ratio: 0.4,
+                    scale: 1.0 / 0.6,
+                    x,
+                    y,
+                })
+            }),
+            ("normalize", |dims, x, y, o| {
+                Kernel::Norm(NormKernel::Normalize {
+                    dims,
+                    eps: 1e-5,
+                    eps_mode: EpsMode::SqrtVarPlusEps,
+                    x,
+                    mean: o[2],
+                    var: Some(o[4]),
+                    std: Some(o[5]),
+                    y,
+                })
+            }),
+            ("center", |dims, x, y, o| {
+                Kernel::Norm(NormKernel::Normalize {
+                    dims,
+                    eps: 1e-5,
+                    eps_mode: EpsMode::SqrtVarPlusEps,
+                    x,
+                    mean: o[2],
+                    var: None,
+                    std: None,
+                    y,
+                })
+            }),
+        ];
+        for (name, build) in cases {
+            let mut results = Vec::new();
+            for in_place in [false, true] {
+                let mut eng = CpuEngine::new();
+                let others = [
+                    upload(&mut eng, &values(1)),
+                    upload(
+                        &mut eng,
+                        &values(2).iter().map(|v| v.tanh()).collect::<Vec<_>>(),
+                    ),
+                    upload(&mut eng, &per_channel),
+                    upload(&mut eng, &per_channel.map(|v| v * 0.1)),
+                    upload(&mut eng, &positive),
+                    upload(&mut eng, &[0.0; 5]),
+                ];
+                let x = upload(&mut eng, &values(3));
+                let y = if in_place {
+                    x
+                } else {
+                    upload(&mut eng, &vec![f32::NAN; n])
+                };
+                eng.launch(&build(dims, x, y, &others)).unwrap();
+                results.push((eng.download(y), eng.download(others[5])));
+            }
+            assert!(
+                results[0] == results[1],
+                "{name}: in place differs from apart"
+            );
+            assert!(results[0].0.iter().all(|v| v.is_finite()), "{name}");
+        }
     }
 
     #[test]

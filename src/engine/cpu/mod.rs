@@ -11,6 +11,7 @@ mod transfer;
 mod winograd;
 
 use crate::engine::{Engine, Kernel, TensorId, View};
+use elementwise::Io;
 
 /// Host memory of the CPU engine: one Vec per tensor.
 #[derive(Default)]
@@ -99,6 +100,37 @@ impl Memory {
             self.spare.push(buf);
         }
         result
+    }
+
+    /// Runs a point-wise kernel whose first output is computed element by element from its first
+    /// input (`f` gets them as an [`Io`], then the other outputs and inputs). When the two are the
+    /// same view (an in-place layer), `f` works in that memory: no copy, no second buffer.
+    fn with_pointwise<R>(
+        &mut self,
+        outs: &[View],
+        ins: &[View],
+        f: impl FnOnce(Io, &mut [&mut [f32]], &[&[f32]]) -> R,
+    ) -> R {
+        let (out, last) = (outs[0], ins[0]);
+        let others_apart = outs[1..].iter().chain(&ins[1..]).all(|v| v.id != out.id);
+        if out == last && others_apart {
+            self.with(outs, &ins[1..], |o, i| {
+                let (first, rest) = o.split_at_mut(1);
+                f(Io::InPlace(first[0]), rest, i)
+            })
+        } else {
+            self.with_overwrite(outs, ins, |o, i| {
+                let (first, rest) = o.split_at_mut(1);
+                f(
+                    Io::Apart {
+                        out: first[0],
+                        last: i[0],
+                    },
+                    rest,
+                    &i[1..],
+                )
+            })
+        }
     }
 
     /// Runs `f` with mutable slices for `outs` and shared slices for `ins`.

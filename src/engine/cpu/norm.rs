@@ -145,28 +145,28 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
             match (var, std) {
                 (Some(var), Some(std)) => {
                     check_len(&[*var, *std], dims.channels)?;
-                    mem.with_overwrite(&[*y, *std], &[*x, *mean, *var], |o, i| {
-                        let (x, mean, var) = (i[0], i[1], i[2]);
-                        let (yo, so) = o.split_at_mut(1);
-                        for (s, &v) in so[0].iter_mut().zip(var) {
+                    mem.with_pointwise(&[*y, *std], &[*x, *mean, *var], |io, o, i| {
+                        let (mean, var) = (i[0], i[1]);
+                        for (s, &v) in o[0].iter_mut().zip(var) {
                             *s = std_of(v, eps, mode);
                         }
-                        let std: &[f32] = so[0];
-                        for_rows(yo[0], dims.inner, |r, row| {
-                            let c = r % dims.channels;
-                            let (m, s) = (mean[c], std[c]);
-                            let xr = &x[r * dims.inner..(r + 1) * dims.inner];
-                            row.iter_mut().zip(xr).for_each(|(o, &v)| *o = (v - m) / s);
-                        });
+                        let std: &[f32] = o[0];
+                        io.map_rows(
+                            dims.inner,
+                            None,
+                            |r| (mean[r % dims.channels], std[r % dims.channels]),
+                            |(m, s), _, v| (v - m) / s,
+                        );
                     });
                 }
-                (None, None) => mem.with_overwrite(&[*y], &[*x, *mean], |o, i| {
-                    let (x, mean) = (i[0], i[1]);
-                    for_rows(o[0], dims.inner, |r, row| {
-                        let m = mean[r % dims.channels];
-                        let xr = &x[r * dims.inner..(r + 1) * dims.inner];
-                        row.iter_mut().zip(xr).for_each(|(o, &v)| *o = v - m);
-                    });
+                (None, None) => mem.with_pointwise(&[*y], &[*x, *mean], |io, _, i| {
+                    let mean = i[0];
+                    io.map_rows(
+                        dims.inner,
+                        None,
+                        |r| mean[r % dims.channels],
+                        |m, _, v| v - m,
+                    );
                 }),
                 _ => anyhow::bail!("Normalize needs both var and std, or neither"),
             }
