@@ -2,8 +2,10 @@ use anyhow::{Result, ensure};
 use rayon::prelude::*;
 
 use super::Memory;
+use super::blas::sgemm;
 use crate::engine::View;
-use crate::engine::kernels::conv::{ConvKernel, Im2col, Winograd};
+use crate::engine::kernels::blas::Gemm;
+use crate::engine::kernels::conv::{ConvKernel, Im2col};
 
 /// Spatial axes im2col handles (Caffe's GPU im2col stops at 10 axes in all).
 const MAX_AXES: usize = 8;
@@ -27,13 +29,13 @@ pub fn run(kernel: &ConvKernel, mem: &mut Memory) -> Result<()> {
                         .enumerate()
                         .for_each(|(b, col_b)| {
                             let im_b = &i[0][b * k.im_stride..][..k.im_len()];
-                            im2col_image(&geo, im_b, &mut col_b[..k.col_len()]);
+                            im2col_image(&geo, im_b, &mut col_b[..k.col_len()], true);
                         });
                 } else {
                     for b in 0..k.batch {
                         let im_b = &i[0][b * k.im_stride..][..k.im_len()];
                         let col_b = &mut o[0][b * k.col_stride..][..k.col_len()];
-                        im2col_image(&geo, im_b, col_b);
+                        im2col_image(&geo, im_b, col_b, true);
                     }
                 }
             });
@@ -47,13 +49,13 @@ pub fn run(kernel: &ConvKernel, mem: &mut Memory) -> Result<()> {
                         .enumerate()
                         .for_each(|(b, im_b)| {
                             let col_b = &i[0][b * k.col_stride..][..k.col_len()];
-                            col2im_image(&geo, col_b, &mut im_b[..k.im_len()]);
+                            col2im_image(&geo, col_b, &mut im_b[..k.im_len()], true);
                         });
                 } else {
                     for b in 0..k.batch {
                         let col_b = &i[0][b * k.col_stride..][..k.col_len()];
                         let im_b = &mut o[0][b * k.im_stride..][..k.im_len()];
-                        col2im_image(&geo, col_b, im_b);
+                        col2im_image(&geo, col_b, im_b, true);
                     }
                 }
             });
@@ -237,17 +239,17 @@ fn row_index(v: f32, rows: usize) -> usize {
 /// Runs a whole convolution's forward or data gradient by Winograd when it qualifies
 /// ([`crate::engine::kernels::conv::ConvGemm::winograd`]); returns whether it did.
 pub(super) fn run_winograd(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool> {
-    let (g, k) = match kernel {
-        ConvKernel::ConvForward(g) => (g, g.winograd(false)),
-        ConvKernel::ConvBackwardData(g) => (g, g.winograd(true)),
+    let (g, adjoint) = match kernel {
+        ConvKernel::ConvForward(g) => (g, false),
+        ConvKernel::ConvBackwardData(g) => (g, true),
         _ => return Ok(false),
     };
-    let Some(k) = k else {
+    g.check()?;
+    let Some(k) = g.winograd(adjoint) else {
         return Ok(false);
     };
-    g.check()?;
-    let (input, weight, output) = winograd_spans(&k)?;
-    mem.with(&[output], &[input, weight], |o, i| {
+    let output = k.output;
+    mem.with(&[output], &[k.input, k.weight], |o, i| {
         super::winograd::forward(&k, i[0], i[1], o[0])
     });
     if let (ConvKernel::ConvForward(_), Some(bias)) = (kernel, g.bias) {
@@ -265,41 +267,143 @@ pub(super) fn run_winograd(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool
     Ok(true)
 }
 
-/// The views of a Winograd convolution, checked against its geometry.
-fn winograd_spans(k: &Winograd) -> Result<(View, View, View)> {
-    let [h, w] = k.in_shape;
-    let [oh, ow] = k.out_shape;
-    ensure!(
-        k.groups > 0
-            && k.in_channels.is_multiple_of(k.groups)
-            && k.out_channels.is_multiple_of(k.groups),
-        "winograd: {} and {} channels do not split into {} groups",
-        k.in_channels,
-        k.out_channels,
-        k.groups
+/// Runs a whole convolution (forward, data gradient or weight gradient) one image at a time per
+/// core: each core forms an image's columns in its own slot of the column scratch and multiplies
+/// them right away, while they are in its cache (the composed path writes a whole chunk's columns
+/// first and reads them back after). Returns whether it ran: it needs columns (not 1x1), and at
+/// least two images and two column slots.
+pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool> {
+    let g = match kernel {
+        ConvKernel::ConvForward(g)
+        | ConvKernel::ConvBackwardData(g)
+        | ConvKernel::ConvWeightGrad(g) => g,
+        _ => return Ok(false),
+    };
+    let slots = g.chunk().min(rayon::current_num_threads());
+    if g.is_1x1() || slots < 2 || g.batch < 2 {
+        return Ok(false);
+    }
+    g.check()?;
+    let geo = Geo::new(&g.im2col(0, 1))?;
+    let (in_len, out_len, col_len) = (g.im_len(), g.out_len(), g.col_len());
+    let (kd, s, og, groups) = (
+        g.kernel_dim(),
+        g.out_spatial(),
+        g.out_channels / g.group,
+        g.group,
     );
-    ensure!(
-        oh + 2 == h + 2 * k.pad[0] && ow + 2 == w + 2 * k.pad[1],
-        "winograd: output {oh}x{ow} is not a 3x3 convolution of {h}x{w} with padding {:?}",
-        k.pad
+    let (im, out) = (
+        g.im.slice(0, g.batch * in_len),
+        g.out.slice(0, g.batch * out_len),
     );
-    let (in_len, out_len) = (
-        k.batch * k.in_channels * h * w,
-        k.batch * k.out_channels * oh * ow,
-    );
-    let weight_len = k.in_channels * k.out_channels / k.groups * 9;
-    ensure!(
-        k.input.len >= in_len && k.output.len >= out_len && k.weight.len >= weight_len,
-        "winograd: views too short ({}, {}, {}) for {in_len}, {weight_len}, {out_len}",
-        k.input.len,
-        k.weight.len,
-        k.output.len
-    );
-    Ok((
-        k.input.slice(0, in_len),
-        k.weight.slice(0, weight_len),
-        k.output.slice(0, out_len),
-    ))
+    let weight = g.weight.slice(0, g.out_channels * kd);
+    let col = g.col.slice(0, slots * col_len);
+    // Images per slot.
+    let per = g.batch.div_ceil(slots);
+    // One group's product on this core (the views only describe the operands).
+    let product = |trans: (bool, bool), (m, n, k), beta, a: &[f32], b: &[f32], c: &mut [f32]| {
+        let op = Gemm::single(trans.0, trans.1, m, n, k, 1.0, weight, col, beta, out);
+        sgemm(&op, a, b, c, false);
+    };
+    let (w_group, col_group, out_group) = (og * kd, kd * s, og * s);
+    match kernel {
+        ConvKernel::ConvForward(_) => {
+            let mut ins = vec![im, weight];
+            ins.extend(g.bias.map(|b| b.slice(0, g.out_channels)));
+            mem.with(&[out, col], &ins, |o, i| {
+                let (outs, cols) = o.split_at_mut(1);
+                let (im, w, bias) = (i[0], i[1], i.get(2));
+                outs[0]
+                    .par_chunks_mut(per * out_len)
+                    .zip(cols[0].par_chunks_mut(col_len))
+                    .enumerate()
+                    .for_each(|(j, (outs, col))| {
+                        for (n, out) in outs.chunks_mut(out_len).enumerate() {
+                            let image = j * per + n;
+                            im2col_image(&geo, &im[image * in_len..][..in_len], col, false);
+                            for gi in 0..groups {
+                                product(
+                                    (false, false),
+                                    (og, s, kd),
+                                    0.0,
+                                    &w[gi * w_group..][..w_group],
+                                    &col[gi * col_group..][..col_group],
+                                    &mut out[gi * out_group..][..out_group],
+                                );
+                            }
+                            if let Some(bias) = bias {
+                                for (row, &b) in out.chunks_mut(s).zip(bias.iter()) {
+                                    row.iter_mut().for_each(|v| *v += b);
+                                }
+                            }
+                        }
+                    });
+            });
+        }
+        ConvKernel::ConvBackwardData(_) => {
+            mem.with(&[im, col], &[weight, out], |o, i| {
+                let (ims, cols) = o.split_at_mut(1);
+                let (w, dy) = (i[0], i[1]);
+                ims[0]
+                    .par_chunks_mut(per * in_len)
+                    .zip(cols[0].par_chunks_mut(col_len))
+                    .enumerate()
+                    .for_each(|(j, (ims, col))| {
+                        for (n, im) in ims.chunks_mut(in_len).enumerate() {
+                            let dy = &dy[(j * per + n) * out_len..][..out_len];
+                            for gi in 0..groups {
+                                product(
+                                    (true, false),
+                                    (kd, s, og),
+                                    0.0,
+                                    &w[gi * w_group..][..w_group],
+                                    &dy[gi * out_group..][..out_group],
+                                    &mut col[gi * col_group..][..col_group],
+                                );
+                            }
+                            col2im_image(&geo, col, im, false);
+                        }
+                    });
+            });
+        }
+        _ => {
+            let blocks = g.batch.div_ceil(per);
+            mem.with(&[weight, col], &[im, out], |o, i| {
+                let (wd, cols) = o.split_at_mut(1);
+                let (im, dy) = (i[0], i[1]);
+                // Each slot sums its images' products; the weight diff then gets the sums.
+                let shares: Vec<Vec<f32>> = cols[0]
+                    .par_chunks_mut(col_len)
+                    .take(blocks)
+                    .enumerate()
+                    .map(|(j, col)| {
+                        let mut acc = vec![0f32; wd[0].len()];
+                        for image in j * per..((j + 1) * per).min(g.batch) {
+                            im2col_image(&geo, &im[image * in_len..][..in_len], col, false);
+                            let dy = &dy[image * out_len..][..out_len];
+                            for gi in 0..groups {
+                                product(
+                                    (false, true),
+                                    (og, kd, s),
+                                    1.0,
+                                    &dy[gi * out_group..][..out_group],
+                                    &col[gi * col_group..][..col_group],
+                                    &mut acc[gi * w_group..][..w_group],
+                                );
+                            }
+                        }
+                        acc
+                    })
+                    .collect();
+                for share in &shares {
+                    for (d, v) in wd[0].iter_mut().zip(share) {
+                        *d += v;
+                    }
+                }
+            });
+        }
+    }
+    Ok(true)
 }
 
 fn spans(k: &Im2col) -> Result<(View, View)> {
@@ -433,7 +537,38 @@ impl Geo {
     }
 }
 
-fn im2col_image(g: &Geo, im: &[f32], col: &mut [f32]) {
+/// `dst.copy_from_slice(src)` for the short lines of small images, where a call to memmove
+/// costs more than the copy: fixed-size blocks (the last one overlapping) copy inline.
+#[inline(always)]
+fn copy_line(dst: &mut [f32], src: &[f32]) {
+    fn block<const N: usize>(dst: &mut [f32], src: &[f32], at: usize) {
+        let d: &mut [f32; N] = (&mut dst[at..at + N]).try_into().unwrap();
+        *d = src[at..at + N].try_into().unwrap();
+    }
+    let n = dst.len();
+    assert_eq!(n, src.len());
+    match n {
+        64.. => dst.copy_from_slice(src),
+        8.. => {
+            for at in (0..n - 7).step_by(8) {
+                block::<8>(dst, src, at);
+            }
+            block::<8>(dst, src, n - 8);
+        }
+        4.. => {
+            block::<4>(dst, src, 0);
+            block::<4>(dst, src, n - 4);
+        }
+        2.. => {
+            block::<2>(dst, src, 0);
+            block::<2>(dst, src, n - 2);
+        }
+        1 => dst[0] = src[0],
+        0 => {}
+    }
+}
+
+fn im2col_image(g: &Geo, im: &[f32], col: &mut [f32], parallel: bool) {
     if g.cols == 0 || col.is_empty() {
         return;
     }
@@ -447,15 +582,19 @@ fn im2col_image(g: &Geo, im: &[f32], col: &mut [f32]) {
             match base {
                 None => dst.fill(0.0),
                 Some(base) => {
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
+                    if lo > 0 {
+                        dst[..lo].fill(0.0);
+                    }
+                    if hi < ow {
+                        dst[hi..].fill(0.0);
+                    }
                     if hi == lo {
                         return;
                     }
                     let first = (base as isize + (lo * s) as isize + off) as usize;
                     let n = hi - lo;
                     if s == 1 {
-                        dst[lo..hi].copy_from_slice(&plane[first..first + n]);
+                        copy_line(&mut dst[lo..hi], &plane[first..first + n]);
                     } else if s == 2 {
                         // Pairs vectorise (even lanes of two loads); step_by does not.
                         let pairs = plane[first..first + 2 * (n - 1)].chunks_exact(2);
@@ -472,7 +611,7 @@ fn im2col_image(g: &Geo, im: &[f32], col: &mut [f32]) {
             }
         });
     };
-    if col.len() < 2 * GRAIN {
+    if !parallel || col.len() < 2 * GRAIN {
         col.chunks_mut(g.cols)
             .enumerate()
             .for_each(|(r, row)| fill_row(r, row));
@@ -485,7 +624,7 @@ fn im2col_image(g: &Geo, im: &[f32], col: &mut [f32]) {
     }
 }
 
-fn col2im_image(g: &Geo, col: &[f32], im: &mut [f32]) {
+fn col2im_image(g: &Geo, col: &[f32], im: &mut [f32], parallel: bool) {
     if g.plane == 0 || im.is_empty() {
         return;
     }
@@ -515,7 +654,7 @@ fn col2im_image(g: &Geo, col: &[f32], im: &mut [f32]) {
             });
         }
     };
-    if g.channels * g.kprod * g.cols < 2 * GRAIN {
+    if !parallel || g.channels * g.kprod * g.cols < 2 * GRAIN {
         im.chunks_mut(g.plane)
             .enumerate()
             .for_each(|(c, p)| fill_plane(c, p));
@@ -523,5 +662,20 @@ fn col2im_image(g: &Geo, col: &[f32], im: &mut [f32]) {
         im.par_chunks_mut(g.plane)
             .enumerate()
             .for_each(|(c, p)| fill_plane(c, p));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_line;
+
+    #[test]
+    fn copy_line_copies_every_length() {
+        for n in 0..80 {
+            let src: Vec<f32> = (0..n).map(|v| v as f32 + 0.5).collect();
+            let mut dst = vec![f32::NAN; n];
+            copy_line(&mut dst, &src);
+            assert_eq!(dst, src, "length {n}");
+        }
     }
 }

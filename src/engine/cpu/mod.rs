@@ -261,7 +261,10 @@ impl Engine for CpuEngine {
             if self.winograd && conv::run_winograd(k, &mut self.mem)? {
                 return Ok(());
             }
-            // Whole convolutions: im2col / col2im and products, as the layers used to launch them.
+            if conv::run_per_image(k, &mut self.mem)? {
+                return Ok(());
+            }
+            // One image or a 1x1 convolution: im2col / col2im and products on all cores.
             return crate::engine::kernels::conv::run_composed(self, k);
         }
         let mem = &mut self.mem;

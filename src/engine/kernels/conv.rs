@@ -173,7 +173,8 @@ impl ConvGemm {
     /// This convolution's forward (or, when `adjoint`, its data gradient) as a [`Winograd`]
     /// convolution, when it is 2-D, 3x3, stride 1, undilated, with at least
     /// [`WINOGRAD_MIN_CHANNELS`] channels per group on both sides (the gradient also needs
-    /// padding of at most 2).
+    /// padding of at most 2). The views are cut to the lengths
+    /// [`ConvGemm::check`] checks, which must have passed.
     pub fn winograd(&self, adjoint: bool) -> Option<Winograd> {
         let eligible = self.im_shape.len() == 2
             && self.col_shape.len() == 2
@@ -183,7 +184,10 @@ impl ConvGemm {
             && self.group > 0
             && self.channels / self.group >= WINOGRAD_MIN_CHANNELS
             && self.out_channels / self.group >= WINOGRAD_MIN_CHANNELS
-            && (!adjoint || self.pad.iter().all(|&p| p <= 2));
+            && self.pad.len() == 2
+            && (!adjoint || self.pad.iter().all(|&p| p <= 2))
+            // The geometry of a 3x3 stride-1 convolution, which the tiling relies on.
+            && (0..2).all(|d| self.col_shape[d] + 2 == self.im_shape[d] + 2 * self.pad[d]);
         if !eligible {
             return None;
         }
