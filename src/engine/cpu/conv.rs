@@ -478,6 +478,30 @@ impl Geo {
         Ok(g)
     }
 
+    /// The positions `lo..hi` of a line (last axis) that read the image for the kernel offset
+    /// `off` along that axis; the others are padding.
+    fn line_span(&self, off: isize) -> (usize, usize) {
+        let last = self.im.len() - 1;
+        let (w, ow, s) = (
+            self.im[last] as isize,
+            self.out[last],
+            self.stride[last] as isize,
+        );
+        let lo = if off >= 0 {
+            0
+        } else {
+            ((-off + s - 1) / s) as usize
+        }
+        .min(ow);
+        let hi = if w - off <= 0 {
+            0
+        } else {
+            ((w - off + s - 1) / s) as usize
+        }
+        .clamp(lo, ow);
+        (lo, hi)
+    }
+
     /// Calls `f(col_line_start, im_line_start, lo, hi, off)` for every line (fixed outer output
     /// position) of the kernel offset `kpos`: positions `lo..hi` of the line read
     /// `im[im_line_start + pos * stride + off]`, the others are padding. `im_line_start` is None when
@@ -492,24 +516,9 @@ impl Geo {
             kidx[a] = rest % self.kernel[a];
             rest /= self.kernel[a];
         }
-        let (w, ow, s) = (
-            self.im[last] as isize,
-            self.out[last],
-            self.stride[last] as isize,
-        );
+        let ow = self.out[last];
         let off = (kidx[last] * self.dilation[last]) as isize - self.pad[last] as isize;
-        let lo = if off >= 0 {
-            0
-        } else {
-            ((-off + s - 1) / s) as usize
-        }
-        .min(ow);
-        let hi = if w - off <= 0 {
-            0
-        } else {
-            ((w - off + s - 1) / s) as usize
-        }
-        .clamp(lo, ow);
+        let (lo, hi) = self.line_span(off);
         let lines: usize = self.out[..last].iter().product();
         let mut oidx = [0usize; MAX_AXES];
         for line in 0..lines {
@@ -568,50 +577,66 @@ fn copy_line(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// Writes one line of columns: positions `lo..hi` read `plane[base + pos * s + off]`, the others
+/// (and the whole line when `base` is None) are padding.
+#[inline(always)]
+fn fill_line(
+    dst: &mut [f32],
+    plane: &[f32],
+    base: Option<usize>,
+    (lo, hi): (usize, usize),
+    off: isize,
+    s: usize,
+) {
+    let Some(base) = base else {
+        dst.fill(0.0);
+        return;
+    };
+    if lo > 0 {
+        dst[..lo].fill(0.0);
+    }
+    if hi < dst.len() {
+        dst[hi..].fill(0.0);
+    }
+    if hi == lo {
+        return;
+    }
+    let first = (base as isize + (lo * s) as isize + off) as usize;
+    let n = hi - lo;
+    if s == 1 {
+        copy_line(&mut dst[lo..hi], &plane[first..first + n]);
+    } else if s == 2 {
+        // Pairs vectorise (even lanes of two loads); step_by does not.
+        let pairs = plane[first..first + 2 * (n - 1)].chunks_exact(2);
+        for (v, pair) in dst[lo..hi - 1].iter_mut().zip(pairs) {
+            *v = pair[0];
+        }
+        dst[hi - 1] = plane[first + 2 * (n - 1)];
+    } else {
+        for (v, x) in dst[lo..hi].iter_mut().zip(plane[first..].iter().step_by(s)) {
+            *v = *x;
+        }
+    }
+}
+
 fn im2col_image(g: &Geo, im: &[f32], col: &mut [f32], parallel: bool) {
     if g.cols == 0 || col.is_empty() {
         return;
     }
     let s = g.stride[g.stride.len() - 1];
     let ow = g.out[g.out.len() - 1];
+    let parallel = parallel && col.len() >= 2 * GRAIN;
+    if g.im.len() == 2 {
+        return im2col_image_2d(g, im, col, parallel);
+    }
     let fill_row = |r: usize, row: &mut [f32]| {
         let c = r / g.kprod;
         let plane = &im[c * g.plane..][..g.plane];
         g.lines(r % g.kprod, |start, base, lo, hi, off| {
-            let dst = &mut row[start..start + ow];
-            match base {
-                None => dst.fill(0.0),
-                Some(base) => {
-                    if lo > 0 {
-                        dst[..lo].fill(0.0);
-                    }
-                    if hi < ow {
-                        dst[hi..].fill(0.0);
-                    }
-                    if hi == lo {
-                        return;
-                    }
-                    let first = (base as isize + (lo * s) as isize + off) as usize;
-                    let n = hi - lo;
-                    if s == 1 {
-                        copy_line(&mut dst[lo..hi], &plane[first..first + n]);
-                    } else if s == 2 {
-                        // Pairs vectorise (even lanes of two loads); step_by does not.
-                        let pairs = plane[first..first + 2 * (n - 1)].chunks_exact(2);
-                        for (v, pair) in dst[lo..hi - 1].iter_mut().zip(pairs) {
-                            *v = pair[0];
-                        }
-                        dst[hi - 1] = plane[first + 2 * (n - 1)];
-                    } else {
-                        for (v, x) in dst[lo..hi].iter_mut().zip(plane[first..].iter().step_by(s)) {
-                            *v = *x;
-                        }
-                    }
-                }
-            }
+            fill_line(&mut row[start..start + ow], plane, base, (lo, hi), off, s);
         });
     };
-    if !parallel || col.len() < 2 * GRAIN {
+    if !parallel {
         col.chunks_mut(g.cols)
             .enumerate()
             .for_each(|(r, row)| fill_row(r, row));
@@ -621,6 +646,53 @@ fn im2col_image(g: &Geo, im: &[f32], col: &mut [f32], parallel: bool) {
             .with_min_len(min)
             .enumerate()
             .for_each(|(r, row)| fill_row(r, row));
+    }
+}
+
+/// [`im2col_image`] for 2-D images, the common case: the line spans of each kernel column are
+/// computed once per image, and the serial path walks (channel, kernel row, kernel column) without
+/// divisions (small images have rows of a few dozen elements, where those costs showed).
+fn im2col_image_2d(g: &Geo, im: &[f32], col: &mut [f32], parallel: bool) {
+    let (h, w) = (g.im[0], g.im[1]);
+    let (oh, ow) = (g.out[0], g.out[1]);
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let spans: Vec<(isize, (usize, usize))> = (0..kw)
+        .map(|j| {
+            let off = (j * g.dilation[1]) as isize - g.pad[1] as isize;
+            (off, g.line_span(off))
+        })
+        .collect();
+    let fill_row = |c: usize, i: usize, j: usize, row: &mut [f32]| {
+        let plane = &im[c * g.plane..][..g.plane];
+        let (off, span) = spans[j];
+        let top = (i * g.dilation[0]) as isize - g.pad[0] as isize;
+        for (y, dst) in row.chunks_exact_mut(ow).take(oh).enumerate() {
+            let ih = (y * g.stride[0]) as isize + top;
+            let base = (ih >= 0 && ih < h as isize).then(|| ih as usize * w);
+            fill_line(dst, plane, base, span, off, g.stride[1]);
+        }
+    };
+    if parallel {
+        let min = (GRAIN / g.cols).max(1);
+        col.par_chunks_mut(g.cols)
+            .with_min_len(min)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let kpos = r % g.kprod;
+                fill_row(r / g.kprod, kpos / kw, kpos % kw, row);
+            });
+    } else {
+        let mut rows = col.chunks_mut(g.cols);
+        for c in 0..g.channels {
+            for i in 0..kh {
+                for j in 0..kw {
+                    match rows.next() {
+                        Some(row) => fill_row(c, i, j, row),
+                        None => return,
+                    }
+                }
+            }
+        }
     }
 }
 
