@@ -22,10 +22,33 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn tmp(name: &str) -> PathBuf {
+/// A file path in this test process's temp directory; the file is removed when the value is
+/// dropped (at the end of the test). The directory stays: tests running in parallel share it.
+struct TmpFile(PathBuf);
+
+impl std::ops::Deref for TmpFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TmpFile {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn tmp(name: &str) -> TmpFile {
     let dir = std::env::temp_dir().join(format!("caffe-rs-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    TmpFile(dir.join(name))
 }
 
 fn prototxts(dir: &Path, out: &mut Vec<PathBuf>) {
