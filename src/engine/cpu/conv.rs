@@ -603,20 +603,29 @@ fn fill_line(
     }
     let first = (base as isize + (lo * s) as isize + off) as usize;
     let n = hi - lo;
-    if s == 1 {
-        copy_line(&mut dst[lo..hi], &plane[first..first + n]);
-    } else if s == 2 {
-        // Pairs vectorise (even lanes of two loads); step_by does not.
-        let pairs = plane[first..first + 2 * (n - 1)].chunks_exact(2);
-        for (v, pair) in dst[lo..hi - 1].iter_mut().zip(pairs) {
-            *v = pair[0];
-        }
-        dst[hi - 1] = plane[first + 2 * (n - 1)];
-    } else {
-        for (v, x) in dst[lo..hi].iter_mut().zip(plane[first..].iter().step_by(s)) {
-            *v = *x;
+    let (dst, src) = (&mut dst[lo..hi], &plane[first..first + (n - 1) * s + 1]);
+    match s {
+        1 => copy_line(dst, src),
+        2 => copy_strided::<2>(dst, src),
+        3 => copy_strided::<3>(dst, src),
+        4 => copy_strided::<4>(dst, src),
+        _ => {
+            for (v, x) in dst.iter_mut().zip(src.iter().step_by(s)) {
+                *v = *x;
+            }
         }
     }
+}
+
+/// dst[i] = src[i * S]: fixed-size chunks compile to straight loads (and vectorise for S = 2);
+/// step_by does neither. `src` ends at the last element read.
+#[inline(always)]
+fn copy_strided<const S: usize>(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    for (v, chunk) in dst[..n - 1].iter_mut().zip(src.chunks_exact(S)) {
+        *v = chunk[0];
+    }
+    dst[n - 1] = src[(n - 1) * S];
 }
 
 fn im2col_image(g: &Geo, im: &[f32], col: &mut [f32], parallel: bool) {
@@ -740,6 +749,18 @@ fn col2im_image(g: &Geo, col: &[f32], im: &mut [f32], parallel: bool) {
 #[cfg(test)]
 mod tests {
     use super::copy_line;
+
+    #[test]
+    fn copy_strided_takes_every_sth() {
+        for n in 1..20 {
+            let src: Vec<f32> = (0..(n - 1) * 4 + 1).map(|v| v as f32).collect();
+            let mut dst = vec![f32::NAN; n];
+            super::copy_strided::<4>(&mut dst, &src);
+            assert_eq!(dst, (0..n).map(|i| (4 * i) as f32).collect::<Vec<_>>());
+            super::copy_strided::<3>(&mut dst, &src[..(n - 1) * 3 + 1]);
+            assert_eq!(dst, (0..n).map(|i| (3 * i) as f32).collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn copy_line_copies_every_length() {
