@@ -373,6 +373,16 @@ pub struct WeightsFile {
 }
 
 impl WeightsFile {
+    /// Opens every file of a `-weights a,b` list (Caffe's comma-separated flag; empty entries are
+    /// skipped), in order.
+    pub fn open_list(list: Option<&str>) -> Result<Vec<WeightsFile>> {
+        list.into_iter()
+            .flat_map(|l| l.split(','))
+            .filter(|p| !p.is_empty())
+            .map(|p| WeightsFile::open(Path::new(p)))
+            .collect()
+    }
+
     /// Open a binary `.caffemodel`; errors are those of [`read_net_binary`] (a truncated or
     /// corrupt file names the file and the byte where decoding stops).
     pub fn open(path: &Path) -> Result<WeightsFile> {

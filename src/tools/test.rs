@@ -23,14 +23,7 @@ pub fn run(eng: &mut dyn Engine, args: &TestArgs) -> Result<Vec<(String, f32)>> 
     let param = crate::format::read_net_prototxt(&args.model)?;
     let state = make_state(&param, Phase::Test, args.level, &args.stages);
     let graph = NetGraph::build(&param, &state, Strictness::Strict)?;
-    let mut weights = Vec::new();
-    for path in args.weights.iter().flat_map(|l| l.split(',')) {
-        if !path.is_empty() {
-            weights.push(crate::format::caffemodel::WeightsFile::open(
-                std::path::Path::new(path),
-            )?);
-        }
-    }
+    let weights = crate::format::caffemodel::WeightsFile::open_list(args.weights.as_deref())?;
     let mut net = Net::new_for_weights(graph, eng, None, &weights)?;
     for w in weights {
         net.copy_trained_layers(eng, &w, &mut |l| info("net.cpp:1137", l))?;

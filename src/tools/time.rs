@@ -37,14 +37,7 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
     for node in &mut graph.layers {
         node.need_backward = true;
     }
-    let mut weights = Vec::new();
-    for path in args.weights.iter().flat_map(|l| l.split(',')) {
-        if !path.is_empty() {
-            weights.push(crate::format::caffemodel::WeightsFile::open(
-                std::path::Path::new(path),
-            )?);
-        }
-    }
+    let weights = crate::format::caffemodel::WeightsFile::open_list(args.weights.as_deref())?;
     let mut net = Net::new_for_weights(graph, eng, Some(1701), &weights)?;
     for w in weights {
         net.copy_trained_layers(eng, &w, &mut |l| info("net.cpp:1137", l))?;
