@@ -562,7 +562,9 @@ fn copy_line(dst: &mut [f32], src: &[f32]) {
             for at in (0..n - 7).step_by(8) {
                 block::<8>(dst, src, at);
             }
-            block::<8>(dst, src, n - 8);
+            if !n.is_multiple_of(8) {
+                block::<8>(dst, src, n - 8);
+            }
         }
         4.. => {
             block::<4>(dst, src, 0);
@@ -675,7 +677,30 @@ fn im2col_image_2d(g: &Geo, im: &[f32], col: &mut [f32], parallel: bool) {
         let plane = &im[c * g.plane..][..g.plane];
         let (off, span) = spans[j];
         let top = (i * g.dilation[0]) as isize - g.pad[0] as isize;
-        for (y, dst) in row.chunks_exact_mut(ow).take(oh).enumerate() {
+        let lines = row.chunks_exact_mut(ow).take(oh);
+        if span == (0, ow) && top >= 0 && ((oh - 1) * g.stride[0]) as isize + top < h as isize {
+            // Every line lies inside the image (no padding to write): straight copies.
+            let step = g.stride[0] * w;
+            let first = top as usize * w + off as usize;
+            let run = (ow - 1) * g.stride[1] + 1;
+            let src = |y: usize| &plane[first + y * step..][..run];
+            match g.stride[1] {
+                1 => lines.enumerate().for_each(|(y, d)| copy_line(d, src(y))),
+                2 => lines
+                    .enumerate()
+                    .for_each(|(y, d)| copy_strided::<2>(d, src(y))),
+                4 => lines
+                    .enumerate()
+                    .for_each(|(y, d)| copy_strided::<4>(d, src(y))),
+                sw => lines.enumerate().for_each(|(y, d)| {
+                    d.iter_mut()
+                        .zip(src(y).iter().step_by(sw))
+                        .for_each(|(v, x)| *v = *x)
+                }),
+            }
+            return;
+        }
+        for (y, dst) in lines.enumerate() {
             let ih = (y * g.stride[0]) as isize + top;
             let base = (ih >= 0 && ih < h as isize).then(|| ih as usize * w);
             fill_line(dst, plane, base, span, off, g.stride[1]);
@@ -749,6 +774,89 @@ fn col2im_image(g: &Geo, col: &[f32], im: &mut [f32], parallel: bool) {
 #[cfg(test)]
 mod tests {
     use super::copy_line;
+    use crate::engine::View;
+    use crate::rng::Rng;
+
+    /// im2col by its definition, for 2-D images.
+    fn naive_im2col(k: &super::Im2col, im: &[f32]) -> Vec<f32> {
+        let (h, w) = (k.im_shape[0] as isize, k.im_shape[1] as isize);
+        let (oh, ow) = (k.col_shape[0], k.col_shape[1]);
+        let mut col = Vec::new();
+        for c in 0..k.channels {
+            for i in 0..k.kernel[0] {
+                for j in 0..k.kernel[1] {
+                    for y in 0..oh {
+                        for x in 0..ow {
+                            let ih =
+                                (y * k.stride[0] + i * k.dilation[0]) as isize - k.pad[0] as isize;
+                            let iw =
+                                (x * k.stride[1] + j * k.dilation[1]) as isize - k.pad[1] as isize;
+                            let inside = ih >= 0 && ih < h && iw >= 0 && iw < w;
+                            col.push(if inside {
+                                im[c * (h * w) as usize + (ih * w + iw) as usize]
+                            } else {
+                                0.0
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        col
+    }
+
+    #[test]
+    fn im2col_2d_matches_definition() {
+        let mut rng = Rng::new(11);
+        let mut pick = |n: usize| (rng.uniform_range(0.0, n as f32) as usize).min(n - 1);
+        for case in 0..300 {
+            let kernel = vec![1 + pick(5), 1 + pick(5)];
+            let dilation = vec![1 + pick(2), 1 + pick(2)];
+            // Every third case without padding: the straight-copy lines.
+            let pad = if case % 3 == 0 {
+                vec![0, 0]
+            } else {
+                vec![pick(3), pick(3)]
+            };
+            let stride = vec![1 + pick(5), 1 + pick(5)];
+            let im_shape: Vec<usize> = (0..2)
+                .map(|a| {
+                    let extent = dilation[a] * (kernel[a] - 1) + 1;
+                    extent.saturating_sub(2 * pad[a]).max(1) + pick(30)
+                })
+                .collect();
+            let col_shape: Vec<usize> = (0..2)
+                .map(|a| {
+                    (im_shape[a] + 2 * pad[a] - (dilation[a] * (kernel[a] - 1) + 1)) / stride[a] + 1
+                })
+                .collect();
+            let channels = 1 + pick(4);
+            let im: Vec<f32> = (0..channels * im_shape[0] * im_shape[1])
+                .map(|v| v as f32 + 1.0)
+                .collect();
+            let k = super::Im2col {
+                im: View::new(crate::engine::TensorId(0), 0, im.len()),
+                col: View::new(crate::engine::TensorId(1), 0, 0),
+                batch: 1,
+                im_stride: 0,
+                col_stride: 0,
+                channels,
+                im_shape,
+                col_shape,
+                kernel,
+                pad,
+                stride,
+                dilation,
+            };
+            let want = naive_im2col(&k, &im);
+            let geo = super::Geo::new(&k).unwrap();
+            for parallel in [false, true] {
+                let mut col = vec![f32::NAN; want.len()];
+                super::im2col_image(&geo, &im, &mut col, parallel);
+                assert_eq!(col, want, "{k:?} parallel {parallel}");
+            }
+        }
+    }
 
     #[test]
     fn copy_strided_takes_every_sth() {
