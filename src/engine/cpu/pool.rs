@@ -369,11 +369,40 @@ fn select(take: bool, a: f32, b: f32) -> f32 {
 /// windows give -FLT_MAX and index -1.
 fn max_forward(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
     let (pw_n, s) = (g.pooled_w, g.stride_w);
+    // Strided 2x2 and 3x3 windows without padding: the outputs whose windows are whole take one
+    // unrolled pass each (the row sweep below reads and writes every output once per window
+    // element, and does not vectorise for strides above 1).
+    let mut first_row = 0;
+    if s > 1 && g.pad_h == 0 && g.pad_w == 0 {
+        let whole = |size: usize, k: usize, stride: usize, pooled: usize| {
+            if size >= k {
+                ((size - k) / stride + 1).min(pooled)
+            } else {
+                0
+            }
+        };
+        let rows = whole(g.height, g.kernel_h, g.stride_h, g.pooled_h);
+        let cols = whole(g.width, g.kernel_w, g.stride_w, g.pooled_w);
+        let done = match (g.kernel_h, g.kernel_w) {
+            (2, 2) => max_whole_windows::<2, 2>(g, x, top, mask, rows, cols),
+            (3, 3) => max_whole_windows::<3, 3>(g, x, top, mask, rows, cols),
+            _ => false,
+        };
+        if done {
+            // The clipped outputs at the end of those rows.
+            for ph in 0..rows {
+                for pw in cols..pw_n {
+                    (top[ph * pw_n + pw], mask[ph * pw_n + pw]) = max_clipped(g, x, ph, pw);
+                }
+            }
+            first_row = rows;
+        }
+    }
     // Indices go through i32, which converts to f32 in vector registers (planes beyond 2^31
     // elements cannot be pooled anyway: the mask holds f32 indices).
     let narrow = x.len() <= i32::MAX as usize;
     let spans = column_spans(g);
-    for ph in 0..g.pooled_h {
+    for ph in first_row..g.pooled_h {
         let best = &mut top[ph * pw_n..][..pw_n];
         let idx = &mut mask[ph * pw_n..][..pw_n];
         best.fill(-f32::MAX);
@@ -404,6 +433,63 @@ fn max_forward(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
             }
         });
     }
+}
+
+/// [`max_forward`] for the outputs `rows x cols` of a plane whose KH x KW windows lie wholly
+/// inside the image (no padding): the window unrolled, Caffe's order and strict `>`. Returns
+/// false (and does nothing) when the plane is too big for exact f32 indices.
+fn max_whole_windows<const KH: usize, const KW: usize>(
+    g: &PoolGeom,
+    x: &[f32],
+    top: &mut [f32],
+    mask: &mut [f32],
+    rows: usize,
+    cols: usize,
+) -> bool {
+    if x.len() > 1 << 24 {
+        return false;
+    }
+    let (w, pw_n) = (g.width, g.pooled_w);
+    for ph in 0..rows {
+        let (best, idx) = (
+            &mut top[ph * pw_n..][..cols],
+            &mut mask[ph * pw_n..][..cols],
+        );
+        let row = ph * g.stride_h * w;
+        for (pw, (b, m)) in best.iter_mut().zip(idx.iter_mut()).enumerate() {
+            let corner = row + pw * g.stride_w;
+            let window: [[f32; KW]; KH] =
+                std::array::from_fn(|i| x[corner + i * w..][..KW].try_into().unwrap());
+            // The maximum first, then the first element equal to it: the value's compares do
+            // not wait on the index's selects (one chain through the window otherwise). This is
+            // what Caffe's strict `>` keeps; NaNs never win, and an index needs a value above
+            // -FLT_MAX.
+            let values = window.as_flattened();
+            let value = values.iter().fold(-f32::MAX, |a, &v| select(v > a, v, a));
+            let mut at = -1.0f32;
+            for (k, &v) in values.iter().enumerate().rev() {
+                at = select(v == value, (corner + k / KW * w + k % KW) as f32, at);
+            }
+            (*b, *m) = (value, select(value == -f32::MAX, -1.0, at));
+        }
+    }
+    true
+}
+
+/// One output of Caffe's max pooling over its window clipped to the image: (max, index).
+fn max_clipped(g: &PoolGeom, x: &[f32], ph: usize, pw: usize) -> (f32, f32) {
+    let (hs, he) = max_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+    let (ws, we) = max_window(pw, g.stride_w, g.pad_w, g.kernel_w, g.width);
+    let (mut value, mut at) = (-f32::MAX, -1.0f32);
+    for h in hs..he {
+        for c in ws..we {
+            let v = x[h * g.width + c];
+            if v > value {
+                (value, at) = (v, (h * g.width + c) as f32);
+            }
+        }
+    }
+    (value, at)
 }
 
 /// Caffe's average pooling: each output sums its window (clipped to the image) in row-major order
@@ -494,6 +580,73 @@ fn sto_train_forward(
             }
             top[o] = value;
             mask[o] = idx as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Every output of `max_forward` (which takes the unrolled path for whole 2x2 and 3x3
+    /// windows) equals Caffe's loop over its window, on values full of ties, signed zeros, NaNs,
+    /// infinities and -FLT_MAX.
+    #[test]
+    fn max_forward_matches_caffes_loop() {
+        let mut rng = Rng::new(3);
+        let palette = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -f32::MAX,
+            2.5,
+        ];
+        for case in 0..200 {
+            let k = 2 + case % 2;
+            let stride = 1 + case % 3;
+            let (height, width) = (1 + case % 7 + case / 40, 1 + case % 11 + case / 30);
+            // Caffe's ceil rule without padding: the last window may be clipped.
+            let pooled = |size: usize| (size.saturating_sub(k)).div_ceil(stride) + 1;
+            let g = PoolGeom {
+                num: 1,
+                channels: 1,
+                height,
+                width,
+                pooled_h: pooled(height),
+                pooled_w: pooled(width),
+                kernel_h: k,
+                kernel_w: k,
+                stride_h: stride,
+                stride_w: stride,
+                pad_h: 0,
+                pad_w: 0,
+                top_num_stride: 0,
+            };
+            let x: Vec<f32> = (0..height * width)
+                .map(|_| {
+                    let i = rng.uniform_range(0.0, palette.len() as f32) as usize;
+                    palette[i.min(palette.len() - 1)]
+                })
+                .collect();
+            let n = g.pooled_h * g.pooled_w;
+            let (mut top, mut mask) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            max_forward(&g, &x, &mut top, &mut mask);
+            for ph in 0..g.pooled_h {
+                for pw in 0..g.pooled_w {
+                    let (value, at) = max_clipped(&g, &x, ph, pw);
+                    let o = ph * g.pooled_w + pw;
+                    assert_eq!(
+                        (top[o].to_bits(), mask[o]),
+                        (value.to_bits(), at),
+                        "output ({ph}, {pw}) of {g:?} on {x:?}"
+                    );
+                }
+            }
         }
     }
 }
