@@ -605,7 +605,12 @@ fn fill_line(
     }
     let first = (base as isize + (lo * s) as isize + off) as usize;
     let n = hi - lo;
-    let (dst, src) = (&mut dst[lo..hi], &plane[first..first + (n - 1) * s + 1]);
+    copy_run(&mut dst[lo..hi], &plane[first..first + (n - 1) * s + 1], s);
+}
+
+/// dst[i] = src[i * s] (`src` ends at the last element read), through the fixed-stride copies.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32], s: usize) {
     match s {
         1 => copy_line(dst, src),
         2 => copy_strided::<2>(dst, src),
@@ -683,20 +688,8 @@ fn im2col_image_2d(g: &Geo, im: &[f32], col: &mut [f32], parallel: bool) {
             let step = g.stride[0] * w;
             let first = top as usize * w + off as usize;
             let run = (ow - 1) * g.stride[1] + 1;
-            let src = |y: usize| &plane[first + y * step..][..run];
-            match g.stride[1] {
-                1 => lines.enumerate().for_each(|(y, d)| copy_line(d, src(y))),
-                2 => lines
-                    .enumerate()
-                    .for_each(|(y, d)| copy_strided::<2>(d, src(y))),
-                4 => lines
-                    .enumerate()
-                    .for_each(|(y, d)| copy_strided::<4>(d, src(y))),
-                sw => lines.enumerate().for_each(|(y, d)| {
-                    d.iter_mut()
-                        .zip(src(y).iter().step_by(sw))
-                        .for_each(|(v, x)| *v = *x)
-                }),
+            for (y, dst) in lines.enumerate() {
+                copy_run(dst, &plane[first + y * step..][..run], g.stride[1]);
             }
             return;
         }
