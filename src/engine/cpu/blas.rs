@@ -130,6 +130,10 @@ pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool) {
         }
         return;
     }
+    if parallel && k <= skinny::MAX_ROWS && m * n >= 1 << 16 && g.trans_a && !g.trans_b {
+        skinny::gemm_at_b((m, n, k), g.alpha, (a, m), (b, n), g.beta, (c, n));
+        return;
+    }
     let parallelism = if parallel && work >= 1 << 18 && rayon::current_num_threads() > 1 {
         gemm::Parallelism::Rayon(0)
     } else {
