@@ -819,7 +819,8 @@ mod tests {
     }
 
     /// 3x3 stride-1 convolutions (and deconvolutions) with enough channels go through the CPU
-    /// engine's Winograd kernel, forward and backward to the bottom; they agree with im2col + GEMM.
+    /// engine's Winograd kernel, forward and backward (bottom and weight gradients); they agree
+    /// with im2col + GEMM.
     #[test]
     fn winograd_matches_im2col() {
         use crate::engine::kernels::conv::WINOGRAD_MIN_CHANNELS;

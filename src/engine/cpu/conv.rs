@@ -236,11 +236,11 @@ fn row_index(v: f32, rows: usize) -> usize {
 }
 
 /// The full views of the batch: (image span, column span).
-/// Runs a whole convolution's forward or data gradient by Winograd when it qualifies
-/// ([`crate::engine::kernels::conv::ConvGemm::winograd`]); returns whether it did.
+/// Runs a whole convolution's forward, data gradient or weight gradient by Winograd when it
+/// qualifies ([`crate::engine::kernels::conv::ConvGemm::winograd`]); returns whether it did.
 pub(super) fn run_winograd(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool> {
     let (g, adjoint) = match kernel {
-        ConvKernel::ConvForward(g) => (g, false),
+        ConvKernel::ConvForward(g) | ConvKernel::ConvWeightGrad(g) => (g, false),
         ConvKernel::ConvBackwardData(g) => (g, true),
         _ => return Ok(false),
     };
@@ -248,6 +248,13 @@ pub(super) fn run_winograd(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool
     let Some(k) = g.winograd(adjoint) else {
         return Ok(false);
     };
+    if let ConvKernel::ConvWeightGrad(_) = kernel {
+        // Here `weight` is the weight diff (accumulated into) and `output` the output diff.
+        mem.with(&[k.weight], &[k.input, k.output], |o, i| {
+            super::winograd::weight_grad(&k, i[0], i[1], o[0])
+        });
+        return Ok(true);
+    }
     let output = k.output;
     mem.with(&[output], &[k.input, k.weight], |o, i| {
         super::winograd::forward(&k, i[0], i[1], o[0])

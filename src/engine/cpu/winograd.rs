@@ -135,6 +135,163 @@ fn run_chunks(
     }
 }
 
+/// weight_diff += the weight gradient of the forward convolution `k` (not adjoint): for each
+/// (out channel o, in channel i), G^T [sum over tiles of (A^T-adjoint of the output-gradient tile)
+/// . (B^T d B)] G, the adjoint of the forward's U -> Y map, so 16 products per 2x2 output-gradient
+/// tile instead of 36. The sums over tiles are 16 GEMMs (out channels x tiles) x (tiles x in
+/// channels) per group, accumulated in M [out channel][in channel of the group][16] over chunks
+/// of images.
+pub fn weight_grad(k: &Winograd, input: &[f32], out_diff: &[f32], weight_diff: &mut [f32]) {
+    weight_grad_in_chunks(k, input, out_diff, weight_diff, BUDGET)
+}
+
+fn weight_grad_in_chunks(
+    k: &Winograd,
+    input: &[f32],
+    out_diff: &[f32],
+    weight_diff: &mut [f32],
+    budget: usize,
+) {
+    let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
+    let (cig, cog) = (ci / g, co / g);
+    let (th, tw) = tiles(k);
+    let per_image = 16 * (ci + co) * th * tw;
+    if per_image == 0 || k.batch == 0 || cig == 0 {
+        return;
+    }
+    let chunk = (budget / per_image).clamp(1, k.batch);
+    let (in_len, out_len) = (
+        ci * k.in_shape[0] * k.in_shape[1],
+        co * k.out_shape[0] * k.out_shape[1],
+    );
+    let (in_plane, out_plane) = (
+        k.in_shape[0] * k.in_shape[1],
+        k.out_shape[0] * k.out_shape[1],
+    );
+    let mut run = |[m, v, e]: &mut [Vec<f32>; 3]| {
+        for (buf, len) in [
+            (&mut *m, 16 * co * cig),
+            (&mut *v, 16 * ci * th * tw * chunk),
+            (&mut *e, 16 * co * th * tw * chunk),
+        ] {
+            if buf.len() < len {
+                *buf = vec![0f32; len];
+            }
+        }
+        for first in (0..k.batch).step_by(chunk) {
+            let images = chunk.min(k.batch - first);
+            let n = images * th * tw;
+            let v = &mut v[..16 * ci * n];
+            let e = &mut e[..16 * co * n];
+            v.par_chunks_mut(16 * n).enumerate().for_each(|(c, rows)| {
+                for b in 0..images {
+                    let plane = &input[(first + b) * in_len + c * in_plane..][..in_plane];
+                    transform_input_plane(k, plane, rows, n, b * th * tw);
+                }
+            });
+            e.par_chunks_mut(16 * n).enumerate().for_each(|(c, rows)| {
+                for b in 0..images {
+                    let plane = &out_diff[(first + b) * out_len + c * out_plane..][..out_plane];
+                    transform_grad_plane(k, plane, rows, n, b * th * tw);
+                }
+            });
+            let accumulate = first > 0;
+            let (m_addr, e_addr, v_addr) = (
+                m.as_mut_ptr() as usize,
+                e.as_ptr() as usize,
+                v.as_ptr() as usize,
+            );
+            (0..16 * g).into_par_iter().for_each(|job| {
+                let (xi, grp) = (job / g, job % g);
+                // M[grp's o][i][xi] (+)= sum over tiles t of E[o][xi][t] * V[grp's i][xi][t]
+                // SAFETY: the entries (grp's out channels, xi) of M belong to this job alone; E
+                // and V are only read, and all three outlive the parallel loop.
+                unsafe {
+                    gemm::gemm(
+                        cog,
+                        cig,
+                        n,
+                        (m_addr as *mut f32).add(grp * cog * cig * 16 + xi),
+                        16,
+                        (16 * cig) as isize,
+                        accumulate,
+                        (e_addr as *const f32).add((grp * cog * 16 + xi) * n),
+                        1,
+                        (16 * n) as isize,
+                        (v_addr as *const f32).add((grp * cig * 16 + xi) * n),
+                        (16 * n) as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
+        }
+        // dK(o, i) += G^T M(o, i) G, in the weight layout [o][i][3][3].
+        let m = &m[..16 * co * cig];
+        weight_diff[..co * cig * 9]
+            .par_chunks_mut(9)
+            .zip(m.par_chunks(16))
+            .for_each(|(dk, mt)| {
+                // s = G^T M (3x4), then dK += s G (3x3).
+                let mut s = [[0f32; 4]; 3];
+                for c in 0..4 {
+                    let (m0, m1, m2, m3) = (mt[c], mt[4 + c], mt[8 + c], mt[12 + c]);
+                    s[0][c] = m0 + 0.5 * (m1 + m2);
+                    s[1][c] = 0.5 * (m1 - m2);
+                    s[2][c] = 0.5 * (m1 + m2) + m3;
+                }
+                for (r, row) in s.iter().enumerate() {
+                    dk[r * 3] += row[0] + 0.5 * (row[1] + row[2]);
+                    dk[r * 3 + 1] += 0.5 * (row[1] - row[2]);
+                    dk[r * 3 + 2] += 0.5 * (row[1] + row[2]) + row[3];
+                }
+            });
+    };
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => run(&mut bufs),
+        Err(_) => run(&mut Default::default()),
+    });
+}
+
+/// E rows of one output-gradient plane: rows[xi * n + first_tile + tile] = (A e A^T)[xi] for its
+/// 2x2 tile e (zero beyond the plane), with A = [[1, 0], [1, 1], [1, -1], [0, -1]].
+fn transform_grad_plane(k: &Winograd, plane: &[f32], rows: &mut [f32], n: usize, first: usize) {
+    let (oh, ow) = (k.out_shape[0], k.out_shape[1]);
+    let (th, tw) = tiles(k);
+    for ty in 0..th {
+        for tx in 0..tw {
+            let at = |dy: usize, dx: usize| {
+                let (y, x) = (2 * ty + dy, 2 * tx + dx);
+                if y < oh && x < ow {
+                    plane[y * ow + x]
+                } else {
+                    0.0
+                }
+            };
+            let e = [[at(0, 0), at(0, 1)], [at(1, 0), at(1, 1)]];
+            // t = A e (4x2), then E = t A^T (4x4).
+            let t = [
+                e[0],
+                [e[0][0] + e[1][0], e[0][1] + e[1][1]],
+                [e[0][0] - e[1][0], e[0][1] - e[1][1]],
+                [-e[1][0], -e[1][1]],
+            ];
+            let tile = first + ty * tw + tx;
+            for (r, tr) in t.iter().enumerate() {
+                let vals = [tr[0], tr[0] + tr[1], tr[0] - tr[1], -tr[1]];
+                for (c, &value) in vals.iter().enumerate() {
+                    rows[(r * 4 + c) * n + tile] = value;
+                }
+            }
+        }
+    }
+}
+
 /// U[o][i][xi] = (G K(o, i) G^T)[xi] with G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
 fn transform_weights(k: &Winograd, weight: &[f32], u: &mut [f32]) {
     let (co, g) = (k.out_channels, k.groups);
@@ -301,6 +458,92 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The weight gradient by the definition: dK[o][i][ky][kx] = sum of dy[o](y, x) * x[i](y + ky - pad, x + kx - pad).
+    fn direct_weight_grad(k: &Winograd, input: &[f32], dy: &[f32]) -> Vec<f32> {
+        let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
+        let (cig, cog) = (ci / g, co / g);
+        let ([h, w], [oh, ow]) = (k.in_shape, k.out_shape);
+        let mut dk = vec![0f32; co * cig * 9];
+        for o in 0..co {
+            for i in 0..cig {
+                let c = (o / cog) * cig + i;
+                for t in 0..9 {
+                    let (ky, kx) = (t / 3, t % 3);
+                    let mut acc = 0f64;
+                    for b in 0..k.batch {
+                        for y in 0..oh {
+                            for x in 0..ow {
+                                let (iy, ix) = (
+                                    (y + ky) as isize - k.pad[0] as isize,
+                                    (x + kx) as isize - k.pad[1] as isize,
+                                );
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                acc += dy[((b * co + o) * oh + y) * ow + x] as f64
+                                    * input[((b * ci + c) * h + iy as usize) * w + ix as usize]
+                                        as f64;
+                            }
+                        }
+                    }
+                    dk[(o * cig + i) * 9 + t] = acc as f32;
+                }
+            }
+        }
+        dk
+    }
+
+    #[test]
+    fn weight_grad_matches_definition() {
+        let mut rng = Rng::new(11);
+        let view = View::new(TensorId(0), 0, 0);
+        for case in 0..40 {
+            let groups = 1 + case % 3;
+            let (ci, co) = (groups * (1 + case % 4), groups * (1 + (case / 3) % 5));
+            let (h, w) = (1 + case % 9, 1 + (case * 7) % 11);
+            let pad = [case % 3, (case / 2) % 3];
+            if h + 2 * pad[0] < 3 || w + 2 * pad[1] < 3 {
+                continue;
+            }
+            let k = Winograd {
+                input: view,
+                weight: view,
+                output: view,
+                batch: 1 + case % 4,
+                in_channels: ci,
+                out_channels: co,
+                groups,
+                in_shape: [h, w],
+                out_shape: [h + 2 * pad[0] - 2, w + 2 * pad[1] - 2],
+                pad,
+                adjoint: false,
+            };
+            let [oh, ow] = k.out_shape;
+            let input: Vec<f32> = (0..k.batch * ci * h * w)
+                .map(|_| rng.gaussian() as f32)
+                .collect();
+            let dy: Vec<f32> = (0..k.batch * co * oh * ow)
+                .map(|_| rng.gaussian() as f32)
+                .collect();
+            let start: Vec<f32> = (0..co * ci / groups * 9)
+                .map(|_| rng.gaussian() as f32)
+                .collect();
+            let want = direct_weight_grad(&k, &input, &dy);
+            // A budget of one image per chunk also exercises the accumulation over chunks.
+            for budget in [BUDGET, 1] {
+                let mut got = start.clone();
+                weight_grad_in_chunks(&k, &input, &dy, &mut got, budget);
+                for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+                    let b = b + start[j];
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "case {case} budget {budget} {k:?}: element {j}: {a} vs {b}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
