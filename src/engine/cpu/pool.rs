@@ -368,6 +368,34 @@ fn select(take: bool, a: f32, b: f32) -> f32 {
 /// Caffe's max pooling: the first maximum in row-major window order wins (strict `>`), empty
 /// windows give -FLT_MAX and index -1.
 fn max_forward(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if (g.stride_w == 1 || g.stride_w == 2)
+        && x.len() <= 1 << 24
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        let cols = whole_windows(g.width, g.kernel_w, g.stride_w, g.pad_w, g.pooled_w);
+        let pw_n = g.pooled_w;
+        for ph in 0..g.pooled_h {
+            let (best, idx) = (
+                &mut top[ph * pw_n..][..pw_n],
+                &mut mask[ph * pw_n..][..pw_n],
+            );
+            if !cols.is_empty() {
+                let rows = max_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { x86::max_row(g, x, rows.0..rows.1, cols.clone(), best, idx) }
+            }
+            for pw in (0..pw_n).filter(|pw| !cols.contains(pw)) {
+                (best[pw], idx[pw]) = max_clipped(g, x, ph, pw);
+            }
+        }
+        return;
+    }
+    max_forward_portable(g, x, top, mask)
+}
+
+/// [`max_forward`] without vector instructions.
+fn max_forward_portable(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
     let (pw_n, s) = (g.pooled_w, g.stride_w);
     // Strided 2x2 and 3x3 windows without padding: the outputs whose windows are whole take one
     // unrolled pass each (the row sweep below reads and writes every output once per window
@@ -476,6 +504,95 @@ fn max_whole_windows<const KH: usize, const KW: usize>(
     true
 }
 
+/// The outputs along one axis whose windows lie wholly inside the image.
+fn whole_windows(
+    size: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    pooled: usize,
+) -> std::ops::Range<usize> {
+    let first = pad.div_ceil(stride);
+    let end = if size + pad >= kernel {
+        ((size + pad - kernel) / stride + 1).min(pooled)
+    } else {
+        0
+    };
+    first.min(end)..end
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use crate::engine::kernels::pool::PoolGeom;
+
+    /// Outputs `cols` of one output row, whose windows span image rows `rows` and lie wholly
+    /// inside the image along the row: 16 at a time and the last few under a lane mask. Each lane
+    /// runs Caffe's loop over its window (row-major, strict `>`, from -FLT_MAX and index -1), so
+    /// ties, NaNs and -FLT_MAX come out as in Caffe. Stride 1 or 2 along the row (stride 2 takes
+    /// the even elements of two loads).
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn max_row(
+        g: &PoolGeom,
+        x: &[f32],
+        rows: Range<usize>,
+        cols: Range<usize>,
+        best: &mut [f32],
+        idx: &mut [f32],
+    ) {
+        let (w, s) = (g.width, g.stride_w);
+        let lane_step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let lane_offsets = _mm512_mullo_epi32(lane_step, _mm512_set1_epi32(s as i32));
+        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        // Lanes of a load from x[p..] that lie inside x: the elements a lane needs always do,
+        // the others read as 0 and only reach lanes that are not stored.
+        let inside = |p: usize, ahead: usize| -> __mmask16 {
+            let left = x.len().saturating_sub(p + ahead);
+            if left >= 16 {
+                0xffff
+            } else {
+                (1u16 << left) - 1
+            }
+        };
+        let mut pw = cols.start;
+        while pw < cols.end {
+            let lanes = (cols.end - pw).min(16);
+            let left = pw * s - g.pad_w;
+            let mut value = _mm512_set1_ps(-f32::MAX);
+            let mut at = _mm512_set1_epi32(-1);
+            for h in rows.clone() {
+                let row = h * w + left;
+                for j in 0..g.kernel_w {
+                    let p = row + j;
+                    // SAFETY: the masks keep every load inside x.
+                    let v = unsafe {
+                        let a = _mm512_maskz_loadu_ps(inside(p, 0), x.as_ptr().add(p));
+                        if s == 1 {
+                            a
+                        } else {
+                            let b = _mm512_maskz_loadu_ps(inside(p, 16), x.as_ptr().add(p + 16));
+                            _mm512_permutex2var_ps(a, evens, b)
+                        }
+                    };
+                    let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, value);
+                    value = _mm512_mask_blend_ps(gt, value, v);
+                    let tap = _mm512_add_epi32(lane_offsets, _mm512_set1_epi32(p as i32));
+                    at = _mm512_mask_blend_epi32(gt, at, tap);
+                }
+            }
+            let store = ((1u32 << lanes) - 1) as __mmask16;
+            // SAFETY: the stored lanes are outputs pw..pw + lanes <= cols.end <= best.len().
+            unsafe {
+                _mm512_mask_storeu_ps(best.as_mut_ptr().add(pw), store, value);
+                _mm512_mask_storeu_ps(idx.as_mut_ptr().add(pw), store, _mm512_cvtepi32_ps(at));
+            }
+            pw += lanes;
+        }
+    }
+}
+
 /// One output of Caffe's max pooling over its window clipped to the image: (max, index).
 fn max_clipped(g: &PoolGeom, x: &[f32], ph: usize, pw: usize) -> (f32, f32) {
     let (hs, he) = max_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
@@ -484,9 +601,9 @@ fn max_clipped(g: &PoolGeom, x: &[f32], ph: usize, pw: usize) -> (f32, f32) {
     for h in hs..he {
         for c in ws..we {
             let v = x[h * g.width + c];
-            if v > value {
-                (value, at) = (v, (h * g.width + c) as f32);
-            }
+            let gt = v > value;
+            value = select(gt, v, value);
+            at = select(gt, (h * g.width + c) as f32, at);
         }
     }
     (value, at)
@@ -589,9 +706,10 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    /// Every output of `max_forward` (which takes the unrolled path for whole 2x2 and 3x3
+    /// Every output of `max_forward` (which takes the vector path or the unrolled path for whole
     /// windows) equals Caffe's loop over its window, on values full of ties, signed zeros, NaNs,
-    /// infinities and -FLT_MAX.
+    /// infinities and -FLT_MAX, with and without padding, on rows long enough for several
+    /// vectors.
     #[test]
     fn max_forward_matches_caffes_loop() {
         let mut rng = Rng::new(3);
@@ -606,12 +724,21 @@ mod tests {
             -f32::MAX,
             2.5,
         ];
-        for case in 0..200 {
+        for case in 0..400 {
             let k = 2 + case % 2;
             let stride = 1 + case % 3;
-            let (height, width) = (1 + case % 7 + case / 40, 1 + case % 11 + case / 30);
-            // Caffe's ceil rule without padding: the last window may be clipped.
-            let pooled = |size: usize| (size.saturating_sub(k)).div_ceil(stride) + 1;
+            let pad = (case / 3) % k;
+            let (height, width) = (1 + case % 7 + case / 40, 1 + case % 11 + case / 8);
+            // Caffe's ceil rule: the last window may be clipped, and must start inside the
+            // image or its left padding.
+            let pooled = |size: usize| {
+                let p = (size + 2 * pad).saturating_sub(k).div_ceil(stride) + 1;
+                if pad > 0 && (p - 1) * stride >= size + pad {
+                    p - 1
+                } else {
+                    p
+                }
+            };
             let g = PoolGeom {
                 num: 1,
                 channels: 1,
@@ -623,8 +750,8 @@ mod tests {
                 kernel_w: k,
                 stride_h: stride,
                 stride_w: stride,
-                pad_h: 0,
-                pad_w: 0,
+                pad_h: pad,
+                pad_w: pad,
                 top_num_stride: 0,
             };
             let x: Vec<f32> = (0..height * width)
@@ -634,17 +761,19 @@ mod tests {
                 })
                 .collect();
             let n = g.pooled_h * g.pooled_w;
-            let (mut top, mut mask) = (vec![f32::NAN; n], vec![f32::NAN; n]);
-            max_forward(&g, &x, &mut top, &mut mask);
-            for ph in 0..g.pooled_h {
-                for pw in 0..g.pooled_w {
-                    let (value, at) = max_clipped(&g, &x, ph, pw);
-                    let o = ph * g.pooled_w + pw;
-                    assert_eq!(
-                        (top[o].to_bits(), mask[o]),
-                        (value.to_bits(), at),
-                        "output ({ph}, {pw}) of {g:?} on {x:?}"
-                    );
+            for run in [max_forward, max_forward_portable] {
+                let (mut top, mut mask) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+                run(&g, &x, &mut top, &mut mask);
+                for ph in 0..g.pooled_h {
+                    for pw in 0..g.pooled_w {
+                        let (value, at) = max_clipped(&g, &x, ph, pw);
+                        let o = ph * g.pooled_w + pw;
+                        assert_eq!(
+                            (top[o].to_bits(), mask[o]),
+                            (value.to_bits(), at),
+                            "output ({ph}, {pw}) of {g:?} on {x:?}"
+                        );
+                    }
                 }
             }
         }
