@@ -247,11 +247,17 @@ mod simd {
         beta: f32,
         (c, ldc): (&mut [f32], usize),
     ) {
-        let finish = |sum: f32, old: f32| {
+        // With beta 0 the old values are not read (not even loaded: a cleared diff may hold
+        // anything, and skipping the load halves the memory traffic).
+        let finish = |sum: &[f32], out: &mut [f32]| {
             if beta == 0.0 {
-                alpha * sum
+                for (o, &s) in out.iter_mut().zip(sum) {
+                    *o = alpha * s;
+                }
             } else {
-                alpha * sum + beta * old
+                for (o, &s) in out.iter_mut().zip(sum) {
+                    *o = alpha * s + beta * *o;
+                }
             }
         };
         let mut j = 0;
@@ -269,9 +275,7 @@ mod simd {
                             sum[t] = madd::<FMA>(s, row[t], sum[t]);
                         }
                     }
-                    for (o, s) in out.iter_mut().zip(sum) {
-                        *o = finish(s, *o);
-                    }
+                    finish(&sum, out);
                 } else {
                     let mut sum = [0f32; super::BLOCK];
                     for l in 0..k {
@@ -280,9 +284,7 @@ mod simd {
                             sum[t] = madd::<FMA>(s, v, sum[t]);
                         }
                     }
-                    for (o, &s) in out.iter_mut().zip(&sum[..width]) {
-                        *o = finish(s, *o);
-                    }
+                    finish(&sum[..width], out);
                 }
             }
             j += width;
