@@ -15,7 +15,7 @@ use std::time::Instant;
 use caffe_rs::engine::gpu::GpuEngine;
 use caffe_rs::engine::kernels::blas::{BlasKernel, Gemm};
 use caffe_rs::engine::{Engine, Kernel, View};
-use caffe_rs::layers::{self, Blob, Ctx};
+use caffe_rs::layers::{self, Blob, Ctx, ParamGrad};
 use caffe_rs::proto::{ConvolutionParameter, LayerParameter, Phase};
 use caffe_rs::rng::Rng;
 
@@ -134,7 +134,12 @@ fn main() {
             .collect();
         // 0 forward, 1 weight + bias gradient, 2 data gradient
         let mut run = |eng: &mut GpuEngine, rng: &mut Rng, what: usize| {
-            let pg = [what == 1, what == 1];
+            let grad = if what == 1 {
+                ParamGrad::Accumulate
+            } else {
+                ParamGrad::Skip
+            };
+            let pg = [grad, grad];
             let mut cx = Ctx {
                 eng,
                 bottoms: &bottoms,

@@ -110,12 +110,13 @@ impl Layer for InnerProduct {
         let (m, n, k) = (self.m, self.n, self.k.unwrap_or(0));
         let (x, dy) = (cx.bottoms[0].data(), cx.tops[0].diff());
         let dw = cx.params[0].diff();
+        let beta = cx.param_diff_beta(0);
         let g = if self.transpose {
             // dW[K, N] += x^T dy
-            Gemm::single(true, false, k, n, m, 1.0, x, dy, 1.0, dw)
+            Gemm::single(true, false, k, n, m, 1.0, x, dy, beta, dw)
         } else {
             // dW[N, K] += dy^T x
-            Gemm::single(true, false, n, k, m, 1.0, dy, x, 1.0, dw)
+            Gemm::single(true, false, n, k, m, 1.0, dy, x, beta, dw)
         };
         if cx.param_grad(0) {
             cx.eng.launch(&Kernel::Blas(BlasKernel::Gemm(g)))?;
@@ -129,7 +130,7 @@ impl Layer for InnerProduct {
                 channels: n,
                 inner: 1,
                 alpha: 1.0,
-                beta: 1.0,
+                beta: cx.param_diff_beta(1),
             }))?;
         }
         if propagate_down.first().copied().unwrap_or(false) {
@@ -153,6 +154,10 @@ impl Layer for InnerProduct {
 
     fn macs(&self) -> u64 {
         (self.m * self.n * self.k.unwrap_or(0)) as u64
+    }
+
+    fn overwrites_cleared_param_diffs(&self) -> bool {
+        true
     }
 }
 

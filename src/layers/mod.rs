@@ -52,15 +52,37 @@ pub struct Ctx<'a> {
     pub params: &'a [Blob],
     pub phase: Phase,
     pub rng: &'a mut Rng,
-    /// Caffe's param_propagate_down, one per param (false for lr_mult 0: no gradient is computed).
-    /// Empty means every param gets its gradient.
-    pub param_grads: &'a [bool],
+    /// What backward does with each param's diff (Caffe's param_propagate_down, and whether the
+    /// diff may be overwritten). Empty means every param accumulates its gradient.
+    pub param_grads: &'a [ParamGrad],
+}
+
+/// What a layer's backward does with one parameter's diff.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamGrad {
+    /// No gradient (lr_mult 0: Caffe's param_propagate_down is false).
+    Skip,
+    /// Add the gradient to the diff, as Caffe does.
+    Accumulate,
+    /// The diff was cleared but not zeroed yet (see [`Layer::overwrites_cleared_param_diffs`]):
+    /// write the gradient, as adding it to zero would.
+    Overwrite,
 }
 
 impl Ctx<'_> {
     /// Whether param `i` wants its gradient.
     pub fn param_grad(&self, i: usize) -> bool {
-        self.param_grads.get(i).copied().unwrap_or(true)
+        self.param_grads.get(i) != Some(&ParamGrad::Skip)
+    }
+
+    /// The beta with which param `i`'s gradient goes into its diff: 1 (accumulate) or 0
+    /// (overwrite a cleared diff).
+    pub fn param_diff_beta(&self, i: usize) -> f32 {
+        if self.param_grads.get(i) == Some(&ParamGrad::Overwrite) {
+            0.0
+        } else {
+            1.0
+        }
     }
 }
 
@@ -77,6 +99,13 @@ pub trait Layer: Send {
     /// (Caffe's semantics: param diffs are accumulated, bottom diffs are overwritten).
     fn backward(&mut self, _cx: &mut Ctx, _propagate_down: &[bool]) -> Result<()> {
         Ok(())
+    }
+
+    /// Whether backward honours [`Ctx::param_diff_beta`] for every param it writes. The net then
+    /// leaves cleared diffs unzeroed until this layer writes them: a memory pass saved per big
+    /// parameter and iteration (InnerProduct's weights are most of a classifier's parameters).
+    fn overwrites_cleared_param_diffs(&self) -> bool {
+        false
     }
 
     /// Whether gradient can flow into bottom `i` (false for labels, indices, selectors).

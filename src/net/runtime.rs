@@ -5,7 +5,7 @@ use super::builder::{NetGraph, Strictness};
 use super::weights;
 use crate::engine::{Engine, TensorId, View};
 use crate::format::caffemodel::TrainedWeights;
-use crate::layers::{Blob, Ctx, TopSharing};
+use crate::layers::{Blob, Ctx, ParamGrad, TopSharing};
 use crate::proto::{BlobProto, BlobShape, NetParameter, NetState};
 use crate::rng::Rng;
 
@@ -22,6 +22,9 @@ pub struct Net {
     shared_from: Vec<Option<(usize, TopSharing)>>,
     /// Tensors of each parameter (shared parameters hold their owner's tensors).
     pub params: Vec<Blob>,
+    /// Owner parameters whose diffs [`Net::clear_param_diffs`] cleared but nothing has zeroed or
+    /// written yet: the first backward to reach one overwrites or zeroes it.
+    cleared_diffs: Vec<bool>,
     pub rng: Rng,
 }
 
@@ -181,6 +184,7 @@ impl Net {
             reshaped_for,
             blobs,
             shared_from,
+            cleared_diffs: vec![false; params.len()],
             params,
             rng,
         })
@@ -306,12 +310,61 @@ impl Net {
         }
     }
 
-    /// Backward without touching top diffs (callers may have set them).
+    /// Backward without touching top diffs (callers may have set them). Every parameter diff
+    /// holds its value afterwards (cleared diffs no layer wrote are zeroed).
     pub fn backward_layers(&mut self, eng: &mut dyn Engine) -> Result<()> {
         for i in (0..self.graph.layers.len()).rev() {
             self.backward_layer(eng, i)?;
         }
+        self.zero_cleared_diffs(eng);
         Ok(())
+    }
+
+    /// Zeroes the diffs [`Net::clear_param_diffs`] left to the backward pass that no layer wrote.
+    pub fn zero_cleared_diffs(&mut self, eng: &mut dyn Engine) {
+        for (owner, cleared) in self.cleared_diffs.iter_mut().enumerate() {
+            if std::mem::take(cleared) {
+                eng.fill(self.params[owner].diff(), 0.0);
+            }
+        }
+    }
+
+    /// How layer `i`'s backward treats each of its params' diffs. A cleared diff is handed to
+    /// the layer to overwrite when it can (and wants the gradient), and zeroed here otherwise.
+    fn param_grads(&mut self, eng: &mut dyn Engine, i: usize) -> Vec<ParamGrad> {
+        let node = &self.graph.layers[i];
+        let overwrites = node
+            .layer
+            .as_ref()
+            .is_some_and(|l| l.overwrites_cleared_param_diffs());
+        let owners: Vec<usize> = node
+            .params
+            .iter()
+            .map(|&p| self.graph.params[p].owner)
+            .collect();
+        node.params
+            .iter()
+            .zip(&owners)
+            .map(|(&p, &owner)| {
+                let wanted = self.graph.params[p].lr_mult != 0.0;
+                let grad = if wanted {
+                    ParamGrad::Accumulate
+                } else {
+                    ParamGrad::Skip
+                };
+                if !std::mem::take(&mut self.cleared_diffs[owner]) {
+                    return grad;
+                }
+                // A param the layer holds twice gets two gradients: the second adds.
+                let once = owners.iter().filter(|&&o| o == owner).count() == 1;
+                if overwrites && wanted && once {
+                    ParamGrad::Overwrite
+                } else {
+                    eng.fill(self.params[owner].diff(), 0.0);
+                    grad
+                }
+            })
+            .collect()
     }
 
     /// Backward of layer `i` alone, when it needs one.
@@ -323,11 +376,7 @@ impl Net {
         let (bottoms, tops, params) = self.layer_blobs(i);
         let label = self.label(i);
         let propagate_down = self.graph.layers[i].bottom_need_backward.clone();
-        let param_grads: Vec<bool> = self.graph.layers[i]
-            .params
-            .iter()
-            .map(|&p| self.graph.params[p].lr_mult != 0.0)
-            .collect();
+        let param_grads = self.param_grads(eng, i);
         let layer = self.graph.layers[i]
             .layer
             .as_mut()
@@ -361,10 +410,15 @@ impl Net {
         loss
     }
 
-    pub fn clear_param_diffs(&self, eng: &mut dyn Engine) {
+    /// Caffe's ClearParamDiffs. The diffs are zeroed lazily: the next backward overwrites them
+    /// where a layer can ([`Layer::overwrites_cleared_param_diffs`]) and zeroes the rest, so no
+    /// pass over all the parameters is spent on zeros. Read diffs only after a backward.
+    ///
+    /// [`Layer::overwrites_cleared_param_diffs`]: crate::layers::Layer::overwrites_cleared_param_diffs
+    pub fn clear_param_diffs(&mut self) {
         for (i, p) in self.graph.params.iter().enumerate() {
             if p.owner == i {
-                eng.fill(self.params[i].diff(), 0.0);
+                self.cleared_diffs[i] = true;
             }
         }
     }
@@ -452,10 +506,12 @@ impl Net {
                             dim: blob.shape.iter().map(|&d| d as i64).collect(),
                         }),
                         data: eng.download(blob.data()),
-                        diff: if write_diff {
-                            eng.download(blob.diff())
-                        } else {
+                        diff: if !write_diff {
                             Vec::new()
+                        } else if self.cleared_diffs[self.graph.params[p].owner] {
+                            vec![0.0; blob.count()]
+                        } else {
+                            eng.download(blob.diff())
                         },
                         ..Default::default()
                     }

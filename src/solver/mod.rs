@@ -592,7 +592,7 @@ impl Solver {
         let run_timer = Instant::now();
         let mut iterations_last = self.iter;
         while self.iter < stop_iter {
-            self.net.clear_param_diffs(self.eng.as_mut());
+            self.net.clear_param_diffs();
             let ti = self.param.test_interval();
             if ti > 0 && self.iter % ti == 0 && (self.iter > 0 || self.param.test_initialization())
             {
@@ -605,7 +605,7 @@ impl Solver {
             let mut loss = 0.0;
             let iter_size = self.param.iter_size().max(1);
             for r in &mut self.replicas {
-                r.net.clear_param_diffs(r.eng.as_mut());
+                r.net.clear_param_diffs();
             }
             for _ in 0..iter_size {
                 loss += self.forward_backward()?;

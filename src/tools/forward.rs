@@ -99,7 +99,7 @@ pub fn run_net<W: TrainedWeights>(
         );
     }
     if opts.backward {
-        net.clear_param_diffs(eng);
+        net.clear_param_diffs();
         net.seed_loss_diffs(eng);
         for (name, (_, values)) in inputs
             .iter()

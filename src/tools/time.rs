@@ -94,6 +94,9 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
             }
         }
         forward_total += forward_timer.elapsed().as_secs_f64() * 1e3;
+        // Each backward starts from cleared parameter diffs, as in a training iteration (Caffe's
+        // time lets them accumulate, which changes only values nobody reads).
+        net.clear_param_diffs();
         let backward_timer = Instant::now();
         if device_clock {
             eng.timestamp()?;

@@ -189,6 +189,19 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 ins.push(std);
             }
             let grad = *grad;
+            if grad == NormGrad::Frozen {
+                // Point-wise: in place when dx is dy (BatchNorm run in place), no spare buffer.
+                mem.with_pointwise(&[*dx], &[*dy, ins[2]], |io, _, i| {
+                    let std = i[0];
+                    io.map_rows(
+                        dims.inner,
+                        None,
+                        |r| std[r % dims.channels],
+                        |s, _, d| d / s,
+                    )
+                });
+                return Ok(());
+            }
             let m = (dims.outer * dims.inner).max(1);
             let inv_m = (1.0 / m as f64) as f32;
             mem.with_overwrite(&[*dx], &ins, |o, i| {
@@ -219,12 +232,7 @@ pub fn run(kernel: &NormKernel, mem: &mut Memory) -> anyhow::Result<()> {
                                 *o = (d - inv_m * (a * yv + b)) / s;
                             }
                         }
-                        NormGrad::Frozen => {
-                            let s = std.map_or(1.0, |s| s[c]);
-                            for (o, &d) in row.iter_mut().zip(dr) {
-                                *o = d / s;
-                            }
-                        }
+                        NormGrad::Frozen => unreachable!("frozen statistics are handled above"),
                         NormGrad::CenterOnly => {
                             let mean = s_dy[c] * inv_m;
                             for (o, &d) in row.iter_mut().zip(dr) {
