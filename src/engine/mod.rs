@@ -50,6 +50,12 @@ pub trait Engine: Send {
     fn fill(&mut self, dst: View, value: f32);
     /// `dst = src` (same length; may be in the same tensor when the ranges do not overlap).
     fn copy(&mut self, src: View, dst: View);
+    /// `dst = src`, after which `src` holds unspecified values (it is about to be overwritten).
+    /// An engine may exchange the two tensors' storage instead of copying when both views cover
+    /// their whole tensors.
+    fn move_values(&mut self, src: View, dst: View) {
+        self.copy(src, dst)
+    }
     fn launch(&mut self, kernel: &Kernel) -> anyhow::Result<()>;
     /// Submit recorded work and wait for it (a no-op for the CPU engine).
     fn sync(&mut self) -> anyhow::Result<()> {

@@ -86,11 +86,14 @@ impl Layer for Scale {
     }
 
     fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
-        let (x, y) = (cx.bottoms[0].data(), cx.tops[0].data());
+        let (mut x, y) = (cx.bottoms[0].data(), cx.tops[0].data());
         self.in_place = x.id == y.id;
         if self.in_place {
+            // The bottom goes to the saved copy, which the product then reads: y is written
+            // whole, so the bottom's old storage need not keep its values.
             let copy = self.saved.get(cx.eng, x.len);
-            cx.eng.copy(x, copy);
+            cx.eng.move_values(x, copy);
+            x = copy;
         }
         let scale = if self.two_bottoms {
             cx.bottoms[1].data()
