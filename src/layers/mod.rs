@@ -96,7 +96,8 @@ pub trait Layer: Send {
 
     /// Adds nothing to parameter diffs when the layer has no parameters; writes (overwrites)
     /// `bottom.diff` for each bottom with `propagate_down[i]`, and accumulates into param diffs
-    /// (Caffe's semantics: param diffs are accumulated, bottom diffs are overwritten).
+    /// (Caffe's semantics: param diffs are accumulated, bottom diffs are overwritten), or
+    /// overwrites a param diff whose [`Ctx::param_diff_beta`] is 0.
     fn backward(&mut self, _cx: &mut Ctx, _propagate_down: &[bool]) -> Result<()> {
         Ok(())
     }
