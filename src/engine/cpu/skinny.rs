@@ -452,172 +452,161 @@ mod x86 {
     /// Columns (B rows) per register tile.
     const NR: usize = 4;
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn dot_block(
-        m: usize,
-        cols: usize,
-        k: usize,
-        (a, lda): (&[f32], usize),
-        (b, ldb): (&[f32], usize),
-        out: &mut [f32],
-    ) {
-        let mut j = 0;
-        while j < cols {
-            // Four columns at a time, the last few one by one.
-            let nr = if cols - j >= NR { NR } else { 1 };
-            let mut i = 0;
-            while i < m {
-                // 3 x 4 accumulators plus 3 + 4 loads fit the 16 ymm registers.
-                let mr = 3.min(m - i);
-                let mut sums = [[0f32; NR]; 3];
-                match (mr, nr) {
-                    (3, NR) => tile::<3, NR>(k, a, lda, i, b, ldb, j, &mut sums),
-                    (2, NR) => tile::<2, NR>(k, a, lda, i, b, ldb, j, &mut sums),
-                    (_, NR) => tile::<1, NR>(k, a, lda, i, b, ldb, j, &mut sums),
-                    (3, _) => tile::<3, 1>(k, a, lda, i, b, ldb, j, &mut sums),
-                    (2, _) => tile::<2, 1>(k, a, lda, i, b, ldb, j, &mut sums),
-                    _ => tile::<1, 1>(k, a, lda, i, b, ldb, j, &mut sums),
-                }
-                for (r, row) in sums.iter().enumerate().take(mr) {
-                    out[(i + r) * cols + j..][..nr].copy_from_slice(&row[..nr]);
-                }
-                i += mr;
-            }
-            j += nr;
-        }
-    }
-
-    /// [`dot_block`] with AVX-512: 5 x 4 accumulators (plus 4 + 1 loads) of the 32 zmm
-    /// registers, so each B row streamed from memory serves 5 rows of A at once.
-    #[target_feature(enable = "avx512f,fma")]
-    pub(super) fn dot_block_avx512(
-        m: usize,
-        cols: usize,
-        k: usize,
-        (a, lda): (&[f32], usize),
-        (b, ldb): (&[f32], usize),
-        out: &mut [f32],
-    ) {
-        let mut j = 0;
-        while j < cols {
-            let nr = if cols - j >= NR { NR } else { 1 };
-            let mut i = 0;
-            while i < m {
-                let mr = 5.min(m - i);
-                let mut sums = [[0f32; NR]; 5];
-                macro_rules! tile {
-                    ($($mr:literal),*) => {
+    /// A `dot_block` for one vector width: tiles of up to `$mr` rows of A by `NR` columns, each
+    /// B row streamed from memory serving `$mr` rows of A at once, and the tile function it runs.
+    macro_rules! dot_kernels {
+        (
+            $(#[$doc:meta])*
+            $block:ident, $tile:ident, $feature:literal, $mr:literal [$($rows:literal),*],
+            $vec:ty, $lanes:literal, $zero:ident, $load:ident, $fmadd:ident, $hsum:expr
+        ) => {
+            $(#[$doc])*
+            #[target_feature(enable = $feature)]
+            pub(super) fn $block(
+                m: usize,
+                cols: usize,
+                k: usize,
+                (a, lda): (&[f32], usize),
+                (b, ldb): (&[f32], usize),
+                out: &mut [f32],
+            ) {
+                let mut j = 0;
+                while j < cols {
+                    // Four columns at a time, the last few one by one.
+                    let nr = if cols - j >= NR { NR } else { 1 };
+                    let mut i = 0;
+                    while i < m {
+                        let mr = ($mr).min(m - i);
+                        let mut sums = [[0f32; NR]; $mr];
                         match (mr, nr) {
-                            $(($mr, NR) => tile512::<$mr, NR>(k, a, lda, i, b, ldb, j, &mut sums),)*
-                            $(($mr, _) => tile512::<$mr, 1>(k, a, lda, i, b, ldb, j, &mut sums),)*
-                            _ => unreachable!("at most 5 rows per tile"),
+                            $(($rows, NR) => $tile::<$rows, NR>(k, a, lda, i, b, ldb, j, &mut sums),)*
+                            $(($rows, _) => $tile::<$rows, 1>(k, a, lda, i, b, ldb, j, &mut sums),)*
+                            _ => unreachable!("at most {} rows per tile", $mr),
                         }
-                    };
+                        for (r, row) in sums.iter().enumerate().take(mr) {
+                            out[(i + r) * cols + j..][..nr].copy_from_slice(&row[..nr]);
+                        }
+                        i += mr;
+                    }
+                    j += nr;
                 }
-                tile!(1, 2, 3, 4, 5);
-                for (r, row) in sums.iter().enumerate().take(mr) {
-                    out[(i + r) * cols + j..][..nr].copy_from_slice(&row[..nr]);
-                }
-                i += mr;
             }
-            j += nr;
-        }
-    }
 
-    /// sums[r][c] = dot(A_{i + r}, B_{j + c}) for r < MR, c < NC, 16 lanes at a time.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f,fma")]
-    fn tile512<const MR: usize, const NC: usize>(
-        k: usize,
-        a: &[f32],
-        lda: usize,
-        i: usize,
-        b: &[f32],
-        ldb: usize,
-        j: usize,
-        sums: &mut [[f32; NR]; 5],
-    ) {
-        let a_rows: [&[f32]; MR] = std::array::from_fn(|r| &a[(i + r) * lda..][..k]);
-        let b_rows: [&[f32]; NC] = std::array::from_fn(|c| &b[(j + c) * ldb..][..k]);
-        let mut acc = [[_mm512_setzero_ps(); NC]; MR];
-        let full = k / 16 * 16;
-        let mut l = 0;
-        while l < full {
-            // SAFETY: l + 16 <= k and every row slice has k elements.
-            unsafe {
-                let bv: [__m512; NC] =
-                    std::array::from_fn(|c| _mm512_loadu_ps(b_rows[c].as_ptr().add(l)));
+            /// sums[r][c] = dot(A_{i + r}, B_{j + c}) for r < MR, c < NC.
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = $feature)]
+            fn $tile<const MR: usize, const NC: usize>(
+                k: usize,
+                a: &[f32],
+                lda: usize,
+                i: usize,
+                b: &[f32],
+                ldb: usize,
+                j: usize,
+                sums: &mut [[f32; NR]; $mr],
+            ) {
+                let a_rows: [&[f32]; MR] = std::array::from_fn(|r| &a[(i + r) * lda..][..k]);
+                let b_rows: [&[f32]; NC] = std::array::from_fn(|c| &b[(j + c) * ldb..][..k]);
+                let mut acc = [[$zero(); NC]; MR];
+                let full = k / $lanes * $lanes;
+                let mut l = 0;
+                while l < full {
+                    // SAFETY: l + lanes <= k and every row slice has k elements.
+                    unsafe {
+                        let bv: [$vec; NC] =
+                            std::array::from_fn(|c| $load(b_rows[c].as_ptr().add(l)));
+                        for r in 0..MR {
+                            let av = $load(a_rows[r].as_ptr().add(l));
+                            for c in 0..NC {
+                                acc[r][c] = $fmadd(av, bv[c], acc[r][c]);
+                            }
+                        }
+                    }
+                    l += $lanes;
+                }
+                let hsum: fn($vec) -> f32 = $hsum;
                 for r in 0..MR {
-                    let av = _mm512_loadu_ps(a_rows[r].as_ptr().add(l));
                     for c in 0..NC {
-                        acc[r][c] = _mm512_fmadd_ps(av, bv[c], acc[r][c]);
+                        let mut s = hsum(acc[r][c]);
+                        for t in full..k {
+                            s += a_rows[r][t] * b_rows[c][t];
+                        }
+                        sums[r][c] = s;
                     }
                 }
             }
-            l += 16;
-        }
-        for r in 0..MR {
-            for c in 0..NC {
-                let mut s = _mm512_reduce_add_ps(acc[r][c]);
-                for t in full..k {
-                    s += a_rows[r][t] * b_rows[c][t];
-                }
-                sums[r][c] = s;
-            }
-        }
+        };
     }
 
-    /// sums[r][c] = dot(A_{i + r}, B_{j + c}) for r < MR, c < NC.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    fn tile<const MR: usize, const NC: usize>(
-        k: usize,
-        a: &[f32],
-        lda: usize,
-        i: usize,
-        b: &[f32],
-        ldb: usize,
-        j: usize,
-        sums: &mut [[f32; NR]; 3],
-    ) {
-        let a_rows: [&[f32]; MR] = std::array::from_fn(|r| &a[(i + r) * lda..][..k]);
-        let b_rows: [&[f32]; NC] = std::array::from_fn(|c| &b[(j + c) * ldb..][..k]);
-        let mut acc = [[_mm256_setzero_ps(); NC]; MR];
-        let full = k / 8 * 8;
-        let mut l = 0;
-        while l < full {
-            // SAFETY: l + 8 <= k and every row slice has k elements.
-            unsafe {
-                let bv: [__m256; NC] =
-                    std::array::from_fn(|c| _mm256_loadu_ps(b_rows[c].as_ptr().add(l)));
-                for r in 0..MR {
-                    let av = _mm256_loadu_ps(a_rows[r].as_ptr().add(l));
-                    for c in 0..NC {
-                        acc[r][c] = _mm256_fmadd_ps(av, bv[c], acc[r][c]);
-                    }
-                }
-            }
-            l += 8;
+    dot_kernels!(
+        /// 3 x 4 accumulators plus 3 + 4 loads fit the 16 ymm registers.
+        dot_block, tile, "avx2,fma", 3 [1, 2, 3],
+        __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps,
+        |v| {
+            let mut lanes = [0f32; 8];
+            // SAFETY: `lanes` holds 8 floats.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+            lanes.iter().sum()
         }
-        for r in 0..MR {
-            for c in 0..NC {
-                let mut lanes = [0f32; 8];
-                // SAFETY: `lanes` holds 8 floats.
-                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][c]) };
-                let mut s: f32 = lanes.iter().sum();
-                for t in full..k {
-                    s += a_rows[r][t] * b_rows[c][t];
-                }
-                sums[r][c] = s;
-            }
-        }
-    }
+    );
+
+    dot_kernels!(
+        /// 5 x 4 accumulators plus 4 + 1 loads of the 32 zmm registers.
+        dot_block_avx512, tile512, "avx512f,fma", 5 [1, 2, 3, 4, 5],
+        __m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps,
+        _mm512_reduce_add_ps
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::Rng;
+
+    /// Both vector widths of the dot-product tiles (only one of which `gemm_a_bt` picks on a
+    /// given CPU) against the definition, on tile counts and lengths with remainders.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn dot_blocks_of_every_width_equal_the_definition() {
+        let mut rng = Rng::new(9);
+        for &(m, cols, k) in &[(1, 1, 1), (7, 9, 37), (10, 4, 16), (3, 13, 100)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
+            let b: Vec<f32> = (0..cols * k)
+                .map(|_| rng.uniform_range(-1.0, 1.0))
+                .collect();
+            let want: Vec<f64> = (0..m * cols)
+                .map(|t| {
+                    let (i, j) = (t / cols, t % cols);
+                    (0..k)
+                        .map(|l| a[i * k + l] as f64 * b[j * k + l] as f64)
+                        .sum()
+                })
+                .collect();
+            let mut runs: Vec<(&str, Vec<f32>)> = Vec::new();
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                let mut out = vec![f32::NAN; m * cols];
+                // SAFETY: the CPU has the features.
+                unsafe { x86::dot_block(m, cols, k, (&a, k), (&b, k), &mut out) };
+                runs.push(("avx2", out));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                let mut out = vec![f32::NAN; m * cols];
+                // SAFETY: the CPU has the features.
+                unsafe { x86::dot_block_avx512(m, cols, k, (&a, k), (&b, k), &mut out) };
+                runs.push(("avx512", out));
+            }
+            for (name, out) in runs {
+                for (t, (&got, &w)) in out.iter().zip(&want).enumerate() {
+                    assert!(
+                        (got as f64 - w).abs() < 1e-4 * (1.0 + w.abs()),
+                        "{name} {m}x{cols}x{k} at {t}: {got} vs {w}"
+                    );
+                }
+            }
+        }
+    }
 
     fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], b_t: bool) -> Vec<f64> {
         let mut c = vec![0f64; m * n];
