@@ -70,22 +70,22 @@ fn run_chunks(
     let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
     let (cig, cog) = (ci / g, co / g);
     let (th, tw) = tiles(k);
-    let (in_len, out_len) = (
-        ci * k.in_shape[0] * k.in_shape[1],
-        co * k.out_shape[0] * k.out_shape[1],
-    );
+    let out_len = co * k.out_shape[0] * k.out_shape[1];
     for first in (0..k.batch).step_by(chunk) {
         let images = chunk.min(k.batch - first);
         let n = images * th * tw;
         let v = &mut v[..16 * ci * n];
         let p = &mut p[..16 * co * n];
-        v.par_chunks_mut(16 * n).enumerate().for_each(|(c, rows)| {
-            for b in 0..images {
-                let plane = &input[(first + b) * in_len + c * k.in_shape[0] * k.in_shape[1]..]
-                    [..k.in_shape[0] * k.in_shape[1]];
-                transform_input_plane(k, plane, rows, n, b * th * tw);
-            }
-        });
+        let in_plane = k.in_shape[0] * k.in_shape[1];
+        transform_planes(
+            input,
+            in_plane,
+            first,
+            images,
+            th * tw,
+            v,
+            |plane, rows, tile| transform_input_plane(k, plane, rows, n, tile),
+        );
         // The 16 * groups products write disjoint rows of P: one product per task, each on one
         // core (splitting every product over the cores costs a synchronisation per product).
         let (p_addr, u_addr, v_addr) = (
@@ -160,10 +160,6 @@ fn weight_grad_in_chunks(
         return;
     }
     let chunk = (budget / per_image).clamp(1, k.batch);
-    let (in_len, out_len) = (
-        ci * k.in_shape[0] * k.in_shape[1],
-        co * k.out_shape[0] * k.out_shape[1],
-    );
     let (in_plane, out_plane) = (
         k.in_shape[0] * k.in_shape[1],
         k.out_shape[0] * k.out_shape[1],
@@ -183,18 +179,24 @@ fn weight_grad_in_chunks(
             let n = images * th * tw;
             let v = &mut v[..16 * ci * n];
             let e = &mut e[..16 * co * n];
-            v.par_chunks_mut(16 * n).enumerate().for_each(|(c, rows)| {
-                for b in 0..images {
-                    let plane = &input[(first + b) * in_len + c * in_plane..][..in_plane];
-                    transform_input_plane(k, plane, rows, n, b * th * tw);
-                }
-            });
-            e.par_chunks_mut(16 * n).enumerate().for_each(|(c, rows)| {
-                for b in 0..images {
-                    let plane = &out_diff[(first + b) * out_len + c * out_plane..][..out_plane];
-                    transform_grad_plane(k, plane, rows, n, b * th * tw);
-                }
-            });
+            transform_planes(
+                input,
+                in_plane,
+                first,
+                images,
+                th * tw,
+                v,
+                |plane, rows, tile| transform_input_plane(k, plane, rows, n, tile),
+            );
+            transform_planes(
+                out_diff,
+                out_plane,
+                first,
+                images,
+                th * tw,
+                e,
+                |plane, rows, tile| transform_grad_plane(k, plane, rows, n, tile),
+            );
             let accumulate = first > 0;
             let (m_addr, e_addr, v_addr) = (
                 m.as_mut_ptr() as usize,
@@ -256,6 +258,30 @@ fn weight_grad_in_chunks(
         Ok(mut bufs) => run(&mut bufs),
         Err(_) => run(&mut Default::default()),
     });
+}
+
+/// Transforms every plane of the images `first..first + images` of `src` (planes of `plane`
+/// elements, as many channels as `rows` has row blocks) into `rows` ([channel][16][n]): each plane
+/// goes through `transform(plane, channel rows, first tile)`, image b's tiles from b * `tiles`.
+fn transform_planes(
+    src: &[f32],
+    plane: usize,
+    first: usize,
+    images: usize,
+    tiles: usize,
+    rows: &mut [f32],
+    transform: impl Fn(&[f32], &mut [f32], usize) + Sync,
+) {
+    let n = images * tiles;
+    let image_len = rows.len() / (16 * n).max(1) * plane;
+    rows.par_chunks_mut(16 * n)
+        .enumerate()
+        .for_each(|(c, rows)| {
+            for b in 0..images {
+                let src = &src[(first + b) * image_len + c * plane..][..plane];
+                transform(src, rows, b * tiles);
+            }
+        });
 }
 
 /// E rows of one output-gradient plane: rows[xi * n + first_tile + tile] = (A e A^T)[xi] for its
@@ -495,31 +521,38 @@ mod tests {
         dk
     }
 
+    /// The geometry of test case `case` (groups, channels, sizes and pads varying with it), or
+    /// none when the padded image is smaller than the kernel.
+    fn random_geometry(case: usize, batch: usize, adjoint: bool) -> Option<Winograd> {
+        let view = View::new(TensorId(0), 0, 0);
+        let groups = 1 + case % 3;
+        let (ci, co) = (groups * (1 + case % 4), groups * (1 + (case / 3) % 5));
+        let (h, w) = (1 + case % 9, 1 + (case * 7) % 11);
+        let pad = [case % 3, (case / 2) % 3];
+        (h + 2 * pad[0] >= 3 && w + 2 * pad[1] >= 3).then_some(Winograd {
+            input: view,
+            weight: view,
+            output: view,
+            batch,
+            in_channels: ci,
+            out_channels: co,
+            groups,
+            in_shape: [h, w],
+            out_shape: [h + 2 * pad[0] - 2, w + 2 * pad[1] - 2],
+            pad,
+            adjoint,
+        })
+    }
+
     #[test]
     fn weight_grad_matches_definition() {
         let mut rng = Rng::new(11);
-        let view = View::new(TensorId(0), 0, 0);
         for case in 0..40 {
-            let groups = 1 + case % 3;
-            let (ci, co) = (groups * (1 + case % 4), groups * (1 + (case / 3) % 5));
-            let (h, w) = (1 + case % 9, 1 + (case * 7) % 11);
-            let pad = [case % 3, (case / 2) % 3];
-            if h + 2 * pad[0] < 3 || w + 2 * pad[1] < 3 {
+            let Some(k) = random_geometry(case, 1 + case % 4, false) else {
                 continue;
-            }
-            let k = Winograd {
-                input: view,
-                weight: view,
-                output: view,
-                batch: 1 + case % 4,
-                in_channels: ci,
-                out_channels: co,
-                groups,
-                in_shape: [h, w],
-                out_shape: [h + 2 * pad[0] - 2, w + 2 * pad[1] - 2],
-                pad,
-                adjoint: false,
             };
+            let (ci, co, groups) = (k.in_channels, k.out_channels, k.groups);
+            let [h, w] = k.in_shape;
             let [oh, ow] = k.out_shape;
             let input: Vec<f32> = (0..k.batch * ci * h * w)
                 .map(|_| rng.gaussian() as f32)
@@ -549,28 +582,12 @@ mod tests {
     #[test]
     fn matches_direct_convolution() {
         let mut rng = Rng::new(7);
-        let view = View::new(TensorId(0), 0, 0);
         for case in 0..40 {
-            let groups = 1 + case % 3;
-            let (ci, co) = (groups * (1 + case % 4), groups * (1 + (case / 3) % 5));
-            let (h, w) = (1 + case % 9, 1 + (case * 7) % 11);
-            let pad = [case % 3, (case / 2) % 3];
-            if h + 2 * pad[0] < 3 || w + 2 * pad[1] < 3 {
+            let Some(k) = random_geometry(case, 1 + case % 3, case % 2 == 1) else {
                 continue;
-            }
-            let k = Winograd {
-                input: view,
-                weight: view,
-                output: view,
-                batch: 1 + case % 3,
-                in_channels: ci,
-                out_channels: co,
-                groups,
-                in_shape: [h, w],
-                out_shape: [h + 2 * pad[0] - 2, w + 2 * pad[1] - 2],
-                pad,
-                adjoint: case % 2 == 1,
             };
+            let (ci, co, groups) = (k.in_channels, k.out_channels, k.groups);
+            let [h, w] = k.in_shape;
             let input: Vec<f32> = (0..k.batch * ci * h * w)
                 .map(|_| rng.gaussian() as f32)
                 .collect();
