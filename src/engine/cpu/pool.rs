@@ -402,15 +402,8 @@ fn max_forward_portable(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f3
     // element, and does not vectorise for strides above 1).
     let mut first_row = 0;
     if s > 1 && g.pad_h == 0 && g.pad_w == 0 {
-        let whole = |size: usize, k: usize, stride: usize, pooled: usize| {
-            if size >= k {
-                ((size - k) / stride + 1).min(pooled)
-            } else {
-                0
-            }
-        };
-        let rows = whole(g.height, g.kernel_h, g.stride_h, g.pooled_h);
-        let cols = whole(g.width, g.kernel_w, g.stride_w, g.pooled_w);
+        let rows = whole_windows(g.height, g.kernel_h, g.stride_h, 0, g.pooled_h).end;
+        let cols = whole_windows(g.width, g.kernel_w, g.stride_w, 0, g.pooled_w).end;
         let done = match (g.kernel_h, g.kernel_w) {
             (2, 2) => max_whole_windows::<2, 2>(g, x, top, mask, rows, cols),
             (3, 3) => max_whole_windows::<3, 3>(g, x, top, mask, rows, cols),
