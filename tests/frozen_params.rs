@@ -21,12 +21,18 @@ layer { name: "ip" type: "InnerProduct" bottom: "c" top: "y"
 layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }
 "#;
 
-#[test]
-fn parameters_with_lr_mult_zero_get_no_gradient() {
-    let param: NetParameter = parse_text(NET, "frozen.prototxt", "caffe.NetParameter").unwrap();
+/// The TRAIN-phase net of a prototxt text, on the CPU engine, its fillers seeded by `seed`.
+fn train_net(text: &str, file: &str, seed: u64) -> (CpuEngine, Net) {
+    let param: NetParameter = parse_text(text, file, "caffe.NetParameter").unwrap();
     let state = make_state(&param, Phase::Train, 0, &[]);
     let mut eng = CpuEngine::new();
-    let mut net = Net::from_param(&param, &state, &mut eng, Some(3)).unwrap();
+    let net = Net::from_param(&param, &state, &mut eng, Some(seed)).unwrap();
+    (eng, net)
+}
+
+#[test]
+fn parameters_with_lr_mult_zero_get_no_gradient() {
+    let (mut eng, mut net) = train_net(NET, "frozen.prototxt", 3);
     let x = net.blobs[net.graph.blob_index("x").unwrap()].clone();
     let t = net.blobs[net.graph.blob_index("t").unwrap()].clone();
     eng.upload(
@@ -75,10 +81,7 @@ layer { name: "side" type: "InnerProduct" bottom: "x" top: "unused"
         inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } } }
 layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }
 "#;
-    let param: NetParameter = parse_text(SHARED, "shared.prototxt", "caffe.NetParameter").unwrap();
-    let state = make_state(&param, Phase::Train, 0, &[]);
-    let mut eng = CpuEngine::new();
-    let mut net = Net::from_param(&param, &state, &mut eng, Some(5)).unwrap();
+    let (mut eng, mut net) = train_net(SHARED, "shared.prototxt", 5);
     let x = net.blobs[net.graph.blob_index("x").unwrap()].clone();
     let t = net.blobs[net.graph.blob_index("t").unwrap()].clone();
     eng.upload(
