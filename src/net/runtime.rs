@@ -321,7 +321,7 @@ impl Net {
     }
 
     /// Zeroes the diffs [`Net::clear_param_diffs`] left to the backward pass that no layer wrote.
-    pub fn zero_cleared_diffs(&mut self, eng: &mut dyn Engine) {
+    fn zero_cleared_diffs(&mut self, eng: &mut dyn Engine) {
         for (owner, cleared) in self.cleared_diffs.iter_mut().enumerate() {
             if std::mem::take(cleared) {
                 eng.fill(self.params[owner].diff(), 0.0);
