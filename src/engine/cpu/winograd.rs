@@ -529,7 +529,7 @@ mod tests {
         let (ci, co) = (groups * (1 + case % 4), groups * (1 + (case / 3) % 5));
         let (h, w) = (1 + case % 9, 1 + (case * 7) % 11);
         let pad = [case % 3, (case / 2) % 3];
-        (h + 2 * pad[0] >= 3 && w + 2 * pad[1] >= 3).then_some(Winograd {
+        (h + 2 * pad[0] >= 3 && w + 2 * pad[1] >= 3).then(|| Winograd {
             input: view,
             weight: view,
             output: view,
