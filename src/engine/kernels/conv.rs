@@ -414,7 +414,8 @@ pub fn run_composed(eng: &mut dyn Engine, kernel: &ConvKernel) -> Result<()> {
         image: 0,
         group: og * kd,
     };
-    let chunk = k.chunk();
+    // A 1x1 convolution needs no columns: all images go into one batched product.
+    let chunk = if k.is_1x1() { k.batch } else { k.chunk() };
     let mut first = 0;
     while first < k.batch {
         let batch = chunk.min(k.batch - first);
