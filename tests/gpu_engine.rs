@@ -818,6 +818,13 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
                     beta: 1.0,
                     y: whole(ids[8], channels),
                 }),
+                Kernel::Elementwise(Ew::ChannelAffineBackward {
+                    dims: d,
+                    dy,
+                    bias_grad: Some((whole(ids[6], channels), 1.0)),
+                    scale_grad: Some((x, whole(ids[7], channels), 1.0)),
+                    data_grad: Some((s, dy)),
+                }),
             ]
         });
     }

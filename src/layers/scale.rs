@@ -8,7 +8,7 @@ use super::bias::{constant_zero, operand_dims, param_shape};
 use super::common::{Scratch, check_count};
 use super::{Ctx, Layer, ParamDef, Shapes};
 use crate::engine::kernels::Kernel;
-use crate::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel, SumWeight};
+use crate::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel};
 use crate::proto::{FillerParameter, LayerParameter};
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
@@ -114,16 +114,10 @@ impl Layer for Scale {
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {
         let dy = cx.tops[0].diff();
         let dims = self.dims;
-        if let Some(i) = self.bias_index().filter(|&i| cx.param_grad(i)) {
-            let kernel = ElementwiseKernel::ChannelSum {
-                dims,
-                a: dy,
-                weight: SumWeight::One,
-                beta: 1.0,
-                y: cx.params[i].diff(),
-            };
-            cx.eng.launch(&Kernel::Elementwise(kernel))?;
-        }
+        let bias_grad = self
+            .bias_index()
+            .filter(|&i| cx.param_grad(i))
+            .map(|i| (cx.params[i].diff(), 1.0));
         let scale_diff = if self.two_bottoms {
             propagate_down
                 .get(1)
@@ -133,7 +127,7 @@ impl Layer for Scale {
         } else {
             cx.param_grad(0).then(|| cx.params[0].diff())
         };
-        if let Some(y) = scale_diff {
+        let scale_grad = scale_diff.map(|y| {
             let x = if self.in_place {
                 self.saved.get(cx.eng, dims.count())
             } else {
@@ -149,31 +143,24 @@ impl Layer for Scale {
             } else {
                 1.0
             };
-            let kernel = ElementwiseKernel::ChannelSum {
-                dims,
-                a: dy,
-                weight: SumWeight::By(x),
-                beta,
-                y,
-            };
-            cx.eng.launch(&Kernel::Elementwise(kernel))?;
-        }
-        if propagate_down.first().copied().unwrap_or(false) {
+            (x, y, beta)
+        });
+        let data_grad = propagate_down.first().copied().unwrap_or(false).then(|| {
             let scale = if self.two_bottoms {
                 cx.bottoms[1].data()
             } else {
                 cx.params[0].data()
             };
-            let kernel = ElementwiseKernel::ChannelAffine {
-                dims,
-                x: dy,
-                scale: Some(scale),
-                bias: None,
-                y: cx.bottoms[0].diff(),
-            };
-            cx.eng.launch(&Kernel::Elementwise(kernel))?;
-        }
-        Ok(())
+            (scale, cx.bottoms[0].diff())
+        });
+        let kernel = ElementwiseKernel::ChannelAffineBackward {
+            dims,
+            dy,
+            bias_grad,
+            scale_grad,
+            data_grad,
+        };
+        cx.eng.launch(&Kernel::Elementwise(kernel))
     }
 
     fn macs(&self) -> u64 {

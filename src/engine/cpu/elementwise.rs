@@ -608,6 +608,96 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 }
             });
         }
+        &ElementwiseKernel::ChannelAffineBackward {
+            dims,
+            dy,
+            bias_grad,
+            scale_grad,
+            data_grad,
+        } => {
+            let sum_outs: Vec<View> = bias_grad
+                .map(|b| b.0)
+                .into_iter()
+                .chain(scale_grad.map(|s| s.1))
+                .collect();
+            // One pass needs dx and the sums in tensors of their own; otherwise run the parts.
+            let fused = data_grad.filter(|&(_, dx)| {
+                dims.count() > 0
+                    && sum_outs.iter().all(|v| v.id != dx.id)
+                    && sum_outs
+                        .first()
+                        .is_none_or(|a| sum_outs.iter().skip(1).all(|b| b.id != a.id))
+            });
+            let Some((scale, dx)) = fused else {
+                for part in kernel.channel_affine_backward_parts().unwrap_or_default() {
+                    run(&part, mem)?;
+                }
+                return Ok(());
+            };
+            check_len(&[dy, dx], dims.count())?;
+            check_len(&[scale], dims.channels)?;
+            check_len(&sum_outs, dims.channels)?;
+            let mut ins = vec![dy, scale];
+            ins.extend(scale_grad.map(|s| s.0));
+            check_len(&ins[2..], dims.count())?;
+            let mut outs = vec![dx];
+            outs.extend(&sum_outs);
+            let (channels, inner) = (dims.channels, dims.inner);
+            mem.with_pointwise(&outs, &ins, |io, sum_out, i| {
+                let (scale, x) = (i[0], i.get(1).copied());
+                let (out, dy) = match io {
+                    Io::Apart { out, last } => (out, Some(last)),
+                    Io::InPlace(out) => (out, None),
+                };
+                // Per (outer, channel) row: its sums of dy and dy * x, as ChannelSum forms them.
+                let mut rows = vec![[0f32; 2]; dims.outer * channels];
+                let row = |(r, (row, sums)): (usize, (&mut [f32], &mut [f32; 2]))| {
+                    let range = r * inner..(r + 1) * inner;
+                    {
+                        let d: &[f32] = dy.map_or(&*row, |dy| &dy[range.clone()]);
+                        if bias_grad.is_some() {
+                            sums[0] = sum(d);
+                        }
+                        if let Some(x) = x {
+                            sums[1] = dot(d, &x[range.clone()]);
+                        }
+                    }
+                    let k = scale[r % channels];
+                    match dy {
+                        Some(dy) => row
+                            .iter_mut()
+                            .zip(&dy[range])
+                            .for_each(|(o, &v)| *o = v * k),
+                        None => row.iter_mut().for_each(|o| *o *= k),
+                    }
+                };
+                if dims.count() >= PAR_MIN && rayon::current_num_threads() > 1 {
+                    out.par_chunks_mut(inner)
+                        .zip(rows.par_iter_mut())
+                        .enumerate()
+                        .with_min_len((PAR_MIN / 4 / inner).max(1))
+                        .for_each(row);
+                } else {
+                    out.chunks_mut(inner)
+                        .zip(rows.iter_mut())
+                        .enumerate()
+                        .for_each(row);
+                }
+                let betas = bias_grad
+                    .map(|b| (0, b.1))
+                    .into_iter()
+                    .chain(scale_grad.map(|s| (1, s.2)));
+                for ((which, beta), y) in betas.zip(sum_out.iter_mut()) {
+                    for (c, yc) in y.iter_mut().enumerate() {
+                        let total: f64 = (0..dims.outer)
+                            .map(|o| rows[o * channels + c][which] as f64)
+                            .sum();
+                        let s = total as f32;
+                        *yc = if beta == 0.0 { s } else { beta * *yc + s };
+                    }
+                }
+            });
+        }
         ElementwiseKernel::ChannelSum {
             dims,
             a,
@@ -742,6 +832,67 @@ mod tests {
         let view = whole(eng, id);
         eng.upload(view, v);
         view
+    }
+
+    /// The one-pass Scale backward equals its separate kernels bit for bit: in place and apart,
+    /// with every subset of its parts, on shapes below and above the parallel threshold.
+    #[test]
+    fn channel_affine_backward_equals_its_parts() {
+        let mut rng = crate::rng::Rng::new(7);
+        for (case, &(outer, channels, inner)) in
+            [(2, 3, 5), (1, 4, 1), (3, 7, 1), (4, 8, 1500), (2, 2, 64)]
+                .iter()
+                .enumerate()
+        {
+            let dims = ChannelDims::new(outer, channels, inner);
+            let n = dims.count();
+            let values = |rng: &mut crate::rng::Rng, len: usize| -> Vec<f32> {
+                (0..len).map(|_| rng.uniform_range(-2.0, 2.0)).collect()
+            };
+            let (dyv, xv, sv) = (
+                values(&mut rng, n),
+                values(&mut rng, n),
+                values(&mut rng, channels),
+            );
+            let (bdv, sdv) = (values(&mut rng, channels), values(&mut rng, channels));
+            for parts in 0..8u32 {
+                for in_place in [false, true] {
+                    // Both runs start from the same values; the fused one on `fused`.
+                    let run = |fused: bool| -> Vec<Vec<f32>> {
+                        let mut eng = CpuEngine::new();
+                        let views: Vec<View> = [&dyv, &xv, &sv, &bdv, &sdv, &vec![0.0; n]]
+                            .iter()
+                            .map(|v| upload(&mut eng, v))
+                            .collect();
+                        let dx = if in_place { views[0] } else { views[5] };
+                        let kernel = ElementwiseKernel::ChannelAffineBackward {
+                            dims,
+                            dy: views[0],
+                            bias_grad: (parts & 1 != 0).then_some((views[3], 1.0)),
+                            scale_grad: (parts & 2 != 0).then_some((
+                                views[1],
+                                views[4],
+                                case as f32 * 0.5,
+                            )),
+                            data_grad: (parts & 4 != 0).then_some((views[2], dx)),
+                        };
+                        if fused {
+                            eng.launch(&Kernel::Elementwise(kernel)).unwrap();
+                        } else {
+                            for part in kernel.channel_affine_backward_parts().unwrap() {
+                                eng.launch(&Kernel::Elementwise(part)).unwrap();
+                            }
+                        }
+                        views.iter().map(|&v| eng.download(v)).collect()
+                    };
+                    assert_eq!(
+                        run(true),
+                        run(false),
+                        "{dims:?} parts {parts:03b} in place {in_place}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -361,6 +361,12 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
                 vec![base, threshold, first as u32, scale.to_bits()]
             })
         }
+        ElementwiseKernel::ChannelAffineBackward { .. } => {
+            for part in k.channel_affine_backward_parts().unwrap_or_default() {
+                launch(e, &part)?;
+            }
+            Ok(())
+        }
         ElementwiseKernel::ChannelSum {
             dims,
             a,

@@ -152,6 +152,19 @@ pub enum ElementwiseKernel {
         beta: f32,
         y: View,
     },
+    /// The backward of y = x * scale[c] + bias[c] (Scale) in one pass over dy: each part is
+    /// optional and is exactly the kernel [`Self::channel_affine_backward_parts`] lists for it, so
+    /// engines may run those instead. `dx` may be `dy` itself (an in-place layer).
+    ChannelAffineBackward {
+        dims: ChannelDims,
+        dy: View,
+        /// bias_diff[c] = beta * bias_diff[c] + sum dy: (bias_diff, beta).
+        bias_grad: Option<(View, f32)>,
+        /// scale_diff[c] = beta * scale_diff[c] + sum dy * x: (x, scale_diff, beta).
+        scale_grad: Option<(View, View, f32)>,
+        /// dx = dy * scale[c]: (scale, dx), after the sums have read dy.
+        data_grad: Option<(View, View)>,
+    },
     /// PReLU: y[o, c, i] = max(x, 0) + slope[c] * min(x, 0).
     PRelu {
         dims: ChannelDims,
@@ -201,4 +214,50 @@ pub fn dropout_threshold(ratio: f32) -> u32 {
 /// Whether dropout keeps element `index` (probability 1 - ratio).
 pub fn dropout_keep(seed: u32, index: u32, ratio: f32) -> bool {
     dropout_hash(seed, index) >> 8 >= dropout_threshold(ratio)
+}
+
+impl ElementwiseKernel {
+    /// The separate kernels a [`ElementwiseKernel::ChannelAffineBackward`] stands for, in the order
+    /// that gives its result (the sums read dy before dx may overwrite it); None for other kernels.
+    pub fn channel_affine_backward_parts(&self) -> Option<Vec<ElementwiseKernel>> {
+        let &ElementwiseKernel::ChannelAffineBackward {
+            dims,
+            dy,
+            bias_grad,
+            scale_grad,
+            data_grad,
+        } = self
+        else {
+            return None;
+        };
+        let mut parts = Vec::new();
+        if let Some((y, beta)) = bias_grad {
+            parts.push(ElementwiseKernel::ChannelSum {
+                dims,
+                a: dy,
+                weight: SumWeight::One,
+                beta,
+                y,
+            });
+        }
+        if let Some((x, y, beta)) = scale_grad {
+            parts.push(ElementwiseKernel::ChannelSum {
+                dims,
+                a: dy,
+                weight: SumWeight::By(x),
+                beta,
+                y,
+            });
+        }
+        if let Some((scale, dx)) = data_grad {
+            parts.push(ElementwiseKernel::ChannelAffine {
+                dims,
+                x: dy,
+                scale: Some(scale),
+                bias: None,
+                y: dx,
+            });
+        }
+        Some(parts)
+    }
 }
