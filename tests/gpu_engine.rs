@@ -738,6 +738,8 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
         (3, 5, 33),
         (1, 17, 100),
         (4, 2, 1),
+        (2, 3, 8),
+        (3, 2, 6),
     ] {
         let d = ChannelDims::new(outer, channels, inner);
         let n = d.count();
@@ -855,6 +857,16 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
 fn elementwise_matches_cpu() {
     let mut g = gpu();
     elementwise_suite(&mut g, 10);
+}
+
+/// The same kernels with every element in its own invocation: the scalar twins of the vec4
+/// kernels the suite above runs wherever the tensors are aligned.
+#[test]
+fn elementwise_scalar_path_matches_cpu() {
+    let mut g = gpu();
+    g.set_wide_pointwise(false);
+    elementwise_suite(&mut g, 12);
+    g.set_wide_pointwise(true);
 }
 
 #[test]

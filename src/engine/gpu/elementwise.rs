@@ -5,7 +5,7 @@
 //! in-place layer) are read from a copy, as the CPU engine does.
 use anyhow::{Result, ensure};
 
-use super::{Bound, GpuEngine, Params};
+use super::{Bound, GpuEngine, Params, Wide};
 use crate::engine::View;
 use crate::engine::kernels::elementwise::{
     ChannelDims, ElementwiseKernel, NaryOp, SumWeight, UnaryOp, dropout_threshold, pcg_hash,
@@ -44,10 +44,13 @@ fn check_len(views: &[View], len: usize) -> Result<()> {
 }
 
 /// Runs `entry` over `n` elements: bindings are `ins` then `outs` (all of `n` elements, or of
-/// `per_channel` length when listed in `whole`), words 8.. are `words(first_index)`.
+/// `per_channel` length when listed in `whole`), words 8.. are `words(first_index)`; `wide` is its
+/// vec4 twin (see [`GpuEngine::dispatch_pointwise`]).
+#[allow(clippy::too_many_arguments)]
 fn pointwise(
     e: &mut GpuEngine,
     entry: &'static str,
+    wide: Option<Wide>,
     n: usize,
     ins: &[View],
     outs: &[View],
@@ -66,17 +69,18 @@ fn pointwise(
         for (i, w) in whole.iter().enumerate() {
             binds.push(e.bind_input(SCRATCH[(ins.len() + i) % 4], *w, &outs_c, false)?);
         }
-        let mut p = Params::new().u(r.len());
-        for b in &binds {
-            p = p.shift(b);
-        }
-        while p.0.len() < 8 {
-            p = p.u(0);
-        }
-        p.0.extend(words(r.start));
-        let refs: Vec<&Bound> = binds.iter().collect();
-        let g = e.groups_1d(r.len());
-        e.dispatch("elementwise", entry, &p, &refs, g)?;
+        let per_element: Vec<bool> = (0..binds.len())
+            .map(|i| i < ins.len() + outs.len())
+            .collect();
+        e.dispatch_pointwise(
+            ("elementwise", entry),
+            wide,
+            r.len(),
+            r.start,
+            &binds,
+            &per_element,
+            &words(r.start),
+        )?;
     }
     Ok(())
 }
@@ -138,9 +142,17 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
                 };
                 return e.record_fill(*y, value);
             }
-            pointwise(e, UNARY[c as usize], y.len, &[*x], &[*y], &[], &|_| {
-                vec![c, a.to_bits(), b.to_bits(), cc.to_bits()]
-            })
+            let wide = Some(Wide::new("unary4", c));
+            pointwise(
+                e,
+                UNARY[c as usize],
+                wide,
+                y.len,
+                &[*x],
+                &[*y],
+                &[],
+                &|_| vec![c, a.to_bits(), b.to_bits(), cc.to_bits()],
+            )
         }
         ElementwiseKernel::UnaryBackward { op, x, y, dy, dx } => {
             check_len(&[*x, *y, *dy], dx.len)?;
@@ -168,6 +180,7 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
             pointwise(
                 e,
                 UNARY_BACKWARD[c as usize],
+                Some(Wide::new("unary_backward4", c)),
                 dx.len,
                 &[*x, *y, *dy],
                 &[*dx],
@@ -295,6 +308,7 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
             pointwise(
                 e,
                 "channel_affine",
+                Some(Wide::channels("channel_affine4", flags, d.inner)),
                 x.len,
                 &[*x],
                 &[*y],
@@ -306,7 +320,7 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
             check_len(&[*x, *y], dims.count())?;
             check_len(&[*slope], dims.channels)?;
             let d = *dims;
-            pointwise(e, "prelu", x.len, &[*x], &[*y], &[*slope], &|first| {
+            pointwise(e, "prelu", None, x.len, &[*x], &[*y], &[*slope], &|first| {
                 channel_words(&d, first, 0)
             })
         }
@@ -357,7 +371,7 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
         } => {
             check_len(&[*x], y.len)?;
             let (base, threshold, scale) = (pcg_hash(*seed), dropout_threshold(*ratio), *scale);
-            pointwise(e, "dropout", y.len, &[*x], &[*y], &[], &|first| {
+            pointwise(e, "dropout", None, y.len, &[*x], &[*y], &[], &|first| {
                 vec![base, threshold, first as u32, scale.to_bits()]
             })
         }
@@ -430,17 +444,15 @@ fn back(
             binds.push(e.bind_input(SCRATCH[i], v.slice(r.start, r.len()), &[dxc], true)?);
         }
         binds.push(e.bind(dxc)?);
-        let mut p = Params::new().u(r.len());
-        for b in &binds {
-            p = p.shift(b);
-        }
-        while p.0.len() < 8 {
-            p = p.u(0);
-        }
-        p = p.u(mode as usize).f(c).f(idx);
-        let refs: Vec<&Bound> = binds.iter().collect();
-        let g = e.groups_1d(r.len());
-        e.dispatch("elementwise", "nary_back", &p, &refs, g)?;
+        e.dispatch_pointwise(
+            ("elementwise", "nary_back"),
+            Some(Wide::new("nary_back4", mode)),
+            r.len(),
+            r.start,
+            &binds,
+            &[true; 4],
+            &[mode, c.to_bits(), idx.to_bits()],
+        )?;
     }
     Ok(())
 }
@@ -480,13 +492,15 @@ fn nary_steps(
         };
         for (j, xb) in inputs.iter().enumerate() {
             let (m, c) = mode(j);
-            let mut p = Params::new().u(r.len()).shift(xb).shift(&yb).shift(&mb);
-            while p.0.len() < 8 {
-                p = p.u(0);
-            }
-            p = p.u(m as usize).f(c).u(j);
-            let g = e.groups_1d(r.len());
-            e.dispatch("elementwise", "nary_step", &p, &[xb, &yb, &mb], g)?;
+            e.dispatch_pointwise(
+                ("elementwise", "nary_step"),
+                Some(Wide::new("nary_step4", m)),
+                r.len(),
+                r.start,
+                &[xb.clone(), yb.clone(), mb.clone()],
+                &[true; 3],
+                &[m, c.to_bits(), j as u32],
+            )?;
         }
     }
     Ok(())

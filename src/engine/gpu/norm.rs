@@ -4,7 +4,7 @@
 use anyhow::{Result, anyhow, bail, ensure};
 
 use super::elementwise::CHANNEL_SEGMENT;
-use super::{Bound, GpuEngine, Params};
+use super::{Bound, GpuEngine, Params, Wide};
 use crate::engine::View;
 use crate::engine::kernels::blas::BlasKernel;
 use crate::engine::kernels::elementwise::ChannelDims;
@@ -126,9 +126,10 @@ fn scale_view(e: &mut GpuEngine, v: View, alpha: f32) -> Result<()> {
 /// A per-element channel pass: bindings `ins` (element-wise, split) and `whole` (per channel),
 /// then the element-wise output.
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 fn channel_pass(
     e: &mut GpuEngine,
-    entry: &'static str,
+    (entry, wide): (&'static str, Option<&'static str>),
     d: &ChannelDims,
     ins: &[View],
     whole: &[Bound],
@@ -150,19 +151,25 @@ fn channel_pass(
         }
         binds.extend(whole.iter().cloned());
         binds.push(e.bind(oc)?);
-        let mut p = Params::new().u(r.len());
-        for b in &binds {
-            p = p.shift(b);
-        }
-        let p = pad8(p)
-            .u(d.inner.max(1))
-            .u(d.channels.max(1))
-            .u(r.start)
-            .u(mode as usize)
-            .f(inv_m);
-        let refs: Vec<&Bound> = binds.iter().collect();
-        let g = e.groups_1d(r.len());
-        e.dispatch("norm", entry, &p, &refs, g)?;
+        let per_element: Vec<bool> = (0..binds.len())
+            .map(|i| i < ins.len() || i == binds.len() - 1)
+            .collect();
+        let words = [
+            d.inner.max(1) as u32,
+            d.channels.max(1) as u32,
+            r.start as u32,
+            mode,
+            inv_m.to_bits(),
+        ];
+        e.dispatch_pointwise(
+            ("norm", entry),
+            wide.map(|w| Wide::channels(w, mode, d.inner)),
+            r.len(),
+            r.start,
+            &binds,
+            &per_element,
+            &words,
+        )?;
     }
     Ok(())
 }
@@ -338,11 +345,29 @@ pub fn launch(e: &mut GpuEngine, k: &NormKernel) -> Result<()> {
                     )?;
                     let mb = small(e, "in1", *mean, &[*y])?;
                     let sb = small(e, "in2", *std, &[*y])?;
-                    channel_pass(e, "normalize", dims, &[*x], &[mb, sb], *y, 1, 0.0)
+                    channel_pass(
+                        e,
+                        ("normalize", Some("normalize4")),
+                        dims,
+                        &[*x],
+                        &[mb, sb],
+                        *y,
+                        1,
+                        0.0,
+                    )
                 }
                 (None, None) => {
                     let mb = small(e, "in1", *mean, &[*y])?;
-                    channel_pass(e, "normalize", dims, &[*x], &[mb.clone(), mb], *y, 0, 0.0)
+                    channel_pass(
+                        e,
+                        ("normalize", Some("normalize4")),
+                        dims,
+                        &[*x],
+                        &[mb.clone(), mb],
+                        *y,
+                        0,
+                        0.0,
+                    )
                 }
                 _ => bail!("Normalize needs both var and std, or neither"),
             }
@@ -385,7 +410,7 @@ pub fn launch(e: &mut GpuEngine, k: &NormKernel) -> Result<()> {
             let inv_m = (1.0 / m as f64) as f32;
             channel_pass(
                 e,
-                "normalize_backward",
+                ("normalize_backward", Some("normalize_backward4")),
                 dims,
                 &[*y, *dy],
                 &[stdb, s_dy, s_dyy],

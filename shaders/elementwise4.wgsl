@@ -1,0 +1,177 @@
+// The hot point-wise kernels of elementwise.wgsl and norm.wgsl on 4 consecutive elements per
+// invocation (GpuEngine::dispatch_pointwise picks them when the element-wise operands are
+// aligned): the same formulas and parameter words, except word 0 = elements / 4. Per-channel
+// operands are read one float at a time (`chN`). OP is the op code or mode as a pipeline
+// constant, so that lavapipe compiles one arm of each switch.
+
+@group(0) @binding(1) var<storage, read_write> q1: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> q2: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> q3: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> q4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> q5: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> q6: array<vec4<f32>>;
+
+override OP: u32 = 0u;
+// 1 when the rows (of `inner` elements) hold whole vec4s: a vec4's elements share one channel.
+override ROWS4: u32 = 0u;
+
+// Index of vec4 `i` of the binding whose shift is word `w`.
+fn at4(w: u32, i: u32) -> u32 {
+    return pu(w) / 4u + i;
+}
+
+// The channels of the 4 elements of vec4 `i` (words 8 inner, 9 channels, 10 first element).
+fn chans(i: u32) -> vec4<u32> {
+    let first = pu(10u) + 4u * i;
+    let inner = pu(8u);
+    let channels = pu(9u);
+    if (ROWS4 == 1u) {
+        return vec4<u32>((first / inner) % channels);
+    }
+    return (vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u)) / inner % channels;
+}
+
+fn ch2(c: vec4<u32>) -> vec4<f32> {
+    let j = vec4<u32>(pu(2u)) + c;
+    if (ROWS4 == 1u) { return vec4<f32>(q2[j.x >> 2u][j.x & 3u]); }
+    return vec4<f32>(q2[j.x >> 2u][j.x & 3u], q2[j.y >> 2u][j.y & 3u], q2[j.z >> 2u][j.z & 3u],
+                     q2[j.w >> 2u][j.w & 3u]);
+}
+
+fn ch3(c: vec4<u32>) -> vec4<f32> {
+    let j = vec4<u32>(pu(3u)) + c;
+    if (ROWS4 == 1u) { return vec4<f32>(q3[j.x >> 2u][j.x & 3u]); }
+    return vec4<f32>(q3[j.x >> 2u][j.x & 3u], q3[j.y >> 2u][j.y & 3u], q3[j.z >> 2u][j.z & 3u],
+                     q3[j.w >> 2u][j.w & 3u]);
+}
+
+fn ch4(c: vec4<u32>) -> vec4<f32> {
+    let j = vec4<u32>(pu(4u)) + c;
+    if (ROWS4 == 1u) { return vec4<f32>(q4[j.x >> 2u][j.x & 3u]); }
+    return vec4<f32>(q4[j.x >> 2u][j.x & 3u], q4[j.y >> 2u][j.y & 3u], q4[j.z >> 2u][j.z & 3u],
+                     q4[j.w >> 2u][j.w & 3u]);
+}
+
+fn ch5(c: vec4<u32>) -> vec4<f32> {
+    let j = vec4<u32>(pu(5u)) + c;
+    if (ROWS4 == 1u) { return vec4<f32>(q5[j.x >> 2u][j.x & 3u]); }
+    return vec4<f32>(q5[j.x >> 2u][j.x & 3u], q5[j.y >> 2u][j.y & 3u], q5[j.z >> 2u][j.z & 3u],
+                     q5[j.w >> 2u][j.w & 3u]);
+}
+
+// unary: q1 = x, q2 = y
+@compute @workgroup_size(256)
+fn unary4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let x = q1[at4(1u, i)];
+    q2[at4(2u, i)] = vec4<f32>(unary_f(OP, x.x), unary_f(OP, x.y), unary_f(OP, x.z),
+                               unary_f(OP, x.w));
+}
+
+// unary_backward: q1 = x, q2 = y, q3 = dy, q4 = dx
+@compute @workgroup_size(256)
+fn unary_backward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let x = q1[at4(1u, i)];
+    let y = q2[at4(2u, i)];
+    let d = q3[at4(3u, i)];
+    q4[at4(4u, i)] = vec4<f32>(unary_b(OP, x.x, y.x, d.x), unary_b(OP, x.y, y.y, d.y),
+                               unary_b(OP, x.z, y.z, d.z), unary_b(OP, x.w, y.w, d.w));
+}
+
+// nary_step (OP = mode): q1 = x_j, q2 = y, q3 = argmax; words 9 coeff, 10 j
+@compute @workgroup_size(256)
+fn nary_step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let x = q1[at4(1u, i)];
+    let yi = at4(2u, i);
+    let mi = at4(3u, i);
+    let c = pf(9u);
+    switch OP {
+        case 0u: { q2[yi] = c * x; }
+        case 1u: { q2[yi] += c * x; }
+        case 2u: { q2[yi] *= x; }
+        case 3u: { q2[yi] = x; q3[mi] = vec4<f32>(0.0); }
+        case 4u: {
+            let y = q2[yi];
+            let take = !(y > x);
+            q2[yi] = select(y, x, take);
+            q3[mi] = select(q3[mi], vec4<f32>(f32(pu(10u))), take);
+        }
+        default: {
+            let y = q2[yi];
+            let take = x > y;
+            q2[yi] = select(y, x, take);
+            q3[mi] = select(q3[mi], vec4<f32>(f32(pu(10u))), take);
+        }
+    }
+}
+
+// nary_back (OP = mode): q1 = a, q2 = b, q3 = c, q4 = dx; words 9 coeff, 10 index
+@compute @workgroup_size(256)
+fn nary_back4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let di = at4(4u, i);
+    switch OP {
+        case 0u: { q4[di] = q1[at4(1u, i)] * pf(9u); }
+        case 1u: { q4[di] = (q1[at4(1u, i)] / q2[at4(2u, i)]) * q3[at4(3u, i)]; }
+        case 2u: {
+            q4[di] = select(vec4<f32>(0.0), q2[at4(2u, i)], q1[at4(1u, i)] == vec4<f32>(pf(10u)));
+        }
+        case 3u: { q4[di] = q1[at4(1u, i)]; }
+        default: { q4[di] *= q1[at4(1u, i)]; }
+    }
+}
+
+// channel_affine (OP = flags: bit 0 scale, bit 1 bias): q1 = x, q2 = y, q3 = scale, q4 = bias
+@compute @workgroup_size(256)
+fn channel_affine4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let c = chans(i);
+    var v = q1[at4(1u, i)];
+    if ((OP & 1u) != 0u) { v *= ch3(c); }
+    if ((OP & 2u) != 0u) { v += ch4(c); }
+    q2[at4(2u, i)] = v;
+}
+
+// normalize (OP = mode: 0 x - mean, 1 (x - mean) / std): q1 = x, q2 = mean, q3 = std, q4 = y
+@compute @workgroup_size(256)
+fn normalize4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let c = chans(i);
+    var v = q1[at4(1u, i)] - ch2(c);
+    if (OP == 1u) { v = v / ch3(c); }
+    q4[at4(4u, i)] = v;
+}
+
+// normalize_backward (OP = mode: 0 Full, 1 Frozen, 2 CenterOnly): q1 = y, q2 = dy, q3 = std,
+// q4 = sum(dy), q5 = sum(dy * y), q6 = dx; word 12 = 1 / m
+@compute @workgroup_size(256)
+fn normalize_backward4(@builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let c = chans(i);
+    let d = q2[at4(2u, i)];
+    let inv_m = pf(12u);
+    var v: vec4<f32>;
+    switch OP {
+        case 0u: { v = (d - inv_m * (ch5(c) * q1[at4(1u, i)] + ch4(c))) / ch3(c); }
+        case 1u: { v = d / ch3(c); }
+        default: { v = d - ch4(c) * inv_m; }
+    }
+    q6[at4(6u, i)] = v;
+}
