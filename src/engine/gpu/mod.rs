@@ -986,12 +986,12 @@ impl GpuEngine {
         per_element: &[bool],
         words: &[u32],
     ) -> Result<()> {
-        let aligned = n % 4 == 0
-            && first % 4 == 0
+        let aligned = n.is_multiple_of(4)
+            && first.is_multiple_of(4)
             && binds
                 .iter()
                 .zip(per_element)
-                .all(|(b, &elementwise)| !elementwise || b.shift % 4 == 0);
+                .all(|(b, &elementwise)| !elementwise || b.shift.is_multiple_of(4));
         let widened: Option<Vec<Bound>> = wide
             .filter(|_| aligned && self.wide_pointwise)
             .and_then(|_| binds.iter().map(Bound::widened).collect());

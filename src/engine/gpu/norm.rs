@@ -126,7 +126,6 @@ fn scale_view(e: &mut GpuEngine, v: View, alpha: f32) -> Result<()> {
 /// A per-element channel pass: bindings `ins` (element-wise, split) and `whole` (per channel),
 /// then the element-wise output.
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 fn channel_pass(
     e: &mut GpuEngine,
     (entry, wide): (&'static str, Option<&'static str>),
