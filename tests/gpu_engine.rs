@@ -1686,6 +1686,9 @@ fn transfer_matches_cpu() {
         (vec![], vec![], vec![]),
         (vec![3, 1, 4, 2], vec![8, 8, 2, 1], vec![1, 3, 6, 24]),
         (vec![100, 33], vec![33, 1], vec![1, 100]),
+        // Long contiguous runs (buffer copies): a channel concat and a broadcast of one row.
+        (vec![3, 4, 100], vec![400, 100, 1], vec![1000, 100, 1]),
+        (vec![3, 300], vec![0, 1], vec![300, 1]),
     ];
     for (dims, ss, ds) in cases {
         let n = 4000;

@@ -1270,7 +1270,7 @@ impl GpuEngine {
         Ok(())
     }
 
-    fn record_copy(&mut self, src: View, dst: View) -> Result<()> {
+    pub(crate) fn record_copy(&mut self, src: View, dst: View) -> Result<()> {
         self.check_view(src)?;
         self.check_view(dst)?;
         if src.len != dst.len {

@@ -38,6 +38,49 @@ fn pad8(mut p: Params) -> Params {
     p
 }
 
+/// Runs at most this many buffer copies for one strided copy (Concat, Slice, Crop's rows)...
+const MAX_COPY_RUNS: usize = 1024;
+/// ... each at least this long.
+const MIN_COPY_RUN: usize = 256;
+
+/// The (src start, dst start, length) of the contiguous runs a strided walk copies, when it
+/// is a few long runs: adjacent dimensions merged where both sides are contiguous across
+/// them, and a last dimension of stride 1 on both sides.
+fn contiguous_runs(
+    dims: &[usize],
+    src_strides: &[usize],
+    dst_strides: &[usize],
+) -> Option<Vec<(usize, usize, usize)>> {
+    // (dim, src stride, dst stride), innermost last, merged where contiguous.
+    let mut merged: Vec<(usize, usize, usize)> = Vec::new();
+    for ((&d, &ss), &ds) in dims.iter().zip(src_strides).zip(dst_strides) {
+        if d == 1 {
+            continue;
+        }
+        match merged.last_mut() {
+            Some(last) if last.1 == ss * d && last.2 == ds * d => *last = (last.0 * d, ss, ds),
+            _ => merged.push((d, ss, ds)),
+        }
+    }
+    let &(run, ss, ds) = merged.last()?;
+    let outer = &merged[..merged.len() - 1];
+    let count: usize = outer.iter().map(|o| o.0).product();
+    if ss != 1 || ds != 1 || run < MIN_COPY_RUN || count > MAX_COPY_RUNS {
+        return None;
+    }
+    let mut runs = Vec::with_capacity(count);
+    for mut k in 0..count {
+        let (mut from, mut to) = (0, 0);
+        for &(d, s, t) in outer.iter().rev() {
+            from += k % d * s;
+            to += k % d * t;
+            k /= d;
+        }
+        runs.push((from, to, run));
+    }
+    Some(runs)
+}
+
 pub fn launch(e: &mut GpuEngine, k: &TransferKernel) -> Result<()> {
     match k {
         TransferKernel::Strided {
@@ -68,6 +111,18 @@ pub fn launch(e: &mut GpuEngine, k: &TransferKernel) -> Result<()> {
                 );
             }
             if se == 0 {
+                return Ok(());
+            }
+            let apart =
+                src.id != dst.id || src.offset + se <= dst.offset || dst.offset + de <= src.offset;
+            if !add
+                && apart
+                && let Some(runs) = contiguous_runs(dims, src_strides, dst_strides)
+            {
+                // Buffer copies (memcpy on lavapipe) instead of a gather per element.
+                for (from, to, len) in runs {
+                    e.record_copy(src.slice(from, len), dst.slice(to, len))?;
+                }
                 return Ok(());
             }
             // Split over the first dimension (a 0-D walk is one element).
