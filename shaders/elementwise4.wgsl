@@ -175,3 +175,58 @@ fn normalize_backward4(@builtin(workgroup_id) wid: vec3<u32>,
     }
     q6[at4(6u, i)] = v;
 }
+
+// channel_affine_backward (OP = parts: bit 0 bias sum, bit 1 scale sum, bit 2 dx): one workgroup
+// per channel, one pass over its rows: bias_diff[c] = beta_b * bias_diff[c] + sum dy,
+// scale_diff[c] = beta_s * scale_diff[c] + sum dy * x, dx = dy * scale[c].
+// q1 = dy, q2 = x, q3 = scale, q4 = dx, q5 = bias_diff, q6 = scale_diff.
+// words 8 inner / 4, 9 channels, 10 outer, 11 first channel, 12 beta_b, 13 beta_s.
+var<workgroup> ab_part: array<vec2<f32>, 256>;
+
+@compute @workgroup_size(256)
+fn channel_affine_backward4(@builtin(workgroup_id) wid: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let c = pu(11u) + wid.x + wid.y * 65535u;
+    if (c >= pu(9u)) { return; }
+    let inner4 = pu(8u);
+    var scale = 0.0;
+    if ((OP & 4u) != 0u) {
+        let j = pu(3u) + c;
+        scale = q3[j >> 2u][j & 3u];
+    }
+    var sb = vec4<f32>(0.0);
+    var ss = vec4<f32>(0.0);
+    let dy0 = pu(1u) / 4u;
+    let x0 = pu(2u) / 4u;
+    let dx0 = pu(4u) / 4u;
+    for (var o = 0u; o < pu(10u); o++) {
+        let row = (o * pu(9u) + c) * inner4;
+        for (var k = lid; k < inner4; k += 256u) {
+            let idx = row + k;
+            let d = q1[dy0 + idx];
+            if ((OP & 1u) != 0u) { sb += d; }
+            if ((OP & 2u) != 0u) { ss += d * q2[x0 + idx]; }
+            if ((OP & 4u) != 0u) { q4[dx0 + idx] = d * scale; }
+        }
+    }
+    ab_part[lid] = vec2<f32>((sb.x + sb.y) + (sb.z + sb.w), (ss.x + ss.y) + (ss.z + ss.w));
+    workgroupBarrier();
+    for (var h = 128u; h > 0u; h >>= 1u) {
+        if (lid < h) { ab_part[lid] += ab_part[lid + h]; }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        if ((OP & 1u) != 0u) {
+            let j = pu(5u) + c;
+            let beta = pf(12u);
+            let v = ab_part[0].x;
+            if (beta == 0.0) { q5[j >> 2u][j & 3u] = v; } else { q5[j >> 2u][j & 3u] = beta * q5[j >> 2u][j & 3u] + v; }
+        }
+        if ((OP & 2u) != 0u) {
+            let j = pu(6u) + c;
+            let beta = pf(13u);
+            let v = ab_part[0].y;
+            if (beta == 0.0) { q6[j >> 2u][j & 3u] = v; } else { q6[j >> 2u][j & 3u] = beta * q6[j >> 2u][j & 3u] + v; }
+        }
+    }
+}

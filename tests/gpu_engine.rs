@@ -827,6 +827,13 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
                     scale_grad: Some((x, whole(ids[7], channels), 1.0)),
                     data_grad: Some((s, dy)),
                 }),
+                Kernel::Elementwise(Ew::ChannelAffineBackward {
+                    dims: d,
+                    dy,
+                    bias_grad: None,
+                    scale_grad: Some((x, whole(ids[8], channels), 0.0)),
+                    data_grad: None,
+                }),
             ]
         });
     }

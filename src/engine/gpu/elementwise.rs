@@ -376,6 +376,9 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
             })
         }
         ElementwiseKernel::ChannelAffineBackward { .. } => {
+            if channel_affine_backward(e, k)? {
+                return Ok(());
+            }
             for part in k.channel_affine_backward_parts().unwrap_or_default() {
                 launch(e, &part)?;
             }
@@ -612,4 +615,99 @@ pub(crate) fn channel_sum(
         }
     }
     Ok(())
+}
+
+/// [`ElementwiseKernel::ChannelAffineBackward`] in one pass (one workgroup per channel, vec4
+/// lanes) when the tensors fit one binding each, rows hold whole vec4s and the element-wise
+/// views are aligned to them; returns whether it ran (else the caller runs the parts).
+fn channel_affine_backward(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<bool> {
+    let &ElementwiseKernel::ChannelAffineBackward {
+        dims,
+        dy,
+        bias_grad,
+        scale_grad,
+        data_grad,
+    } = k
+    else {
+        return Ok(false);
+    };
+    // Views the kernel leaves unread stand in for the missing parts.
+    let Some(some_per_channel) = data_grad
+        .map(|d| d.0)
+        .or(bias_grad.map(|b| b.0))
+        .or(scale_grad.map(|s| s.1))
+    else {
+        return Ok(false);
+    };
+    let (scale, dx) = data_grad.unwrap_or((some_per_channel, dy));
+    let n = dims.count();
+    let per_channel_vec4s = dims.outer * dims.inner / 4;
+    if n == 0
+        || !dims.inner.is_multiple_of(4)
+        || n > e.max_bind()
+        || per_channel_vec4s > CHANNEL_SEGMENT / 4
+        || !e.wide_pointwise()
+    {
+        return Ok(false);
+    }
+    check_len(&[dy, dx], n)?;
+    check_len(&[scale], dims.channels)?;
+    let x = scale_grad.map_or(dy, |s| s.0);
+    check_len(&[x], n)?;
+    let bias_diff = bias_grad.map_or(some_per_channel, |b| b.0);
+    let scale_diff = scale_grad.map_or(some_per_channel, |s| s.1);
+    check_len(&[bias_diff, scale_diff], dims.channels)?;
+    // The sums read dy and x whole before any dx is written only within one channel's rows, so
+    // x and the per-channel views must not share dx's tensor (dy may be dx itself).
+    let writes_dx = data_grad.is_some();
+    if writes_dx
+        && ([x, scale, bias_diff, scale_diff]
+            .iter()
+            .any(|v| v.id == dx.id)
+            || (dy.id == dx.id && dy != dx))
+    {
+        return Ok(false);
+    }
+    let views = [dy, x, scale, dx, bias_diff, scale_diff];
+    let mut binds = Vec::with_capacity(6);
+    for v in views {
+        match e.bind(v)?.widened() {
+            Some(b) => binds.push(b),
+            None => return Ok(false),
+        }
+    }
+    if [0, 1, 3].iter().any(|&i| !binds[i].shift.is_multiple_of(4)) {
+        return Ok(false);
+    }
+    let parts = u32::from(bias_grad.is_some())
+        | u32::from(scale_grad.is_some()) << 1
+        | u32::from(writes_dx) << 2;
+    let refs: Vec<super::Res> = binds.iter().map(super::Res::B).collect();
+    let mut first = 0;
+    while first < dims.channels {
+        let nch = (dims.channels - first).min(65535 * 65535);
+        let mut p = Params::new().u(0);
+        for b in &binds {
+            p = p.shift(b);
+        }
+        let p = p
+            .u(0)
+            .u(dims.inner / 4)
+            .u(dims.channels)
+            .u(dims.outer)
+            .u(first)
+            .f(bias_grad.map_or(0.0, |b| b.1))
+            .f(scale_grad.map_or(0.0, |s| s.2));
+        let groups = [nch.min(65535) as u32, nch.div_ceil(65535) as u32, 1];
+        e.dispatch_spec(
+            "elementwise4",
+            "channel_affine_backward4",
+            &[("OP", f64::from(parts)), ("ROWS4", 1.0)],
+            &p,
+            &refs,
+            groups,
+        )?;
+        first += nch;
+    }
+    Ok(true)
 }

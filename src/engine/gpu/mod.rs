@@ -235,7 +235,7 @@ impl Wide {
 
 impl Bound {
     /// The binding grown to whole 16-byte units (for vec4 arrays), if its buffer allows it.
-    fn widened(&self) -> Option<Bound> {
+    pub(crate) fn widened(&self) -> Option<Bound> {
         let size = self.size.next_multiple_of(16);
         (self.offset + size <= self.buf.size()).then(|| Bound {
             size,
@@ -483,6 +483,11 @@ impl GpuEngine {
     /// Chooses whether kernels read inputs through texture copies (default: on CPU adapters).
     pub fn set_texture_reads(&mut self, on: bool) {
         self.textures_for_reads = on;
+    }
+
+    /// Whether point-wise kernels run on vec4 lanes where aligned.
+    pub(crate) fn wide_pointwise(&self) -> bool {
+        self.wide_pointwise
     }
 
     /// Chooses whether point-wise kernels run on vec4 lanes where aligned (default: on); off,
