@@ -132,6 +132,17 @@ fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 // after 65535 iterations, so the host keeps it within 256 * 32768).
 var<workgroup> cs_part: array<f32, 256>;
 
+// One term of channel_sum at element idx (mode 0 a, 1 a * w, 2 a * min(w, 0)).
+fn cs_term(mode: u32, idx: u32) -> f32 {
+    let a = e1[pu(1u) + idx];
+    if (mode == 0u) {
+        return a;
+    } else if (mode == 1u) {
+        return a * e2[pu(2u) + idx];
+    }
+    return a * min(e2[pu(2u) + idx], 0.0);
+}
+
 @compute @workgroup_size(256)
 fn channel_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = pu(13u) + wid.x + wid.y * 65535u;
@@ -140,16 +151,23 @@ fn channel_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let m = min(pu(10u) * inner, pu(16u));
     let mode = pu(11u);
     var s = 0.0;
-    for (var j = pu(15u) + lid; j < m; j += 256u) {
-        let o = j / inner;
-        let idx = (o * pu(9u) + c) * inner + (j - o * inner);
-        let a = e1[pu(1u) + idx];
-        if (mode == 0u) {
-            s += a;
-        } else if (mode == 1u) {
-            s += a * e2[pu(2u) + idx];
-        } else {
-            s += a * min(e2[pu(2u) + idx], 0.0);
+    if (inner >= 256u) {
+        // Row by row (no division per element): the segment [word 15, m) of (row, inner)
+        // indices; every lane steps through at most (m - word 15) / 256 + rows iterations.
+        var o = pu(15u) / inner;
+        var k0 = pu(15u) - o * inner;
+        for (; o * inner < m; o++) {
+            let row = (o * pu(9u) + c) * inner;
+            let end = min(inner, m - o * inner);
+            for (var k = k0 + lid; k < end; k += 256u) {
+                s += cs_term(mode, row + k);
+            }
+            k0 = 0u;
+        }
+    } else {
+        for (var j = pu(15u) + lid; j < m; j += 256u) {
+            let o = j / inner;
+            s += cs_term(mode, (o * pu(9u) + c) * inner + (j - o * inner));
         }
     }
     cs_part[lid] = s;

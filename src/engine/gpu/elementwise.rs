@@ -618,8 +618,9 @@ pub(crate) fn channel_sum(
 }
 
 /// [`ElementwiseKernel::ChannelAffineBackward`] in one pass (one workgroup per channel, vec4
-/// lanes) when the tensors fit one binding each, rows hold whole vec4s and the element-wise
-/// views are aligned to them; returns whether it ran (else the caller runs the parts).
+/// lanes) when the tensors fit one binding each, rows hold whole vec4s, the element-wise views
+/// are aligned to them and the loops stay within lavapipe's 65535 iterations; returns whether
+/// it ran (else the caller runs the parts).
 fn channel_affine_backward(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<bool> {
     let &ElementwiseKernel::ChannelAffineBackward {
         dims,
@@ -646,6 +647,7 @@ fn channel_affine_backward(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<b
         || !dims.inner.is_multiple_of(4)
         || n > e.max_bind()
         || per_channel_vec4s > CHANNEL_SEGMENT / 4
+        || dims.outer > 65535
         || !e.wide_pointwise()
     {
         return Ok(false);
