@@ -184,6 +184,29 @@ fn channel_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
 }
 
+// channel_sum_rows: channel_sum with one invocation per channel, for short rows (a workgroup per
+// channel would leave most of its lanes idle and pay for its barriers). Same bindings and words;
+// the segment words are unused (the host keeps rows and row length within lavapipe's loop limit).
+@compute @workgroup_size(64)
+fn channel_sum_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let c = pu(13u) + (wid.y * nwg.x + wid.x) * 64u + lid;
+    if (c >= pu(9u)) { return; }
+    let inner = pu(8u);
+    let mode = pu(11u);
+    var s = 0.0;
+    for (var o = 0u; o < pu(10u); o++) {
+        let row = (o * pu(9u) + c) * inner;
+        for (var k = 0u; k < inner; k++) {
+            s += cs_term(mode, row + k);
+        }
+    }
+    let beta = pf(12u);
+    let yi = pu(3u) + c;
+    let v = pf(14u) * s;
+    if (beta == 0.0) { e3[yi] = v; } else { e3[yi] = beta * e3[yi] + v; }
+}
+
 // One entry point per op so the op is a constant: lavapipe runs every arm of a switch it cannot
 // resolve at compile time (masked SIMD), and the transcendental arms are expensive.
 @compute @workgroup_size(256)

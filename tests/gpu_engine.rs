@@ -740,6 +740,8 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
         (4, 2, 1),
         (2, 3, 8),
         (3, 2, 6),
+        // Many channels of short rows: channel sums with one invocation per channel.
+        (3, 70, 5),
     ] {
         let d = ChannelDims::new(outer, channels, inner);
         let n = d.count();

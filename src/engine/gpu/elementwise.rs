@@ -583,6 +583,36 @@ pub(crate) fn channel_sum(
         let ab = e.bind_input("in0", ac, &[y], false)?;
         let wb = e.bind_input("in1", wc, &[y], false)?;
         let yb = e.bind(y)?;
+        if d.inner < 256 && d.channels >= 64 && r.len() <= 65535 {
+            // Short rows: one invocation per channel.
+            let b = if ci == 0 { beta } else { 1.0 };
+            let p = Params::new()
+                .u(0)
+                .shift(&ab)
+                .shift(&wb)
+                .shift(&yb)
+                .u(0)
+                .u(0)
+                .u(0)
+                .u(0)
+                .u(d.inner)
+                .u(d.channels)
+                .u(r.len())
+                .u(mode as usize)
+                .f(b)
+                .u(0)
+                .f(alpha);
+            let wgs = d.channels.div_ceil(64);
+            let groups = [wgs.min(65535) as u32, wgs.div_ceil(65535) as u32, 1];
+            e.dispatch(
+                "elementwise",
+                "channel_sum_rows",
+                &p,
+                &[&ab, &wb, &yb],
+                groups,
+            )?;
+            continue;
+        }
         // Segments of at most CHANNEL_SEGMENT elements per channel (lavapipe's loop limit).
         let total = r.len() * d.inner;
         for j0 in (0..total.max(1)).step_by(CHANNEL_SEGMENT) {
