@@ -375,14 +375,15 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 @group(0) @binding(1) var<storage, read_write> v_x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> v_y: array<f32>;
 
-// y = alpha * x + beta * y. params: 0 n, 1 x shift, 2 y shift, 3 alpha, 4 beta
+// y = alpha * x + beta * y. params: 0 n, 1 x shift, 2 y shift, 8 alpha, 9 beta
+// (elementwise4.wgsl's axpby4 is its vec4 twin)
 @compute @workgroup_size(256)
 fn axpby(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= pu(0u)) { return; }
     let yi = pu(2u) + i;
-    v_y[yi] = pf(3u) * v_x[pu(1u) + i] + pf(4u) * v_y[yi];
+    v_y[yi] = pf(8u) * v_x[pu(1u) + i] + pf(9u) * v_y[yi];
 }
 
 // y = alpha * y. params: 0 n, 1 y shift, 2 alpha

@@ -59,6 +59,16 @@ fn ch5(c: vec4<u32>) -> vec4<f32> {
                      q5[j.w >> 2u][j.w & 3u]);
 }
 
+// axpby: q1 = x, q2 = y; y = alpha * x + beta * y, words 8 alpha, 9 beta
+@compute @workgroup_size(256)
+fn axpby4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let yi = at4(2u, i);
+    q2[yi] = pf(8u) * q1[at4(1u, i)] + pf(9u) * q2[yi];
+}
+
 // unary: q1 = x, q2 = y
 @compute @workgroup_size(256)
 fn unary4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

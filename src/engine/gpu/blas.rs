@@ -10,7 +10,7 @@
 //! C, columns of C and the k dimension (later k blocks accumulate with beta = 1).
 use anyhow::{Result, bail};
 
-use super::{Bound, GpuEngine, Params, Res};
+use super::{Bound, GpuEngine, Params, Res, Wide};
 use crate::engine::kernels::blas::{BlasKernel, Gemm};
 use crate::engine::{TensorId, View};
 
@@ -23,14 +23,15 @@ pub fn launch(e: &mut GpuEngine, k: &BlasKernel) -> Result<()> {
                 let yv = y.slice(r.start, r.len());
                 let xb = e.bind_input("in0", x.slice(r.start, r.len()), &[yv], true)?;
                 let yb = e.bind(yv)?;
-                let p = Params::new()
-                    .u(r.len())
-                    .shift(&xb)
-                    .shift(&yb)
-                    .f(*alpha)
-                    .f(*beta);
-                let g = e.groups_1d(r.len());
-                e.dispatch("blas", "axpby", &p, &[&xb, &yb], g)?;
+                e.dispatch_pointwise(
+                    ("blas", "axpby"),
+                    Some(Wide::new("axpby4", 0)),
+                    r.len(),
+                    r.start,
+                    &[xb, yb],
+                    &[true, true],
+                    &[alpha.to_bits(), beta.to_bits()],
+                )?;
             }
             Ok(())
         }
