@@ -52,6 +52,15 @@ fn nary_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
 }
 
+// The first two inputs of a weighted sum: e1 = x_0, e2 = x_1, e3 = y; words 8 c_0, 9 c_1.
+@compute @workgroup_size(256)
+fn nary_sum2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    e3[pu(3u) + i] = pf(8u) * e1[pu(1u) + i] + pf(9u) * e2[pu(2u) + i];
+}
+
 // Backward helpers: e1 = a, e2 = b, e3 = c, e4 = dx. word 8 mode:
 // 0: dx = a * c9 (Sum: a = dy); 1: dx = (a / b) * c (Prod unstable: a = y, b = x_i, c = dy);
 // 2: dx = (a == f(10) ? b : 0) (Max: a = argmax, b = dy); 3: dx = a (start a product);

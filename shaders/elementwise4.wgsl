@@ -123,6 +123,15 @@ fn nary_step4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
+// nary_sum2: q1 = x_0, q2 = x_1, q3 = y; words 8 c_0, 9 c_1
+@compute @workgroup_size(256)
+fn nary_sum2_4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    q3[at4(3u, i)] = pf(8u) * q1[at4(1u, i)] + pf(9u) * q2[at4(2u, i)];
+}
+
 // nary_back (OP = mode): q1 = a, q2 = b, q3 = c, q4 = dx; words 9 coeff, 10 index
 @compute @workgroup_size(256)
 fn nary_back4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

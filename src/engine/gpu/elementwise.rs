@@ -493,7 +493,22 @@ fn nary_steps(
             Some(m) => e.bind(m.slice(r.start, r.len()))?,
             None => yb.clone(),
         };
-        for (j, xb) in inputs.iter().enumerate() {
+        // A weighted sum starts with its first two inputs in one pass.
+        let mut done = 0;
+        if inputs.len() >= 2 && mode(0).0 == 0 && mode(1).0 == 1 {
+            let (c0, c1) = (mode(0).1, mode(1).1);
+            e.dispatch_pointwise(
+                ("elementwise", "nary_sum2"),
+                Some(Wide::new("nary_sum2_4", 0)),
+                r.len(),
+                r.start,
+                &[inputs[0].clone(), inputs[1].clone(), yb.clone()],
+                &[true; 3],
+                &[c0.to_bits(), c1.to_bits()],
+            )?;
+            done = 2;
+        }
+        for (j, xb) in inputs.iter().enumerate().skip(done) {
             let (m, c) = mode(j);
             e.dispatch_pointwise(
                 ("elementwise", "nary_step"),
