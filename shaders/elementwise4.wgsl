@@ -31,6 +31,8 @@ fn chans(i: u32) -> vec4<u32> {
     return (vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u)) / inner % channels;
 }
 
+// The per-channel values of channels `c` from binding N (one function per binding: WGSL cannot
+// pass a storage array to a function).
 fn ch2(c: vec4<u32>) -> vec4<f32> {
     let j = vec4<u32>(pu(2u)) + c;
     if (ROWS4 == 1u) { return vec4<f32>(q2[j.x >> 2u][j.x & 3u]); }

@@ -598,10 +598,10 @@ pub(crate) fn channel_sum(
         let ab = e.bind_input("in0", ac, &[y], false)?;
         let wb = e.bind_input("in1", wc, &[y], false)?;
         let yb = e.bind(y)?;
-        if d.inner < 256 && d.channels >= 64 && r.len() <= 65535 {
-            // Short rows: one invocation per channel.
-            let b = if ci == 0 { beta } else { 1.0 };
-            let p = Params::new()
+        // Words of both entries: the segment [j0, j1) of each channel's (row, inner) indices and
+        // the first channel are channel_sum's only.
+        let params = |beta: f32, first: usize, (j0, j1): (usize, usize)| {
+            Params::new()
                 .u(0)
                 .shift(&ab)
                 .shift(&wb)
@@ -614,18 +614,19 @@ pub(crate) fn channel_sum(
                 .u(d.channels)
                 .u(r.len())
                 .u(mode as usize)
-                .f(b)
-                .u(0)
-                .f(alpha);
+                .f(beta)
+                .u(first)
+                .f(alpha)
+                .u(j0)
+                .u(j1)
+        };
+        if d.inner < 256 && d.channels >= 64 && r.len() <= 65535 {
+            // Short rows: one invocation per channel.
+            let p = params(if ci == 0 { beta } else { 1.0 }, 0, (0, 0));
             let wgs = d.channels.div_ceil(64);
             let groups = [wgs.min(65535) as u32, wgs.div_ceil(65535) as u32, 1];
-            e.dispatch(
-                "elementwise",
-                "channel_sum_rows",
-                &p,
-                &[&ab, &wb, &yb],
-                groups,
-            )?;
+            let bufs = [&ab, &wb, &yb];
+            e.dispatch("elementwise", "channel_sum_rows", &p, &bufs, groups)?;
             continue;
         }
         // Segments of at most CHANNEL_SEGMENT elements per channel (lavapipe's loop limit).
@@ -635,24 +636,7 @@ pub(crate) fn channel_sum(
             let mut first = 0;
             while first < d.channels {
                 let nch = (d.channels - first).min(65535 * 65535);
-                let p = Params::new()
-                    .u(0)
-                    .shift(&ab)
-                    .shift(&wb)
-                    .shift(&yb)
-                    .u(0)
-                    .u(0)
-                    .u(0)
-                    .u(0)
-                    .u(d.inner)
-                    .u(d.channels)
-                    .u(r.len())
-                    .u(mode as usize)
-                    .f(b)
-                    .u(first)
-                    .f(alpha)
-                    .u(j0)
-                    .u(j0 + CHANNEL_SEGMENT);
+                let p = params(b, first, (j0, j0 + CHANNEL_SEGMENT));
                 let groups = [nch.min(65535) as u32, nch.div_ceil(65535) as u32, 1];
                 e.dispatch("elementwise", "channel_sum", &p, &[&ab, &wb, &yb], groups)?;
                 first += nch;
