@@ -10,6 +10,10 @@
 @group(0) @binding(3) var<storage, read_write> p3: array<f32>;
 @group(0) @binding(4) var<storage, read_write> p4: array<f32>;
 
+// The window of max_forward as pipeline constants (0: read from the words), for small windows.
+override KH: u32 = 0u;
+override KW: u32 = 0u;
+
 struct TopPos {
     plane: u32,
     ph: u32,
@@ -72,13 +76,33 @@ fn max_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let base = pu(1u) + t.plane * pu(9u) * W;
     var best = -3.40282347e38;
     var idx = -1;
-    for (var h = hw.x; h < hw.y; h++) {
-        for (var w = ww.x; w < ww.y; w++) {
-            let j = u32(h) * W + u32(w);
-            let v = p1[base + j];
-            if (v > best) {
-                best = v;
-                idx = i32(j);
+    if (KH > 0u) {
+        // The window's positions in the same order, with constant trip counts (unrolled).
+        let h0 = i32(t.ph * pu(15u)) - i32(pu(17u));
+        let w0 = i32(t.pw * pu(16u)) - i32(pu(18u));
+        for (var dh = 0u; dh < KH; dh++) {
+            let h = h0 + i32(dh);
+            for (var dw = 0u; dw < KW; dw++) {
+                let w = w0 + i32(dw);
+                if (h >= hw.x && h < hw.y && w >= ww.x && w < ww.y) {
+                    let j = u32(h) * W + u32(w);
+                    let v = p1[base + j];
+                    if (v > best) {
+                        best = v;
+                        idx = i32(j);
+                    }
+                }
+            }
+        }
+    } else {
+        for (var h = hw.x; h < hw.y; h++) {
+            for (var w = ww.x; w < ww.y; w++) {
+                let j = u32(h) * W + u32(w);
+                let v = p1[base + j];
+                if (v > best) {
+                    best = v;
+                    idx = i32(j);
+                }
             }
         }
     }

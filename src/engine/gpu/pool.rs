@@ -3,7 +3,7 @@
 //! hash (emulated in 32-bit words), so both engines pick the same elements for the same seed.
 use anyhow::{Result, ensure};
 
-use super::{Bound, GpuEngine, Params};
+use super::{Bound, GpuEngine, Params, Res};
 use crate::engine::View;
 use crate::engine::kernels::pool::{PoolGeom, PoolKernel};
 
@@ -193,7 +193,14 @@ fn run(
                 let refs: Vec<&Bound> = binds.iter().collect();
                 let p = params(threads, &refs);
                 let gr = e.groups_1d(threads);
-                e.dispatch("pool", entry, &p, &refs, gr)?;
+                // Small max windows get their size as constants: lavapipe then unrolls the loops.
+                let window = if entry == "max_forward" && g.kernel_h * g.kernel_w <= 16 {
+                    [("KH", g.kernel_h as f64), ("KW", g.kernel_w as f64)]
+                } else {
+                    [("KH", 0.0), ("KW", 0.0)]
+                };
+                let res: Vec<Res> = refs.iter().map(|b| Res::B(b)).collect();
+                e.dispatch_spec("pool", entry, &window, &p, &res, gr)?;
             }
             Mode::Passes(kinds) => {
                 let st = state.as_ref().expect("state");
