@@ -671,11 +671,10 @@ fn channel_affine_backward(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<b
     };
     let (scale, dx) = data_grad.unwrap_or((some_per_channel, dy));
     let n = dims.count();
-    let per_channel_vec4s = dims.outer * dims.inner / 4;
+    // Its loops: `outer` rows, and at most inner / 4 / 256 steps along one (n fits a binding).
     if n == 0
         || !dims.inner.is_multiple_of(4)
         || n > e.max_bind()
-        || per_channel_vec4s > CHANNEL_SEGMENT / 4
         || dims.outer > 65535
         || !e.wide_pointwise()
     {
@@ -688,8 +687,8 @@ fn channel_affine_backward(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<b
     let bias_diff = bias_grad.map_or(some_per_channel, |b| b.0);
     let scale_diff = scale_grad.map_or(some_per_channel, |s| s.1);
     check_len(&[bias_diff, scale_diff], dims.channels)?;
-    // The sums read dy and x whole before any dx is written only within one channel's rows, so
-    // x and the per-channel views must not share dx's tensor (dy may be dx itself).
+    // Each element of dy is read just before its dx is written, so dx may be dy itself, but no
+    // other operand may share dx's tensor.
     let writes_dx = data_grad.is_some();
     if writes_dx
         && ([x, scale, bias_diff, scale_diff]

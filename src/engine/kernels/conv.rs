@@ -256,8 +256,12 @@ impl ConvGemm {
             && self.stride.iter().all(|&s| s == 1)
             && self.pad.iter().all(|&p| p == 0)
     }
-    /// Images whose column buffers `col` holds at once (at least 1).
+    /// Images whose column buffers `col` holds at once (at least 1); a 1x1 convolution needs no
+    /// columns (it multiplies the images themselves), so all of them.
     pub fn chunk(&self) -> usize {
+        if self.is_1x1() {
+            return self.batch.max(1);
+        }
         (self.col.len / self.col_len().max(1)).clamp(1, self.batch.max(1))
     }
 
@@ -414,8 +418,7 @@ pub fn run_composed(eng: &mut dyn Engine, kernel: &ConvKernel) -> Result<()> {
         image: 0,
         group: og * kd,
     };
-    // A 1x1 convolution needs no columns: all images go into one batched product.
-    let chunk = if k.is_1x1() { k.batch } else { k.chunk() };
+    let chunk = k.chunk();
     let mut first = 0;
     while first < k.batch {
         let batch = chunk.min(k.batch - first);
