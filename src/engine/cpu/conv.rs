@@ -135,13 +135,14 @@ pub fn run(kernel: &ConvKernel, mem: &mut Memory) -> Result<()> {
                     }
                     acc
                 } else {
+                    // Each row summed in 8 lanes: a serial sum waits on every add.
                     (0..channels)
                         .into_par_iter()
                         .map(|c| {
                             (0..outer)
                                 .map(|n| {
-                                    x[(n * channels + c) * inner..][..inner].iter().sum::<f32>()
-                                        as f64
+                                    let row = &x[(n * channels + c) * inner..][..inner];
+                                    super::wide(|| super::elementwise::sum(row)) as f64
                                 })
                                 .sum::<f64>()
                         })

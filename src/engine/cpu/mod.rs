@@ -13,6 +13,26 @@ mod winograd;
 use crate::engine::{Engine, Kernel, TensorId, View};
 use elementwise::Io;
 
+/// Runs `f` inlined into a copy of this function compiled for AVX-512 when the CPU has it, so
+/// the plain loops in `f` use 16 lanes (the crate is built for baseline x86-64, whose vectors
+/// have 4). The values do not change: Rust lets the compiler neither fuse a multiply and an add
+/// nor reorder float operations, whatever the vector width.
+#[inline(always)]
+pub(super) fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // Safety: the CPU has the feature the copy is compiled for.
+            return unsafe { avx512(f) };
+        }
+    }
+    f()
+}
+
 /// Host memory of the CPU engine: one Vec per tensor.
 #[derive(Default)]
 pub struct Memory {
