@@ -7,12 +7,13 @@
 //! - batch stats: mean and biased variance over (N, H, W); the stored statistics are updated as
 //!   b2 = b2 * maf + 1, b0 = mean + maf * b0, b1 = m / (m - 1) * var + maf * b1 (m = count / C);
 //!   backward dx = (dy - mean(dy) - mean(dy * y) * y) / std.
-use anyhow::{Result, bail};
+use anyhow::{Result, bail, ensure};
 
 use super::common::{Scratch, check_count, shape_str};
-use super::{Ctx, Layer, ParamDef, Shapes};
+use super::{Ctx, Layer, ParamDef, Shapes, StageDims};
 use crate::engine::kernels::Kernel;
-use crate::engine::kernels::elementwise::ChannelDims;
+use crate::engine::View;
+use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage, StageOp};
 use crate::engine::kernels::norm::{EpsMode, NormGrad, NormKernel};
 use crate::proto::{FillerParameter, LayerParameter, Phase};
 
@@ -47,6 +48,59 @@ struct BatchNorm {
     std: Scratch,
     /// The normalised output, kept for backward (later in-place layers may overwrite the top).
     x_norm: Scratch,
+}
+
+impl BatchNorm {
+    /// Launches the per-channel statistics for this forward: the stored ones, or the batch's
+    /// (updating the stored ones); returns (mean, var, std) where std is for the normalisation
+    /// to write.
+    fn statistics(&mut self, cx: &mut Ctx) -> Result<(View, View, View)> {
+        let dims = self.dims;
+        let c = dims.channels;
+        self.global = self.use_global_stats.unwrap_or(cx.phase == Phase::Test);
+        let mean = self.mean.get(cx.eng, c);
+        let var = self.var.get(cx.eng, c);
+        let std = self.std.get(cx.eng, c);
+        let (sums, sq_sums, count) = (
+            cx.params[0].data(),
+            cx.params[1].data(),
+            cx.params[2].data(),
+        );
+        let x = cx.bottoms[0].data();
+        if self.global {
+            cx.eng.launch(&Kernel::Norm(NormKernel::StoredStats {
+                sums,
+                sq_sums,
+                count,
+                mean,
+                var,
+            }))?;
+        } else {
+            cx.eng.launch(&Kernel::Norm(NormKernel::Moments {
+                dims,
+                x,
+                mean,
+                var: Some(var),
+            }))?;
+            let m = dims.count() / c.max(1);
+            let correction = if m > 1 {
+                m as f32 / (m - 1) as f32
+            } else {
+                1.0
+            };
+            let update = NormKernel::StatsUpdate {
+                maf: self.maf,
+                correction,
+                mean,
+                var,
+                sums,
+                sq_sums,
+                count,
+            };
+            cx.eng.launch(&Kernel::Norm(update))?;
+        }
+        Ok((mean, var, std))
+    }
 }
 
 impl Layer for BatchNorm {
@@ -94,49 +148,8 @@ impl Layer for BatchNorm {
 
     fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
         let dims = self.dims;
-        let c = dims.channels;
-        self.global = self.use_global_stats.unwrap_or(cx.phase == Phase::Test);
-        let mean = self.mean.get(cx.eng, c);
-        let var = self.var.get(cx.eng, c);
-        let std = self.std.get(cx.eng, c);
-        let (sums, sq_sums, count) = (
-            cx.params[0].data(),
-            cx.params[1].data(),
-            cx.params[2].data(),
-        );
+        let (mean, var, std) = self.statistics(cx)?;
         let x = cx.bottoms[0].data();
-        if self.global {
-            cx.eng.launch(&Kernel::Norm(NormKernel::StoredStats {
-                sums,
-                sq_sums,
-                count,
-                mean,
-                var,
-            }))?;
-        } else {
-            cx.eng.launch(&Kernel::Norm(NormKernel::Moments {
-                dims,
-                x,
-                mean,
-                var: Some(var),
-            }))?;
-            let m = dims.count() / c.max(1);
-            let correction = if m > 1 {
-                m as f32 / (m - 1) as f32
-            } else {
-                1.0
-            };
-            let update = NormKernel::StatsUpdate {
-                maf: self.maf,
-                correction,
-                mean,
-                var,
-                sums,
-                sq_sums,
-                count,
-            };
-            cx.eng.launch(&Kernel::Norm(update))?;
-        }
         let y = cx.tops[0].data();
         let normalize = NormKernel::Normalize {
             dims,
@@ -154,6 +167,28 @@ impl Layer for BatchNorm {
             cx.eng.copy(y, x_norm);
         }
         Ok(())
+    }
+
+    fn stage_dims(&self, phase: Phase) -> Option<StageDims> {
+        // Batch statistics need the whole input before the first element can be normalised.
+        self.use_global_stats
+            .unwrap_or(phase == Phase::Test)
+            .then_some(StageDims::Channels(self.dims))
+    }
+
+    fn forward_stage(&mut self, cx: &mut Ctx, _for_backward: bool) -> Result<ChannelStage> {
+        let (mean, var, std) = self.statistics(cx)?;
+        ensure!(self.global, "internal: BatchNorm with batch statistics is no stage");
+        Ok(ChannelStage {
+            op: StageOp::Normalize {
+                eps: self.eps,
+                eps_mode: EpsMode::SqrtVarPlusEps,
+                mean,
+                var,
+                std,
+            },
+            save: None,
+        })
     }
 
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {

@@ -3,6 +3,7 @@
 //! [`REGISTRY`]; nothing else needs to change to add a layer.
 use anyhow::{Result, bail};
 
+use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage};
 use crate::engine::{Engine, TensorId, View};
 use crate::proto::{FillerParameter, LayerParameter, Phase};
 use crate::rng::Rng;
@@ -140,6 +141,41 @@ pub trait Layer: Send {
     /// values are stored once.
     fn top_sharing(&self) -> TopSharing {
         TopSharing::None
+    }
+
+    /// Whether this phase's forward is one point-wise step over the (outer, channels, inner)
+    /// layout of its one bottom ([`StageDims`]), which the net may fuse with the in-place layers
+    /// around it into one memory pass (BatchNorm with stored statistics, Scale, ReLU).
+    fn stage_dims(&self, _phase: Phase) -> Option<StageDims> {
+        None
+    }
+
+    /// The forward as that step, for a layer whose [`Layer::stage_dims`] is Some: launches what
+    /// the step reads (BatchNorm's statistics) and returns the step instead of running it. Its
+    /// input is the bottom's values and its output the top's (the same tensor in place);
+    /// what the layer keeps for backward goes to the step's `save` or its own outputs, unless
+    /// `for_backward` is false (no backward will follow this forward).
+    fn forward_stage(&mut self, _cx: &mut Ctx, _for_backward: bool) -> Result<ChannelStage> {
+        bail!("internal: this layer's forward is no point-wise step")
+    }
+}
+
+/// What a [`Layer::stage_dims`] step needs of the fused pass's layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageDims {
+    /// Element by element: any layout.
+    Any,
+    /// Per-channel operands over exactly this layout.
+    Channels(ChannelDims),
+}
+
+impl StageDims {
+    /// The layout two steps can share, if any.
+    pub fn merge(self, other: StageDims) -> Option<StageDims> {
+        match (self, other) {
+            (StageDims::Any, d) | (d, StageDims::Any) => Some(d),
+            (StageDims::Channels(a), StageDims::Channels(b)) => (a == b).then_some(self),
+        }
     }
 }
 

@@ -4,10 +4,10 @@
 use anyhow::Result;
 
 use super::common::{Scratch, check_count};
-use super::{Ctx, Layer, Shapes};
+use super::{Ctx, Layer, Shapes, StageDims};
 use crate::engine::kernels::Kernel;
-use crate::engine::kernels::elementwise::{ElementwiseKernel, UnaryOp};
-use crate::proto::LayerParameter;
+use crate::engine::kernels::elementwise::{ChannelStage, ElementwiseKernel, StageOp, UnaryOp};
+use crate::proto::{LayerParameter, Phase};
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     let slope = param
@@ -74,6 +74,21 @@ impl Layer for NeuronLayer {
                 x,
                 y,
             }))
+    }
+
+    fn stage_dims(&self, _phase: Phase) -> Option<StageDims> {
+        Some(StageDims::Any)
+    }
+
+    fn forward_stage(&mut self, cx: &mut Ctx, for_backward: bool) -> Result<ChannelStage> {
+        check_count("top", cx.tops.len(), 1, 1)?;
+        let (x, y) = (cx.bottoms[0].data(), cx.tops[0].data());
+        self.saved = self.keeps_input() && x.id == y.id && for_backward;
+        let save = self.saved.then(|| self.saved_input.get(cx.eng, x.len));
+        Ok(ChannelStage {
+            op: StageOp::Unary(self.op),
+            save,
+        })
     }
 
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {

@@ -6,10 +6,10 @@ use anyhow::Result;
 
 use super::bias::{constant_zero, operand_dims, param_shape};
 use super::common::{Scratch, check_count};
-use super::{Ctx, Layer, ParamDef, Shapes};
+use super::{Ctx, Layer, ParamDef, Shapes, StageDims};
 use crate::engine::kernels::Kernel;
-use crate::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel};
-use crate::proto::{FillerParameter, LayerParameter};
+use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage, ElementwiseKernel, StageOp};
+use crate::proto::{FillerParameter, LayerParameter, Phase};
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
     let p = param.scale_param.clone().unwrap_or_default();
@@ -109,6 +109,23 @@ impl Layer for Scale {
                 bias,
                 y,
             }))
+    }
+
+    fn stage_dims(&self, _phase: Phase) -> Option<StageDims> {
+        (!self.two_bottoms).then_some(StageDims::Channels(self.dims))
+    }
+
+    fn forward_stage(&mut self, cx: &mut Ctx, for_backward: bool) -> Result<ChannelStage> {
+        let (x, y) = (cx.bottoms[0].data(), cx.tops[0].data());
+        self.in_place = x.id == y.id;
+        let save = (self.in_place && for_backward).then(|| self.saved.get(cx.eng, x.len));
+        Ok(ChannelStage {
+            op: StageOp::Affine {
+                scale: Some(cx.params[0].data()),
+                bias: self.bias_index().map(|i| cx.params[i].data()),
+            },
+            save,
+        })
     }
 
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {

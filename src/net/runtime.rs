@@ -3,9 +3,11 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::builder::{NetGraph, Strictness};
 use super::weights;
+use crate::engine::kernels::Kernel;
+use crate::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel};
 use crate::engine::{Engine, TensorId, View};
 use crate::format::caffemodel::TrainedWeights;
-use crate::layers::{Blob, Ctx, ParamGrad, TopSharing};
+use crate::layers::{Blob, Ctx, ParamGrad, StageDims, TopSharing};
 use crate::proto::{BlobProto, BlobShape, NetParameter, NetState};
 use crate::rng::Rng;
 
@@ -26,6 +28,12 @@ pub struct Net {
     /// written yet: the first backward to reach one overwrites or zeroes it.
     cleared_diffs: Vec<bool>,
     pub rng: Rng,
+    /// Whether runs of point-wise in-place layers go through memory once (see
+    /// [`Net::fused_run_end`]); their values are the same either way.
+    pub fuse_forward: bool,
+    /// Set when no backward will follow the forwards (`test`, `forward`, a solver's test nets):
+    /// fused layers then keep nothing for it.
+    pub forward_only: bool,
 }
 
 /// For each blob, the blob whose tensors it uses (see [`crate::layers::Layer::top_sharing`]).
@@ -187,6 +195,8 @@ impl Net {
             cleared_diffs: vec![false; params.len()],
             params,
             rng,
+            fuse_forward: true,
+            forward_only: false,
         })
     }
 
@@ -212,15 +222,100 @@ impl Net {
 
     /// Forward of layers `start..end`.
     pub fn forward_range(&mut self, eng: &mut dyn Engine, start: usize, end: usize) -> Result<()> {
+        let end = end.min(self.graph.layers.len());
+        let mut i = start;
+        while i < end {
+            i = self.forward_step(eng, i, end)?;
+        }
+        Ok(())
+    }
+
+    /// Forward of layer `i`, or of the run of layers from `i` that [`Net::fused_run_end`] fuses
+    /// (ending before `limit`); returns the index of the next layer to run.
+    pub fn forward_step(&mut self, eng: &mut dyn Engine, i: usize, limit: usize) -> Result<usize> {
+        self.reshape_if_needed(eng, i)?;
+        let end = self.fused_run_end(eng, i, limit)?;
+        if end > i + 1 {
+            self.forward_fused(eng, i, end)?;
+            return Ok(end);
+        }
         let phase = self.graph.phase();
-        for i in start..end.min(self.graph.layers.len()) {
-            self.reshape_if_needed(eng, i)?;
+        let (bottoms, tops, params) = self.layer_blobs(i);
+        let label = self.label(i);
+        let layer = self.graph.layers[i]
+            .layer
+            .as_mut()
+            .ok_or_else(|| anyhow!("{label}: not built"))?;
+        let mut cx = Ctx {
+            eng,
+            bottoms: &bottoms,
+            tops: &tops,
+            params: &params,
+            phase,
+            rng: &mut self.rng,
+            param_grads: &[],
+        };
+        layer.forward(&mut cx).with_context(|| label.clone())?;
+        if let Some(shapes) = layer.forwarded_top_shapes() {
+            let tops = self.graph.layers[i].tops.clone();
+            for (&t, shape) in tops.iter().zip(shapes) {
+                self.set_blob_shape(eng, t, shape);
+            }
+        }
+        Ok(i + 1)
+    }
+
+    /// The end of the run of layers from `i` (before `limit`) whose forwards go into one
+    /// point-wise pass: layer `i` is a [`crate::layers::Layer::forward_stage`] step from its one
+    /// bottom to its one top, and each next layer such a step in place on that top, with the
+    /// same channel layout. `i + 1` when there is nothing to fuse. Reshapes the run's layers.
+    fn fused_run_end(&mut self, eng: &mut dyn Engine, i: usize, limit: usize) -> Result<usize> {
+        if !self.fuse_forward {
+            return Ok(i + 1);
+        }
+        let phase = self.graph.phase();
+        let node = &self.graph.layers[i];
+        let step_dims = |node: &super::builder::LayerNode| {
+            node.layer.as_ref().and_then(|l| l.stage_dims(phase))
+        };
+        let (Some(mut dims), [_], &[top]) = (step_dims(node), &node.bottoms[..], &node.tops[..])
+        else {
+            return Ok(i + 1);
+        };
+        let mut end = i + 1;
+        while end < limit {
+            let next = &self.graph.layers[end];
+            if next.bottoms != [top] || next.tops != [top] || step_dims(next).is_none() {
+                break;
+            }
+            self.reshape_if_needed(eng, end)?;
+            let Some(merged) = step_dims(&self.graph.layers[end]).and_then(|d| dims.merge(d))
+            else {
+                break;
+            };
+            dims = merged;
+            end += 1;
+        }
+        Ok(end)
+    }
+
+    /// Runs layers `start..end` (see [`Net::fused_run_end`]) as one point-wise pass.
+    fn forward_fused(&mut self, eng: &mut dyn Engine, start: usize, end: usize) -> Result<()> {
+        let phase = self.graph.phase();
+        let mut stages = Vec::with_capacity(end - start);
+        let mut dims = StageDims::Any;
+        for i in start..end {
             let (bottoms, tops, params) = self.layer_blobs(i);
             let label = self.label(i);
+            let for_backward = !self.forward_only && self.graph.layers[i].need_backward;
             let layer = self.graph.layers[i]
                 .layer
                 .as_mut()
                 .ok_or_else(|| anyhow!("{label}: not built"))?;
+            dims = layer
+                .stage_dims(phase)
+                .and_then(|d| dims.merge(d))
+                .ok_or_else(|| anyhow!("internal: {label} no longer fuses"))?;
             let mut cx = Ctx {
                 eng,
                 bottoms: &bottoms,
@@ -230,15 +325,23 @@ impl Net {
                 rng: &mut self.rng,
                 param_grads: &[],
             };
-            layer.forward(&mut cx).with_context(|| label.clone())?;
-            if let Some(shapes) = layer.forwarded_top_shapes() {
-                let tops = self.graph.layers[i].tops.clone();
-                for (&t, shape) in tops.iter().zip(shapes) {
-                    self.set_blob_shape(eng, t, shape);
-                }
-            }
+            stages.push(
+                layer
+                    .forward_stage(&mut cx, for_backward)
+                    .with_context(|| label.clone())?,
+            );
         }
-        Ok(())
+        let (bottoms, tops, _) = self.layer_blobs(start);
+        let (x, y) = (bottoms[0].data(), tops[0].data());
+        let dims = match dims {
+            StageDims::Channels(dims) => dims,
+            StageDims::Any => ChannelDims::new(1, 1, x.len),
+        };
+        let kernel = ElementwiseKernel::ChannelStages { dims, x, y, stages };
+        eng.launch(&Kernel::Elementwise(kernel)).with_context(|| {
+            let names: Vec<String> = (start..end).map(|i| self.label(i)).collect();
+            format!("fused forward of {}", names.join(", "))
+        })
     }
 
     /// Caffe reshapes every layer at each forward; here a layer is re-shaped only when its bottom

@@ -224,6 +224,7 @@ impl Solver {
             let graph = NetGraph::build(&test_param, &state, Strictness::Strict)
                 .with_context(|| format!("test net #{i} {label}"))?;
             let mut test = Net::new(graph, eng.as_mut(), seed.map(|s| s + 1 + i as u64))?;
+            test.forward_only = true;
             for unused in test.share_trained_layers_with(&net)? {
                 eng.free(unused.data);
                 eng.free(unused.diff);

@@ -50,6 +50,7 @@ pub fn run_net<W: TrainedWeights>(
     let state = make_state(net_param, opts.phase, opts.level, &opts.stages);
     let graph = NetGraph::build(net_param, &state, Strictness::Strict)?;
     let mut net = Net::new_for_weights(graph, eng, Some(opts.seed), weights)?;
+    net.forward_only = !opts.backward;
     for w in weights {
         net.copy_trained_layers(eng, w, &mut |line| eprintln!("{line}"))?;
     }

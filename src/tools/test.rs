@@ -25,6 +25,7 @@ pub fn run(eng: &mut dyn Engine, args: &TestArgs) -> Result<Vec<(String, f32)>> 
     let graph = NetGraph::build(&param, &state, Strictness::Strict)?;
     let weights = crate::format::caffemodel::WeightsFile::open_list(args.weights.as_deref())?;
     let mut net = Net::new_for_weights(graph, eng, None, &weights)?;
+    net.forward_only = true;
     for w in weights {
         net.copy_trained_layers(eng, &w, &mut |l| info("net.cpp:1137", l))?;
     }

@@ -80,20 +80,38 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
     for j in 0..args.iterations {
         let iter_timer = Instant::now();
         let forward_timer = Instant::now();
+        // A run of layers the net fuses into one pass is timed as one, on its first layer.
+        let mut heads = Vec::with_capacity(n_layers);
         if device_clock {
             eng.timestamp()?;
-            for i in 0..n_layers {
-                net.forward_range(eng, i, i + 1)?;
+            let mut i = 0;
+            while i < n_layers {
+                heads.push(i);
+                i = net.forward_step(eng, i, n_layers)?;
                 eng.timestamp()?;
             }
-            add_device_times(eng, &mut fwd, 0..n_layers)?;
+            add_device_times(eng, &mut fwd, heads.iter().copied())?;
         } else {
-            for (i, t) in fwd.iter_mut().enumerate() {
+            let mut i = 0;
+            while i < n_layers {
+                heads.push(i);
                 let timer = Instant::now();
-                net.forward_range(eng, i, i + 1)?;
+                let next = net.forward_step(eng, i, n_layers)?;
                 eng.sync()?;
-                *t += timer.elapsed().as_secs_f64() * 1e3;
+                fwd[i] += timer.elapsed().as_secs_f64() * 1e3;
+                i = next;
             }
+        }
+        if j == 0 && heads.len() < n_layers {
+            info(
+                "caffe.cpp:380",
+                &format!(
+                    "{} runs of in-place point-wise layers (BatchNorm, Scale, ReLU, ...) run \
+                     forward as one pass each, timed on the run's first layer",
+                    heads.windows(2).filter(|w| w[1] > w[0] + 1).count()
+                        + usize::from(heads.last().is_some_and(|&h| h + 1 < n_layers)),
+                ),
+            );
         }
         forward_total += forward_timer.elapsed().as_secs_f64() * 1e3;
         // Each backward starts from cleared parameter diffs, as in a training iteration (Caffe's

@@ -2,10 +2,11 @@
 //! simple (and vectorisable); big tensors are split across rayon threads.
 use rayon::prelude::*;
 
-use super::Memory;
+use super::{Memory, wide};
 use crate::engine::View;
 use crate::engine::kernels::elementwise::{
-    ElementwiseKernel, NaryOp, SumWeight, UnaryOp, dropout_threshold, pcg_hash,
+    ChannelDims, ChannelStage, ElementwiseKernel, NaryOp, StageOp, SumWeight, UnaryOp,
+    dropout_threshold, pcg_hash,
 };
 
 /// Tensors at least this long are processed in parallel.
@@ -18,9 +19,9 @@ pub(super) fn for_chunks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync +
     if out.len() >= PAR_MIN && rayon::current_num_threads() > 1 {
         out.par_chunks_mut(CHUNK)
             .enumerate()
-            .for_each(|(k, c)| f(k * CHUNK, c));
+            .for_each(|(k, c)| wide(|| f(k * CHUNK, c)));
     } else {
-        f(0, out);
+        wide(|| f(0, out));
     }
 }
 
@@ -34,11 +35,13 @@ pub(super) fn for_rows(out: &mut [f32], inner: usize, f: impl Fn(usize, &mut [f3
         out.par_chunks_mut(inner)
             .enumerate()
             .with_min_len(min_rows)
-            .for_each(|(r, row)| f(r, row));
+            .for_each(|(r, row)| wide(|| f(r, row)));
     } else {
-        for (r, row) in out.chunks_mut(inner).enumerate() {
-            f(r, row);
-        }
+        wide(|| {
+            for (r, row) in out.chunks_mut(inner).enumerate() {
+                f(r, row);
+            }
+        });
     }
 }
 
@@ -497,8 +500,184 @@ fn nary_backward(
     }
 }
 
+/// A [`ChannelStage`] with its per-channel operands resolved to slices.
+enum Step<'a> {
+    Normalize {
+        mean: &'a [f32],
+        std: &'a [f32],
+    },
+    Affine {
+        scale: Option<&'a [f32]>,
+        bias: Option<&'a [f32]>,
+    },
+    Unary(UnaryOp),
+}
+
+impl Step<'_> {
+    /// Applies the step to one row of channel `c`, with the arithmetic of the step's own kernel.
+    #[inline(always)]
+    fn apply(&self, c: usize, row: &mut [f32]) {
+        match *self {
+            Step::Normalize { mean, std } => {
+                let (m, s) = (mean[c], std[c]);
+                row.iter_mut().for_each(|v| *v = (*v - m) / s);
+            }
+            Step::Affine {
+                scale: Some(scale),
+                bias: Some(bias),
+            } => {
+                let (sc, b) = (scale[c], bias[c]);
+                row.iter_mut().for_each(|v| *v = *v * sc + b);
+            }
+            Step::Affine {
+                scale: Some(scale),
+                bias: None,
+            } => {
+                let sc = scale[c];
+                row.iter_mut().for_each(|v| *v *= sc);
+            }
+            Step::Affine {
+                scale: None,
+                bias: Some(bias),
+            } => {
+                let b = bias[c];
+                row.iter_mut().for_each(|v| *v += b);
+            }
+            Step::Affine {
+                scale: None,
+                bias: None,
+            } => {}
+            Step::Unary(op) => unary(op, Io::InPlace(row)),
+        }
+    }
+}
+
+/// A block of a [`ElementwiseKernel::ChannelStages`] pass: its first element, its values and
+/// the same elements of each save.
+type Block<'a> = (usize, &'a mut [f32], Vec<&'a mut [f32]>);
+
+/// [`ElementwiseKernel::ChannelStages`]: each block of elements goes through every step while it
+/// is in cache.
+fn channel_stages(
+    dims: ChannelDims,
+    x: View,
+    y: View,
+    stages: &[ChannelStage],
+    mem: &mut Memory,
+) -> anyhow::Result<()> {
+    check_len(&[x, y], dims.count())?;
+    // Outputs: y, then each Normalize's std, then each save; inputs: x, then the per-channel
+    // operands in stage order.
+    let mut outs = vec![y];
+    let mut ins = vec![x];
+    for stage in stages {
+        match stage.op {
+            StageOp::Normalize { mean, var, std, .. } => {
+                check_len(&[mean, var, std], dims.channels)?;
+                outs.push(std);
+                ins.extend([mean, var]);
+            }
+            StageOp::Affine { scale, bias } => {
+                for v in [scale, bias].into_iter().flatten() {
+                    check_len(&[v], dims.channels)?;
+                    ins.push(v);
+                }
+            }
+            StageOp::Unary(_) => {}
+        }
+    }
+    let stds = outs.len() - 1;
+    for save in stages.iter().filter_map(|s| s.save) {
+        check_len(&[save], dims.count())?;
+        outs.push(save);
+    }
+    let inner = dims.inner;
+    if dims.count() == 0 {
+        return Ok(());
+    }
+    mem.with_pointwise(&outs, &ins, |io, o, i| {
+        let (std_outs, save_outs) = o.split_at_mut(stds);
+        let mut inputs = i.iter();
+        let mut std_outs = std_outs.iter_mut();
+        let mut steps = Vec::with_capacity(stages.len());
+        let mut saved_by = Vec::with_capacity(stages.len());
+        let mut saves = 0;
+        for stage in stages {
+            let step = match stage.op {
+                StageOp::Normalize { eps, eps_mode, .. } => {
+                    let (mean, var) = (inputs.next().unwrap(), inputs.next().unwrap());
+                    let std = std_outs.next().unwrap();
+                    for (s, &v) in std.iter_mut().zip(*var) {
+                        *s = super::norm::std_of(v, eps, eps_mode);
+                    }
+                    Step::Normalize { mean, std }
+                }
+                StageOp::Affine { scale, bias } => Step::Affine {
+                    scale: scale.map(|_| *inputs.next().unwrap()),
+                    bias: bias.map(|_| *inputs.next().unwrap()),
+                },
+                StageOp::Unary(op) => Step::Unary(op),
+            };
+            steps.push(step);
+            saved_by.push(stage.save.map(|_| {
+                saves += 1;
+                saves - 1
+            }));
+        }
+        let (out, x) = match io {
+            Io::Apart { out, last } => (out, Some(last)),
+            Io::InPlace(out) => (out, None),
+        };
+        // Blocks of CHUNK elements, each with the same elements of every save; a block goes
+        // through the steps in pieces of one row (one channel) each.
+        let mut blocks: Vec<Block> = out
+            .chunks_mut(CHUNK)
+            .enumerate()
+            .map(|(b, block)| (b * CHUNK, block, Vec::new()))
+            .collect();
+        for save in save_outs.iter_mut() {
+            for (block, part) in blocks.iter_mut().zip(save.chunks_mut(CHUNK)) {
+                block.2.push(part);
+            }
+        }
+        let run_block = |(first, block, mut saves): Block| {
+            wide(|| {
+                if let Some(x) = x {
+                    block.copy_from_slice(&x[first..first + block.len()]);
+                }
+                let mut at = 0;
+                while at < block.len() {
+                    let row = (first + at) / inner;
+                    let end = ((row + 1) * inner - first).min(block.len());
+                    let piece = &mut block[at..end];
+                    for (step, saved) in steps.iter().zip(&saved_by) {
+                        if let Some(k) = *saved {
+                            saves[k][at..end].copy_from_slice(piece);
+                        }
+                        step.apply(row % dims.channels, piece);
+                    }
+                    at = end;
+                }
+            })
+        };
+        if out_len_is_big(dims.count()) {
+            blocks.into_par_iter().for_each(run_block);
+        } else {
+            blocks.into_iter().for_each(run_block);
+        }
+    });
+    Ok(())
+}
+
+fn out_len_is_big(len: usize) -> bool {
+    len >= PAR_MIN && rayon::current_num_threads() > 1
+}
+
 pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
     match kernel {
+        ElementwiseKernel::ChannelStages { dims, x, y, stages } => {
+            channel_stages(*dims, *x, *y, stages, mem)?
+        }
         ElementwiseKernel::Unary { op, x, y } => {
             check_len(&[*x], y.len)?;
             mem.with_pointwise(&[*y], &[*x], |io, _, _| unary(*op, io));
@@ -890,6 +1069,126 @@ mod tests {
                         run(false),
                         "{dims:?} parts {parts:03b} in place {in_place}"
                     );
+                }
+            }
+        }
+    }
+
+    /// A fused run of steps equals its separate kernels bit for bit: in place and apart, with
+    /// saves, on rows shorter and longer than a parallel block.
+    #[test]
+    fn channel_stages_equal_their_parts() {
+        use crate::engine::kernels::elementwise::{ChannelStage, StageOp, StagePart};
+        use crate::engine::kernels::norm::EpsMode;
+        let mut rng = crate::rng::Rng::new(11);
+        for &(outer, channels, inner) in &[(2, 3, 5), (1, 4, 1), (4, 8, 1500), (3, 5, 20_000)] {
+            let dims = ChannelDims::new(outer, channels, inner);
+            let n = dims.count();
+            let mut values = |len: usize, lo: f32| -> Vec<f32> {
+                (0..len).map(|_| rng.uniform_range(lo, 2.0)).collect()
+            };
+            // x, mean, var, scale, bias, y, std, two saves, a second var and std.
+            let data = [
+                values(n, -2.0),
+                values(channels, -1.0),
+                values(channels, 0.1),
+                values(channels, -2.0),
+                values(channels, -2.0),
+                values(n, -2.0),
+                vec![0.0; channels],
+                vec![0.0; n],
+                vec![0.0; n],
+                values(channels, 0.1),
+                vec![0.0; channels],
+            ];
+            for (recipe, stages_of) in [
+                "bn+scale+relu",
+                "scale only, bias only",
+                "sigmoid saved, normalize twice",
+                "nothing",
+            ]
+            .iter()
+            .enumerate()
+            {
+                for in_place in [false, true] {
+                    let run = |fused: bool| -> Vec<Vec<f32>> {
+                        let mut eng = CpuEngine::new();
+                        let v: Vec<View> = data.iter().map(|d| upload(&mut eng, d)).collect();
+                        let normalize = |var: View, std: View| StageOp::Normalize {
+                            eps: 1e-5,
+                            eps_mode: EpsMode::SqrtVarPlusEps,
+                            mean: v[1],
+                            var,
+                            std,
+                        };
+                        let stage = |op, save| ChannelStage { op, save };
+                        let stages = match recipe {
+                            0 => vec![
+                                stage(normalize(v[2], v[6]), None),
+                                stage(
+                                    StageOp::Affine {
+                                        scale: Some(v[3]),
+                                        bias: Some(v[4]),
+                                    },
+                                    Some(v[7]),
+                                ),
+                                stage(
+                                    StageOp::Unary(UnaryOp::Relu {
+                                        negative_slope: 0.1,
+                                    }),
+                                    None,
+                                ),
+                            ],
+                            1 => vec![
+                                stage(
+                                    StageOp::Affine {
+                                        scale: Some(v[3]),
+                                        bias: None,
+                                    },
+                                    Some(v[7]),
+                                ),
+                                stage(
+                                    StageOp::Affine {
+                                        scale: None,
+                                        bias: Some(v[4]),
+                                    },
+                                    Some(v[8]),
+                                ),
+                            ],
+                            2 => vec![
+                                stage(StageOp::Unary(UnaryOp::Sigmoid), Some(v[7])),
+                                stage(normalize(v[2], v[6]), None),
+                                stage(normalize(v[9], v[10]), Some(v[8])),
+                            ],
+                            _ => vec![],
+                        };
+                        let kernel = ElementwiseKernel::ChannelStages {
+                            dims,
+                            x: v[0],
+                            y: if in_place { v[0] } else { v[5] },
+                            stages,
+                        };
+                        if fused {
+                            eng.launch(&Kernel::Elementwise(kernel)).unwrap();
+                        } else {
+                            for part in kernel.channel_stages_parts().unwrap() {
+                                match part {
+                                    StagePart::Copy { src, dst } => eng.copy(src, dst),
+                                    StagePart::Move { src, dst } => eng.move_values(src, dst),
+                                    StagePart::Launch(k) => eng.launch(&k).unwrap(),
+                                }
+                            }
+                        }
+                        v.iter().map(|&v| eng.download(v)).collect()
+                    };
+                    let (fused, parts) = (run(true), run(false));
+                    for (t, (a, b)) in fused.iter().zip(&parts).enumerate() {
+                        let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+                        assert!(
+                            same,
+                            "{dims:?} {stages_of} in place {in_place}: tensor {t} differs"
+                        );
+                    }
                 }
             }
         }

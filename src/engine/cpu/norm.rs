@@ -57,7 +57,7 @@ fn channel_var(x: &[f32], dims: ChannelDims, c: usize, mean: f32) -> f32 {
     (total / m) as f32
 }
 
-fn std_of(var: f32, eps: f32, mode: EpsMode) -> f32 {
+pub(super) fn std_of(var: f32, eps: f32, mode: EpsMode) -> f32 {
     match mode {
         EpsMode::SqrtVarPlusEps => (var + eps).sqrt(),
         EpsMode::SqrtVarThenEps => var.sqrt() + eps,

@@ -6,9 +6,11 @@
 use anyhow::{Result, ensure};
 
 use super::{Bound, GpuEngine, Params, Wide};
+use crate::engine::Engine;
 use crate::engine::View;
 use crate::engine::kernels::elementwise::{
-    ChannelDims, ElementwiseKernel, NaryOp, SumWeight, UnaryOp, dropout_threshold, pcg_hash,
+    ChannelDims, ElementwiseKernel, NaryOp, StagePart, SumWeight, UnaryOp, dropout_threshold,
+    pcg_hash,
 };
 
 const SCRATCH: [&str; 4] = ["in0", "in1", "in2", "in3"];
@@ -125,6 +127,16 @@ fn channel_words(d: &ChannelDims, first: usize, flags: u32) -> Vec<u32> {
 
 pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
     match k {
+        ElementwiseKernel::ChannelStages { .. } => {
+            for part in k.channel_stages_parts().unwrap_or_default() {
+                match part {
+                    StagePart::Copy { src, dst } => e.copy(src, dst),
+                    StagePart::Move { src, dst } => e.move_values(src, dst),
+                    StagePart::Launch(kernel) => e.launch(&kernel)?,
+                }
+            }
+            Ok(())
+        }
         ElementwiseKernel::Unary { op, x, y } => {
             check_len(&[*x], y.len)?;
             let (c, a, b, cc) = code(*op);

@@ -1,6 +1,8 @@
 //! Element-wise kernels: the unary neuron functions (forward and backward, one data-driven pair),
 //! the n-ary Eltwise operations, channel-broadcast ops over an (outer, channels, inner) layout with
 //! their per-channel reductions, PReLU and dropout.
+use super::Kernel;
+use super::norm::{EpsMode, NormKernel};
 use crate::engine::View;
 
 /// A tensor viewed as `[outer, channels, inner]` (row-major): element (o, c, i) sits at
@@ -165,6 +167,17 @@ pub enum ElementwiseKernel {
         /// dx = dy * scale[c]: (scale, dx), after the sums have read dy.
         data_grad: Option<(View, View)>,
     },
+    /// A run of point-wise steps over one tensor in one memory pass: the forwards of in-place
+    /// layers (BatchNorm with fixed statistics, Scale, ReLU, ...) fused by the net. Each step
+    /// computes exactly what its own kernel would (see [`Self::channel_stages_parts`]), so the
+    /// values equal the separate kernels' bit for bit. The first step reads x, the others the
+    /// previous step's values; the last writes y (x itself when in place).
+    ChannelStages {
+        dims: ChannelDims,
+        x: View,
+        y: View,
+        stages: Vec<ChannelStage>,
+    },
     /// PReLU: y[o, c, i] = max(x, 0) + slope[c] * min(x, 0).
     PRelu {
         dims: ChannelDims,
@@ -192,6 +205,50 @@ pub enum ElementwiseKernel {
     },
 }
 
+/// One step of an [`ElementwiseKernel::ChannelStages`] pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelStage {
+    pub op: StageOp,
+    /// Receives the step's input (an in-place layer's copy of its bottom for backward).
+    pub save: Option<View>,
+}
+
+/// What a [`ChannelStage`] computes from its input v, per channel c of the pass's dims.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StageOp {
+    /// [`NormKernel::Normalize`] with both statistics: std[c] = std_of(var[c]) is written, then
+    /// v = (v - mean[c]) / std[c].
+    Normalize {
+        eps: f32,
+        eps_mode: EpsMode,
+        mean: View,
+        var: View,
+        std: View,
+    },
+    /// [`ElementwiseKernel::ChannelAffine`]: v = v * scale[c] + bias[c].
+    Affine {
+        scale: Option<View>,
+        bias: Option<View>,
+    },
+    /// [`ElementwiseKernel::Unary`]: v = op(v).
+    Unary(UnaryOp),
+}
+
+/// One step of the kernel sequence a [`ElementwiseKernel::ChannelStages`] stands for.
+#[derive(Clone, Debug)]
+pub enum StagePart {
+    Copy {
+        src: View,
+        dst: View,
+    },
+    /// [`crate::engine::Engine::move_values`]: `src` is overwritten next.
+    Move {
+        src: View,
+        dst: View,
+    },
+    Launch(Box<Kernel>),
+}
+
 /// PCG-RXS-M-XS 32-bit hash (GPU-friendly: 32-bit integer ops only).
 pub fn pcg_hash(v: u32) -> u32 {
     let state = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
@@ -217,6 +274,71 @@ pub fn dropout_keep(seed: u32, index: u32, ratio: f32) -> bool {
 }
 
 impl ElementwiseKernel {
+    /// The separate copies and kernels a [`ElementwiseKernel::ChannelStages`] stands for, in
+    /// order; None for other kernels.
+    pub fn channel_stages_parts(&self) -> Option<Vec<StagePart>> {
+        let ElementwiseKernel::ChannelStages { dims, x, y, stages } = self else {
+            return None;
+        };
+        let (dims, y) = (*dims, *y);
+        let mut parts = Vec::new();
+        let mut input = *x;
+        for stage in stages {
+            if let Some(save) = stage.save {
+                if input == y {
+                    // The step overwrites y whole: y's values may move to the save, and the step
+                    // reads them there (as an in-place Scale does on its own).
+                    parts.push(StagePart::Move {
+                        src: input,
+                        dst: save,
+                    });
+                    input = save;
+                } else {
+                    parts.push(StagePart::Copy {
+                        src: input,
+                        dst: save,
+                    });
+                }
+            }
+            let kernel = match stage.op {
+                StageOp::Normalize {
+                    eps,
+                    eps_mode,
+                    mean,
+                    var,
+                    std,
+                } => Kernel::Norm(NormKernel::Normalize {
+                    dims,
+                    eps,
+                    eps_mode,
+                    x: input,
+                    mean,
+                    var: Some(var),
+                    std: Some(std),
+                    y,
+                }),
+                StageOp::Affine { scale, bias } => {
+                    Kernel::Elementwise(ElementwiseKernel::ChannelAffine {
+                        dims,
+                        x: input,
+                        scale,
+                        bias,
+                        y,
+                    })
+                }
+                StageOp::Unary(op) => {
+                    Kernel::Elementwise(ElementwiseKernel::Unary { op, x: input, y })
+                }
+            };
+            parts.push(StagePart::Launch(Box::new(kernel)));
+            input = y;
+        }
+        if stages.is_empty() && *x != y {
+            parts.push(StagePart::Copy { src: *x, dst: y });
+        }
+        Some(parts)
+    }
+
     /// The separate kernels a [`ElementwiseKernel::ChannelAffineBackward`] stands for, in the order
     /// that gives its result (the sums read dy before dx may overwrite it); None for other kernels.
     pub fn channel_affine_backward_parts(&self) -> Option<Vec<ElementwiseKernel>> {
