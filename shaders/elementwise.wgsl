@@ -8,6 +8,8 @@
 @group(0) @binding(2) var<storage, read_write> e2: array<f32>;
 @group(0) @binding(3) var<storage, read_write> e3: array<f32>;
 @group(0) @binding(4) var<storage, read_write> e4: array<f32>;
+@group(0) @binding(5) var<storage, read_write> e5: array<f32>;
+@group(0) @binding(6) var<storage, read_write> e6: array<f32>;
 
 // y = op(x): e1 = x, e2 = y; word 8 = op
 @compute @workgroup_size(256)
@@ -94,6 +96,29 @@ fn channel_affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if ((flags & 1u) != 0u) { v *= e3[pu(3u) + ch]; }
     if ((flags & 2u) != 0u) { v += e4[pu(4u) + ch]; }
     e2[pu(2u) + i] = v;
+}
+
+// channel_stages, the fused forward of BatchNorm (stored statistics), Scale and ReLU in place
+// (flags: 1 normalize, 2 scale, 4 bias, 8 save before the scale, 16 ReLU): e1 = v (read and
+// written), e2 = mean, e3 = std, e4 = scale, e5 = bias, e6 = save; words 8 inner, 9 channels,
+// 10 first element, 11 flags, 12 negative slope. Each step is its own kernel's formula.
+@compute @workgroup_size(256)
+fn channel_stages(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let ch = ((pu(10u) + i) / pu(8u)) % pu(9u);
+    let flags = pu(11u);
+    var v = e1[pu(1u) + i];
+    if ((flags & 1u) != 0u) { v = (v - e2[pu(2u) + ch]) / e3[pu(3u) + ch]; }
+    if ((flags & 8u) != 0u) { e6[pu(6u) + i] = v; }
+    if ((flags & 2u) != 0u) { v *= e4[pu(4u) + ch]; }
+    if ((flags & 4u) != 0u) { v += e5[pu(5u) + ch]; }
+    if ((flags & 16u) != 0u) {
+        let a = pf(12u);
+        v = max(v, 0.0) + a * min(v, 0.0);
+    }
+    e1[pu(1u) + i] = v;
 }
 
 // prelu: e1 = x, e2 = y, e3 = slope

@@ -165,6 +165,27 @@ fn channel_affine4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     q2[at4(2u, i)] = v;
 }
 
+// channel_stages (OP = flags): q1 = v, q2 = mean, q3 = std, q4 = scale, q5 = bias, q6 = save;
+// word 12 negative slope (see elementwise.wgsl)
+@compute @workgroup_size(256)
+fn channel_stages4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let c = chans(i);
+    let vi = at4(1u, i);
+    var v = q1[vi];
+    if ((OP & 1u) != 0u) { v = (v - ch2(c)) / ch3(c); }
+    if ((OP & 8u) != 0u) { q6[at4(6u, i)] = v; }
+    if ((OP & 2u) != 0u) { v *= ch4(c); }
+    if ((OP & 4u) != 0u) { v += ch5(c); }
+    if ((OP & 16u) != 0u) {
+        let a = pf(12u);
+        v = max(v, vec4<f32>(0.0)) + a * min(v, vec4<f32>(0.0));
+    }
+    q1[vi] = v;
+}
+
 // normalize (OP = mode: 0 x - mean, 1 (x - mean) / std): q1 = x, q2 = mean, q3 = std, q4 = y
 @compute @workgroup_size(256)
 fn normalize4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -503,7 +503,7 @@ fn tensor_larger_than_one_binding_fill_copy_round_trip() {
 // ---- elementwise ----------------------------------------------------------------------------
 
 use caffe_rs::engine::kernels::elementwise::{
-    ChannelDims, ElementwiseKernel as Ew, NaryOp, SumWeight, UnaryOp,
+    ChannelDims, ChannelStage, ElementwiseKernel as Ew, NaryOp, StageOp, SumWeight, UnaryOp,
 };
 
 fn unary_ops() -> Vec<(UnaryOp, f32, f32)> {
@@ -836,6 +836,74 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
                     scale_grad: Some((x, whole(ids[8], channels), 0.0)),
                     data_grad: None,
                 }),
+            ]
+        });
+    }
+    // Fused in-place runs: BatchNorm + Scale + ReLU patterns (one pass) and others (parts).
+    for (outer, channels, inner) in [(2, 3, 5), (2, 4, 8), (3, 64, 49), (1, 8, 1024)] {
+        let d = ChannelDims::new(outer, channels, inner);
+        let n = d.count();
+        let init = vec![
+            rng.vec(n, -2.0, 2.0),
+            vec![0.0; n],
+            rng.vec(channels, -1.0, 1.0),
+            rng.vec(channels, 0.1, 2.0),
+            vec![0.0; channels],
+            rng.vec(channels, -2.0, 2.0),
+            rng.vec(channels, -2.0, 2.0),
+            vec![0.0; n],
+        ];
+        check_all(&format!("channel stages {d:?}"), g, &init, &|ids| {
+            let (x, y, save) = (whole(ids[0], n), whole(ids[1], n), whole(ids[7], n));
+            let c = |i: usize| whole(ids[i], channels);
+            let normalize = ChannelStage {
+                op: StageOp::Normalize {
+                    eps: 1e-5,
+                    eps_mode: caffe_rs::engine::kernels::norm::EpsMode::SqrtVarPlusEps,
+                    mean: c(2),
+                    var: c(3),
+                    std: c(4),
+                },
+                save: None,
+            };
+            let affine = |scale, bias, kept| ChannelStage {
+                op: StageOp::Affine { scale, bias },
+                save: kept,
+            };
+            let relu = |negative_slope| ChannelStage {
+                op: StageOp::Unary(UnaryOp::Relu { negative_slope }),
+                save: None,
+            };
+            let sigmoid = ChannelStage {
+                op: StageOp::Unary(UnaryOp::Sigmoid),
+                save: None,
+            };
+            let run = |x, y, stages| {
+                Kernel::Elementwise(Ew::ChannelStages {
+                    dims: d,
+                    x,
+                    y,
+                    stages,
+                })
+            };
+            vec![
+                run(
+                    x,
+                    y,
+                    vec![normalize.clone(), affine(Some(c(5)), None, None), relu(0.0)],
+                ),
+                run(
+                    x,
+                    x,
+                    vec![
+                        normalize.clone(),
+                        affine(Some(c(5)), Some(c(6)), Some(save)),
+                        relu(0.1),
+                    ],
+                ),
+                run(y, y, vec![affine(None, Some(c(6)), Some(save)), relu(0.2)]),
+                run(y, y, vec![normalize.clone(), relu(0.0)]),
+                run(x, y, vec![relu(0.0), sigmoid]),
             ]
         });
     }

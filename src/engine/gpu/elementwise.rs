@@ -9,8 +9,8 @@ use super::{Bound, GpuEngine, Params, Wide};
 use crate::engine::Engine;
 use crate::engine::View;
 use crate::engine::kernels::elementwise::{
-    ChannelDims, ElementwiseKernel, NaryOp, StagePart, SumWeight, UnaryOp, dropout_threshold,
-    pcg_hash,
+    ChannelDims, ChannelStage, ElementwiseKernel, NaryOp, StageOp, StagePart, SumWeight, UnaryOp,
+    dropout_threshold, pcg_hash,
 };
 
 const SCRATCH: [&str; 4] = ["in0", "in1", "in2", "in3"];
@@ -125,9 +125,124 @@ fn channel_words(d: &ChannelDims, first: usize, flags: u32) -> Vec<u32> {
     ]
 }
 
+/// Runs a [`ElementwiseKernel::ChannelStages`] of BatchNorm's, Scale's and ReLU's steps (each at
+/// most once, in that order, the Scale's input saved or not) as one pass; false for other step
+/// lists, which run as their parts.
+fn channel_stages(
+    e: &mut GpuEngine,
+    dims: ChannelDims,
+    x: View,
+    y: View,
+    stages: &[ChannelStage],
+) -> Result<bool> {
+    let mut flags = 0u32;
+    let (mut normalize, mut scale, mut bias, mut save, mut slope) = (None, None, None, None, 0.0);
+    let mut rest = stages.iter().peekable();
+    if let Some(ChannelStage {
+        op:
+            StageOp::Normalize {
+                eps,
+                eps_mode,
+                mean,
+                var,
+                std,
+            },
+        save: None,
+    }) = rest.peek()
+    {
+        normalize = Some((*eps, *eps_mode, *mean, *var, *std));
+        flags |= 1;
+        rest.next();
+    }
+    if let Some(ChannelStage {
+        op: StageOp::Affine { scale: s, bias: b },
+        save: kept,
+    }) = rest.peek()
+    {
+        (scale, bias, save) = (*s, *b, *kept);
+        flags |= u32::from(s.is_some()) * 2 + u32::from(b.is_some()) * 4;
+        flags |= u32::from(kept.is_some()) * 8;
+        rest.next();
+    }
+    if let Some(ChannelStage {
+        op: StageOp::Unary(UnaryOp::Relu { negative_slope }),
+        save: None,
+    }) = rest.peek()
+    {
+        slope = *negative_slope;
+        flags |= 16;
+        rest.next();
+    }
+    if rest.next().is_some() || stages.len() < 2 {
+        return Ok(false);
+    }
+    let n = dims.count();
+    check_len(&[x], n)?;
+    check_len(&[y], n)?;
+    if let Some((eps, mode, _, var, std)) = normalize {
+        check_len(&[var, std], dims.channels)?;
+        super::norm::std_of(e, var, std, eps, mode)?;
+    }
+    if x != y {
+        e.copy(x, y);
+    }
+    // Absent per-channel operands and an absent save are bound to a present per-channel one
+    // (never read: their flags are off).
+    let per_channel = [normalize.map(|n| n.2), normalize.map(|n| n.4), scale, bias];
+    let stand_in = per_channel
+        .iter()
+        .flatten()
+        .next()
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("internal: channel stages without operands"))?;
+    for v in per_channel.iter().flatten() {
+        check_len(&[*v], dims.channels)?;
+    }
+    if let Some(save) = save {
+        check_len(&[save], n)?;
+    }
+    for r in e.unit_chunks("channel_stages", n, &[1])? {
+        let yc = y.slice(r.start, r.len());
+        let mut binds = vec![e.bind(yc)?];
+        for (i, v) in per_channel.iter().enumerate() {
+            binds.push(e.bind_input(SCRATCH[i], v.unwrap_or(stand_in), &[yc], false)?);
+        }
+        binds.push(match save {
+            Some(s) => e.bind(s.slice(r.start, r.len()))?,
+            None => binds[1].clone(),
+        });
+        let per_element = [true, false, false, false, false, save.is_some()];
+        let words = [
+            dims.inner.max(1) as u32,
+            dims.channels.max(1) as u32,
+            r.start as u32,
+            flags,
+            slope.to_bits(),
+        ];
+        e.dispatch_pointwise(
+            ("elementwise", "channel_stages"),
+            Some(Wide::channels("channel_stages4", flags, dims.inner)),
+            r.len(),
+            r.start,
+            &binds,
+            &per_element,
+            &words,
+        )?;
+    }
+    Ok(true)
+}
+
 pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
     match k {
-        ElementwiseKernel::ChannelStages { .. } => {
+        &ElementwiseKernel::ChannelStages {
+            dims,
+            x,
+            y,
+            ref stages,
+        } => {
+            if channel_stages(e, dims, x, y, stages)? {
+                return Ok(());
+            }
             for part in k.channel_stages_parts().unwrap_or_default() {
                 match part {
                     StagePart::Copy { src, dst } => e.copy(src, dst),

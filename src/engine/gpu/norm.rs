@@ -118,6 +118,23 @@ fn per_channel(
     )
 }
 
+/// std[c] = std_of(var[c]) (per channel, as Normalize forms it).
+pub(super) fn std_of(
+    e: &mut GpuEngine,
+    var: View,
+    std: View,
+    eps: f32,
+    mode: EpsMode,
+) -> Result<()> {
+    let vb = small(e, "in0", var, &[std])?;
+    let sb = e.bind(std)?;
+    let mode = match mode {
+        EpsMode::SqrtVarPlusEps => 0,
+        EpsMode::SqrtVarThenEps => 1,
+    };
+    per_channel(e, "std_of", var.len, &[&vb, &sb], &[eps.to_bits(), mode])
+}
+
 /// Scales a bound window in place (the final 1/m of a mean or variance).
 fn scale_view(e: &mut GpuEngine, v: View, alpha: f32) -> Result<()> {
     super::blas::launch(e, &BlasKernel::Scale { alpha, y: v })
@@ -329,19 +346,7 @@ pub fn launch(e: &mut GpuEngine, k: &NormKernel) -> Result<()> {
             match (var, std) {
                 (Some(var), Some(std)) => {
                     check_len(&[*var, *std], dims.channels)?;
-                    let vb = small(e, "in0", *var, &[*std])?;
-                    let sb = e.bind(*std)?;
-                    let mode = match eps_mode {
-                        EpsMode::SqrtVarPlusEps => 0,
-                        EpsMode::SqrtVarThenEps => 1,
-                    };
-                    per_channel(
-                        e,
-                        "std_of",
-                        dims.channels,
-                        &[&vb, &sb],
-                        &[eps.to_bits(), mode],
-                    )?;
+                    std_of(e, *var, *std, *eps, *eps_mode)?;
                     let mb = small(e, "in1", *mean, &[*y])?;
                     let sb = small(e, "in2", *std, &[*y])?;
                     channel_pass(
