@@ -98,10 +98,12 @@ fn channel_affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     e2[pu(2u) + i] = v;
 }
 
-// channel_stages, the fused forward of BatchNorm (stored statistics), Scale and ReLU in place
-// (flags: 1 normalize, 2 scale, 4 bias, 8 save before the scale, 16 ReLU): e1 = v (read and
-// written), e2 = mean, e3 = std, e4 = scale, e5 = bias, e6 = save; words 8 inner, 9 channels,
-// 10 first element, 11 flags, 12 negative slope. Each step is its own kernel's formula.
+// channel_stages, the fused forward of Eltwise SUM or BatchNorm (stored statistics), Scale and
+// ReLU (flags: 1 normalize, 2 scale, 4 bias, 8 save before the scale, 16 ReLU, 32 sum): e1 = v
+// (read, unless summed, and written), e2 = mean (sum: the second input), e3 = std (sum: the
+// first input), e4 = scale, e5 = bias, e6 = save; words 8 inner, 9 channels, 10 first element,
+// 11 flags, 12 negative slope, 13 and 14 the sum's coefficients. Each step is its own kernel's
+// formula.
 @compute @workgroup_size(256)
 fn channel_stages(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
@@ -109,7 +111,12 @@ fn channel_stages(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (i >= pu(0u)) { return; }
     let ch = ((pu(10u) + i) / pu(8u)) % pu(9u);
     let flags = pu(11u);
-    var v = e1[pu(1u) + i];
+    var v: f32;
+    if ((flags & 32u) != 0u) {
+        v = pf(13u) * e3[pu(3u) + i] + pf(14u) * e2[pu(2u) + i];
+    } else {
+        v = e1[pu(1u) + i];
+    }
     if ((flags & 1u) != 0u) { v = (v - e2[pu(2u) + ch]) / e3[pu(3u) + ch]; }
     if ((flags & 8u) != 0u) { e6[pu(6u) + i] = v; }
     if ((flags & 2u) != 0u) { v *= e4[pu(4u) + ch]; }

@@ -165,8 +165,9 @@ fn channel_affine4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     q2[at4(2u, i)] = v;
 }
 
-// channel_stages (OP = flags): q1 = v, q2 = mean, q3 = std, q4 = scale, q5 = bias, q6 = save;
-// word 12 negative slope (see elementwise.wgsl)
+// channel_stages (OP = flags): q1 = v, q2 = mean or the sum's second input, q3 = std or its
+// first, q4 = scale, q5 = bias, q6 = save; words 12 negative slope, 13-14 the sum's
+// coefficients (see elementwise.wgsl)
 @compute @workgroup_size(256)
 fn channel_stages4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
@@ -174,7 +175,12 @@ fn channel_stages4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     if (i >= pu(0u)) { return; }
     let c = chans(i);
     let vi = at4(1u, i);
-    var v = q1[vi];
+    var v: vec4<f32>;
+    if ((OP & 32u) != 0u) {
+        v = pf(13u) * q3[at4(3u, i)] + pf(14u) * q2[at4(2u, i)];
+    } else {
+        v = q1[vi];
+    }
     if ((OP & 1u) != 0u) { v = (v - ch2(c)) / ch3(c); }
     if ((OP & 8u) != 0u) { q6[at4(6u, i)] = v; }
     if ((OP & 2u) != 0u) { v *= ch4(c); }

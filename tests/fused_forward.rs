@@ -28,7 +28,9 @@ layer { name: "whole" type: "Scale" bottom: "n" top: "n" scale_param { axis: 0 n
 layer { name: "sigmoid" type: "Sigmoid" bottom: "n" top: "n" }
 layer { name: "batch_bn" type: "BatchNorm" bottom: "n" top: "n" batch_norm_param { use_global_stats: false } }
 layer { name: "relu2" type: "ReLU" bottom: "n" top: "n" }
-layer { name: "loss" type: "EuclideanLoss" bottom: "n" bottom: "c" top: "loss" }
+layer { name: "sum" type: "Eltwise" bottom: "n" bottom: "c" top: "s" eltwise_param { coeff: 0.5 coeff: -1 } }
+layer { name: "relu3" type: "ReLU" bottom: "s" top: "s" relu_param { negative_slope: 0.2 } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "s" bottom: "c" top: "loss" }
 "#;
 
 /// Every blob's data and diff and every parameter's data and diff after a forward and backward
@@ -90,8 +92,8 @@ fn check(eng: &mut dyn Engine) {
     let (plain, none) = run(eng, false, false);
     assert_eq!(none, 0);
     // bn..swish; bn2 + tanh; whole + sigmoid (a whole-blob scale has other dims than bn2's
-    // channels); batch_bn (batch statistics) and relu2 alone: three runs per forward.
-    assert_eq!(runs, 3 * 3, "fused runs in three forwards");
+    // channels); batch_bn (batch statistics) and relu2 alone; sum + relu3: four runs per forward.
+    assert_eq!(runs, 4 * 3, "fused runs in three forwards");
     assert_eq!(fused.len(), plain.len());
     for (t, (a, b)) in fused.iter().zip(&plain).enumerate() {
         let same = a.len() == b.len() && a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());

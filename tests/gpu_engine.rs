@@ -874,6 +874,10 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
                 op: StageOp::Unary(UnaryOp::Relu { negative_slope }),
                 save: None,
             };
+            let sum = |coeffs, others| ChannelStage {
+                op: StageOp::Sum { coeffs, others },
+                save: None,
+            };
             let sigmoid = ChannelStage {
                 op: StageOp::Unary(UnaryOp::Sigmoid),
                 save: None,
@@ -904,6 +908,13 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
                 run(y, y, vec![affine(None, Some(c(6)), Some(save)), relu(0.2)]),
                 run(y, y, vec![normalize.clone(), relu(0.0)]),
                 run(x, y, vec![relu(0.0), sigmoid]),
+                run(y, x, vec![sum(vec![1.0, 0.5], vec![save]), relu(0.0)]),
+                run(x, x, vec![sum(vec![-1.0, 2.0], vec![y]), relu(0.1)]),
+                run(
+                    x,
+                    save,
+                    vec![sum(vec![1.0, 1.0, -1.0], vec![x, y]), relu(0.0)],
+                ),
             ]
         });
     }

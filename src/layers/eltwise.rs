@@ -3,11 +3,11 @@
 use anyhow::{Result, bail};
 
 use super::common::{Scratch, check_count, shape_str};
-use super::{Ctx, Layer, Shapes};
+use super::{Ctx, Layer, Shapes, StageDims};
 use crate::engine::View;
 use crate::engine::kernels::Kernel;
-use crate::engine::kernels::elementwise::{ElementwiseKernel, NaryOp};
-use crate::proto::LayerParameter;
+use crate::engine::kernels::elementwise::{ChannelStage, ElementwiseKernel, NaryOp, StageOp};
+use crate::proto::{LayerParameter, Phase};
 use crate::proto::eltwise_parameter::EltwiseOp;
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
@@ -97,6 +97,23 @@ impl Layer for Eltwise {
             y: cx.tops[0].data(),
             argmax,
         }))
+    }
+
+    fn stage_dims(&self, _phase: Phase) -> Option<StageDims> {
+        matches!(self.op, Some(NaryOp::Sum { .. })).then_some(StageDims::Any)
+    }
+
+    fn forward_stage(&mut self, cx: &mut Ctx, _for_backward: bool) -> Result<ChannelStage> {
+        let Some(NaryOp::Sum { coeffs }) = self.op.clone() else {
+            bail!("internal: only Eltwise SUM is a point-wise step");
+        };
+        Ok(ChannelStage {
+            op: StageOp::Sum {
+                coeffs,
+                others: cx.bottoms[1..].iter().map(|b| b.data()).collect(),
+            },
+            save: None,
+        })
     }
 
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {

@@ -266,9 +266,9 @@ impl Net {
     }
 
     /// The end of the run of layers from `i` (before `limit`) whose forwards go into one
-    /// point-wise pass: layer `i` is a [`crate::layers::Layer::forward_stage`] step from its one
-    /// bottom to its one top, and each next layer such a step in place on that top, with the
-    /// same channel layout. `i + 1` when there is nothing to fuse. Reshapes the run's layers.
+    /// point-wise pass: layer `i` is a [`crate::layers::Layer::forward_stage`] step from its
+    /// first bottom (Eltwise SUM reads the others too) to its one top, and each next layer such a
+    /// step in place on that top, with the same channel layout. `i + 1` when there is nothing to fuse. Reshapes the run's layers.
     fn fused_run_end(&mut self, eng: &mut dyn Engine, i: usize, limit: usize) -> Result<usize> {
         if !self.fuse_forward {
             return Ok(i + 1);
@@ -278,7 +278,8 @@ impl Net {
         let step_dims = |node: &super::builder::LayerNode| {
             node.layer.as_ref().and_then(|l| l.stage_dims(phase))
         };
-        let (Some(mut dims), [_], &[top]) = (step_dims(node), &node.bottoms[..], &node.tops[..])
+        let (Some(mut dims), [_, ..], &[top]) =
+            (step_dims(node), &node.bottoms[..], &node.tops[..])
         else {
             return Ok(i + 1);
         };

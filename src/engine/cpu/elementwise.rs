@@ -511,13 +511,28 @@ enum Step<'a> {
         bias: Option<&'a [f32]>,
     },
     Unary(UnaryOp),
+    Sum {
+        coeffs: &'a [f32],
+        others: Vec<&'a [f32]>,
+    },
 }
 
 impl Step<'_> {
-    /// Applies the step to one row of channel `c`, with the arithmetic of the step's own kernel.
+    /// Applies the step to the elements `at..at + row.len()`, of channel `c`, with the
+    /// arithmetic of the step's own kernel.
     #[inline(always)]
-    fn apply(&self, c: usize, row: &mut [f32]) {
+    fn apply(&self, c: usize, at: usize, row: &mut [f32]) {
         match *self {
+            Step::Sum { coeffs, ref others } => {
+                let c0 = coeffs[0];
+                row.iter_mut().for_each(|v| *v = 0.0 + c0 * *v);
+                let len = row.len();
+                for (x, &k) in others.iter().zip(&coeffs[1..]) {
+                    for (v, &x) in row.iter_mut().zip(&x[at..at + len]) {
+                        *v += k * x;
+                    }
+                }
+            }
             Step::Normalize { mean, std } => {
                 let (m, s) = (mean[c], std[c]);
                 row.iter_mut().for_each(|v| *v = (*v - m) / s);
@@ -571,19 +586,29 @@ fn channel_stages(
     let mut outs = vec![y];
     let mut ins = vec![x];
     for stage in stages {
-        match stage.op {
-            StageOp::Normalize { mean, var, std, .. } => {
+        match &stage.op {
+            &StageOp::Normalize { mean, var, std, .. } => {
                 check_len(&[mean, var, std], dims.channels)?;
                 outs.push(std);
                 ins.extend([mean, var]);
             }
-            StageOp::Affine { scale, bias } => {
+            &StageOp::Affine { scale, bias } => {
                 for v in [scale, bias].into_iter().flatten() {
                     check_len(&[v], dims.channels)?;
                     ins.push(v);
                 }
             }
             StageOp::Unary(_) => {}
+            StageOp::Sum { coeffs, others } => {
+                anyhow::ensure!(
+                    coeffs.len() == others.len() + 1,
+                    "Sum step: {} coefficients for {} inputs",
+                    coeffs.len(),
+                    others.len() + 1
+                );
+                check_len(others, dims.count())?;
+                ins.extend(others);
+            }
         }
     }
     let stds = outs.len() - 1;
@@ -603,8 +628,8 @@ fn channel_stages(
         let mut saved_by = Vec::with_capacity(stages.len());
         let mut saves = 0;
         for stage in stages {
-            let step = match stage.op {
-                StageOp::Normalize { eps, eps_mode, .. } => {
+            let step = match &stage.op {
+                &StageOp::Normalize { eps, eps_mode, .. } => {
                     let (mean, var) = (inputs.next().unwrap(), inputs.next().unwrap());
                     let std = std_outs.next().unwrap();
                     for (s, &v) in std.iter_mut().zip(*var) {
@@ -616,7 +641,11 @@ fn channel_stages(
                     scale: scale.map(|_| *inputs.next().unwrap()),
                     bias: bias.map(|_| *inputs.next().unwrap()),
                 },
-                StageOp::Unary(op) => Step::Unary(op),
+                &StageOp::Unary(op) => Step::Unary(op),
+                StageOp::Sum { coeffs, others } => Step::Sum {
+                    coeffs,
+                    others: others.iter().map(|_| *inputs.next().unwrap()).collect(),
+                },
             };
             steps.push(step);
             saved_by.push(stage.save.map(|_| {
@@ -654,7 +683,7 @@ fn channel_stages(
                         if let Some(k) = *saved {
                             saves[k][at..end].copy_from_slice(piece);
                         }
-                        step.apply(row % dims.channels, piece);
+                        step.apply(row % dims.channels, first + at, piece);
                     }
                     at = end;
                 }
@@ -1087,7 +1116,7 @@ mod tests {
             let mut values = |len: usize, lo: f32| -> Vec<f32> {
                 (0..len).map(|_| rng.uniform_range(lo, 2.0)).collect()
             };
-            // x, mean, var, scale, bias, y, std, two saves, a second var and std.
+            // x, mean, var, scale, bias, y, std, two saves, a second var and std, a second input.
             let data = [
                 values(n, -2.0),
                 values(channels, -1.0),
@@ -1100,12 +1129,14 @@ mod tests {
                 vec![0.0; n],
                 values(channels, 0.1),
                 vec![0.0; channels],
+                values(n, -2.0),
             ];
             for (recipe, stages_of) in [
                 "bn+scale+relu",
                 "scale only, bias only",
                 "sigmoid saved, normalize twice",
                 "nothing",
+                "sum + relu",
             ]
             .iter()
             .enumerate()
@@ -1160,7 +1191,22 @@ mod tests {
                                 stage(normalize(v[2], v[6]), None),
                                 stage(normalize(v[9], v[10]), Some(v[8])),
                             ],
-                            _ => vec![],
+                            3 => vec![],
+                            _ => vec![
+                                stage(
+                                    StageOp::Sum {
+                                        coeffs: vec![1.0, -0.5],
+                                        others: vec![v[11]],
+                                    },
+                                    None,
+                                ),
+                                stage(
+                                    StageOp::Unary(UnaryOp::Relu {
+                                        negative_slope: 0.0,
+                                    }),
+                                    Some(v[7]),
+                                ),
+                            ],
                         };
                         let kernel = ElementwiseKernel::ChannelStages {
                             dims,

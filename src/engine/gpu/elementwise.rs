@@ -125,9 +125,9 @@ fn channel_words(d: &ChannelDims, first: usize, flags: u32) -> Vec<u32> {
     ]
 }
 
-/// Runs a [`ElementwiseKernel::ChannelStages`] of BatchNorm's, Scale's and ReLU's steps (each at
-/// most once, in that order, the Scale's input saved or not) as one pass; false for other step
-/// lists, which run as their parts.
+/// Runs a [`ElementwiseKernel::ChannelStages`] of a two-input Eltwise SUM's or BatchNorm's,
+/// Scale's and ReLU's steps (each at most once, in that order, the Scale's input saved or not) as
+/// one pass; false for other step lists, which run as their parts.
 fn channel_stages(
     e: &mut GpuEngine,
     dims: ChannelDims,
@@ -138,6 +138,17 @@ fn channel_stages(
     let mut flags = 0u32;
     let (mut normalize, mut scale, mut bias, mut save, mut slope) = (None, None, None, None, 0.0);
     let mut rest = stages.iter().peekable();
+    let mut sum = None;
+    if let Some(ChannelStage {
+        op: StageOp::Sum { coeffs, others },
+        save: None,
+    }) = rest.peek()
+        && let ([c0, c1], [other]) = (&coeffs[..], &others[..])
+    {
+        sum = Some((*c0, *c1, *other));
+        flags |= 32;
+        rest.next();
+    }
     if let Some(ChannelStage {
         op:
             StageOp::Normalize {
@@ -183,41 +194,53 @@ fn channel_stages(
         check_len(&[var, std], dims.channels)?;
         super::norm::std_of(e, var, std, eps, mode)?;
     }
-    if x != y {
+    if x != y && sum.is_none() {
         e.copy(x, y);
     }
-    // Absent per-channel operands and an absent save are bound to a present per-channel one
-    // (never read: their flags are off).
     let per_channel = [normalize.map(|n| n.2), normalize.map(|n| n.4), scale, bias];
-    let stand_in = per_channel
-        .iter()
-        .flatten()
-        .next()
-        .copied()
-        .ok_or_else(|| anyhow::anyhow!("internal: channel stages without operands"))?;
     for v in per_channel.iter().flatten() {
         check_len(&[*v], dims.channels)?;
     }
     if let Some(save) = save {
         check_len(&[save], n)?;
     }
+    if let Some((_, _, other)) = sum {
+        check_len(&[other], n)?;
+    }
     for r in e.unit_chunks("channel_stages", n, &[1])? {
         let yc = y.slice(r.start, r.len());
         let mut binds = vec![e.bind(yc)?];
+        // The sum's inputs take the statistics' bindings (a sum starts the run: no BatchNorm).
+        let summed = match sum {
+            Some((_, _, other)) => [Some(other), Some(x)],
+            None => [None, None],
+        };
         for (i, v) in per_channel.iter().enumerate() {
-            binds.push(e.bind_input(SCRATCH[i], v.unwrap_or(stand_in), &[yc], false)?);
+            let bound = match (summed.get(i).copied().flatten(), v) {
+                (Some(input), _) => {
+                    e.bind_input(SCRATCH[i], input.slice(r.start, r.len()), &[yc], true)?
+                }
+                (None, Some(v)) => e.bind_input(SCRATCH[i], *v, &[yc], false)?,
+                // Never read: its flag is off.
+                (None, None) => binds[0].clone(),
+            };
+            binds.push(bound);
         }
         binds.push(match save {
             Some(s) => e.bind(s.slice(r.start, r.len()))?,
-            None => binds[1].clone(),
+            None => binds[0].clone(),
         });
-        let per_element = [true, false, false, false, false, save.is_some()];
+        let summing = sum.is_some();
+        let per_element = [true, summing, summing, false, false, save.is_some()];
+        let (c0, c1) = sum.map_or((0.0, 0.0), |s| (s.0, s.1));
         let words = [
             dims.inner.max(1) as u32,
             dims.channels.max(1) as u32,
             r.start as u32,
             flags,
             slope.to_bits(),
+            c0.to_bits(),
+            c1.to_bits(),
         ];
         e.dispatch_pointwise(
             ("elementwise", "channel_stages"),

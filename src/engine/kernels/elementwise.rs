@@ -232,6 +232,9 @@ pub enum StageOp {
     },
     /// [`ElementwiseKernel::Unary`]: v = op(v).
     Unary(UnaryOp),
+    /// [`NaryOp::Sum`] of v and `others` (equally long, read at v's index) with one
+    /// coefficient per input, v's first: v = 0 + coeffs[0] * v, then v += coeffs[j] * others[j - 1].
+    Sum { coeffs: Vec<f32>, others: Vec<View> },
 }
 
 /// One step of the kernel sequence a [`ElementwiseKernel::ChannelStages`] stands for.
@@ -300,7 +303,7 @@ impl ElementwiseKernel {
                     });
                 }
             }
-            let kernel = match stage.op {
+            let kernel = match stage.op.clone() {
                 StageOp::Normalize {
                     eps,
                     eps_mode,
@@ -329,6 +332,12 @@ impl ElementwiseKernel {
                 StageOp::Unary(op) => {
                     Kernel::Elementwise(ElementwiseKernel::Unary { op, x: input, y })
                 }
+                StageOp::Sum { coeffs, others } => Kernel::Elementwise(ElementwiseKernel::Nary {
+                    op: NaryOp::Sum { coeffs },
+                    xs: [input].into_iter().chain(others).collect(),
+                    y,
+                    argmax: None,
+                }),
             };
             parts.push(StagePart::Launch(Box::new(kernel)));
             input = y;
