@@ -7,7 +7,7 @@ use crate::engine::kernels::Kernel;
 use crate::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel};
 use crate::engine::{Engine, TensorId, View};
 use crate::format::caffemodel::TrainedWeights;
-use crate::layers::{Blob, Ctx, ParamGrad, StageDims, TopSharing};
+use crate::layers::{Blob, Ctx, Layer, ParamGrad, StageDims, TopSharing};
 use crate::proto::{BlobProto, BlobShape, NetParameter, NetState};
 use crate::rng::Rng;
 
@@ -239,24 +239,9 @@ impl Net {
             self.forward_fused(eng, i, end)?;
             return Ok(end);
         }
-        let phase = self.graph.phase();
-        let (bottoms, tops, params) = self.layer_blobs(i);
-        let label = self.label(i);
-        let layer = self.graph.layers[i]
-            .layer
-            .as_mut()
-            .ok_or_else(|| anyhow!("{label}: not built"))?;
-        let mut cx = Ctx {
-            eng,
-            bottoms: &bottoms,
-            tops: &tops,
-            params: &params,
-            phase,
-            rng: &mut self.rng,
-            param_grads: &[],
-        };
-        layer.forward(&mut cx).with_context(|| label.clone())?;
-        if let Some(shapes) = layer.forwarded_top_shapes() {
+        self.with_layer(eng, i, &[], |layer, cx| layer.forward(cx))?;
+        let forwarded = self.graph.layers[i].layer.as_ref();
+        if let Some(shapes) = forwarded.and_then(|l| l.forwarded_top_shapes()) {
             let tops = self.graph.layers[i].tops.clone();
             for (&t, shape) in tops.iter().zip(shapes) {
                 self.set_blob_shape(eng, t, shape);
@@ -306,31 +291,15 @@ impl Net {
         let mut stages = Vec::with_capacity(end - start);
         let mut dims = StageDims::Any;
         for i in start..end {
-            let (bottoms, tops, params) = self.layer_blobs(i);
-            let label = self.label(i);
             let for_backward = !self.forward_only && self.graph.layers[i].need_backward;
-            let layer = self.graph.layers[i]
-                .layer
-                .as_mut()
-                .ok_or_else(|| anyhow!("{label}: not built"))?;
-            dims = layer
-                .stage_dims(phase)
-                .and_then(|d| dims.merge(d))
-                .ok_or_else(|| anyhow!("internal: {label} no longer fuses"))?;
-            let mut cx = Ctx {
-                eng,
-                bottoms: &bottoms,
-                tops: &tops,
-                params: &params,
-                phase,
-                rng: &mut self.rng,
-                param_grads: &[],
-            };
-            stages.push(
-                layer
-                    .forward_stage(&mut cx, for_backward)
-                    .with_context(|| label.clone())?,
-            );
+            let stage = self.with_layer(eng, i, &[], |layer, cx| {
+                dims = layer
+                    .stage_dims(phase)
+                    .and_then(|d| dims.merge(d))
+                    .ok_or_else(|| anyhow!("internal: the layer no longer fuses"))?;
+                layer.forward_stage(cx, for_backward)
+            })?;
+            stages.push(stage);
         }
         let (bottoms, tops, _) = self.layer_blobs(start);
         let (x, y) = (bottoms[0].data(), tops[0].data());
@@ -476,11 +445,24 @@ impl Net {
         if !self.graph.layers[i].need_backward {
             return Ok(());
         }
+        let propagate_down = self.graph.layers[i].bottom_need_backward.clone();
+        let param_grads = self.param_grads(eng, i);
+        self.with_layer(eng, i, &param_grads, |layer, cx| {
+            layer.backward(cx, &propagate_down).context("backward")
+        })
+    }
+
+    /// Calls `f` with layer `i` and a context over its blobs; errors name the layer.
+    fn with_layer<R>(
+        &mut self,
+        eng: &mut dyn Engine,
+        i: usize,
+        param_grads: &[ParamGrad],
+        f: impl FnOnce(&mut dyn Layer, &mut Ctx) -> Result<R>,
+    ) -> Result<R> {
         let phase = self.graph.phase();
         let (bottoms, tops, params) = self.layer_blobs(i);
         let label = self.label(i);
-        let propagate_down = self.graph.layers[i].bottom_need_backward.clone();
-        let param_grads = self.param_grads(eng, i);
         let layer = self.graph.layers[i]
             .layer
             .as_mut()
@@ -492,11 +474,9 @@ impl Net {
             params: &params,
             phase,
             rng: &mut self.rng,
-            param_grads: &param_grads,
+            param_grads,
         };
-        layer
-            .backward(&mut cx, &propagate_down)
-            .with_context(|| format!("{label} backward"))
+        f(layer.as_mut(), &mut cx).with_context(|| label)
     }
 
     /// The weighted sum of every loss top (reads back only the loss tops).
