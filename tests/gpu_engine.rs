@@ -1327,6 +1327,12 @@ fn pool_suite(g: &mut GpuEngine, seed: u64) {
             pool_geom(3, 4, 13, 11, (3, 3), (2, 2), (1, 0), 0),
             pool_geom(1, 5, 6, 6, (6, 6), (1, 1), (0, 0), 0),
             pool_geom(2, 3, 33, 20, (2, 2), (2, 2), (0, 0), 3),
+            // GoogLeNet's inception pools and strides up to 4 (4 outputs per invocation), and
+            // a stride beyond (one output per invocation).
+            pool_geom(2, 2, 14, 14, (3, 3), (1, 1), (1, 1), 0),
+            pool_geom(1, 2, 15, 17, (3, 4), (3, 3), (1, 2), 2),
+            pool_geom(1, 2, 19, 23, (2, 4), (4, 4), (1, 1), 0),
+            pool_geom(1, 2, 19, 23, (3, 3), (5, 5), (0, 0), 0),
         ],
     );
 }
@@ -1469,6 +1475,16 @@ fn pool_large_windows_match_cpu() {
         &[pool_geom(3, 2, 256, 256, (256, 256), (1, 1), (0, 0), 0)],
     );
     g.set_max_binding_elems(usize::MAX);
+}
+
+/// Max pooling with one output per invocation (the path the suite above takes only for strides
+/// above 4).
+#[test]
+fn pool_scalar_path_matches_cpu() {
+    let mut g = gpu();
+    g.set_wide_pointwise(false);
+    pool_suite(&mut g, 34);
+    g.set_wide_pointwise(true);
 }
 
 #[test]

@@ -189,18 +189,35 @@ fn run(
         };
         match mode {
             Mode::Plain => {
-                let threads = nb * if per_bottom { img_b } else { img_t };
                 let refs: Vec<&Bound> = binds.iter().collect();
-                let p = params(threads, &refs);
-                let gr = e.groups_1d(threads);
-                // Small max windows get their size as constants: lavapipe then unrolls the loops.
-                let window = if entry == "max_forward" && g.kernel_h * g.kernel_w <= 16 {
-                    [("KH", g.kernel_h as f64), ("KW", g.kernel_w as f64)]
-                } else {
-                    [("KH", 0.0), ("KW", 0.0)]
-                };
                 let res: Vec<Res> = refs.iter().map(|b| Res::B(b)).collect();
-                e.dispatch_spec("pool", entry, &window, &p, &res, gr)?;
+                // Small max windows get their size as constants: lavapipe then unrolls the loops,
+                // and with strides up to 4, one invocation computes 4 outputs of a row.
+                if entry == "max_forward" && g.kernel_h * g.kernel_w <= 16 {
+                    let (entry, threads, stride) = if g.stride_w <= 4 && e.wide_pointwise() {
+                        let quads = g.pooled_w.div_ceil(4);
+                        (
+                            "max_forward_row4",
+                            nb * g.channels * g.pooled_h * quads,
+                            g.stride_w,
+                        )
+                    } else {
+                        ("max_forward", nb * img_t, 1)
+                    };
+                    let window = [
+                        ("KH", g.kernel_h as f64),
+                        ("KW", g.kernel_w as f64),
+                        ("SW", stride as f64),
+                    ];
+                    let p = params(threads, &refs);
+                    let gr = e.groups_1d(threads);
+                    e.dispatch_spec("pool", entry, &window, &p, &res, gr)?;
+                } else {
+                    let threads = nb * if per_bottom { img_b } else { img_t };
+                    let p = params(threads, &refs);
+                    let gr = e.groups_1d(threads);
+                    e.dispatch_spec("pool", entry, &[], &p, &res, gr)?;
+                }
             }
             Mode::Passes(kinds) => {
                 let st = state.as_ref().expect("state");
