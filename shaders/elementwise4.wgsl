@@ -231,6 +231,49 @@ fn normalize_backward4(@builtin(workgroup_id) wid: vec3<u32>,
 // words 8 inner / 4, 9 channels, 10 outer, 11 first channel, 12 beta_b, 13 beta_s.
 var<workgroup> ab_part: array<vec2<f32>, 256>;
 
+// channel_affine_backward4 with one invocation per channel, for many channels of short rows
+// (no workgroup reduction): the same bindings, words and OP.
+@compute @workgroup_size(64)
+fn channel_affine_backward_rows4(@builtin(workgroup_id) wid: vec3<u32>,
+                                 @builtin(num_workgroups) nwg: vec3<u32>,
+                                 @builtin(local_invocation_index) lid: u32) {
+    let c = pu(11u) + (wid.y * nwg.x + wid.x) * 64u + lid;
+    if (c >= pu(9u)) { return; }
+    let inner4 = pu(8u);
+    var scale = 0.0;
+    if ((OP & 4u) != 0u) {
+        let j = pu(3u) + c;
+        scale = q3[j >> 2u][j & 3u];
+    }
+    var sb = vec4<f32>(0.0);
+    var ss = vec4<f32>(0.0);
+    let dy0 = pu(1u) / 4u;
+    let x0 = pu(2u) / 4u;
+    let dx0 = pu(4u) / 4u;
+    for (var o = 0u; o < pu(10u); o++) {
+        let row = (o * pu(9u) + c) * inner4;
+        for (var k = 0u; k < inner4; k++) {
+            let idx = row + k;
+            let d = q1[dy0 + idx];
+            if ((OP & 1u) != 0u) { sb += d; }
+            if ((OP & 2u) != 0u) { ss += d * q2[x0 + idx]; }
+            if ((OP & 4u) != 0u) { q4[dx0 + idx] = d * scale; }
+        }
+    }
+    if ((OP & 1u) != 0u) {
+        let j = pu(5u) + c;
+        let beta = pf(12u);
+        let v = (sb.x + sb.y) + (sb.z + sb.w);
+        if (beta == 0.0) { q5[j >> 2u][j & 3u] = v; } else { q5[j >> 2u][j & 3u] = beta * q5[j >> 2u][j & 3u] + v; }
+    }
+    if ((OP & 2u) != 0u) {
+        let j = pu(6u) + c;
+        let beta = pf(13u);
+        let v = (ss.x + ss.y) + (ss.z + ss.w);
+        if (beta == 0.0) { q6[j >> 2u][j & 3u] = v; } else { q6[j >> 2u][j & 3u] = beta * q6[j >> 2u][j & 3u] + v; }
+    }
+}
+
 @compute @workgroup_size(256)
 fn channel_affine_backward4(@builtin(workgroup_id) wid: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32) {

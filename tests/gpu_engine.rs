@@ -740,8 +740,10 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
         (4, 2, 1),
         (2, 3, 8),
         (3, 2, 6),
-        // Many channels of short rows: channel sums with one invocation per channel.
+        // Many channels of short rows: channel sums and Scale's backward with one invocation
+        // per channel.
         (3, 70, 5),
+        (3, 70, 8),
     ] {
         let d = ChannelDims::new(outer, channels, inner);
         let n = d.count();
@@ -935,6 +937,46 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
                     scale: 2.0,
                     x: whole(ids[0], n),
                     y: whole(ids[0], n),
+                }),
+            ]
+        });
+    }
+}
+
+/// Scale's fused backward with one invocation per channel, on rows of up to 255 vec4s (more
+/// than the binding limit of the split suite allows).
+#[test]
+fn scale_backward_of_many_short_rows_matches_cpu() {
+    let mut g = gpu();
+    let mut rng = Rng::new(14);
+    for (outer, channels, inner) in [(2, 64, 400), (3, 80, 12), (1, 128, 1020)] {
+        let d = ChannelDims::new(outer, channels, inner);
+        let n = d.count();
+        let init = vec![
+            rng.vec(n, -2.0, 2.0),
+            rng.vec(n, -2.0, 2.0),
+            rng.vec(channels, -1.0, 1.0),
+            rng.vec(channels, -1.0, 1.0),
+            rng.vec(channels, -1.0, 1.0),
+            vec![0.0; n],
+        ];
+        check_all(&format!("scale backward {d:?}"), &mut g, &init, &|ids| {
+            let (dy, x, dx) = (whole(ids[0], n), whole(ids[1], n), whole(ids[5], n));
+            let c = |i: usize| whole(ids[i], channels);
+            vec![
+                Kernel::Elementwise(Ew::ChannelAffineBackward {
+                    dims: d,
+                    dy,
+                    bias_grad: Some((c(3), 1.0)),
+                    scale_grad: Some((x, c(4), 0.0)),
+                    data_grad: Some((c(2), dx)),
+                }),
+                Kernel::Elementwise(Ew::ChannelAffineBackward {
+                    dims: d,
+                    dy,
+                    bias_grad: None,
+                    scale_grad: Some((x, c(4), 1.0)),
+                    data_grad: Some((c(2), dy)),
                 }),
             ]
         });

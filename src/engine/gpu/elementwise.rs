@@ -863,27 +863,39 @@ fn channel_affine_backward(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<b
         | u32::from(scale_grad.is_some()) << 1
         | u32::from(writes_dx) << 2;
     let refs: Vec<super::Res> = binds.iter().map(super::Res::B).collect();
-    let mut first = 0;
-    while first < dims.channels {
-        let nch = (dims.channels - first).min(65535 * 65535);
+    let constants = [("OP", f64::from(parts)), ("ROWS4", 1.0)];
+    let words = |first: usize| {
         let mut p = Params::new().u(0);
         for b in &binds {
             p = p.shift(b);
         }
-        let p = p
-            .u(0)
+        p.u(0)
             .u(dims.inner / 4)
             .u(dims.channels)
             .u(dims.outer)
             .u(first)
             .f(bias_grad.map_or(0.0, |b| b.1))
-            .f(scale_grad.map_or(0.0, |s| s.2));
+            .f(scale_grad.map_or(0.0, |s| s.2))
+    };
+    if dims.inner / 4 < 256 && dims.channels >= 64 {
+        // Many channels of short rows: one invocation per channel, no workgroup reduction
+        // (whose barriers cost more than the rows on lavapipe).
+        let wgs = dims.channels.div_ceil(64);
+        let groups = [wgs.min(65535) as u32, wgs.div_ceil(65535) as u32, 1];
+        let entry = "channel_affine_backward_rows4";
+        e.dispatch_spec("elementwise4", entry, &constants, &words(0), &refs, groups)?;
+        return Ok(true);
+    }
+    let mut first = 0;
+    while first < dims.channels {
+        let nch = (dims.channels - first).min(65535 * 65535);
         let groups = [nch.min(65535) as u32, nch.div_ceil(65535) as u32, 1];
+        let entry = "channel_affine_backward4";
         e.dispatch_spec(
             "elementwise4",
-            "channel_affine_backward4",
-            &[("OP", f64::from(parts)), ("ROWS4", 1.0)],
-            &p,
+            entry,
+            &constants,
+            &words(first),
             &refs,
             groups,
         )?;
