@@ -231,6 +231,47 @@ fn normalize_backward4(@builtin(workgroup_id) wid: vec3<u32>,
 // words 8 inner / 4, 9 channels, 10 outer, 11 first channel, 12 beta_b, 13 beta_s.
 var<workgroup> ab_part: array<vec2<f32>, 256>;
 
+// One channel's pass over its rows, vec4s start, start + step, ...: writes dx and returns its
+// share of (sum dy, sum dy * x).
+fn ab_rows(c: u32, start: u32, step: u32) -> vec2<f32> {
+    let inner4 = pu(8u);
+    var scale = 0.0;
+    if ((OP & 4u) != 0u) {
+        let j = pu(3u) + c;
+        scale = q3[j >> 2u][j & 3u];
+    }
+    var sb = vec4<f32>(0.0);
+    var ss = vec4<f32>(0.0);
+    let dy0 = pu(1u) / 4u;
+    let x0 = pu(2u) / 4u;
+    let dx0 = pu(4u) / 4u;
+    for (var o = 0u; o < pu(10u); o++) {
+        let row = (o * pu(9u) + c) * inner4;
+        for (var k = start; k < inner4; k += step) {
+            let idx = row + k;
+            let d = q1[dy0 + idx];
+            if ((OP & 1u) != 0u) { sb += d; }
+            if ((OP & 2u) != 0u) { ss += d * q2[x0 + idx]; }
+            if ((OP & 4u) != 0u) { q4[dx0 + idx] = d * scale; }
+        }
+    }
+    return vec2<f32>((sb.x + sb.y) + (sb.z + sb.w), (ss.x + ss.y) + (ss.z + ss.w));
+}
+
+// Stores channel c's (sum dy, sum dy * x) with their betas.
+fn ab_store(c: u32, sums: vec2<f32>) {
+    if ((OP & 1u) != 0u) {
+        let j = pu(5u) + c;
+        let beta = pf(12u);
+        if (beta == 0.0) { q5[j >> 2u][j & 3u] = sums.x; } else { q5[j >> 2u][j & 3u] = beta * q5[j >> 2u][j & 3u] + sums.x; }
+    }
+    if ((OP & 2u) != 0u) {
+        let j = pu(6u) + c;
+        let beta = pf(13u);
+        if (beta == 0.0) { q6[j >> 2u][j & 3u] = sums.y; } else { q6[j >> 2u][j & 3u] = beta * q6[j >> 2u][j & 3u] + sums.y; }
+    }
+}
+
 // channel_affine_backward4 with one invocation per channel, for many channels of short rows
 // (no workgroup reduction): the same bindings, words and OP.
 @compute @workgroup_size(64)
@@ -239,39 +280,7 @@ fn channel_affine_backward_rows4(@builtin(workgroup_id) wid: vec3<u32>,
                                  @builtin(local_invocation_index) lid: u32) {
     let c = pu(11u) + (wid.y * nwg.x + wid.x) * 64u + lid;
     if (c >= pu(9u)) { return; }
-    let inner4 = pu(8u);
-    var scale = 0.0;
-    if ((OP & 4u) != 0u) {
-        let j = pu(3u) + c;
-        scale = q3[j >> 2u][j & 3u];
-    }
-    var sb = vec4<f32>(0.0);
-    var ss = vec4<f32>(0.0);
-    let dy0 = pu(1u) / 4u;
-    let x0 = pu(2u) / 4u;
-    let dx0 = pu(4u) / 4u;
-    for (var o = 0u; o < pu(10u); o++) {
-        let row = (o * pu(9u) + c) * inner4;
-        for (var k = 0u; k < inner4; k++) {
-            let idx = row + k;
-            let d = q1[dy0 + idx];
-            if ((OP & 1u) != 0u) { sb += d; }
-            if ((OP & 2u) != 0u) { ss += d * q2[x0 + idx]; }
-            if ((OP & 4u) != 0u) { q4[dx0 + idx] = d * scale; }
-        }
-    }
-    if ((OP & 1u) != 0u) {
-        let j = pu(5u) + c;
-        let beta = pf(12u);
-        let v = (sb.x + sb.y) + (sb.z + sb.w);
-        if (beta == 0.0) { q5[j >> 2u][j & 3u] = v; } else { q5[j >> 2u][j & 3u] = beta * q5[j >> 2u][j & 3u] + v; }
-    }
-    if ((OP & 2u) != 0u) {
-        let j = pu(6u) + c;
-        let beta = pf(13u);
-        let v = (ss.x + ss.y) + (ss.z + ss.w);
-        if (beta == 0.0) { q6[j >> 2u][j & 3u] = v; } else { q6[j >> 2u][j & 3u] = beta * q6[j >> 2u][j & 3u] + v; }
-    }
+    ab_store(c, ab_rows(c, 0u, 1u));
 }
 
 @compute @workgroup_size(256)
@@ -279,45 +288,13 @@ fn channel_affine_backward4(@builtin(workgroup_id) wid: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32) {
     let c = pu(11u) + wid.x + wid.y * 65535u;
     if (c >= pu(9u)) { return; }
-    let inner4 = pu(8u);
-    var scale = 0.0;
-    if ((OP & 4u) != 0u) {
-        let j = pu(3u) + c;
-        scale = q3[j >> 2u][j & 3u];
-    }
-    var sb = vec4<f32>(0.0);
-    var ss = vec4<f32>(0.0);
-    let dy0 = pu(1u) / 4u;
-    let x0 = pu(2u) / 4u;
-    let dx0 = pu(4u) / 4u;
-    for (var o = 0u; o < pu(10u); o++) {
-        let row = (o * pu(9u) + c) * inner4;
-        for (var k = lid; k < inner4; k += 256u) {
-            let idx = row + k;
-            let d = q1[dy0 + idx];
-            if ((OP & 1u) != 0u) { sb += d; }
-            if ((OP & 2u) != 0u) { ss += d * q2[x0 + idx]; }
-            if ((OP & 4u) != 0u) { q4[dx0 + idx] = d * scale; }
-        }
-    }
-    ab_part[lid] = vec2<f32>((sb.x + sb.y) + (sb.z + sb.w), (ss.x + ss.y) + (ss.z + ss.w));
+    ab_part[lid] = ab_rows(c, lid, 256u);
     workgroupBarrier();
     for (var h = 128u; h > 0u; h >>= 1u) {
         if (lid < h) { ab_part[lid] += ab_part[lid + h]; }
         workgroupBarrier();
     }
     if (lid == 0u) {
-        if ((OP & 1u) != 0u) {
-            let j = pu(5u) + c;
-            let beta = pf(12u);
-            let v = ab_part[0].x;
-            if (beta == 0.0) { q5[j >> 2u][j & 3u] = v; } else { q5[j >> 2u][j & 3u] = beta * q5[j >> 2u][j & 3u] + v; }
-        }
-        if ((OP & 2u) != 0u) {
-            let j = pu(6u) + c;
-            let beta = pf(13u);
-            let v = ab_part[0].y;
-            if (beta == 0.0) { q6[j >> 2u][j & 3u] = v; } else { q6[j >> 2u][j & 3u] = beta * q6[j >> 2u][j & 3u] + v; }
-        }
+        ab_store(c, ab_part[0]);
     }
 }

@@ -82,34 +82,33 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
         let forward_timer = Instant::now();
         // A run of layers the net fuses into one pass is timed as one, on its first layer.
         let mut heads = Vec::with_capacity(n_layers);
+        let mut fused = 0;
+        let mut i = 0;
         if device_clock {
             eng.timestamp()?;
-            let mut i = 0;
-            while i < n_layers {
-                heads.push(i);
-                i = net.forward_step(eng, i, n_layers)?;
+        }
+        while i < n_layers {
+            heads.push(i);
+            let timer = Instant::now();
+            let next = net.forward_step(eng, i, n_layers)?;
+            if device_clock {
                 eng.timestamp()?;
-            }
-            add_device_times(eng, &mut fwd, heads.iter().copied())?;
-        } else {
-            let mut i = 0;
-            while i < n_layers {
-                heads.push(i);
-                let timer = Instant::now();
-                let next = net.forward_step(eng, i, n_layers)?;
+            } else {
                 eng.sync()?;
                 fwd[i] += timer.elapsed().as_secs_f64() * 1e3;
-                i = next;
             }
+            fused += usize::from(next > i + 1);
+            i = next;
         }
-        if j == 0 && heads.len() < n_layers {
+        if device_clock {
+            add_device_times(eng, &mut fwd, heads.into_iter())?;
+        }
+        if j == 0 && fused > 0 {
             info(
                 "caffe.cpp:380",
                 &format!(
-                    "{} runs of in-place point-wise layers (BatchNorm, Scale, ReLU, ...) run \
-                     forward as one pass each, timed on the run's first layer",
-                    heads.windows(2).filter(|w| w[1] > w[0] + 1).count()
-                        + usize::from(heads.last().is_some_and(|&h| h + 1 < n_layers)),
+                    "{fused} runs of in-place point-wise layers (BatchNorm, Scale, ReLU, ...) run \
+                     forward as one pass each, timed on the run's first layer"
                 ),
             );
         }
