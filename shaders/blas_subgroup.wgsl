@@ -16,14 +16,62 @@
 override BETA0: bool = true;
 override C4: bool = false;
 
+// The epilogue: point-wise steps on each stored value (a convolution's in-place BatchNorm, Scale
+// and ReLU layers), each in its own kernel's formula (elementwise.wgsl's channel_stages). EPI
+// bits: 1 normalize, 2 scale, 4 bias, 8 save the normalized value, 16 ReLU. Row r's channel
+// values (mean, std, scale, bias) are sg_ep[pu(30) + r]; the save of the value at C element e
+// goes to sg_s element e - pu(4) + pu(31); word 32 is the ReLU's negative slope.
+override EPI: u32 = 0u;
+@group(0) @binding(6) var<storage, read_write> sg_ep: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> sg_s: array<f32>;
+@group(0) @binding(8) var<storage, read_write> sg_s4: array<vec4<f32>>;
+
+fn sg_ep_row(row: u32) -> vec4<f32> {
+    if (EPI == 0u) {
+        return vec4<f32>(0.0);
+    }
+    return sg_ep[pu(30u) + row];
+}
+
+// The epilogue of 4 values stored at C element 4t.
+fn sg_epi4(t: u32, v: vec4<f32>, ep: vec4<f32>) -> vec4<f32> {
+    var x = v;
+    if ((EPI & 1u) != 0u) { x = (x - vec4<f32>(ep.x)) / vec4<f32>(ep.y); }
+    if ((EPI & 8u) != 0u) { sg_s4[t - pu(4u) / 4u + pu(31u) / 4u] = x; }
+    if ((EPI & 2u) != 0u) { x *= vec4<f32>(ep.z); }
+    if ((EPI & 4u) != 0u) { x += vec4<f32>(ep.w); }
+    if ((EPI & 16u) != 0u) {
+        let a = pf(32u);
+        x = max(x, vec4<f32>(0.0)) + a * min(x, vec4<f32>(0.0));
+    }
+    return x;
+}
+
+// The epilogue of the value stored at C element e.
+fn sg_epi(e: u32, v: f32, ep: vec4<f32>) -> f32 {
+    var x = v;
+    if ((EPI & 1u) != 0u) { x = (x - ep.x) / ep.y; }
+    if ((EPI & 8u) != 0u) { sg_s[e - pu(4u) + pu(31u)] = x; }
+    if ((EPI & 2u) != 0u) { x *= ep.z; }
+    if ((EPI & 4u) != 0u) { x += ep.w; }
+    if ((EPI & 16u) != 0u) {
+        let a = pf(32u);
+        x = max(x, 0.0) + a * min(x, 0.0);
+    }
+    return x;
+}
+
 // C column col of a row starting at element ci sits at ci + off (off = col unless C_MAP).
-fn sg_store(ci: u32, col: u32, off: u32, v: f32) {
+fn sg_store(ci: u32, col: u32, off: u32, v: f32, ep: vec4<f32>) {
     if (col < pu(1u)) {
+        var x: f32;
         if (BETA0) {
-            sg_c[ci + off] = pf(12u) * v;
+            x = pf(12u) * v;
         } else {
-            sg_c[ci + off] = pf(12u) * v + pf(13u) * sg_c[ci + off];
+            x = pf(12u) * v + pf(13u) * sg_c[ci + off];
         }
+        if (EPI != 0u) { x = sg_epi(ci + off, x, ep); }
+        sg_c[ci + off] = x;
     }
 }
 
@@ -56,12 +104,15 @@ fn sg_cmap(col0: u32) -> SgCMap {
     return SgCMap(i0 * rs + (c0 - i0 * wr) * cs, i1 * rs + (c1 - i1 * wr) * cs);
 }
 
-fn sg_store4(t: u32, v: vec4<f32>) {
+fn sg_store4(t: u32, v: vec4<f32>, ep: vec4<f32>) {
+    var x: vec4<f32>;
     if (BETA0) {
-        sg_c4[t] = pf(12u) * v;
+        x = pf(12u) * v;
     } else {
-        sg_c4[t] = pf(12u) * v + pf(13u) * sg_c4[t];
+        x = pf(12u) * v + pf(13u) * sg_c4[t];
     }
+    if (EPI != 0u) { x = sg_epi4(t, x, ep); }
+    sg_c4[t] = x;
 }
 
 // Component i (0..3, uniform) of v.
@@ -707,517 +758,581 @@ fn gemm_32x64_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     if (C4) {
         if (row0 + 0u < m) {
             let v = (cb + (row0 + 0u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc0_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1); }
+            let ep = sg_ep_row(row0 + 0u);
+            if (col0 < n) { sg_store4(v, acc0_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1, ep); }
         }
         if (row0 + 1u < m) {
             let v = (cb + (row0 + 1u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc1_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1); }
+            let ep = sg_ep_row(row0 + 1u);
+            if (col0 < n) { sg_store4(v, acc1_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1, ep); }
         }
         if (row0 + 2u < m) {
             let v = (cb + (row0 + 2u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc2_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1); }
+            let ep = sg_ep_row(row0 + 2u);
+            if (col0 < n) { sg_store4(v, acc2_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1, ep); }
         }
         if (row0 + 3u < m) {
             let v = (cb + (row0 + 3u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc3_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1); }
+            let ep = sg_ep_row(row0 + 3u);
+            if (col0 < n) { sg_store4(v, acc3_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1, ep); }
         }
         if (row0 + 4u < m) {
             let v = (cb + (row0 + 4u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc4_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1); }
+            let ep = sg_ep_row(row0 + 4u);
+            if (col0 < n) { sg_store4(v, acc4_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1, ep); }
         }
         if (row0 + 5u < m) {
             let v = (cb + (row0 + 5u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc5_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1); }
+            let ep = sg_ep_row(row0 + 5u);
+            if (col0 < n) { sg_store4(v, acc5_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1, ep); }
         }
         if (row0 + 6u < m) {
             let v = (cb + (row0 + 6u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc6_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1); }
+            let ep = sg_ep_row(row0 + 6u);
+            if (col0 < n) { sg_store4(v, acc6_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1, ep); }
         }
         if (row0 + 7u < m) {
             let v = (cb + (row0 + 7u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc7_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1); }
+            let ep = sg_ep_row(row0 + 7u);
+            if (col0 < n) { sg_store4(v, acc7_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1, ep); }
         }
         if (row0 + 8u < m) {
             let v = (cb + (row0 + 8u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc8_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1); }
+            let ep = sg_ep_row(row0 + 8u);
+            if (col0 < n) { sg_store4(v, acc8_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1, ep); }
         }
         if (row0 + 9u < m) {
             let v = (cb + (row0 + 9u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc9_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1); }
+            let ep = sg_ep_row(row0 + 9u);
+            if (col0 < n) { sg_store4(v, acc9_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1, ep); }
         }
         if (row0 + 10u < m) {
             let v = (cb + (row0 + 10u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc10_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1); }
+            let ep = sg_ep_row(row0 + 10u);
+            if (col0 < n) { sg_store4(v, acc10_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1, ep); }
         }
         if (row0 + 11u < m) {
             let v = (cb + (row0 + 11u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc11_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1); }
+            let ep = sg_ep_row(row0 + 11u);
+            if (col0 < n) { sg_store4(v, acc11_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1, ep); }
         }
         if (row0 + 12u < m) {
             let v = (cb + (row0 + 12u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc12_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1); }
+            let ep = sg_ep_row(row0 + 12u);
+            if (col0 < n) { sg_store4(v, acc12_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1, ep); }
         }
         if (row0 + 13u < m) {
             let v = (cb + (row0 + 13u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc13_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1); }
+            let ep = sg_ep_row(row0 + 13u);
+            if (col0 < n) { sg_store4(v, acc13_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1, ep); }
         }
         if (row0 + 14u < m) {
             let v = (cb + (row0 + 14u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc14_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1); }
+            let ep = sg_ep_row(row0 + 14u);
+            if (col0 < n) { sg_store4(v, acc14_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1, ep); }
         }
         if (row0 + 15u < m) {
             let v = (cb + (row0 + 15u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc15_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1); }
+            let ep = sg_ep_row(row0 + 15u);
+            if (col0 < n) { sg_store4(v, acc15_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1, ep); }
         }
         if (row0 + 16u < m) {
             let v = (cb + (row0 + 16u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc16_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc16_1); }
+            let ep = sg_ep_row(row0 + 16u);
+            if (col0 < n) { sg_store4(v, acc16_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc16_1, ep); }
         }
         if (row0 + 17u < m) {
             let v = (cb + (row0 + 17u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc17_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc17_1); }
+            let ep = sg_ep_row(row0 + 17u);
+            if (col0 < n) { sg_store4(v, acc17_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc17_1, ep); }
         }
         if (row0 + 18u < m) {
             let v = (cb + (row0 + 18u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc18_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc18_1); }
+            let ep = sg_ep_row(row0 + 18u);
+            if (col0 < n) { sg_store4(v, acc18_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc18_1, ep); }
         }
         if (row0 + 19u < m) {
             let v = (cb + (row0 + 19u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc19_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc19_1); }
+            let ep = sg_ep_row(row0 + 19u);
+            if (col0 < n) { sg_store4(v, acc19_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc19_1, ep); }
         }
         if (row0 + 20u < m) {
             let v = (cb + (row0 + 20u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc20_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc20_1); }
+            let ep = sg_ep_row(row0 + 20u);
+            if (col0 < n) { sg_store4(v, acc20_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc20_1, ep); }
         }
         if (row0 + 21u < m) {
             let v = (cb + (row0 + 21u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc21_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc21_1); }
+            let ep = sg_ep_row(row0 + 21u);
+            if (col0 < n) { sg_store4(v, acc21_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc21_1, ep); }
         }
         if (row0 + 22u < m) {
             let v = (cb + (row0 + 22u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc22_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc22_1); }
+            let ep = sg_ep_row(row0 + 22u);
+            if (col0 < n) { sg_store4(v, acc22_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc22_1, ep); }
         }
         if (row0 + 23u < m) {
             let v = (cb + (row0 + 23u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc23_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc23_1); }
+            let ep = sg_ep_row(row0 + 23u);
+            if (col0 < n) { sg_store4(v, acc23_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc23_1, ep); }
         }
         if (row0 + 24u < m) {
             let v = (cb + (row0 + 24u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc24_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc24_1); }
+            let ep = sg_ep_row(row0 + 24u);
+            if (col0 < n) { sg_store4(v, acc24_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc24_1, ep); }
         }
         if (row0 + 25u < m) {
             let v = (cb + (row0 + 25u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc25_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc25_1); }
+            let ep = sg_ep_row(row0 + 25u);
+            if (col0 < n) { sg_store4(v, acc25_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc25_1, ep); }
         }
         if (row0 + 26u < m) {
             let v = (cb + (row0 + 26u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc26_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc26_1); }
+            let ep = sg_ep_row(row0 + 26u);
+            if (col0 < n) { sg_store4(v, acc26_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc26_1, ep); }
         }
         if (row0 + 27u < m) {
             let v = (cb + (row0 + 27u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc27_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc27_1); }
+            let ep = sg_ep_row(row0 + 27u);
+            if (col0 < n) { sg_store4(v, acc27_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc27_1, ep); }
         }
         if (row0 + 28u < m) {
             let v = (cb + (row0 + 28u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc28_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc28_1); }
+            let ep = sg_ep_row(row0 + 28u);
+            if (col0 < n) { sg_store4(v, acc28_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc28_1, ep); }
         }
         if (row0 + 29u < m) {
             let v = (cb + (row0 + 29u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc29_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc29_1); }
+            let ep = sg_ep_row(row0 + 29u);
+            if (col0 < n) { sg_store4(v, acc29_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc29_1, ep); }
         }
         if (row0 + 30u < m) {
             let v = (cb + (row0 + 30u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc30_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc30_1); }
+            let ep = sg_ep_row(row0 + 30u);
+            if (col0 < n) { sg_store4(v, acc30_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc30_1, ep); }
         }
         if (row0 + 31u < m) {
             let v = (cb + (row0 + 31u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc31_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1); }
+            let ep = sg_ep_row(row0 + 31u);
+            if (col0 < n) { sg_store4(v, acc31_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1, ep); }
         }
     } else {
         let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
+            let ep = sg_ep_row(row0 + 0u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w, ep);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
+            let ep = sg_ep_row(row0 + 1u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w, ep);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
+            let ep = sg_ep_row(row0 + 2u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w, ep);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
+            let ep = sg_ep_row(row0 + 3u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w, ep);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
+            let ep = sg_ep_row(row0 + 4u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w, ep);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
+            let ep = sg_ep_row(row0 + 5u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w, ep);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
+            let ep = sg_ep_row(row0 + 6u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w, ep);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
+            let ep = sg_ep_row(row0 + 7u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w, ep);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
+            let ep = sg_ep_row(row0 + 8u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w, ep);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
+            let ep = sg_ep_row(row0 + 9u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w, ep);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
+            let ep = sg_ep_row(row0 + 10u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w, ep);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
+            let ep = sg_ep_row(row0 + 11u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w, ep);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
+            let ep = sg_ep_row(row0 + 12u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w, ep);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
+            let ep = sg_ep_row(row0 + 13u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w, ep);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
+            let ep = sg_ep_row(row0 + 14u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w, ep);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
+            let ep = sg_ep_row(row0 + 15u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w, ep);
         }
         if (row0 + 16u < m) {
             let ci = cb + (row0 + 16u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w);
+            let ep = sg_ep_row(row0 + 16u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w, ep);
         }
         if (row0 + 17u < m) {
             let ci = cb + (row0 + 17u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w);
+            let ep = sg_ep_row(row0 + 17u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w, ep);
         }
         if (row0 + 18u < m) {
             let ci = cb + (row0 + 18u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w);
+            let ep = sg_ep_row(row0 + 18u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w, ep);
         }
         if (row0 + 19u < m) {
             let ci = cb + (row0 + 19u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w);
+            let ep = sg_ep_row(row0 + 19u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w, ep);
         }
         if (row0 + 20u < m) {
             let ci = cb + (row0 + 20u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w);
+            let ep = sg_ep_row(row0 + 20u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w, ep);
         }
         if (row0 + 21u < m) {
             let ci = cb + (row0 + 21u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w);
+            let ep = sg_ep_row(row0 + 21u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w, ep);
         }
         if (row0 + 22u < m) {
             let ci = cb + (row0 + 22u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w);
+            let ep = sg_ep_row(row0 + 22u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w, ep);
         }
         if (row0 + 23u < m) {
             let ci = cb + (row0 + 23u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w);
+            let ep = sg_ep_row(row0 + 23u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w, ep);
         }
         if (row0 + 24u < m) {
             let ci = cb + (row0 + 24u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w);
+            let ep = sg_ep_row(row0 + 24u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w, ep);
         }
         if (row0 + 25u < m) {
             let ci = cb + (row0 + 25u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w);
+            let ep = sg_ep_row(row0 + 25u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w, ep);
         }
         if (row0 + 26u < m) {
             let ci = cb + (row0 + 26u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w);
+            let ep = sg_ep_row(row0 + 26u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w, ep);
         }
         if (row0 + 27u < m) {
             let ci = cb + (row0 + 27u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w);
+            let ep = sg_ep_row(row0 + 27u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w, ep);
         }
         if (row0 + 28u < m) {
             let ci = cb + (row0 + 28u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w);
+            let ep = sg_ep_row(row0 + 28u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w, ep);
         }
         if (row0 + 29u < m) {
             let ci = cb + (row0 + 29u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w);
+            let ep = sg_ep_row(row0 + 29u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w, ep);
         }
         if (row0 + 30u < m) {
             let ci = cb + (row0 + 30u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w);
+            let ep = sg_ep_row(row0 + 30u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w, ep);
         }
         if (row0 + 31u < m) {
             let ci = cb + (row0 + 31u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w);
+            let ep = sg_ep_row(row0 + 31u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w, ep);
         }
     }
 }
@@ -1519,261 +1634,293 @@ fn gemm_16x64_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     if (C4) {
         if (row0 + 0u < m) {
             let v = (cb + (row0 + 0u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc0_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1); }
+            let ep = sg_ep_row(row0 + 0u);
+            if (col0 < n) { sg_store4(v, acc0_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1, ep); }
         }
         if (row0 + 1u < m) {
             let v = (cb + (row0 + 1u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc1_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1); }
+            let ep = sg_ep_row(row0 + 1u);
+            if (col0 < n) { sg_store4(v, acc1_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1, ep); }
         }
         if (row0 + 2u < m) {
             let v = (cb + (row0 + 2u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc2_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1); }
+            let ep = sg_ep_row(row0 + 2u);
+            if (col0 < n) { sg_store4(v, acc2_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1, ep); }
         }
         if (row0 + 3u < m) {
             let v = (cb + (row0 + 3u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc3_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1); }
+            let ep = sg_ep_row(row0 + 3u);
+            if (col0 < n) { sg_store4(v, acc3_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1, ep); }
         }
         if (row0 + 4u < m) {
             let v = (cb + (row0 + 4u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc4_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1); }
+            let ep = sg_ep_row(row0 + 4u);
+            if (col0 < n) { sg_store4(v, acc4_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1, ep); }
         }
         if (row0 + 5u < m) {
             let v = (cb + (row0 + 5u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc5_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1); }
+            let ep = sg_ep_row(row0 + 5u);
+            if (col0 < n) { sg_store4(v, acc5_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1, ep); }
         }
         if (row0 + 6u < m) {
             let v = (cb + (row0 + 6u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc6_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1); }
+            let ep = sg_ep_row(row0 + 6u);
+            if (col0 < n) { sg_store4(v, acc6_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1, ep); }
         }
         if (row0 + 7u < m) {
             let v = (cb + (row0 + 7u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc7_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1); }
+            let ep = sg_ep_row(row0 + 7u);
+            if (col0 < n) { sg_store4(v, acc7_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1, ep); }
         }
         if (row0 + 8u < m) {
             let v = (cb + (row0 + 8u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc8_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1); }
+            let ep = sg_ep_row(row0 + 8u);
+            if (col0 < n) { sg_store4(v, acc8_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1, ep); }
         }
         if (row0 + 9u < m) {
             let v = (cb + (row0 + 9u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc9_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1); }
+            let ep = sg_ep_row(row0 + 9u);
+            if (col0 < n) { sg_store4(v, acc9_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1, ep); }
         }
         if (row0 + 10u < m) {
             let v = (cb + (row0 + 10u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc10_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1); }
+            let ep = sg_ep_row(row0 + 10u);
+            if (col0 < n) { sg_store4(v, acc10_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1, ep); }
         }
         if (row0 + 11u < m) {
             let v = (cb + (row0 + 11u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc11_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1); }
+            let ep = sg_ep_row(row0 + 11u);
+            if (col0 < n) { sg_store4(v, acc11_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1, ep); }
         }
         if (row0 + 12u < m) {
             let v = (cb + (row0 + 12u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc12_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1); }
+            let ep = sg_ep_row(row0 + 12u);
+            if (col0 < n) { sg_store4(v, acc12_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1, ep); }
         }
         if (row0 + 13u < m) {
             let v = (cb + (row0 + 13u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc13_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1); }
+            let ep = sg_ep_row(row0 + 13u);
+            if (col0 < n) { sg_store4(v, acc13_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1, ep); }
         }
         if (row0 + 14u < m) {
             let v = (cb + (row0 + 14u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc14_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1); }
+            let ep = sg_ep_row(row0 + 14u);
+            if (col0 < n) { sg_store4(v, acc14_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1, ep); }
         }
         if (row0 + 15u < m) {
             let v = (cb + (row0 + 15u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc15_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1); }
+            let ep = sg_ep_row(row0 + 15u);
+            if (col0 < n) { sg_store4(v, acc15_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1, ep); }
         }
     } else {
         let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
+            let ep = sg_ep_row(row0 + 0u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w, ep);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
+            let ep = sg_ep_row(row0 + 1u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w, ep);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
+            let ep = sg_ep_row(row0 + 2u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w, ep);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
+            let ep = sg_ep_row(row0 + 3u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w, ep);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
+            let ep = sg_ep_row(row0 + 4u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w, ep);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
+            let ep = sg_ep_row(row0 + 5u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w, ep);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
+            let ep = sg_ep_row(row0 + 6u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w, ep);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
+            let ep = sg_ep_row(row0 + 7u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w, ep);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
+            let ep = sg_ep_row(row0 + 8u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w, ep);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
+            let ep = sg_ep_row(row0 + 9u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w, ep);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
+            let ep = sg_ep_row(row0 + 10u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w, ep);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
+            let ep = sg_ep_row(row0 + 11u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w, ep);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
+            let ep = sg_ep_row(row0 + 12u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w, ep);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
+            let ep = sg_ep_row(row0 + 13u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w, ep);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
+            let ep = sg_ep_row(row0 + 14u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w, ep);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
+            let ep = sg_ep_row(row0 + 15u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w, ep);
         }
     }
 }
@@ -1947,133 +2094,149 @@ fn gemm_8x64_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     if (C4) {
         if (row0 + 0u < m) {
             let v = (cb + (row0 + 0u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc0_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1); }
+            let ep = sg_ep_row(row0 + 0u);
+            if (col0 < n) { sg_store4(v, acc0_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1, ep); }
         }
         if (row0 + 1u < m) {
             let v = (cb + (row0 + 1u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc1_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1); }
+            let ep = sg_ep_row(row0 + 1u);
+            if (col0 < n) { sg_store4(v, acc1_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1, ep); }
         }
         if (row0 + 2u < m) {
             let v = (cb + (row0 + 2u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc2_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1); }
+            let ep = sg_ep_row(row0 + 2u);
+            if (col0 < n) { sg_store4(v, acc2_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1, ep); }
         }
         if (row0 + 3u < m) {
             let v = (cb + (row0 + 3u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc3_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1); }
+            let ep = sg_ep_row(row0 + 3u);
+            if (col0 < n) { sg_store4(v, acc3_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1, ep); }
         }
         if (row0 + 4u < m) {
             let v = (cb + (row0 + 4u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc4_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1); }
+            let ep = sg_ep_row(row0 + 4u);
+            if (col0 < n) { sg_store4(v, acc4_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1, ep); }
         }
         if (row0 + 5u < m) {
             let v = (cb + (row0 + 5u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc5_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1); }
+            let ep = sg_ep_row(row0 + 5u);
+            if (col0 < n) { sg_store4(v, acc5_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1, ep); }
         }
         if (row0 + 6u < m) {
             let v = (cb + (row0 + 6u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc6_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1); }
+            let ep = sg_ep_row(row0 + 6u);
+            if (col0 < n) { sg_store4(v, acc6_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1, ep); }
         }
         if (row0 + 7u < m) {
             let v = (cb + (row0 + 7u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc7_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1); }
+            let ep = sg_ep_row(row0 + 7u);
+            if (col0 < n) { sg_store4(v, acc7_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1, ep); }
         }
     } else {
         let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
+            let ep = sg_ep_row(row0 + 0u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w, ep);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
+            let ep = sg_ep_row(row0 + 1u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w, ep);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
+            let ep = sg_ep_row(row0 + 2u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w, ep);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
+            let ep = sg_ep_row(row0 + 3u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w, ep);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
+            let ep = sg_ep_row(row0 + 4u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w, ep);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
+            let ep = sg_ep_row(row0 + 5u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w, ep);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
+            let ep = sg_ep_row(row0 + 6u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w, ep);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
+            let ep = sg_ep_row(row0 + 7u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w, ep);
         }
     }
 }
@@ -2657,773 +2820,869 @@ fn gemm_48x64_tn_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     if (C4) {
         if (row0 + 0u < m) {
             let v = (cb + (row0 + 0u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc0_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1); }
+            let ep = sg_ep_row(row0 + 0u);
+            if (col0 < n) { sg_store4(v, acc0_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1, ep); }
         }
         if (row0 + 1u < m) {
             let v = (cb + (row0 + 1u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc1_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1); }
+            let ep = sg_ep_row(row0 + 1u);
+            if (col0 < n) { sg_store4(v, acc1_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1, ep); }
         }
         if (row0 + 2u < m) {
             let v = (cb + (row0 + 2u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc2_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1); }
+            let ep = sg_ep_row(row0 + 2u);
+            if (col0 < n) { sg_store4(v, acc2_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1, ep); }
         }
         if (row0 + 3u < m) {
             let v = (cb + (row0 + 3u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc3_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1); }
+            let ep = sg_ep_row(row0 + 3u);
+            if (col0 < n) { sg_store4(v, acc3_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1, ep); }
         }
         if (row0 + 4u < m) {
             let v = (cb + (row0 + 4u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc4_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1); }
+            let ep = sg_ep_row(row0 + 4u);
+            if (col0 < n) { sg_store4(v, acc4_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1, ep); }
         }
         if (row0 + 5u < m) {
             let v = (cb + (row0 + 5u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc5_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1); }
+            let ep = sg_ep_row(row0 + 5u);
+            if (col0 < n) { sg_store4(v, acc5_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1, ep); }
         }
         if (row0 + 6u < m) {
             let v = (cb + (row0 + 6u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc6_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1); }
+            let ep = sg_ep_row(row0 + 6u);
+            if (col0 < n) { sg_store4(v, acc6_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1, ep); }
         }
         if (row0 + 7u < m) {
             let v = (cb + (row0 + 7u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc7_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1); }
+            let ep = sg_ep_row(row0 + 7u);
+            if (col0 < n) { sg_store4(v, acc7_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1, ep); }
         }
         if (row0 + 8u < m) {
             let v = (cb + (row0 + 8u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc8_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1); }
+            let ep = sg_ep_row(row0 + 8u);
+            if (col0 < n) { sg_store4(v, acc8_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1, ep); }
         }
         if (row0 + 9u < m) {
             let v = (cb + (row0 + 9u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc9_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1); }
+            let ep = sg_ep_row(row0 + 9u);
+            if (col0 < n) { sg_store4(v, acc9_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1, ep); }
         }
         if (row0 + 10u < m) {
             let v = (cb + (row0 + 10u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc10_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1); }
+            let ep = sg_ep_row(row0 + 10u);
+            if (col0 < n) { sg_store4(v, acc10_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1, ep); }
         }
         if (row0 + 11u < m) {
             let v = (cb + (row0 + 11u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc11_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1); }
+            let ep = sg_ep_row(row0 + 11u);
+            if (col0 < n) { sg_store4(v, acc11_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1, ep); }
         }
         if (row0 + 12u < m) {
             let v = (cb + (row0 + 12u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc12_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1); }
+            let ep = sg_ep_row(row0 + 12u);
+            if (col0 < n) { sg_store4(v, acc12_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1, ep); }
         }
         if (row0 + 13u < m) {
             let v = (cb + (row0 + 13u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc13_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1); }
+            let ep = sg_ep_row(row0 + 13u);
+            if (col0 < n) { sg_store4(v, acc13_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1, ep); }
         }
         if (row0 + 14u < m) {
             let v = (cb + (row0 + 14u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc14_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1); }
+            let ep = sg_ep_row(row0 + 14u);
+            if (col0 < n) { sg_store4(v, acc14_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1, ep); }
         }
         if (row0 + 15u < m) {
             let v = (cb + (row0 + 15u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc15_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1); }
+            let ep = sg_ep_row(row0 + 15u);
+            if (col0 < n) { sg_store4(v, acc15_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1, ep); }
         }
         if (row0 + 16u < m) {
             let v = (cb + (row0 + 16u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc16_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc16_1); }
+            let ep = sg_ep_row(row0 + 16u);
+            if (col0 < n) { sg_store4(v, acc16_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc16_1, ep); }
         }
         if (row0 + 17u < m) {
             let v = (cb + (row0 + 17u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc17_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc17_1); }
+            let ep = sg_ep_row(row0 + 17u);
+            if (col0 < n) { sg_store4(v, acc17_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc17_1, ep); }
         }
         if (row0 + 18u < m) {
             let v = (cb + (row0 + 18u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc18_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc18_1); }
+            let ep = sg_ep_row(row0 + 18u);
+            if (col0 < n) { sg_store4(v, acc18_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc18_1, ep); }
         }
         if (row0 + 19u < m) {
             let v = (cb + (row0 + 19u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc19_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc19_1); }
+            let ep = sg_ep_row(row0 + 19u);
+            if (col0 < n) { sg_store4(v, acc19_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc19_1, ep); }
         }
         if (row0 + 20u < m) {
             let v = (cb + (row0 + 20u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc20_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc20_1); }
+            let ep = sg_ep_row(row0 + 20u);
+            if (col0 < n) { sg_store4(v, acc20_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc20_1, ep); }
         }
         if (row0 + 21u < m) {
             let v = (cb + (row0 + 21u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc21_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc21_1); }
+            let ep = sg_ep_row(row0 + 21u);
+            if (col0 < n) { sg_store4(v, acc21_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc21_1, ep); }
         }
         if (row0 + 22u < m) {
             let v = (cb + (row0 + 22u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc22_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc22_1); }
+            let ep = sg_ep_row(row0 + 22u);
+            if (col0 < n) { sg_store4(v, acc22_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc22_1, ep); }
         }
         if (row0 + 23u < m) {
             let v = (cb + (row0 + 23u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc23_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc23_1); }
+            let ep = sg_ep_row(row0 + 23u);
+            if (col0 < n) { sg_store4(v, acc23_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc23_1, ep); }
         }
         if (row0 + 24u < m) {
             let v = (cb + (row0 + 24u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc24_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc24_1); }
+            let ep = sg_ep_row(row0 + 24u);
+            if (col0 < n) { sg_store4(v, acc24_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc24_1, ep); }
         }
         if (row0 + 25u < m) {
             let v = (cb + (row0 + 25u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc25_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc25_1); }
+            let ep = sg_ep_row(row0 + 25u);
+            if (col0 < n) { sg_store4(v, acc25_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc25_1, ep); }
         }
         if (row0 + 26u < m) {
             let v = (cb + (row0 + 26u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc26_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc26_1); }
+            let ep = sg_ep_row(row0 + 26u);
+            if (col0 < n) { sg_store4(v, acc26_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc26_1, ep); }
         }
         if (row0 + 27u < m) {
             let v = (cb + (row0 + 27u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc27_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc27_1); }
+            let ep = sg_ep_row(row0 + 27u);
+            if (col0 < n) { sg_store4(v, acc27_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc27_1, ep); }
         }
         if (row0 + 28u < m) {
             let v = (cb + (row0 + 28u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc28_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc28_1); }
+            let ep = sg_ep_row(row0 + 28u);
+            if (col0 < n) { sg_store4(v, acc28_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc28_1, ep); }
         }
         if (row0 + 29u < m) {
             let v = (cb + (row0 + 29u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc29_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc29_1); }
+            let ep = sg_ep_row(row0 + 29u);
+            if (col0 < n) { sg_store4(v, acc29_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc29_1, ep); }
         }
         if (row0 + 30u < m) {
             let v = (cb + (row0 + 30u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc30_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc30_1); }
+            let ep = sg_ep_row(row0 + 30u);
+            if (col0 < n) { sg_store4(v, acc30_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc30_1, ep); }
         }
         if (row0 + 31u < m) {
             let v = (cb + (row0 + 31u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc31_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1); }
+            let ep = sg_ep_row(row0 + 31u);
+            if (col0 < n) { sg_store4(v, acc31_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1, ep); }
         }
         if (row0 + 32u < m) {
             let v = (cb + (row0 + 32u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc32_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc32_1); }
+            let ep = sg_ep_row(row0 + 32u);
+            if (col0 < n) { sg_store4(v, acc32_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc32_1, ep); }
         }
         if (row0 + 33u < m) {
             let v = (cb + (row0 + 33u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc33_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc33_1); }
+            let ep = sg_ep_row(row0 + 33u);
+            if (col0 < n) { sg_store4(v, acc33_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc33_1, ep); }
         }
         if (row0 + 34u < m) {
             let v = (cb + (row0 + 34u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc34_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc34_1); }
+            let ep = sg_ep_row(row0 + 34u);
+            if (col0 < n) { sg_store4(v, acc34_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc34_1, ep); }
         }
         if (row0 + 35u < m) {
             let v = (cb + (row0 + 35u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc35_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc35_1); }
+            let ep = sg_ep_row(row0 + 35u);
+            if (col0 < n) { sg_store4(v, acc35_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc35_1, ep); }
         }
         if (row0 + 36u < m) {
             let v = (cb + (row0 + 36u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc36_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc36_1); }
+            let ep = sg_ep_row(row0 + 36u);
+            if (col0 < n) { sg_store4(v, acc36_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc36_1, ep); }
         }
         if (row0 + 37u < m) {
             let v = (cb + (row0 + 37u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc37_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc37_1); }
+            let ep = sg_ep_row(row0 + 37u);
+            if (col0 < n) { sg_store4(v, acc37_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc37_1, ep); }
         }
         if (row0 + 38u < m) {
             let v = (cb + (row0 + 38u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc38_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc38_1); }
+            let ep = sg_ep_row(row0 + 38u);
+            if (col0 < n) { sg_store4(v, acc38_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc38_1, ep); }
         }
         if (row0 + 39u < m) {
             let v = (cb + (row0 + 39u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc39_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc39_1); }
+            let ep = sg_ep_row(row0 + 39u);
+            if (col0 < n) { sg_store4(v, acc39_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc39_1, ep); }
         }
         if (row0 + 40u < m) {
             let v = (cb + (row0 + 40u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc40_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc40_1); }
+            let ep = sg_ep_row(row0 + 40u);
+            if (col0 < n) { sg_store4(v, acc40_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc40_1, ep); }
         }
         if (row0 + 41u < m) {
             let v = (cb + (row0 + 41u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc41_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc41_1); }
+            let ep = sg_ep_row(row0 + 41u);
+            if (col0 < n) { sg_store4(v, acc41_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc41_1, ep); }
         }
         if (row0 + 42u < m) {
             let v = (cb + (row0 + 42u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc42_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc42_1); }
+            let ep = sg_ep_row(row0 + 42u);
+            if (col0 < n) { sg_store4(v, acc42_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc42_1, ep); }
         }
         if (row0 + 43u < m) {
             let v = (cb + (row0 + 43u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc43_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc43_1); }
+            let ep = sg_ep_row(row0 + 43u);
+            if (col0 < n) { sg_store4(v, acc43_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc43_1, ep); }
         }
         if (row0 + 44u < m) {
             let v = (cb + (row0 + 44u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc44_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc44_1); }
+            let ep = sg_ep_row(row0 + 44u);
+            if (col0 < n) { sg_store4(v, acc44_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc44_1, ep); }
         }
         if (row0 + 45u < m) {
             let v = (cb + (row0 + 45u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc45_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc45_1); }
+            let ep = sg_ep_row(row0 + 45u);
+            if (col0 < n) { sg_store4(v, acc45_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc45_1, ep); }
         }
         if (row0 + 46u < m) {
             let v = (cb + (row0 + 46u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc46_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc46_1); }
+            let ep = sg_ep_row(row0 + 46u);
+            if (col0 < n) { sg_store4(v, acc46_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc46_1, ep); }
         }
         if (row0 + 47u < m) {
             let v = (cb + (row0 + 47u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc47_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc47_1); }
+            let ep = sg_ep_row(row0 + 47u);
+            if (col0 < n) { sg_store4(v, acc47_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc47_1, ep); }
         }
     } else {
         let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
+            let ep = sg_ep_row(row0 + 0u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w, ep);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
+            let ep = sg_ep_row(row0 + 1u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w, ep);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
+            let ep = sg_ep_row(row0 + 2u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w, ep);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
+            let ep = sg_ep_row(row0 + 3u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w, ep);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
+            let ep = sg_ep_row(row0 + 4u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w, ep);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
+            let ep = sg_ep_row(row0 + 5u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w, ep);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
+            let ep = sg_ep_row(row0 + 6u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w, ep);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
+            let ep = sg_ep_row(row0 + 7u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w, ep);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
+            let ep = sg_ep_row(row0 + 8u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w, ep);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
+            let ep = sg_ep_row(row0 + 9u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w, ep);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
+            let ep = sg_ep_row(row0 + 10u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w, ep);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
+            let ep = sg_ep_row(row0 + 11u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w, ep);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
+            let ep = sg_ep_row(row0 + 12u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w, ep);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
+            let ep = sg_ep_row(row0 + 13u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w, ep);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
+            let ep = sg_ep_row(row0 + 14u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w, ep);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
+            let ep = sg_ep_row(row0 + 15u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w, ep);
         }
         if (row0 + 16u < m) {
             let ci = cb + (row0 + 16u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w);
+            let ep = sg_ep_row(row0 + 16u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w, ep);
         }
         if (row0 + 17u < m) {
             let ci = cb + (row0 + 17u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w);
+            let ep = sg_ep_row(row0 + 17u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w, ep);
         }
         if (row0 + 18u < m) {
             let ci = cb + (row0 + 18u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w);
+            let ep = sg_ep_row(row0 + 18u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w, ep);
         }
         if (row0 + 19u < m) {
             let ci = cb + (row0 + 19u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w);
+            let ep = sg_ep_row(row0 + 19u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w, ep);
         }
         if (row0 + 20u < m) {
             let ci = cb + (row0 + 20u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w);
+            let ep = sg_ep_row(row0 + 20u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w, ep);
         }
         if (row0 + 21u < m) {
             let ci = cb + (row0 + 21u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w);
+            let ep = sg_ep_row(row0 + 21u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w, ep);
         }
         if (row0 + 22u < m) {
             let ci = cb + (row0 + 22u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w);
+            let ep = sg_ep_row(row0 + 22u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w, ep);
         }
         if (row0 + 23u < m) {
             let ci = cb + (row0 + 23u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w);
+            let ep = sg_ep_row(row0 + 23u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w, ep);
         }
         if (row0 + 24u < m) {
             let ci = cb + (row0 + 24u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w);
+            let ep = sg_ep_row(row0 + 24u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w, ep);
         }
         if (row0 + 25u < m) {
             let ci = cb + (row0 + 25u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w);
+            let ep = sg_ep_row(row0 + 25u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w, ep);
         }
         if (row0 + 26u < m) {
             let ci = cb + (row0 + 26u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w);
+            let ep = sg_ep_row(row0 + 26u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w, ep);
         }
         if (row0 + 27u < m) {
             let ci = cb + (row0 + 27u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w);
+            let ep = sg_ep_row(row0 + 27u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w, ep);
         }
         if (row0 + 28u < m) {
             let ci = cb + (row0 + 28u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w);
+            let ep = sg_ep_row(row0 + 28u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w, ep);
         }
         if (row0 + 29u < m) {
             let ci = cb + (row0 + 29u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w);
+            let ep = sg_ep_row(row0 + 29u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w, ep);
         }
         if (row0 + 30u < m) {
             let ci = cb + (row0 + 30u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w);
+            let ep = sg_ep_row(row0 + 30u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w, ep);
         }
         if (row0 + 31u < m) {
             let ci = cb + (row0 + 31u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w);
+            let ep = sg_ep_row(row0 + 31u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w, ep);
         }
         if (row0 + 32u < m) {
             let ci = cb + (row0 + 32u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc32_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc32_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc32_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc32_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc32_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc32_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc32_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc32_1.w);
+            let ep = sg_ep_row(row0 + 32u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc32_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc32_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc32_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc32_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc32_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc32_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc32_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc32_1.w, ep);
         }
         if (row0 + 33u < m) {
             let ci = cb + (row0 + 33u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc33_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc33_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc33_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc33_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc33_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc33_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc33_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc33_1.w);
+            let ep = sg_ep_row(row0 + 33u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc33_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc33_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc33_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc33_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc33_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc33_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc33_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc33_1.w, ep);
         }
         if (row0 + 34u < m) {
             let ci = cb + (row0 + 34u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc34_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc34_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc34_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc34_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc34_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc34_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc34_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc34_1.w);
+            let ep = sg_ep_row(row0 + 34u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc34_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc34_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc34_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc34_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc34_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc34_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc34_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc34_1.w, ep);
         }
         if (row0 + 35u < m) {
             let ci = cb + (row0 + 35u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc35_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc35_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc35_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc35_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc35_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc35_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc35_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc35_1.w);
+            let ep = sg_ep_row(row0 + 35u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc35_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc35_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc35_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc35_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc35_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc35_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc35_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc35_1.w, ep);
         }
         if (row0 + 36u < m) {
             let ci = cb + (row0 + 36u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc36_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc36_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc36_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc36_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc36_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc36_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc36_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc36_1.w);
+            let ep = sg_ep_row(row0 + 36u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc36_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc36_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc36_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc36_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc36_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc36_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc36_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc36_1.w, ep);
         }
         if (row0 + 37u < m) {
             let ci = cb + (row0 + 37u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc37_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc37_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc37_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc37_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc37_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc37_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc37_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc37_1.w);
+            let ep = sg_ep_row(row0 + 37u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc37_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc37_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc37_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc37_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc37_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc37_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc37_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc37_1.w, ep);
         }
         if (row0 + 38u < m) {
             let ci = cb + (row0 + 38u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc38_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc38_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc38_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc38_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc38_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc38_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc38_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc38_1.w);
+            let ep = sg_ep_row(row0 + 38u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc38_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc38_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc38_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc38_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc38_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc38_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc38_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc38_1.w, ep);
         }
         if (row0 + 39u < m) {
             let ci = cb + (row0 + 39u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc39_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc39_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc39_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc39_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc39_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc39_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc39_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc39_1.w);
+            let ep = sg_ep_row(row0 + 39u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc39_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc39_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc39_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc39_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc39_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc39_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc39_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc39_1.w, ep);
         }
         if (row0 + 40u < m) {
             let ci = cb + (row0 + 40u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc40_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc40_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc40_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc40_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc40_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc40_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc40_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc40_1.w);
+            let ep = sg_ep_row(row0 + 40u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc40_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc40_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc40_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc40_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc40_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc40_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc40_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc40_1.w, ep);
         }
         if (row0 + 41u < m) {
             let ci = cb + (row0 + 41u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc41_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc41_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc41_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc41_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc41_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc41_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc41_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc41_1.w);
+            let ep = sg_ep_row(row0 + 41u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc41_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc41_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc41_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc41_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc41_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc41_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc41_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc41_1.w, ep);
         }
         if (row0 + 42u < m) {
             let ci = cb + (row0 + 42u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc42_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc42_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc42_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc42_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc42_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc42_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc42_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc42_1.w);
+            let ep = sg_ep_row(row0 + 42u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc42_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc42_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc42_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc42_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc42_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc42_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc42_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc42_1.w, ep);
         }
         if (row0 + 43u < m) {
             let ci = cb + (row0 + 43u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc43_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc43_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc43_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc43_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc43_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc43_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc43_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc43_1.w);
+            let ep = sg_ep_row(row0 + 43u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc43_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc43_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc43_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc43_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc43_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc43_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc43_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc43_1.w, ep);
         }
         if (row0 + 44u < m) {
             let ci = cb + (row0 + 44u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc44_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc44_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc44_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc44_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc44_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc44_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc44_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc44_1.w);
+            let ep = sg_ep_row(row0 + 44u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc44_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc44_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc44_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc44_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc44_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc44_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc44_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc44_1.w, ep);
         }
         if (row0 + 45u < m) {
             let ci = cb + (row0 + 45u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc45_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc45_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc45_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc45_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc45_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc45_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc45_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc45_1.w);
+            let ep = sg_ep_row(row0 + 45u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc45_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc45_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc45_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc45_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc45_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc45_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc45_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc45_1.w, ep);
         }
         if (row0 + 46u < m) {
             let ci = cb + (row0 + 46u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc46_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc46_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc46_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc46_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc46_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc46_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc46_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc46_1.w);
+            let ep = sg_ep_row(row0 + 46u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc46_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc46_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc46_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc46_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc46_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc46_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc46_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc46_1.w, ep);
         }
         if (row0 + 47u < m) {
             let ci = cb + (row0 + 47u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc47_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc47_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc47_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc47_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc47_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc47_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc47_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc47_1.w);
+            let ep = sg_ep_row(row0 + 47u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc47_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc47_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc47_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc47_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc47_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc47_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc47_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc47_1.w, ep);
         }
     }
 }
@@ -4187,1029 +4446,1157 @@ fn gemm_64x64_tn_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     if (C4) {
         if (row0 + 0u < m) {
             let v = (cb + (row0 + 0u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc0_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1); }
+            let ep = sg_ep_row(row0 + 0u);
+            if (col0 < n) { sg_store4(v, acc0_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1, ep); }
         }
         if (row0 + 1u < m) {
             let v = (cb + (row0 + 1u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc1_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1); }
+            let ep = sg_ep_row(row0 + 1u);
+            if (col0 < n) { sg_store4(v, acc1_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1, ep); }
         }
         if (row0 + 2u < m) {
             let v = (cb + (row0 + 2u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc2_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1); }
+            let ep = sg_ep_row(row0 + 2u);
+            if (col0 < n) { sg_store4(v, acc2_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1, ep); }
         }
         if (row0 + 3u < m) {
             let v = (cb + (row0 + 3u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc3_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1); }
+            let ep = sg_ep_row(row0 + 3u);
+            if (col0 < n) { sg_store4(v, acc3_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1, ep); }
         }
         if (row0 + 4u < m) {
             let v = (cb + (row0 + 4u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc4_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1); }
+            let ep = sg_ep_row(row0 + 4u);
+            if (col0 < n) { sg_store4(v, acc4_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1, ep); }
         }
         if (row0 + 5u < m) {
             let v = (cb + (row0 + 5u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc5_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1); }
+            let ep = sg_ep_row(row0 + 5u);
+            if (col0 < n) { sg_store4(v, acc5_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1, ep); }
         }
         if (row0 + 6u < m) {
             let v = (cb + (row0 + 6u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc6_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1); }
+            let ep = sg_ep_row(row0 + 6u);
+            if (col0 < n) { sg_store4(v, acc6_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1, ep); }
         }
         if (row0 + 7u < m) {
             let v = (cb + (row0 + 7u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc7_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1); }
+            let ep = sg_ep_row(row0 + 7u);
+            if (col0 < n) { sg_store4(v, acc7_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1, ep); }
         }
         if (row0 + 8u < m) {
             let v = (cb + (row0 + 8u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc8_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1); }
+            let ep = sg_ep_row(row0 + 8u);
+            if (col0 < n) { sg_store4(v, acc8_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1, ep); }
         }
         if (row0 + 9u < m) {
             let v = (cb + (row0 + 9u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc9_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1); }
+            let ep = sg_ep_row(row0 + 9u);
+            if (col0 < n) { sg_store4(v, acc9_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1, ep); }
         }
         if (row0 + 10u < m) {
             let v = (cb + (row0 + 10u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc10_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1); }
+            let ep = sg_ep_row(row0 + 10u);
+            if (col0 < n) { sg_store4(v, acc10_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1, ep); }
         }
         if (row0 + 11u < m) {
             let v = (cb + (row0 + 11u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc11_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1); }
+            let ep = sg_ep_row(row0 + 11u);
+            if (col0 < n) { sg_store4(v, acc11_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1, ep); }
         }
         if (row0 + 12u < m) {
             let v = (cb + (row0 + 12u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc12_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1); }
+            let ep = sg_ep_row(row0 + 12u);
+            if (col0 < n) { sg_store4(v, acc12_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1, ep); }
         }
         if (row0 + 13u < m) {
             let v = (cb + (row0 + 13u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc13_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1); }
+            let ep = sg_ep_row(row0 + 13u);
+            if (col0 < n) { sg_store4(v, acc13_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1, ep); }
         }
         if (row0 + 14u < m) {
             let v = (cb + (row0 + 14u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc14_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1); }
+            let ep = sg_ep_row(row0 + 14u);
+            if (col0 < n) { sg_store4(v, acc14_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1, ep); }
         }
         if (row0 + 15u < m) {
             let v = (cb + (row0 + 15u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc15_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1); }
+            let ep = sg_ep_row(row0 + 15u);
+            if (col0 < n) { sg_store4(v, acc15_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1, ep); }
         }
         if (row0 + 16u < m) {
             let v = (cb + (row0 + 16u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc16_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc16_1); }
+            let ep = sg_ep_row(row0 + 16u);
+            if (col0 < n) { sg_store4(v, acc16_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc16_1, ep); }
         }
         if (row0 + 17u < m) {
             let v = (cb + (row0 + 17u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc17_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc17_1); }
+            let ep = sg_ep_row(row0 + 17u);
+            if (col0 < n) { sg_store4(v, acc17_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc17_1, ep); }
         }
         if (row0 + 18u < m) {
             let v = (cb + (row0 + 18u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc18_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc18_1); }
+            let ep = sg_ep_row(row0 + 18u);
+            if (col0 < n) { sg_store4(v, acc18_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc18_1, ep); }
         }
         if (row0 + 19u < m) {
             let v = (cb + (row0 + 19u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc19_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc19_1); }
+            let ep = sg_ep_row(row0 + 19u);
+            if (col0 < n) { sg_store4(v, acc19_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc19_1, ep); }
         }
         if (row0 + 20u < m) {
             let v = (cb + (row0 + 20u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc20_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc20_1); }
+            let ep = sg_ep_row(row0 + 20u);
+            if (col0 < n) { sg_store4(v, acc20_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc20_1, ep); }
         }
         if (row0 + 21u < m) {
             let v = (cb + (row0 + 21u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc21_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc21_1); }
+            let ep = sg_ep_row(row0 + 21u);
+            if (col0 < n) { sg_store4(v, acc21_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc21_1, ep); }
         }
         if (row0 + 22u < m) {
             let v = (cb + (row0 + 22u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc22_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc22_1); }
+            let ep = sg_ep_row(row0 + 22u);
+            if (col0 < n) { sg_store4(v, acc22_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc22_1, ep); }
         }
         if (row0 + 23u < m) {
             let v = (cb + (row0 + 23u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc23_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc23_1); }
+            let ep = sg_ep_row(row0 + 23u);
+            if (col0 < n) { sg_store4(v, acc23_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc23_1, ep); }
         }
         if (row0 + 24u < m) {
             let v = (cb + (row0 + 24u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc24_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc24_1); }
+            let ep = sg_ep_row(row0 + 24u);
+            if (col0 < n) { sg_store4(v, acc24_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc24_1, ep); }
         }
         if (row0 + 25u < m) {
             let v = (cb + (row0 + 25u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc25_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc25_1); }
+            let ep = sg_ep_row(row0 + 25u);
+            if (col0 < n) { sg_store4(v, acc25_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc25_1, ep); }
         }
         if (row0 + 26u < m) {
             let v = (cb + (row0 + 26u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc26_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc26_1); }
+            let ep = sg_ep_row(row0 + 26u);
+            if (col0 < n) { sg_store4(v, acc26_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc26_1, ep); }
         }
         if (row0 + 27u < m) {
             let v = (cb + (row0 + 27u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc27_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc27_1); }
+            let ep = sg_ep_row(row0 + 27u);
+            if (col0 < n) { sg_store4(v, acc27_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc27_1, ep); }
         }
         if (row0 + 28u < m) {
             let v = (cb + (row0 + 28u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc28_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc28_1); }
+            let ep = sg_ep_row(row0 + 28u);
+            if (col0 < n) { sg_store4(v, acc28_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc28_1, ep); }
         }
         if (row0 + 29u < m) {
             let v = (cb + (row0 + 29u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc29_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc29_1); }
+            let ep = sg_ep_row(row0 + 29u);
+            if (col0 < n) { sg_store4(v, acc29_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc29_1, ep); }
         }
         if (row0 + 30u < m) {
             let v = (cb + (row0 + 30u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc30_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc30_1); }
+            let ep = sg_ep_row(row0 + 30u);
+            if (col0 < n) { sg_store4(v, acc30_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc30_1, ep); }
         }
         if (row0 + 31u < m) {
             let v = (cb + (row0 + 31u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc31_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1); }
+            let ep = sg_ep_row(row0 + 31u);
+            if (col0 < n) { sg_store4(v, acc31_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1, ep); }
         }
         if (row0 + 32u < m) {
             let v = (cb + (row0 + 32u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc32_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc32_1); }
+            let ep = sg_ep_row(row0 + 32u);
+            if (col0 < n) { sg_store4(v, acc32_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc32_1, ep); }
         }
         if (row0 + 33u < m) {
             let v = (cb + (row0 + 33u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc33_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc33_1); }
+            let ep = sg_ep_row(row0 + 33u);
+            if (col0 < n) { sg_store4(v, acc33_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc33_1, ep); }
         }
         if (row0 + 34u < m) {
             let v = (cb + (row0 + 34u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc34_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc34_1); }
+            let ep = sg_ep_row(row0 + 34u);
+            if (col0 < n) { sg_store4(v, acc34_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc34_1, ep); }
         }
         if (row0 + 35u < m) {
             let v = (cb + (row0 + 35u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc35_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc35_1); }
+            let ep = sg_ep_row(row0 + 35u);
+            if (col0 < n) { sg_store4(v, acc35_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc35_1, ep); }
         }
         if (row0 + 36u < m) {
             let v = (cb + (row0 + 36u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc36_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc36_1); }
+            let ep = sg_ep_row(row0 + 36u);
+            if (col0 < n) { sg_store4(v, acc36_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc36_1, ep); }
         }
         if (row0 + 37u < m) {
             let v = (cb + (row0 + 37u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc37_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc37_1); }
+            let ep = sg_ep_row(row0 + 37u);
+            if (col0 < n) { sg_store4(v, acc37_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc37_1, ep); }
         }
         if (row0 + 38u < m) {
             let v = (cb + (row0 + 38u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc38_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc38_1); }
+            let ep = sg_ep_row(row0 + 38u);
+            if (col0 < n) { sg_store4(v, acc38_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc38_1, ep); }
         }
         if (row0 + 39u < m) {
             let v = (cb + (row0 + 39u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc39_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc39_1); }
+            let ep = sg_ep_row(row0 + 39u);
+            if (col0 < n) { sg_store4(v, acc39_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc39_1, ep); }
         }
         if (row0 + 40u < m) {
             let v = (cb + (row0 + 40u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc40_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc40_1); }
+            let ep = sg_ep_row(row0 + 40u);
+            if (col0 < n) { sg_store4(v, acc40_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc40_1, ep); }
         }
         if (row0 + 41u < m) {
             let v = (cb + (row0 + 41u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc41_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc41_1); }
+            let ep = sg_ep_row(row0 + 41u);
+            if (col0 < n) { sg_store4(v, acc41_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc41_1, ep); }
         }
         if (row0 + 42u < m) {
             let v = (cb + (row0 + 42u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc42_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc42_1); }
+            let ep = sg_ep_row(row0 + 42u);
+            if (col0 < n) { sg_store4(v, acc42_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc42_1, ep); }
         }
         if (row0 + 43u < m) {
             let v = (cb + (row0 + 43u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc43_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc43_1); }
+            let ep = sg_ep_row(row0 + 43u);
+            if (col0 < n) { sg_store4(v, acc43_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc43_1, ep); }
         }
         if (row0 + 44u < m) {
             let v = (cb + (row0 + 44u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc44_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc44_1); }
+            let ep = sg_ep_row(row0 + 44u);
+            if (col0 < n) { sg_store4(v, acc44_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc44_1, ep); }
         }
         if (row0 + 45u < m) {
             let v = (cb + (row0 + 45u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc45_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc45_1); }
+            let ep = sg_ep_row(row0 + 45u);
+            if (col0 < n) { sg_store4(v, acc45_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc45_1, ep); }
         }
         if (row0 + 46u < m) {
             let v = (cb + (row0 + 46u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc46_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc46_1); }
+            let ep = sg_ep_row(row0 + 46u);
+            if (col0 < n) { sg_store4(v, acc46_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc46_1, ep); }
         }
         if (row0 + 47u < m) {
             let v = (cb + (row0 + 47u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc47_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc47_1); }
+            let ep = sg_ep_row(row0 + 47u);
+            if (col0 < n) { sg_store4(v, acc47_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc47_1, ep); }
         }
         if (row0 + 48u < m) {
             let v = (cb + (row0 + 48u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc48_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc48_1); }
+            let ep = sg_ep_row(row0 + 48u);
+            if (col0 < n) { sg_store4(v, acc48_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc48_1, ep); }
         }
         if (row0 + 49u < m) {
             let v = (cb + (row0 + 49u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc49_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc49_1); }
+            let ep = sg_ep_row(row0 + 49u);
+            if (col0 < n) { sg_store4(v, acc49_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc49_1, ep); }
         }
         if (row0 + 50u < m) {
             let v = (cb + (row0 + 50u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc50_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc50_1); }
+            let ep = sg_ep_row(row0 + 50u);
+            if (col0 < n) { sg_store4(v, acc50_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc50_1, ep); }
         }
         if (row0 + 51u < m) {
             let v = (cb + (row0 + 51u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc51_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc51_1); }
+            let ep = sg_ep_row(row0 + 51u);
+            if (col0 < n) { sg_store4(v, acc51_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc51_1, ep); }
         }
         if (row0 + 52u < m) {
             let v = (cb + (row0 + 52u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc52_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc52_1); }
+            let ep = sg_ep_row(row0 + 52u);
+            if (col0 < n) { sg_store4(v, acc52_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc52_1, ep); }
         }
         if (row0 + 53u < m) {
             let v = (cb + (row0 + 53u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc53_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc53_1); }
+            let ep = sg_ep_row(row0 + 53u);
+            if (col0 < n) { sg_store4(v, acc53_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc53_1, ep); }
         }
         if (row0 + 54u < m) {
             let v = (cb + (row0 + 54u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc54_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc54_1); }
+            let ep = sg_ep_row(row0 + 54u);
+            if (col0 < n) { sg_store4(v, acc54_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc54_1, ep); }
         }
         if (row0 + 55u < m) {
             let v = (cb + (row0 + 55u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc55_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc55_1); }
+            let ep = sg_ep_row(row0 + 55u);
+            if (col0 < n) { sg_store4(v, acc55_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc55_1, ep); }
         }
         if (row0 + 56u < m) {
             let v = (cb + (row0 + 56u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc56_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc56_1); }
+            let ep = sg_ep_row(row0 + 56u);
+            if (col0 < n) { sg_store4(v, acc56_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc56_1, ep); }
         }
         if (row0 + 57u < m) {
             let v = (cb + (row0 + 57u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc57_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc57_1); }
+            let ep = sg_ep_row(row0 + 57u);
+            if (col0 < n) { sg_store4(v, acc57_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc57_1, ep); }
         }
         if (row0 + 58u < m) {
             let v = (cb + (row0 + 58u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc58_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc58_1); }
+            let ep = sg_ep_row(row0 + 58u);
+            if (col0 < n) { sg_store4(v, acc58_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc58_1, ep); }
         }
         if (row0 + 59u < m) {
             let v = (cb + (row0 + 59u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc59_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc59_1); }
+            let ep = sg_ep_row(row0 + 59u);
+            if (col0 < n) { sg_store4(v, acc59_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc59_1, ep); }
         }
         if (row0 + 60u < m) {
             let v = (cb + (row0 + 60u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc60_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc60_1); }
+            let ep = sg_ep_row(row0 + 60u);
+            if (col0 < n) { sg_store4(v, acc60_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc60_1, ep); }
         }
         if (row0 + 61u < m) {
             let v = (cb + (row0 + 61u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc61_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc61_1); }
+            let ep = sg_ep_row(row0 + 61u);
+            if (col0 < n) { sg_store4(v, acc61_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc61_1, ep); }
         }
         if (row0 + 62u < m) {
             let v = (cb + (row0 + 62u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc62_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc62_1); }
+            let ep = sg_ep_row(row0 + 62u);
+            if (col0 < n) { sg_store4(v, acc62_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc62_1, ep); }
         }
         if (row0 + 63u < m) {
             let v = (cb + (row0 + 63u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc63_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc63_1); }
+            let ep = sg_ep_row(row0 + 63u);
+            if (col0 < n) { sg_store4(v, acc63_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc63_1, ep); }
         }
     } else {
         let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
+            let ep = sg_ep_row(row0 + 0u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w, ep);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
+            let ep = sg_ep_row(row0 + 1u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w, ep);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
+            let ep = sg_ep_row(row0 + 2u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w, ep);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
+            let ep = sg_ep_row(row0 + 3u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w, ep);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
+            let ep = sg_ep_row(row0 + 4u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w, ep);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
+            let ep = sg_ep_row(row0 + 5u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w, ep);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
+            let ep = sg_ep_row(row0 + 6u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w, ep);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
+            let ep = sg_ep_row(row0 + 7u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w, ep);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
+            let ep = sg_ep_row(row0 + 8u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w, ep);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
+            let ep = sg_ep_row(row0 + 9u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w, ep);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
+            let ep = sg_ep_row(row0 + 10u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w, ep);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
+            let ep = sg_ep_row(row0 + 11u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w, ep);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
+            let ep = sg_ep_row(row0 + 12u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w, ep);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
+            let ep = sg_ep_row(row0 + 13u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w, ep);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
+            let ep = sg_ep_row(row0 + 14u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w, ep);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
+            let ep = sg_ep_row(row0 + 15u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w, ep);
         }
         if (row0 + 16u < m) {
             let ci = cb + (row0 + 16u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w);
+            let ep = sg_ep_row(row0 + 16u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w, ep);
         }
         if (row0 + 17u < m) {
             let ci = cb + (row0 + 17u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w);
+            let ep = sg_ep_row(row0 + 17u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w, ep);
         }
         if (row0 + 18u < m) {
             let ci = cb + (row0 + 18u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w);
+            let ep = sg_ep_row(row0 + 18u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w, ep);
         }
         if (row0 + 19u < m) {
             let ci = cb + (row0 + 19u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w);
+            let ep = sg_ep_row(row0 + 19u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w, ep);
         }
         if (row0 + 20u < m) {
             let ci = cb + (row0 + 20u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w);
+            let ep = sg_ep_row(row0 + 20u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w, ep);
         }
         if (row0 + 21u < m) {
             let ci = cb + (row0 + 21u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w);
+            let ep = sg_ep_row(row0 + 21u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w, ep);
         }
         if (row0 + 22u < m) {
             let ci = cb + (row0 + 22u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w);
+            let ep = sg_ep_row(row0 + 22u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w, ep);
         }
         if (row0 + 23u < m) {
             let ci = cb + (row0 + 23u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w);
+            let ep = sg_ep_row(row0 + 23u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w, ep);
         }
         if (row0 + 24u < m) {
             let ci = cb + (row0 + 24u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w);
+            let ep = sg_ep_row(row0 + 24u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w, ep);
         }
         if (row0 + 25u < m) {
             let ci = cb + (row0 + 25u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w);
+            let ep = sg_ep_row(row0 + 25u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w, ep);
         }
         if (row0 + 26u < m) {
             let ci = cb + (row0 + 26u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w);
+            let ep = sg_ep_row(row0 + 26u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w, ep);
         }
         if (row0 + 27u < m) {
             let ci = cb + (row0 + 27u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w);
+            let ep = sg_ep_row(row0 + 27u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w, ep);
         }
         if (row0 + 28u < m) {
             let ci = cb + (row0 + 28u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w);
+            let ep = sg_ep_row(row0 + 28u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w, ep);
         }
         if (row0 + 29u < m) {
             let ci = cb + (row0 + 29u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w);
+            let ep = sg_ep_row(row0 + 29u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w, ep);
         }
         if (row0 + 30u < m) {
             let ci = cb + (row0 + 30u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w);
+            let ep = sg_ep_row(row0 + 30u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w, ep);
         }
         if (row0 + 31u < m) {
             let ci = cb + (row0 + 31u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w);
+            let ep = sg_ep_row(row0 + 31u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w, ep);
         }
         if (row0 + 32u < m) {
             let ci = cb + (row0 + 32u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc32_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc32_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc32_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc32_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc32_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc32_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc32_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc32_1.w);
+            let ep = sg_ep_row(row0 + 32u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc32_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc32_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc32_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc32_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc32_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc32_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc32_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc32_1.w, ep);
         }
         if (row0 + 33u < m) {
             let ci = cb + (row0 + 33u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc33_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc33_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc33_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc33_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc33_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc33_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc33_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc33_1.w);
+            let ep = sg_ep_row(row0 + 33u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc33_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc33_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc33_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc33_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc33_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc33_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc33_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc33_1.w, ep);
         }
         if (row0 + 34u < m) {
             let ci = cb + (row0 + 34u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc34_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc34_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc34_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc34_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc34_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc34_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc34_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc34_1.w);
+            let ep = sg_ep_row(row0 + 34u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc34_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc34_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc34_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc34_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc34_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc34_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc34_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc34_1.w, ep);
         }
         if (row0 + 35u < m) {
             let ci = cb + (row0 + 35u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc35_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc35_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc35_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc35_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc35_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc35_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc35_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc35_1.w);
+            let ep = sg_ep_row(row0 + 35u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc35_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc35_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc35_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc35_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc35_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc35_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc35_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc35_1.w, ep);
         }
         if (row0 + 36u < m) {
             let ci = cb + (row0 + 36u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc36_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc36_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc36_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc36_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc36_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc36_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc36_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc36_1.w);
+            let ep = sg_ep_row(row0 + 36u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc36_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc36_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc36_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc36_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc36_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc36_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc36_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc36_1.w, ep);
         }
         if (row0 + 37u < m) {
             let ci = cb + (row0 + 37u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc37_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc37_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc37_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc37_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc37_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc37_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc37_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc37_1.w);
+            let ep = sg_ep_row(row0 + 37u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc37_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc37_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc37_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc37_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc37_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc37_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc37_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc37_1.w, ep);
         }
         if (row0 + 38u < m) {
             let ci = cb + (row0 + 38u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc38_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc38_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc38_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc38_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc38_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc38_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc38_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc38_1.w);
+            let ep = sg_ep_row(row0 + 38u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc38_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc38_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc38_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc38_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc38_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc38_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc38_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc38_1.w, ep);
         }
         if (row0 + 39u < m) {
             let ci = cb + (row0 + 39u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc39_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc39_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc39_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc39_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc39_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc39_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc39_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc39_1.w);
+            let ep = sg_ep_row(row0 + 39u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc39_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc39_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc39_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc39_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc39_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc39_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc39_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc39_1.w, ep);
         }
         if (row0 + 40u < m) {
             let ci = cb + (row0 + 40u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc40_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc40_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc40_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc40_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc40_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc40_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc40_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc40_1.w);
+            let ep = sg_ep_row(row0 + 40u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc40_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc40_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc40_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc40_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc40_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc40_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc40_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc40_1.w, ep);
         }
         if (row0 + 41u < m) {
             let ci = cb + (row0 + 41u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc41_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc41_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc41_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc41_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc41_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc41_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc41_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc41_1.w);
+            let ep = sg_ep_row(row0 + 41u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc41_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc41_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc41_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc41_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc41_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc41_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc41_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc41_1.w, ep);
         }
         if (row0 + 42u < m) {
             let ci = cb + (row0 + 42u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc42_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc42_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc42_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc42_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc42_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc42_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc42_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc42_1.w);
+            let ep = sg_ep_row(row0 + 42u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc42_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc42_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc42_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc42_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc42_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc42_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc42_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc42_1.w, ep);
         }
         if (row0 + 43u < m) {
             let ci = cb + (row0 + 43u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc43_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc43_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc43_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc43_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc43_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc43_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc43_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc43_1.w);
+            let ep = sg_ep_row(row0 + 43u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc43_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc43_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc43_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc43_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc43_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc43_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc43_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc43_1.w, ep);
         }
         if (row0 + 44u < m) {
             let ci = cb + (row0 + 44u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc44_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc44_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc44_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc44_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc44_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc44_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc44_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc44_1.w);
+            let ep = sg_ep_row(row0 + 44u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc44_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc44_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc44_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc44_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc44_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc44_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc44_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc44_1.w, ep);
         }
         if (row0 + 45u < m) {
             let ci = cb + (row0 + 45u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc45_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc45_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc45_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc45_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc45_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc45_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc45_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc45_1.w);
+            let ep = sg_ep_row(row0 + 45u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc45_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc45_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc45_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc45_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc45_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc45_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc45_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc45_1.w, ep);
         }
         if (row0 + 46u < m) {
             let ci = cb + (row0 + 46u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc46_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc46_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc46_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc46_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc46_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc46_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc46_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc46_1.w);
+            let ep = sg_ep_row(row0 + 46u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc46_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc46_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc46_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc46_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc46_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc46_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc46_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc46_1.w, ep);
         }
         if (row0 + 47u < m) {
             let ci = cb + (row0 + 47u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc47_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc47_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc47_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc47_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc47_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc47_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc47_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc47_1.w);
+            let ep = sg_ep_row(row0 + 47u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc47_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc47_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc47_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc47_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc47_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc47_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc47_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc47_1.w, ep);
         }
         if (row0 + 48u < m) {
             let ci = cb + (row0 + 48u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc48_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc48_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc48_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc48_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc48_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc48_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc48_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc48_1.w);
+            let ep = sg_ep_row(row0 + 48u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc48_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc48_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc48_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc48_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc48_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc48_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc48_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc48_1.w, ep);
         }
         if (row0 + 49u < m) {
             let ci = cb + (row0 + 49u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc49_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc49_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc49_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc49_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc49_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc49_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc49_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc49_1.w);
+            let ep = sg_ep_row(row0 + 49u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc49_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc49_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc49_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc49_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc49_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc49_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc49_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc49_1.w, ep);
         }
         if (row0 + 50u < m) {
             let ci = cb + (row0 + 50u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc50_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc50_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc50_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc50_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc50_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc50_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc50_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc50_1.w);
+            let ep = sg_ep_row(row0 + 50u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc50_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc50_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc50_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc50_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc50_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc50_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc50_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc50_1.w, ep);
         }
         if (row0 + 51u < m) {
             let ci = cb + (row0 + 51u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc51_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc51_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc51_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc51_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc51_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc51_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc51_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc51_1.w);
+            let ep = sg_ep_row(row0 + 51u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc51_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc51_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc51_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc51_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc51_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc51_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc51_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc51_1.w, ep);
         }
         if (row0 + 52u < m) {
             let ci = cb + (row0 + 52u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc52_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc52_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc52_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc52_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc52_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc52_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc52_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc52_1.w);
+            let ep = sg_ep_row(row0 + 52u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc52_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc52_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc52_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc52_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc52_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc52_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc52_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc52_1.w, ep);
         }
         if (row0 + 53u < m) {
             let ci = cb + (row0 + 53u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc53_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc53_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc53_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc53_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc53_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc53_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc53_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc53_1.w);
+            let ep = sg_ep_row(row0 + 53u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc53_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc53_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc53_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc53_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc53_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc53_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc53_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc53_1.w, ep);
         }
         if (row0 + 54u < m) {
             let ci = cb + (row0 + 54u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc54_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc54_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc54_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc54_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc54_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc54_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc54_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc54_1.w);
+            let ep = sg_ep_row(row0 + 54u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc54_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc54_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc54_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc54_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc54_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc54_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc54_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc54_1.w, ep);
         }
         if (row0 + 55u < m) {
             let ci = cb + (row0 + 55u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc55_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc55_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc55_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc55_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc55_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc55_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc55_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc55_1.w);
+            let ep = sg_ep_row(row0 + 55u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc55_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc55_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc55_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc55_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc55_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc55_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc55_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc55_1.w, ep);
         }
         if (row0 + 56u < m) {
             let ci = cb + (row0 + 56u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc56_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc56_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc56_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc56_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc56_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc56_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc56_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc56_1.w);
+            let ep = sg_ep_row(row0 + 56u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc56_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc56_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc56_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc56_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc56_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc56_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc56_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc56_1.w, ep);
         }
         if (row0 + 57u < m) {
             let ci = cb + (row0 + 57u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc57_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc57_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc57_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc57_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc57_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc57_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc57_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc57_1.w);
+            let ep = sg_ep_row(row0 + 57u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc57_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc57_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc57_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc57_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc57_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc57_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc57_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc57_1.w, ep);
         }
         if (row0 + 58u < m) {
             let ci = cb + (row0 + 58u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc58_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc58_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc58_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc58_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc58_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc58_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc58_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc58_1.w);
+            let ep = sg_ep_row(row0 + 58u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc58_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc58_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc58_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc58_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc58_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc58_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc58_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc58_1.w, ep);
         }
         if (row0 + 59u < m) {
             let ci = cb + (row0 + 59u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc59_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc59_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc59_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc59_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc59_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc59_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc59_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc59_1.w);
+            let ep = sg_ep_row(row0 + 59u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc59_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc59_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc59_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc59_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc59_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc59_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc59_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc59_1.w, ep);
         }
         if (row0 + 60u < m) {
             let ci = cb + (row0 + 60u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc60_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc60_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc60_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc60_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc60_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc60_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc60_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc60_1.w);
+            let ep = sg_ep_row(row0 + 60u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc60_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc60_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc60_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc60_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc60_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc60_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc60_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc60_1.w, ep);
         }
         if (row0 + 61u < m) {
             let ci = cb + (row0 + 61u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc61_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc61_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc61_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc61_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc61_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc61_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc61_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc61_1.w);
+            let ep = sg_ep_row(row0 + 61u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc61_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc61_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc61_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc61_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc61_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc61_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc61_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc61_1.w, ep);
         }
         if (row0 + 62u < m) {
             let ci = cb + (row0 + 62u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc62_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc62_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc62_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc62_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc62_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc62_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc62_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc62_1.w);
+            let ep = sg_ep_row(row0 + 62u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc62_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc62_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc62_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc62_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc62_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc62_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc62_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc62_1.w, ep);
         }
         if (row0 + 63u < m) {
             let ci = cb + (row0 + 63u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc63_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc63_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc63_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc63_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc63_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc63_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc63_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc63_1.w);
+            let ep = sg_ep_row(row0 + 63u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc63_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc63_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc63_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc63_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc63_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc63_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc63_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc63_1.w, ep);
         }
     }
 }
@@ -5799,517 +6186,581 @@ fn gemm_32x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     if (C4) {
         if (row0 + 0u < m) {
             let v = (cb + (row0 + 0u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc0_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1); }
+            let ep = sg_ep_row(row0 + 0u);
+            if (col0 < n) { sg_store4(v, acc0_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1, ep); }
         }
         if (row0 + 1u < m) {
             let v = (cb + (row0 + 1u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc1_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1); }
+            let ep = sg_ep_row(row0 + 1u);
+            if (col0 < n) { sg_store4(v, acc1_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1, ep); }
         }
         if (row0 + 2u < m) {
             let v = (cb + (row0 + 2u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc2_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1); }
+            let ep = sg_ep_row(row0 + 2u);
+            if (col0 < n) { sg_store4(v, acc2_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1, ep); }
         }
         if (row0 + 3u < m) {
             let v = (cb + (row0 + 3u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc3_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1); }
+            let ep = sg_ep_row(row0 + 3u);
+            if (col0 < n) { sg_store4(v, acc3_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1, ep); }
         }
         if (row0 + 4u < m) {
             let v = (cb + (row0 + 4u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc4_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1); }
+            let ep = sg_ep_row(row0 + 4u);
+            if (col0 < n) { sg_store4(v, acc4_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1, ep); }
         }
         if (row0 + 5u < m) {
             let v = (cb + (row0 + 5u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc5_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1); }
+            let ep = sg_ep_row(row0 + 5u);
+            if (col0 < n) { sg_store4(v, acc5_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1, ep); }
         }
         if (row0 + 6u < m) {
             let v = (cb + (row0 + 6u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc6_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1); }
+            let ep = sg_ep_row(row0 + 6u);
+            if (col0 < n) { sg_store4(v, acc6_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1, ep); }
         }
         if (row0 + 7u < m) {
             let v = (cb + (row0 + 7u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc7_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1); }
+            let ep = sg_ep_row(row0 + 7u);
+            if (col0 < n) { sg_store4(v, acc7_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1, ep); }
         }
         if (row0 + 8u < m) {
             let v = (cb + (row0 + 8u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc8_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1); }
+            let ep = sg_ep_row(row0 + 8u);
+            if (col0 < n) { sg_store4(v, acc8_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1, ep); }
         }
         if (row0 + 9u < m) {
             let v = (cb + (row0 + 9u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc9_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1); }
+            let ep = sg_ep_row(row0 + 9u);
+            if (col0 < n) { sg_store4(v, acc9_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1, ep); }
         }
         if (row0 + 10u < m) {
             let v = (cb + (row0 + 10u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc10_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1); }
+            let ep = sg_ep_row(row0 + 10u);
+            if (col0 < n) { sg_store4(v, acc10_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1, ep); }
         }
         if (row0 + 11u < m) {
             let v = (cb + (row0 + 11u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc11_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1); }
+            let ep = sg_ep_row(row0 + 11u);
+            if (col0 < n) { sg_store4(v, acc11_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1, ep); }
         }
         if (row0 + 12u < m) {
             let v = (cb + (row0 + 12u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc12_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1); }
+            let ep = sg_ep_row(row0 + 12u);
+            if (col0 < n) { sg_store4(v, acc12_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1, ep); }
         }
         if (row0 + 13u < m) {
             let v = (cb + (row0 + 13u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc13_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1); }
+            let ep = sg_ep_row(row0 + 13u);
+            if (col0 < n) { sg_store4(v, acc13_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1, ep); }
         }
         if (row0 + 14u < m) {
             let v = (cb + (row0 + 14u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc14_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1); }
+            let ep = sg_ep_row(row0 + 14u);
+            if (col0 < n) { sg_store4(v, acc14_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1, ep); }
         }
         if (row0 + 15u < m) {
             let v = (cb + (row0 + 15u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc15_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1); }
+            let ep = sg_ep_row(row0 + 15u);
+            if (col0 < n) { sg_store4(v, acc15_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1, ep); }
         }
         if (row0 + 16u < m) {
             let v = (cb + (row0 + 16u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc16_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc16_1); }
+            let ep = sg_ep_row(row0 + 16u);
+            if (col0 < n) { sg_store4(v, acc16_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc16_1, ep); }
         }
         if (row0 + 17u < m) {
             let v = (cb + (row0 + 17u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc17_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc17_1); }
+            let ep = sg_ep_row(row0 + 17u);
+            if (col0 < n) { sg_store4(v, acc17_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc17_1, ep); }
         }
         if (row0 + 18u < m) {
             let v = (cb + (row0 + 18u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc18_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc18_1); }
+            let ep = sg_ep_row(row0 + 18u);
+            if (col0 < n) { sg_store4(v, acc18_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc18_1, ep); }
         }
         if (row0 + 19u < m) {
             let v = (cb + (row0 + 19u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc19_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc19_1); }
+            let ep = sg_ep_row(row0 + 19u);
+            if (col0 < n) { sg_store4(v, acc19_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc19_1, ep); }
         }
         if (row0 + 20u < m) {
             let v = (cb + (row0 + 20u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc20_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc20_1); }
+            let ep = sg_ep_row(row0 + 20u);
+            if (col0 < n) { sg_store4(v, acc20_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc20_1, ep); }
         }
         if (row0 + 21u < m) {
             let v = (cb + (row0 + 21u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc21_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc21_1); }
+            let ep = sg_ep_row(row0 + 21u);
+            if (col0 < n) { sg_store4(v, acc21_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc21_1, ep); }
         }
         if (row0 + 22u < m) {
             let v = (cb + (row0 + 22u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc22_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc22_1); }
+            let ep = sg_ep_row(row0 + 22u);
+            if (col0 < n) { sg_store4(v, acc22_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc22_1, ep); }
         }
         if (row0 + 23u < m) {
             let v = (cb + (row0 + 23u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc23_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc23_1); }
+            let ep = sg_ep_row(row0 + 23u);
+            if (col0 < n) { sg_store4(v, acc23_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc23_1, ep); }
         }
         if (row0 + 24u < m) {
             let v = (cb + (row0 + 24u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc24_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc24_1); }
+            let ep = sg_ep_row(row0 + 24u);
+            if (col0 < n) { sg_store4(v, acc24_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc24_1, ep); }
         }
         if (row0 + 25u < m) {
             let v = (cb + (row0 + 25u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc25_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc25_1); }
+            let ep = sg_ep_row(row0 + 25u);
+            if (col0 < n) { sg_store4(v, acc25_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc25_1, ep); }
         }
         if (row0 + 26u < m) {
             let v = (cb + (row0 + 26u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc26_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc26_1); }
+            let ep = sg_ep_row(row0 + 26u);
+            if (col0 < n) { sg_store4(v, acc26_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc26_1, ep); }
         }
         if (row0 + 27u < m) {
             let v = (cb + (row0 + 27u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc27_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc27_1); }
+            let ep = sg_ep_row(row0 + 27u);
+            if (col0 < n) { sg_store4(v, acc27_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc27_1, ep); }
         }
         if (row0 + 28u < m) {
             let v = (cb + (row0 + 28u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc28_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc28_1); }
+            let ep = sg_ep_row(row0 + 28u);
+            if (col0 < n) { sg_store4(v, acc28_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc28_1, ep); }
         }
         if (row0 + 29u < m) {
             let v = (cb + (row0 + 29u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc29_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc29_1); }
+            let ep = sg_ep_row(row0 + 29u);
+            if (col0 < n) { sg_store4(v, acc29_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc29_1, ep); }
         }
         if (row0 + 30u < m) {
             let v = (cb + (row0 + 30u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc30_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc30_1); }
+            let ep = sg_ep_row(row0 + 30u);
+            if (col0 < n) { sg_store4(v, acc30_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc30_1, ep); }
         }
         if (row0 + 31u < m) {
             let v = (cb + (row0 + 31u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc31_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1); }
+            let ep = sg_ep_row(row0 + 31u);
+            if (col0 < n) { sg_store4(v, acc31_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1, ep); }
         }
     } else {
         let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
+            let ep = sg_ep_row(row0 + 0u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w, ep);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
+            let ep = sg_ep_row(row0 + 1u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w, ep);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
+            let ep = sg_ep_row(row0 + 2u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w, ep);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
+            let ep = sg_ep_row(row0 + 3u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w, ep);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
+            let ep = sg_ep_row(row0 + 4u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w, ep);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
+            let ep = sg_ep_row(row0 + 5u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w, ep);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
+            let ep = sg_ep_row(row0 + 6u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w, ep);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
+            let ep = sg_ep_row(row0 + 7u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w, ep);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
+            let ep = sg_ep_row(row0 + 8u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w, ep);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
+            let ep = sg_ep_row(row0 + 9u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w, ep);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
+            let ep = sg_ep_row(row0 + 10u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w, ep);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
+            let ep = sg_ep_row(row0 + 11u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w, ep);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
+            let ep = sg_ep_row(row0 + 12u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w, ep);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
+            let ep = sg_ep_row(row0 + 13u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w, ep);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
+            let ep = sg_ep_row(row0 + 14u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w, ep);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
+            let ep = sg_ep_row(row0 + 15u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w, ep);
         }
         if (row0 + 16u < m) {
             let ci = cb + (row0 + 16u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w);
+            let ep = sg_ep_row(row0 + 16u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w, ep);
         }
         if (row0 + 17u < m) {
             let ci = cb + (row0 + 17u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w);
+            let ep = sg_ep_row(row0 + 17u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w, ep);
         }
         if (row0 + 18u < m) {
             let ci = cb + (row0 + 18u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w);
+            let ep = sg_ep_row(row0 + 18u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w, ep);
         }
         if (row0 + 19u < m) {
             let ci = cb + (row0 + 19u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w);
+            let ep = sg_ep_row(row0 + 19u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w, ep);
         }
         if (row0 + 20u < m) {
             let ci = cb + (row0 + 20u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w);
+            let ep = sg_ep_row(row0 + 20u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w, ep);
         }
         if (row0 + 21u < m) {
             let ci = cb + (row0 + 21u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w);
+            let ep = sg_ep_row(row0 + 21u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w, ep);
         }
         if (row0 + 22u < m) {
             let ci = cb + (row0 + 22u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w);
+            let ep = sg_ep_row(row0 + 22u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w, ep);
         }
         if (row0 + 23u < m) {
             let ci = cb + (row0 + 23u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w);
+            let ep = sg_ep_row(row0 + 23u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w, ep);
         }
         if (row0 + 24u < m) {
             let ci = cb + (row0 + 24u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w);
+            let ep = sg_ep_row(row0 + 24u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w, ep);
         }
         if (row0 + 25u < m) {
             let ci = cb + (row0 + 25u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w);
+            let ep = sg_ep_row(row0 + 25u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w, ep);
         }
         if (row0 + 26u < m) {
             let ci = cb + (row0 + 26u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w);
+            let ep = sg_ep_row(row0 + 26u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w, ep);
         }
         if (row0 + 27u < m) {
             let ci = cb + (row0 + 27u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w);
+            let ep = sg_ep_row(row0 + 27u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w, ep);
         }
         if (row0 + 28u < m) {
             let ci = cb + (row0 + 28u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w);
+            let ep = sg_ep_row(row0 + 28u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w, ep);
         }
         if (row0 + 29u < m) {
             let ci = cb + (row0 + 29u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w);
+            let ep = sg_ep_row(row0 + 29u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w, ep);
         }
         if (row0 + 30u < m) {
             let ci = cb + (row0 + 30u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w);
+            let ep = sg_ep_row(row0 + 30u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w, ep);
         }
         if (row0 + 31u < m) {
             let ci = cb + (row0 + 31u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w);
+            let ep = sg_ep_row(row0 + 31u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w, ep);
         }
     }
 }
@@ -6643,261 +7094,293 @@ fn gemm_16x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     if (C4) {
         if (row0 + 0u < m) {
             let v = (cb + (row0 + 0u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc0_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1); }
+            let ep = sg_ep_row(row0 + 0u);
+            if (col0 < n) { sg_store4(v, acc0_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1, ep); }
         }
         if (row0 + 1u < m) {
             let v = (cb + (row0 + 1u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc1_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1); }
+            let ep = sg_ep_row(row0 + 1u);
+            if (col0 < n) { sg_store4(v, acc1_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1, ep); }
         }
         if (row0 + 2u < m) {
             let v = (cb + (row0 + 2u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc2_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1); }
+            let ep = sg_ep_row(row0 + 2u);
+            if (col0 < n) { sg_store4(v, acc2_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1, ep); }
         }
         if (row0 + 3u < m) {
             let v = (cb + (row0 + 3u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc3_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1); }
+            let ep = sg_ep_row(row0 + 3u);
+            if (col0 < n) { sg_store4(v, acc3_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1, ep); }
         }
         if (row0 + 4u < m) {
             let v = (cb + (row0 + 4u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc4_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1); }
+            let ep = sg_ep_row(row0 + 4u);
+            if (col0 < n) { sg_store4(v, acc4_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1, ep); }
         }
         if (row0 + 5u < m) {
             let v = (cb + (row0 + 5u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc5_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1); }
+            let ep = sg_ep_row(row0 + 5u);
+            if (col0 < n) { sg_store4(v, acc5_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1, ep); }
         }
         if (row0 + 6u < m) {
             let v = (cb + (row0 + 6u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc6_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1); }
+            let ep = sg_ep_row(row0 + 6u);
+            if (col0 < n) { sg_store4(v, acc6_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1, ep); }
         }
         if (row0 + 7u < m) {
             let v = (cb + (row0 + 7u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc7_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1); }
+            let ep = sg_ep_row(row0 + 7u);
+            if (col0 < n) { sg_store4(v, acc7_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1, ep); }
         }
         if (row0 + 8u < m) {
             let v = (cb + (row0 + 8u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc8_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1); }
+            let ep = sg_ep_row(row0 + 8u);
+            if (col0 < n) { sg_store4(v, acc8_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1, ep); }
         }
         if (row0 + 9u < m) {
             let v = (cb + (row0 + 9u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc9_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1); }
+            let ep = sg_ep_row(row0 + 9u);
+            if (col0 < n) { sg_store4(v, acc9_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1, ep); }
         }
         if (row0 + 10u < m) {
             let v = (cb + (row0 + 10u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc10_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1); }
+            let ep = sg_ep_row(row0 + 10u);
+            if (col0 < n) { sg_store4(v, acc10_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1, ep); }
         }
         if (row0 + 11u < m) {
             let v = (cb + (row0 + 11u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc11_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1); }
+            let ep = sg_ep_row(row0 + 11u);
+            if (col0 < n) { sg_store4(v, acc11_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1, ep); }
         }
         if (row0 + 12u < m) {
             let v = (cb + (row0 + 12u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc12_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1); }
+            let ep = sg_ep_row(row0 + 12u);
+            if (col0 < n) { sg_store4(v, acc12_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1, ep); }
         }
         if (row0 + 13u < m) {
             let v = (cb + (row0 + 13u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc13_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1); }
+            let ep = sg_ep_row(row0 + 13u);
+            if (col0 < n) { sg_store4(v, acc13_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1, ep); }
         }
         if (row0 + 14u < m) {
             let v = (cb + (row0 + 14u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc14_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1); }
+            let ep = sg_ep_row(row0 + 14u);
+            if (col0 < n) { sg_store4(v, acc14_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1, ep); }
         }
         if (row0 + 15u < m) {
             let v = (cb + (row0 + 15u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc15_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1); }
+            let ep = sg_ep_row(row0 + 15u);
+            if (col0 < n) { sg_store4(v, acc15_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1, ep); }
         }
     } else {
         let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
+            let ep = sg_ep_row(row0 + 0u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w, ep);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
+            let ep = sg_ep_row(row0 + 1u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w, ep);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
+            let ep = sg_ep_row(row0 + 2u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w, ep);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
+            let ep = sg_ep_row(row0 + 3u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w, ep);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
+            let ep = sg_ep_row(row0 + 4u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w, ep);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
+            let ep = sg_ep_row(row0 + 5u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w, ep);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
+            let ep = sg_ep_row(row0 + 6u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w, ep);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
+            let ep = sg_ep_row(row0 + 7u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w, ep);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
+            let ep = sg_ep_row(row0 + 8u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w, ep);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
+            let ep = sg_ep_row(row0 + 9u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w, ep);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
+            let ep = sg_ep_row(row0 + 10u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w, ep);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
+            let ep = sg_ep_row(row0 + 11u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w, ep);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
+            let ep = sg_ep_row(row0 + 12u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w, ep);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
+            let ep = sg_ep_row(row0 + 13u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w, ep);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
+            let ep = sg_ep_row(row0 + 14u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w, ep);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
+            let ep = sg_ep_row(row0 + 15u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w, ep);
         }
     }
 }
@@ -7103,133 +7586,149 @@ fn gemm_8x64_ti(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     if (C4) {
         if (row0 + 0u < m) {
             let v = (cb + (row0 + 0u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc0_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1); }
+            let ep = sg_ep_row(row0 + 0u);
+            if (col0 < n) { sg_store4(v, acc0_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1, ep); }
         }
         if (row0 + 1u < m) {
             let v = (cb + (row0 + 1u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc1_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1); }
+            let ep = sg_ep_row(row0 + 1u);
+            if (col0 < n) { sg_store4(v, acc1_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1, ep); }
         }
         if (row0 + 2u < m) {
             let v = (cb + (row0 + 2u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc2_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1); }
+            let ep = sg_ep_row(row0 + 2u);
+            if (col0 < n) { sg_store4(v, acc2_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1, ep); }
         }
         if (row0 + 3u < m) {
             let v = (cb + (row0 + 3u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc3_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1); }
+            let ep = sg_ep_row(row0 + 3u);
+            if (col0 < n) { sg_store4(v, acc3_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1, ep); }
         }
         if (row0 + 4u < m) {
             let v = (cb + (row0 + 4u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc4_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1); }
+            let ep = sg_ep_row(row0 + 4u);
+            if (col0 < n) { sg_store4(v, acc4_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1, ep); }
         }
         if (row0 + 5u < m) {
             let v = (cb + (row0 + 5u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc5_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1); }
+            let ep = sg_ep_row(row0 + 5u);
+            if (col0 < n) { sg_store4(v, acc5_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1, ep); }
         }
         if (row0 + 6u < m) {
             let v = (cb + (row0 + 6u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc6_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1); }
+            let ep = sg_ep_row(row0 + 6u);
+            if (col0 < n) { sg_store4(v, acc6_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1, ep); }
         }
         if (row0 + 7u < m) {
             let v = (cb + (row0 + 7u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc7_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1); }
+            let ep = sg_ep_row(row0 + 7u);
+            if (col0 < n) { sg_store4(v, acc7_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1, ep); }
         }
     } else {
         let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
+            let ep = sg_ep_row(row0 + 0u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w, ep);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
+            let ep = sg_ep_row(row0 + 1u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w, ep);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
+            let ep = sg_ep_row(row0 + 2u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w, ep);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
+            let ep = sg_ep_row(row0 + 3u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w, ep);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
+            let ep = sg_ep_row(row0 + 4u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w, ep);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
+            let ep = sg_ep_row(row0 + 5u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w, ep);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
+            let ep = sg_ep_row(row0 + 6u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w, ep);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
+            let ep = sg_ep_row(row0 + 7u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w, ep);
         }
     }
 }
@@ -7833,773 +8332,869 @@ fn gemm_48x64_ti_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     if (C4) {
         if (row0 + 0u < m) {
             let v = (cb + (row0 + 0u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc0_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1); }
+            let ep = sg_ep_row(row0 + 0u);
+            if (col0 < n) { sg_store4(v, acc0_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1, ep); }
         }
         if (row0 + 1u < m) {
             let v = (cb + (row0 + 1u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc1_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1); }
+            let ep = sg_ep_row(row0 + 1u);
+            if (col0 < n) { sg_store4(v, acc1_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1, ep); }
         }
         if (row0 + 2u < m) {
             let v = (cb + (row0 + 2u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc2_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1); }
+            let ep = sg_ep_row(row0 + 2u);
+            if (col0 < n) { sg_store4(v, acc2_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1, ep); }
         }
         if (row0 + 3u < m) {
             let v = (cb + (row0 + 3u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc3_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1); }
+            let ep = sg_ep_row(row0 + 3u);
+            if (col0 < n) { sg_store4(v, acc3_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1, ep); }
         }
         if (row0 + 4u < m) {
             let v = (cb + (row0 + 4u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc4_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1); }
+            let ep = sg_ep_row(row0 + 4u);
+            if (col0 < n) { sg_store4(v, acc4_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1, ep); }
         }
         if (row0 + 5u < m) {
             let v = (cb + (row0 + 5u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc5_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1); }
+            let ep = sg_ep_row(row0 + 5u);
+            if (col0 < n) { sg_store4(v, acc5_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1, ep); }
         }
         if (row0 + 6u < m) {
             let v = (cb + (row0 + 6u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc6_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1); }
+            let ep = sg_ep_row(row0 + 6u);
+            if (col0 < n) { sg_store4(v, acc6_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1, ep); }
         }
         if (row0 + 7u < m) {
             let v = (cb + (row0 + 7u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc7_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1); }
+            let ep = sg_ep_row(row0 + 7u);
+            if (col0 < n) { sg_store4(v, acc7_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1, ep); }
         }
         if (row0 + 8u < m) {
             let v = (cb + (row0 + 8u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc8_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1); }
+            let ep = sg_ep_row(row0 + 8u);
+            if (col0 < n) { sg_store4(v, acc8_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1, ep); }
         }
         if (row0 + 9u < m) {
             let v = (cb + (row0 + 9u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc9_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1); }
+            let ep = sg_ep_row(row0 + 9u);
+            if (col0 < n) { sg_store4(v, acc9_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1, ep); }
         }
         if (row0 + 10u < m) {
             let v = (cb + (row0 + 10u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc10_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1); }
+            let ep = sg_ep_row(row0 + 10u);
+            if (col0 < n) { sg_store4(v, acc10_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1, ep); }
         }
         if (row0 + 11u < m) {
             let v = (cb + (row0 + 11u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc11_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1); }
+            let ep = sg_ep_row(row0 + 11u);
+            if (col0 < n) { sg_store4(v, acc11_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1, ep); }
         }
         if (row0 + 12u < m) {
             let v = (cb + (row0 + 12u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc12_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1); }
+            let ep = sg_ep_row(row0 + 12u);
+            if (col0 < n) { sg_store4(v, acc12_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1, ep); }
         }
         if (row0 + 13u < m) {
             let v = (cb + (row0 + 13u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc13_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1); }
+            let ep = sg_ep_row(row0 + 13u);
+            if (col0 < n) { sg_store4(v, acc13_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1, ep); }
         }
         if (row0 + 14u < m) {
             let v = (cb + (row0 + 14u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc14_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1); }
+            let ep = sg_ep_row(row0 + 14u);
+            if (col0 < n) { sg_store4(v, acc14_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1, ep); }
         }
         if (row0 + 15u < m) {
             let v = (cb + (row0 + 15u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc15_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1); }
+            let ep = sg_ep_row(row0 + 15u);
+            if (col0 < n) { sg_store4(v, acc15_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1, ep); }
         }
         if (row0 + 16u < m) {
             let v = (cb + (row0 + 16u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc16_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc16_1); }
+            let ep = sg_ep_row(row0 + 16u);
+            if (col0 < n) { sg_store4(v, acc16_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc16_1, ep); }
         }
         if (row0 + 17u < m) {
             let v = (cb + (row0 + 17u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc17_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc17_1); }
+            let ep = sg_ep_row(row0 + 17u);
+            if (col0 < n) { sg_store4(v, acc17_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc17_1, ep); }
         }
         if (row0 + 18u < m) {
             let v = (cb + (row0 + 18u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc18_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc18_1); }
+            let ep = sg_ep_row(row0 + 18u);
+            if (col0 < n) { sg_store4(v, acc18_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc18_1, ep); }
         }
         if (row0 + 19u < m) {
             let v = (cb + (row0 + 19u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc19_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc19_1); }
+            let ep = sg_ep_row(row0 + 19u);
+            if (col0 < n) { sg_store4(v, acc19_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc19_1, ep); }
         }
         if (row0 + 20u < m) {
             let v = (cb + (row0 + 20u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc20_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc20_1); }
+            let ep = sg_ep_row(row0 + 20u);
+            if (col0 < n) { sg_store4(v, acc20_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc20_1, ep); }
         }
         if (row0 + 21u < m) {
             let v = (cb + (row0 + 21u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc21_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc21_1); }
+            let ep = sg_ep_row(row0 + 21u);
+            if (col0 < n) { sg_store4(v, acc21_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc21_1, ep); }
         }
         if (row0 + 22u < m) {
             let v = (cb + (row0 + 22u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc22_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc22_1); }
+            let ep = sg_ep_row(row0 + 22u);
+            if (col0 < n) { sg_store4(v, acc22_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc22_1, ep); }
         }
         if (row0 + 23u < m) {
             let v = (cb + (row0 + 23u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc23_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc23_1); }
+            let ep = sg_ep_row(row0 + 23u);
+            if (col0 < n) { sg_store4(v, acc23_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc23_1, ep); }
         }
         if (row0 + 24u < m) {
             let v = (cb + (row0 + 24u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc24_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc24_1); }
+            let ep = sg_ep_row(row0 + 24u);
+            if (col0 < n) { sg_store4(v, acc24_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc24_1, ep); }
         }
         if (row0 + 25u < m) {
             let v = (cb + (row0 + 25u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc25_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc25_1); }
+            let ep = sg_ep_row(row0 + 25u);
+            if (col0 < n) { sg_store4(v, acc25_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc25_1, ep); }
         }
         if (row0 + 26u < m) {
             let v = (cb + (row0 + 26u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc26_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc26_1); }
+            let ep = sg_ep_row(row0 + 26u);
+            if (col0 < n) { sg_store4(v, acc26_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc26_1, ep); }
         }
         if (row0 + 27u < m) {
             let v = (cb + (row0 + 27u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc27_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc27_1); }
+            let ep = sg_ep_row(row0 + 27u);
+            if (col0 < n) { sg_store4(v, acc27_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc27_1, ep); }
         }
         if (row0 + 28u < m) {
             let v = (cb + (row0 + 28u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc28_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc28_1); }
+            let ep = sg_ep_row(row0 + 28u);
+            if (col0 < n) { sg_store4(v, acc28_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc28_1, ep); }
         }
         if (row0 + 29u < m) {
             let v = (cb + (row0 + 29u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc29_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc29_1); }
+            let ep = sg_ep_row(row0 + 29u);
+            if (col0 < n) { sg_store4(v, acc29_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc29_1, ep); }
         }
         if (row0 + 30u < m) {
             let v = (cb + (row0 + 30u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc30_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc30_1); }
+            let ep = sg_ep_row(row0 + 30u);
+            if (col0 < n) { sg_store4(v, acc30_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc30_1, ep); }
         }
         if (row0 + 31u < m) {
             let v = (cb + (row0 + 31u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc31_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1); }
+            let ep = sg_ep_row(row0 + 31u);
+            if (col0 < n) { sg_store4(v, acc31_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1, ep); }
         }
         if (row0 + 32u < m) {
             let v = (cb + (row0 + 32u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc32_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc32_1); }
+            let ep = sg_ep_row(row0 + 32u);
+            if (col0 < n) { sg_store4(v, acc32_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc32_1, ep); }
         }
         if (row0 + 33u < m) {
             let v = (cb + (row0 + 33u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc33_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc33_1); }
+            let ep = sg_ep_row(row0 + 33u);
+            if (col0 < n) { sg_store4(v, acc33_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc33_1, ep); }
         }
         if (row0 + 34u < m) {
             let v = (cb + (row0 + 34u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc34_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc34_1); }
+            let ep = sg_ep_row(row0 + 34u);
+            if (col0 < n) { sg_store4(v, acc34_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc34_1, ep); }
         }
         if (row0 + 35u < m) {
             let v = (cb + (row0 + 35u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc35_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc35_1); }
+            let ep = sg_ep_row(row0 + 35u);
+            if (col0 < n) { sg_store4(v, acc35_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc35_1, ep); }
         }
         if (row0 + 36u < m) {
             let v = (cb + (row0 + 36u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc36_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc36_1); }
+            let ep = sg_ep_row(row0 + 36u);
+            if (col0 < n) { sg_store4(v, acc36_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc36_1, ep); }
         }
         if (row0 + 37u < m) {
             let v = (cb + (row0 + 37u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc37_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc37_1); }
+            let ep = sg_ep_row(row0 + 37u);
+            if (col0 < n) { sg_store4(v, acc37_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc37_1, ep); }
         }
         if (row0 + 38u < m) {
             let v = (cb + (row0 + 38u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc38_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc38_1); }
+            let ep = sg_ep_row(row0 + 38u);
+            if (col0 < n) { sg_store4(v, acc38_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc38_1, ep); }
         }
         if (row0 + 39u < m) {
             let v = (cb + (row0 + 39u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc39_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc39_1); }
+            let ep = sg_ep_row(row0 + 39u);
+            if (col0 < n) { sg_store4(v, acc39_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc39_1, ep); }
         }
         if (row0 + 40u < m) {
             let v = (cb + (row0 + 40u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc40_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc40_1); }
+            let ep = sg_ep_row(row0 + 40u);
+            if (col0 < n) { sg_store4(v, acc40_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc40_1, ep); }
         }
         if (row0 + 41u < m) {
             let v = (cb + (row0 + 41u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc41_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc41_1); }
+            let ep = sg_ep_row(row0 + 41u);
+            if (col0 < n) { sg_store4(v, acc41_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc41_1, ep); }
         }
         if (row0 + 42u < m) {
             let v = (cb + (row0 + 42u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc42_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc42_1); }
+            let ep = sg_ep_row(row0 + 42u);
+            if (col0 < n) { sg_store4(v, acc42_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc42_1, ep); }
         }
         if (row0 + 43u < m) {
             let v = (cb + (row0 + 43u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc43_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc43_1); }
+            let ep = sg_ep_row(row0 + 43u);
+            if (col0 < n) { sg_store4(v, acc43_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc43_1, ep); }
         }
         if (row0 + 44u < m) {
             let v = (cb + (row0 + 44u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc44_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc44_1); }
+            let ep = sg_ep_row(row0 + 44u);
+            if (col0 < n) { sg_store4(v, acc44_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc44_1, ep); }
         }
         if (row0 + 45u < m) {
             let v = (cb + (row0 + 45u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc45_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc45_1); }
+            let ep = sg_ep_row(row0 + 45u);
+            if (col0 < n) { sg_store4(v, acc45_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc45_1, ep); }
         }
         if (row0 + 46u < m) {
             let v = (cb + (row0 + 46u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc46_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc46_1); }
+            let ep = sg_ep_row(row0 + 46u);
+            if (col0 < n) { sg_store4(v, acc46_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc46_1, ep); }
         }
         if (row0 + 47u < m) {
             let v = (cb + (row0 + 47u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc47_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc47_1); }
+            let ep = sg_ep_row(row0 + 47u);
+            if (col0 < n) { sg_store4(v, acc47_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc47_1, ep); }
         }
     } else {
         let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
+            let ep = sg_ep_row(row0 + 0u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w, ep);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
+            let ep = sg_ep_row(row0 + 1u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w, ep);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
+            let ep = sg_ep_row(row0 + 2u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w, ep);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
+            let ep = sg_ep_row(row0 + 3u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w, ep);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
+            let ep = sg_ep_row(row0 + 4u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w, ep);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
+            let ep = sg_ep_row(row0 + 5u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w, ep);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
+            let ep = sg_ep_row(row0 + 6u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w, ep);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
+            let ep = sg_ep_row(row0 + 7u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w, ep);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
+            let ep = sg_ep_row(row0 + 8u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w, ep);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
+            let ep = sg_ep_row(row0 + 9u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w, ep);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
+            let ep = sg_ep_row(row0 + 10u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w, ep);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
+            let ep = sg_ep_row(row0 + 11u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w, ep);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
+            let ep = sg_ep_row(row0 + 12u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w, ep);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
+            let ep = sg_ep_row(row0 + 13u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w, ep);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
+            let ep = sg_ep_row(row0 + 14u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w, ep);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
+            let ep = sg_ep_row(row0 + 15u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w, ep);
         }
         if (row0 + 16u < m) {
             let ci = cb + (row0 + 16u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w);
+            let ep = sg_ep_row(row0 + 16u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w, ep);
         }
         if (row0 + 17u < m) {
             let ci = cb + (row0 + 17u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w);
+            let ep = sg_ep_row(row0 + 17u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w, ep);
         }
         if (row0 + 18u < m) {
             let ci = cb + (row0 + 18u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w);
+            let ep = sg_ep_row(row0 + 18u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w, ep);
         }
         if (row0 + 19u < m) {
             let ci = cb + (row0 + 19u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w);
+            let ep = sg_ep_row(row0 + 19u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w, ep);
         }
         if (row0 + 20u < m) {
             let ci = cb + (row0 + 20u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w);
+            let ep = sg_ep_row(row0 + 20u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w, ep);
         }
         if (row0 + 21u < m) {
             let ci = cb + (row0 + 21u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w);
+            let ep = sg_ep_row(row0 + 21u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w, ep);
         }
         if (row0 + 22u < m) {
             let ci = cb + (row0 + 22u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w);
+            let ep = sg_ep_row(row0 + 22u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w, ep);
         }
         if (row0 + 23u < m) {
             let ci = cb + (row0 + 23u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w);
+            let ep = sg_ep_row(row0 + 23u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w, ep);
         }
         if (row0 + 24u < m) {
             let ci = cb + (row0 + 24u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w);
+            let ep = sg_ep_row(row0 + 24u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w, ep);
         }
         if (row0 + 25u < m) {
             let ci = cb + (row0 + 25u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w);
+            let ep = sg_ep_row(row0 + 25u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w, ep);
         }
         if (row0 + 26u < m) {
             let ci = cb + (row0 + 26u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w);
+            let ep = sg_ep_row(row0 + 26u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w, ep);
         }
         if (row0 + 27u < m) {
             let ci = cb + (row0 + 27u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w);
+            let ep = sg_ep_row(row0 + 27u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w, ep);
         }
         if (row0 + 28u < m) {
             let ci = cb + (row0 + 28u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w);
+            let ep = sg_ep_row(row0 + 28u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w, ep);
         }
         if (row0 + 29u < m) {
             let ci = cb + (row0 + 29u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w);
+            let ep = sg_ep_row(row0 + 29u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w, ep);
         }
         if (row0 + 30u < m) {
             let ci = cb + (row0 + 30u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w);
+            let ep = sg_ep_row(row0 + 30u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w, ep);
         }
         if (row0 + 31u < m) {
             let ci = cb + (row0 + 31u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w);
+            let ep = sg_ep_row(row0 + 31u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w, ep);
         }
         if (row0 + 32u < m) {
             let ci = cb + (row0 + 32u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc32_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc32_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc32_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc32_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc32_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc32_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc32_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc32_1.w);
+            let ep = sg_ep_row(row0 + 32u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc32_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc32_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc32_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc32_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc32_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc32_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc32_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc32_1.w, ep);
         }
         if (row0 + 33u < m) {
             let ci = cb + (row0 + 33u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc33_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc33_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc33_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc33_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc33_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc33_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc33_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc33_1.w);
+            let ep = sg_ep_row(row0 + 33u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc33_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc33_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc33_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc33_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc33_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc33_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc33_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc33_1.w, ep);
         }
         if (row0 + 34u < m) {
             let ci = cb + (row0 + 34u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc34_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc34_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc34_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc34_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc34_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc34_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc34_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc34_1.w);
+            let ep = sg_ep_row(row0 + 34u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc34_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc34_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc34_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc34_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc34_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc34_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc34_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc34_1.w, ep);
         }
         if (row0 + 35u < m) {
             let ci = cb + (row0 + 35u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc35_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc35_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc35_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc35_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc35_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc35_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc35_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc35_1.w);
+            let ep = sg_ep_row(row0 + 35u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc35_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc35_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc35_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc35_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc35_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc35_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc35_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc35_1.w, ep);
         }
         if (row0 + 36u < m) {
             let ci = cb + (row0 + 36u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc36_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc36_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc36_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc36_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc36_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc36_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc36_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc36_1.w);
+            let ep = sg_ep_row(row0 + 36u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc36_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc36_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc36_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc36_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc36_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc36_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc36_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc36_1.w, ep);
         }
         if (row0 + 37u < m) {
             let ci = cb + (row0 + 37u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc37_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc37_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc37_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc37_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc37_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc37_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc37_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc37_1.w);
+            let ep = sg_ep_row(row0 + 37u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc37_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc37_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc37_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc37_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc37_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc37_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc37_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc37_1.w, ep);
         }
         if (row0 + 38u < m) {
             let ci = cb + (row0 + 38u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc38_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc38_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc38_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc38_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc38_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc38_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc38_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc38_1.w);
+            let ep = sg_ep_row(row0 + 38u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc38_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc38_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc38_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc38_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc38_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc38_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc38_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc38_1.w, ep);
         }
         if (row0 + 39u < m) {
             let ci = cb + (row0 + 39u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc39_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc39_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc39_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc39_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc39_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc39_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc39_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc39_1.w);
+            let ep = sg_ep_row(row0 + 39u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc39_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc39_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc39_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc39_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc39_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc39_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc39_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc39_1.w, ep);
         }
         if (row0 + 40u < m) {
             let ci = cb + (row0 + 40u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc40_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc40_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc40_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc40_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc40_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc40_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc40_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc40_1.w);
+            let ep = sg_ep_row(row0 + 40u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc40_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc40_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc40_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc40_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc40_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc40_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc40_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc40_1.w, ep);
         }
         if (row0 + 41u < m) {
             let ci = cb + (row0 + 41u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc41_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc41_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc41_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc41_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc41_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc41_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc41_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc41_1.w);
+            let ep = sg_ep_row(row0 + 41u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc41_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc41_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc41_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc41_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc41_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc41_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc41_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc41_1.w, ep);
         }
         if (row0 + 42u < m) {
             let ci = cb + (row0 + 42u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc42_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc42_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc42_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc42_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc42_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc42_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc42_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc42_1.w);
+            let ep = sg_ep_row(row0 + 42u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc42_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc42_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc42_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc42_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc42_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc42_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc42_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc42_1.w, ep);
         }
         if (row0 + 43u < m) {
             let ci = cb + (row0 + 43u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc43_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc43_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc43_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc43_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc43_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc43_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc43_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc43_1.w);
+            let ep = sg_ep_row(row0 + 43u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc43_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc43_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc43_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc43_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc43_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc43_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc43_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc43_1.w, ep);
         }
         if (row0 + 44u < m) {
             let ci = cb + (row0 + 44u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc44_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc44_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc44_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc44_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc44_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc44_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc44_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc44_1.w);
+            let ep = sg_ep_row(row0 + 44u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc44_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc44_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc44_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc44_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc44_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc44_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc44_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc44_1.w, ep);
         }
         if (row0 + 45u < m) {
             let ci = cb + (row0 + 45u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc45_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc45_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc45_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc45_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc45_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc45_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc45_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc45_1.w);
+            let ep = sg_ep_row(row0 + 45u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc45_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc45_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc45_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc45_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc45_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc45_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc45_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc45_1.w, ep);
         }
         if (row0 + 46u < m) {
             let ci = cb + (row0 + 46u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc46_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc46_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc46_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc46_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc46_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc46_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc46_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc46_1.w);
+            let ep = sg_ep_row(row0 + 46u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc46_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc46_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc46_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc46_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc46_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc46_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc46_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc46_1.w, ep);
         }
         if (row0 + 47u < m) {
             let ci = cb + (row0 + 47u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc47_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc47_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc47_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc47_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc47_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc47_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc47_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc47_1.w);
+            let ep = sg_ep_row(row0 + 47u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc47_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc47_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc47_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc47_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc47_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc47_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc47_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc47_1.w, ep);
         }
     }
 }
@@ -9383,1029 +9978,1157 @@ fn gemm_64x64_ti_k2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     if (C4) {
         if (row0 + 0u < m) {
             let v = (cb + (row0 + 0u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc0_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1); }
+            let ep = sg_ep_row(row0 + 0u);
+            if (col0 < n) { sg_store4(v, acc0_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc0_1, ep); }
         }
         if (row0 + 1u < m) {
             let v = (cb + (row0 + 1u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc1_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1); }
+            let ep = sg_ep_row(row0 + 1u);
+            if (col0 < n) { sg_store4(v, acc1_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc1_1, ep); }
         }
         if (row0 + 2u < m) {
             let v = (cb + (row0 + 2u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc2_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1); }
+            let ep = sg_ep_row(row0 + 2u);
+            if (col0 < n) { sg_store4(v, acc2_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc2_1, ep); }
         }
         if (row0 + 3u < m) {
             let v = (cb + (row0 + 3u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc3_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1); }
+            let ep = sg_ep_row(row0 + 3u);
+            if (col0 < n) { sg_store4(v, acc3_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc3_1, ep); }
         }
         if (row0 + 4u < m) {
             let v = (cb + (row0 + 4u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc4_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1); }
+            let ep = sg_ep_row(row0 + 4u);
+            if (col0 < n) { sg_store4(v, acc4_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc4_1, ep); }
         }
         if (row0 + 5u < m) {
             let v = (cb + (row0 + 5u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc5_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1); }
+            let ep = sg_ep_row(row0 + 5u);
+            if (col0 < n) { sg_store4(v, acc5_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc5_1, ep); }
         }
         if (row0 + 6u < m) {
             let v = (cb + (row0 + 6u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc6_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1); }
+            let ep = sg_ep_row(row0 + 6u);
+            if (col0 < n) { sg_store4(v, acc6_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc6_1, ep); }
         }
         if (row0 + 7u < m) {
             let v = (cb + (row0 + 7u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc7_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1); }
+            let ep = sg_ep_row(row0 + 7u);
+            if (col0 < n) { sg_store4(v, acc7_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc7_1, ep); }
         }
         if (row0 + 8u < m) {
             let v = (cb + (row0 + 8u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc8_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1); }
+            let ep = sg_ep_row(row0 + 8u);
+            if (col0 < n) { sg_store4(v, acc8_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc8_1, ep); }
         }
         if (row0 + 9u < m) {
             let v = (cb + (row0 + 9u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc9_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1); }
+            let ep = sg_ep_row(row0 + 9u);
+            if (col0 < n) { sg_store4(v, acc9_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc9_1, ep); }
         }
         if (row0 + 10u < m) {
             let v = (cb + (row0 + 10u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc10_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1); }
+            let ep = sg_ep_row(row0 + 10u);
+            if (col0 < n) { sg_store4(v, acc10_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc10_1, ep); }
         }
         if (row0 + 11u < m) {
             let v = (cb + (row0 + 11u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc11_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1); }
+            let ep = sg_ep_row(row0 + 11u);
+            if (col0 < n) { sg_store4(v, acc11_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc11_1, ep); }
         }
         if (row0 + 12u < m) {
             let v = (cb + (row0 + 12u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc12_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1); }
+            let ep = sg_ep_row(row0 + 12u);
+            if (col0 < n) { sg_store4(v, acc12_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc12_1, ep); }
         }
         if (row0 + 13u < m) {
             let v = (cb + (row0 + 13u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc13_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1); }
+            let ep = sg_ep_row(row0 + 13u);
+            if (col0 < n) { sg_store4(v, acc13_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc13_1, ep); }
         }
         if (row0 + 14u < m) {
             let v = (cb + (row0 + 14u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc14_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1); }
+            let ep = sg_ep_row(row0 + 14u);
+            if (col0 < n) { sg_store4(v, acc14_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc14_1, ep); }
         }
         if (row0 + 15u < m) {
             let v = (cb + (row0 + 15u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc15_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1); }
+            let ep = sg_ep_row(row0 + 15u);
+            if (col0 < n) { sg_store4(v, acc15_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc15_1, ep); }
         }
         if (row0 + 16u < m) {
             let v = (cb + (row0 + 16u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc16_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc16_1); }
+            let ep = sg_ep_row(row0 + 16u);
+            if (col0 < n) { sg_store4(v, acc16_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc16_1, ep); }
         }
         if (row0 + 17u < m) {
             let v = (cb + (row0 + 17u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc17_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc17_1); }
+            let ep = sg_ep_row(row0 + 17u);
+            if (col0 < n) { sg_store4(v, acc17_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc17_1, ep); }
         }
         if (row0 + 18u < m) {
             let v = (cb + (row0 + 18u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc18_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc18_1); }
+            let ep = sg_ep_row(row0 + 18u);
+            if (col0 < n) { sg_store4(v, acc18_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc18_1, ep); }
         }
         if (row0 + 19u < m) {
             let v = (cb + (row0 + 19u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc19_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc19_1); }
+            let ep = sg_ep_row(row0 + 19u);
+            if (col0 < n) { sg_store4(v, acc19_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc19_1, ep); }
         }
         if (row0 + 20u < m) {
             let v = (cb + (row0 + 20u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc20_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc20_1); }
+            let ep = sg_ep_row(row0 + 20u);
+            if (col0 < n) { sg_store4(v, acc20_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc20_1, ep); }
         }
         if (row0 + 21u < m) {
             let v = (cb + (row0 + 21u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc21_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc21_1); }
+            let ep = sg_ep_row(row0 + 21u);
+            if (col0 < n) { sg_store4(v, acc21_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc21_1, ep); }
         }
         if (row0 + 22u < m) {
             let v = (cb + (row0 + 22u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc22_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc22_1); }
+            let ep = sg_ep_row(row0 + 22u);
+            if (col0 < n) { sg_store4(v, acc22_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc22_1, ep); }
         }
         if (row0 + 23u < m) {
             let v = (cb + (row0 + 23u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc23_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc23_1); }
+            let ep = sg_ep_row(row0 + 23u);
+            if (col0 < n) { sg_store4(v, acc23_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc23_1, ep); }
         }
         if (row0 + 24u < m) {
             let v = (cb + (row0 + 24u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc24_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc24_1); }
+            let ep = sg_ep_row(row0 + 24u);
+            if (col0 < n) { sg_store4(v, acc24_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc24_1, ep); }
         }
         if (row0 + 25u < m) {
             let v = (cb + (row0 + 25u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc25_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc25_1); }
+            let ep = sg_ep_row(row0 + 25u);
+            if (col0 < n) { sg_store4(v, acc25_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc25_1, ep); }
         }
         if (row0 + 26u < m) {
             let v = (cb + (row0 + 26u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc26_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc26_1); }
+            let ep = sg_ep_row(row0 + 26u);
+            if (col0 < n) { sg_store4(v, acc26_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc26_1, ep); }
         }
         if (row0 + 27u < m) {
             let v = (cb + (row0 + 27u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc27_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc27_1); }
+            let ep = sg_ep_row(row0 + 27u);
+            if (col0 < n) { sg_store4(v, acc27_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc27_1, ep); }
         }
         if (row0 + 28u < m) {
             let v = (cb + (row0 + 28u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc28_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc28_1); }
+            let ep = sg_ep_row(row0 + 28u);
+            if (col0 < n) { sg_store4(v, acc28_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc28_1, ep); }
         }
         if (row0 + 29u < m) {
             let v = (cb + (row0 + 29u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc29_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc29_1); }
+            let ep = sg_ep_row(row0 + 29u);
+            if (col0 < n) { sg_store4(v, acc29_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc29_1, ep); }
         }
         if (row0 + 30u < m) {
             let v = (cb + (row0 + 30u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc30_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc30_1); }
+            let ep = sg_ep_row(row0 + 30u);
+            if (col0 < n) { sg_store4(v, acc30_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc30_1, ep); }
         }
         if (row0 + 31u < m) {
             let v = (cb + (row0 + 31u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc31_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1); }
+            let ep = sg_ep_row(row0 + 31u);
+            if (col0 < n) { sg_store4(v, acc31_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc31_1, ep); }
         }
         if (row0 + 32u < m) {
             let v = (cb + (row0 + 32u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc32_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc32_1); }
+            let ep = sg_ep_row(row0 + 32u);
+            if (col0 < n) { sg_store4(v, acc32_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc32_1, ep); }
         }
         if (row0 + 33u < m) {
             let v = (cb + (row0 + 33u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc33_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc33_1); }
+            let ep = sg_ep_row(row0 + 33u);
+            if (col0 < n) { sg_store4(v, acc33_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc33_1, ep); }
         }
         if (row0 + 34u < m) {
             let v = (cb + (row0 + 34u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc34_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc34_1); }
+            let ep = sg_ep_row(row0 + 34u);
+            if (col0 < n) { sg_store4(v, acc34_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc34_1, ep); }
         }
         if (row0 + 35u < m) {
             let v = (cb + (row0 + 35u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc35_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc35_1); }
+            let ep = sg_ep_row(row0 + 35u);
+            if (col0 < n) { sg_store4(v, acc35_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc35_1, ep); }
         }
         if (row0 + 36u < m) {
             let v = (cb + (row0 + 36u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc36_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc36_1); }
+            let ep = sg_ep_row(row0 + 36u);
+            if (col0 < n) { sg_store4(v, acc36_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc36_1, ep); }
         }
         if (row0 + 37u < m) {
             let v = (cb + (row0 + 37u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc37_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc37_1); }
+            let ep = sg_ep_row(row0 + 37u);
+            if (col0 < n) { sg_store4(v, acc37_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc37_1, ep); }
         }
         if (row0 + 38u < m) {
             let v = (cb + (row0 + 38u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc38_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc38_1); }
+            let ep = sg_ep_row(row0 + 38u);
+            if (col0 < n) { sg_store4(v, acc38_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc38_1, ep); }
         }
         if (row0 + 39u < m) {
             let v = (cb + (row0 + 39u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc39_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc39_1); }
+            let ep = sg_ep_row(row0 + 39u);
+            if (col0 < n) { sg_store4(v, acc39_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc39_1, ep); }
         }
         if (row0 + 40u < m) {
             let v = (cb + (row0 + 40u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc40_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc40_1); }
+            let ep = sg_ep_row(row0 + 40u);
+            if (col0 < n) { sg_store4(v, acc40_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc40_1, ep); }
         }
         if (row0 + 41u < m) {
             let v = (cb + (row0 + 41u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc41_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc41_1); }
+            let ep = sg_ep_row(row0 + 41u);
+            if (col0 < n) { sg_store4(v, acc41_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc41_1, ep); }
         }
         if (row0 + 42u < m) {
             let v = (cb + (row0 + 42u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc42_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc42_1); }
+            let ep = sg_ep_row(row0 + 42u);
+            if (col0 < n) { sg_store4(v, acc42_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc42_1, ep); }
         }
         if (row0 + 43u < m) {
             let v = (cb + (row0 + 43u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc43_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc43_1); }
+            let ep = sg_ep_row(row0 + 43u);
+            if (col0 < n) { sg_store4(v, acc43_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc43_1, ep); }
         }
         if (row0 + 44u < m) {
             let v = (cb + (row0 + 44u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc44_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc44_1); }
+            let ep = sg_ep_row(row0 + 44u);
+            if (col0 < n) { sg_store4(v, acc44_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc44_1, ep); }
         }
         if (row0 + 45u < m) {
             let v = (cb + (row0 + 45u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc45_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc45_1); }
+            let ep = sg_ep_row(row0 + 45u);
+            if (col0 < n) { sg_store4(v, acc45_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc45_1, ep); }
         }
         if (row0 + 46u < m) {
             let v = (cb + (row0 + 46u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc46_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc46_1); }
+            let ep = sg_ep_row(row0 + 46u);
+            if (col0 < n) { sg_store4(v, acc46_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc46_1, ep); }
         }
         if (row0 + 47u < m) {
             let v = (cb + (row0 + 47u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc47_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc47_1); }
+            let ep = sg_ep_row(row0 + 47u);
+            if (col0 < n) { sg_store4(v, acc47_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc47_1, ep); }
         }
         if (row0 + 48u < m) {
             let v = (cb + (row0 + 48u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc48_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc48_1); }
+            let ep = sg_ep_row(row0 + 48u);
+            if (col0 < n) { sg_store4(v, acc48_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc48_1, ep); }
         }
         if (row0 + 49u < m) {
             let v = (cb + (row0 + 49u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc49_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc49_1); }
+            let ep = sg_ep_row(row0 + 49u);
+            if (col0 < n) { sg_store4(v, acc49_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc49_1, ep); }
         }
         if (row0 + 50u < m) {
             let v = (cb + (row0 + 50u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc50_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc50_1); }
+            let ep = sg_ep_row(row0 + 50u);
+            if (col0 < n) { sg_store4(v, acc50_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc50_1, ep); }
         }
         if (row0 + 51u < m) {
             let v = (cb + (row0 + 51u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc51_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc51_1); }
+            let ep = sg_ep_row(row0 + 51u);
+            if (col0 < n) { sg_store4(v, acc51_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc51_1, ep); }
         }
         if (row0 + 52u < m) {
             let v = (cb + (row0 + 52u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc52_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc52_1); }
+            let ep = sg_ep_row(row0 + 52u);
+            if (col0 < n) { sg_store4(v, acc52_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc52_1, ep); }
         }
         if (row0 + 53u < m) {
             let v = (cb + (row0 + 53u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc53_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc53_1); }
+            let ep = sg_ep_row(row0 + 53u);
+            if (col0 < n) { sg_store4(v, acc53_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc53_1, ep); }
         }
         if (row0 + 54u < m) {
             let v = (cb + (row0 + 54u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc54_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc54_1); }
+            let ep = sg_ep_row(row0 + 54u);
+            if (col0 < n) { sg_store4(v, acc54_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc54_1, ep); }
         }
         if (row0 + 55u < m) {
             let v = (cb + (row0 + 55u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc55_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc55_1); }
+            let ep = sg_ep_row(row0 + 55u);
+            if (col0 < n) { sg_store4(v, acc55_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc55_1, ep); }
         }
         if (row0 + 56u < m) {
             let v = (cb + (row0 + 56u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc56_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc56_1); }
+            let ep = sg_ep_row(row0 + 56u);
+            if (col0 < n) { sg_store4(v, acc56_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc56_1, ep); }
         }
         if (row0 + 57u < m) {
             let v = (cb + (row0 + 57u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc57_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc57_1); }
+            let ep = sg_ep_row(row0 + 57u);
+            if (col0 < n) { sg_store4(v, acc57_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc57_1, ep); }
         }
         if (row0 + 58u < m) {
             let v = (cb + (row0 + 58u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc58_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc58_1); }
+            let ep = sg_ep_row(row0 + 58u);
+            if (col0 < n) { sg_store4(v, acc58_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc58_1, ep); }
         }
         if (row0 + 59u < m) {
             let v = (cb + (row0 + 59u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc59_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc59_1); }
+            let ep = sg_ep_row(row0 + 59u);
+            if (col0 < n) { sg_store4(v, acc59_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc59_1, ep); }
         }
         if (row0 + 60u < m) {
             let v = (cb + (row0 + 60u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc60_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc60_1); }
+            let ep = sg_ep_row(row0 + 60u);
+            if (col0 < n) { sg_store4(v, acc60_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc60_1, ep); }
         }
         if (row0 + 61u < m) {
             let v = (cb + (row0 + 61u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc61_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc61_1); }
+            let ep = sg_ep_row(row0 + 61u);
+            if (col0 < n) { sg_store4(v, acc61_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc61_1, ep); }
         }
         if (row0 + 62u < m) {
             let v = (cb + (row0 + 62u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc62_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc62_1); }
+            let ep = sg_ep_row(row0 + 62u);
+            if (col0 < n) { sg_store4(v, acc62_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc62_1, ep); }
         }
         if (row0 + 63u < m) {
             let v = (cb + (row0 + 63u) * pu(3u) + col0) >> 2u;
-            if (col0 < n) { sg_store4(v, acc63_0); }
-            if (col0 + 4u < n) { sg_store4(v + 1u, acc63_1); }
+            let ep = sg_ep_row(row0 + 63u);
+            if (col0 < n) { sg_store4(v, acc63_0, ep); }
+            if (col0 + 4u < n) { sg_store4(v + 1u, acc63_1, ep); }
         }
     } else {
         let cm = sg_cmap(col0);
         if (row0 + 0u < m) {
             let ci = cb + (row0 + 0u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w);
+            let ep = sg_ep_row(row0 + 0u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc0_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc0_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc0_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc0_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc0_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc0_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc0_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc0_1.w, ep);
         }
         if (row0 + 1u < m) {
             let ci = cb + (row0 + 1u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w);
+            let ep = sg_ep_row(row0 + 1u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc1_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc1_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc1_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc1_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc1_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc1_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc1_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc1_1.w, ep);
         }
         if (row0 + 2u < m) {
             let ci = cb + (row0 + 2u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w);
+            let ep = sg_ep_row(row0 + 2u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc2_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc2_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc2_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc2_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc2_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc2_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc2_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc2_1.w, ep);
         }
         if (row0 + 3u < m) {
             let ci = cb + (row0 + 3u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w);
+            let ep = sg_ep_row(row0 + 3u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc3_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc3_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc3_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc3_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc3_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc3_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc3_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc3_1.w, ep);
         }
         if (row0 + 4u < m) {
             let ci = cb + (row0 + 4u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w);
+            let ep = sg_ep_row(row0 + 4u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc4_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc4_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc4_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc4_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc4_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc4_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc4_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc4_1.w, ep);
         }
         if (row0 + 5u < m) {
             let ci = cb + (row0 + 5u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w);
+            let ep = sg_ep_row(row0 + 5u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc5_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc5_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc5_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc5_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc5_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc5_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc5_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc5_1.w, ep);
         }
         if (row0 + 6u < m) {
             let ci = cb + (row0 + 6u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w);
+            let ep = sg_ep_row(row0 + 6u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc6_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc6_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc6_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc6_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc6_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc6_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc6_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc6_1.w, ep);
         }
         if (row0 + 7u < m) {
             let ci = cb + (row0 + 7u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w);
+            let ep = sg_ep_row(row0 + 7u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc7_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc7_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc7_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc7_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc7_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc7_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc7_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc7_1.w, ep);
         }
         if (row0 + 8u < m) {
             let ci = cb + (row0 + 8u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w);
+            let ep = sg_ep_row(row0 + 8u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc8_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc8_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc8_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc8_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc8_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc8_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc8_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc8_1.w, ep);
         }
         if (row0 + 9u < m) {
             let ci = cb + (row0 + 9u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w);
+            let ep = sg_ep_row(row0 + 9u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc9_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc9_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc9_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc9_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc9_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc9_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc9_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc9_1.w, ep);
         }
         if (row0 + 10u < m) {
             let ci = cb + (row0 + 10u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w);
+            let ep = sg_ep_row(row0 + 10u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc10_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc10_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc10_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc10_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc10_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc10_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc10_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc10_1.w, ep);
         }
         if (row0 + 11u < m) {
             let ci = cb + (row0 + 11u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w);
+            let ep = sg_ep_row(row0 + 11u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc11_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc11_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc11_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc11_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc11_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc11_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc11_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc11_1.w, ep);
         }
         if (row0 + 12u < m) {
             let ci = cb + (row0 + 12u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w);
+            let ep = sg_ep_row(row0 + 12u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc12_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc12_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc12_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc12_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc12_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc12_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc12_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc12_1.w, ep);
         }
         if (row0 + 13u < m) {
             let ci = cb + (row0 + 13u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w);
+            let ep = sg_ep_row(row0 + 13u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc13_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc13_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc13_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc13_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc13_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc13_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc13_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc13_1.w, ep);
         }
         if (row0 + 14u < m) {
             let ci = cb + (row0 + 14u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w);
+            let ep = sg_ep_row(row0 + 14u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc14_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc14_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc14_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc14_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc14_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc14_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc14_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc14_1.w, ep);
         }
         if (row0 + 15u < m) {
             let ci = cb + (row0 + 15u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w);
+            let ep = sg_ep_row(row0 + 15u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc15_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc15_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc15_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc15_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc15_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc15_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc15_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc15_1.w, ep);
         }
         if (row0 + 16u < m) {
             let ci = cb + (row0 + 16u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w);
+            let ep = sg_ep_row(row0 + 16u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc16_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc16_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc16_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc16_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc16_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc16_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc16_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc16_1.w, ep);
         }
         if (row0 + 17u < m) {
             let ci = cb + (row0 + 17u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w);
+            let ep = sg_ep_row(row0 + 17u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc17_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc17_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc17_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc17_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc17_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc17_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc17_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc17_1.w, ep);
         }
         if (row0 + 18u < m) {
             let ci = cb + (row0 + 18u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w);
+            let ep = sg_ep_row(row0 + 18u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc18_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc18_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc18_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc18_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc18_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc18_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc18_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc18_1.w, ep);
         }
         if (row0 + 19u < m) {
             let ci = cb + (row0 + 19u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w);
+            let ep = sg_ep_row(row0 + 19u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc19_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc19_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc19_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc19_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc19_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc19_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc19_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc19_1.w, ep);
         }
         if (row0 + 20u < m) {
             let ci = cb + (row0 + 20u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w);
+            let ep = sg_ep_row(row0 + 20u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc20_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc20_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc20_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc20_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc20_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc20_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc20_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc20_1.w, ep);
         }
         if (row0 + 21u < m) {
             let ci = cb + (row0 + 21u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w);
+            let ep = sg_ep_row(row0 + 21u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc21_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc21_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc21_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc21_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc21_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc21_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc21_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc21_1.w, ep);
         }
         if (row0 + 22u < m) {
             let ci = cb + (row0 + 22u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w);
+            let ep = sg_ep_row(row0 + 22u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc22_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc22_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc22_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc22_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc22_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc22_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc22_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc22_1.w, ep);
         }
         if (row0 + 23u < m) {
             let ci = cb + (row0 + 23u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w);
+            let ep = sg_ep_row(row0 + 23u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc23_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc23_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc23_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc23_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc23_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc23_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc23_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc23_1.w, ep);
         }
         if (row0 + 24u < m) {
             let ci = cb + (row0 + 24u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w);
+            let ep = sg_ep_row(row0 + 24u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc24_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc24_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc24_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc24_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc24_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc24_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc24_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc24_1.w, ep);
         }
         if (row0 + 25u < m) {
             let ci = cb + (row0 + 25u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w);
+            let ep = sg_ep_row(row0 + 25u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc25_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc25_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc25_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc25_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc25_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc25_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc25_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc25_1.w, ep);
         }
         if (row0 + 26u < m) {
             let ci = cb + (row0 + 26u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w);
+            let ep = sg_ep_row(row0 + 26u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc26_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc26_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc26_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc26_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc26_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc26_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc26_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc26_1.w, ep);
         }
         if (row0 + 27u < m) {
             let ci = cb + (row0 + 27u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w);
+            let ep = sg_ep_row(row0 + 27u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc27_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc27_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc27_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc27_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc27_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc27_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc27_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc27_1.w, ep);
         }
         if (row0 + 28u < m) {
             let ci = cb + (row0 + 28u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w);
+            let ep = sg_ep_row(row0 + 28u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc28_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc28_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc28_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc28_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc28_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc28_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc28_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc28_1.w, ep);
         }
         if (row0 + 29u < m) {
             let ci = cb + (row0 + 29u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w);
+            let ep = sg_ep_row(row0 + 29u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc29_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc29_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc29_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc29_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc29_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc29_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc29_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc29_1.w, ep);
         }
         if (row0 + 30u < m) {
             let ci = cb + (row0 + 30u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w);
+            let ep = sg_ep_row(row0 + 30u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc30_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc30_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc30_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc30_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc30_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc30_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc30_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc30_1.w, ep);
         }
         if (row0 + 31u < m) {
             let ci = cb + (row0 + 31u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w);
+            let ep = sg_ep_row(row0 + 31u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc31_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc31_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc31_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc31_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc31_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc31_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc31_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc31_1.w, ep);
         }
         if (row0 + 32u < m) {
             let ci = cb + (row0 + 32u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc32_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc32_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc32_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc32_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc32_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc32_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc32_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc32_1.w);
+            let ep = sg_ep_row(row0 + 32u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc32_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc32_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc32_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc32_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc32_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc32_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc32_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc32_1.w, ep);
         }
         if (row0 + 33u < m) {
             let ci = cb + (row0 + 33u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc33_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc33_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc33_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc33_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc33_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc33_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc33_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc33_1.w);
+            let ep = sg_ep_row(row0 + 33u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc33_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc33_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc33_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc33_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc33_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc33_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc33_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc33_1.w, ep);
         }
         if (row0 + 34u < m) {
             let ci = cb + (row0 + 34u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc34_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc34_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc34_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc34_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc34_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc34_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc34_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc34_1.w);
+            let ep = sg_ep_row(row0 + 34u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc34_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc34_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc34_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc34_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc34_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc34_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc34_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc34_1.w, ep);
         }
         if (row0 + 35u < m) {
             let ci = cb + (row0 + 35u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc35_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc35_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc35_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc35_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc35_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc35_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc35_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc35_1.w);
+            let ep = sg_ep_row(row0 + 35u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc35_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc35_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc35_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc35_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc35_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc35_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc35_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc35_1.w, ep);
         }
         if (row0 + 36u < m) {
             let ci = cb + (row0 + 36u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc36_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc36_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc36_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc36_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc36_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc36_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc36_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc36_1.w);
+            let ep = sg_ep_row(row0 + 36u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc36_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc36_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc36_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc36_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc36_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc36_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc36_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc36_1.w, ep);
         }
         if (row0 + 37u < m) {
             let ci = cb + (row0 + 37u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc37_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc37_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc37_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc37_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc37_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc37_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc37_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc37_1.w);
+            let ep = sg_ep_row(row0 + 37u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc37_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc37_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc37_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc37_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc37_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc37_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc37_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc37_1.w, ep);
         }
         if (row0 + 38u < m) {
             let ci = cb + (row0 + 38u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc38_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc38_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc38_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc38_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc38_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc38_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc38_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc38_1.w);
+            let ep = sg_ep_row(row0 + 38u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc38_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc38_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc38_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc38_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc38_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc38_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc38_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc38_1.w, ep);
         }
         if (row0 + 39u < m) {
             let ci = cb + (row0 + 39u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc39_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc39_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc39_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc39_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc39_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc39_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc39_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc39_1.w);
+            let ep = sg_ep_row(row0 + 39u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc39_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc39_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc39_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc39_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc39_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc39_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc39_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc39_1.w, ep);
         }
         if (row0 + 40u < m) {
             let ci = cb + (row0 + 40u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc40_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc40_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc40_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc40_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc40_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc40_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc40_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc40_1.w);
+            let ep = sg_ep_row(row0 + 40u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc40_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc40_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc40_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc40_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc40_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc40_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc40_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc40_1.w, ep);
         }
         if (row0 + 41u < m) {
             let ci = cb + (row0 + 41u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc41_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc41_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc41_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc41_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc41_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc41_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc41_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc41_1.w);
+            let ep = sg_ep_row(row0 + 41u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc41_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc41_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc41_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc41_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc41_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc41_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc41_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc41_1.w, ep);
         }
         if (row0 + 42u < m) {
             let ci = cb + (row0 + 42u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc42_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc42_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc42_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc42_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc42_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc42_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc42_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc42_1.w);
+            let ep = sg_ep_row(row0 + 42u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc42_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc42_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc42_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc42_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc42_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc42_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc42_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc42_1.w, ep);
         }
         if (row0 + 43u < m) {
             let ci = cb + (row0 + 43u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc43_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc43_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc43_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc43_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc43_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc43_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc43_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc43_1.w);
+            let ep = sg_ep_row(row0 + 43u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc43_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc43_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc43_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc43_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc43_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc43_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc43_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc43_1.w, ep);
         }
         if (row0 + 44u < m) {
             let ci = cb + (row0 + 44u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc44_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc44_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc44_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc44_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc44_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc44_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc44_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc44_1.w);
+            let ep = sg_ep_row(row0 + 44u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc44_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc44_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc44_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc44_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc44_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc44_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc44_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc44_1.w, ep);
         }
         if (row0 + 45u < m) {
             let ci = cb + (row0 + 45u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc45_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc45_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc45_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc45_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc45_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc45_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc45_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc45_1.w);
+            let ep = sg_ep_row(row0 + 45u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc45_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc45_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc45_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc45_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc45_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc45_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc45_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc45_1.w, ep);
         }
         if (row0 + 46u < m) {
             let ci = cb + (row0 + 46u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc46_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc46_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc46_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc46_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc46_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc46_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc46_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc46_1.w);
+            let ep = sg_ep_row(row0 + 46u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc46_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc46_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc46_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc46_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc46_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc46_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc46_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc46_1.w, ep);
         }
         if (row0 + 47u < m) {
             let ci = cb + (row0 + 47u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc47_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc47_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc47_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc47_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc47_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc47_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc47_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc47_1.w);
+            let ep = sg_ep_row(row0 + 47u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc47_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc47_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc47_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc47_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc47_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc47_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc47_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc47_1.w, ep);
         }
         if (row0 + 48u < m) {
             let ci = cb + (row0 + 48u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc48_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc48_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc48_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc48_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc48_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc48_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc48_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc48_1.w);
+            let ep = sg_ep_row(row0 + 48u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc48_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc48_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc48_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc48_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc48_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc48_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc48_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc48_1.w, ep);
         }
         if (row0 + 49u < m) {
             let ci = cb + (row0 + 49u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc49_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc49_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc49_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc49_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc49_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc49_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc49_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc49_1.w);
+            let ep = sg_ep_row(row0 + 49u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc49_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc49_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc49_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc49_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc49_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc49_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc49_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc49_1.w, ep);
         }
         if (row0 + 50u < m) {
             let ci = cb + (row0 + 50u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc50_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc50_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc50_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc50_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc50_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc50_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc50_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc50_1.w);
+            let ep = sg_ep_row(row0 + 50u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc50_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc50_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc50_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc50_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc50_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc50_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc50_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc50_1.w, ep);
         }
         if (row0 + 51u < m) {
             let ci = cb + (row0 + 51u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc51_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc51_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc51_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc51_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc51_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc51_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc51_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc51_1.w);
+            let ep = sg_ep_row(row0 + 51u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc51_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc51_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc51_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc51_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc51_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc51_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc51_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc51_1.w, ep);
         }
         if (row0 + 52u < m) {
             let ci = cb + (row0 + 52u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc52_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc52_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc52_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc52_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc52_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc52_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc52_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc52_1.w);
+            let ep = sg_ep_row(row0 + 52u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc52_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc52_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc52_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc52_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc52_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc52_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc52_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc52_1.w, ep);
         }
         if (row0 + 53u < m) {
             let ci = cb + (row0 + 53u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc53_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc53_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc53_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc53_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc53_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc53_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc53_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc53_1.w);
+            let ep = sg_ep_row(row0 + 53u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc53_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc53_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc53_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc53_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc53_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc53_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc53_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc53_1.w, ep);
         }
         if (row0 + 54u < m) {
             let ci = cb + (row0 + 54u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc54_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc54_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc54_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc54_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc54_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc54_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc54_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc54_1.w);
+            let ep = sg_ep_row(row0 + 54u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc54_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc54_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc54_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc54_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc54_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc54_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc54_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc54_1.w, ep);
         }
         if (row0 + 55u < m) {
             let ci = cb + (row0 + 55u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc55_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc55_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc55_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc55_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc55_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc55_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc55_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc55_1.w);
+            let ep = sg_ep_row(row0 + 55u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc55_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc55_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc55_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc55_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc55_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc55_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc55_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc55_1.w, ep);
         }
         if (row0 + 56u < m) {
             let ci = cb + (row0 + 56u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc56_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc56_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc56_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc56_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc56_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc56_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc56_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc56_1.w);
+            let ep = sg_ep_row(row0 + 56u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc56_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc56_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc56_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc56_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc56_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc56_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc56_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc56_1.w, ep);
         }
         if (row0 + 57u < m) {
             let ci = cb + (row0 + 57u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc57_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc57_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc57_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc57_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc57_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc57_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc57_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc57_1.w);
+            let ep = sg_ep_row(row0 + 57u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc57_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc57_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc57_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc57_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc57_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc57_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc57_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc57_1.w, ep);
         }
         if (row0 + 58u < m) {
             let ci = cb + (row0 + 58u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc58_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc58_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc58_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc58_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc58_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc58_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc58_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc58_1.w);
+            let ep = sg_ep_row(row0 + 58u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc58_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc58_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc58_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc58_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc58_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc58_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc58_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc58_1.w, ep);
         }
         if (row0 + 59u < m) {
             let ci = cb + (row0 + 59u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc59_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc59_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc59_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc59_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc59_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc59_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc59_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc59_1.w);
+            let ep = sg_ep_row(row0 + 59u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc59_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc59_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc59_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc59_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc59_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc59_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc59_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc59_1.w, ep);
         }
         if (row0 + 60u < m) {
             let ci = cb + (row0 + 60u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc60_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc60_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc60_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc60_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc60_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc60_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc60_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc60_1.w);
+            let ep = sg_ep_row(row0 + 60u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc60_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc60_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc60_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc60_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc60_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc60_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc60_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc60_1.w, ep);
         }
         if (row0 + 61u < m) {
             let ci = cb + (row0 + 61u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc61_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc61_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc61_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc61_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc61_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc61_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc61_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc61_1.w);
+            let ep = sg_ep_row(row0 + 61u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc61_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc61_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc61_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc61_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc61_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc61_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc61_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc61_1.w, ep);
         }
         if (row0 + 62u < m) {
             let ci = cb + (row0 + 62u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc62_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc62_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc62_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc62_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc62_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc62_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc62_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc62_1.w);
+            let ep = sg_ep_row(row0 + 62u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc62_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc62_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc62_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc62_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc62_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc62_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc62_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc62_1.w, ep);
         }
         if (row0 + 63u < m) {
             let ci = cb + (row0 + 63u) * pu(3u);
-            sg_store(ci, col0 + 0u, cm.lo.x, acc63_0.x);
-            sg_store(ci, col0 + 1u, cm.lo.y, acc63_0.y);
-            sg_store(ci, col0 + 2u, cm.lo.z, acc63_0.z);
-            sg_store(ci, col0 + 3u, cm.lo.w, acc63_0.w);
-            sg_store(ci, col0 + 4u, cm.hi.x, acc63_1.x);
-            sg_store(ci, col0 + 5u, cm.hi.y, acc63_1.y);
-            sg_store(ci, col0 + 6u, cm.hi.z, acc63_1.z);
-            sg_store(ci, col0 + 7u, cm.hi.w, acc63_1.w);
+            let ep = sg_ep_row(row0 + 63u);
+            sg_store(ci, col0 + 0u, cm.lo.x, acc63_0.x, ep);
+            sg_store(ci, col0 + 1u, cm.lo.y, acc63_0.y, ep);
+            sg_store(ci, col0 + 2u, cm.lo.z, acc63_0.z, ep);
+            sg_store(ci, col0 + 3u, cm.lo.w, acc63_0.w, ep);
+            sg_store(ci, col0 + 4u, cm.hi.x, acc63_1.x, ep);
+            sg_store(ci, col0 + 5u, cm.hi.y, acc63_1.y, ep);
+            sg_store(ci, col0 + 6u, cm.hi.z, acc63_1.z, ep);
+            sg_store(ci, col0 + 7u, cm.hi.w, acc63_1.w, ep);
         }
     }
 }

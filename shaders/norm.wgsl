@@ -60,6 +60,25 @@ fn std_of(@builtin(global_invocation_id) g: vec3<u32>) {
     if (pu(9u) == 0u) { n2[pu(2u) + c] = sqrt(v + pf(8u)); } else { n2[pu(2u) + c] = sqrt(v) + pf(8u); }
 }
 
+// epilogue_table: n1 = table (4 floats per channel: mean, std, scale, bias), n2 mean, n3 std,
+// n4 scale, n5 bias; word 8 which of them there are (bits 1 mean and std, 2 scale, 4 bias; the
+// others read as 0, 1, 1, 0).
+@compute @workgroup_size(64)
+fn epilogue_table(@builtin(global_invocation_id) g: vec3<u32>) {
+    let c = g.x;
+    if (c >= pu(0u)) { return; }
+    let have = pu(8u);
+    var t = vec4<f32>(0.0, 1.0, 1.0, 0.0);
+    if ((have & 1u) != 0u) { t.x = n2[pu(2u) + c]; t.y = n3[pu(3u) + c]; }
+    if ((have & 2u) != 0u) { t.z = n4[pu(4u) + c]; }
+    if ((have & 4u) != 0u) { t.w = n5[pu(5u) + c]; }
+    let o = pu(1u) + 4u * c;
+    n1[o] = t.x;
+    n1[o + 1u] = t.y;
+    n1[o + 2u] = t.z;
+    n1[o + 3u] = t.w;
+}
+
 // stored_stats: n1 sums, n2 sq_sums, n3 count, n4 mean, n5 var
 @compute @workgroup_size(64)
 fn stored_stats(@builtin(global_invocation_id) g: vec3<u32>) {

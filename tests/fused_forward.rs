@@ -33,10 +33,52 @@ layer { name: "relu3" type: "ReLU" bottom: "s" top: "s" relu_param { negative_sl
 layer { name: "loss" type: "EuclideanLoss" bottom: "s" bottom: "c" top: "loss" }
 "#;
 
+/// A convolution applies the in-place layers after it as it stores its output: every step
+/// pattern the GPU's GEMM epilogue runs (BatchNorm, Scale with and without bias, ReLU, the
+/// Scale's saved input), on both of its product paths (16 to 128 output channels per group, and
+/// more), grouped and strided, with rows of whole vec4s (8x8) and without (9x11).
+const CONV_NET: &str = r#"
+name: "epilogues"
+force_backward: true
+layer { name: "in" type: "Input" top: "a" top: "b"
+        input_param { shape { dim: 2 dim: 16 dim: 8 dim: 8 } shape { dim: 2 dim: 16 dim: 9 dim: 11 } } }
+layer { name: "conv1" type: "Convolution" bottom: "a" top: "c1"
+        convolution_param { num_output: 24 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.2 }
+                            bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bn1" type: "BatchNorm" bottom: "c1" top: "c1" batch_norm_param { use_global_stats: true } }
+layer { name: "sc1" type: "Scale" bottom: "c1" top: "c1"
+        scale_param { bias_term: true filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "c1" top: "c1" }
+layer { name: "conv2" type: "Convolution" bottom: "c1" top: "c2"
+        convolution_param { num_output: 136 kernel_size: 1 bias_term: false weight_filler { type: "gaussian" std: 0.2 } } }
+layer { name: "bn2" type: "BatchNorm" bottom: "c2" top: "c2" batch_norm_param { use_global_stats: true } }
+layer { name: "sc2" type: "Scale" bottom: "c2" top: "c2"
+        scale_param { bias_term: true filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "conv3" type: "Convolution" bottom: "c2" top: "c3"
+        convolution_param { num_output: 32 kernel_size: 3 stride: 2 pad: 1 group: 2
+                            weight_filler { type: "gaussian" std: 0.1 } bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "relu3" type: "ReLU" bottom: "c3" top: "c3" }
+layer { name: "conv4" type: "Convolution" bottom: "c3" top: "c4"
+        convolution_param { num_output: 20 kernel_size: 1 weight_filler { type: "gaussian" std: 0.2 } } }
+layer { name: "sc4" type: "Scale" bottom: "c4" top: "c4" scale_param { filler { type: "gaussian" std: 1 } } }
+layer { name: "conv5" type: "Convolution" bottom: "c4" top: "c5"
+        convolution_param { num_output: 8 kernel_size: 3 weight_filler { type: "gaussian" std: 0.2 } } }
+layer { name: "bn5" type: "BatchNorm" bottom: "c5" top: "c5" batch_norm_param { use_global_stats: true } }
+layer { name: "convb" type: "Convolution" bottom: "b" top: "cb"
+        convolution_param { num_output: 24 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.2 } } }
+layer { name: "bnb" type: "BatchNorm" bottom: "cb" top: "cb" batch_norm_param { use_global_stats: true } }
+layer { name: "scb" type: "Scale" bottom: "cb" top: "cb"
+        scale_param { bias_term: true filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "relub" type: "ReLU" bottom: "cb" top: "cb" relu_param { negative_slope: 0.1 } }
+layer { name: "la" type: "Reduction" bottom: "c5" top: "la" reduction_param { operation: SUMSQ } loss_weight: 1 }
+layer { name: "lb" type: "Reduction" bottom: "cb" top: "lb" reduction_param { operation: SUMSQ } loss_weight: 1 }
+"#;
+
 /// Every blob's data and diff and every parameter's data and diff after a forward and backward
-/// (three iterations, so BatchNorm's batch statistics update and get used again).
-fn run(eng: &mut dyn Engine, fuse: bool, forward_only: bool) -> (Vec<Vec<f32>>, usize) {
-    let param: NetParameter = parse_text(NET, "fused.prototxt", "caffe.NetParameter").unwrap();
+/// (three iterations, so BatchNorm's batch statistics update and get used again); the number of
+/// fused runs. The inputs and the BatchNorm layers' stored statistics are random.
+fn run(eng: &mut dyn Engine, net: &str, fuse: bool, forward_only: bool) -> (Vec<Vec<f32>>, usize) {
+    let param: NetParameter = parse_text(net, "fused.prototxt", "caffe.NetParameter").unwrap();
     let state = make_state(&param, Phase::Train, 0, &[]);
     let mut net = Net::from_param(&param, &state, eng, Some(5)).unwrap();
     net.fuse_forward = fuse;
@@ -44,15 +86,25 @@ fn run(eng: &mut dyn Engine, fuse: bool, forward_only: bool) -> (Vec<Vec<f32>>, 
     let mut rng = Rng::new(3);
     let mut values =
         |n: usize, lo: f32| -> Vec<f32> { (0..n).map(|_| rng.uniform_range(lo, 2.0)).collect() };
-    let x = values(2 * 3 * 5 * 7, -2.0);
-    eng.upload(net.blob("x").unwrap().data(), &x);
-    for bn in ["bn", "bn2"] {
-        let stats = net.layer_params(bn);
-        let (sums, sq, count) = (stats[0].data(), stats[1].data(), stats[2].data());
-        let (s, q) = (values(4, -1.0), values(4, 2.5));
-        eng.upload(sums, &s);
-        eng.upload(sq, &q);
-        eng.upload(count, &[1.25]);
+    for layer in &param.layer {
+        let name = layer.name.as_deref().unwrap_or_default();
+        match layer.r#type.as_deref() {
+            Some("Input") => {
+                for top in &layer.top {
+                    let blob = net.blob(top).unwrap().data();
+                    eng.upload(blob, &values(blob.len, -2.0));
+                }
+            }
+            Some("BatchNorm") => {
+                let stats = net.layer_params(name);
+                let (sums, sq, count) = (stats[0].data(), stats[1].data(), stats[2].data());
+                let (s, q) = (values(sums.len, -1.0), values(sq.len, 0.5));
+                eng.upload(sums, &s);
+                eng.upload(sq, &q);
+                eng.upload(count, &[1.25]);
+            }
+            _ => {}
+        }
     }
     let mut runs = 0;
     let mut out = Vec::new();
@@ -84,31 +136,59 @@ fn run(eng: &mut dyn Engine, fuse: bool, forward_only: bool) -> (Vec<Vec<f32>>, 
     (out, runs)
 }
 
-fn check(eng: &mut dyn Engine) {
-    // Without a backward to follow, the fused layers keep nothing and the values stay the same.
-    let (fused, _) = run(eng, true, true);
-    assert_eq!(fused, run(eng, false, true).0, "forward-only values");
-    let (fused, runs) = run(eng, true, false);
-    let (plain, none) = run(eng, false, false);
-    assert_eq!(none, 0);
-    // bn..swish; bn2 + tanh; whole + sigmoid (a whole-blob scale has other dims than bn2's
-    // channels); batch_bn (batch statistics) and relu2 alone; sum + relu3: four runs per forward.
-    assert_eq!(runs, 4 * 3, "fused runs in three forwards");
-    assert_eq!(fused.len(), plain.len());
-    for (t, (a, b)) in fused.iter().zip(&plain).enumerate() {
-        let same = a.len() == b.len() && a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
-        assert!(same, "tensor {t} differs: {a:?} vs {b:?}");
+/// Asserts that two runs' tensors are equal bit for bit, naming the first difference.
+fn assert_same(what: &str, fused: &[Vec<f32>], plain: &[Vec<f32>]) {
+    assert_eq!(fused.len(), plain.len(), "{what}: tensor count");
+    for (t, (a, b)) in fused.iter().zip(plain).enumerate() {
+        assert_eq!(a.len(), b.len(), "{what}: tensor {t} length");
+        if let Some(i) = (0..a.len()).find(|&i| a[i].to_bits() != b[i].to_bits()) {
+            panic!(
+                "{what}: tensor {t} differs first at {i}: {} fused vs {} plain",
+                a[i], b[i]
+            );
+        }
     }
 }
 
+/// Fused and layer-by-layer runs of `net` agree, with `runs` fused runs per forward.
+fn check(eng: &mut dyn Engine, net: &str, runs_per_forward: usize) {
+    // Without a backward to follow, the fused layers keep nothing and the values stay the same.
+    let (fused, _) = run(eng, net, true, true);
+    assert_same("forward only", &fused, &run(eng, net, false, true).0);
+    let (fused, runs) = run(eng, net, true, false);
+    let (plain, none) = run(eng, net, false, false);
+    assert_eq!(none, 0);
+    assert_eq!(runs, runs_per_forward * 3, "fused runs in three forwards");
+    assert_same("forward and backward", &fused, &plain);
+}
+
+fn gpu() -> GpuEngine {
+    GpuEngine::new(0)
+        .unwrap_or_else(|e| panic!("this test needs a GPU adapter (lavapipe will do): {e:#}"))
+}
+
+// conv..swish; bn2 + tanh; whole + sigmoid (a whole-blob scale has other dims than bn2's
+// channels); batch_bn (batch statistics) and relu2 alone; sum + relu3: four runs per forward.
+const NET_RUNS: usize = 4;
+// Every convolution with the layers after it.
+const CONV_NET_RUNS: usize = 6;
+
 #[test]
 fn fused_forward_equals_layer_by_layer_on_cpu() {
-    check(&mut CpuEngine::new());
+    check(&mut CpuEngine::new(), NET, NET_RUNS);
 }
 
 #[test]
 fn fused_forward_equals_layer_by_layer_on_gpu() {
-    let mut gpu = GpuEngine::new(0)
-        .unwrap_or_else(|e| panic!("this test needs a GPU adapter (lavapipe will do): {e:#}"));
-    check(&mut gpu);
+    check(&mut gpu(), NET, NET_RUNS);
+}
+
+#[test]
+fn convolution_epilogues_equal_layer_by_layer_on_cpu() {
+    check(&mut CpuEngine::new(), CONV_NET, CONV_NET_RUNS);
+}
+
+#[test]
+fn convolution_epilogues_equal_layer_by_layer_on_gpu() {
+    check(&mut gpu(), CONV_NET, CONV_NET_RUNS);
 }

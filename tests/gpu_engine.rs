@@ -2436,6 +2436,7 @@ impl ConvCase {
             pad: self.pad.clone(),
             stride: self.stride.clone(),
             dilation: self.dilation.clone(),
+            epilogue: Vec::new(),
         }
     }
 

@@ -10,8 +10,9 @@ use anyhow::{Result, bail, ensure};
 use super::common::{Scratch, canonical_axis, check_count, shape_str};
 use super::{Ctx, Layer, ParamDef, Shapes};
 use crate::engine::kernels::conv::{ConvGemm, ConvKernel};
+use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage};
 use crate::engine::{Engine, Kernel, View};
-use crate::proto::{ConvolutionParameter, FillerParameter, LayerParameter};
+use crate::proto::{ConvolutionParameter, FillerParameter, LayerParameter, Phase};
 
 /// Column buffers are cut into chunks of whole images of at most this many elements (at least one
 /// image per chunk).
@@ -354,11 +355,13 @@ impl ConvGeom {
             pad: self.w.pad.clone(),
             stride: self.w.stride.clone(),
             dilation: self.w.dilation.clone(),
+            epilogue: Vec::new(),
         }
     }
 
     /// out = W * im2col(im) (+ bias) for every image (Convolution forward, Deconvolution backward
     /// to its bottom).
+    #[allow(clippy::too_many_arguments)]
     pub fn im_to_out(
         &self,
         eng: &mut dyn Engine,
@@ -367,8 +370,12 @@ impl ConvGeom {
         bias: Option<View>,
         im: View,
         out: View,
+        epilogue: Vec<ChannelStage>,
     ) -> Result<()> {
-        let k = self.conv_gemm(eng, col, weight, bias, im, out);
+        let k = ConvGemm {
+            epilogue,
+            ..self.conv_gemm(eng, col, weight, bias, im, out)
+        };
         eng.launch(&Kernel::Conv(ConvKernel::ConvForward(k)))
     }
 
@@ -445,7 +452,25 @@ impl Layer for Convolution {
     }
 
     fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
+        self.forward_with_epilogue(cx, Vec::new())
+    }
+
+    fn epilogue_dims(&self, _phase: Phase) -> Option<ChannelDims> {
+        let g = self.state.as_ref()?;
+        Some(ChannelDims::new(
+            g.num,
+            g.out_channels,
+            g.out_shape.iter().product(),
+        ))
+    }
+
+    fn forward_with_epilogue(&mut self, cx: &mut Ctx, epilogue: Vec<ChannelStage>) -> Result<()> {
         let g = self.geom()?.clone();
+        ensure!(
+            epilogue.is_empty() || cx.tops.len() == 1,
+            "internal: a convolution with {} tops takes no epilogue",
+            cx.tops.len()
+        );
         for (b, t) in cx.bottoms.iter().zip(cx.tops) {
             let bias = self.spec.bias_term.then(|| cx.params[1].data());
             g.im_to_out(
@@ -455,6 +480,7 @@ impl Layer for Convolution {
                 bias,
                 b.data(),
                 t.data(),
+                epilogue.clone(),
             )?;
         }
         Ok(())

@@ -80,6 +80,7 @@ impl Layer for Deconvolution {
                     None,
                     t.diff(),
                     b.diff(),
+                    Vec::new(),
                 )?;
             }
         }

@@ -158,6 +158,20 @@ pub trait Layer: Send {
     fn forward_stage(&mut self, _cx: &mut Ctx, _for_backward: bool) -> Result<ChannelStage> {
         bail!("internal: this layer's forward is no point-wise step")
     }
+
+    /// The (outer, channels, inner) layout of the one top when this phase's forward can end with
+    /// point-wise steps over it ([`Layer::forward_with_epilogue`]): a convolution, which applies
+    /// the in-place layers after it (BatchNorm with stored statistics, Scale, ReLU) as it stores
+    /// its output.
+    fn epilogue_dims(&self, _phase: Phase) -> Option<ChannelDims> {
+        None
+    }
+
+    /// The forward followed by `epilogue` in place on the top (the [`Layer::forward_stage`]
+    /// steps of the layers after it), for a layer whose [`Layer::epilogue_dims`] is Some.
+    fn forward_with_epilogue(&mut self, _cx: &mut Ctx, _epilogue: Vec<ChannelStage>) -> Result<()> {
+        bail!("internal: this layer's forward takes no epilogue")
+    }
 }
 
 /// What a [`Layer::stage_dims`] step needs of the fused pass's layout.

@@ -252,8 +252,10 @@ impl Net {
 
     /// The end of the run of layers from `i` (before `limit`) whose forwards go into one
     /// point-wise pass: layer `i` is a [`crate::layers::Layer::forward_stage`] step from its
-    /// first bottom (Eltwise SUM reads the others too) to its one top, and each next layer such a
-    /// step in place on that top, with the same channel layout. `i + 1` when there is nothing to fuse. Reshapes the run's layers.
+    /// first bottom (Eltwise SUM reads the others too) to its one top, or a layer that takes an
+    /// epilogue ([`crate::layers::Layer::epilogue_dims`]: a convolution) into its one top, and
+    /// each next layer such a step in place on that top, with the same channel layout. `i + 1`
+    /// when there is nothing to fuse. Reshapes the run's layers.
     fn fused_run_end(&mut self, eng: &mut dyn Engine, i: usize, limit: usize) -> Result<usize> {
         if !self.fuse_forward {
             return Ok(i + 1);
@@ -263,8 +265,11 @@ impl Net {
         let step_dims = |node: &super::builder::LayerNode| {
             node.layer.as_ref().and_then(|l| l.stage_dims(phase))
         };
-        let (Some(mut dims), [_, ..], &[top]) =
-            (step_dims(node), &node.bottoms[..], &node.tops[..])
+        let head_dims = step_dims(node).or_else(|| {
+            let layer = node.layer.as_ref()?;
+            layer.epilogue_dims(phase).map(StageDims::Channels)
+        });
+        let (Some(mut dims), [_, ..], &[top]) = (head_dims, &node.bottoms[..], &node.tops[..])
         else {
             return Ok(i + 1);
         };
@@ -285,12 +290,18 @@ impl Net {
         Ok(end)
     }
 
-    /// Runs layers `start..end` (see [`Net::fused_run_end`]) as one point-wise pass.
+    /// Runs layers `start..end` (see [`Net::fused_run_end`]) as one point-wise pass, or as the
+    /// forward of layer `start` with the others as its epilogue.
     fn forward_fused(&mut self, eng: &mut dyn Engine, start: usize, end: usize) -> Result<()> {
         let phase = self.graph.phase();
-        let mut stages = Vec::with_capacity(end - start);
-        let mut dims = StageDims::Any;
-        for i in start..end {
+        let head = self.graph.layers[start].layer.as_ref();
+        let epilogue_dims = head
+            .filter(|l| l.stage_dims(phase).is_none())
+            .and_then(|l| l.epilogue_dims(phase));
+        let first_step = start + usize::from(epilogue_dims.is_some());
+        let mut stages = Vec::with_capacity(end - first_step);
+        let mut dims = epilogue_dims.map_or(StageDims::Any, StageDims::Channels);
+        for i in first_step..end {
             let for_backward = !self.forward_only && self.graph.layers[i].need_backward;
             let stage = self.with_layer(eng, i, &[], |layer, cx| {
                 dims = layer
@@ -300,6 +311,16 @@ impl Net {
                 layer.forward_stage(cx, for_backward)
             })?;
             stages.push(stage);
+        }
+        if epilogue_dims.is_some() {
+            return self
+                .with_layer(eng, start, &[], |layer, cx| {
+                    layer.forward_with_epilogue(cx, stages)
+                })
+                .with_context(|| {
+                    let names: Vec<String> = (first_step..end).map(|i| self.label(i)).collect();
+                    format!("with the forward of {} as its epilogue", names.join(", "))
+                });
         }
         let (bottoms, tops, _) = self.layer_blobs(start);
         let (x, y) = (bottoms[0].data(), tops[0].data());

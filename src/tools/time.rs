@@ -108,7 +108,8 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
                 "caffe.cpp:380",
                 &format!(
                     "{fused} runs of in-place point-wise layers (BatchNorm, Scale, ReLU, ...) run \
-                     forward as one pass each, timed on the run's first layer"
+                     forward as one pass each, or as the epilogue of the convolution before \
+                     them, timed on the run's first layer"
                 ),
             );
         }

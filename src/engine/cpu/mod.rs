@@ -10,6 +10,7 @@ mod solver;
 mod transfer;
 mod winograd;
 
+use crate::engine::kernels::conv::ConvKernel;
 use crate::engine::{Engine, Kernel, TensorId, View};
 use elementwise::Io;
 
@@ -289,14 +290,19 @@ impl Engine for CpuEngine {
         if let Kernel::Conv(k) = kernel
             && k.is_composite()
         {
-            if self.winograd && conv::run_winograd(k, &mut self.mem)? {
-                return Ok(());
+            let ran = (self.winograd && conv::run_winograd(k, &mut self.mem)?)
+                || conv::run_per_image(k, &mut self.mem)?;
+            if !ran {
+                // One image or a 1x1 convolution: im2col / col2im and products on all cores
+                // (and the epilogue).
+                return crate::engine::kernels::conv::run_composed(self, k);
             }
-            if conv::run_per_image(k, &mut self.mem)? {
-                return Ok(());
+            if let ConvKernel::ConvForward(g) = k
+                && let Some(epilogue) = g.epilogue_kernel()
+            {
+                return self.launch(&epilogue);
             }
-            // One image or a 1x1 convolution: im2col / col2im and products on all cores.
-            return crate::engine::kernels::conv::run_composed(self, k);
+            return Ok(());
         }
         let mem = &mut self.mem;
         match kernel {

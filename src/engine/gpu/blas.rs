@@ -313,6 +313,7 @@ fn gemm(e: &mut GpuEngine, g: &Gemm) -> Result<()> {
                             alpha: g.alpha,
                             beta,
                             batch: nbg,
+                            epilogue: None,
                         },
                     )?;
                     if e.packed_a.as_ref().is_some_and(|k| k.tensor == c_view.id) {
@@ -354,6 +355,21 @@ pub(crate) struct Micro<'a> {
     pub alpha: f32,
     pub beta: f32,
     pub batch: usize,
+    /// Point-wise steps on C as it is stored (subgroup kernels only).
+    pub epilogue: Option<MicroEpilogue<'a>>,
+}
+
+/// The EPI epilogue of the subgroup micro-kernels (see `sg_epi` in shaders/blas_subgroup.wgsl).
+#[derive(Clone, Copy)]
+pub(crate) struct MicroEpilogue<'a> {
+    /// [`super::elementwise::StagePattern::flags`].
+    pub flags: u32,
+    /// C row r's (mean, std, scale, bias) is vec4 `first_row + r` of the table (shift 0).
+    pub table: &'a Bound,
+    pub first_row: usize,
+    /// Receives the normalized values in C's layout: the window of the same extent as `c`.
+    pub save: Option<&'a Bound>,
+    pub slope: f32,
 }
 
 /// The extra operands of B layout I: the tap table, whether to mask reads outside the images,
@@ -367,11 +383,14 @@ pub(crate) struct Implicit<'a> {
 /// Records one [`Micro`] dispatch (C rows of whole texels are stored as vec4).
 pub(crate) fn run_micro(e: &mut GpuEngine, u: &Micro) -> Result<()> {
     let (tm, tn, shader, entry) = u.tile;
+    let save = u.epilogue.as_ref().and_then(|ep| ep.save);
     let c4 = u.c_map.is_none()
         && u.ldc.is_multiple_of(4)
         && u.n.is_multiple_of(4)
-        && u.c.shift.is_multiple_of(4)
-        && u.c.offset.is_multiple_of(16)
+        && [Some(u.c), save]
+            .iter()
+            .flatten()
+            .all(|b| b.shift.is_multiple_of(4) && b.offset.is_multiple_of(16))
         && (u.batch == 1 || u.c_stride.is_multiple_of(4));
     let p = Params::new()
         .u(u.m)
@@ -414,27 +433,47 @@ pub(crate) fn run_micro(e: &mut GpuEngine, u: &Micro) -> Result<()> {
         p.0.extend_from_slice(&words);
         p = p.u(wr).u(rs).u(cs).f(1.0 / wr as f32);
     }
-    match &u.implicit {
-        None => {
-            let res = [Res::T(u.ta), Res::T(u.tb), Res::B(u.c), Res::B(&cb4)];
-            e.dispatch_spec(shader, entry, &constants, &p, &res, groups)
+    if !shader.ends_with("subgroup") {
+        if u.epilogue.is_some() {
+            bail!("internal: an epilogue needs the subgroup micro-kernels");
         }
+        let res = [Res::T(u.ta), Res::T(u.tb), Res::B(u.c), Res::B(&cb4)];
+        return e.dispatch_spec(shader, entry, &constants, &p, &res, groups);
+    }
+    let entry = match &u.implicit {
+        None => entry,
         Some(im) => {
             if u.c_map.is_none() {
                 p.0.extend_from_slice(&im.words.0);
             }
             constants.push(("IM_MASK", flag(im.mask)));
-            let entry = implicit_entry(entry);
-            let res = [
-                Res::T(u.ta),
-                Res::T(u.tb),
-                Res::B(u.c),
-                Res::B(&cb4),
-                Res::T(im.taps),
-            ];
-            e.dispatch_spec(shader, entry, &constants, &p, &res, groups)
+            implicit_entry(entry)
         }
-    }
+    };
+    // Bindings 5..8 are in every subgroup kernel's layout: what a kernel does not read is bound
+    // to an operand it has.
+    let (table, save_b, save4) = match &u.epilogue {
+        Some(ep) => {
+            constants.push(("EPI", f64::from(ep.flags)));
+            p.0.resize(p.0.len().max(30), 0);
+            let save_shift = ep.save.map_or(0, |b| b.shift as usize);
+            p = p.u(ep.first_row).u(save_shift).f(ep.slope);
+            let save = ep.save.unwrap_or(u.c);
+            (ep.table, save, e.texel_binding(save))
+        }
+        None => (&cb4, u.c, cb4.clone()),
+    };
+    let res = [
+        Res::T(u.ta),
+        Res::T(u.tb),
+        Res::B(u.c),
+        Res::B(&cb4),
+        Res::T(u.implicit.as_ref().map_or(u.ta, |im| im.taps)),
+        Res::B(table),
+        Res::B(save_b),
+        Res::B(&save4),
+    ];
+    e.dispatch_spec(shader, entry, &constants, &p, &res, groups)
 }
 
 /// The B layout I twin of a packed-operand subgroup micro-kernel.

@@ -23,12 +23,13 @@
 //! range or one binding) run [`run_composed`]:
 //! im2col / col2im and the plain GEMM. `CAFFE_RS_CONV_COMPOSED=1` forces that path and
 //! `CAFFE_RS_CONV_PACKED=1` the packing one (for comparisons).
-use anyhow::{Result, bail};
+use anyhow::{Result, bail, ensure};
 
-use super::blas::{self, Micro};
+use super::blas::{self, Micro, MicroEpilogue};
+use super::elementwise::StagePattern;
 use super::{GpuEngine, Params, Res};
-use crate::engine::View;
 use crate::engine::kernels::conv::{ConvGemm, ConvKernel, run_composed};
+use crate::engine::{Engine, View};
 
 /// Longest k block of one micro-kernel run: the micro-kernels step k by 2 or 4 and lavapipe ends
 /// an invocation's loops after 65535 iterations.
@@ -482,6 +483,9 @@ struct Implicit {
     c_group: usize,
     ldc: usize,
     c_map: Option<((usize, usize, usize), usize)>,
+    /// Point-wise steps on C as the micro-kernels store it (C rows are channels
+    /// `group * m + row`), with the number of channels.
+    epilogue: Option<(StagePattern, usize)>,
 }
 
 /// Runs an [`Implicit`] product; Ok(false) when it does not fit the packers' limits.
@@ -538,6 +542,27 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
     };
     let cbuf = e.buffer(p.c.id);
     let tap_tex = taps(e, g, &lay)?;
+    let epilogue = match &p.epilogue {
+        Some((pattern, channels)) => {
+            pattern.prepare(e, *channels)?;
+            let table = e.scratch("cg_epilogue", 4 * channels)?;
+            super::norm::epilogue_table(e, *channels, pattern.per_channel(), &table)?;
+            let save = match pattern.save {
+                Some(v) => {
+                    ensure!(
+                        v.len >= p.batch * p.c_len,
+                        "convolution epilogue: the save has {} elements, needs {}",
+                        v.len,
+                        p.batch * p.c_len
+                    );
+                    Some(e.buffer(v.id))
+                }
+                None => None,
+            };
+            Some((pattern, table, save))
+        }
+        None => None,
+    };
     for k0 in (0..kt).step_by(kc) {
         let klen = kc.min(kt - k0);
         // Fused: the last block's A panels end with the bias column.
@@ -568,11 +593,28 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
             )?;
             for grp in 0..p.groups {
                 let gbase = base + grp * p.group_channels * lay.cstride;
-                let cb = e.bind_buffer(
-                    &cbuf,
-                    p.c.offset + b0 * p.c_len + grp * p.c_group,
-                    (nbi - 1) * p.c_len + (m - 1) * p.ldc + row,
-                )?;
+                let c_start = b0 * p.c_len + grp * p.c_group;
+                let c_extent = (nbi - 1) * p.c_len + (m - 1) * p.ldc + row;
+                let cb = e.bind_buffer(&cbuf, p.c.offset + c_start, c_extent)?;
+                let saved = match &epilogue {
+                    Some((pattern, _, Some(buf))) => {
+                        let at = pattern.save.map_or(0, |v| v.offset) + c_start;
+                        Some(e.bind_buffer(buf, at, c_extent)?)
+                    }
+                    _ => None,
+                };
+                // The steps run on the last k block's stores.
+                let epi =
+                    epilogue
+                        .as_ref()
+                        .filter(|_| k0 + klen == kt)
+                        .map(|(pattern, table, _)| MicroEpilogue {
+                            flags: pattern.flags,
+                            table,
+                            first_row: grp * m,
+                            save: saved.as_ref(),
+                            slope: pattern.slope,
+                        });
                 let micro = |tb, b_stride, implicit| Micro {
                     tile,
                     ta: &ta,
@@ -594,6 +636,7 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
                     alpha: 1.0,
                     beta: if k0 == 0 { 0.0 } else { 1.0 },
                     batch: nbi,
+                    epilogue: epi,
                 };
                 if fused {
                     let words = Params::new()
@@ -644,7 +687,13 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
 fn forward(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
     let (cg, og) = (k.channels / k.group, k.out_channels / k.group);
     let kd = cg * g.kprod();
-    implicit(
+    // The micro-kernels store C through the epilogue when they can run its steps; otherwise
+    // they run as a pass of their own after the product.
+    let pattern = (!k.epilogue.is_empty() && e.uses_subgroups())
+        .then(|| StagePattern::of(&k.epilogue))
+        .flatten();
+    let in_kernel = pattern.is_some();
+    let done = implicit(
         e,
         &Implicit {
             g: *g,
@@ -674,8 +723,16 @@ fn forward(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
             c_group: og * k.out_spatial(),
             ldc: k.out_spatial(),
             c_map: None,
+            epilogue: pattern.map(|p| (p, k.out_channels)),
         },
-    )
+    )?;
+    if done
+        && !in_kernel
+        && let Some(epilogue) = k.epilogue_kernel()
+    {
+        e.launch(&epilogue)?;
+    }
+    Ok(done)
 }
 
 fn data_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
@@ -716,6 +773,7 @@ fn data_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
             c_group: cg * g.h * g.w,
             ldc: g.h * g.w,
             c_map: None,
+            epilogue: None,
         },
     )
 }
@@ -838,6 +896,7 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                     alpha: 1.0,
                     beta: 1.0,
                     batch: 1,
+                    epilogue: None,
                 },
             )?;
         }
@@ -968,6 +1027,7 @@ fn strided_data_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                 c_group: cg * plane,
                 ldc: plane,
                 c_map: Some(((pg.ow, g.sh * g.w, g.sw), extent)),
+                epilogue: None,
             },
         )?;
         if !done {

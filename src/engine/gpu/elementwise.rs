@@ -12,6 +12,7 @@ use crate::engine::kernels::elementwise::{
     ChannelDims, ChannelStage, ElementwiseKernel, NaryOp, StageOp, StagePart, SumWeight, UnaryOp,
     dropout_threshold, pcg_hash,
 };
+use crate::engine::kernels::norm::EpsMode;
 
 const SCRATCH: [&str; 4] = ["in0", "in1", "in2", "in3"];
 
@@ -125,9 +126,96 @@ fn channel_words(d: &ChannelDims, first: usize, flags: u32) -> Vec<u32> {
     ]
 }
 
-/// Runs a [`ElementwiseKernel::ChannelStages`] of a two-input Eltwise SUM's or BatchNorm's,
-/// Scale's and ReLU's steps (each at most once, in that order, the Scale's input saved or not) as
-/// one pass; false for other step lists, which run as their parts.
+/// BatchNorm's, Scale's and ReLU's steps of a [`ElementwiseKernel::ChannelStages`], each at most
+/// once and in that order, the Scale's input saved or not: what the fused point-wise kernels and
+/// the GEMM micro-kernels' epilogue (see shaders/blas_subgroup.wgsl) run in one pass.
+pub(super) struct StagePattern {
+    /// 1 normalize, 2 scale, 4 bias, 8 save (the Scale's input), 16 ReLU.
+    pub flags: u32,
+    /// eps, its mode, mean, var, std.
+    pub normalize: Option<(f32, EpsMode, View, View, View)>,
+    pub scale: Option<View>,
+    pub bias: Option<View>,
+    pub save: Option<View>,
+    pub slope: f32,
+}
+
+impl StagePattern {
+    /// The pattern of `stages`; None for other step lists.
+    pub fn of(stages: &[ChannelStage]) -> Option<StagePattern> {
+        let mut p = StagePattern {
+            flags: 0,
+            normalize: None,
+            scale: None,
+            bias: None,
+            save: None,
+            slope: 0.0,
+        };
+        let mut rest = stages.iter().peekable();
+        if let Some(ChannelStage {
+            op:
+                StageOp::Normalize {
+                    eps,
+                    eps_mode,
+                    mean,
+                    var,
+                    std,
+                },
+            save: None,
+        }) = rest.peek()
+        {
+            p.normalize = Some((*eps, *eps_mode, *mean, *var, *std));
+            p.flags |= 1;
+            rest.next();
+        }
+        if let Some(ChannelStage {
+            op: StageOp::Affine { scale, bias },
+            save,
+        }) = rest.peek()
+        {
+            (p.scale, p.bias, p.save) = (*scale, *bias, *save);
+            p.flags |= u32::from(scale.is_some()) * 2 + u32::from(bias.is_some()) * 4;
+            p.flags |= u32::from(save.is_some()) * 8;
+            rest.next();
+        }
+        if let Some(ChannelStage {
+            op: StageOp::Unary(UnaryOp::Relu { negative_slope }),
+            save: None,
+        }) = rest.peek()
+        {
+            p.slope = *negative_slope;
+            p.flags |= 16;
+            rest.next();
+        }
+        rest.next().is_none().then_some(p)
+    }
+
+    /// Checks the per-channel operands against `channels` and writes std from var.
+    pub fn prepare(&self, e: &mut GpuEngine, channels: usize) -> Result<()> {
+        if let Some((eps, mode, _, var, std)) = self.normalize {
+            check_len(&[var, std], channels)?;
+            super::norm::std_of(e, var, std, eps, mode)?;
+        }
+        for v in self.per_channel().iter().flatten() {
+            check_len(&[*v], channels)?;
+        }
+        Ok(())
+    }
+
+    /// mean, std, scale, bias.
+    pub fn per_channel(&self) -> [Option<View>; 4] {
+        [
+            self.normalize.map(|n| n.2),
+            self.normalize.map(|n| n.4),
+            self.scale,
+            self.bias,
+        ]
+    }
+}
+
+/// Runs a [`ElementwiseKernel::ChannelStages`] of a two-input Eltwise SUM's or a
+/// [`StagePattern`]'s steps (at least two steps) as one pass; false for other step lists, which
+/// run as their parts.
 fn channel_stages(
     e: &mut GpuEngine,
     dims: ChannelDims,
@@ -135,72 +223,30 @@ fn channel_stages(
     y: View,
     stages: &[ChannelStage],
 ) -> Result<bool> {
-    let mut flags = 0u32;
-    let (mut normalize, mut scale, mut bias, mut save, mut slope) = (None, None, None, None, 0.0);
-    let mut rest = stages.iter().peekable();
     let mut sum = None;
+    let mut rest = stages;
     if let Some(ChannelStage {
         op: StageOp::Sum { coeffs, others },
         save: None,
-    }) = rest.peek()
+    }) = stages.first()
         && let ([c0, c1], [other]) = (&coeffs[..], &others[..])
     {
         sum = Some((*c0, *c1, *other));
-        flags |= 32;
-        rest.next();
+        rest = &stages[1..];
     }
-    if let Some(ChannelStage {
-        op:
-            StageOp::Normalize {
-                eps,
-                eps_mode,
-                mean,
-                var,
-                std,
-            },
-        save: None,
-    }) = rest.peek()
-    {
-        normalize = Some((*eps, *eps_mode, *mean, *var, *std));
-        flags |= 1;
-        rest.next();
-    }
-    if let Some(ChannelStage {
-        op: StageOp::Affine { scale: s, bias: b },
-        save: kept,
-    }) = rest.peek()
-    {
-        (scale, bias, save) = (*s, *b, *kept);
-        flags |= u32::from(s.is_some()) * 2 + u32::from(b.is_some()) * 4;
-        flags |= u32::from(kept.is_some()) * 8;
-        rest.next();
-    }
-    if let Some(ChannelStage {
-        op: StageOp::Unary(UnaryOp::Relu { negative_slope }),
-        save: None,
-    }) = rest.peek()
-    {
-        slope = *negative_slope;
-        flags |= 16;
-        rest.next();
-    }
-    if rest.next().is_some() || stages.len() < 2 {
+    let Some(pattern) = StagePattern::of(rest).filter(|_| stages.len() >= 2) else {
         return Ok(false);
-    }
+    };
+    let flags = pattern.flags | (u32::from(sum.is_some()) * 32);
+    let (save, slope) = (pattern.save, pattern.slope);
     let n = dims.count();
     check_len(&[x], n)?;
     check_len(&[y], n)?;
-    if let Some((eps, mode, _, var, std)) = normalize {
-        check_len(&[var, std], dims.channels)?;
-        super::norm::std_of(e, var, std, eps, mode)?;
-    }
+    pattern.prepare(e, dims.channels)?;
     if x != y && sum.is_none() {
         e.copy(x, y);
     }
-    let per_channel = [normalize.map(|n| n.2), normalize.map(|n| n.4), scale, bias];
-    for v in per_channel.iter().flatten() {
-        check_len(&[*v], dims.channels)?;
-    }
+    let per_channel = pattern.per_channel();
     if let Some(save) = save {
         check_len(&[save], n)?;
     }

@@ -135,6 +135,28 @@ pub(super) fn std_of(
     per_channel(e, "std_of", var.len, &[&vb, &sb], &[eps.to_bits(), mode])
 }
 
+/// The per-channel table of a GEMM epilogue (shaders/blas_subgroup.wgsl's sg_ep): vec4 c of
+/// `table` = (mean, std, scale, bias)[c], 0, 1, 1, 0 for the operands there are not.
+pub(super) fn epilogue_table(
+    e: &mut GpuEngine,
+    channels: usize,
+    [mean, std, scale, bias]: [Option<View>; 4],
+    table: &Bound,
+) -> Result<()> {
+    let have = u32::from(mean.is_some() && std.is_some())
+        + u32::from(scale.is_some()) * 2
+        + u32::from(bias.is_some()) * 4;
+    let mut binds = vec![table.clone()];
+    for v in [mean, std, scale, bias] {
+        binds.push(match v {
+            Some(v) => e.bind(v.slice(0, channels))?,
+            None => table.clone(),
+        });
+    }
+    let refs: Vec<&Bound> = binds.iter().collect();
+    per_channel(e, "epilogue_table", channels, &refs, &[have])
+}
+
 /// Scales a bound window in place (the final 1/m of a mean or variance).
 fn scale_view(e: &mut GpuEngine, v: View, alpha: f32) -> Result<()> {
     super::blas::launch(e, &BlasKernel::Scale { alpha, y: v })

@@ -4,6 +4,7 @@
 use anyhow::{Result, ensure};
 
 use crate::engine::kernels::blas::{BlasKernel, Gemm};
+use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage, ElementwiseKernel};
 use crate::engine::{Engine, Kernel, View};
 
 #[derive(Clone, Debug)]
@@ -15,7 +16,8 @@ pub enum ConvKernel {
     /// column entries that im2col would have read from it (0 when none).
     Col2im(Im2col),
     /// For every image b and group g: out_bg = W_g * im2col(im_b)_g (+ bias), overwriting out
-    /// (Caffe's forward_gpu_gemm + forward_gpu_bias over the batch). See [`ConvGemm`].
+    /// (Caffe's forward_gpu_gemm + forward_gpu_bias over the batch), then the epilogue's steps.
+    /// See [`ConvGemm`].
     ConvForward(ConvGemm),
     /// For every image b: im_b = col2im(W^T * out_b) per group, overwriting im (Caffe's
     /// backward_gpu_gemm over the batch). `bias` is ignored.
@@ -155,6 +157,10 @@ pub struct ConvGemm {
     pub weight: View,
     /// Forward only: out[b, c, :] += bias[c].
     pub bias: Option<View>,
+    /// Forward only: point-wise steps over out (as [`ElementwiseKernel::ChannelStages`] in place,
+    /// dims (batch, out_channels, positions)) after the bias: the in-place BatchNorm, Scale and
+    /// ReLU layers after a convolution. An engine may apply them as it stores out.
+    pub epilogue: Vec<ChannelStage>,
     pub col: View,
     pub batch: usize,
     pub group: usize,
@@ -228,6 +234,25 @@ impl ConvGemm {
                 adjoint: false,
             }
         })
+    }
+
+    /// The layout of out as the epilogue sees it.
+    pub fn out_dims(&self) -> ChannelDims {
+        ChannelDims::new(self.batch, self.out_channels, self.out_spatial())
+    }
+
+    /// The epilogue as a kernel of its own (in place on out); None without one.
+    pub fn epilogue_kernel(&self) -> Option<Kernel> {
+        if self.epilogue.is_empty() {
+            return None;
+        }
+        let out = self.out.slice(0, self.batch * self.out_len());
+        Some(Kernel::Elementwise(ElementwiseKernel::ChannelStages {
+            dims: self.out_dims(),
+            x: out,
+            y: out,
+            stages: self.epilogue.clone(),
+        }))
     }
 
     /// Elements of one image on the im2col side.
@@ -524,6 +549,11 @@ pub fn run_composed(eng: &mut dyn Engine, kernel: &ConvKernel) -> Result<()> {
             channels: k.out_channels,
             inner: s,
         }))?;
+    }
+    if mode == 0
+        && let Some(epilogue) = k.epilogue_kernel()
+    {
+        eng.launch(&epilogue)?;
     }
     Ok(())
 }
