@@ -1,11 +1,12 @@
 use anyhow::{Result, ensure};
 use rayon::prelude::*;
 
-use super::Memory;
 use super::blas::sgemm;
+use super::elementwise::{PlaneEpilogue, stage_operands};
+use super::{Memory, wide};
 use crate::engine::View;
 use crate::engine::kernels::blas::Gemm;
-use crate::engine::kernels::conv::{ConvKernel, Im2col};
+use crate::engine::kernels::conv::{ConvGemm, ConvKernel, Im2col};
 
 /// Spatial axes im2col handles (Caffe's GPU im2col stops at 10 axes in all).
 const MAX_AXES: usize = 8;
@@ -256,30 +257,63 @@ pub(super) fn run_winograd(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool
         });
         return Ok(true);
     }
-    let output = k.output;
-    mem.with(&[output], &[k.input, k.weight], |o, i| {
-        super::winograd::forward(&k, i[0], i[1], o[0])
-    });
-    if let (ConvKernel::ConvForward(_), Some(bias)) = (kernel, g.bias) {
-        run(
-            &ConvKernel::AddChannelBias {
-                y: output,
-                bias,
-                outer: g.batch,
-                channels: g.out_channels,
-                inner: g.out_spatial(),
-            },
+    if adjoint {
+        mem.with(&[k.output], &[k.input, k.weight], |o, i| {
+            super::winograd::forward(&k, i[0], i[1], o[0], None)
+        });
+    } else {
+        with_epilogue(
             mem,
+            g,
+            &[k.output],
+            &[k.input, k.weight],
+            |o, i, epilogue| super::winograd::forward(&k, i[0], i[1], o[0], Some(epilogue)),
         )?;
     }
     Ok(true)
 }
 
+/// Runs `f(outs, ins, epilogue)` on the slices of `outs` and `ins` with the forward epilogue of
+/// `g` (its bias and steps, see [`PlaneEpilogue`]), whose operands it borrows as well.
+fn with_epilogue<R>(
+    mem: &mut Memory,
+    g: &ConvGemm,
+    outs: &[View],
+    ins: &[View],
+    f: impl FnOnce(&mut [&mut [f32]], &[&[f32]], &PlaneEpilogue) -> R,
+) -> Result<R> {
+    let dims = g.out_dims();
+    let operands = stage_operands(dims, &g.epilogue)?;
+    let bias = g.bias.map(|b| b.slice(0, g.out_channels));
+    let all_outs: Vec<View> = outs.iter().chain(&operands.outs).copied().collect();
+    let all_ins: Vec<View> = ins
+        .iter()
+        .chain(&bias)
+        .chain(&operands.ins)
+        .copied()
+        .collect();
+    Ok(mem.with(&all_outs, &all_ins, |o, i| {
+        let (own_outs, stage_outs) = o.split_at_mut(outs.len());
+        let (own_ins, rest) = i.split_at(ins.len());
+        let (bias, stage_ins) = rest.split_at(usize::from(bias.is_some()));
+        let epilogue = PlaneEpilogue::new(
+            dims,
+            bias.first().copied(),
+            &g.epilogue,
+            &operands,
+            stage_outs,
+            stage_ins,
+        );
+        f(own_outs, own_ins, &epilogue)
+    }))
+}
+
 /// Runs a whole convolution (forward, data gradient or weight gradient) one image at a time per
 /// core: each core forms an image's columns in its own slot of the column scratch and multiplies
 /// them right away, while they are in its cache (the composed path writes a whole chunk's columns
-/// first and reads them back after). Returns whether it ran: it needs columns (not 1x1), and at
-/// least two images and two column slots.
+/// first and reads them back after); a forward's bias and epilogue run on each image while it is
+/// in cache. Returns whether it ran: it needs columns (not 1x1, except for a forward with an
+/// epilogue, which multiplies the images themselves), and at least two images and two slots.
 pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool> {
     let g = match kernel {
         ConvKernel::ConvForward(g)
@@ -288,11 +322,16 @@ pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<boo
         _ => return Ok(false),
     };
     let slots = g.chunk().min(rayon::current_num_threads());
-    if g.is_1x1() || slots < 2 || g.batch < 2 {
+    // A 1x1 convolution needs no columns: the composed path's batched product does as well,
+    // except that here the epilogue runs on each image while it is in cache.
+    let forward_1x1 = matches!(kernel, ConvKernel::ConvForward(_)) && !g.epilogue.is_empty();
+    if (g.is_1x1() && !forward_1x1) || slots < 2 || g.batch < 2 {
         return Ok(false);
     }
     g.check()?;
-    let geo = Geo::new(&g.im2col(0, 1))?;
+    let geo = (!g.is_1x1())
+        .then(|| Geo::new(&g.im2col(0, 1)))
+        .transpose()?;
     let (in_len, out_len, col_len) = (g.im_len(), g.out_len(), g.col_len());
     let (kd, s, og, groups) = (
         g.kernel_dim(),
@@ -305,7 +344,11 @@ pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<boo
         g.out.slice(0, g.batch * out_len),
     );
     let weight = g.weight.slice(0, g.out_channels * kd);
-    let col = g.col.slice(0, slots * col_len);
+    let col = if g.is_1x1() {
+        g.col.slice(0, 0)
+    } else {
+        g.col.slice(0, slots * col_len)
+    };
     // Images per slot.
     let per = g.batch.div_ceil(slots);
     // One group's product on this core (the views only describe the operands).
@@ -316,39 +359,62 @@ pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<boo
     let (w_group, col_group, out_group) = (og * kd, kd * s, og * s);
     match kernel {
         ConvKernel::ConvForward(_) => {
-            let mut ins = vec![im, weight];
-            ins.extend(g.bias.map(|b| b.slice(0, g.out_channels)));
-            mem.with(&[out, col], &ins, |o, i| {
+            let one_by_one = g.is_1x1();
+            let outs = if one_by_one {
+                vec![out]
+            } else {
+                vec![out, col]
+            };
+            with_epilogue(mem, g, &outs, &[im, weight], |o, i, epilogue| {
                 let (outs, cols) = o.split_at_mut(1);
-                let (im, w, bias) = (i[0], i[1], i.get(2));
+                let (im, w) = (i[0], i[1]);
+                let slot_cols: Vec<&mut [f32]> = match cols.first_mut() {
+                    Some(cols) => cols.chunks_mut(col_len).collect(),
+                    None => (0..slots).map(|_| Default::default()).collect(),
+                };
                 outs[0]
                     .par_chunks_mut(per * out_len)
-                    .zip(cols[0].par_chunks_mut(col_len))
+                    .zip(slot_cols)
                     .enumerate()
                     .for_each(|(j, (outs, col))| {
                         for (n, out) in outs.chunks_mut(out_len).enumerate() {
                             let image = j * per + n;
-                            im2col_image(&geo, &im[image * in_len..][..in_len], col, false);
+                            let im = &im[image * in_len..][..in_len];
+                            let columns: &[f32] = match &geo {
+                                Some(geo) => {
+                                    im2col_image(geo, im, col, false);
+                                    col
+                                }
+                                None => im,
+                            };
                             for gi in 0..groups {
                                 product(
                                     (false, false),
                                     (og, s, kd),
                                     0.0,
                                     &w[gi * w_group..][..w_group],
-                                    &col[gi * col_group..][..col_group],
+                                    &columns[gi * col_group..][..col_group],
                                     &mut out[gi * out_group..][..out_group],
                                 );
                             }
-                            if let Some(bias) = bias {
-                                for (row, &b) in out.chunks_mut(s).zip(bias.iter()) {
-                                    row.iter_mut().for_each(|v| *v += b);
-                                }
+                            if !epilogue.is_empty() {
+                                wide(|| {
+                                    for (c, plane) in out.chunks_mut(s).enumerate() {
+                                        // SAFETY: each image is computed by one task.
+                                        unsafe {
+                                            epilogue.apply(image * g.out_channels + c, plane)
+                                        };
+                                    }
+                                });
                             }
                         }
                     });
-            });
+            })?;
         }
         ConvKernel::ConvBackwardData(_) => {
+            let geo = geo
+                .as_ref()
+                .expect("gradients of 1x1 convolutions run composed");
             mem.with(&[im, col], &[weight, out], |o, i| {
                 let (ims, cols) = o.split_at_mut(1);
                 let (w, dy) = (i[0], i[1]);
@@ -369,12 +435,15 @@ pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<boo
                                     &mut col[gi * col_group..][..col_group],
                                 );
                             }
-                            col2im_image(&geo, col, im, false);
+                            col2im_image(geo, col, im, false);
                         }
                     });
             });
         }
         _ => {
+            let geo = geo
+                .as_ref()
+                .expect("gradients of 1x1 convolutions run composed");
             let blocks = g.batch.div_ceil(per);
             mem.with(&[weight, col], &[im, out], |o, i| {
                 let (wd, cols) = o.split_at_mut(1);
@@ -387,7 +456,7 @@ pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<boo
                     .map(|(j, col)| {
                         let mut acc = vec![0f32; wd[0].len()];
                         for image in j * per..((j + 1) * per).min(g.batch) {
-                            im2col_image(&geo, &im[image * in_len..][..in_len], col, false);
+                            im2col_image(geo, &im[image * in_len..][..in_len], col, false);
                             let dy = &dy[image * out_len..][..out_len];
                             for gi in 0..groups {
                                 product(

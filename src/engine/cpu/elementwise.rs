@@ -567,24 +567,20 @@ impl Step<'_> {
     }
 }
 
-/// A block of a [`ElementwiseKernel::ChannelStages`] pass: its first element, its values and
-/// the same elements of each save.
-type Block<'a> = (usize, &'a mut [f32], Vec<&'a mut [f32]>);
+/// The operands of a [`ChannelStage`] list besides the values it runs over, checked against
+/// `dims`: outputs (each Normalize's std, then each save) and inputs (the per-channel operands
+/// and the Sum's others, in stage order).
+pub(super) struct StageOperands {
+    pub outs: Vec<View>,
+    pub ins: Vec<View>,
+    stds: usize,
+}
 
-/// [`ElementwiseKernel::ChannelStages`]: each block of elements goes through every step while it
-/// is in cache.
-fn channel_stages(
+pub(super) fn stage_operands(
     dims: ChannelDims,
-    x: View,
-    y: View,
     stages: &[ChannelStage],
-    mem: &mut Memory,
-) -> anyhow::Result<()> {
-    check_len(&[x, y], dims.count())?;
-    // Outputs: y, then each Normalize's std, then each save; inputs: x, then the per-channel
-    // operands in stage order.
-    let mut outs = vec![y];
-    let mut ins = vec![x];
+) -> anyhow::Result<StageOperands> {
+    let (mut outs, mut ins) = (Vec::new(), Vec::new());
     for stage in stages {
         match &stage.op {
             &StageOp::Normalize { mean, var, std, .. } => {
@@ -611,18 +607,33 @@ fn channel_stages(
             }
         }
     }
-    let stds = outs.len() - 1;
+    let stds = outs.len();
     for save in stages.iter().filter_map(|s| s.save) {
         check_len(&[save], dims.count())?;
         outs.push(save);
     }
-    let inner = dims.inner;
-    if dims.count() == 0 {
-        return Ok(());
-    }
-    mem.with_pointwise(&outs, &ins, |io, o, i| {
-        let (std_outs, save_outs) = o.split_at_mut(stds);
-        let mut inputs = i.iter();
+    Ok(StageOperands { outs, ins, stds })
+}
+
+/// The steps of a [`ChannelStage`] list with their operands resolved to slices, applied row by
+/// row (a row: the elements of one channel in one outer index).
+pub(super) struct RowSteps<'a> {
+    steps: Vec<Step<'a>>,
+    /// Which save (in stage order) receives each step's input.
+    saved_by: Vec<Option<usize>>,
+}
+
+impl<'a> RowSteps<'a> {
+    /// Writes each Normalize's std and resolves the operands: `outs` and `ins` are the slices
+    /// of [`StageOperands`]' views. Returns the steps and the saves' slices.
+    pub(super) fn new<'b>(
+        stages: &'a [ChannelStage],
+        operands: &StageOperands,
+        outs: &'a mut [&'b mut [f32]],
+        ins: &[&'a [f32]],
+    ) -> (RowSteps<'a>, &'a mut [&'b mut [f32]]) {
+        let (std_outs, save_outs) = outs.split_at_mut(operands.stds);
+        let mut inputs = ins.iter();
         let mut std_outs = std_outs.iter_mut();
         let mut steps = Vec::with_capacity(stages.len());
         let mut saved_by = Vec::with_capacity(stages.len());
@@ -653,6 +664,139 @@ fn channel_stages(
                 saves - 1
             }));
         }
+        (RowSteps { steps, saved_by }, save_outs)
+    }
+
+    /// Runs the steps over `row`, the elements `at..at + row.len()` of channel `c`; the same
+    /// elements of save k are `saves[k][save_at..save_at + row.len()]`.
+    #[inline(always)]
+    pub(super) fn apply(
+        &self,
+        c: usize,
+        at: usize,
+        row: &mut [f32],
+        saves: &mut [&mut [f32]],
+        save_at: usize,
+    ) {
+        for (step, saved) in self.steps.iter().zip(&self.saved_by) {
+            if let Some(k) = *saved {
+                saves[k][save_at..save_at + row.len()].copy_from_slice(row);
+            }
+            step.apply(c, at, row);
+        }
+    }
+}
+
+/// A save's elements, written by plane from several threads.
+#[derive(Clone, Copy)]
+struct SavePtr(*mut f32);
+// SAFETY: each plane's elements are written by one thread only (see PlaneEpilogue::apply).
+unsafe impl Send for SavePtr {}
+unsafe impl Sync for SavePtr {}
+
+/// A convolution's forward epilogue, applied to each output plane (image b, channel c; `plane`
+/// elements) as soon as it is computed, while it is in cache: the bias, then the
+/// [`crate::engine::kernels::conv::ConvGemm::epilogue`] steps, with the arithmetic of their own
+/// kernels (AddChannelBias, then the ChannelStages pass).
+pub(super) struct PlaneEpilogue<'a> {
+    bias: Option<&'a [f32]>,
+    steps: RowSteps<'a>,
+    saves: Vec<SavePtr>,
+    channels: usize,
+    plane: usize,
+}
+
+impl<'a> PlaneEpilogue<'a> {
+    /// `dims` = (images, channels, plane); `outs` / `ins` as for [`RowSteps::new`].
+    pub(super) fn new(
+        dims: ChannelDims,
+        bias: Option<&'a [f32]>,
+        stages: &'a [ChannelStage],
+        operands: &StageOperands,
+        outs: &'a mut [&mut [f32]],
+        ins: &[&'a [f32]],
+    ) -> Self {
+        let (steps, saves) = RowSteps::new(stages, operands, outs, ins);
+        let saves = saves
+            .iter_mut()
+            .map(|s| {
+                assert!(
+                    s.len() >= dims.count(),
+                    "epilogue save shorter than the output"
+                );
+                SavePtr(s.as_mut_ptr())
+            })
+            .collect();
+        PlaneEpilogue {
+            bias,
+            steps,
+            saves,
+            channels: dims.channels,
+            plane: dims.inner,
+        }
+    }
+
+    /// Whether there is anything to do.
+    pub(super) fn is_empty(&self) -> bool {
+        self.bias.is_none() && self.steps.steps.is_empty()
+    }
+
+    /// Applies the epilogue to plane `index` (= b * channels + c) of the output.
+    ///
+    /// # Safety
+    /// Each plane index may be applied once at a time: concurrent calls need distinct indices
+    /// (they write the saves' elements of their plane through shared pointers).
+    pub(super) unsafe fn apply(&self, index: usize, plane: &mut [f32]) {
+        debug_assert_eq!(plane.len(), self.plane);
+        let c = index % self.channels;
+        if let Some(bias) = self.bias {
+            let b = bias[c];
+            plane.iter_mut().for_each(|v| *v += b);
+        }
+        if self.steps.steps.is_empty() {
+            return;
+        }
+        let at = index * self.plane;
+        // SAFETY: the caller applies this plane on this thread alone; the saves hold at least
+        // dims.count() elements (checked in new).
+        let mut saves: Vec<&mut [f32]> = self
+            .saves
+            .iter()
+            .map(|p| unsafe { std::slice::from_raw_parts_mut(p.0.add(at), plane.len()) })
+            .collect();
+        self.steps.apply(c, at, plane, &mut saves, 0);
+    }
+}
+
+/// A block of a [`ElementwiseKernel::ChannelStages`] pass: its first element, its values and
+/// the same elements of each save.
+type Block<'a> = (usize, &'a mut [f32], Vec<&'a mut [f32]>);
+
+/// [`ElementwiseKernel::ChannelStages`]: each block of elements goes through every step while it
+/// is in cache.
+fn channel_stages(
+    dims: ChannelDims,
+    x: View,
+    y: View,
+    stages: &[ChannelStage],
+    mem: &mut Memory,
+) -> anyhow::Result<()> {
+    check_len(&[x, y], dims.count())?;
+    let operands = stage_operands(dims, stages)?;
+    let outs: Vec<View> = [y]
+        .into_iter()
+        .chain(operands.outs.iter().copied())
+        .collect();
+    let ins: Vec<View> = [x]
+        .into_iter()
+        .chain(operands.ins.iter().copied())
+        .collect();
+    let inner = dims.inner;
+    if dims.count() == 0 {
+        return Ok(());
+    }
+    mem.with_pointwise(&outs, &ins, |io, o, i| {
+        let (steps, save_outs) = RowSteps::new(stages, &operands, o, i);
         let (out, x) = match io {
             Io::Apart { out, last } => (out, Some(last)),
             Io::InPlace(out) => (out, None),
@@ -679,12 +823,7 @@ fn channel_stages(
                     let row = (first + at) / inner;
                     let end = ((row + 1) * inner - first).min(block.len());
                     let piece = &mut block[at..end];
-                    for (step, saved) in steps.iter().zip(&saved_by) {
-                        if let Some(k) = *saved {
-                            saves[k][at..end].copy_from_slice(piece);
-                        }
-                        step.apply(row % dims.channels, first + at, piece);
-                    }
+                    steps.apply(row % dims.channels, first + at, piece, &mut saves, at);
                     at = end;
                 }
             })

@@ -10,7 +10,6 @@ mod solver;
 mod transfer;
 mod winograd;
 
-use crate::engine::kernels::conv::ConvKernel;
 use crate::engine::{Engine, Kernel, TensorId, View};
 use elementwise::Io;
 
@@ -290,19 +289,15 @@ impl Engine for CpuEngine {
         if let Kernel::Conv(k) = kernel
             && k.is_composite()
         {
-            let ran = (self.winograd && conv::run_winograd(k, &mut self.mem)?)
-                || conv::run_per_image(k, &mut self.mem)?;
-            if !ran {
-                // One image or a 1x1 convolution: im2col / col2im and products on all cores
-                // (and the epilogue).
-                return crate::engine::kernels::conv::run_composed(self, k);
+            if self.winograd && conv::run_winograd(k, &mut self.mem)? {
+                return Ok(());
             }
-            if let ConvKernel::ConvForward(g) = k
-                && let Some(epilogue) = g.epilogue_kernel()
-            {
-                return self.launch(&epilogue);
+            if conv::run_per_image(k, &mut self.mem)? {
+                return Ok(());
             }
-            return Ok(());
+            // One image or a 1x1 convolution: im2col / col2im and products on all cores (and
+            // the epilogue as a pass of its own).
+            return crate::engine::kernels::conv::run_composed(self, k);
         }
         let mem = &mut self.mem;
         match kernel {

@@ -8,6 +8,8 @@
 //! [out channel][16][n], so both transforms work on whole rows of one channel.
 use rayon::prelude::*;
 
+use super::elementwise::PlaneEpilogue;
+use super::wide;
 use crate::engine::kernels::conv::Winograd;
 
 /// Floats of V and P per chunk of images: a chunk's working set stays in the last-level cache
@@ -20,7 +22,14 @@ fn tiles(k: &Winograd) -> (usize, usize) {
 }
 
 /// out = conv(input, K) for every image, as [`Winograd`] describes.
-pub fn forward(k: &Winograd, input: &[f32], weight: &[f32], out: &mut [f32]) {
+/// `epilogue` runs on each output plane as soon as it is transformed.
+pub fn forward(
+    k: &Winograd,
+    input: &[f32],
+    weight: &[f32],
+    out: &mut [f32],
+    epilogue: Option<&PlaneEpilogue>,
+) {
     let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
     let cig = ci / g;
     let (th, tw) = tiles(k);
@@ -42,7 +51,7 @@ pub fn forward(k: &Winograd, input: &[f32], weight: &[f32], out: &mut [f32]) {
             }
         }
         transform_weights(k, weight, u);
-        run_chunks(k, input, out, chunk, u, v, p);
+        run_chunks(k, input, out, chunk, u, v, p, epilogue);
     };
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut bufs) => run(&mut bufs),
@@ -66,6 +75,7 @@ fn run_chunks(
     u: &[f32],
     v: &mut [f32],
     p: &mut [f32],
+    epilogue: Option<&PlaneEpilogue>,
 ) {
     let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
     let (cig, cog) = (ci / g, co / g);
@@ -131,6 +141,10 @@ fn run_chunks(
                 let (b, c) = (i / co, i % co);
                 let rows = &p[c * 16 * n..][..16 * n];
                 transform_output_plane(k, rows, n, b * th * tw, plane);
+                if let Some(epilogue) = epilogue {
+                    // SAFETY: each plane of the output is visited once.
+                    wide(|| unsafe { epilogue.apply(first * co + i, plane) });
+                }
             });
     }
 }
@@ -596,7 +610,7 @@ mod tests {
                 .collect();
             let want = direct(&k, &input, &weight);
             let mut got = vec![f32::NAN; want.len()];
-            forward(&k, &input, &weight, &mut got);
+            forward(&k, &input, &weight, &mut got, None);
             for (j, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
