@@ -319,7 +319,11 @@ impl Net {
                 })
                 .with_context(|| {
                     let names: Vec<String> = (first_step..end).map(|i| self.label(i)).collect();
-                    format!("with the forward of {} as its epilogue", names.join(", "))
+                    format!(
+                        "forward of {} with {} as its epilogue",
+                        self.label(start),
+                        names.join(", ")
+                    )
                 });
         }
         let (bottoms, tops, _) = self.layer_blobs(start);
