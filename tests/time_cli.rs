@@ -158,3 +158,58 @@ fn cpu_time_reports_every_layer() {
     let fwd: f64 = r.layers.iter().map(|l| l.1).sum();
     check_sum("forward", fwd, r.forward);
 }
+
+/// A convolution and the in-place ReLU after it run as one (the ReLU is the convolution's
+/// epilogue), timed on the convolution; CAFFE_RS_NO_FUSION=1 runs and times them one by one.
+#[test]
+fn cpu_time_fuses_a_convolution_with_its_relu_unless_told_not_to() {
+    let dir = std::env::temp_dir().join(format!("caffe_rs_time_fusion_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("net.prototxt");
+    std::fs::write(
+        &model,
+        r#"name: "conv_relu"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 16 dim: 16 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 8 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+"#,
+    )
+    .unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_caffe-rs"));
+        cmd.args([
+            "time",
+            "-model",
+            model.to_str().unwrap(),
+            "-iterations",
+            "2",
+        ]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().expect("run caffe-rs");
+        let log = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "time failed:\n{log}");
+        log
+    };
+    let relu_forward = |log: &str| -> f64 {
+        let line = messages(log)
+            .into_iter()
+            .find(|m| m.trim_start().starts_with("relu\tforward: "))
+            .unwrap_or_else(|| panic!("no relu forward line:\n{log}"));
+        ms(line.split_once("forward: ").unwrap().1)
+    };
+    let fused = run(&[]);
+    assert!(
+        messages(&fused)
+            .iter()
+            .any(|m| m.starts_with("1 runs of in-place point-wise layers")),
+        "{fused}"
+    );
+    assert_eq!(relu_forward(&fused), 0.0, "{fused}");
+    let apart = run(&[("CAFFE_RS_NO_FUSION", "1")]);
+    assert!(!apart.contains("runs of in-place"), "{apart}");
+    assert!(relu_forward(&apart) >= 0.0);
+    std::fs::remove_dir_all(&dir).ok();
+}

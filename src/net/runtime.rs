@@ -29,7 +29,8 @@ pub struct Net {
     cleared_diffs: Vec<bool>,
     pub rng: Rng,
     /// Whether runs of point-wise in-place layers go through memory once (see
-    /// [`Net::fused_run_end`]); their values are the same either way.
+    /// [`Net::fused_run_end`]); their values are the same either way. Off with
+    /// CAFFE_RS_NO_FUSION=1.
     pub fuse_forward: bool,
     /// Set when no backward will follow the forwards (`test`, `forward`, a solver's test nets):
     /// fused layers then keep nothing for it.
@@ -195,7 +196,7 @@ impl Net {
             cleared_diffs: vec![false; params.len()],
             params,
             rng,
-            fuse_forward: true,
+            fuse_forward: std::env::var_os("CAFFE_RS_NO_FUSION").is_none_or(|v| v == "0"),
             forward_only: false,
         })
     }
