@@ -186,6 +186,10 @@ fn fused_forward_equals_layer_by_layer_on_gpu() {
 #[test]
 fn convolution_epilogues_equal_layer_by_layer_on_cpu() {
     check(&mut CpuEngine::new(), CONV_NET, CONV_NET_RUNS);
+    // One image: the products of the whole batch, then the epilogue as a pass of its own.
+    let one_image = CONV_NET.replace("dim: 2 dim: 16", "dim: 1 dim: 16");
+    assert_ne!(one_image, CONV_NET);
+    check(&mut CpuEngine::new(), &one_image, CONV_NET_RUNS);
 }
 
 #[test]
