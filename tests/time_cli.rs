@@ -16,11 +16,17 @@ const LAYERS: [&str; 10] = [
     "data", "label", "conv1", "pool1", "conv2", "pool2", "ip1", "relu1", "ip2", "loss",
 ];
 
-/// Runs `time` and returns its log (stderr); panics when it fails.
+/// Runs `time` on LeNet's training net and returns its log (stderr); panics when it fails.
 fn time(args: &[&str], env: &[(&str, &str)]) -> String {
-    let net = net();
+    let mut all = vec!["-phase", "TRAIN"];
+    all.extend(args);
+    time_model(&net(), &all, env)
+}
+
+/// Runs `time -model model` with `args` and `env`; its log, or a panic when it fails.
+fn time_model(model: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_caffe-rs"));
-    cmd.args(["time", "-model", net.to_str().unwrap(), "-phase", "TRAIN"])
+    cmd.args(["time", "-model", model.to_str().unwrap()])
         .args(args);
     for (k, v) in env {
         cmd.env(k, v);
@@ -176,23 +182,7 @@ layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
 "#,
     )
     .unwrap();
-    let run = |env: &[(&str, &str)]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_caffe-rs"));
-        cmd.args([
-            "time",
-            "-model",
-            model.to_str().unwrap(),
-            "-iterations",
-            "2",
-        ]);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let o = cmd.output().expect("run caffe-rs");
-        let log = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(o.status.success(), "time failed:\n{log}");
-        log
-    };
+    let run = |env: &[(&str, &str)]| time_model(&model, &["-iterations", "2"], env);
     let relu_forward = |log: &str| -> f64 {
         let line = messages(log)
             .into_iter()

@@ -667,20 +667,19 @@ impl<'a> RowSteps<'a> {
         (RowSteps { steps, saved_by }, save_outs)
     }
 
-    /// Runs the steps over `row`, the elements `at..at + row.len()` of channel `c`; the same
-    /// elements of save k are `saves[k][save_at..save_at + row.len()]`.
+    /// Runs the steps over `row`, the elements `at..at + row.len()` of channel `c`; `save(k,
+    /// values)` stores a step's input as the same elements of save k.
     #[inline(always)]
     pub(super) fn apply(
         &self,
         c: usize,
         at: usize,
         row: &mut [f32],
-        saves: &mut [&mut [f32]],
-        save_at: usize,
+        mut save: impl FnMut(usize, &[f32]),
     ) {
         for (step, saved) in self.steps.iter().zip(&self.saved_by) {
             if let Some(k) = *saved {
-                saves[k][save_at..save_at + row.len()].copy_from_slice(row);
+                save(k, row);
             }
             step.apply(c, at, row);
         }
@@ -757,14 +756,13 @@ impl<'a> PlaneEpilogue<'a> {
             return;
         }
         let at = index * self.plane;
-        // SAFETY: the caller applies this plane on this thread alone; the saves hold at least
-        // dims.count() elements (checked in new).
-        let mut saves: Vec<&mut [f32]> = self
-            .saves
-            .iter()
-            .map(|p| unsafe { std::slice::from_raw_parts_mut(p.0.add(at), plane.len()) })
-            .collect();
-        self.steps.apply(c, at, plane, &mut saves, 0);
+        self.steps.apply(c, at, plane, |k, values| {
+            // SAFETY: the caller applies this plane on this thread alone; the saves hold at
+            // least dims.count() elements (checked in new).
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(self.saves[k].0.add(at), values.len()) };
+            dst.copy_from_slice(values);
+        });
     }
 }
 
@@ -823,7 +821,9 @@ fn channel_stages(
                     let row = (first + at) / inner;
                     let end = ((row + 1) * inner - first).min(block.len());
                     let piece = &mut block[at..end];
-                    steps.apply(row % dims.channels, first + at, piece, &mut saves, at);
+                    steps.apply(row % dims.channels, first + at, piece, |k, values| {
+                        saves[k][at..at + values.len()].copy_from_slice(values)
+                    });
                     at = end;
                 }
             })
