@@ -1,7 +1,8 @@
 //! Forward passes of a net on the GPU engine (or the CPU engine with CAFFE_RS_BENCH_CPU=1), timed
 //! by the wall clock and by process CPU time (robust to other load):
 //! `conv_bench NET.prototxt [ITERS] [GFLOP]`. With GFLOP (the pass's work) given, prints GFLOP/s
-//! too (CPU time scaled to 2 threads).
+//! too (CPU time scaled to 2 threads). The passes keep nothing for a backward (as `forward` and
+//! `test` do) unless CAFFE_RS_BENCH_BACKWARD is set.
 use std::path::Path;
 use std::time::Instant;
 
@@ -35,6 +36,7 @@ fn main() {
     };
     let eng = eng.as_mut();
     let mut net = Net::new(graph, eng, Some(1)).unwrap();
+    net.forward_only = std::env::var_os("CAFFE_RS_BENCH_BACKWARD").is_none();
     net.forward(eng).unwrap();
     eng.sync().unwrap();
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());

@@ -682,7 +682,13 @@ fn fill_line(
     }
     let first = (base as isize + (lo * s) as isize + off) as usize;
     let n = hi - lo;
-    copy_run(&mut dst[lo..hi], &plane[first..first + (n - 1) * s + 1], s);
+    let src = &plane[first..first + (n - 1) * s + 1];
+    #[cfg(target_arch = "x86_64")]
+    if s <= 2 && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { x86::copy_lines(&mut dst[lo..hi], src, 0, n, s) };
+    }
+    copy_run(&mut dst[lo..hi], src, s);
 }
 
 /// dst[i] = src[i * s] (`src` ends at the last element read), through the fixed-stride copies.
@@ -755,22 +761,30 @@ fn im2col_image_2d(g: &Geo, im: &[f32], col: &mut [f32], parallel: bool) {
             (off, g.line_span(off))
         })
         .collect();
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
     let fill_row = |c: usize, i: usize, j: usize, row: &mut [f32]| {
         let plane = &im[c * g.plane..][..g.plane];
         let (off, span) = spans[j];
         let top = (i * g.dilation[0]) as isize - g.pad[0] as isize;
-        let lines = row.chunks_exact_mut(ow).take(oh);
         if span == (0, ow) && top >= 0 && ((oh - 1) * g.stride[0]) as isize + top < h as isize {
             // Every line lies inside the image (no padding to write): straight copies.
             let step = g.stride[0] * w;
             let first = top as usize * w + off as usize;
             let run = (ow - 1) * g.stride[1] + 1;
-            for (y, dst) in lines.enumerate() {
+            #[cfg(target_arch = "x86_64")]
+            if avx512 && g.stride[1] <= 2 {
+                let src = &plane[first..first + (oh - 1) * step + run];
+                // SAFETY: the CPU has AVX-512F (checked once per image).
+                unsafe { x86::copy_lines(&mut row[..oh * ow], src, step, ow, g.stride[1]) };
+                return;
+            }
+            for (y, dst) in row.chunks_exact_mut(ow).take(oh).enumerate() {
                 copy_run(dst, &plane[first + y * step..][..run], g.stride[1]);
             }
             return;
         }
-        for (y, dst) in lines.enumerate() {
+        for (y, dst) in row.chunks_exact_mut(ow).take(oh).enumerate() {
             let ih = (y * g.stride[0]) as isize + top;
             let base = (ih >= 0 && ih < h as isize).then(|| ih as usize * w);
             fill_line(dst, plane, base, span, off, g.stride[1]);
@@ -795,6 +809,71 @@ fn im2col_image_2d(g: &Geo, im: &[f32], col: &mut [f32], parallel: bool) {
                         None => return,
                     }
                 }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `dst` holds lines of `ow` elements; line y takes `src[y * step + t * stride]` for t in
+    /// 0..ow (stride 1 or 2), where `src` ends at the last element read. Small images have lines
+    /// of a few elements, where a masked load and store per 16 beat a copy loop's overhead.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn copy_lines(dst: &mut [f32], src: &[f32], step: usize, ow: usize, stride: usize) {
+        if ow == 0 {
+            return;
+        }
+        let lines = dst.len() / ow;
+        assert!(
+            lines == 0 || (lines - 1) * step + (ow - 1) * stride < src.len(),
+            "copy_lines: source too short"
+        );
+        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        // Lanes of a load from src[p..] that lie inside src (the others are never stored).
+        let inside = |p: usize| -> __mmask16 {
+            let left = src.len().saturating_sub(p);
+            if left >= 16 {
+                0xffff
+            } else {
+                (1u16 << left) - 1
+            }
+        };
+        let load = |p: usize| {
+            // SAFETY: a full load only where 16 elements remain in src, else under the mask.
+            unsafe {
+                if p + 16 <= src.len() {
+                    _mm512_loadu_ps(src.as_ptr().add(p))
+                } else {
+                    _mm512_maskz_loadu_ps(inside(p), src.as_ptr().add(p))
+                }
+            }
+        };
+        let out = dst.as_mut_ptr();
+        for y in 0..lines {
+            let mut t = 0;
+            while t < ow {
+                let lanes = (ow - t).min(16);
+                let p = y * step + t * stride;
+                let v = if stride == 1 {
+                    load(p)
+                } else {
+                    _mm512_permutex2var_ps(load(p), evens, load(p + 16))
+                };
+                let at = y * ow + t;
+                // SAFETY: a full store only where 16 elements remain in dst (the lanes past
+                // this line land on later lines, which are written afterwards), else under the
+                // mask of this line's lanes.
+                unsafe {
+                    if at + 16 <= dst.len() {
+                        _mm512_storeu_ps(out.add(at), v);
+                    } else {
+                        _mm512_mask_storeu_ps(out.add(at), ((1u32 << lanes) - 1) as __mmask16, v);
+                    }
+                }
+                t += lanes;
             }
         }
     }
