@@ -70,8 +70,17 @@ layer { name: "bnb" type: "BatchNorm" bottom: "cb" top: "cb" batch_norm_param { 
 layer { name: "scb" type: "Scale" bottom: "cb" top: "cb"
         scale_param { bias_term: true filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
 layer { name: "relub" type: "ReLU" bottom: "cb" top: "cb" relu_param { negative_slope: 0.1 } }
+layer { name: "rgb" type: "Input" top: "r" input_param { shape { dim: 2 dim: 3 dim: 13 dim: 37 } } }
+layer { name: "convr" type: "Convolution" bottom: "r" top: "cr"
+        convolution_param { num_output: 12 kernel_size: 5 stride: 2 pad: 2 weight_filler { type: "gaussian" std: 0.2 }
+                            bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bnr" type: "BatchNorm" bottom: "cr" top: "cr" batch_norm_param { use_global_stats: true } }
+layer { name: "scr" type: "Scale" bottom: "cr" top: "cr"
+        scale_param { bias_term: true filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "relur" type: "ReLU" bottom: "cr" top: "cr" }
 layer { name: "la" type: "Reduction" bottom: "c5" top: "la" reduction_param { operation: SUMSQ } loss_weight: 1 }
 layer { name: "lb" type: "Reduction" bottom: "cb" top: "lb" reduction_param { operation: SUMSQ } loss_weight: 1 }
+layer { name: "lr" type: "Reduction" bottom: "cr" top: "lr" reduction_param { operation: SUMSQ } loss_weight: 1 }
 "#;
 
 /// Every blob's data and diff and every parameter's data and diff after a forward and backward
@@ -171,7 +180,7 @@ fn gpu() -> GpuEngine {
 // channels); batch_bn (batch statistics) and relu2 alone; sum + relu3: four runs per forward.
 const NET_RUNS: usize = 4;
 // Every convolution with the layers after it.
-const CONV_NET_RUNS: usize = 6;
+const CONV_NET_RUNS: usize = 7;
 
 #[test]
 fn fused_forward_equals_layer_by_layer_on_cpu() {
@@ -186,8 +195,11 @@ fn fused_forward_equals_layer_by_layer_on_gpu() {
 #[test]
 fn convolution_epilogues_equal_layer_by_layer_on_cpu() {
     check(&mut CpuEngine::new(), CONV_NET, CONV_NET_RUNS);
-    // One image: the products of the whole batch, then the epilogue as a pass of its own.
-    let one_image = CONV_NET.replace("dim: 2 dim: 16", "dim: 1 dim: 16");
+    // One image: the products of the whole batch, then the epilogue as a pass of its own (the
+    // direct convolution of the 3-channel input splits its image's rows among the cores).
+    let one_image = CONV_NET
+        .replace("dim: 2 dim: 16", "dim: 1 dim: 16")
+        .replace("dim: 2 dim: 3", "dim: 1 dim: 3");
     assert_ne!(one_image, CONV_NET);
     check(&mut CpuEngine::new(), &one_image, CONV_NET_RUNS);
 }

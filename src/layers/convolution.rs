@@ -883,7 +883,7 @@ mod tests {
             };
             let dy = vec![random(shapes.tops[0].iter().product(), &mut rng)];
             let fast = run_layer(&mut CpuEngine::new(), &case, Some(&dy), None).unwrap();
-            let plain = run_layer(&mut CpuEngine::without_winograd(), &case, Some(&dy), None).unwrap();
+            let plain = run_layer(&mut CpuEngine::im2col_only(), &case, Some(&dy), None).unwrap();
             let pairs = [
                 ("top", &fast.tops[0].1, &plain.tops[0].1),
                 ("bottom diff", &fast.bottom_diffs[0], &plain.bottom_diffs[0]),
@@ -897,6 +897,56 @@ mod tests {
                         "case {i} {kind} {shape:?} pad {pad}: {what} {x} vs {y}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Convolutions of images with few channels (RGB first layers: big kernels, strides up to
+    /// 4, rows wider than the 32 positions of a block and narrower than one vector) run
+    /// directly on the CPU; they agree with im2col + GEMM, one image or several.
+    #[test]
+    fn direct_matches_im2col() {
+        let mut rng = Rng::new(41);
+        for i in 0..24 {
+            let channels = 1 + rng.below(4);
+            let num_output = 1 + rng.below(20);
+            let (kh, kw) = (1 + rng.below(11), 2 + rng.below(10));
+            let (sh, sw) = (1 + rng.below(4), 1 + rng.below(4));
+            let (ph, pw) = (rng.below(4), rng.below(4));
+            let h = (kh.saturating_sub(2 * ph)).max(1) + rng.below(20);
+            let w = (kw.saturating_sub(2 * pw)).max(1) + rng.below(90);
+            let shape = vec![1 + (i % 2) * 2, channels, h, w];
+            let p = ConvolutionParameter {
+                num_output: Some(num_output as u32),
+                kernel_h: Some(kh as u32),
+                kernel_w: Some(kw as u32),
+                stride_h: Some(sh as u32),
+                stride_w: Some(sw as u32),
+                pad_h: Some(ph as u32),
+                pad_w: Some(pw as u32),
+                ..Default::default()
+            };
+            let param = conv_param("Convolution", p);
+            let spec = ConvSpec::parse(&param, false).unwrap();
+            let (_, shapes) = spec.reshape(std::slice::from_ref(&shape), None).unwrap();
+            let case = LayerCase {
+                param,
+                phase: Phase::Test,
+                bottoms: vec![(shape.clone(), random(shape.iter().product(), &mut rng))],
+                params: Some(vec![
+                    random(shapes.params[0].shape.iter().product(), &mut rng),
+                    random(num_output, &mut rng),
+                ]),
+            };
+            let fast = run_layer(&mut CpuEngine::new(), &case, None, None).unwrap();
+            let plain = run_layer(&mut CpuEngine::im2col_only(), &case, None, None).unwrap();
+            let (a, b) = (&fast.tops[0].1, &plain.tops[0].1);
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                    "case {i} {shape:?} kernel {kh}x{kw} stride {sh}x{sw} pad {ph}x{pw}: {x} vs {y}"
+                );
             }
         }
     }

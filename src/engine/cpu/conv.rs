@@ -273,6 +273,27 @@ pub(super) fn run_winograd(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool
     Ok(true)
 }
 
+/// Runs a convolution's forward directly when it qualifies ([`super::direct::Direct::of`]: few
+/// input channels); returns whether it did.
+pub(super) fn run_direct(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool> {
+    let ConvKernel::ConvForward(g) = kernel else {
+        return Ok(false);
+    };
+    g.check()?;
+    let Some(d) = super::direct::Direct::of(g) else {
+        return Ok(false);
+    };
+    let (im, out) = (
+        g.im.slice(0, g.batch * g.im_len()),
+        g.out.slice(0, g.batch * g.out_len()),
+    );
+    let weight = g.weight.slice(0, g.out_channels * g.kernel_dim());
+    with_epilogue(mem, g, &[out], &[im, weight], |o, i, epilogue| {
+        super::direct::forward(&d, i[0], i[1], o[0], epilogue)
+    })?;
+    Ok(true)
+}
+
 /// Runs `f(outs, ins, epilogue)` on the slices of `outs` and `ins` with the forward epilogue of
 /// `g` (its bias and steps, see [`PlaneEpilogue`]), whose operands it borrows as well.
 fn with_epilogue<R>(

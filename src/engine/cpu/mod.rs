@@ -1,6 +1,7 @@
 //! CPU mode: native Rust kernels (the `gemm` crate for products, rayon across cores).
 mod blas;
 mod conv;
+mod direct;
 mod elementwise;
 mod norm;
 mod pool;
@@ -204,8 +205,9 @@ impl Memory {
 
 pub struct CpuEngine {
     mem: Memory,
-    /// Off with CAFFE_RS_NO_WINOGRAD=1 (every convolution through im2col + GEMM, as Caffe).
-    winograd: bool,
+    /// Whether convolutions may run by Winograd or directly (see [`conv::run_direct`]), not only
+    /// by im2col + GEMM as Caffe. Off with CAFFE_RS_IM2COL_ONLY=1.
+    fast_conv: bool,
 }
 
 impl Default for CpuEngine {
@@ -215,10 +217,10 @@ impl Default for CpuEngine {
 }
 
 impl CpuEngine {
-    /// Every convolution through im2col + GEMM, as Caffe (what CAFFE_RS_NO_WINOGRAD=1 gives).
-    pub fn without_winograd() -> Self {
+    /// Every convolution through im2col + GEMM, as Caffe (what CAFFE_RS_IM2COL_ONLY=1 gives).
+    pub fn im2col_only() -> Self {
         CpuEngine {
-            winograd: false,
+            fast_conv: false,
             ..CpuEngine::new()
         }
     }
@@ -226,7 +228,7 @@ impl CpuEngine {
     pub fn new() -> Self {
         CpuEngine {
             mem: Memory::default(),
-            winograd: std::env::var_os("CAFFE_RS_NO_WINOGRAD").is_none_or(|v| v == "0"),
+            fast_conv: std::env::var_os("CAFFE_RS_IM2COL_ONLY").is_none_or(|v| v == "0"),
         }
     }
 }
@@ -289,7 +291,10 @@ impl Engine for CpuEngine {
         if let Kernel::Conv(k) = kernel
             && k.is_composite()
         {
-            if self.winograd && conv::run_winograd(k, &mut self.mem)? {
+            if self.fast_conv && conv::run_direct(k, &mut self.mem)? {
+                return Ok(());
+            }
+            if self.fast_conv && conv::run_winograd(k, &mut self.mem)? {
                 return Ok(());
             }
             if conv::run_per_image(k, &mut self.mem)? {

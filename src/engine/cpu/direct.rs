@@ -1,0 +1,349 @@
+//! Direct convolution forward for images with few channels: the first layers of image nets
+//! (RGB 7x7 stride 2, 11x11 stride 4). Their im2col columns hold channels x kernel elements per
+//! output position, dozens of times the image (147 rows of 12544 floats per image for a 7x7
+//! layer at 224x224), which the product then reads back through memory. Here each output row
+//! is computed in registers from the image itself: 8 output channels x 32 positions at a time,
+//! the kernel taps in im2col's order (channel, kernel row, kernel column), one fused
+//! multiply-add per tap, as the product accumulates them.
+//!
+//! Strided rows are split into `stride` phases (phase r of a padded row holds its elements r,
+//! r + stride, ...), so that the 32 positions of a block read consecutive elements of one phase
+//! for every tap.
+use rayon::prelude::*;
+
+use super::elementwise::PlaneEpilogue;
+use super::wide;
+use crate::engine::kernels::conv::ConvGemm;
+
+/// Input channels up to which the forward runs directly.
+const MAX_CHANNELS: usize = 4;
+/// Output channels per register block.
+const CO: usize = 8;
+/// Output positions per register block (two vectors of 16).
+const XS: usize = 32;
+
+/// The geometry of a convolution that runs directly (2-D, one group, undilated).
+pub(super) struct Direct {
+    batch: usize,
+    channels: usize,
+    out_channels: usize,
+    /// Image height and width.
+    h: usize,
+    w: usize,
+    /// Output height and width.
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    ph: usize,
+    pw: usize,
+    /// Padded image rows.
+    rows: usize,
+    /// Elements of one phase of a padded row (with room for a block's full-vector loads).
+    phase_len: usize,
+}
+
+impl Direct {
+    /// `g`'s forward as a direct convolution, when it has at most [`MAX_CHANNELS`] input
+    /// channels, one group, two spatial axes, no dilation, a kernel bigger than 1x1, and the CPU
+    /// has AVX-512F.
+    pub(super) fn of(g: &ConvGemm) -> Option<Direct> {
+        let two_d = g.im_shape.len() == 2
+            && g.col_shape.len() == 2
+            && g.kernel.len() == 2
+            && g.stride.len() == 2
+            && g.pad.len() == 2
+            && g.dilation.iter().all(|&d| d == 1);
+        if !two_d
+            || g.group != 1
+            || g.channels == 0
+            || g.channels > MAX_CHANNELS
+            || g.is_1x1()
+            || g.stride.contains(&0)
+            || !avx512()
+        {
+            return None;
+        }
+        let (oh, ow) = (g.col_shape[0], g.col_shape[1]);
+        let (kh, kw, sh, sw) = (g.kernel[0], g.kernel[1], g.stride[0], g.stride[1]);
+        let (h, w, ph, pw) = (g.im_shape[0], g.im_shape[1], g.pad[0], g.pad[1]);
+        // Caffe's output size, on which the padded extents below rely.
+        let fits = |size: usize, pad: usize, k: usize, s: usize, out: usize| {
+            size + 2 * pad >= k && (size + 2 * pad - k) / s + 1 == out
+        };
+        if !fits(h, ph, kh, sh, oh) || !fits(w, pw, kw, sw, ow) {
+            return None;
+        }
+        Some(Direct {
+            batch: g.batch,
+            channels: g.channels,
+            out_channels: g.out_channels,
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            sh,
+            sw,
+            ph,
+            pw,
+            rows: h + 2 * ph,
+            phase_len: ow.next_multiple_of(XS) + (kw - 1) / sw,
+        })
+    }
+
+    fn taps(&self) -> usize {
+        self.channels * self.kh * self.kw
+    }
+
+    fn phases_len(&self) -> usize {
+        self.channels * self.rows * self.sw * self.phase_len
+    }
+
+    /// The weights in blocks of [`CO`] output channels, each [tap][CO] (channels past the last
+    /// are zero).
+    fn pack_weights(&self, weight: &[f32]) -> Vec<f32> {
+        let (taps, blocks) = (self.taps(), self.out_channels.div_ceil(CO));
+        let mut packed = vec![0f32; blocks * taps * CO];
+        for (o, row) in weight
+            .chunks_exact(taps)
+            .take(self.out_channels)
+            .enumerate()
+        {
+            let block = &mut packed[o / CO * taps * CO..][..taps * CO];
+            for (t, &v) in row.iter().enumerate() {
+                block[t * CO + o % CO] = v;
+            }
+        }
+        packed
+    }
+
+    /// Splits one image into its padded row phases: element t of phase r of padded row y of
+    /// channel c is the padded image's (y, t * sw + r), zero outside the image.
+    fn split_phases(&self, image: &[f32], phases: &mut [f32]) {
+        let (sw, len) = (self.sw, self.phase_len);
+        for (c, channel) in phases.chunks_exact_mut(self.rows * sw * len).enumerate() {
+            for (y, row) in channel.chunks_exact_mut(sw * len).enumerate() {
+                row.fill(0.0);
+                let Some(iy) = y.checked_sub(self.ph).filter(|&iy| iy < self.h) else {
+                    continue;
+                };
+                let src = &image[(c * self.h + iy) * self.w..][..self.w];
+                for (x, &v) in src.iter().enumerate() {
+                    let col = x + self.pw;
+                    let t = col / sw;
+                    if t < len {
+                        row[(col % sw) * len + t] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The output of one image, written by output rows from several threads.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the threads of one call write disjoint output rows.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+thread_local! {
+    /// One image's phases, kept between calls (no page faults for fresh buffers every pass).
+    static PHASES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// out = the convolution of every image of `input` with `weight`, then `epilogue` (bias and
+/// steps) on each output plane.
+pub(super) fn forward(
+    d: &Direct,
+    input: &[f32],
+    weight: &[f32],
+    out: &mut [f32],
+    epilogue: &PlaneEpilogue,
+) {
+    let (in_len, plane) = (d.channels * d.h * d.w, d.oh * d.ow);
+    let out_len = d.out_channels * plane;
+    assert!(input.len() >= d.batch * in_len && out.len() >= d.batch * out_len);
+    assert!(weight.len() >= d.out_channels * d.taps());
+    if d.batch == 0 || out_len == 0 {
+        return;
+    }
+    let packed = d.pack_weights(weight);
+    let threads = rayon::current_num_threads();
+    let finish = |image: usize, out: &mut [f32]| {
+        if !epilogue.is_empty() {
+            wide(|| {
+                for (c, p) in out.chunks_mut(plane).enumerate() {
+                    // SAFETY: each plane is finished by one task.
+                    unsafe { epilogue.apply(image * d.out_channels + c, p) };
+                }
+            });
+        }
+    };
+    if d.batch >= threads {
+        // One image per task.
+        out[..d.batch * out_len]
+            .par_chunks_mut(out_len)
+            .enumerate()
+            .for_each(|(b, out)| {
+                PHASES.with(|cell| {
+                    let mut phases = cell.borrow_mut();
+                    phases.resize(d.phases_len(), 0.0);
+                    d.split_phases(&input[b * in_len..][..in_len], &mut phases);
+                    rows(d, &phases, &packed, 0..d.oh, OutPtr(out.as_mut_ptr()));
+                });
+                finish(b, out);
+            });
+    } else {
+        // Few images: each one's rows on every core.
+        let mut phases = vec![0f32; d.phases_len()];
+        let blocks = d.oh.min(4 * threads);
+        for (b, out) in out[..d.batch * out_len].chunks_mut(out_len).enumerate() {
+            d.split_phases(&input[b * in_len..][..in_len], &mut phases);
+            let ptr = OutPtr(out.as_mut_ptr());
+            (0..blocks).into_par_iter().for_each(|k| {
+                let ys = k * d.oh / blocks..(k + 1) * d.oh / blocks;
+                rows(d, &phases, &packed, ys, ptr);
+            });
+            out.par_chunks_mut(plane).enumerate().for_each(|(c, p)| {
+                if !epilogue.is_empty() {
+                    wide(|| {
+                        // SAFETY: each plane is finished by one task.
+                        unsafe { epilogue.apply(b * d.out_channels + c, p) }
+                    });
+                }
+            });
+        }
+    }
+}
+
+/// Output rows `ys` of one image (every channel) from its phases.
+fn rows(d: &Direct, phases: &[f32], packed: &[f32], ys: std::ops::Range<usize>, out: OutPtr) {
+    assert!(phases.len() >= d.phases_len() && ys.end <= d.oh);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: Direct::of checked the CPU; the asserts above and Direct's extents keep every
+    // access inside phases, packed and the image's output (see x86::rows).
+    unsafe {
+        x86::rows(d, phases, packed, ys, out.0)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (d, phases, packed, ys, out);
+        unreachable!("Direct::of needs AVX-512");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{CO, Direct, XS};
+
+    /// # Safety
+    /// The CPU has AVX-512F; `phases` holds the image's phases, `packed` the packed weights and
+    /// `out` the image's output (out_channels planes of oh x ow); `ys` lies within oh.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows(
+        d: &Direct,
+        phases: &[f32],
+        packed: &[f32],
+        ys: std::ops::Range<usize>,
+        out: *mut f32,
+    ) {
+        let (taps, len, plane) = (d.taps(), d.phase_len, d.oh * d.ow);
+        // Offset of each tap's phase row relative to its output row's first padded row, and
+        // its first element relative to the block's first position.
+        let offsets: Vec<usize> = (0..d.channels)
+            .flat_map(|c| {
+                (0..d.kh).flat_map(move |i| {
+                    (0..d.kw).map(move |j| ((c * d.rows + i) * d.sw + j % d.sw) * len + j / d.sw)
+                })
+            })
+            .collect();
+        let row_step = d.sh * d.sw * len;
+        for y in ys {
+            // SAFETY: padded row y * sh + i of every tap lies within d.rows (Direct::of checked
+            // the output size).
+            let first_row = unsafe { phases.as_ptr().add(y * row_step) };
+            let mut x = 0;
+            while x < d.ow {
+                let lanes = (d.ow - x).min(XS);
+                // SAFETY: a block's loads end within its phase rows (phase_len covers the last
+                // block's 32 positions plus the furthest tap), its stores within the row.
+                unsafe {
+                    let block = first_row.add(x);
+                    let dst = out.add(y * d.ow + x);
+                    for (ob, weights) in packed.chunks_exact(taps * CO).enumerate() {
+                        let channels = (d.out_channels - ob * CO).min(CO);
+                        let dst = dst.add(ob * CO * plane);
+                        // The last block of a row takes one vector when its positions fit.
+                        if lanes > 16 {
+                            block_of::<2>(block, &offsets, weights, dst, plane, channels, lanes);
+                        } else {
+                            block_of::<1>(block, &offsets, weights, dst, plane, channels, lanes);
+                        }
+                    }
+                }
+                x += lanes;
+            }
+        }
+    }
+
+    /// Output positions `0..lanes` (at most 16 V) of `channels` (at most CO) output channels:
+    /// `dst` is the first position of the first channel, `plane` the channel stride of the
+    /// output; the taps read `block + offsets[t]` and weight `weights[t * CO + o]`.
+    #[inline(always)]
+    unsafe fn block_of<const V: usize>(
+        block: *const f32,
+        offsets: &[usize],
+        weights: &[f32],
+        dst: *mut f32,
+        plane: usize,
+        channels: usize,
+        lanes: usize,
+    ) {
+        // SAFETY: the caller's (see rows).
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; CO];
+            let mut wp = weights.as_ptr();
+            for &off in offsets {
+                let src = block.add(off);
+                let v: [__m512; V] = std::array::from_fn(|k| _mm512_loadu_ps(src.add(16 * k)));
+                for (o, acc) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(*wp.add(o));
+                    for k in 0..V {
+                        acc[k] = _mm512_fmadd_ps(w, v[k], acc[k]);
+                    }
+                }
+                wp = wp.add(CO);
+            }
+            for (o, acc) in acc.iter().enumerate().take(channels) {
+                let row = dst.add(o * plane);
+                for (k, &a) in acc.iter().enumerate() {
+                    // A masked-off lane touches no memory (hence wrapping_add past the row).
+                    let mask = lane_mask(lanes.saturating_sub(16 * k).min(16));
+                    _mm512_mask_storeu_ps(row.wrapping_add(16 * k), mask, a);
+                }
+            }
+        }
+    }
+
+    fn lane_mask(lanes: usize) -> __mmask16 {
+        ((1u32 << lanes) - 1) as __mmask16
+    }
+}
