@@ -344,6 +344,51 @@ fn mask_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     write_bottom(pu(3u) + i, s);
 }
 
+// mask_backward for 8 consecutive bottom elements of a row per invocation (threads = planes *
+// height * ceil(width / 8)): the outputs whose windows may hold any of them are visited once,
+// each mask value and top gradient read once for the 8, in mask_backward's order.
+@compute @workgroup_size(256)
+fn mask_backward_row8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let W = pu(10u);
+    let octets = (W + 7u) / 8u;
+    let w0 = (i % octets) * 8u;
+    let t = i / octets;
+    let h = t % pu(9u);
+    let plane = t / pu(9u);
+    let w1 = min(w0 + 7u, W - 1u);
+    let hr = out_range(h, pu(15u), pu(17u), pu(13u), pu(11u));
+    let hr0 = out_range(h, pu(15u), 0u, pu(13u), pu(11u));
+    // out_range is monotonic in its position: the first column's start, the last one's end.
+    let ws = min(out_range(w0, pu(16u), pu(18u), pu(14u), pu(12u)).x,
+                 out_range(w0, pu(16u), 0u, pu(14u), pu(12u)).x);
+    let we = max(out_range(w1, pu(16u), pu(18u), pu(14u), pu(12u)).y,
+                 out_range(w1, pu(16u), 0u, pu(14u), pu(12u)).y);
+    let top0 = top_index(plane, 0u, 0u);
+    let j0 = f32(h * W + w0);
+    var s = vec4<f32>(0.0);
+    var s2 = vec4<f32>(0.0);
+    let ja = vec4<f32>(j0, j0 + 1.0, j0 + 2.0, j0 + 3.0);
+    let jb = ja + vec4<f32>(4.0);
+    for (var ph = min(hr.x, hr0.x); ph < max(hr.y, hr0.y); ph++) {
+        let row = top0 + ph * pu(12u);
+        for (var pw = ws; pw < we; pw++) {
+            let m = vec4<f32>(p2[pu(2u) + row + pw]);
+            let d = vec4<f32>(p1[pu(1u) + row + pw]);
+            // A window holds its mask's position: outputs whose window misses all 8 add nothing.
+            s += select(vec4<f32>(0.0), d, m == ja);
+            s2 += select(vec4<f32>(0.0), d, m == jb);
+        }
+    }
+    let b = pu(3u) + (plane * pu(9u) + h) * W + w0;
+    for (var k = 0u; k < 4u; k++) {
+        if (w0 + k < W) { write_bottom(b + k, s[k]); }
+        if (w0 + 4u + k < W) { write_bottom(b + 4u + k, s2[k]); }
+    }
+}
+
 // p1 top_diff, p3 bottom_diff (p2 unused = top_diff)
 @compute @workgroup_size(256)
 fn ave_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -212,6 +212,13 @@ fn run(
                     let p = params(threads, &refs);
                     let gr = e.groups_1d(threads);
                     e.dispatch_spec("pool", entry, &window, &p, &res, gr)?;
+                } else if entry == "mask_backward" && e.wide_pointwise() {
+                    // Eight elements of a bottom row per invocation, which read each mask value
+                    // and top gradient once for the eight.
+                    let threads = nb * g.channels * g.height * g.width.div_ceil(8);
+                    let p = params(threads, &refs);
+                    let gr = e.groups_1d(threads);
+                    e.dispatch_spec("pool", "mask_backward_row8", &[], &p, &res, gr)?;
                 } else {
                     let threads = nb * if per_bottom { img_b } else { img_t };
                     let p = params(threads, &refs);
