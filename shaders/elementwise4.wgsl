@@ -10,6 +10,8 @@
 @group(0) @binding(4) var<storage, read_write> q4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> q5: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> q6: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> q7: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> q8: array<vec4<f32>>;
 
 override OP: u32 = 0u;
 // 1 when the rows (of `inner` elements) hold whole vec4s: a vec4's elements share one channel.
@@ -224,11 +226,14 @@ fn normalize_backward4(@builtin(workgroup_id) wid: vec3<u32>,
     q6[at4(6u, i)] = v;
 }
 
-// channel_affine_backward (OP = parts: bit 0 bias sum, bit 1 scale sum, bit 2 dx): one workgroup
-// per channel, one pass over its rows: bias_diff[c] = beta_b * bias_diff[c] + sum dy,
-// scale_diff[c] = beta_s * scale_diff[c] + sum dy * x, dx = dy * scale[c].
-// q1 = dy, q2 = x, q3 = scale, q4 = dx, q5 = bias_diff, q6 = scale_diff.
-// words 8 inner / 4, 9 channels, 10 outer, 11 first channel, 12 beta_b, 13 beta_s.
+// channel_affine_backward (OP = parts: bit 0 bias sum, bit 1 scale sum, bit 2 dx, bit 3 a ReLU's
+// backward first, bit 4 a frozen BatchNorm's last): one workgroup per channel, one pass over its
+// rows: dy = dy * ((r > 0) + slope * (r <= 0)) with slope 0 (bit 3), bias_diff[c] = beta_b * bias_diff[c] +
+// sum dy, scale_diff[c] = beta_s * scale_diff[c] + sum dy * x, dx = dy * scale[c], dx = dx /
+// std[c] (bit 4).
+// q1 = dy, q2 = x, q3 = scale, q4 = dx, q5 = bias_diff, q6 = scale_diff, q7 = r, q8 = std.
+// words 8 inner / 4, 9 channels, 10 outer, 11 first channel, 12 beta_b, 13 beta_s, 14 slope,
+// 15 / 16 the shifts of q7 / q8.
 var<workgroup> ab_part: array<vec2<f32>, 256>;
 
 // One channel's pass over its rows, vec4s start, start + step, ...: writes dx and returns its
@@ -240,19 +245,34 @@ fn ab_rows(c: u32, start: u32, step: u32) -> vec2<f32> {
         let j = pu(3u) + c;
         scale = q3[j >> 2u][j & 3u];
     }
+    var sd = 1.0;
+    if ((OP & 16u) != 0u) {
+        let j = pu(16u) + c;
+        sd = q8[j >> 2u][j & 3u];
+    }
+    let slope = pf(14u);
     var sb = vec4<f32>(0.0);
     var ss = vec4<f32>(0.0);
     let dy0 = pu(1u) / 4u;
     let x0 = pu(2u) / 4u;
     let dx0 = pu(4u) / 4u;
+    let r0 = pu(15u) / 4u;
     for (var o = 0u; o < pu(10u); o++) {
         let row = (o * pu(9u) + c) * inner4;
         for (var k = start; k < inner4; k += step) {
             let idx = row + k;
-            let d = q1[dy0 + idx];
+            var d = q1[dy0 + idx];
+            if ((OP & 8u) != 0u) {
+                // unary_b's ReLU for a slope of 0 (factors 1 or 0), as a select: the compiler
+                // may not fuse anything into the sums that the separate kernels round apart.
+                d = select(d * slope, d, q7[r0 + idx] > vec4<f32>(0.0));
+            }
             if ((OP & 1u) != 0u) { sb += d; }
             if ((OP & 2u) != 0u) { ss += d * q2[x0 + idx]; }
-            if ((OP & 4u) != 0u) { q4[dx0 + idx] = d * scale; }
+            if ((OP & 4u) != 0u) {
+                let v = d * scale;
+                if ((OP & 16u) != 0u) { q4[dx0 + idx] = v / sd; } else { q4[dx0 + idx] = v; }
+            }
         }
     }
     return vec2<f32>((sb.x + sb.y) + (sb.z + sb.w), (ss.x + ss.y) + (ss.z + ss.w));

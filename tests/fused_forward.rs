@@ -1,5 +1,6 @@
 //! Runs of in-place point-wise layers (BatchNorm with stored statistics, Scale, neurons) run
-//! forward as one pass. That must change nothing a user can see: every blob, gradient and
+//! forward as one pass (or as a convolution's epilogue), and BatchNorm + Scale + neuron runs
+//! backward as one pass. That must change nothing a user can see: every blob, gradient and
 //! parameter gradient equals the layer-by-layer run bit for bit, in both engines.
 use caffe_rs::engine::Engine;
 use caffe_rs::engine::cpu::CpuEngine;
@@ -90,7 +91,7 @@ fn run(eng: &mut dyn Engine, net: &str, fuse: bool, forward_only: bool) -> (Vec<
     let param: NetParameter = parse_text(net, "fused.prototxt", "caffe.NetParameter").unwrap();
     let state = make_state(&param, Phase::Train, 0, &[]);
     let mut net = Net::from_param(&param, &state, eng, Some(5)).unwrap();
-    net.fuse_forward = fuse;
+    net.fuse = fuse;
     net.forward_only = forward_only;
     let mut rng = Rng::new(3);
     let mut values =

@@ -827,16 +827,20 @@ fn elementwise_suite(g: &mut GpuEngine, seed: u64) {
                 Kernel::Elementwise(Ew::ChannelAffineBackward {
                     dims: d,
                     dy,
+                    neuron_grad: None,
                     bias_grad: Some((whole(ids[6], channels), 1.0)),
                     scale_grad: Some((x, whole(ids[7], channels), 1.0)),
                     data_grad: Some((s, dy)),
+                    norm_grad: None,
                 }),
                 Kernel::Elementwise(Ew::ChannelAffineBackward {
                     dims: d,
                     dy,
+                    neuron_grad: None,
                     bias_grad: None,
                     scale_grad: Some((x, whole(ids[8], channels), 0.0)),
                     data_grad: None,
+                    norm_grad: None,
                 }),
             ]
         });
@@ -967,16 +971,20 @@ fn scale_backward_of_many_short_rows_matches_cpu() {
                 Kernel::Elementwise(Ew::ChannelAffineBackward {
                     dims: d,
                     dy,
+                    neuron_grad: None,
                     bias_grad: Some((c(3), 1.0)),
                     scale_grad: Some((x, c(4), 0.0)),
                     data_grad: Some((c(2), dx)),
+                    norm_grad: None,
                 }),
                 Kernel::Elementwise(Ew::ChannelAffineBackward {
                     dims: d,
                     dy,
+                    neuron_grad: None,
                     bias_grad: None,
                     scale_grad: Some((x, c(4), 1.0)),
                     data_grad: Some((c(2), dy)),
+                    norm_grad: None,
                 }),
             ]
         });

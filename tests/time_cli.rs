@@ -203,3 +203,46 @@ layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
     assert!(relu_forward(&apart) >= 0.0);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn cpu_time_runs_a_batchnorm_scale_relu_backward_as_one_pass() {
+    let dir = std::env::temp_dir().join(format!("caffe_rs_time_bwd_fusion_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("net.prototxt");
+    std::fs::write(
+        &model,
+        r#"name: "conv_bn_scale_relu"
+force_backward: true
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 16 dim: 16 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 8 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" batch_norm_param { use_global_stats: true } }
+layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+"#,
+    )
+    .unwrap();
+    let run = |env: &[(&str, &str)]| time_model(&model, &["-iterations", "2"], env);
+    let backward = |log: &str, layer: &str| -> f64 {
+        let prefix = format!("{layer}\tbackward: ");
+        let line = messages(log)
+            .into_iter()
+            .find(|m| m.trim_start().starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {layer} backward line:\n{log}"));
+        ms(line.split_once("backward: ").unwrap().1)
+    };
+    let fused = run(&[]);
+    assert!(
+        messages(&fused).iter().any(|m| m.starts_with(
+            "1 runs of in-place layers (BatchNorm, Scale, ReLU) run backward as one pass each"
+        )),
+        "{fused}"
+    );
+    // The run's time is on its last layer, the ReLU.
+    assert_eq!(backward(&fused, "bn"), 0.0, "{fused}");
+    assert_eq!(backward(&fused, "scale"), 0.0, "{fused}");
+    let apart = run(&[("CAFFE_RS_NO_FUSION", "1")]);
+    assert!(!apart.contains("run backward as one pass"), "{apart}");
+    assert!(backward(&apart, "scale") > 0.0, "{apart}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -10,7 +10,7 @@
 use anyhow::{Result, bail, ensure};
 
 use super::common::{Scratch, check_count, shape_str};
-use super::{Ctx, Layer, ParamDef, Shapes, StageDims};
+use super::{BackwardStep, Ctx, Layer, ParamDef, Shapes, StageDims};
 use crate::engine::kernels::Kernel;
 use crate::engine::View;
 use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage, StageOp};
@@ -212,6 +212,15 @@ impl Layer for BatchNorm {
             dx: cx.bottoms[0].diff(),
         };
         cx.eng.launch(&Kernel::Norm(kernel))
+    }
+
+    fn backward_step(&mut self, cx: &mut Ctx) -> Option<BackwardStep> {
+        let in_place = cx.bottoms[0].data() == cx.tops[0].data()
+            && cx.bottoms[0].diff() == cx.tops[0].diff();
+        (self.global && in_place).then(|| {
+            let std = self.std.get(cx.eng, self.dims.channels);
+            BackwardStep::FrozenNorm(self.dims, std)
+        })
     }
 
     fn macs(&self) -> u64 {

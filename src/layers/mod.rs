@@ -3,7 +3,7 @@
 //! [`REGISTRY`]; nothing else needs to change to add a layer.
 use anyhow::{Result, bail};
 
-use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage};
+use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage, UnaryOp};
 use crate::engine::{Engine, TensorId, View};
 use crate::proto::{FillerParameter, LayerParameter, Phase};
 use crate::rng::Rng;
@@ -172,6 +172,37 @@ pub trait Layer: Send {
     fn forward_with_epilogue(&mut self, _cx: &mut Ctx, _epilogue: Vec<ChannelStage>) -> Result<()> {
         bail!("internal: this layer's forward takes no epilogue")
     }
+
+    /// This layer's backward as a step that the backward of an in-place Scale beside it can take
+    /// into its pass ([`Layer::backward_joined`]), when the layer runs in place and its backward
+    /// is point-wise: a neuron after the Scale, a BatchNorm with stored statistics before it.
+    /// Launches nothing.
+    fn backward_step(&mut self, _cx: &mut Ctx) -> Option<BackwardStep> {
+        None
+    }
+
+    /// The backward, with the backward steps of the in-place layers after it (`after`, run
+    /// first) and before it (`before`, run last) in the same pass; false (nothing run) when the
+    /// layer cannot take them. For Scale.
+    fn backward_joined(
+        &mut self,
+        _cx: &mut Ctx,
+        _propagate_down: &[bool],
+        _after: Option<BackwardStep>,
+        _before: Option<BackwardStep>,
+    ) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+/// See [`Layer::backward_step`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BackwardStep {
+    /// dx = the neuron's backward at (x, y), as
+    /// [`crate::engine::kernels::elementwise::ElementwiseKernel::UnaryBackward`] computes it.
+    Neuron(UnaryOp, View, View),
+    /// dx = dy / std[c] over this layout (BatchNorm with stored statistics).
+    FrozenNorm(ChannelDims, View),
 }
 
 /// What a [`Layer::stage_dims`] step needs of the fused pass's layout.

@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::common::{Scratch, check_count};
-use super::{Ctx, Layer, Shapes, StageDims};
+use super::{BackwardStep, Ctx, Layer, Shapes, StageDims};
 use crate::engine::kernels::Kernel;
 use crate::engine::kernels::elementwise::{ChannelStage, ElementwiseKernel, StageOp, UnaryOp};
 use crate::proto::{LayerParameter, Phase};
@@ -111,6 +111,20 @@ impl Layer for NeuronLayer {
 
     fn can_propagate_down(&self, _bottom: usize) -> bool {
         self.has_backward()
+    }
+
+    fn backward_step(&mut self, cx: &mut Ctx) -> Option<BackwardStep> {
+        let (x, y) = (cx.bottoms[0].data(), cx.tops[0].data());
+        if !self.has_backward() || x.id != y.id || cx.bottoms[0].diff() != cx.tops[0].diff() {
+            return None;
+        }
+        // What this layer's own backward reads.
+        let x = if self.saved {
+            self.saved_input.get(cx.eng, x.len)
+        } else {
+            x
+        };
+        Some(BackwardStep::Neuron(self.op, x, y))
     }
 
     fn macs(&self) -> u64 {

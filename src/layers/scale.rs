@@ -6,9 +6,12 @@ use anyhow::Result;
 
 use super::bias::{constant_zero, operand_dims, param_shape};
 use super::common::{Scratch, check_count};
-use super::{Ctx, Layer, ParamDef, Shapes, StageDims};
+use super::{BackwardStep, Ctx, Layer, ParamDef, Shapes, StageDims};
 use crate::engine::kernels::Kernel;
-use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage, ElementwiseKernel, StageOp};
+use crate::engine::View;
+use crate::engine::kernels::elementwise::{
+    ChannelDims, ChannelStage, ElementwiseKernel, StageOp, UnaryOp,
+};
 use crate::proto::{FillerParameter, LayerParameter, Phase};
 
 pub fn create(param: &LayerParameter) -> Result<Box<dyn Layer>> {
@@ -129,6 +132,53 @@ impl Layer for Scale {
     }
 
     fn backward(&mut self, cx: &mut Ctx, propagate_down: &[bool]) -> Result<()> {
+        let kernel = self.backward_kernel(cx, propagate_down, None, None);
+        cx.eng.launch(&Kernel::Elementwise(kernel))
+    }
+
+    fn backward_joined(
+        &mut self,
+        cx: &mut Ctx,
+        propagate_down: &[bool],
+        after: Option<BackwardStep>,
+        before: Option<BackwardStep>,
+    ) -> Result<bool> {
+        let (x, y) = (cx.bottoms[0].data(), cx.tops[0].data());
+        let in_place = x == y && cx.bottoms[0].diff() == cx.tops[0].diff();
+        let wants_dx = propagate_down.first().copied().unwrap_or(false);
+        if self.two_bottoms || !in_place || !wants_dx {
+            return Ok(false);
+        }
+        let neuron_grad = match after {
+            Some(BackwardStep::Neuron(op, x, y)) => Some((op, x, y)),
+            None => None,
+            Some(_) => return Ok(false),
+        };
+        let norm_grad = match before {
+            Some(BackwardStep::FrozenNorm(dims, std)) if dims == self.dims => Some(std),
+            None => None,
+            Some(_) => return Ok(false),
+        };
+        let kernel = self.backward_kernel(cx, propagate_down, neuron_grad, norm_grad);
+        cx.eng.launch(&Kernel::Elementwise(kernel))?;
+        Ok(true)
+    }
+
+    fn macs(&self) -> u64 {
+        self.dims.count() as u64
+    }
+}
+
+impl Scale {
+    /// The backward as one [`ElementwiseKernel::ChannelAffineBackward`], with the neighbours'
+    /// steps it takes (see [`Layer::backward_joined`]).
+    fn backward_kernel(
+        &mut self,
+        cx: &mut Ctx,
+        propagate_down: &[bool],
+        neuron_grad: Option<(UnaryOp, View, View)>,
+        norm_grad: Option<View>,
+    ) -> ElementwiseKernel {
         let dy = cx.tops[0].diff();
         let dims = self.dims;
         let bias_grad = self
@@ -170,18 +220,15 @@ impl Layer for Scale {
             };
             (scale, cx.bottoms[0].diff())
         });
-        let kernel = ElementwiseKernel::ChannelAffineBackward {
+        ElementwiseKernel::ChannelAffineBackward {
             dims,
             dy,
+            neuron_grad,
             bias_grad,
             scale_grad,
             data_grad,
-        };
-        cx.eng.launch(&Kernel::Elementwise(kernel))
-    }
-
-    fn macs(&self) -> u64 {
-        self.dims.count() as u64
+            norm_grad,
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use crate::engine::kernels::Kernel;
 use crate::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel};
 use crate::engine::{Engine, TensorId, View};
 use crate::format::caffemodel::TrainedWeights;
-use crate::layers::{Blob, Ctx, Layer, ParamGrad, StageDims, TopSharing};
+use crate::layers::{BackwardStep, Blob, Ctx, Layer, ParamGrad, StageDims, TopSharing};
 use crate::proto::{BlobProto, BlobShape, NetParameter, NetState};
 use crate::rng::Rng;
 
@@ -28,10 +28,10 @@ pub struct Net {
     /// written yet: the first backward to reach one overwrites or zeroes it.
     cleared_diffs: Vec<bool>,
     pub rng: Rng,
-    /// Whether runs of point-wise in-place layers go through memory once (see
-    /// [`Net::fused_run_end`]); their values are the same either way. Off with
-    /// CAFFE_RS_NO_FUSION=1.
-    pub fuse_forward: bool,
+    /// Whether runs of point-wise in-place layers go through memory once, forward (see
+    /// [`Net::fused_run_end`]) and backward (see [`Net::backward_step`]); their values are the
+    /// same either way. Off with CAFFE_RS_NO_FUSION=1.
+    pub fuse: bool,
     /// Set when no backward will follow the forwards (`test`, `forward`, a solver's test nets):
     /// fused layers then keep nothing for it.
     pub forward_only: bool,
@@ -196,7 +196,7 @@ impl Net {
             cleared_diffs: vec![false; params.len()],
             params,
             rng,
-            fuse_forward: std::env::var_os("CAFFE_RS_NO_FUSION").is_none_or(|v| v == "0"),
+            fuse: std::env::var_os("CAFFE_RS_NO_FUSION").is_none_or(|v| v == "0"),
             forward_only: false,
         })
     }
@@ -258,7 +258,7 @@ impl Net {
     /// each next layer such a step in place on that top, with the same channel layout. `i + 1`
     /// when there is nothing to fuse. Reshapes the run's layers.
     fn fused_run_end(&mut self, eng: &mut dyn Engine, i: usize, limit: usize) -> Result<usize> {
-        if !self.fuse_forward {
+        if !self.fuse {
             return Ok(i + 1);
         }
         let phase = self.graph.phase();
@@ -412,11 +412,89 @@ impl Net {
     /// Backward without touching top diffs (callers may have set them). Every parameter diff
     /// holds its value afterwards (cleared diffs no layer wrote are zeroed).
     pub fn backward_layers(&mut self, eng: &mut dyn Engine) -> Result<()> {
-        for i in (0..self.graph.layers.len()).rev() {
-            self.backward_layer(eng, i)?;
+        let mut end = self.graph.layers.len();
+        while end > 0 {
+            end = self.backward_step(eng, end - 1)?;
         }
         self.zero_cleared_diffs(eng);
         Ok(())
+    }
+
+    /// Backward of layer `i`, or of the run of in-place layers ending at `i` whose backwards go
+    /// into one pass: a Scale with the neuron after it and/or the BatchNorm with stored
+    /// statistics before it, all in place on one blob (the run after every ResNet
+    /// convolution); see [`crate::layers::Layer::backward_joined`]. Returns the run's first
+    /// layer, where the backward goes on below.
+    pub fn backward_step(&mut self, eng: &mut dyn Engine, i: usize) -> Result<usize> {
+        if self.fuse
+            && let Some(first) = self.backward_run(eng, i)?
+        {
+            return Ok(first);
+        }
+        self.backward_layer(eng, i)?;
+        Ok(i)
+    }
+
+    /// Runs the fused backward of the run ending at `i` when there is one; returns its first
+    /// layer.
+    fn backward_run(&mut self, eng: &mut dyn Engine, i: usize) -> Result<Option<usize>> {
+        // Layer k runs in place on `blob`, needs its backward and passes the gradient down.
+        let in_place_on = |net: &Self, k: usize, blob: usize| {
+            let node = &net.graph.layers[k];
+            node.bottoms == [blob]
+                && node.tops == [blob]
+                && node.need_backward
+                && node.bottom_need_backward.first() == Some(&true)
+        };
+        let node = &self.graph.layers[i];
+        let &[blob] = &node.tops[..] else {
+            return Ok(None);
+        };
+        if !in_place_on(self, i, blob) {
+            return Ok(None);
+        }
+        let step = |net: &mut Self, eng: &mut dyn Engine, k: usize| {
+            net.with_layer(eng, k, &[], |layer, cx| Ok(layer.backward_step(cx)))
+        };
+        // The neuron after the Scale, if layer i is one.
+        let after = step(self, eng, i)?.filter(|s| matches!(s, BackwardStep::Neuron(..)));
+        let scale = i - usize::from(after.is_some());
+        if after.is_some() && (i == 0 || !in_place_on(self, scale, blob)) {
+            return Ok(None);
+        }
+        let before = if scale > 0 && in_place_on(self, scale - 1, blob) {
+            step(self, eng, scale - 1)?.filter(|s| matches!(s, BackwardStep::FrozenNorm(..)))
+        } else {
+            None
+        };
+        if after.is_none() && before.is_none() {
+            return Ok(None);
+        }
+        let propagate_down = self.graph.layers[scale].bottom_need_backward.clone();
+        let param_grads = self.param_grads(eng, scale);
+        let joined = self.with_layer(eng, scale, &param_grads, |layer, cx| {
+            layer
+                .backward_joined(cx, &propagate_down, after, before)
+                .context("backward")
+        })?;
+        if !joined {
+            // The Scale ran nothing: its backward alone, as the layer-by-layer order has it
+            // after the neuron's.
+            if after.is_some() {
+                self.backward_layer(eng, i)?;
+            }
+            return self
+                .with_layer(eng, scale, &param_grads, |layer, cx| {
+                    layer.backward(cx, &propagate_down).context("backward")
+                })
+                .map(|()| Some(scale));
+        }
+        let first = scale - usize::from(before.is_some());
+        for k in (first..=i).filter(|&k| k != scale) {
+            // Their parameter diffs (BatchNorm's statistics) as their own backwards treat them.
+            self.param_grads(eng, k);
+        }
+        Ok(Some(first))
     }
 
     /// Zeroes the diffs [`Net::clear_param_diffs`] left to the backward pass that no layer wrote.

@@ -958,24 +958,39 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
         &ElementwiseKernel::ChannelAffineBackward {
             dims,
             dy,
+            neuron_grad,
             bias_grad,
             scale_grad,
             data_grad,
+            norm_grad,
         } => {
             let sum_outs: Vec<View> = bias_grad
                 .map(|b| b.0)
                 .into_iter()
                 .chain(scale_grad.map(|s| s.1))
                 .collect();
-            // One pass needs dx and the sums in tensors of their own; otherwise run the parts.
+            // One pass needs dx and the sums in tensors of their own, and dx = dy when the
+            // neighbours' backwards join; otherwise run the parts.
+            let joined = neuron_grad.is_some() || norm_grad.is_some();
             let fused = data_grad.filter(|&(_, dx)| {
                 dims.count() > 0
                     && sum_outs.iter().all(|v| v.id != dx.id)
                     && sum_outs
                         .first()
                         .is_none_or(|a| sum_outs.iter().skip(1).all(|b| b.id != a.id))
+                    && (!joined || dx == dy)
             });
             let Some((scale, dx)) = fused else {
+                if joined {
+                    for part in kernel.channel_affine_backward_joined_parts().unwrap() {
+                        match part {
+                            crate::engine::Kernel::Elementwise(part) => run(&part, mem)?,
+                            crate::engine::Kernel::Norm(part) => super::norm::run(&part, mem)?,
+                            _ => unreachable!("ChannelAffineBackward parts are point-wise"),
+                        }
+                    }
+                    return Ok(());
+                }
                 for part in kernel.channel_affine_backward_parts().unwrap_or_default() {
                     run(&part, mem)?;
                 }
@@ -984,14 +999,22 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
             check_len(&[dy, dx], dims.count())?;
             check_len(&[scale], dims.channels)?;
             check_len(&sum_outs, dims.channels)?;
+            check_len(&norm_grad.into_iter().collect::<Vec<_>>(), dims.channels)?;
             let mut ins = vec![dy, scale];
+            ins.extend(norm_grad);
+            let per_element = ins.len();
             ins.extend(scale_grad.map(|s| s.0));
-            check_len(&ins[2..], dims.count())?;
+            ins.extend(neuron_grad.iter().flat_map(|&(_, x, y)| [x, y]));
+            check_len(&ins[per_element..], dims.count())?;
             let mut outs = vec![dx];
             outs.extend(&sum_outs);
             let (channels, inner) = (dims.channels, dims.inner);
             mem.with_pointwise(&outs, &ins, |io, sum_out, i| {
-                let (scale, x) = (i[0], i.get(1).copied());
+                let mut i = i.iter().copied();
+                let scale = i.next().unwrap();
+                let std = norm_grad.map(|_| i.next().unwrap());
+                let x = scale_grad.map(|_| i.next().unwrap());
+                let neuron = neuron_grad.map(|(op, ..)| (op, i.next().unwrap(), i.next().unwrap()));
                 let (out, dy) = match io {
                     Io::Apart { out, last } => (out, Some(last)),
                     Io::InPlace(out) => (out, None),
@@ -1000,6 +1023,15 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 let mut rows = vec![[0f32; 2]; dims.outer * channels];
                 let row = |(r, (row, sums)): (usize, (&mut [f32], &mut [f32; 2]))| {
                     let range = r * inner..(r + 1) * inner;
+                    if let Some((op, nx, ny)) = neuron {
+                        // In place (dx is dy): the neuron's backward, as its own kernel.
+                        unary_backward(
+                            op,
+                            &nx[range.clone()],
+                            &ny[range.clone()],
+                            Io::InPlace(row),
+                        );
+                    }
                     {
                         let d: &[f32] = dy.map_or(&*row, |dy| &dy[range.clone()]);
                         if bias_grad.is_some() {
@@ -1016,6 +1048,11 @@ pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
                             .zip(&dy[range])
                             .for_each(|(o, &v)| *o = v * k),
                         None => row.iter_mut().for_each(|o| *o *= k),
+                    }
+                    if let Some(std) = std {
+                        // The frozen BatchNorm's backward, as its own kernel.
+                        let s = std[r % channels];
+                        row.iter_mut().for_each(|o| *o /= s);
                     }
                 };
                 if dims.count() >= PAR_MIN && rayon::current_num_threads() > 1 {
@@ -1202,19 +1239,32 @@ mod tests {
                 values(&mut rng, channels),
             );
             let (bdv, sdv) = (values(&mut rng, channels), values(&mut rng, channels));
-            for parts in 0..8u32 {
+            let stdv: Vec<f32> = values(&mut rng, channels)
+                .iter()
+                .map(|v| v.abs() + 0.5)
+                .collect();
+            // joined: bit 0 a ReLU's backward before, bit 1 a frozen BatchNorm's after (in
+            // place with dx only).
+            for (parts, joined) in (0..8u32).flat_map(|p| (0..4u32).map(move |j| (p, j))) {
                 for in_place in [false, true] {
+                    if joined != 0 && !(in_place && parts & 4 != 0) {
+                        continue;
+                    }
                     // Both runs start from the same values; the fused one on `fused`.
                     let run = |fused: bool| -> Vec<Vec<f32>> {
                         let mut eng = CpuEngine::new();
-                        let views: Vec<View> = [&dyv, &xv, &sv, &bdv, &sdv, &vec![0.0; n]]
+                        let views: Vec<View> = [&dyv, &xv, &sv, &bdv, &sdv, &vec![0.0; n], &stdv]
                             .iter()
                             .map(|v| upload(&mut eng, v))
                             .collect();
                         let dx = if in_place { views[0] } else { views[5] };
+                        let relu = UnaryOp::Relu {
+                            negative_slope: 0.25,
+                        };
                         let kernel = ElementwiseKernel::ChannelAffineBackward {
                             dims,
                             dy: views[0],
+                            neuron_grad: (joined & 1 != 0).then_some((relu, views[1], views[1])),
                             bias_grad: (parts & 1 != 0).then_some((views[3], 1.0)),
                             scale_grad: (parts & 2 != 0).then_some((
                                 views[1],
@@ -1222,9 +1272,26 @@ mod tests {
                                 case as f32 * 0.5,
                             )),
                             data_grad: (parts & 4 != 0).then_some((views[2], dx)),
+                            norm_grad: (joined & 2 != 0).then_some(views[6]),
                         };
                         if fused {
                             eng.launch(&Kernel::Elementwise(kernel)).unwrap();
+                        } else if joined != 0 {
+                            for part in kernel.channel_affine_backward_joined_parts().unwrap() {
+                                match part {
+                                    Kernel::Elementwise(
+                                        ElementwiseKernel::ChannelAffineBackward { .. },
+                                    ) => {
+                                        let Kernel::Elementwise(core) = &part else {
+                                            unreachable!()
+                                        };
+                                        for p in core.channel_affine_backward_parts().unwrap() {
+                                            eng.launch(&Kernel::Elementwise(p)).unwrap();
+                                        }
+                                    }
+                                    _ => eng.launch(&part).unwrap(),
+                                }
+                            }
                         } else {
                             for part in kernel.channel_affine_backward_parts().unwrap() {
                                 eng.launch(&Kernel::Elementwise(part)).unwrap();
@@ -1235,7 +1302,7 @@ mod tests {
                     assert_eq!(
                         run(true),
                         run(false),
-                        "{dims:?} parts {parts:03b} in place {in_place}"
+                        "{dims:?} parts {parts:03b} joined {joined:02b} in place {in_place}"
                     );
                 }
             }

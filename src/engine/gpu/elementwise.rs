@@ -571,7 +571,21 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
                 vec![base, threshold, first as u32, scale.to_bits()]
             })
         }
-        ElementwiseKernel::ChannelAffineBackward { .. } => {
+        ElementwiseKernel::ChannelAffineBackward {
+            neuron_grad,
+            norm_grad,
+            ..
+        } => {
+            if neuron_grad.is_some() || norm_grad.is_some() {
+                if channel_affine_backward(e, k)? {
+                    return Ok(());
+                }
+                // The neighbours' steps as kernels of their own around the Scale's pass.
+                for part in k.channel_affine_backward_joined_parts().unwrap() {
+                    crate::engine::Engine::launch(e, &part)?;
+                }
+                return Ok(());
+            }
             if channel_affine_backward(e, k)? {
                 return Ok(());
             }
@@ -850,13 +864,28 @@ fn channel_affine_backward(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<b
     let &ElementwiseKernel::ChannelAffineBackward {
         dims,
         dy,
+        neuron_grad,
         bias_grad,
         scale_grad,
         data_grad,
+        norm_grad,
     } = k
     else {
         return Ok(false);
     };
+    // Of the neurons, the pass applies a plain ReLU's backward (which reads x); the others run
+    // apart. With a slope, the compiler may fuse the product dy * slope into the sums' adds,
+    // which would round unlike the separate kernels (products by 1 and 0 are exact).
+    let relu = match neuron_grad {
+        None => None,
+        Some((UnaryOp::Relu { negative_slope }, x, _)) if negative_slope == 0.0 => {
+            Some((negative_slope, x))
+        }
+        Some(_) => return Ok(false),
+    };
+    if (relu.is_some() || norm_grad.is_some()) && data_grad.is_none_or(|(_, dx)| dx != dy) {
+        return Ok(false);
+    }
     // Views the kernel leaves unread stand in for the missing parts.
     let Some(some_per_channel) = data_grad
         .map(|d| d.0)
@@ -878,8 +907,14 @@ fn channel_affine_backward(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<b
     }
     check_len(&[dy, dx], n)?;
     check_len(&[scale], dims.channels)?;
-    let x = scale_grad.map_or(dy, |s| s.0);
-    check_len(&[x], n)?;
+    // Bindings the kernel leaves unread get a tensor it only reads: binding the tensor it writes
+    // twice made lavapipe's pass several times slower.
+    let unread = data_grad
+        .map(|d| d.0)
+        .or(scale_grad.map(|s| s.0))
+        .unwrap_or(dy);
+    let x = scale_grad.map_or(unread, |s| s.0);
+    check_len(&scale_grad.map(|s| s.0).into_iter().collect::<Vec<_>>(), n)?;
     let bias_diff = bias_grad.map_or(some_per_channel, |b| b.0);
     let scale_diff = scale_grad.map_or(some_per_channel, |s| s.1);
     check_len(&[bias_diff, scale_diff], dims.channels)?;
@@ -894,25 +929,44 @@ fn channel_affine_backward(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<b
     {
         return Ok(false);
     }
-    let views = [dy, x, scale, dx, bias_diff, scale_diff];
-    let mut binds = Vec::with_capacity(6);
+    let relu_x = relu.map_or(unread, |r| r.1);
+    let std = norm_grad.unwrap_or(unread);
+    check_len(&relu.map(|r| r.1).into_iter().collect::<Vec<_>>(), n)?;
+    check_len(&norm_grad.into_iter().collect::<Vec<_>>(), dims.channels)?;
+    if writes_dx && [relu_x, std].iter().any(|v| v.id == dx.id) {
+        return Ok(false);
+    }
+    let views = [dy, x, scale, dx, bias_diff, scale_diff, relu_x, std];
+    let mut binds = Vec::with_capacity(8);
     for v in views {
         match e.bind(v)?.widened() {
             Some(b) => binds.push(b),
             None => return Ok(false),
         }
     }
-    if [0, 1, 3].iter().any(|&i| !binds[i].shift.is_multiple_of(4)) {
+    // The element-wise operands the kernel reads as vec4s.
+    let element_wise = [
+        (0, true),
+        (1, scale_grad.is_some()),
+        (3, true),
+        (6, relu.is_some()),
+    ];
+    if element_wise
+        .iter()
+        .any(|&(i, read)| read && !binds[i].shift.is_multiple_of(4))
+    {
         return Ok(false);
     }
     let parts = u32::from(bias_grad.is_some())
         | u32::from(scale_grad.is_some()) << 1
-        | u32::from(writes_dx) << 2;
+        | u32::from(writes_dx) << 2
+        | u32::from(relu.is_some()) << 3
+        | u32::from(norm_grad.is_some()) << 4;
     let refs: Vec<super::Res> = binds.iter().map(super::Res::B).collect();
     let constants = [("OP", f64::from(parts)), ("ROWS4", 1.0)];
     let words = |first: usize| {
         let mut p = Params::new().u(0);
-        for b in &binds {
+        for b in &binds[..6] {
             p = p.shift(b);
         }
         p.u(0)
@@ -922,6 +976,9 @@ fn channel_affine_backward(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<b
             .u(first)
             .f(bias_grad.map_or(0.0, |b| b.1))
             .f(scale_grad.map_or(0.0, |s| s.2))
+            .f(relu.map_or(0.0, |r| r.0))
+            .shift(&binds[6])
+            .shift(&binds[7])
     };
     if dims.inner / 4 < 256 && dims.channels >= 64 {
         // Many channels of short rows: one invocation per channel, no workgroup reduction

@@ -157,15 +157,25 @@ pub enum ElementwiseKernel {
     /// The backward of y = x * scale[c] + bias[c] (Scale) in one pass over dy: each part is
     /// optional and is exactly the kernel [`Self::channel_affine_backward_parts`] lists for it, so
     /// engines may run those instead. `dx` may be `dy` itself (an in-place layer).
+    ///
+    /// The backwards of the in-place layers around an in-place Scale may join the pass (the net
+    /// fuses the run BatchNorm, Scale, ReLU after a convolution): then dx is dy, and the pass
+    /// takes each element through the neuron's backward, the Scale's and the BatchNorm's.
     ChannelAffineBackward {
         dims: ChannelDims,
         dy: View,
+        /// Before everything: dy = the backward of the neuron after the Scale (op, x, y as for
+        /// [`ElementwiseKernel::UnaryBackward`]), in place.
+        neuron_grad: Option<(UnaryOp, View, View)>,
         /// bias_diff[c] = beta * bias_diff[c] + sum dy: (bias_diff, beta).
         bias_grad: Option<(View, f32)>,
         /// scale_diff[c] = beta * scale_diff[c] + sum dy * x: (x, scale_diff, beta).
         scale_grad: Option<(View, View, f32)>,
         /// dx = dy * scale[c]: (scale, dx), after the sums have read dy.
         data_grad: Option<(View, View)>,
+        /// After dx: dx = dx / std[c], the backward of the BatchNorm with fixed statistics before
+        /// the Scale ([`NormGrad::Frozen`](super::norm::NormGrad::Frozen)), in place: std.
+        norm_grad: Option<View>,
     },
     /// A run of point-wise steps over one tensor in one memory pass: the forwards of in-place
     /// layers (BatchNorm with fixed statistics, Scale, ReLU, ...) fused by the net. Each step
@@ -348,15 +358,69 @@ impl ElementwiseKernel {
         Some(parts)
     }
 
-    /// The separate kernels a [`ElementwiseKernel::ChannelAffineBackward`] stands for, in the order
-    /// that gives its result (the sums read dy before dx may overwrite it); None for other kernels.
+    /// A [`ElementwiseKernel::ChannelAffineBackward`] with its neighbours' steps as separate
+    /// kernels: the neuron's backward, the kernel without those steps, the BatchNorm's backward
+    /// (what an engine without a joined pass runs); None for other kernels.
+    pub fn channel_affine_backward_joined_parts(&self) -> Option<Vec<Kernel>> {
+        let &ElementwiseKernel::ChannelAffineBackward {
+            dims,
+            dy,
+            neuron_grad,
+            bias_grad,
+            scale_grad,
+            data_grad,
+            norm_grad,
+        } = self
+        else {
+            return None;
+        };
+        let mut parts = Vec::new();
+        if let Some((op, x, y)) = neuron_grad {
+            parts.push(Kernel::Elementwise(ElementwiseKernel::UnaryBackward {
+                op,
+                x,
+                y,
+                dy,
+                dx: dy,
+            }));
+        }
+        parts.push(Kernel::Elementwise(
+            ElementwiseKernel::ChannelAffineBackward {
+                dims,
+                dy,
+                neuron_grad: None,
+                bias_grad,
+                scale_grad,
+                data_grad,
+                norm_grad: None,
+            },
+        ));
+        if let (Some(std), Some((_, dx))) = (norm_grad, data_grad) {
+            parts.push(Kernel::Norm(NormKernel::NormalizeBackward {
+                dims,
+                grad: super::norm::NormGrad::Frozen,
+                y: dx,
+                dy: dx,
+                std: Some(std),
+                dx,
+            }));
+        }
+        Some(parts)
+    }
+
+    /// The separate kernels a [`ElementwiseKernel::ChannelAffineBackward`] without neighbours'
+    /// steps stands for, in the order that gives its result (the sums read dy before dx may
+    /// overwrite it); None for other kernels (and with such steps, see
+    /// [`Self::channel_affine_backward_joined_parts`]).
     pub fn channel_affine_backward_parts(&self) -> Option<Vec<ElementwiseKernel>> {
         let &ElementwiseKernel::ChannelAffineBackward {
             dims,
             dy,
+            neuron_grad: None,
             bias_grad,
             scale_grad,
             data_grad,
+            norm_grad: None,
         } = self
         else {
             return None;
