@@ -903,7 +903,8 @@ mod tests {
 
     /// Convolutions of images with few channels (RGB first layers: big kernels, strides up to
     /// 4, rows wider than the 32 positions of a block and narrower than one vector) run
-    /// directly on the CPU; they agree with im2col + GEMM, one image or several.
+    /// directly on the CPU, forward and weight gradient; they agree with im2col + GEMM, one
+    /// image or several.
     #[test]
     fn direct_matches_im2col() {
         let mut rng = Rng::new(41);
@@ -931,22 +932,30 @@ mod tests {
             let (_, shapes) = spec.reshape(std::slice::from_ref(&shape), None).unwrap();
             let case = LayerCase {
                 param,
-                phase: Phase::Test,
+                phase: Phase::Train,
                 bottoms: vec![(shape.clone(), random(shape.iter().product(), &mut rng))],
                 params: Some(vec![
                     random(shapes.params[0].shape.iter().product(), &mut rng),
                     random(num_output, &mut rng),
                 ]),
             };
-            let fast = run_layer(&mut CpuEngine::new(), &case, None, None).unwrap();
-            let plain = run_layer(&mut CpuEngine::im2col_only(), &case, None, None).unwrap();
-            let (a, b) = (&fast.tops[0].1, &plain.tops[0].1);
-            assert_eq!(a.len(), b.len());
-            for (x, y) in a.iter().zip(b.iter()) {
-                assert!(
-                    (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
-                    "case {i} {shape:?} kernel {kh}x{kw} stride {sh}x{sw} pad {ph}x{pw}: {x} vs {y}"
-                );
+            let dy = vec![random(shapes.tops[0].iter().product(), &mut rng)];
+            let fast = run_layer(&mut CpuEngine::new(), &case, Some(&dy), None).unwrap();
+            let plain = run_layer(&mut CpuEngine::im2col_only(), &case, Some(&dy), None).unwrap();
+            let pairs = [
+                ("top", &fast.tops[0].1, &plain.tops[0].1, 1e-5),
+                // Sums over every position, in another order.
+                ("weight diff", &fast.param_diffs[0], &plain.param_diffs[0], 1e-4),
+            ];
+            for (what, a, b, tolerance) in pairs {
+                assert_eq!(a.len(), b.len());
+                for (x, y) in a.iter().zip(b.iter()) {
+                    assert!(
+                        (x - y).abs() <= tolerance * (1.0 + y.abs()),
+                        "case {i} {shape:?} kernel {kh}x{kw} stride {sh}x{sw} pad {ph}x{pw}: \
+                         {what} {x} vs {y}"
+                    );
+                }
             }
         }
     }

@@ -273,10 +273,10 @@ pub(super) fn run_winograd(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool
     Ok(true)
 }
 
-/// Runs a convolution's forward directly when it qualifies ([`super::direct::Direct::of`]: few
-/// input channels); returns whether it did.
+/// Runs a convolution's forward or weight gradient directly when it qualifies
+/// ([`super::direct::Direct::of`]: few input channels); returns whether it did.
 pub(super) fn run_direct(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool> {
-    let ConvKernel::ConvForward(g) = kernel else {
+    let (ConvKernel::ConvForward(g) | ConvKernel::ConvWeightGrad(g)) = kernel else {
         return Ok(false);
     };
     g.check()?;
@@ -288,6 +288,13 @@ pub(super) fn run_direct(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool> 
         g.out.slice(0, g.batch * g.out_len()),
     );
     let weight = g.weight.slice(0, g.out_channels * g.kernel_dim());
+    if let ConvKernel::ConvWeightGrad(_) = kernel {
+        // Here `weight` is the weight diff (accumulated into) and `out` the output diff.
+        mem.with(&[weight], &[im, out], |o, i| {
+            super::direct::weight_grad(&d, i[0], i[1], o[0])
+        });
+        return Ok(true);
+    }
     with_epilogue(mem, g, &[out], &[im, weight], |o, i, epilogue| {
         super::direct::forward(&d, i[0], i[1], o[0], epilogue)
     })?;

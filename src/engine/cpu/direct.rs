@@ -1,10 +1,11 @@
-//! Direct convolution forward for images with few channels: the first layers of image nets
-//! (RGB 7x7 stride 2, 11x11 stride 4). Their im2col columns hold channels x kernel elements per
-//! output position, dozens of times the image (147 rows of 12544 floats per image for a 7x7
-//! layer at 224x224), which the product then reads back through memory. Here each output row
-//! is computed in registers from the image itself: 8 output channels x 32 positions at a time,
-//! the kernel taps in im2col's order (channel, kernel row, kernel column), one fused
-//! multiply-add per tap, as the product accumulates them.
+//! Direct convolution (forward and weight gradient) for images with few channels: the first
+//! layers of image nets (RGB 7x7 stride 2, 11x11 stride 4). Their im2col columns hold channels x
+//! kernel elements per output position, dozens of times the image (147 rows of 12544 floats per
+//! image for a 7x7 layer at 224x224), which the product then reads back through memory. Here
+//! each output row is computed in registers from the image itself: 8 output channels x 32
+//! positions at a time, the kernel taps in im2col's order (channel, kernel row, kernel column),
+//! one fused multiply-add per tap, as the product accumulates them. The weight gradient sums
+//! the output gradient times each tap's input over positions, 4 channels x 6 taps at a time.
 //!
 //! Strided rows are split into `stride` phases (phase r of a padded row holds its elements r,
 //! r + stride, ...), so that the 32 positions of a block read consecutive elements of one phase
@@ -132,11 +133,14 @@ impl Direct {
                     continue;
                 };
                 let src = &image[(c * self.h + iy) * self.w..][..self.w];
-                for (x, &v) in src.iter().enumerate() {
-                    let col = x + self.pw;
-                    let t = col / sw;
-                    if t < len {
-                        row[(col % sw) * len + t] = v;
+                for (r, phase) in row.chunks_exact_mut(len).enumerate() {
+                    // Element t of phase r is image column t * sw + r - pw.
+                    let first = (self.pw.saturating_sub(r)).div_ceil(sw);
+                    for (t, v) in phase.iter_mut().enumerate().skip(first) {
+                        let Some(&x) = src.get(t * sw + r - self.pw) else {
+                            break;
+                        };
+                        *v = x;
                     }
                 }
             }
@@ -232,6 +236,46 @@ pub(super) fn forward(
     }
 }
 
+/// Output channels per block of the weight gradient (each task owns whole rows of the diff).
+const WG_CO: usize = 4;
+/// Kernel taps per register block of the weight gradient.
+const WG_TAPS: usize = 6;
+
+/// weight_diff += the weight gradient of the forward [`forward`] computes, from the images and
+/// the output gradient: for each output channel o and tap t, the sum over images, output rows
+/// and positions of dy[o] times the tap's phase row, 16 positions per vector. Images go in
+/// order; each core takes blocks of [`WG_CO`] output channels, so the result does not depend
+/// on the number of cores.
+pub(super) fn weight_grad(d: &Direct, input: &[f32], out_diff: &[f32], weight_diff: &mut [f32]) {
+    let (in_len, plane, taps) = (d.channels * d.h * d.w, d.oh * d.ow, d.taps());
+    let out_len = d.out_channels * plane;
+    assert!(input.len() >= d.batch * in_len && out_diff.len() >= d.batch * out_len);
+    assert!(weight_diff.len() >= d.out_channels * taps);
+    if d.batch == 0 || out_len == 0 {
+        return;
+    }
+    let mut phases = vec![0f32; d.phases_len()];
+    for b in 0..d.batch {
+        d.split_phases(&input[b * in_len..][..in_len], &mut phases);
+        let dy = &out_diff[b * out_len..][..out_len];
+        weight_diff[..d.out_channels * taps]
+            .par_chunks_mut(WG_CO * taps)
+            .enumerate()
+            .for_each(|(block, dw)| {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: Direct::of checked the CPU; see x86::weight_grad_block.
+                unsafe {
+                    x86::weight_grad_block(d, &phases, dy, block * WG_CO, dw)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    let _ = (block, dw);
+                    unreachable!("Direct::of needs AVX-512");
+                }
+            });
+    }
+}
+
 /// Output rows `ys` of one image (every channel) from its phases.
 fn rows(d: &Direct, phases: &[f32], packed: &[f32], ys: std::ops::Range<usize>, out: OutPtr) {
     assert!(phases.len() >= d.phases_len() && ys.end <= d.oh);
@@ -252,7 +296,7 @@ fn rows(d: &Direct, phases: &[f32], packed: &[f32], ys: std::ops::Range<usize>, 
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{CO, Direct, XS};
+    use super::{CO, Direct, WG_CO, WG_TAPS, XS};
 
     /// # Safety
     /// The CPU has AVX-512F; `phases` holds the image's phases, `packed` the packed weights and
@@ -338,6 +382,75 @@ mod x86 {
                     // A masked-off lane touches no memory (hence wrapping_add past the row).
                     let mask = lane_mask(lanes.saturating_sub(16 * k).min(16));
                     _mm512_mask_storeu_ps(row.wrapping_add(16 * k), mask, a);
+                }
+            }
+        }
+    }
+
+    /// dw (output channels `o0..o0 + dw.len() / taps`, [channel][tap]) += the weight gradient
+    /// of one image: `phases` its phases, `dy` its output gradient.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `phases` holds d.phases_len() elements and `dy` the image's
+    /// out_channels x oh x ow gradient.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weight_grad_block(
+        d: &Direct,
+        phases: &[f32],
+        dy: &[f32],
+        o0: usize,
+        dw: &mut [f32],
+    ) {
+        let (taps, len, plane) = (d.taps(), d.phase_len, d.oh * d.ow);
+        let channels = dw.len() / taps;
+        assert!(phases.len() >= d.phases_len() && dy.len() >= (o0 + channels) * plane);
+        assert!(channels <= WG_CO);
+        // As in rows: each tap's phase row offset and first element; padded to whole blocks
+        // with tap 0 (whose sums are dropped).
+        let mut offsets: Vec<usize> = (0..d.channels)
+            .flat_map(|c| {
+                (0..d.kh).flat_map(move |i| {
+                    (0..d.kw).map(move |j| ((c * d.rows + i) * d.sw + j % d.sw) * len + j / d.sw)
+                })
+            })
+            .collect();
+        offsets.resize(taps.next_multiple_of(WG_TAPS), offsets[0]);
+        let row_step = d.sh * d.sw * len;
+        for (tb, block) in offsets.chunks_exact(WG_TAPS).enumerate() {
+            let mut acc = [[_mm512_setzero_ps(); WG_TAPS]; WG_CO];
+            for y in 0..d.oh {
+                let mut x = 0;
+                while x < d.ow {
+                    let lanes = (d.ow - x).min(16);
+                    let mask = lane_mask(lanes);
+                    // SAFETY: the masks keep the loads within dy's rows and the phase rows
+                    // (positions x..x + lanes plus a tap's offset lie inside, see rows).
+                    unsafe {
+                        let g: [__m512; WG_CO] = std::array::from_fn(|o| {
+                            if o < channels {
+                                let at = (o0 + o) * plane + y * d.ow + x;
+                                _mm512_maskz_loadu_ps(mask, dy.as_ptr().add(at))
+                            } else {
+                                _mm512_setzero_ps()
+                            }
+                        });
+                        let first = phases.as_ptr().add(y * row_step + x);
+                        for (t, &off) in block.iter().enumerate() {
+                            let v = _mm512_maskz_loadu_ps(mask, first.add(off));
+                            for o in 0..WG_CO {
+                                acc[o][t] = _mm512_fmadd_ps(g[o], v, acc[o][t]);
+                            }
+                        }
+                    }
+                    x += lanes;
+                }
+            }
+            for (o, sums) in acc.iter().enumerate().take(channels) {
+                for (t, &sum) in sums.iter().enumerate() {
+                    let tap = tb * WG_TAPS + t;
+                    if tap < taps {
+                        dw[o * taps + tap] += _mm512_reduce_add_ps(sum);
+                    }
                 }
             }
         }
