@@ -458,8 +458,10 @@ impl Net {
         };
         // The neuron after the Scale, if layer i is one.
         let after = step(self, eng, i)?.filter(|s| matches!(s, BackwardStep::Neuron(..)));
-        let scale = i - usize::from(after.is_some());
-        if after.is_some() && (i == 0 || !in_place_on(self, scale, blob)) {
+        let Some(scale) = i.checked_sub(usize::from(after.is_some())) else {
+            return Ok(None);
+        };
+        if after.is_some() && !in_place_on(self, scale, blob) {
             return Ok(None);
         }
         let before = if scale > 0 && in_place_on(self, scale - 1, blob) {
