@@ -523,7 +523,7 @@ impl Layer for Convolution {
 mod tests {
     use super::*;
     use crate::engine::cpu::CpuEngine;
-    use crate::layers::testing::{LayerCase, check_gradient, run_layer};
+    use crate::layers::testing::{LayerCase, LayerRun, check_gradient, run_layer};
     use crate::proto::Phase;
     use crate::rng::Rng;
 
@@ -844,6 +844,45 @@ mod tests {
         }
     }
 
+    /// Runs the layer `param` (a convolution, or a deconvolution when `deconv`) forward and
+    /// backward on a random input of `shape`, random weights and bias and a random top gradient,
+    /// in the CPU engine with its fast convolution paths and with im2col + GEMM only; returns
+    /// (fast, im2col).
+    fn fast_and_im2col(
+        param: LayerParameter,
+        shape: &[usize],
+        deconv: bool,
+        rng: &mut Rng,
+    ) -> (LayerRun, LayerRun) {
+        let spec = ConvSpec::parse(&param, deconv).unwrap();
+        let (_, shapes) = spec.reshape(&[shape.to_vec()], None).unwrap();
+        let num_output = spec.num_output;
+        let case = LayerCase {
+            param,
+            phase: Phase::Train,
+            bottoms: vec![(shape.to_vec(), random(shape.iter().product(), rng))],
+            params: Some(vec![
+                random(shapes.params[0].shape.iter().product(), rng),
+                random(num_output, rng),
+            ]),
+        };
+        let dy = vec![random(shapes.tops[0].iter().product(), rng)];
+        let fast = run_layer(&mut CpuEngine::new(), &case, Some(&dy), None).unwrap();
+        let plain = run_layer(&mut CpuEngine::im2col_only(), &case, Some(&dy), None).unwrap();
+        (fast, plain)
+    }
+
+    /// `a` equals `b` within `tolerance` relative to 1 + |b|, naming `what` of `case`.
+    fn assert_close(case: &str, what: &str, a: &[f32], b: &[f32], tolerance: f32) {
+        assert_eq!(a.len(), b.len(), "{case}: {what} length");
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= tolerance * (1.0 + y.abs()),
+                "{case}: {what} {x} vs {y}"
+            );
+        }
+    }
+
     /// 3x3 stride-1 convolutions (and deconvolutions) with enough channels go through the CPU
     /// engine's Winograd kernel, forward and backward (bottom and weight gradients); they agree
     /// with im2col + GEMM.
@@ -870,33 +909,16 @@ mod tests {
                 ..Default::default()
             };
             let param = conv_param(kind, p);
-            let spec = ConvSpec::parse(&param, kind == "Deconvolution").unwrap();
-            let (_, shapes) = spec.reshape(std::slice::from_ref(&shape), None).unwrap();
-            let case = LayerCase {
-                param,
-                phase: Phase::Train,
-                bottoms: vec![(shape.clone(), random(shape.iter().product(), &mut rng))],
-                params: Some(vec![
-                    random(shapes.params[0].shape.iter().product(), &mut rng),
-                    random(num_output, &mut rng),
-                ]),
-            };
-            let dy = vec![random(shapes.tops[0].iter().product(), &mut rng)];
-            let fast = run_layer(&mut CpuEngine::new(), &case, Some(&dy), None).unwrap();
-            let plain = run_layer(&mut CpuEngine::im2col_only(), &case, Some(&dy), None).unwrap();
+            let (fast, plain) =
+                fast_and_im2col(param, &shape, kind == "Deconvolution", &mut rng);
+            let case = format!("case {i} {kind} {shape:?} pad {pad}");
             let pairs = [
                 ("top", &fast.tops[0].1, &plain.tops[0].1),
                 ("bottom diff", &fast.bottom_diffs[0], &plain.bottom_diffs[0]),
                 ("weight diff", &fast.param_diffs[0], &plain.param_diffs[0]),
             ];
             for (what, a, b) in pairs {
-                assert_eq!(a.len(), b.len());
-                for (x, y) in a.iter().zip(b.iter()) {
-                    assert!(
-                        (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
-                        "case {i} {kind} {shape:?} pad {pad}: {what} {x} vs {y}"
-                    );
-                }
+                assert_close(&case, what, a, b, 1e-4);
             }
         }
     }
@@ -928,35 +950,12 @@ mod tests {
                 ..Default::default()
             };
             let param = conv_param("Convolution", p);
-            let spec = ConvSpec::parse(&param, false).unwrap();
-            let (_, shapes) = spec.reshape(std::slice::from_ref(&shape), None).unwrap();
-            let case = LayerCase {
-                param,
-                phase: Phase::Train,
-                bottoms: vec![(shape.clone(), random(shape.iter().product(), &mut rng))],
-                params: Some(vec![
-                    random(shapes.params[0].shape.iter().product(), &mut rng),
-                    random(num_output, &mut rng),
-                ]),
-            };
-            let dy = vec![random(shapes.tops[0].iter().product(), &mut rng)];
-            let fast = run_layer(&mut CpuEngine::new(), &case, Some(&dy), None).unwrap();
-            let plain = run_layer(&mut CpuEngine::im2col_only(), &case, Some(&dy), None).unwrap();
-            let pairs = [
-                ("top", &fast.tops[0].1, &plain.tops[0].1, 1e-5),
-                // Sums over every position, in another order.
-                ("weight diff", &fast.param_diffs[0], &plain.param_diffs[0], 1e-4),
-            ];
-            for (what, a, b, tolerance) in pairs {
-                assert_eq!(a.len(), b.len());
-                for (x, y) in a.iter().zip(b.iter()) {
-                    assert!(
-                        (x - y).abs() <= tolerance * (1.0 + y.abs()),
-                        "case {i} {shape:?} kernel {kh}x{kw} stride {sh}x{sw} pad {ph}x{pw}: \
-                         {what} {x} vs {y}"
-                    );
-                }
-            }
+            let (fast, plain) = fast_and_im2col(param, &shape, false, &mut rng);
+            let case = format!("case {i} {shape:?} kernel {kh}x{kw} stride {sh}x{sw} pad {ph}x{pw}");
+            assert_close(&case, "top", &fast.tops[0].1, &plain.tops[0].1, 1e-5);
+            // Sums over every position, in another order.
+            let (a, b) = (&fast.param_diffs[0], &plain.param_diffs[0]);
+            assert_close(&case, "weight diff", a, b, 1e-4);
         }
     }
 

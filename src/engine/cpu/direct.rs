@@ -44,6 +44,9 @@ pub(super) struct Direct {
     rows: usize,
     /// Elements of one phase of a padded row (with room for a block's full-vector loads).
     phase_len: usize,
+    /// Each kernel tap's first element relative to its output row's first padded row and the
+    /// block's first position, in im2col's tap order.
+    offsets: Vec<usize>,
 }
 
 impl Direct {
@@ -77,6 +80,14 @@ impl Direct {
         if !fits(h, ph, kh, sh, oh) || !fits(w, pw, kw, sw, ow) {
             return None;
         }
+        let (rows, phase_len) = (h + 2 * ph, ow.next_multiple_of(XS) + (kw - 1) / sw);
+        let offsets = (0..g.channels)
+            .flat_map(|c| {
+                (0..kh).flat_map(move |i| {
+                    (0..kw).map(move |j| ((c * rows + i) * sw + j % sw) * phase_len + j / sw)
+                })
+            })
+            .collect();
         Some(Direct {
             batch: g.batch,
             channels: g.channels,
@@ -91,13 +102,19 @@ impl Direct {
             sw,
             ph,
             pw,
-            rows: h + 2 * ph,
-            phase_len: ow.next_multiple_of(XS) + (kw - 1) / sw,
+            rows,
+            phase_len,
+            offsets,
         })
     }
 
     fn taps(&self) -> usize {
         self.channels * self.kh * self.kw
+    }
+
+    /// Phase elements between the first padded rows of consecutive output rows.
+    fn row_step(&self) -> usize {
+        self.sh * self.sw * self.phase_len
     }
 
     fn phases_len(&self) -> usize {
@@ -189,14 +206,11 @@ pub(super) fn forward(
     }
     let packed = d.pack_weights(weight);
     let threads = rayon::current_num_threads();
-    let finish = |image: usize, out: &mut [f32]| {
+    // The bias and steps of output plane `index` (= image * out_channels + channel).
+    let finish = |index: usize, p: &mut [f32]| {
         if !epilogue.is_empty() {
-            wide(|| {
-                for (c, p) in out.chunks_mut(plane).enumerate() {
-                    // SAFETY: each plane is finished by one task.
-                    unsafe { epilogue.apply(image * d.out_channels + c, p) };
-                }
-            });
+            // SAFETY: each plane is finished by one task.
+            wide(|| unsafe { epilogue.apply(index, p) });
         }
     };
     if d.batch >= threads {
@@ -211,7 +225,9 @@ pub(super) fn forward(
                     d.split_phases(&input[b * in_len..][..in_len], &mut phases);
                     rows(d, &phases, &packed, 0..d.oh, OutPtr(out.as_mut_ptr()));
                 });
-                finish(b, out);
+                for (c, p) in out.chunks_mut(plane).enumerate() {
+                    finish(b * d.out_channels + c, p);
+                }
             });
     } else {
         // Few images: each one's rows on every core.
@@ -224,14 +240,9 @@ pub(super) fn forward(
                 let ys = k * d.oh / blocks..(k + 1) * d.oh / blocks;
                 rows(d, &phases, &packed, ys, ptr);
             });
-            out.par_chunks_mut(plane).enumerate().for_each(|(c, p)| {
-                if !epilogue.is_empty() {
-                    wide(|| {
-                        // SAFETY: each plane is finished by one task.
-                        unsafe { epilogue.apply(b * d.out_channels + c, p) }
-                    });
-                }
-            });
+            out.par_chunks_mut(plane)
+                .enumerate()
+                .for_each(|(c, p)| finish(b * d.out_channels + c, p));
         }
     }
 }
@@ -254,6 +265,9 @@ pub(super) fn weight_grad(d: &Direct, input: &[f32], out_diff: &[f32], weight_di
     if d.batch == 0 || out_len == 0 {
         return;
     }
+    // Whole blocks of taps: the padding repeats tap 0, whose extra sums are dropped.
+    let mut offsets = d.offsets.clone();
+    offsets.resize(taps.next_multiple_of(WG_TAPS), d.offsets[0]);
     let mut phases = vec![0f32; d.phases_len()];
     for b in 0..d.batch {
         d.split_phases(&input[b * in_len..][..in_len], &mut phases);
@@ -265,7 +279,7 @@ pub(super) fn weight_grad(d: &Direct, input: &[f32], out_diff: &[f32], weight_di
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: Direct::of checked the CPU; see x86::weight_grad_block.
                 unsafe {
-                    x86::weight_grad_block(d, &phases, dy, block * WG_CO, dw)
+                    x86::weight_grad_block(d, &phases, dy, &offsets, block * WG_CO, dw)
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 {
@@ -309,17 +323,9 @@ mod x86 {
         ys: std::ops::Range<usize>,
         out: *mut f32,
     ) {
-        let (taps, len, plane) = (d.taps(), d.phase_len, d.oh * d.ow);
-        // Offset of each tap's phase row relative to its output row's first padded row, and
-        // its first element relative to the block's first position.
-        let offsets: Vec<usize> = (0..d.channels)
-            .flat_map(|c| {
-                (0..d.kh).flat_map(move |i| {
-                    (0..d.kw).map(move |j| ((c * d.rows + i) * d.sw + j % d.sw) * len + j / d.sw)
-                })
-            })
-            .collect();
-        let row_step = d.sh * d.sw * len;
+        let (taps, plane) = (d.taps(), d.oh * d.ow);
+        let offsets = &d.offsets;
+        let row_step = d.row_step();
         for y in ys {
             // SAFETY: padded row y * sh + i of every tap lies within d.rows (Direct::of checked
             // the output size).
@@ -337,9 +343,9 @@ mod x86 {
                         let dst = dst.add(ob * CO * plane);
                         // The last block of a row takes one vector when its positions fit.
                         if lanes > 16 {
-                            block_of::<2>(block, &offsets, weights, dst, plane, channels, lanes);
+                            block_of::<2>(block, offsets, weights, dst, plane, channels, lanes);
                         } else {
-                            block_of::<1>(block, &offsets, weights, dst, plane, channels, lanes);
+                            block_of::<1>(block, offsets, weights, dst, plane, channels, lanes);
                         }
                     }
                 }
@@ -388,34 +394,26 @@ mod x86 {
     }
 
     /// dw (output channels `o0..o0 + dw.len() / taps`, [channel][tap]) += the weight gradient
-    /// of one image: `phases` its phases, `dy` its output gradient.
+    /// of one image: `phases` its phases, `dy` its output gradient, `offsets` the taps'
+    /// offsets padded to whole blocks of [`WG_TAPS`] (the padding's sums are dropped).
     ///
     /// # Safety
     /// The CPU has AVX-512F; `phases` holds d.phases_len() elements and `dy` the image's
-    /// out_channels x oh x ow gradient.
+    /// out_channels x oh x ow gradient; every offset is one of d.offsets.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn weight_grad_block(
         d: &Direct,
         phases: &[f32],
         dy: &[f32],
+        offsets: &[usize],
         o0: usize,
         dw: &mut [f32],
     ) {
-        let (taps, len, plane) = (d.taps(), d.phase_len, d.oh * d.ow);
+        let (taps, plane) = (d.taps(), d.oh * d.ow);
         let channels = dw.len() / taps;
         assert!(phases.len() >= d.phases_len() && dy.len() >= (o0 + channels) * plane);
-        assert!(channels <= WG_CO);
-        // As in rows: each tap's phase row offset and first element; padded to whole blocks
-        // with tap 0 (whose sums are dropped).
-        let mut offsets: Vec<usize> = (0..d.channels)
-            .flat_map(|c| {
-                (0..d.kh).flat_map(move |i| {
-                    (0..d.kw).map(move |j| ((c * d.rows + i) * d.sw + j % d.sw) * len + j / d.sw)
-                })
-            })
-            .collect();
-        offsets.resize(taps.next_multiple_of(WG_TAPS), offsets[0]);
-        let row_step = d.sh * d.sw * len;
+        assert!(channels <= WG_CO && offsets.len().is_multiple_of(WG_TAPS));
+        let row_step = d.row_step();
         for (tb, block) in offsets.chunks_exact(WG_TAPS).enumerate() {
             let mut acc = [[_mm512_setzero_ps(); WG_TAPS]; WG_CO];
             for y in 0..d.oh {
