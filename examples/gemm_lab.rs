@@ -126,8 +126,20 @@ fn main() {
             tex_entry(2),
             buf_entry(3, wgpu::BufferBindingType::Storage { read_only: false }),
             buf_entry(4, wgpu::BufferBindingType::Storage { read_only: false }),
+            // The tap table and the epilogue's operands, unused here but in every kernel's layout.
+            tex_entry(5),
+            buf_entry(6, wgpu::BufferBindingType::Storage { read_only: false }),
+            buf_entry(7, wgpu::BufferBindingType::Storage { read_only: false }),
+            buf_entry(8, wgpu::BufferBindingType::Storage { read_only: false }),
         ],
     });
+    let unused_buf = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 64,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let unused_tex = tex(&[0.0; 4]);
     let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
         label: None,
         bind_group_layouts: &[Some(&bgl)],
@@ -282,6 +294,22 @@ fn main() {
                 wgpu::BindGroupEntry {
                     binding: 4,
                     resource: c.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 5,
+                    resource: wgpu::BindingResource::TextureView(&unused_tex),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 6,
+                    resource: unused_buf.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 7,
+                    resource: unused_buf.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 8,
+                    resource: unused_buf.as_entire_binding(),
                 },
             ],
         });

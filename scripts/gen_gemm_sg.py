@@ -3,8 +3,9 @@
 
 usage: gen_gemm_sg.py KERNEL... > shaders/blas_subgroup.wgsl   with KERNEL = TM,CL,A,B[,KU]
 The engine uses `32,8,T,N 16,8,T,N 8,8,T,N 48,8,T,N,2 64,8,T,N,2` (operands packed in panels by
-blas.wgsl) and `32,8,T,I 16,8,T,I 8,8,T,I 48,8,T,I,2 64,8,T,I,2` (convolutions: B is the im2col
-of an image read in place, see B=I below); the other layouts read operands in place and serve
+blas.wgsl), `32,8,T,I 16,8,T,I 8,8,T,I 48,8,T,I,2 64,8,T,I,2` (convolutions: B is the im2col
+of an image read in place, see B=I below) and `32,8,J,U 32,4,J,U` (weight gradients, see
+A=J below); the other layouts read operands in place and serve
 experiments with examples/gemm_lab.rs. On lavapipe they are slower than packing first (panels are read as
 contiguous streams): 20-50% for the kernel alone at 1024^3. Even for few rows (96x3025x1200,
 convolution-like), B read in place at any alignment (T,M) lost to packing in the engine: the
@@ -38,6 +39,18 @@ strides in texels):
        19 OW, 20 H, 21 W, 22 taps (kprod), 23 first k, 24 1 / OW, 25 1 / kprod (f32). B costs
        per k about what 100 FMAs per lane do, against a packing pass that writes and copies
        all of B, so it pays for blocks of up to ~128 rows.
+  A=J, B=U  (gemm_TMxTN_ju, convolution weight gradients): one slice z of k = (image, output
+       position) of C_z = im2col(images) * dY^T, read in place: row r = (channel c, tap t) of
+       A is source[image + c * cstride + tap base + position] (masked with IM_MASK as for B=I),
+       column j of B is dY[image][j][position]. Slice z covers the positions [k0, k1) of the
+       images [b0, b1). Each lane keeps the texel it last read of each of its rows and columns,
+       so 4 k cost one texel per row or column (A_ALIGNED / B_ALIGNED: rows / columns start at
+       whole texels, no shifts); k1 - k0 not a multiple of 4 ends with one masked step. C_z is
+       stored as vec4 rows (ldc a multiple of 4) and blas.wgsl's wgrad_sum adds the slices into
+       dW. Its words: 0 m, 1 n, 3 ldc, 4 c shift, 5 elements between slices (as below), and
+       2 positions S, 6 source element of image 0, 7 image stride, 8 cstride, 9 dY element
+       of image 0, 10 dY image stride, 11 slices per image, 12 positions per slice, 13 OW,
+       14 H, 15 W, 16 taps (kprod), 17 1 / OW, 18 1 / kprod, 19 images per slice, 20 images.
 k runs in steps of 4 then one at a time; rows and columns past the matrix read whatever is there
 (their results are never stored), k never goes past the matrix.
 
@@ -140,14 +153,20 @@ def gen(tm, cl, al, bl, ku=4):
                     w(f"{ind}let b0_{c} = vec4<f32>({comps});")
         elif bl == "I":
             for u in u_list:
-                w(f"{ind}let tp{u} = textureLoad(sg_tt, tex_coord(tt), 0);")
+                # I_ALIGNED: one tap at base 0, k is the channel.
+                w(f"{ind}var tp{u} = vec4<f32>(0.0);")
+                w(f"{ind}if (!I_ALIGNED) {{ tp{u} = textureLoad(sg_tt, tex_coord(tt), 0); }}")
                 w(f"{ind}let bi{u} = sg_im8(ibase + i32(cc * pu(18u)) + i32(tp{u}.x), tp{u}, cols);")
                 w(f"{ind}let b{u}_0 = bi{u}.lo;")
                 w(f"{ind}let b{u}_1 = bi{u}.hi;")
-                w(f"{ind}tt += 1u;")
-                w(f"{ind}let tw{u} = tt == pu(22u);")
-                w(f"{ind}tt = select(tt, 0u, tw{u});")
-                w(f"{ind}cc = select(cc, cc + 1u, tw{u});")
+                w(f"{ind}if (I_ALIGNED) {{")
+                w(f"{ind}    cc += 1u;")
+                w(f"{ind}}} else {{")
+                w(f"{ind}    tt += 1u;")
+                w(f"{ind}    let tw{u} = tt == pu(22u);")
+                w(f"{ind}    tt = select(tt, 0u, tw{u});")
+                w(f"{ind}    cc = select(cc, cc + 1u, tw{u});")
+                w(f"{ind}}}")
         else:  # M
             for u in u_list:
                 e = "be" if u == 0 else f"be + ldb * {u}u"
@@ -275,6 +294,136 @@ def gen(tm, cl, al, bl, ku=4):
                 w(f"            sg_store(ci, col0 + {4 * c + comp}u, cm.{half}.{XYZW[comp]}, acc{r}_{c}.{XYZW[comp]}, ep);")
         w("        }")
     w("    }")
+    w("}")
+    return "\n".join(o) + "\n"
+
+
+
+def gen_wgrad(tm, cl):
+    """A=J, B=U: one z slice of a convolution's weight gradient, C_z = im2col(images)_z * dY_z^T
+    (rows (channel, kernel tap), columns output channels, k output positions), both operands
+    read in place (see the module doc)."""
+    assert tm % 8 == 0 and cl % 4 == 0
+    tn = 8 * cl
+    c4 = cl // 4
+    nf = tm // 8
+    name = f"gemm_{tm}x{tn}_ju"
+    o = []
+    w = o.append
+    w(f"// {tm}x{tn} tile, lane tile {tm}x{cl}, A layout J, B layout U (a weight gradient's slice).")
+    w("@compute @workgroup_size(8)")
+    w(f"fn {name}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {{")
+    w("    let q = wid.x;")
+    w("    let p = wid.y;")
+    w("    let z = wid.z;")
+    w("    let m = pu(0u);")
+    w("    let n = pu(1u);")
+    w("    let sn = pu(2u);")
+    w("    let cpi = pu(11u);")
+    w("    let zi = z / cpi;")
+    w("    let b0 = zi * pu(19u);")
+    w("    let b1 = min(b0 + pu(19u), pu(20u));")
+    w("    let k0 = (z - zi * cpi) * pu(12u);")
+    w("    let k1 = min(k0 + pu(12u), sn);")
+    w("    let hn = vec4<u32>(pu(14u));")
+    w("    let wn = vec4<u32>(pu(15u));")
+    w("    let own = vec4<i32>(i32(pu(13u)));")
+    for r in range(tm):
+        for c in range(c4):
+            w(f"    var acc{r}_{c} = vec4<f32>(0.0);")
+    # A rows fetched by this lane: 8f + l of the panel (clamped into the matrix)
+    for f in range(nf):
+        w(f"    let r{f} = min(p * {tm}u + {8 * f}u + l, m - 1u);")
+        w(f"    let c{f} = sg_div(r{f}, pu(16u), pf(18u));")
+        w(f"    let tp{f} = textureLoad(sg_tt, tex_coord(r{f} - c{f} * pu(16u)), 0);")
+        w(f"    let ar{f} = i32(pu(6u) + c{f} * pu(8u)) + i32(tp{f}.x);")
+        w(f"    let uh{f} = vec4<i32>(i32(tp{f}.y));")
+        w(f"    let uw{f} = vec4<i32>(i32(tp{f}.z));")
+    for j in range(cl):
+        w(f"    let br{j} = pu(9u) + min(q * {tn}u + {cl}u * l + {j}u, n - 1u) * sn;")
+    w("    for (var b = b0; b < b1; b++) {")
+    ind = "        "
+    for f in range(nf):
+        w(f"{ind}let ea{f} = ar{f} + i32(b * pu(7u) + k0);")
+        w(f"{ind}var ta{f} = ea{f} >> 2u;")
+        w(f"{ind}let sa{f} = u32(ea{f}) & 3u;")
+        w(f"{ind}var pa{f} = sg_texel_a(ta{f});")
+    for j in range(cl):
+        w(f"{ind}let eb{j} = br{j} + b * pu(10u) + k0;")
+        w(f"{ind}var tb{j} = i32(eb{j} >> 2u);")
+        w(f"{ind}let sb{j} = eb{j} & 3u;")
+        w(f"{ind}var pb{j} = sg_texel(tb{j});")
+    w(f"{ind}let pos = vec4<u32>(k0) + vec4<u32>(0u, 1u, 2u, 3u);")
+    w(f"{ind}let oh_0 = sg_div4(pos, pu(13u), pf(17u));")
+    w(f"{ind}var oh = vec4<i32>(oh_0);")
+    w(f"{ind}var ow = vec4<i32>(pos - oh_0 * pu(13u));")
+    w(f"{ind}var k = k0;")
+
+    def body(ind, tail):
+        if tail:
+            w(f"{ind}let live = vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(k1);")
+        for f in range(nf):
+            w(f"{ind}ta{f} += 1;")
+            w(f"{ind}var a_{f}: vec4<f32>;")
+            w(f"{ind}if (A_ALIGNED) {{")
+            w(f"{ind}    a_{f} = pa{f};")
+            w(f"{ind}    pa{f} = sg_texel_a(ta{f});")
+            w(f"{ind}}} else {{")
+            w(f"{ind}    let na{f} = sg_texel_a(ta{f});")
+            w(f"{ind}    a_{f} = shift4(pa{f}, na{f}, sa{f});")
+            w(f"{ind}    pa{f} = na{f};")
+            w(f"{ind}}}")
+            w(f"{ind}if (IM_MASK) {{")
+            w(f"{ind}    let in{f} = (vec4<u32>(oh + uh{f}) < hn) & (vec4<u32>(ow + uw{f}) < wn);")
+            w(f"{ind}    a_{f} = select(vec4<f32>(0.0), a_{f}, in{f});")
+            w(f"{ind}}}")
+            if tail:
+                w(f"{ind}a_{f} = select(vec4<f32>(0.0), a_{f}, live);")
+        for j in range(cl):
+            w(f"{ind}tb{j} += 1;")
+            w(f"{ind}var v{j}: vec4<f32>;")
+            w(f"{ind}if (B_ALIGNED) {{")
+            w(f"{ind}    v{j} = pb{j};")
+            w(f"{ind}    pb{j} = sg_texel(tb{j});")
+            w(f"{ind}}} else {{")
+            w(f"{ind}    let nb{j} = sg_texel(tb{j});")
+            w(f"{ind}    v{j} = shift4(pb{j}, nb{j}, sb{j});")
+            w(f"{ind}    pb{j} = nb{j};")
+            w(f"{ind}}}")
+            if tail:
+                w(f"{ind}v{j} = select(vec4<f32>(0.0), v{j}, live);")
+        for u in range(4):
+            for c in range(c4):
+                comps = ", ".join(f"v{4 * c + i}.{XYZW[u]}" for i in range(4))
+                w(f"{ind}let b{u}_{c} = vec4<f32>({comps});")
+        for r in range(tm):
+            w(f"{ind}let s{r} = subgroupBroadcast(a_{r // 8}, {r % 8}u);")
+            for u in range(4):
+                for c in range(c4):
+                    w(f"{ind}acc{r}_{c} = fma(vec4<f32>(s{r}.{XYZW[u]}), b{u}_{c}, acc{r}_{c});")
+        if not tail:
+            w(f"{ind}ow += vec4<i32>(4);")
+            w(f"{ind}let wrap = ow >= own;")
+            w(f"{ind}ow = select(ow, ow - own, wrap);")
+            w(f"{ind}oh = select(oh, oh + vec4<i32>(1), wrap);")
+
+    w(f"{ind}for (; k + 4u <= k1; k += 4u) {{")
+    body(ind + "    ", False)
+    w(f"{ind}}}")
+    w(f"{ind}if (k < k1) {{")
+    body(ind + "    ", True)
+    w(f"{ind}}}")
+    w("    }")
+    w(f"    let row0 = p * {tm}u;")
+    w(f"    let col0 = q * {tn}u + {cl}u * l;")
+    w("    let cb = pu(4u) + z * pu(5u);")
+    for r in range(tm):
+        w(f"    if (row0 + {r}u < m) {{")
+        w(f"        let v = (cb + (row0 + {r}u) * pu(3u) + col0) >> 2u;")
+        for c in range(c4):
+            off = f" + {c}u" if c else ""
+            w(f"        if (col0 + {4 * c}u < n) {{ sg_c4[v{off}] = acc{r}_{c}; }}")
+        w("    }")
     w("}")
     return "\n".join(o) + "\n"
 
@@ -417,6 +566,14 @@ fn shift4(a: vec4<f32>, b: vec4<f32>, s: u32) -> vec4<f32> {
 override HAS_BIAS: bool = false;
 // Layout I: mask reads outside the image (the identity layout of conv_gemm.wgsl).
 override IM_MASK: bool = true;
+// Layout I: one kernel tap at base 0 (k is the channel) and every element a lane reads first at
+// a multiple of 4 (1x1 kernels without pad over aligned images and channels: no tap table, no
+// shifts).
+override I_ALIGNED: bool = false;
+
+// Layouts J and U: every row of A / column of B starts at a multiple of 4 elements (no shifts).
+override A_ALIGNED: bool = false;
+override B_ALIGNED: bool = false;
 
 // n / d given r = 1 / d, exact below 2^24.
 fn sg_div(n: u32, d: u32, r: f32) -> u32 {
@@ -459,6 +616,10 @@ fn sg_texel(t: i32) -> vec4<f32> {
     return textureLoad(sg_tb, tex_coord(u32(max(t, 0))), 0);
 }
 
+fn sg_texel_a(t: i32) -> vec4<f32> {
+    return textureLoad(sg_ta, tex_coord(u32(max(t, 0))), 0);
+}
+
 struct SgB8 {
     lo: vec4<f32>,
     hi: vec4<f32>,
@@ -467,12 +628,19 @@ struct SgB8 {
 // B at one k (tap tp; e = source element of the lane's first column) for the lane's 8 columns.
 fn sg_im8(e: i32, tp: vec4<f32>, c: SgCols) -> SgB8 {
     let t = e >> 2u;
-    let s = u32(e) & 3u;
-    let f0 = sg_texel(t);
-    let f1 = sg_texel(t + 1);
-    let f2 = sg_texel(t + 2);
-    var lo = shift4(f0, f1, s);
-    var hi = shift4(f1, f2, s);
+    var lo: vec4<f32>;
+    var hi: vec4<f32>;
+    if (I_ALIGNED) {
+        lo = sg_texel(t);
+        hi = sg_texel(t + 1);
+    } else {
+        let s = u32(e) & 3u;
+        let f0 = sg_texel(t);
+        let f1 = sg_texel(t + 1);
+        let f2 = sg_texel(t + 2);
+        lo = shift4(f0, f1, s);
+        hi = shift4(f1, f2, s);
+    }
     if (IM_MASK) {
         let uh = vec4<i32>(i32(tp.y));
         let uw = vec4<i32>(i32(tp.z));
@@ -493,5 +661,9 @@ if __name__ == "__main__":
     out = [COMMON.replace("{args}", " ".join(args))]
     for spec in args:
         tm, cl, al, bl, *ku = spec.split(",")
-        out.append("\n" + gen(int(tm), int(cl), al, bl, int(ku[0]) if ku else 4))
+        if al == "J":
+            assert bl == "U" and not ku
+            out.append("\n" + gen_wgrad(int(tm), int(cl)))
+        else:
+            out.append("\n" + gen(int(tm), int(cl), al, bl, int(ku[0]) if ku else 4))
     sys.stdout.write("".join(out))

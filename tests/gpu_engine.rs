@@ -2598,6 +2598,26 @@ fn whole_convolutions_match_cpu() {
     ] {
         c.check(&mut g, &mut rng, 1e-4);
     }
+    // Weight gradients in slices over (image, position): slices within an image (9216
+    // positions), several images per slice with a tail of 1 position each (81), 1x1 kernels with
+    // rows at whole texels and not (offset 3), the 64-column tile, groups, stride 2, slices of
+    // 8 and 4 images.
+    for (i, mut c) in [
+        conv2((3, 4, 40, 1), [96, 96], [3, 3], [1, 1], [1, 1], [1, 1]),
+        conv2((5, 6, 20, 2), [9, 9], [3, 3], [1, 1], [1, 1], [1, 1]),
+        conv2((2, 16, 48, 1), [20, 20], [1, 1], [0, 0], [1, 1], [1, 1]),
+        conv2((2, 16, 48, 1), [20, 20], [1, 1], [0, 0], [1, 1], [1, 1]),
+        conv2((3, 3, 64, 1), [30, 30], [7, 7], [3, 3], [2, 2], [1, 1]),
+        conv2((2, 40, 96, 2), [14, 14], [1, 1], [0, 0], [2, 2], [1, 1]),
+        conv2((12, 1, 8, 1), [32, 32], [3, 3], [1, 1], [1, 1], [1, 1]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        c.offset = if i == 3 { 3 } else { 0 };
+        // Sums of 27648 products: the orders of additions differ more.
+        c.check(&mut g, &mut rng, if i == 0 { 1e-3 } else { 1e-4 });
+    }
     // The portable micro-kernel.
     let had = g.uses_subgroups();
     g.set_subgroups(false);

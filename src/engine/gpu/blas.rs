@@ -377,6 +377,8 @@ pub(crate) struct MicroEpilogue<'a> {
 pub(crate) struct Implicit<'a> {
     pub taps: &'a wgpu::TextureView,
     pub mask: bool,
+    /// Every lane's first element of every k is at a multiple of 4 (I_ALIGNED).
+    pub aligned: bool,
     pub words: Params,
 }
 
@@ -447,6 +449,7 @@ pub(crate) fn run_micro(e: &mut GpuEngine, u: &Micro) -> Result<()> {
                 p.0.extend_from_slice(&im.words.0);
             }
             constants.push(("IM_MASK", flag(im.mask)));
+            constants.push(("I_ALIGNED", flag(im.aligned)));
             implicit_entry(entry)
         }
     };

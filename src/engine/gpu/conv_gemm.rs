@@ -12,9 +12,12 @@
 //!   output gradient with the flipped, transposed weights (pad d(k-1) - p), the same way: no
 //!   col2im; for larger strides one such convolution per phase (rh, rw) of the input positions,
 //!   with the kernel taps that reach it, stored straight into its positions.
-//! - Weight gradient: one product per group over k = (image, position) of all images,
-//!   dW += dY * im2col(im)^T, both operands packed straight from the tensors (1x1 kernels with
-//!   stride 1 and no pad: the plain products of the composed path).
+//! - Weight gradient: dW += dY * im2col(im)^T over k = (image, position) of all images. With
+//!   subgroups, for 1x1 kernels and up to 128 output channels per group: slices of k whose
+//!   products read both operands in place (`gemm_*_ju`), their partial sums then added into dW
+//!   ([`weight_grad_sliced`]). Otherwise one product per group with both operands packed
+//!   straight from the tensors (1x1 kernels with stride 1 and no pad: the plain products of the
+//!   composed path).
 //!
 //! The images are read in a "linear" layout (see the shader): the images themselves for stride-1
 //! convolutions whose output rows are as wide as the input's, else an expanded copy with the
@@ -131,6 +134,12 @@ impl Geo {
 
     fn kprod(&self) -> usize {
         self.kh * self.kw
+    }
+
+    /// One kernel tap without pad: it reads where each output position sits in the layouts
+    /// (tap base 0), so channel rows that start at whole texels are read without shifts.
+    fn unit_taps(&self) -> bool {
+        self.kprod() == 1 && self.ph == 0 && self.pw == 0
     }
 
     fn positions(&self) -> usize {
@@ -653,6 +662,8 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
                     let im = blas::Implicit {
                         taps: &tap_tex,
                         mask: lay.masked,
+                        aligned: g.unit_taps()
+                            && [gbase, lay.image, lay.cstride].iter().all(|v| v.is_multiple_of(4)),
                         words,
                     };
                     blas::run_micro(e, &micro(&src, 0, Some(im)))?;
@@ -779,6 +790,9 @@ fn data_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
 }
 
 fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
+    if e.uses_subgroups() && !env_flag("CAFFE_RS_CONV_PACKED") && weight_grad_sliced(e, k, g)? {
+        return Ok(true);
+    }
     if k.is_1x1() {
         // The images are the columns: the plain products pack them as cheaply (measured 15-25%
         // faster on lavapipe).
@@ -898,6 +912,166 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
                     batch: 1,
                     epilogue: None,
                 },
+            )?;
+        }
+    }
+    Ok(true)
+}
+
+/// Positions (image, output position) one slice of [`weight_grad_sliced`] aims at: its partial
+/// sums cost a store and a read per element of C, against 2 * k FLOPs per element.
+const SLICE_K: usize = 1 << 13;
+/// Output channels per group up to which k x k (or strided) weight gradients are sliced: with
+/// more, packing im2col^T costs less than the sliced kernel's shifts and masks (measured on
+/// lavapipe: 3x3 over 14x14 with 128 outputs 73% of the GEMM rate against 65% packed, with 256
+/// over 7x7 53% against 67%).
+const SLICED_MAX_OUT: usize = 128;
+/// Workgroups a weight gradient aims at, so that lavapipe's threads get even shares.
+const SLICE_GROUPS: usize = 24;
+
+/// The weight gradient as slices over k = (image, position), each a product of the images'
+/// im2col and the output gradient read in place by `gemm_*_ju` (blas_subgroup.wgsl: no operand
+/// is packed), written as its own partial C^T and then added in order into dW (`wgrad_sum`).
+/// Slices are whole images or runs of one image's positions, enough of them to occupy every
+/// thread when C is small (a 64 x 147 C has 5 tiles).
+fn weight_grad_sliced(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
+    let (cg, og) = (k.channels / k.group, k.out_channels / k.group);
+    let kd = cg * g.kprod();
+    let s = g.positions();
+    let lay = g.layout(k.channels);
+    let max = e.max_bind();
+    let out_len = k.out_len();
+    // The kernel's shifts and masks cost about a third of its FMAs; packing costs per FMA
+    // about 1 / og + 1 / kd of a pass over B, and 1x1 kernels' products pack both operands.
+    if !(k.is_1x1() || og <= SLICED_MAX_OUT) {
+        return Ok(false);
+    }
+    if !g.fits(cg, &lay)
+        || lay.image > max
+        || out_len > max
+        || og * kd >= EXACT
+        || k.weight.len < k.group * og * kd
+    {
+        return Ok(false);
+    }
+    let (tm, tn, entry) = if og <= 32 {
+        (32, 32, "gemm_32x32_ju")
+    } else {
+        (32, 64, "gemm_32x64_ju")
+    };
+    let (pm, pn) = (kd.div_ceil(tm), og.div_ceil(tn));
+    if pm > 65535 || pn > 65535 {
+        return Ok(false);
+    }
+    // Blocks of whole images whose images and output gradients fit one binding each.
+    let per_block = (max / lay.image).min(max / out_len).max(1);
+    let ldc = og.next_multiple_of(4);
+    let slice_len = kd * ldc;
+    let tap_tex = taps(e, g, &lay)?;
+    let wbuf = e.buffer(k.weight.id);
+    let ybuf = e.buffer(k.out.id);
+    for b0 in (0..k.batch).step_by(per_block) {
+        let nb = per_block.min(k.batch - b0);
+        // Slices: runs of one image's positions (chunks per image) or of whole images.
+        let want = SLICE_GROUPS.div_ceil(pm * pn);
+        let mut target = (nb * s / want).max(SLICE_K.min(nb * s));
+        let (per_image, len, images) = loop {
+            let (per_image, len, images) = if s >= target {
+                let per_image = s.div_ceil(target);
+                (per_image, s.div_ceil(per_image).next_multiple_of(4), 1)
+            } else {
+                (1, s, (target / s).max(1))
+            };
+            let slices = nb.div_ceil(images) * per_image;
+            // The kernel's position loop stays under lavapipe's 65535 iterations; the partial
+            // sums stay within one binding.
+            if (len / 4 < 60000 && slices * slice_len <= max) || target >= nb * s {
+                break (per_image, len, images);
+            }
+            target *= 2;
+        };
+        let slices = nb.div_ceil(images) * per_image;
+        if len / 4 >= 60000 || slices * slice_len > max || slices > 65535 {
+            return Ok(false);
+        }
+        let (src, base) = source(e, "cg_src", k.im, k.im_len(), (b0, nb), k.channels, g, &lay)?;
+        let ywin = k.out.slice(b0 * out_len, nb * out_len);
+        let (ytex, yshift) = e.buffer_tex("cg_dy", &ybuf, ywin.offset, ywin.len)?;
+        let part = e.scratch("cg_wslices", slices * slice_len)?;
+        let part4 = e.texel_binding(&part);
+        for grp in 0..k.group {
+            let (a0, y0) = (
+                base + grp * cg * lay.cstride,
+                yshift as usize + grp * og * s,
+            );
+            // Rows of A (1x1 kernels without pad: channels) and columns of B (output channels)
+            // starting at whole texels are read without shifts.
+            let a_aligned =
+                g.unit_taps() && [a0, lay.cstride, lay.image].iter().all(|v| v.is_multiple_of(4));
+            let b_aligned = s.is_multiple_of(4) && y0.is_multiple_of(4);
+            let flag = |b: bool| if b { 1.0 } else { 0.0 };
+            let constants = [
+                ("IM_MASK", flag(lay.masked)),
+                ("A_ALIGNED", flag(a_aligned)),
+                ("B_ALIGNED", flag(b_aligned)),
+            ];
+            let p = Params::new()
+                .u(kd)
+                .u(og)
+                .u(s)
+                .u(ldc)
+                .shift(&part)
+                .u(slice_len)
+                .u(a0)
+                .u(lay.image)
+                .u(lay.cstride)
+                .u(y0)
+                .u(out_len)
+                .u(per_image)
+                .u(len)
+                .u(g.ow)
+                .u(g.h)
+                .u(g.w)
+                .u(g.kprod())
+                .f(1.0 / g.ow as f32)
+                .f(1.0 / g.kprod() as f32)
+                .u(images)
+                .u(nb);
+            e.dispatch_spec(
+                "blas_subgroup",
+                entry,
+                &constants,
+                &p,
+                &[
+                    Res::T(&src),
+                    Res::T(&ytex),
+                    Res::B(&part),
+                    Res::B(&part4),
+                    Res::T(&tap_tex),
+                    Res::B(&part),
+                    Res::B(&part),
+                    Res::B(&part4),
+                ],
+                [pn as u32, pm as u32, slices as u32],
+            )?;
+            let dw = e.bind_buffer(&wbuf, k.weight.offset + grp * og * kd, og * kd)?;
+            let p = Params::new()
+                .u(og * kd)
+                .shift(&part)
+                .shift(&dw)
+                .u(kd)
+                .u(ldc)
+                .u(slice_len)
+                .u(slices)
+                .f(1.0 / kd as f32);
+            let groups = e.groups_1d(og * kd);
+            e.dispatch_spec(
+                "blas",
+                "wgrad_sum",
+                &[],
+                &p,
+                &[Res::B(&part), Res::B(&dw)],
+                groups,
             )?;
         }
     }
