@@ -663,7 +663,9 @@ fn implicit(e: &mut GpuEngine, p: &Implicit) -> Result<bool> {
                         taps: &tap_tex,
                         mask: lay.masked,
                         aligned: g.unit_taps()
-                            && [gbase, lay.image, lay.cstride].iter().all(|v| v.is_multiple_of(4)),
+                            && [gbase, lay.image, lay.cstride]
+                                .iter()
+                                .all(|v| v.is_multiple_of(4)),
                         words,
                     };
                     blas::run_micro(e, &micro(&src, 0, Some(im)))?;
@@ -921,6 +923,9 @@ fn weight_grad(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
 /// Positions (image, output position) one slice of [`weight_grad_sliced`] aims at: its partial
 /// sums cost a store and a read per element of C, against 2 * k FLOPs per element.
 const SLICE_K: usize = 1 << 13;
+/// Most positions per slice: the kernel's loop runs a quarter of them and lavapipe ends an
+/// invocation's loops after 65535 iterations.
+const SLICE_MAX: usize = 4 * 60000;
 /// Output channels per group up to which k x k (or strided) weight gradients are sliced: with
 /// more, packing im2col^T costs less than the sliced kernel's shifts and masks (measured on
 /// lavapipe: 3x3 over 14x14 with 128 outputs 73% of the GEMM rate against 65% packed, with 256
@@ -972,28 +977,30 @@ fn weight_grad_sliced(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> 
     let ybuf = e.buffer(k.out.id);
     for b0 in (0..k.batch).step_by(per_block) {
         let nb = per_block.min(k.batch - b0);
-        // Slices: runs of one image's positions (chunks per image) or of whole images.
-        let want = SLICE_GROUPS.div_ceil(pm * pn);
-        let mut target = (nb * s / want).max(SLICE_K.min(nb * s));
-        let (per_image, len, images) = loop {
-            let (per_image, len, images) = if s >= target {
+        // Slices of about `target` positions: runs of one image's positions or whole images.
+        // Enough slices for the threads, at least SLICE_K positions each, at most what one
+        // invocation's loop runs; fewer while their partial sums overflow a binding.
+        let slicing = |target: usize| {
+            if s >= target {
                 let per_image = s.div_ceil(target);
                 (per_image, s.div_ceil(per_image).next_multiple_of(4), 1)
             } else {
-                (1, s, (target / s).max(1))
-            };
-            let slices = nb.div_ceil(images) * per_image;
-            // The kernel's position loop stays under lavapipe's 65535 iterations; the partial
-            // sums stay within one binding.
-            if (len / 4 < 60000 && slices * slice_len <= max) || target >= nb * s {
-                break (per_image, len, images);
+                (1, s, target / s)
             }
-            target *= 2;
         };
-        let slices = nb.div_ceil(images) * per_image;
-        if len / 4 >= 60000 || slices * slice_len > max || slices > 65535 {
-            return Ok(false);
-        }
+        let want = SLICE_GROUPS.div_ceil(pm * pn);
+        let mut target = (nb * s / want).clamp(SLICE_K, SLICE_MAX);
+        let (per_image, len, images, slices) = loop {
+            let (per_image, len, images) = slicing(target);
+            let slices = nb.div_ceil(images) * per_image;
+            if slices * slice_len <= max && slices <= 65535 {
+                break (per_image, len, images, slices);
+            }
+            if target == SLICE_MAX {
+                return Ok(false);
+            }
+            target = (2 * target).min(SLICE_MAX);
+        };
         let (src, base) = source(e, "cg_src", k.im, k.im_len(), (b0, nb), k.channels, g, &lay)?;
         let ywin = k.out.slice(b0 * out_len, nb * out_len);
         let (ytex, yshift) = e.buffer_tex("cg_dy", &ybuf, ywin.offset, ywin.len)?;
@@ -1006,8 +1013,10 @@ fn weight_grad_sliced(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> 
             );
             // Rows of A (1x1 kernels without pad: channels) and columns of B (output channels)
             // starting at whole texels are read without shifts.
-            let a_aligned =
-                g.unit_taps() && [a0, lay.cstride, lay.image].iter().all(|v| v.is_multiple_of(4));
+            let a_aligned = g.unit_taps()
+                && [a0, lay.cstride, lay.image]
+                    .iter()
+                    .all(|v| v.is_multiple_of(4));
             let b_aligned = s.is_multiple_of(4) && y0.is_multiple_of(4);
             let flag = |b: bool| if b { 1.0 } else { 0.0 };
             let constants = [
