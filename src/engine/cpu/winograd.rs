@@ -384,10 +384,32 @@ fn transform_input_plane(k: &Winograd, plane: &[f32], rows: &mut [f32], n: usize
             0.0
         }
     };
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    // Tiles [lo, hi) of a row read inside it: 2 tx >= pw and 2 tx - pw + 4 <= w.
+    let (lo, hi) = (
+        (pw as usize).div_ceil(2),
+        ((w + pw - 2).max(0) / 2) as usize,
+    );
     for ty in 0..th {
         let y0 = 2 * ty as isize - ph;
         let rows_inside = y0 >= 0 && y0 + 4 <= h;
-        for tx in 0..tw {
+        // The tiles inside the plane go through the vector transform, 16 at a time.
+        let mut vector = lo..lo;
+        #[cfg(target_arch = "x86_64")]
+        if avx512 && rows_inside && hi.min(tw) > lo {
+            vector = lo..hi.min(tw);
+            for tx in vector.clone().step_by(16) {
+                let count = (vector.end - tx).min(16);
+                let at = ((y0 * w) + 2 * tx as isize - pw) as usize;
+                let tile = first + ty * tw + tx;
+                // SAFETY: avx512f is present; x86::input_tiles checks its bounds.
+                unsafe {
+                    x86::input_tiles(plane, at, w as usize, rows, n, tile, count);
+                }
+            }
+        }
+        for tx in (0..tw).filter(|tx| !vector.contains(tx)) {
             let x0 = 2 * tx as isize - pw;
             let mut d = [[0f32; 4]; 4];
             if rows_inside && x0 >= 0 && x0 + 4 <= w {
@@ -416,6 +438,80 @@ fn transform_input_plane(k: &Winograd, plane: &[f32], rows: &mut [f32], n: usize
                 for (c, &value) in vals.iter().enumerate() {
                     rows[(r * 4 + c) * n + tile] = value;
                 }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// transform_input_plane's V of `count` (at most 16) consecutive tiles whose 4x4 inputs
+    /// lie inside the plane: tile j reads `at + r * w + 2 j + c` (r, c < 4). Lane j of each
+    /// vector is tile j, so every V row takes one store, and each value is the scalar path's
+    /// sum, bit for bit.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn input_tiles(
+        plane: &[f32],
+        at: usize,
+        w: usize,
+        rows: &mut [f32],
+        n: usize,
+        tile: usize,
+        count: usize,
+    ) {
+        assert!((1..=16).contains(&count), "input_tiles: 1 to 16 tiles");
+        // The tiles read 2 count + 2 elements of each row.
+        let run = 2 * count + 2;
+        assert!(
+            at + 3 * w + run <= plane.len(),
+            "input_tiles: plane too short"
+        );
+        assert!(
+            15 * n + tile + count <= rows.len(),
+            "input_tiles: rows too short"
+        );
+        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let lanes = |from: usize| -> __mmask16 {
+            let left = run.saturating_sub(from).min(16);
+            ((1u32 << left) - 1) as __mmask16
+        };
+        // SAFETY: the loads stay below at + 3 w + run under their masks, the stores below
+        // 15 n + tile + count (checked above).
+        let load = |p: usize, from: usize| match lanes(from) {
+            0 => _mm512_setzero_ps(),
+            mask => unsafe { _mm512_maskz_loadu_ps(mask, plane.as_ptr().add(p + from)) },
+        };
+        let store_mask = ((1u32 << count) - 1) as __mmask16;
+        let d: [[__m512; 4]; 4] = std::array::from_fn(|r| {
+            let p = at + r * w;
+            let (a, b, c, e) = (load(p, 0), load(p, 16), load(p, 2), load(p, 18));
+            [
+                _mm512_permutex2var_ps(a, evens, b),
+                _mm512_permutex2var_ps(a, odds, b),
+                _mm512_permutex2var_ps(c, evens, e),
+                _mm512_permutex2var_ps(c, odds, e),
+            ]
+        });
+        let t: [[__m512; 4]; 4] = [
+            std::array::from_fn(|c| _mm512_sub_ps(d[0][c], d[2][c])),
+            std::array::from_fn(|c| _mm512_add_ps(d[1][c], d[2][c])),
+            std::array::from_fn(|c| _mm512_sub_ps(d[2][c], d[1][c])),
+            std::array::from_fn(|c| _mm512_sub_ps(d[1][c], d[3][c])),
+        ];
+        let out = rows.as_mut_ptr();
+        for (r, tr) in t.iter().enumerate() {
+            let vals = [
+                _mm512_sub_ps(tr[0], tr[2]),
+                _mm512_add_ps(tr[1], tr[2]),
+                _mm512_sub_ps(tr[2], tr[1]),
+                _mm512_sub_ps(tr[1], tr[3]),
+            ];
+            for (c, v) in vals.into_iter().enumerate() {
+                // SAFETY: within rows (checked above).
+                unsafe { _mm512_mask_storeu_ps(out.add((r * 4 + c) * n + tile), store_mask, v) };
             }
         }
     }
@@ -541,7 +637,13 @@ mod tests {
         let view = View::new(TensorId(0), 0, 0);
         let groups = 1 + case % 3;
         let (ci, co) = (groups * (1 + case % 4), groups * (1 + (case / 3) % 5));
-        let (h, w) = (1 + case % 9, 1 + (case * 7) % 11);
+        // Every fifth case has rows of 16 and more tiles inside the plane (the vector path).
+        let w = if case % 5 == 4 {
+            33 + (case * 7) % 40
+        } else {
+            1 + (case * 7) % 11
+        };
+        let h = 1 + case % 9;
         let pad = [case % 3, (case / 2) % 3];
         (h + 2 * pad[0] >= 3 && w + 2 * pad[1] >= 3).then(|| Winograd {
             input: view,
