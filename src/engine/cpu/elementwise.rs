@@ -745,6 +745,9 @@ impl<'a> PlaneEpilogue<'a> {
     /// # Safety
     /// Each plane index may be applied once at a time: concurrent calls need distinct indices
     /// (they write the saves' elements of their plane through shared pointers).
+    ///
+    /// Inlined so that callers inside [`super::wide`] run its loops on 16 lanes.
+    #[inline(always)]
     pub(super) unsafe fn apply(&self, index: usize, plane: &mut [f32]) {
         debug_assert_eq!(plane.len(), self.plane);
         let c = index % self.channels;
