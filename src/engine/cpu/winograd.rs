@@ -515,6 +515,68 @@ mod x86 {
             }
         }
     }
+    /// transform_output_plane's 2x2 outputs of `count` (at most 16) consecutive tiles from
+    /// tile `tile` of the P rows: the first output row's `width` elements from plane element
+    /// `at`, the second's (when `second`) one plane row below. Lane j of each vector is tile j,
+    /// and each value is the scalar path's sum, bit for bit.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn output_tiles(
+        rows: &[f32],
+        n: usize,
+        tile: usize,
+        count: usize,
+        plane: &mut [f32],
+        at: usize,
+        ow: usize,
+        second: bool,
+        width: usize,
+    ) {
+        assert!(
+            (1..=16).contains(&count) && width <= 2 * count,
+            "output_tiles: 1 to 16 tiles"
+        );
+        assert!(
+            15 * n + tile + count <= rows.len(),
+            "output_tiles: rows too short"
+        );
+        let last = at + if second { ow } else { 0 } + width;
+        assert!(last <= plane.len(), "output_tiles: plane too short");
+        let tiles = ((1u32 << count) - 1) as __mmask16;
+        // SAFETY: the loads stay below 15 n + tile + count under their mask (checked above).
+        let m = |r: usize, c: usize| unsafe {
+            _mm512_maskz_loadu_ps(tiles, rows.as_ptr().add((r * 4 + c) * n + tile))
+        };
+        let m: [[__m512; 4]; 4] = std::array::from_fn(|r| std::array::from_fn(|c| m(r, c)));
+        let r: [[__m512; 4]; 2] = [
+            std::array::from_fn(|c| _mm512_add_ps(_mm512_add_ps(m[0][c], m[1][c]), m[2][c])),
+            std::array::from_fn(|c| _mm512_sub_ps(_mm512_sub_ps(m[1][c], m[2][c]), m[3][c])),
+        ];
+        let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        let lanes = |from: usize| ((1u32 << width.saturating_sub(from).min(16)) - 1) as __mmask16;
+        let out = plane.as_mut_ptr();
+        for (dy, rr) in r.iter().enumerate().take(if second { 2 } else { 1 }) {
+            let even = _mm512_add_ps(_mm512_add_ps(rr[0], rr[1]), rr[2]);
+            let odd = _mm512_sub_ps(_mm512_sub_ps(rr[1], rr[2]), rr[3]);
+            let row = at + dy * ow;
+            // SAFETY: the stores stay below `last` under their masks (checked above).
+            unsafe {
+                _mm512_mask_storeu_ps(
+                    out.add(row),
+                    lanes(0),
+                    _mm512_permutex2var_ps(even, low, odd),
+                );
+                if width > 16 {
+                    _mm512_mask_storeu_ps(
+                        out.add(row + 16),
+                        lanes(16),
+                        _mm512_permutex2var_ps(even, high, odd),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// One output plane from the P rows of its channel: each 2x2 tile is A^T M A with
@@ -522,6 +584,21 @@ mod x86 {
 fn transform_output_plane(k: &Winograd, rows: &[f32], n: usize, first: usize, plane: &mut [f32]) {
     let (oh, ow) = (k.out_shape[0], k.out_shape[1]);
     let (th, tw) = tiles(k);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        for ty in 0..th {
+            for tx in (0..tw).step_by(16) {
+                let count = (tw - tx).min(16);
+                let width = (ow - 2 * tx).min(2 * count);
+                let second = 2 * ty + 1 < oh;
+                let at = 2 * ty * ow + 2 * tx;
+                // SAFETY: avx512f is present; x86::output_tiles checks its bounds.
+                let tile = first + ty * tw + tx;
+                unsafe { x86::output_tiles(rows, n, tile, count, plane, at, ow, second, width) };
+            }
+        }
+        return;
+    }
     for ty in 0..th {
         for tx in 0..tw {
             let tile = first + ty * tw + tx;
