@@ -303,6 +303,21 @@ fn transform_planes(
 fn transform_grad_plane(k: &Winograd, plane: &[f32], rows: &mut [f32], n: usize, first: usize) {
     let (oh, ow) = (k.out_shape[0], k.out_shape[1]);
     let (th, tw) = tiles(k);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        for ty in 0..th {
+            for tx in (0..tw).step_by(16) {
+                let count = (tw - tx).min(16);
+                let width = (ow - 2 * tx).min(2 * count);
+                let second = 2 * ty + 1 < oh;
+                let at = 2 * ty * ow + 2 * tx;
+                // SAFETY: avx512f is present; x86::grad_tiles checks its bounds.
+                let tile = first + ty * tw + tx;
+                unsafe { x86::grad_tiles(plane, at, ow, second, width, rows, n, tile, count) };
+            }
+        }
+        return;
+    }
     for ty in 0..th {
         for tx in 0..tw {
             let at = |dy: usize, dx: usize| {
@@ -515,6 +530,79 @@ mod x86 {
             }
         }
     }
+    /// transform_grad_plane's E rows of `count` (at most 16) consecutive tiles: tile j reads
+    /// the output gradient at `at + 2 j + dx` and (when `second`) one plane row below, the
+    /// first `width` elements of each row (zero past them). Lane j of each vector is tile j,
+    /// and each value is the scalar path's, bit for bit.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn grad_tiles(
+        plane: &[f32],
+        at: usize,
+        ow: usize,
+        second: bool,
+        width: usize,
+        rows: &mut [f32],
+        n: usize,
+        tile: usize,
+        count: usize,
+    ) {
+        assert!(
+            (1..=16).contains(&count) && width <= 2 * count,
+            "grad_tiles: 1 to 16 tiles"
+        );
+        assert!(
+            15 * n + tile + count <= rows.len(),
+            "grad_tiles: rows too short"
+        );
+        assert!(
+            at + if second { ow } else { 0 } + width <= plane.len(),
+            "grad_tiles: plane too short"
+        );
+        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let lanes = |from: usize| ((1u32 << width.saturating_sub(from).min(16)) - 1) as __mmask16;
+        // SAFETY: the loads stay below the checked end under their masks.
+        let load = |p: usize, from: usize| match lanes(from) {
+            0 => _mm512_setzero_ps(),
+            mask => unsafe { _mm512_maskz_loadu_ps(mask, plane.as_ptr().add(p + from)) },
+        };
+        let e: [[__m512; 2]; 2] = std::array::from_fn(|dy| {
+            if dy == 1 && !second {
+                return [_mm512_setzero_ps(); 2];
+            }
+            let p = at + dy * ow;
+            let (a, b) = (load(p, 0), load(p, 16));
+            [
+                _mm512_permutex2var_ps(a, evens, b),
+                _mm512_permutex2var_ps(a, odds, b),
+            ]
+        });
+        // -x as the scalar path negates: the sign bit flipped (also for zeros).
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let neg = |x: __m512| _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), sign));
+        let t: [[__m512; 2]; 4] = [
+            e[0],
+            std::array::from_fn(|c| _mm512_add_ps(e[0][c], e[1][c])),
+            std::array::from_fn(|c| _mm512_sub_ps(e[0][c], e[1][c])),
+            std::array::from_fn(|c| neg(e[1][c])),
+        ];
+        let out = rows.as_mut_ptr();
+        let store = ((1u32 << count) - 1) as __mmask16;
+        for (r, tr) in t.iter().enumerate() {
+            let vals = [
+                tr[0],
+                _mm512_add_ps(tr[0], tr[1]),
+                _mm512_sub_ps(tr[0], tr[1]),
+                neg(tr[1]),
+            ];
+            for (c, v) in vals.into_iter().enumerate() {
+                // SAFETY: within rows (checked above).
+                unsafe { _mm512_mask_storeu_ps(out.add((r * 4 + c) * n + tile), store, v) };
+            }
+        }
+    }
+
     /// transform_output_plane's 2x2 outputs of `count` (at most 16) consecutive tiles from
     /// tile `tile` of the P rows: the first output row's `width` elements from plane element
     /// `at`, the second's (when `second`) one plane row below. Lane j of each vector is tile j,
