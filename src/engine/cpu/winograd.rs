@@ -298,6 +298,54 @@ fn transform_planes(
         });
 }
 
+/// Up to 16 consecutive 2x2 output tiles of one row of tiles: their first tile in the rows
+/// (`tile`, `count` of them) and the output elements they cover (`width` from element `at` of
+/// the plane, and as many one row below when `second`).
+#[derive(Clone, Copy)]
+struct TileRun {
+    tile: usize,
+    count: usize,
+    at: usize,
+    width: usize,
+    second: bool,
+}
+
+impl TileRun {
+    /// Panics unless the run lies inside P rows of `rows` elements (`n` tiles per row) and a
+    /// plane of `plane` elements (rows of `ow`).
+    #[cfg(target_arch = "x86_64")]
+    fn check(&self, rows: usize, n: usize, plane: usize, ow: usize) {
+        assert!(
+            (1..=16).contains(&self.count) && self.width <= 2 * self.count,
+            "winograd: 1 to 16 tiles per run"
+        );
+        assert!(
+            15 * n + self.tile + self.count <= rows,
+            "winograd: P rows too short"
+        );
+        let end = self.at + if self.second { ow } else { 0 } + self.width;
+        assert!(end <= plane, "winograd: plane too short");
+    }
+}
+
+/// The output tiles of a plane whose first tile is `first`, in runs of 16 along each row.
+fn output_tile_runs(k: &Winograd, first: usize) -> impl Iterator<Item = TileRun> {
+    let (oh, ow) = (k.out_shape[0], k.out_shape[1]);
+    let (th, tw) = tiles(k);
+    (0..th).flat_map(move |ty| {
+        (0..tw).step_by(16).map(move |tx| {
+            let count = (tw - tx).min(16);
+            TileRun {
+                tile: first + ty * tw + tx,
+                count,
+                at: 2 * ty * ow + 2 * tx,
+                width: (ow - 2 * tx).min(2 * count),
+                second: 2 * ty + 1 < oh,
+            }
+        })
+    })
+}
+
 /// E rows of one output-gradient plane: rows[xi * n + first_tile + tile] = (A e A^T)[xi] for its
 /// 2x2 tile e (zero beyond the plane), with A = [[1, 0], [1, 1], [1, -1], [0, -1]].
 fn transform_grad_plane(k: &Winograd, plane: &[f32], rows: &mut [f32], n: usize, first: usize) {
@@ -305,16 +353,9 @@ fn transform_grad_plane(k: &Winograd, plane: &[f32], rows: &mut [f32], n: usize,
     let (th, tw) = tiles(k);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        for ty in 0..th {
-            for tx in (0..tw).step_by(16) {
-                let count = (tw - tx).min(16);
-                let width = (ow - 2 * tx).min(2 * count);
-                let second = 2 * ty + 1 < oh;
-                let at = 2 * ty * ow + 2 * tx;
-                // SAFETY: avx512f is present; x86::grad_tiles checks its bounds.
-                let tile = first + ty * tw + tx;
-                unsafe { x86::grad_tiles(plane, at, ow, second, width, rows, n, tile, count) };
-            }
+        for run in output_tile_runs(k, first) {
+            // SAFETY: avx512f is present; x86::grad_tiles checks its bounds.
+            unsafe { x86::grad_tiles(plane, ow, rows, n, run) };
         }
         return;
     }
@@ -462,6 +503,20 @@ fn transform_input_plane(k: &Winograd, plane: &[f32], rows: &mut [f32], n: usize
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::TileRun;
+
+    /// The even and the odd elements of the 32 floats (a, b): a stride-2 row split in two.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn split(a: __m512, b: __m512) -> [__m512; 2] {
+        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        [
+            _mm512_permutex2var_ps(a, evens, b),
+            _mm512_permutex2var_ps(a, odds, b),
+        ]
+    }
+
     /// transform_input_plane's V of `count` (at most 16) consecutive tiles whose 4x4 inputs
     /// lie inside the plane: tile j reads `at + r * w + 2 j + c` (r, c < 4). Lane j of each
     /// vector is tile j, so every V row takes one store, and each value is the scalar path's
@@ -487,8 +542,6 @@ mod x86 {
             15 * n + tile + count <= rows.len(),
             "input_tiles: rows too short"
         );
-        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
         let lanes = |from: usize| -> __mmask16 {
             let left = run.saturating_sub(from).min(16);
             ((1u32 << left) - 1) as __mmask16
@@ -503,12 +556,8 @@ mod x86 {
         let d: [[__m512; 4]; 4] = std::array::from_fn(|r| {
             let p = at + r * w;
             let (a, b, c, e) = (load(p, 0), load(p, 16), load(p, 2), load(p, 18));
-            [
-                _mm512_permutex2var_ps(a, evens, b),
-                _mm512_permutex2var_ps(a, odds, b),
-                _mm512_permutex2var_ps(c, evens, e),
-                _mm512_permutex2var_ps(c, odds, e),
-            ]
+            let ([even0, odd0], [even2, odd2]) = (split(a, b), split(c, e));
+            [even0, odd0, even2, odd2]
         });
         let t: [[__m512; 4]; 4] = [
             std::array::from_fn(|c| _mm512_sub_ps(d[0][c], d[2][c])),
@@ -530,37 +579,21 @@ mod x86 {
             }
         }
     }
+
     /// transform_grad_plane's E rows of `count` (at most 16) consecutive tiles: tile j reads
     /// the output gradient at `at + 2 j + dx` and (when `second`) one plane row below, the
     /// first `width` elements of each row (zero past them). Lane j of each vector is tile j,
     /// and each value is the scalar path's, bit for bit.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn grad_tiles(
-        plane: &[f32],
-        at: usize,
-        ow: usize,
-        second: bool,
-        width: usize,
-        rows: &mut [f32],
-        n: usize,
-        tile: usize,
-        count: usize,
-    ) {
-        assert!(
-            (1..=16).contains(&count) && width <= 2 * count,
-            "grad_tiles: 1 to 16 tiles"
-        );
-        assert!(
-            15 * n + tile + count <= rows.len(),
-            "grad_tiles: rows too short"
-        );
-        assert!(
-            at + if second { ow } else { 0 } + width <= plane.len(),
-            "grad_tiles: plane too short"
-        );
-        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    pub(super) fn grad_tiles(plane: &[f32], ow: usize, rows: &mut [f32], n: usize, run: TileRun) {
+        let TileRun {
+            tile,
+            count,
+            at,
+            width,
+            second,
+        } = run;
+        run.check(rows.len(), n, plane.len(), ow);
         let lanes = |from: usize| ((1u32 << width.saturating_sub(from).min(16)) - 1) as __mmask16;
         // SAFETY: the loads stay below the checked end under their masks.
         let load = |p: usize, from: usize| match lanes(from) {
@@ -573,10 +606,7 @@ mod x86 {
             }
             let p = at + dy * ow;
             let (a, b) = (load(p, 0), load(p, 16));
-            [
-                _mm512_permutex2var_ps(a, evens, b),
-                _mm512_permutex2var_ps(a, odds, b),
-            ]
+            split(a, b)
         });
         // -x as the scalar path negates: the sign bit flipped (also for zeros).
         let sign = _mm512_set1_epi32(i32::MIN);
@@ -607,29 +637,16 @@ mod x86 {
     /// tile `tile` of the P rows: the first output row's `width` elements from plane element
     /// `at`, the second's (when `second`) one plane row below. Lane j of each vector is tile j,
     /// and each value is the scalar path's sum, bit for bit.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn output_tiles(
-        rows: &[f32],
-        n: usize,
-        tile: usize,
-        count: usize,
-        plane: &mut [f32],
-        at: usize,
-        ow: usize,
-        second: bool,
-        width: usize,
-    ) {
-        assert!(
-            (1..=16).contains(&count) && width <= 2 * count,
-            "output_tiles: 1 to 16 tiles"
-        );
-        assert!(
-            15 * n + tile + count <= rows.len(),
-            "output_tiles: rows too short"
-        );
-        let last = at + if second { ow } else { 0 } + width;
-        assert!(last <= plane.len(), "output_tiles: plane too short");
+    pub(super) fn output_tiles(rows: &[f32], n: usize, plane: &mut [f32], ow: usize, run: TileRun) {
+        let TileRun {
+            tile,
+            count,
+            at,
+            width,
+            second,
+        } = run;
+        run.check(rows.len(), n, plane.len(), ow);
         let tiles = ((1u32 << count) - 1) as __mmask16;
         // SAFETY: the loads stay below 15 n + tile + count under their mask (checked above).
         let m = |r: usize, c: usize| unsafe {
@@ -648,7 +665,7 @@ mod x86 {
             let even = _mm512_add_ps(_mm512_add_ps(rr[0], rr[1]), rr[2]);
             let odd = _mm512_sub_ps(_mm512_sub_ps(rr[1], rr[2]), rr[3]);
             let row = at + dy * ow;
-            // SAFETY: the stores stay below `last` under their masks (checked above).
+            // SAFETY: the stores stay inside the run (checked above) under their masks.
             unsafe {
                 _mm512_mask_storeu_ps(
                     out.add(row),
@@ -674,16 +691,9 @@ fn transform_output_plane(k: &Winograd, rows: &[f32], n: usize, first: usize, pl
     let (th, tw) = tiles(k);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        for ty in 0..th {
-            for tx in (0..tw).step_by(16) {
-                let count = (tw - tx).min(16);
-                let width = (ow - 2 * tx).min(2 * count);
-                let second = 2 * ty + 1 < oh;
-                let at = 2 * ty * ow + 2 * tx;
-                // SAFETY: avx512f is present; x86::output_tiles checks its bounds.
-                let tile = first + ty * tw + tx;
-                unsafe { x86::output_tiles(rows, n, tile, count, plane, at, ow, second, width) };
-            }
+        for run in output_tile_runs(k, first) {
+            // SAFETY: avx512f is present; x86::output_tiles checks its bounds.
+            unsafe { x86::output_tiles(rows, n, plane, ow, run) };
         }
         return;
     }
