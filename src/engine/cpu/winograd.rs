@@ -441,31 +441,22 @@ fn transform_input_plane(k: &Winograd, plane: &[f32], rows: &mut [f32], n: usize
         }
     };
     #[cfg(target_arch = "x86_64")]
-    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
-    // Tiles [lo, hi) of a row read inside it: 2 tx >= pw and 2 tx - pw + 4 <= w.
-    let (lo, hi) = (
-        (pw as usize).div_ceil(2),
-        ((w + pw - 2).max(0) / 2) as usize,
-    );
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        for ty in 0..th {
+            for tx in (0..tw).step_by(16) {
+                let count = (tw - tx).min(16);
+                let tile = first + ty * tw + tx;
+                let corner = (2 * ty as isize - ph, 2 * tx as isize - pw);
+                // SAFETY: avx512f is present; x86::input_tiles checks its bounds.
+                unsafe { x86::input_tiles(plane, (h, w), corner, rows, n, tile, count) };
+            }
+        }
+        return;
+    }
     for ty in 0..th {
         let y0 = 2 * ty as isize - ph;
         let rows_inside = y0 >= 0 && y0 + 4 <= h;
-        // The tiles inside the plane go through the vector transform, 16 at a time.
-        let mut vector = lo..lo;
-        #[cfg(target_arch = "x86_64")]
-        if avx512 && rows_inside && hi.min(tw) > lo {
-            vector = lo..hi.min(tw);
-            for tx in vector.clone().step_by(16) {
-                let count = (vector.end - tx).min(16);
-                let at = ((y0 * w) + 2 * tx as isize - pw) as usize;
-                let tile = first + ty * tw + tx;
-                // SAFETY: avx512f is present; x86::input_tiles checks its bounds.
-                unsafe {
-                    x86::input_tiles(plane, at, w as usize, rows, n, tile, count);
-                }
-            }
-        }
-        for tx in (0..tw).filter(|tx| !vector.contains(tx)) {
+        for tx in 0..tw {
             let x0 = 2 * tx as isize - pw;
             let mut d = [[0f32; 4]; 4];
             if rows_inside && x0 >= 0 && x0 + 4 <= w {
@@ -517,45 +508,50 @@ mod x86 {
         ]
     }
 
-    /// transform_input_plane's V of `count` (at most 16) consecutive tiles whose 4x4 inputs
-    /// lie inside the plane: tile j reads `at + r * w + 2 j + c` (r, c < 4). Lane j of each
-    /// vector is tile j, so every V row takes one store, and each value is the scalar path's
-    /// sum, bit for bit.
+    /// transform_input_plane's V of `count` (at most 16) consecutive tiles of a row of tiles:
+    /// tile j reads the 4x4 window at (y0 + r, x0 + 2 j + c) of the h x w plane, zero outside
+    /// it (masked loads). Lane j of each vector is tile j, so every V row takes one store, and
+    /// each value is the scalar path's sum, bit for bit.
     #[target_feature(enable = "avx512f")]
     pub(super) fn input_tiles(
         plane: &[f32],
-        at: usize,
-        w: usize,
+        (h, w): (isize, isize),
+        (y0, x0): (isize, isize),
         rows: &mut [f32],
         n: usize,
         tile: usize,
         count: usize,
     ) {
         assert!((1..=16).contains(&count), "input_tiles: 1 to 16 tiles");
-        // The tiles read 2 count + 2 elements of each row.
-        let run = 2 * count + 2;
         assert!(
-            at + 3 * w + run <= plane.len(),
+            h * w <= plane.len() as isize,
             "input_tiles: plane too short"
         );
         assert!(
             15 * n + tile + count <= rows.len(),
             "input_tiles: rows too short"
         );
-        let lanes = |from: usize| -> __mmask16 {
-            let left = run.saturating_sub(from).min(16);
-            ((1u32 << left) - 1) as __mmask16
+        // The tiles read columns x0 .. x0 + 2 count + 2 of each row.
+        let end = (x0 + 2 * count as isize + 2).min(w);
+        // Lanes of a load from column x of a row that lie inside the plane and the run.
+        let lanes = |x: isize| -> __mmask16 {
+            let (first, last) = ((-x).clamp(0, 16), (end - x).clamp(0, 16));
+            (((1u32 << last) - 1) & !((1u32 << first) - 1)) as __mmask16
         };
-        // SAFETY: the loads stay below at + 3 w + run under their masks, the stores below
-        // 15 n + tile + count (checked above).
-        let load = |p: usize, from: usize| match lanes(from) {
+        let load = |y: isize, x: isize| match lanes(x) {
+            _ if y < 0 || y >= h => _mm512_setzero_ps(),
             0 => _mm512_setzero_ps(),
-            mask => unsafe { _mm512_maskz_loadu_ps(mask, plane.as_ptr().add(p + from)) },
+            // SAFETY: the mask keeps the lanes inside row y of the plane (checked above);
+            // the others are not accessed.
+            mask => unsafe {
+                _mm512_maskz_loadu_ps(mask, plane.as_ptr().wrapping_offset(y * w + x))
+            },
         };
         let store_mask = ((1u32 << count) - 1) as __mmask16;
         let d: [[__m512; 4]; 4] = std::array::from_fn(|r| {
-            let p = at + r * w;
-            let (a, b, c, e) = (load(p, 0), load(p, 16), load(p, 2), load(p, 18));
+            let y = y0 + r as isize;
+            let (a, b) = (load(y, x0), load(y, x0 + 16));
+            let (c, e) = (load(y, x0 + 2), load(y, x0 + 18));
             let ([even0, odd0], [even2, odd2]) = (split(a, b), split(c, e));
             [even0, odd0, even2, odd2]
         });
