@@ -26,7 +26,7 @@
 //! range or one binding) run [`run_composed`]:
 //! im2col / col2im and the plain GEMM. `CAFFE_RS_CONV_COMPOSED=1` forces that path and
 //! `CAFFE_RS_CONV_PACKED=1` the packing one (for comparisons).
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
 use super::blas::{self, Micro, MicroEpilogue};
 use super::elementwise::StagePattern;
@@ -975,32 +975,42 @@ fn weight_grad_sliced(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> 
     let tap_tex = taps(e, g, &lay)?;
     let wbuf = e.buffer(k.weight.id);
     let ybuf = e.buffer(k.out.id);
-    for b0 in (0..k.batch).step_by(per_block) {
-        let nb = per_block.min(k.batch - b0);
-        // Slices of about `target` positions: runs of one image's positions or whole images.
-        // Enough slices for the threads, at least SLICE_K positions each, at most what one
-        // invocation's loop runs; fewer while their partial sums overflow a binding.
-        let slicing = |target: usize| {
-            if s >= target {
-                let per_image = s.div_ceil(target);
-                (per_image, s.div_ceil(per_image).next_multiple_of(4), 1)
-            } else {
-                (1, s, target / s)
-            }
-        };
+    // Slices of about `target` positions: runs of one image's positions or whole images.
+    // Enough slices for the threads, at least SLICE_K positions each, at most what one
+    // invocation's loop runs; fewer while their partial sums overflow a binding.
+    let slicing = |target: usize| {
+        if s >= target {
+            let per_image = s.div_ceil(target);
+            (per_image, s.div_ceil(per_image).next_multiple_of(4), 1)
+        } else {
+            (1, s, target / s)
+        }
+    };
+    // (positions' slices per image, positions per slice, images per slice, slices) of `nb`
+    // images.
+    let plan = |nb: usize| {
         let want = SLICE_GROUPS.div_ceil(pm * pn);
         let mut target = (nb * s / want).clamp(SLICE_K, SLICE_MAX);
-        let (per_image, len, images, slices) = loop {
+        loop {
             let (per_image, len, images) = slicing(target);
             let slices = nb.div_ceil(images) * per_image;
             if slices * slice_len <= max && slices <= 65535 {
-                break (per_image, len, images, slices);
+                return Some((per_image, len, images, slices));
             }
             if target == SLICE_MAX {
-                return Ok(false);
+                return None;
             }
             target = (2 * target).min(SLICE_MAX);
-        };
+        }
+    };
+    // Decided before anything is dispatched: the fallback must not add to dW a second time.
+    if plan(per_block.min(k.batch)).is_none() {
+        return Ok(false);
+    }
+    for b0 in (0..k.batch).step_by(per_block) {
+        let nb = per_block.min(k.batch - b0);
+        let (per_image, len, images, slices) =
+            plan(nb).context("internal: a smaller block of images has no slicing")?;
         let (src, base) = source(e, "cg_src", k.im, k.im_len(), (b0, nb), k.channels, g, &lay)?;
         let ywin = k.out.slice(b0 * out_len, nb * out_len);
         let (ytex, yshift) = e.buffer_tex("cg_dy", &ybuf, ywin.offset, ywin.len)?;
