@@ -399,16 +399,14 @@ fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 // y[oc * m + r] += the sum over z of x[z * zs + r * ldc + oc]: the slices of a weight gradient
 // (gemm_*_ju in blas_subgroup.wgsl, rows r = (channel, kernel tap), columns oc) added, in order
 // of z, into the weights' gradient. params: 0 m * n, 1 x shift, 2 y shift, 3 m, 4 ldc, 5 zs,
-// 6 slices, 7 1 / m (f32)
+// 6 slices
 @compute @workgroup_size(256)
 fn wgrad_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
     let i = gid(wid, nwg, lid);
     if (i >= pu(0u)) { return; }
     let m = pu(3u);
-    var oc = u32(f32(i) * pf(7u));
-    oc = select(oc, oc - 1u, oc * m > i);
-    oc = select(oc, oc + 1u, (oc + 1u) * m <= i);
+    let oc = fdiv(i, m);
     var xi = pu(1u) + (i - oc * m) * pu(4u) + oc;
     var s = 0.0;
     for (var z = 0u; z < pu(6u); z++) {

@@ -311,6 +311,13 @@ struct TileRun {
 }
 
 impl TileRun {
+    /// The lanes of a vector from element `from` of one of the run's output rows that lie
+    /// within its `width`.
+    #[cfg(target_arch = "x86_64")]
+    fn lanes(&self, from: usize) -> u16 {
+        ((1u32 << self.width.saturating_sub(from).min(16)) - 1) as u16
+    }
+
     /// Panics unless the run lies inside P rows of `rows` elements (`n` tiles per row) and a
     /// plane of `plane` elements (rows of `ow`).
     #[cfg(target_arch = "x86_64")]
@@ -508,6 +515,23 @@ mod x86 {
         ]
     }
 
+    /// Stores v[r][c] as V / E row r * 4 + c of `count` tiles from tile `tile` (rows of `n`).
+    #[target_feature(enable = "avx512f")]
+    fn store_rows(rows: &mut [f32], n: usize, tile: usize, count: usize, v: [[__m512; 4]; 4]) {
+        assert!(
+            15 * n + tile + count <= rows.len(),
+            "winograd: rows too short"
+        );
+        let mask = ((1u32 << count) - 1) as __mmask16;
+        let out = rows.as_mut_ptr();
+        for (r, vr) in v.into_iter().enumerate() {
+            for (c, x) in vr.into_iter().enumerate() {
+                // SAFETY: within rows under the mask (checked above).
+                unsafe { _mm512_mask_storeu_ps(out.add((r * 4 + c) * n + tile), mask, x) };
+            }
+        }
+    }
+
     /// transform_input_plane's V of `count` (at most 16) consecutive tiles of a row of tiles:
     /// tile j reads the 4x4 window at (y0 + r, x0 + 2 j + c) of the h x w plane, zero outside
     /// it (masked loads). Lane j of each vector is tile j, so every V row takes one store, and
@@ -547,7 +571,6 @@ mod x86 {
                 _mm512_maskz_loadu_ps(mask, plane.as_ptr().wrapping_offset(y * w + x))
             },
         };
-        let store_mask = ((1u32 << count) - 1) as __mmask16;
         let d: [[__m512; 4]; 4] = std::array::from_fn(|r| {
             let y = y0 + r as isize;
             let (a, b) = (load(y, x0), load(y, x0 + 16));
@@ -561,19 +584,15 @@ mod x86 {
             std::array::from_fn(|c| _mm512_sub_ps(d[2][c], d[1][c])),
             std::array::from_fn(|c| _mm512_sub_ps(d[1][c], d[3][c])),
         ];
-        let out = rows.as_mut_ptr();
-        for (r, tr) in t.iter().enumerate() {
-            let vals = [
+        let v = t.map(|tr| {
+            [
                 _mm512_sub_ps(tr[0], tr[2]),
                 _mm512_add_ps(tr[1], tr[2]),
                 _mm512_sub_ps(tr[2], tr[1]),
                 _mm512_sub_ps(tr[1], tr[3]),
-            ];
-            for (c, v) in vals.into_iter().enumerate() {
-                // SAFETY: within rows (checked above).
-                unsafe { _mm512_mask_storeu_ps(out.add((r * 4 + c) * n + tile), store_mask, v) };
-            }
-        }
+            ]
+        });
+        store_rows(rows, n, tile, count, v);
     }
 
     /// transform_grad_plane's E rows of `count` (at most 16) consecutive tiles: tile j reads
@@ -582,15 +601,9 @@ mod x86 {
     /// and each value is the scalar path's, bit for bit.
     #[target_feature(enable = "avx512f")]
     pub(super) fn grad_tiles(plane: &[f32], ow: usize, rows: &mut [f32], n: usize, run: TileRun) {
-        let TileRun {
-            tile,
-            count,
-            at,
-            width,
-            second,
-        } = run;
+        let TileRun { at, second, .. } = run;
         run.check(rows.len(), n, plane.len(), ow);
-        let lanes = |from: usize| ((1u32 << width.saturating_sub(from).min(16)) - 1) as __mmask16;
+        let lanes = |from: usize| run.lanes(from);
         // SAFETY: the loads stay below the checked end under their masks.
         let load = |p: usize, from: usize| match lanes(from) {
             0 => _mm512_setzero_ps(),
@@ -613,20 +626,15 @@ mod x86 {
             std::array::from_fn(|c| _mm512_sub_ps(e[0][c], e[1][c])),
             std::array::from_fn(|c| neg(e[1][c])),
         ];
-        let out = rows.as_mut_ptr();
-        let store = ((1u32 << count) - 1) as __mmask16;
-        for (r, tr) in t.iter().enumerate() {
-            let vals = [
+        let v = t.map(|tr| {
+            [
                 tr[0],
                 _mm512_add_ps(tr[0], tr[1]),
                 _mm512_sub_ps(tr[0], tr[1]),
                 neg(tr[1]),
-            ];
-            for (c, v) in vals.into_iter().enumerate() {
-                // SAFETY: within rows (checked above).
-                unsafe { _mm512_mask_storeu_ps(out.add((r * 4 + c) * n + tile), store, v) };
-            }
-        }
+            ]
+        });
+        store_rows(rows, n, run.tile, run.count, v);
     }
 
     /// transform_output_plane's 2x2 outputs of `count` (at most 16) consecutive tiles from
@@ -639,8 +647,8 @@ mod x86 {
             tile,
             count,
             at,
-            width,
             second,
+            ..
         } = run;
         run.check(rows.len(), n, plane.len(), ow);
         let tiles = ((1u32 << count) - 1) as __mmask16;
@@ -655,7 +663,7 @@ mod x86 {
         ];
         let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
         let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-        let lanes = |from: usize| ((1u32 << width.saturating_sub(from).min(16)) - 1) as __mmask16;
+        let lanes = |from: usize| run.lanes(from);
         let out = plane.as_mut_ptr();
         for (dy, rr) in r.iter().enumerate().take(if second { 2 } else { 1 }) {
             let even = _mm512_add_ps(_mm512_add_ps(rr[0], rr[1]), rr[2]);
@@ -668,7 +676,7 @@ mod x86 {
                     lanes(0),
                     _mm512_permutex2var_ps(even, low, odd),
                 );
-                if width > 16 {
+                if run.width > 16 {
                     _mm512_mask_storeu_ps(
                         out.add(row + 16),
                         lanes(16),

@@ -1081,8 +1081,7 @@ fn weight_grad_sliced(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> 
                 .u(kd)
                 .u(ldc)
                 .u(slice_len)
-                .u(slices)
-                .f(1.0 / kd as f32);
+                .u(slices);
             let groups = e.groups_1d(og * kd);
             e.dispatch_spec(
                 "blas",
