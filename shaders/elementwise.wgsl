@@ -63,6 +63,28 @@ fn nary_sum2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     e3[pu(3u) + i] = pf(8u) * e1[pu(1u) + i] + pf(9u) * e2[pu(2u) + i];
 }
 
+// The backward around a sum junction (ElementwiseKernel::JunctionBackward). word 8 flags: 1 dy =
+// e1 + e2 (a Split's two top diffs; else dy is read), 2 ReLU backward at x = e3, 4 dx e5,
+// 8 dx e6; e4 = dy, written with flag 1 or 2; words 9 negative slope, 10-11 the coefficients of
+// e5 and e6.
+@compute @workgroup_size(256)
+fn junction_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let flags = pu(8u);
+    let di = pu(4u) + i;
+    var d: f32;
+    if ((flags & 1u) != 0u) { d = e1[pu(1u) + i] + e2[pu(2u) + i]; } else { d = e4[di]; }
+    if ((flags & 2u) != 0u) {
+        let x = e3[pu(3u) + i];
+        d = d * (step(x > 0.0) + pf(9u) * step(x <= 0.0));
+    }
+    if ((flags & 3u) != 0u) { e4[di] = d; }
+    if ((flags & 4u) != 0u) { e5[pu(5u) + i] = d * pf(10u); }
+    if ((flags & 8u) != 0u) { e6[pu(6u) + i] = d * pf(11u); }
+}
+
 // Backward helpers: e1 = a, e2 = b, e3 = c, e4 = dx. word 8 mode:
 // 0: dx = a * c9 (Sum: a = dy); 1: dx = (a / b) * c (Prod unstable: a = y, b = x_i, c = dy);
 // 2: dx = (a == f(10) ? b : 0) (Max: a = argmax, b = dy); 3: dx = a (start a product);

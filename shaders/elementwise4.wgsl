@@ -136,6 +136,27 @@ fn nary_sum2_4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     q3[at4(3u, i)] = pf(8u) * q1[at4(1u, i)] + pf(9u) * q2[at4(2u, i)];
 }
 
+// junction_backward (OP = flags as word 8 of elementwise.wgsl's): q1, q2 the sums, q3 = x,
+// q4 = dy, q5 and q6 the dx; words 9 negative slope, 10-11 coefficients
+@compute @workgroup_size(256)
+fn junction_backward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = gid(wid, nwg, lid);
+    if (i >= pu(0u)) { return; }
+    let di = at4(4u, i);
+    var d: vec4<f32>;
+    if ((OP & 1u) != 0u) { d = q1[at4(1u, i)] + q2[at4(2u, i)]; } else { d = q4[di]; }
+    if ((OP & 2u) != 0u) {
+        let x = q3[at4(3u, i)];
+        let one = vec4<f32>(1.0);
+        let zero = vec4<f32>(0.0);
+        d = d * (select(zero, one, x > zero) + pf(9u) * select(zero, one, x <= zero));
+    }
+    if ((OP & 3u) != 0u) { q4[di] = d; }
+    if ((OP & 4u) != 0u) { q5[at4(5u, i)] = d * pf(10u); }
+    if ((OP & 8u) != 0u) { q6[at4(6u, i)] = d * pf(11u); }
+}
+
 // nary_back (OP = mode): q1 = a, q2 = b, q3 = c, q4 = dx; words 9 coeff, 10 index
 @compute @workgroup_size(256)
 fn nary_back4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -84,9 +84,31 @@ layer { name: "lb" type: "Reduction" bottom: "cb" top: "lb" reduction_param { op
 layer { name: "lr" type: "Reduction" bottom: "cr" top: "lr" reduction_param { operation: SUMSQ } loss_weight: 1 }
 "#;
 
+/// Sum junctions (Eltwise SUM, in-place neuron, Split) go backward as one pass each: with and
+/// without the neuron or the Split, a Split of three tops, coefficients, an Eltwise of three
+/// bottoms, and an in-place Eltwise (its bottom diff is the top diff). 2x8x48x48 elements are
+/// split among the cores with a partial last block.
+const JUNCTION_NET: &str = r#"
+name: "junctions"
+force_backward: true
+layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 8 dim: 48 dim: 48 } } }
+layer { name: "pa" type: "Power" bottom: "x" top: "p" power_param { scale: 1.5 shift: -0.5 } }
+layer { name: "sum1" type: "Eltwise" bottom: "p" bottom: "x" top: "s1" }
+layer { name: "relu1" type: "ReLU" bottom: "s1" top: "s1" relu_param { negative_slope: 0.1 } }
+layer { name: "tanh" type: "TanH" bottom: "s1" top: "t" }
+layer { name: "sum2" type: "Eltwise" bottom: "t" bottom: "s1" top: "s2" eltwise_param { coeff: 0.5 coeff: -2 } }
+layer { name: "relu2" type: "ReLU" bottom: "s2" top: "s2" }
+layer { name: "sum3" type: "Eltwise" bottom: "s2" bottom: "x" bottom: "s1" top: "s3"
+        eltwise_param { coeff: 1 coeff: 0.25 coeff: 1 } }
+layer { name: "sig" type: "Sigmoid" bottom: "s3" top: "g" }
+layer { name: "sum4" type: "Eltwise" bottom: "g" bottom: "s3" top: "g" }
+layer { name: "elu" type: "ELU" bottom: "g" top: "g" }
+layer { name: "loss" type: "EuclideanLoss" bottom: "g" bottom: "s2" top: "loss" }
+"#;
+
 /// Every blob's data and diff and every parameter's data and diff after a forward and backward
 /// (three iterations, so BatchNorm's batch statistics update and get used again); the number of
-/// fused runs. The inputs and the BatchNorm layers' stored statistics are random.
+/// fused runs (forward and backward). The inputs and the BatchNorm layers' stored statistics are random.
 fn run(eng: &mut dyn Engine, net: &str, fuse: bool, forward_only: bool) -> (Vec<Vec<f32>>, usize) {
     let param: NetParameter = parse_text(net, "fused.prototxt", "caffe.NetParameter").unwrap();
     let state = make_state(&param, Phase::Train, 0, &[]);
@@ -133,7 +155,14 @@ fn run(eng: &mut dyn Engine, net: &str, fuse: bool, forward_only: bool) -> (Vec<
             continue;
         }
         net.clear_param_diffs();
-        net.backward(eng).unwrap();
+        net.seed_loss_diffs(eng);
+        let mut end = n;
+        while end > 0 {
+            let first = net.backward_step(eng, end - 1).unwrap();
+            runs += usize::from(first < end - 1);
+            end = first;
+        }
+        net.zero_cleared_diffs(eng);
         for b in net.blobs.clone() {
             out.push(eng.download(b.data()));
             out.push(eng.download(b.diff()));
@@ -160,15 +189,21 @@ fn assert_same(what: &str, fused: &[Vec<f32>], plain: &[Vec<f32>]) {
     }
 }
 
-/// Fused and layer-by-layer runs of `net` agree, with `runs` fused runs per forward.
-fn check(eng: &mut dyn Engine, net: &str, runs_per_forward: usize) {
+/// Fused and layer-by-layer runs of `net` agree, with (forward, backward) fused runs per
+/// iteration.
+fn check(eng: &mut dyn Engine, net: &str, (forward_runs, backward_runs): (usize, usize)) {
     // Without a backward to follow, the fused layers keep nothing and the values stay the same.
-    let (fused, _) = run(eng, net, true, true);
+    let (fused, runs) = run(eng, net, true, true);
+    assert_eq!(runs, forward_runs * 3, "fused runs in three forwards");
     assert_same("forward only", &fused, &run(eng, net, false, true).0);
     let (fused, runs) = run(eng, net, true, false);
     let (plain, none) = run(eng, net, false, false);
     assert_eq!(none, 0);
-    assert_eq!(runs, runs_per_forward * 3, "fused runs in three forwards");
+    assert_eq!(
+        runs,
+        (forward_runs + backward_runs) * 3,
+        "fused runs in three iterations"
+    );
     assert_same("forward and backward", &fused, &plain);
 }
 
@@ -177,11 +212,16 @@ fn gpu() -> GpuEngine {
         .unwrap_or_else(|e| panic!("this test needs a GPU adapter (lavapipe will do): {e:#}"))
 }
 
-// conv..swish; bn2 + tanh; whole + sigmoid (a whole-blob scale has other dims than bn2's
-// channels); batch_bn (batch statistics) and relu2 alone; sum + relu3: four runs per forward.
-const NET_RUNS: usize = 4;
-// Every convolution with the layers after it.
-const CONV_NET_RUNS: usize = 7;
+// Forward: conv..swish; bn2 + tanh; whole + sigmoid (a whole-blob scale has other dims than
+// bn2's channels); batch_bn (batch statistics) and relu2 alone; sum + relu3. Backward: the
+// Scale runs bn + scale and whole + sigmoid; relu + swish and batch_bn + relu2, which the net
+// tries as Scale runs and then takes one by one; sum + relu3 as a junction.
+const NET_RUNS: (usize, usize) = (4, 5);
+// Forward: every convolution with the layers after it. Backward: the four Scale runs.
+const CONV_NET_RUNS: (usize, usize) = (7, 4);
+// Forward: sum1 + relu1, sum2 + relu2, sum4 + elu. Backward: sum1 + relu1 + the Split of s1,
+// sum2 + relu2 + the Split of s2, sum3 + the Split of s3, sum4 + elu.
+const JUNCTION_RUNS: (usize, usize) = (3, 4);
 
 #[test]
 fn fused_forward_equals_layer_by_layer_on_cpu() {
@@ -203,6 +243,29 @@ fn convolution_epilogues_equal_layer_by_layer_on_cpu() {
         .replace("dim: 2 dim: 3", "dim: 1 dim: 3");
     assert_ne!(one_image, CONV_NET);
     check(&mut CpuEngine::new(), &one_image, CONV_NET_RUNS);
+}
+
+#[test]
+fn junction_backwards_equal_layer_by_layer_on_cpu() {
+    check(&mut CpuEngine::new(), JUNCTION_NET, JUNCTION_RUNS);
+    check(&mut CpuEngine::new(), &odd_junctions(), JUNCTION_RUNS);
+}
+
+/// [`JUNCTION_NET`] on 210 elements: one block on the CPU, single elements on the GPU.
+fn odd_junctions() -> String {
+    let odd = JUNCTION_NET.replace(
+        "dim: 2 dim: 8 dim: 48 dim: 48",
+        "dim: 2 dim: 3 dim: 5 dim: 7",
+    );
+    assert_ne!(odd, JUNCTION_NET);
+    odd
+}
+
+#[test]
+fn junction_backwards_equal_layer_by_layer_on_gpu() {
+    let mut gpu = gpu();
+    check(&mut gpu, JUNCTION_NET, JUNCTION_RUNS);
+    check(&mut gpu, &odd_junctions(), JUNCTION_RUNS);
 }
 
 #[test]

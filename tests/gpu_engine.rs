@@ -991,10 +991,59 @@ fn scale_backward_of_many_short_rows_matches_cpu() {
     }
 }
 
+/// JunctionBackward in each shape the net builds (a Split's sums or none, a neuron or none, up
+/// to three Eltwise bottoms, an in-place Eltwise whose bottom diff is dy) and in those the GPU
+/// runs as their parts (three sums or outs, a neuron other than ReLU).
+fn junction_suite(g: &mut GpuEngine, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let neurons = [
+        None,
+        Some(UnaryOp::Relu {
+            negative_slope: 0.0,
+        }),
+        Some(UnaryOp::Relu {
+            negative_slope: 0.1,
+        }),
+        Some(UnaryOp::TanH),
+    ];
+    let outs_of: [&[(f32, usize)]; 5] = [
+        &[],
+        &[(1.0, 6)],
+        &[(0.5, 6), (-2.0, 7)],
+        &[(1.0, 6), (0.25, 7), (1.0, 8)],
+        // In place: the first bottom's diff is dy.
+        &[(0.5, 5), (-2.0, 7)],
+    ];
+    for n in [1usize, 7, 1000, 5000] {
+        for sums in [0usize, 2, 3] {
+            for neuron in neurons {
+                for outs in outs_of {
+                    if sums == 0 && neuron.is_none() && outs.is_empty() {
+                        continue;
+                    }
+                    let mut init: Vec<Vec<f32>> = (0..6).map(|_| rng.vec(n, -2.0, 2.0)).collect();
+                    init.extend((0..3).map(|_| vec![0.0; n]));
+                    let what = format!("junction n {n} sums {sums} {neuron:?} outs {outs:?}");
+                    check_all(&what, g, &init, &|ids| {
+                        let v = |j: usize| whole(ids[j], n);
+                        vec![Kernel::Elementwise(Ew::JunctionBackward {
+                            sums: (0..sums).map(v).collect(),
+                            neuron_grad: neuron.map(|op| (op, v(3), v(4))),
+                            dy: v(5),
+                            outs: outs.iter().map(|&(c, j)| (c, v(j))).collect(),
+                        })]
+                    });
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn elementwise_matches_cpu() {
     let mut g = gpu();
     elementwise_suite(&mut g, 10);
+    junction_suite(&mut g, 10);
 }
 
 /// The same kernels with every element in its own invocation: the scalar twins of the vec4
@@ -1004,6 +1053,7 @@ fn elementwise_scalar_path_matches_cpu() {
     let mut g = gpu();
     g.set_wide_pointwise(false);
     elementwise_suite(&mut g, 12);
+    junction_suite(&mut g, 12);
     g.set_wide_pointwise(true);
 }
 
@@ -1014,6 +1064,7 @@ fn elementwise_split_into_small_bindings_matches_cpu() {
     // (channels * inner, up to 1700 elements here).
     g.set_max_binding_elems(2048);
     elementwise_suite(&mut g, 11);
+    junction_suite(&mut g, 11);
     g.set_max_binding_elems(usize::MAX);
 }
 

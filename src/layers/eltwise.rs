@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 
 use super::common::{Scratch, check_count, shape_str};
-use super::{Ctx, Layer, Shapes, StageDims};
+use super::{BackwardStep, Ctx, Layer, Shapes, StageDims};
 use crate::engine::View;
 use crate::engine::kernels::Kernel;
 use crate::engine::kernels::elementwise::{ChannelStage, ElementwiseKernel, NaryOp, StageOp};
@@ -121,6 +121,19 @@ impl Layer for Eltwise {
             .op
             .clone()
             .ok_or_else(|| anyhow::anyhow!("Eltwise backward before reshape"))?;
+        if let NaryOp::Sum { coeffs } = &op {
+            let outs = (coeffs.iter().zip(cx.bottoms).zip(propagate_down))
+                .filter(|(_, down)| **down)
+                .map(|((&c, b), _)| (c, b.diff()))
+                .collect();
+            let kernel = ElementwiseKernel::JunctionBackward {
+                sums: vec![],
+                neuron_grad: None,
+                dy: cx.tops[0].diff(),
+                outs,
+            };
+            return cx.eng.launch(&Kernel::Elementwise(kernel));
+        }
         let xs: Vec<View> = cx.bottoms.iter().map(|b| b.data()).collect();
         let argmax = if op == NaryOp::Max {
             Some(self.argmax.get(cx.eng, self.count))
@@ -143,6 +156,13 @@ impl Layer for Eltwise {
             cx.eng.launch(&Kernel::Elementwise(kernel))?;
         }
         Ok(())
+    }
+
+    fn backward_step(&mut self, _cx: &mut Ctx) -> Option<BackwardStep> {
+        match &self.op {
+            Some(NaryOp::Sum { coeffs }) => Some(BackwardStep::Distribute(coeffs.clone())),
+            _ => None,
+        }
     }
 
     fn macs(&self) -> u64 {

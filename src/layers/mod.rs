@@ -173,10 +173,12 @@ pub trait Layer: Send {
         bail!("internal: this layer's forward takes no epilogue")
     }
 
-    /// This layer's backward as a step that the backward of an in-place Scale beside it can take
-    /// into its pass ([`Layer::backward_joined`]), when the layer runs in place and its backward
-    /// is point-wise: a neuron after the Scale, a BatchNorm with stored statistics before it.
-    /// Launches nothing.
+    /// This layer's backward as a point-wise step that the net can join with its neighbours'
+    /// in one pass: a neuron or a BatchNorm with stored statistics in place beside an in-place
+    /// Scale ([`Layer::backward_joined`]), and the run Eltwise SUM, neuron, Split around a sum
+    /// junction ([`ElementwiseKernel::JunctionBackward`]). Launches nothing.
+    ///
+    /// [`ElementwiseKernel::JunctionBackward`]: crate::engine::kernels::elementwise::ElementwiseKernel::JunctionBackward
     fn backward_step(&mut self, _cx: &mut Ctx) -> Option<BackwardStep> {
         None
     }
@@ -196,13 +198,17 @@ pub trait Layer: Send {
 }
 
 /// See [`Layer::backward_step`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum BackwardStep {
     /// dx = the neuron's backward at (x, y), as
     /// [`crate::engine::kernels::elementwise::ElementwiseKernel::UnaryBackward`] computes it.
     Neuron(UnaryOp, View, View),
     /// dx = dy / std[c] over this layout (BatchNorm with stored statistics).
     FrozenNorm(ChannelDims, View),
+    /// dx = the sum of the top diffs in top order (Split).
+    SumOfTops,
+    /// The diff of bottom j = coeffs[j] * dy (Eltwise SUM).
+    Distribute(Vec<f32>),
 }
 
 /// What a [`Layer::stage_dims`] step needs of the fused pass's layout.

@@ -4,9 +4,9 @@ use anyhow::Result;
 
 use super::common::check_count;
 use super::flatten::view_copy;
-use super::{Ctx, Layer, Shapes, TopSharing};
+use super::{BackwardStep, Ctx, Layer, Shapes, TopSharing};
 use crate::engine::Kernel;
-use crate::engine::kernels::blas::BlasKernel;
+use crate::engine::kernels::elementwise::ElementwiseKernel;
 use crate::proto::LayerParameter;
 
 pub struct Split {
@@ -44,17 +44,17 @@ impl Layer for Split {
         if !propagate_down.first().copied().unwrap_or(false) {
             return Ok(());
         }
-        let dx = cx.bottoms[0].diff();
-        view_copy(cx.eng, cx.tops[0].diff(), dx);
-        for t in &cx.tops[1..] {
-            cx.eng.launch(&Kernel::Blas(BlasKernel::Axpby {
-                alpha: 1.0,
-                x: t.diff(),
-                beta: 1.0,
-                y: dx,
-            }))?;
-        }
-        Ok(())
+        cx.eng
+            .launch(&Kernel::Elementwise(ElementwiseKernel::JunctionBackward {
+                sums: cx.tops.iter().map(|t| t.diff()).collect(),
+                neuron_grad: None,
+                dy: cx.bottoms[0].diff(),
+                outs: vec![],
+            }))
+    }
+
+    fn backward_step(&mut self, _cx: &mut Ctx) -> Option<BackwardStep> {
+        Some(BackwardStep::SumOfTops)
     }
 }
 

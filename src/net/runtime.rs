@@ -426,13 +426,83 @@ impl Net {
     /// convolution); see [`crate::layers::Layer::backward_joined`]. Returns the run's first
     /// layer, where the backward goes on below.
     pub fn backward_step(&mut self, eng: &mut dyn Engine, i: usize) -> Result<usize> {
-        if self.fuse
-            && let Some(first) = self.backward_run(eng, i)?
-        {
-            return Ok(first);
+        if self.fuse {
+            if let Some(first) = self.backward_junction(eng, i)? {
+                return Ok(first);
+            }
+            if let Some(first) = self.backward_run(eng, i)? {
+                return Ok(first);
+            }
         }
         self.backward_layer(eng, i)?;
         Ok(i)
+    }
+
+    /// Runs the backward of the junction run ending at `i` in one pass when there is one (see
+    /// [`ElementwiseKernel::JunctionBackward`]): an Eltwise SUM into a blob, then optionally the
+    /// neuron in place on that blob, then optionally its Split, at least one of the two. (A
+    /// neuron after a Scale joins the Scale's pass instead, see [`Net::backward_run`].) Returns
+    /// the run's first layer.
+    fn backward_junction(&mut self, eng: &mut dyn Engine, i: usize) -> Result<Option<usize>> {
+        let step = |net: &mut Self, eng: &mut dyn Engine, k: usize| {
+            net.with_layer(eng, k, &[], |layer, cx| Ok(layer.backward_step(cx)))
+        };
+        let node = &self.graph.layers[i];
+        let splits = node.bottoms.len() == 1
+            && node.need_backward
+            && node.bottom_need_backward.first() == Some(&true);
+        let (blob, sums, mut next) =
+            if splits && step(self, eng, i)? == Some(BackwardStep::SumOfTops) {
+                let node = &self.graph.layers[i];
+                let sums = node.tops.iter().map(|&t| self.blobs[t].diff()).collect();
+                (node.bottoms[0], sums, i.checked_sub(1))
+            } else if let &[top] = &self.graph.layers[i].tops[..] {
+                (top, vec![], Some(i))
+            } else {
+                return Ok(None);
+            };
+        let mut neuron_grad = None;
+        if let Some(k) = next {
+            let node = &self.graph.layers[k];
+            let in_place = node.bottoms == [blob]
+                && node.tops == [blob]
+                && node.need_backward
+                && node.bottom_need_backward.first() == Some(&true);
+            if in_place && let Some(BackwardStep::Neuron(op, x, y)) = step(self, eng, k)? {
+                neuron_grad = Some((op, x, y));
+                next = k.checked_sub(1);
+            }
+        }
+        let Some(first) = next else {
+            return Ok(None);
+        };
+        let node = &self.graph.layers[first];
+        if node.tops != [blob] || !node.need_backward || (sums.is_empty() && neuron_grad.is_none())
+        {
+            return Ok(None);
+        }
+        let Some(BackwardStep::Distribute(coeffs)) = step(self, eng, first)? else {
+            return Ok(None);
+        };
+        let node = &self.graph.layers[first];
+        let outs = (coeffs
+            .iter()
+            .zip(&node.bottoms)
+            .zip(&node.bottom_need_backward))
+        .filter(|(_, down)| **down)
+        .map(|((&c, &b), _)| (c, self.blobs[b].diff()))
+        .collect();
+        let kernel = ElementwiseKernel::JunctionBackward {
+            sums,
+            neuron_grad,
+            dy: self.blobs[blob].diff(),
+            outs,
+        };
+        eng.launch(&Kernel::Elementwise(kernel)).with_context(|| {
+            let names: Vec<String> = (first..=i).map(|k| self.label(k)).collect();
+            format!("joined backward of {}", names.join(", "))
+        })?;
+        Ok(Some(first))
     }
 
     /// Runs the fused backward of the run ending at `i` when there is one; returns its first
@@ -474,6 +544,7 @@ impl Net {
         }
         let propagate_down = self.graph.layers[scale].bottom_need_backward.clone();
         let param_grads = self.param_grads(eng, scale);
+        let (has_after, has_before) = (after.is_some(), before.is_some());
         let joined = self.with_layer(eng, scale, &param_grads, |layer, cx| {
             layer
                 .backward_joined(cx, &propagate_down, after, before)
@@ -482,7 +553,7 @@ impl Net {
         if !joined {
             // The Scale ran nothing: its backward alone, as the layer-by-layer order has it
             // after the neuron's.
-            if after.is_some() {
+            if has_after {
                 self.backward_layer(eng, i)?;
             }
             return self
@@ -491,7 +562,7 @@ impl Net {
                 })
                 .map(|()| Some(scale));
         }
-        let first = scale - usize::from(before.is_some());
+        let first = scale - usize::from(has_before);
         for k in (first..=i).filter(|&k| k != scale) {
             // Their parameter diffs (BatchNorm's statistics) as their own backwards treat them.
             self.param_grads(eng, k);
@@ -499,8 +570,9 @@ impl Net {
         Ok(Some(first))
     }
 
-    /// Zeroes the diffs [`Net::clear_param_diffs`] left to the backward pass that no layer wrote.
-    fn zero_cleared_diffs(&mut self, eng: &mut dyn Engine) {
+    /// Zeroes the diffs [`Net::clear_param_diffs`] left to the backward pass that no layer wrote
+    /// (after [`Net::backward_step`]s from the last layer down to the first).
+    pub fn zero_cleared_diffs(&mut self, eng: &mut dyn Engine) {
         for (owner, cleared) in self.cleared_diffs.iter_mut().enumerate() {
             if std::mem::take(cleared) {
                 eng.fill(self.params[owner].diff(), 0.0);

@@ -4,8 +4,9 @@ use rayon::prelude::*;
 
 use super::{Memory, wide};
 use crate::engine::View;
+use crate::engine::kernels::Kernel;
 use crate::engine::kernels::elementwise::{
-    ChannelDims, ChannelStage, ElementwiseKernel, NaryOp, StageOp, SumWeight, UnaryOp,
+    ChannelDims, ChannelStage, ElementwiseKernel, NaryOp, StageOp, StagePart, SumWeight, UnaryOp,
     dropout_threshold, pcg_hash,
 };
 
@@ -840,12 +841,124 @@ fn channel_stages(
     Ok(())
 }
 
+/// Elements per parallel block of a [`ElementwiseKernel::JunctionBackward`], and per piece of
+/// a block.
+const JUNCTION_BLOCK: usize = 1 << 16;
+const JUNCTION_PIECE: usize = 1024;
+
+/// [`ElementwiseKernel::JunctionBackward`]: each piece of elements goes through the sums, the
+/// neuron's backward and the outs while it is in cache. Operands that share a tensor with an
+/// output run as the parts.
+fn junction_backward(
+    kernel: &ElementwiseKernel,
+    sums: &[View],
+    neuron_grad: Option<(UnaryOp, View, View)>,
+    dy: View,
+    outs: &[(f32, View)],
+    mem: &mut Memory,
+) -> anyhow::Result<()> {
+    let n = dy.len;
+    let neuron_ins: Vec<View> = neuron_grad.iter().flat_map(|&(_, x, y)| [x, y]).collect();
+    check_len(sums, n)?;
+    check_len(&neuron_ins, n)?;
+    let dxs: Vec<View> = outs.iter().map(|o| o.1).collect();
+    check_len(&dxs, n)?;
+    // dy is written when the sums or the neuron change it, read as it is otherwise.
+    let writes_dy = !sums.is_empty() || neuron_grad.is_some();
+    let out_views: Vec<View> = writes_dy.then_some(dy).into_iter().chain(dxs).collect();
+    let in_views: Vec<View> = sums
+        .iter()
+        .copied()
+        .chain(neuron_ins)
+        .chain((!writes_dy).then_some(dy))
+        .collect();
+    let apart = out_views.iter().enumerate().all(|(k, o)| {
+        out_views[k + 1..].iter().all(|p| p.id != o.id) && in_views.iter().all(|i| i.id != o.id)
+    });
+    if !apart || n == 0 {
+        for part in kernel.junction_backward_parts().unwrap_or_default() {
+            match part {
+                StagePart::Copy { src, dst } | StagePart::Move { src, dst } => {
+                    mem.with(&[dst], &[src], |o, i| o[0].copy_from_slice(i[0]))
+                }
+                StagePart::Launch(k) => match *k {
+                    Kernel::Elementwise(k) => run(&k, mem)?,
+                    Kernel::Blas(k) => super::blas::run(&k, mem)?,
+                    _ => unreachable!("JunctionBackward parts are point-wise"),
+                },
+            }
+        }
+        return Ok(());
+    }
+    let coeffs: Vec<f32> = outs.iter().map(|o| o.0).collect();
+    mem.with(&out_views, &in_views, |o, i| {
+        let (sum_ins, rest) = i.split_at(sums.len());
+        let (neuron_ins, rest) = rest.split_at(2 * usize::from(neuron_grad.is_some()));
+        let read_dy = rest.first().copied();
+        let mut blocks: Vec<(usize, Vec<&mut [f32]>)> = (0..n.div_ceil(JUNCTION_BLOCK))
+            .map(|b| (b * JUNCTION_BLOCK, Vec::with_capacity(o.len())))
+            .collect();
+        for out in o.iter_mut() {
+            for (block, part) in blocks.iter_mut().zip(out.chunks_mut(JUNCTION_BLOCK)) {
+                block.1.push(part);
+            }
+        }
+        let run_block = |(first, mut parts): (usize, Vec<&mut [f32]>)| {
+            wide(|| {
+                let len = (n - first).min(JUNCTION_BLOCK);
+                // Pieces that stay in L1 between the steps, so every operand streams through
+                // memory once, all of them side by side.
+                for at in (0..len).step_by(JUNCTION_PIECE) {
+                    let piece = at..(at + JUNCTION_PIECE).min(len);
+                    let range = first + piece.start..first + piece.end;
+                    let (dy, dxs): (&[f32], &mut [&mut [f32]]) = if writes_dy {
+                        let (head, dxs) = parts.split_at_mut(1);
+                        let dy: &mut [f32] = &mut head[0][piece.clone()];
+                        if let Some((s0, rest)) = sum_ins.split_first() {
+                            dy.copy_from_slice(&s0[range.clone()]);
+                            for s in rest {
+                                for (d, &v) in dy.iter_mut().zip(&s[range.clone()]) {
+                                    *d += v;
+                                }
+                            }
+                        }
+                        if let Some((op, _, _)) = neuron_grad {
+                            let (x, y) = (&neuron_ins[0][range.clone()], &neuron_ins[1][range]);
+                            unary_backward(op, x, y, Io::InPlace(dy));
+                        }
+                        (dy, dxs)
+                    } else {
+                        (&read_dy.expect("dy is an input")[range], &mut parts[..])
+                    };
+                    for (dx, &c) in dxs.iter_mut().zip(&coeffs) {
+                        for (d, &v) in dx[piece.clone()].iter_mut().zip(dy) {
+                            *d = v * c;
+                        }
+                    }
+                }
+            })
+        };
+        if out_len_is_big(n) {
+            blocks.into_par_iter().for_each(run_block);
+        } else {
+            blocks.into_iter().for_each(run_block);
+        }
+    });
+    Ok(())
+}
+
 fn out_len_is_big(len: usize) -> bool {
     len >= PAR_MIN && rayon::current_num_threads() > 1
 }
 
 pub fn run(kernel: &ElementwiseKernel, mem: &mut Memory) -> anyhow::Result<()> {
     match kernel {
+        ElementwiseKernel::JunctionBackward {
+            sums,
+            neuron_grad,
+            dy,
+            outs,
+        } => junction_backward(kernel, sums, *neuron_grad, *dy, outs, mem)?,
         ElementwiseKernel::ChannelStages { dims, x, y, stages } => {
             channel_stages(*dims, *x, *y, stages, mem)?
         }
@@ -1219,6 +1332,66 @@ mod tests {
         let view = whole(eng, id);
         eng.upload(view, v);
         view
+    }
+
+    /// The one-pass junction backward equals its parts bit for bit: within one block and over
+    /// several blocks with a partial last one, with and without each part, in place.
+    #[test]
+    fn junction_backward_equals_its_parts() {
+        let mut rng = crate::rng::Rng::new(9);
+        let neurons = [
+            None,
+            Some(UnaryOp::Relu {
+                negative_slope: 0.1,
+            }),
+            Some(UnaryOp::Elu { alpha: 0.5 }),
+        ];
+        let outs_of: [&[(f32, usize)]; 4] = [
+            &[],
+            &[(0.5, 6), (-2.0, 7)],
+            &[(1.0, 6), (0.25, 7), (1.0, 8)],
+            &[(0.5, 5), (-2.0, 7)],
+        ];
+        for n in [5, 2 * JUNCTION_BLOCK + 1000] {
+            let init: Vec<Vec<f32>> = (0..9)
+                .map(|_| (0..n).map(|_| rng.uniform_range(-2.0, 2.0)).collect())
+                .collect();
+            for sums in [0, 2, 3] {
+                for neuron in neurons {
+                    for outs in outs_of {
+                        let run = |fused: bool| {
+                            let mut eng = CpuEngine::new();
+                            let v: Vec<View> = init.iter().map(|d| upload(&mut eng, d)).collect();
+                            let kernel = ElementwiseKernel::JunctionBackward {
+                                sums: v[..sums].to_vec(),
+                                neuron_grad: neuron.map(|op| (op, v[3], v[4])),
+                                dy: v[5],
+                                outs: outs.iter().map(|&(c, j)| (c, v[j])).collect(),
+                            };
+                            if fused {
+                                eng.launch(&Kernel::Elementwise(kernel)).unwrap();
+                            } else {
+                                for part in kernel.junction_backward_parts().unwrap() {
+                                    match part {
+                                        StagePart::Copy { src, dst } => eng.copy(src, dst),
+                                        StagePart::Move { .. } => unreachable!(),
+                                        StagePart::Launch(k) => eng.launch(&k).unwrap(),
+                                    }
+                                }
+                            }
+                            v.iter().map(|&t| eng.download(t)).collect::<Vec<_>>()
+                        };
+                        let (fused, parts) = (run(true), run(false));
+                        for (t, (a, b)) in fused.iter().zip(&parts).enumerate() {
+                            assert!(
+                                a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                                "n {n} sums {sums} {neuron:?} outs {outs:?}: tensor {t} differs"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The one-pass Scale backward equals its separate kernels bit for bit: in place and apart,

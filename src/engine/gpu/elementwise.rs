@@ -301,8 +301,117 @@ fn channel_stages(
     Ok(true)
 }
 
+/// Runs a [`ElementwiseKernel::JunctionBackward`] of two sums or none, a ReLU or no neuron, and
+/// up to two outs as one pass; false for others, which run as their parts.
+fn junction_backward(
+    e: &mut GpuEngine,
+    sums: &[View],
+    neuron_grad: Option<(UnaryOp, View, View)>,
+    dy: View,
+    outs: &[(f32, View)],
+) -> Result<bool> {
+    let slope = match neuron_grad {
+        Some((UnaryOp::Relu { negative_slope }, _, _)) => Some(negative_slope),
+        Some(_) => return Ok(false),
+        None => None,
+    };
+    // dy and the outs in tensors of their own (an in-place Eltwise's bottom diff is dy: its
+    // parts scale dy in place before the next out reads it).
+    let diffs: Vec<View> = std::iter::once(dy)
+        .chain(outs.iter().map(|o| o.1))
+        .collect();
+    let apart = (0..diffs.len()).all(|j| diffs[j + 1..].iter().all(|b| b.id != diffs[j].id));
+    if !matches!(sums.len(), 0 | 2) || outs.len() > 2 || !apart {
+        return Ok(false);
+    }
+    let n = dy.len;
+    let x = neuron_grad.map(|(_, x, _)| x);
+    check_len(sums, n)?;
+    check_len(&x.into_iter().collect::<Vec<_>>(), n)?;
+    check_len(&outs.iter().map(|o| o.1).collect::<Vec<_>>(), n)?;
+    let flags = u32::from(sums.len() == 2)
+        | u32::from(slope.is_some()) << 1
+        | outs.iter().enumerate().map(|(j, _)| 4 << j).sum::<u32>();
+    let writes_dy = flags & 3 != 0;
+    for r in e.unit_chunks("junction_backward", n, &[1])? {
+        let piece = |v: View| v.slice(r.start, r.len());
+        let dyc = piece(dy);
+        let written: Vec<View> = writes_dy
+            .then_some(dyc)
+            .into_iter()
+            .chain(outs.iter().map(|o| piece(o.1)))
+            .collect();
+        let dy_bound = if writes_dy {
+            e.bind(dyc)?
+        } else {
+            e.bind_input(SCRATCH[3], dyc, &written, true)?
+        };
+        let mut binds = Vec::with_capacity(6);
+        for (j, input) in [sums.first(), sums.get(1), x.as_ref()]
+            .into_iter()
+            .enumerate()
+        {
+            binds.push(match input {
+                Some(v) => e.bind_input(SCRATCH[j], piece(*v), &written, true)?,
+                // Never read: its flag is off.
+                None => dy_bound.clone(),
+            });
+        }
+        binds.push(dy_bound.clone());
+        for j in 0..2 {
+            binds.push(match outs.get(j) {
+                Some(o) => e.bind(piece(o.1))?,
+                None => dy_bound.clone(),
+            });
+        }
+        let per_element = [
+            !sums.is_empty(),
+            !sums.is_empty(),
+            x.is_some(),
+            true,
+            !outs.is_empty(),
+            outs.len() > 1,
+        ];
+        let coeff = |j: usize| outs.get(j).map_or(0.0, |o| o.0).to_bits();
+        let words = [flags, slope.unwrap_or(0.0).to_bits(), coeff(0), coeff(1)];
+        e.dispatch_pointwise(
+            ("elementwise", "junction_backward"),
+            Some(Wide::new("junction_backward4", flags)),
+            r.len(),
+            r.start,
+            &binds,
+            &per_element,
+            &words,
+        )?;
+    }
+    Ok(true)
+}
+
+/// Runs the copies and kernels a fused kernel stands for.
+fn run_parts(e: &mut GpuEngine, parts: Vec<StagePart>) -> Result<()> {
+    for part in parts {
+        match part {
+            StagePart::Copy { src, dst } => e.copy(src, dst),
+            StagePart::Move { src, dst } => e.move_values(src, dst),
+            StagePart::Launch(kernel) => e.launch(&kernel)?,
+        }
+    }
+    Ok(())
+}
+
 pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
     match k {
+        ElementwiseKernel::JunctionBackward {
+            sums,
+            neuron_grad,
+            dy,
+            outs,
+        } => {
+            if junction_backward(e, sums, *neuron_grad, *dy, outs)? {
+                return Ok(());
+            }
+            run_parts(e, k.junction_backward_parts().unwrap_or_default())
+        }
         &ElementwiseKernel::ChannelStages {
             dims,
             x,
@@ -312,14 +421,7 @@ pub fn launch(e: &mut GpuEngine, k: &ElementwiseKernel) -> Result<()> {
             if channel_stages(e, dims, x, y, stages)? {
                 return Ok(());
             }
-            for part in k.channel_stages_parts().unwrap_or_default() {
-                match part {
-                    StagePart::Copy { src, dst } => e.copy(src, dst),
-                    StagePart::Move { src, dst } => e.move_values(src, dst),
-                    StagePart::Launch(kernel) => e.launch(&kernel)?,
-                }
-            }
-            Ok(())
+            run_parts(e, k.channel_stages_parts().unwrap_or_default())
         }
         ElementwiseKernel::Unary { op, x, y } => {
             check_len(&[*x], y.len)?;

@@ -2,6 +2,7 @@
 //! the n-ary Eltwise operations, channel-broadcast ops over an (outer, channels, inner) layout with
 //! their per-channel reductions, PReLU and dropout.
 use super::Kernel;
+use super::blas::BlasKernel;
 use super::norm::{EpsMode, NormKernel};
 use crate::engine::View;
 
@@ -177,6 +178,19 @@ pub enum ElementwiseKernel {
         /// the Scale ([`NormGrad::Frozen`](super::norm::NormGrad::Frozen)), in place: std.
         norm_grad: Option<View>,
     },
+    /// The backward around a sum junction in one pass: the net joins the run Eltwise SUM,
+    /// in-place neuron, Split (at every ResNet shortcut), and Split and Eltwise SUM use it alone;
+    /// each part may be missing. First dy = sums[0] + sums[1] + ... in order (the Split's top
+    /// diffs; with no sums dy is read as it is), then dy = the neuron's backward (op, x, y as for
+    /// [`ElementwiseKernel::UnaryBackward`]) in place, and dy is written; then each out
+    /// (coeff, dx) gets dx = coeff * dy (the Eltwise's bottoms). The values equal
+    /// [`Self::junction_backward_parts`]' bit for bit.
+    JunctionBackward {
+        sums: Vec<View>,
+        neuron_grad: Option<(UnaryOp, View, View)>,
+        dy: View,
+        outs: Vec<(f32, View)>,
+    },
     /// A run of point-wise steps over one tensor in one memory pass: the forwards of in-place
     /// layers (BatchNorm with fixed statistics, Scale, ReLU, ...) fused by the net. Each step
     /// computes exactly what its own kernel would (see [`Self::channel_stages_parts`]), so the
@@ -260,6 +274,12 @@ pub enum StagePart {
         dst: View,
     },
     Launch(Box<Kernel>),
+}
+
+impl StagePart {
+    fn launch(kernel: Kernel) -> Self {
+        StagePart::Launch(Box::new(kernel))
+    }
 }
 
 /// PCG-RXS-M-XS 32-bit hash (GPU-friendly: 32-bit integer ops only).
@@ -354,6 +374,65 @@ impl ElementwiseKernel {
         }
         if stages.is_empty() && *x != y {
             parts.push(StagePart::Copy { src: *x, dst: y });
+        }
+        Some(parts)
+    }
+
+    /// The kernels a [`ElementwiseKernel::JunctionBackward`] stands for, in order: Split's copy
+    /// and additions, the neuron's backward, one Eltwise SUM backward per out; None for other
+    /// kernels.
+    pub fn junction_backward_parts(&self) -> Option<Vec<StagePart>> {
+        let ElementwiseKernel::JunctionBackward {
+            sums,
+            neuron_grad,
+            dy,
+            outs,
+        } = self
+        else {
+            return None;
+        };
+        let dy = *dy;
+        let mut parts = Vec::new();
+        if let Some((first, rest)) = sums.split_first() {
+            parts.push(StagePart::Copy {
+                src: *first,
+                dst: dy,
+            });
+            for &x in rest {
+                parts.push(StagePart::launch(Kernel::Blas(BlasKernel::Axpby {
+                    alpha: 1.0,
+                    x,
+                    beta: 1.0,
+                    y: dy,
+                })));
+            }
+        }
+        if let Some((op, x, y)) = *neuron_grad {
+            parts.push(StagePart::launch(Kernel::Elementwise(
+                ElementwiseKernel::UnaryBackward {
+                    op,
+                    x,
+                    y,
+                    dy,
+                    dx: dy,
+                },
+            )));
+        }
+        for &(coeff, dx) in outs {
+            // The backward of a one-input sum y = coeff * x.
+            parts.push(StagePart::launch(Kernel::Elementwise(
+                ElementwiseKernel::NaryBackward {
+                    op: NaryOp::Sum {
+                        coeffs: vec![coeff],
+                    },
+                    index: 0,
+                    xs: vec![dy],
+                    y: dy,
+                    argmax: None,
+                    dy,
+                    dx,
+                },
+            )));
         }
         Some(parts)
     }
