@@ -420,11 +420,12 @@ impl Net {
         Ok(())
     }
 
-    /// Backward of layer `i`, or of the run of in-place layers ending at `i` whose backwards go
-    /// into one pass: a Scale with the neuron after it and/or the BatchNorm with stored
-    /// statistics before it, all in place on one blob (the run after every ResNet
-    /// convolution); see [`crate::layers::Layer::backward_joined`]. Returns the run's first
-    /// layer, where the backward goes on below.
+    /// Backward of layer `i`, or of the run of layers ending at `i` whose backwards go into one
+    /// pass: a sum junction (an Eltwise SUM, the neuron in place after it, the Split of its top;
+    /// see [`ElementwiseKernel::JunctionBackward`]), or a Scale with the neuron after
+    /// it and/or the BatchNorm with stored statistics before it, all in place on one blob (the
+    /// run after every ResNet convolution; see [`crate::layers::Layer::backward_joined`]).
+    /// Returns the run's first layer, where the backward goes on below.
     pub fn backward_step(&mut self, eng: &mut dyn Engine, i: usize) -> Result<usize> {
         if self.fuse {
             if let Some(first) = self.backward_junction(eng, i)? {
