@@ -1428,9 +1428,12 @@ fn pool_suite(g: &mut GpuEngine, seed: u64) {
             pool_geom(3, 4, 13, 11, (3, 3), (2, 2), (1, 0), 0),
             pool_geom(1, 5, 6, 6, (6, 6), (1, 1), (0, 0), 0),
             pool_geom(2, 3, 33, 20, (2, 2), (2, 2), (0, 0), 3),
-            // GoogLeNet's inception pools and strides up to 4 (4 outputs per invocation), and
-            // a stride beyond (one output per invocation).
+            // GoogLeNet's inception pools and strides up to 4 (4 outputs per invocation, 4 rows
+            // of them with a vertical stride of 1), and a stride beyond (one output per
+            // invocation).
             pool_geom(2, 2, 14, 14, (3, 3), (1, 1), (1, 1), 0),
+            pool_geom(1, 3, 9, 13, (2, 3), (1, 2), (1, 1), 0),
+            pool_geom(1, 2, 6, 7, (4, 2), (1, 3), (2, 0), 0),
             pool_geom(1, 2, 15, 17, (3, 4), (3, 3), (1, 2), 2),
             pool_geom(1, 2, 19, 23, (2, 4), (4, 4), (1, 1), 0),
             pool_geom(1, 2, 19, 23, (3, 3), (5, 5), (0, 0), 0),
@@ -1442,8 +1445,15 @@ fn pool_cases(g: &mut GpuEngine, seed: u64, geoms: &[PoolGeom]) {
     let mut rng = Rng::new(seed);
     for &geo in geoms {
         let (nb, nt) = (geo.bottom_len(), geo.top_len());
+        // Rectified and coarse, as after a ReLU: windows tie, within rows and across them, and
+        // Caffe's first maximum must win.
+        let rectified: Vec<f32> = rng
+            .vec(nb, -1.0, 1.0)
+            .iter()
+            .map(|v| (v * 2.0).round().max(0.0) / 2.0)
+            .collect();
         let init = vec![
-            rng.vec(nb, -1.0, 1.0),
+            rectified,
             rng.vec(nt, -1.0, 1.0),
             vec![0.0; nt],
             rng.vec(nt, -1.0, 1.0),

@@ -1522,7 +1522,14 @@ fn shader_source(name: &str) -> Result<&'static str> {
         ),
         "conv" => include_str!("../../../shaders/conv.wgsl"),
         "conv_gemm" => include_str!("../../../shaders/conv_gemm.wgsl"),
-        "pool" => include_str!("../../../shaders/pool.wgsl"),
+        "pool" => concat!(
+            include_str!("../../../shaders/pool_common.wgsl"),
+            include_str!("../../../shaders/pool.wgsl")
+        ),
+        "pool4" => concat!(
+            include_str!("../../../shaders/pool_common.wgsl"),
+            include_str!("../../../shaders/pool4.wgsl")
+        ),
         "softmax" => include_str!("../../../shaders/softmax.wgsl"),
         "transfer" => include_str!("../../../shaders/transfer.wgsl"),
         "solver" => include_str!("../../../shaders/solver.wgsl"),
