@@ -4,67 +4,6 @@
 @group(0) @binding(3) var<storage, read_write> p3: array<f32>;
 @group(0) @binding(4) var<storage, read_write> p4: array<f32>;
 
-// max_forward for 4 consecutive outputs of a row per invocation (threads = planes * pooled_h *
-// ceil(pooled_w / 4); KH, KW, SW constants): each window row's columns are read once for the 4
-// windows, which visit their positions in max_forward's order with its tie rule.
-@compute @workgroup_size(256)
-fn max_forward_row4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32) {
-    let i = gid(wid, nwg, lid);
-    if (i >= pu(0u)) { return; }
-    let quads = (pu(12u) + 3u) / 4u;
-    let pw0 = (i % quads) * 4u;
-    let t = i / quads;
-    let ph = t % pu(11u);
-    let plane = t / pu(11u);
-    let W = pu(10u);
-    let hw = max_win(ph, pu(15u), pu(17u), pu(13u), pu(9u));
-    let base = pu(1u) + plane * pu(9u) * W;
-    let h0 = i32(ph * pu(15u)) - i32(pu(17u));
-    // Column of the first window's first position.
-    let c0 = i32(pw0 * SW) - i32(pu(18u));
-    var lo: array<i32, 4>;
-    var hi: array<i32, 4>;
-    var best: array<f32, 4>;
-    var idx: array<i32, 4>;
-    for (var k = 0u; k < 4u; k++) {
-        let ww = max_win(pw0 + k, SW, pu(18u), KW, W);
-        lo[k] = ww.x;
-        hi[k] = ww.y;
-        best[k] = -3.40282347e38;
-        idx[k] = -1;
-    }
-    var vals: array<f32, 28>;
-    for (var dh = 0u; dh < KH; dh++) {
-        let h = h0 + i32(dh);
-        if (h < hw.x || h >= hw.y) { continue; }
-        let row = base + u32(h) * W;
-        for (var dc = 0u; dc < 3u * SW + KW; dc++) {
-            let w = c0 + i32(dc);
-            if (w >= 0 && w < i32(W)) { vals[dc] = p1[row + u32(w)]; }
-        }
-        for (var k = 0u; k < 4u; k++) {
-            for (var dw = 0u; dw < KW; dw++) {
-                let w = c0 + i32(k * SW + dw);
-                if (w >= lo[k] && w < hi[k]) {
-                    let v = vals[k * SW + dw];
-                    if (v > best[k]) {
-                        best[k] = v;
-                        idx[k] = i32(u32(h) * W + u32(w));
-                    }
-                }
-            }
-        }
-    }
-    for (var k = 0u; k < 4u; k++) {
-        if (pw0 + k < pu(12u)) {
-            let top = top_index(plane, ph, pw0 + k);
-            p2[pu(2u) + top] = best[k];
-            p3[pu(3u) + top] = f32(idx[k]);
-        }
-    }
-}
-
 @compute @workgroup_size(256)
 fn max_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {

@@ -4,9 +4,14 @@
 @group(0) @binding(2) var<storage, read_write> q2: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> q3: array<vec4<f32>>;
 
+// The strides of max_forward_tile4 (SW at most 4).
+override SH: u32 = 1u;
+override SW: u32 = 1u;
+
 // max_forward for 4 rows of 4 outputs per invocation (threads = planes * ceil(pooled_h / 4) *
-// ceil(pooled_w / 4); KH, KW, SH, SW constants): each input row is read once for the 16 windows, and each row of 4 outputs and of their mask is one vec4 store where the
-// row holds them whole and aligned (lavapipe turns every scalar store into a lane-by-lane one). A
+// ceil(pooled_w / 4); KH, KW, SH, SW constants): each input row is read once for the 16 windows,
+// and each row of 4 outputs and of their mask is one vec4 store where the row holds them whole
+// and aligned (lavapipe turns every scalar store into a lane-by-lane one). A
 // row's best within each window (the first of equals) joins the windows' bests in row order with
 // the same strict comparison, so every window ends with max_forward's position.
 @compute @workgroup_size(256)
@@ -41,6 +46,8 @@ fn max_forward_tile4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let last = max_win(min(ph0 + 3u, pu(11u) - 1u), SH, pu(17u), KH, pu(9u)).y;
     var vals: array<f32, 28>;
     for (var h = first; h < last; h++) {
+        // Rows between windows (vertical stride above the window) are in none.
+        if (SH > KH && (u32(h) + pu(17u)) % SH >= KH) { continue; }
         let row = base + u32(h) * W;
         for (var dc = 0u; dc < 3u * SW + KW; dc++) {
             let w = c0 + i32(dc);

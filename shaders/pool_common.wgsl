@@ -8,9 +8,6 @@
 // The window of max_forward as pipeline constants (0: read from the words), for small windows.
 override KH: u32 = 0u;
 override KW: u32 = 0u;
-// The strides of max_forward_row4 (SW, at most 4) and max_forward_tile4.
-override SW: u32 = 1u;
-override SH: u32 = 1u;
 
 struct TopPos {
     plane: u32,

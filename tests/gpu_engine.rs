@@ -1428,9 +1428,9 @@ fn pool_suite(g: &mut GpuEngine, seed: u64) {
             pool_geom(3, 4, 13, 11, (3, 3), (2, 2), (1, 0), 0),
             pool_geom(1, 5, 6, 6, (6, 6), (1, 1), (0, 0), 0),
             pool_geom(2, 3, 33, 20, (2, 2), (2, 2), (0, 0), 3),
-            // GoogLeNet's inception pools and strides up to 4 (4 outputs per invocation, 4 rows
-            // of them with a vertical stride of 1), and a stride beyond (one output per
-            // invocation).
+            // GoogLeNet's inception pools and strides up to 4 across (4 rows of 4 outputs per
+            // invocation; vertical strides below, equal to and above the window), and a stride
+            // beyond (one output per invocation).
             pool_geom(2, 2, 14, 14, (3, 3), (1, 1), (1, 1), 0),
             pool_geom(1, 3, 9, 13, (2, 3), (1, 2), (1, 1), 0),
             pool_geom(1, 2, 6, 7, (4, 2), (1, 3), (2, 0), 0),

@@ -191,42 +191,34 @@ fn run(
             Mode::Plain => {
                 let refs: Vec<&Bound> = binds.iter().collect();
                 let res: Vec<Res> = refs.iter().map(|b| Res::B(b)).collect();
-                // Small max windows get their size as constants: lavapipe then unrolls the loops,
-                // and with strides up to 4, one invocation computes 4 outputs of a row.
-                if entry == "max_forward" && g.kernel_h * g.kernel_w <= 16 {
-                    let quads = g.pooled_w.div_ceil(4);
-                    let rows = e.wide_pointwise() && g.stride_w <= 4;
-                    // 4 rows of outputs share the input rows their windows overlap on and store
-                    // vec4s (bindings grown to whole vec4s).
-                    let tiles: Option<Vec<Bound>> = (rows && g.stride_h <= g.kernel_h)
-                        .then(|| binds.iter().map(Bound::widened).collect())
-                        .flatten();
-                    let (shader, entry, threads, strides) = match (&tiles, rows) {
-                        (Some(_), _) => (
-                            "pool4",
-                            "max_forward_tile4",
-                            nb * g.channels * g.pooled_h.div_ceil(4) * quads,
-                            (g.stride_h, g.stride_w),
-                        ),
-                        (None, true) => (
-                            "pool",
-                            "max_forward_row4",
-                            nb * g.channels * g.pooled_h * quads,
-                            (1, g.stride_w),
-                        ),
-                        (None, false) => ("pool", "max_forward", nb * img_t, (1, 1)),
-                    };
+                // Small max windows get their size as constants: lavapipe then unrolls the loops.
+                // With strides up to 4 across, one invocation computes 4 rows of 4 outputs,
+                // which share the input rows their windows overlap on, and stores vec4s
+                // (bindings grown to whole vec4s).
+                let tiles: Option<Vec<Bound>> = (entry == "max_forward"
+                    && g.kernel_h * g.kernel_w <= 16
+                    && g.stride_w <= 4
+                    && e.wide_pointwise())
+                .then(|| binds.iter().map(Bound::widened).collect())
+                .flatten();
+                if let Some(tiles) = tiles {
                     let window = [
                         ("KH", g.kernel_h as f64),
                         ("KW", g.kernel_w as f64),
-                        ("SH", strides.0 as f64),
-                        ("SW", strides.1 as f64),
+                        ("SH", g.stride_h as f64),
+                        ("SW", g.stride_w as f64),
                     ];
-                    let refs: Vec<&Bound> = tiles.as_ref().map_or(refs, |t| t.iter().collect());
-                    let res: Vec<Res> = refs.iter().map(|b| Res::B(b)).collect();
+                    let threads = nb * g.channels * g.pooled_h.div_ceil(4) * g.pooled_w.div_ceil(4);
+                    let refs: Vec<&Bound> = tiles.iter().collect();
+                    let res: Vec<Res> = tiles.iter().map(Res::B).collect();
                     let p = params(threads, &refs);
                     let gr = e.groups_1d(threads);
-                    e.dispatch_spec(shader, entry, &window, &p, &res, gr)?;
+                    e.dispatch_spec("pool4", "max_forward_tile4", &window, &p, &res, gr)?;
+                } else if entry == "max_forward" && g.kernel_h * g.kernel_w <= 16 {
+                    let window = [("KH", g.kernel_h as f64), ("KW", g.kernel_w as f64)];
+                    let p = params(nb * img_t, &refs);
+                    let gr = e.groups_1d(nb * img_t);
+                    e.dispatch_spec("pool", "max_forward", &window, &p, &res, gr)?;
                 } else if entry == "mask_backward" && e.wide_pointwise() {
                     // Eight elements of a bottom row per invocation, which read each mask value
                     // and top gradient once for the eight.
