@@ -153,7 +153,7 @@ fn run_chunks(
 /// (out channel o, in channel i), G^T [sum over tiles of (A^T-adjoint of the output-gradient tile)
 /// . (B^T d B)] G, the adjoint of the forward's U -> Y map, so 16 products per 2x2 output-gradient
 /// tile instead of 36. The sums over tiles are 16 GEMMs (out channels x tiles) x (tiles x in
-/// channels) per group, accumulated in M [out channel][in channel of the group][16] over chunks
+/// channels) per group, accumulated in M [16][out channel][in channel of the group] over chunks
 /// of images.
 pub fn weight_grad(k: &Winograd, input: &[f32], out_diff: &[f32], weight_diff: &mut [f32]) {
     weight_grad_in_chunks(k, input, out_diff, weight_diff, BUDGET)
@@ -219,22 +219,23 @@ fn weight_grad_in_chunks(
             );
             (0..16 * g).into_par_iter().for_each(|job| {
                 let (xi, grp) = (job / g, job % g);
-                // M[grp's o][i][xi] (+)= sum over tiles t of E[o][xi][t] * V[grp's i][xi][t]
-                // SAFETY: the entries (grp's out channels, xi) of M belong to this job alone; E
+                // M[xi][grp's o][i] (+)= sum over tiles t of E[o][xi][t] * V[grp's i][xi][t],
+                // as its transpose (unit strides where the GEMM kernels want them).
+                // SAFETY: the entries (xi, grp's out channels) of M belong to this job alone; E
                 // and V are only read, and all three outlive the parallel loop.
                 unsafe {
                     gemm::gemm(
-                        cog,
                         cig,
+                        cog,
                         n,
-                        (m_addr as *mut f32).add(grp * cog * cig * 16 + xi),
-                        16,
-                        (16 * cig) as isize,
+                        (m_addr as *mut f32).add((xi * co + grp * cog) * cig),
+                        cig as isize,
+                        1,
                         accumulate,
-                        (e_addr as *const f32).add((grp * cog * 16 + xi) * n),
+                        (v_addr as *const f32).add((grp * cig * 16 + xi) * n),
                         1,
                         (16 * n) as isize,
-                        (v_addr as *const f32).add((grp * cig * 16 + xi) * n),
+                        (e_addr as *const f32).add((grp * cog * 16 + xi) * n),
                         (16 * n) as isize,
                         1,
                         1.0,
@@ -251,8 +252,9 @@ fn weight_grad_in_chunks(
         let m = &m[..16 * co * cig];
         weight_diff[..co * cig * 9]
             .par_chunks_mut(9)
-            .zip(m.par_chunks(16))
-            .for_each(|(dk, mt)| {
+            .enumerate()
+            .for_each(|(j, dk)| {
+                let mt: [f32; 16] = std::array::from_fn(|xi| m[xi * co * cig + j]);
                 // s = G^T M (3x4), then dK += s G (3x3).
                 let mut s = [[0f32; 4]; 3];
                 for c in 0..4 {
