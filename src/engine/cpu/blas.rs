@@ -23,30 +23,51 @@ pub fn run(kernel: &BlasKernel, mem: &mut Memory) -> anyhow::Result<()> {
                 if g.batch > 1 && threads > 1 && g.stride_c == 0 && g.beta == 1.0 {
                     // Entries all accumulate into C (weight gradients summed over images): each
                     // thread sums its share of the entries, then C gets the shares.
+                    // With fewer rows than columns (the weight gradient of a layer that narrows
+                    // the channels) the gemm crate is 1.1-1.4x faster on the transposed
+                    // product, so the shares hold C's transpose then.
+                    let transposed = g.m < g.n;
+                    let entry = if transposed {
+                        Gemm {
+                            m: g.n,
+                            n: g.m,
+                            trans_a: !g.trans_b,
+                            trans_b: !g.trans_a,
+                            beta: 1.0,
+                            ..g.clone()
+                        }
+                    } else {
+                        Gemm {
+                            beta: 1.0,
+                            ..g.clone()
+                        }
+                    };
                     let parts = threads.min(g.batch);
                     let shares: Vec<Vec<f32>> = (0..parts)
                         .into_par_iter()
                         .map(|p| {
                             let mut acc = vec![0f32; g.m * g.n];
-                            let entry = Gemm {
-                                beta: 1.0,
-                                ..g.clone()
-                            };
                             for batch in p * g.batch / parts..(p + 1) * g.batch / parts {
-                                sgemm(
-                                    &entry,
-                                    &i[0][batch * g.stride_a..],
-                                    &i[1][batch * g.stride_b..],
-                                    &mut acc,
-                                    false,
-                                );
+                                let (a, b) =
+                                    (&i[0][batch * g.stride_a..], &i[1][batch * g.stride_b..]);
+                                let (a, b) = if transposed { (b, a) } else { (a, b) };
+                                sgemm(&entry, a, b, &mut acc, false);
                             }
                             acc
                         })
                         .collect();
+                    let c = &mut o[0][..g.m * g.n];
                     for share in &shares {
-                        for (c, s) in o[0][..g.m * g.n].iter_mut().zip(share) {
-                            *c += s;
+                        if transposed {
+                            for (j, column) in share.chunks_exact(g.m).enumerate() {
+                                for (r, &s) in column.iter().enumerate() {
+                                    c[r * g.n + j] += s;
+                                }
+                            }
+                        } else {
+                            for (c, s) in c.iter_mut().zip(share) {
+                                *c += s;
+                            }
                         }
                     }
                 } else if g.batch >= threads && threads > 1 && disjoint {
@@ -242,6 +263,65 @@ mod tests {
     use super::*;
     use crate::engine::{TensorId, View};
     use crate::rng::Rng;
+
+    /// A batch of products that all accumulate into C (weight gradients summed over images),
+    /// with fewer and with more rows than columns (the shares then hold C's transpose), in all
+    /// four transpositions, against the definition.
+    #[test]
+    fn accumulating_batches_equal_the_definition() {
+        use crate::engine::Engine;
+        let mut rng = Rng::new(5);
+        for &(m, n, k) in &[(3, 17, 40), (17, 3, 40), (32, 48, 9)] {
+            for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
+                let batch = 5;
+                let mut eng = crate::engine::cpu::CpuEngine::new();
+                let random = |len: usize, rng: &mut Rng| -> Vec<f32> {
+                    (0..len).map(|_| rng.uniform_range(-1.0, 1.0)).collect()
+                };
+                let (a, b, c0) = (
+                    random(batch * m * k, &mut rng),
+                    random(batch * k * n, &mut rng),
+                    random(m * n, &mut rng),
+                );
+                let view = |eng: &mut crate::engine::cpu::CpuEngine, data: &[f32]| {
+                    let v = View::new(eng.alloc(data.len()), 0, data.len());
+                    eng.upload(v, data);
+                    v
+                };
+                let (va, vb, vc) = (view(&mut eng, &a), view(&mut eng, &b), view(&mut eng, &c0));
+                let g = Gemm {
+                    batch,
+                    stride_a: m * k,
+                    stride_b: k * n,
+                    stride_c: 0,
+                    ..Gemm::single(trans_a, trans_b, m, n, k, 0.5, va, vb, 1.0, vc)
+                };
+                run(&BlasKernel::Gemm(g), &mut eng.mem).unwrap();
+                let got = eng.download(vc);
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut want = c0[i * n + j] as f64;
+                        for e in 0..batch {
+                            let (a, b) = (&a[e * m * k..], &b[e * k * n..]);
+                            let dot: f64 = (0..k)
+                                .map(|p| {
+                                    let x = if trans_a { a[p * m + i] } else { a[i * k + p] };
+                                    let y = if trans_b { b[j * k + p] } else { b[p * n + j] };
+                                    x as f64 * y as f64
+                                })
+                                .sum();
+                            want += 0.5 * dot;
+                        }
+                        let got = got[i * n + j] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "{m}x{n}x{k} trans {trans_a}/{trans_b}: C[{i}][{j}] = {got}, expected {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     /// Every path of `sgemm` (serial, the gemm crate's threads, column blocks per core, the
     /// skinny kernels) against the definition, in all four transpositions.

@@ -476,7 +476,10 @@ pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<boo
             mem.with(&[weight, col], &[im, out], |o, i| {
                 let (wd, cols) = o.split_at_mut(1);
                 let (im, dy) = (i[0], i[1]);
-                // Each slot sums its images' products; the weight diff then gets the sums.
+                // Each slot sums its images' products; the weight diff then gets the sums. With
+                // fewer outputs than kernel elements per group the gemm crate is faster on the
+                // transposed product, so the sums are then each group's transpose.
+                let transposed = og < kd;
                 let shares: Vec<Vec<f32>> = cols[0]
                     .par_chunks_mut(col_len)
                     .take(blocks)
@@ -487,22 +490,33 @@ pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<boo
                             im2col_image(geo, &im[image * in_len..][..in_len], col, false);
                             let dy = &dy[image * out_len..][..out_len];
                             for gi in 0..groups {
-                                product(
-                                    (false, true),
-                                    (og, kd, s),
-                                    1.0,
-                                    &dy[gi * out_group..][..out_group],
-                                    &col[gi * col_group..][..col_group],
-                                    &mut acc[gi * w_group..][..w_group],
-                                );
+                                let dy = &dy[gi * out_group..][..out_group];
+                                let col = &col[gi * col_group..][..col_group];
+                                let acc = &mut acc[gi * w_group..][..w_group];
+                                if transposed {
+                                    product((false, true), (kd, og, s), 1.0, col, dy, acc);
+                                } else {
+                                    product((false, true), (og, kd, s), 1.0, dy, col, acc);
+                                }
                             }
                         }
                         acc
                     })
                     .collect();
                 for share in &shares {
-                    for (d, v) in wd[0].iter_mut().zip(share) {
-                        *d += v;
+                    for (d, v) in wd[0].chunks_mut(w_group).zip(share.chunks(w_group)) {
+                        if transposed {
+                            // v is [kernel element][output] for this group.
+                            for (t, outs) in v.chunks_exact(og).enumerate() {
+                                for (o, &x) in outs.iter().enumerate() {
+                                    d[o * kd + t] += x;
+                                }
+                            }
+                        } else {
+                            for (d, x) in d.iter_mut().zip(v) {
+                                *d += x;
+                            }
+                        }
                     }
                 }
             });
