@@ -476,10 +476,9 @@ pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<boo
             mem.with(&[weight, col], &[im, out], |o, i| {
                 let (wd, cols) = o.split_at_mut(1);
                 let (im, dy) = (i[0], i[1]);
-                // Each slot sums its images' products; the weight diff then gets the sums. With
-                // fewer outputs than kernel elements per group the gemm crate is faster on the
-                // transposed product, so the sums are then each group's transpose.
-                let transposed = og < kd;
+                // Each slot sums its images' products; the weight diff then gets the sums (each
+                // group's transpose where that product is faster).
+                let transposed = super::blas::transposed_sum_pays(og, kd, s);
                 let shares: Vec<Vec<f32>> = cols[0]
                     .par_chunks_mut(col_len)
                     .take(blocks)
@@ -507,11 +506,7 @@ pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<boo
                     for (d, v) in wd[0].chunks_mut(w_group).zip(share.chunks(w_group)) {
                         if transposed {
                             // v is [kernel element][output] for this group.
-                            for (t, outs) in v.chunks_exact(og).enumerate() {
-                                for (o, &x) in outs.iter().enumerate() {
-                                    d[o * kd + t] += x;
-                                }
-                            }
+                            super::blas::add_transposed(d, og, kd, v);
                         } else {
                             for (d, x) in d.iter_mut().zip(v) {
                                 *d += x;
