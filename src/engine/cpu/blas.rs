@@ -284,13 +284,13 @@ mod tests {
     use crate::rng::Rng;
 
     /// A batch of products that all accumulate into C (weight gradients summed over images),
-    /// with fewer and with more rows than columns (the shares then hold C's transpose), in all
-    /// four transpositions, against the definition.
+    /// with fewer and with more rows than columns and short and long sums (the shares hold C's
+    /// transpose for few rows and long sums), in all four transpositions, against the definition.
     #[test]
     fn accumulating_batches_equal_the_definition() {
         use crate::engine::Engine;
         let mut rng = Rng::new(5);
-        for &(m, n, k) in &[(3, 17, 40), (17, 3, 40), (32, 48, 9)] {
+        for &(m, n, k) in &[(3, 17, 300), (17, 3, 300), (3, 17, 40), (32, 48, 9)] {
             for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
                 let batch = 5;
                 let mut eng = crate::engine::cpu::CpuEngine::new();
