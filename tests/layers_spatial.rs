@@ -1,6 +1,7 @@
 //! Golden conformance of the spatial layers (Convolution, Deconvolution, Pooling, SPP,
 //! InnerProduct, Embed) against real Caffe: each single-layer case of ../shared/golden is run
-//! through `run_layer` on the CPU engine and every stored tensor is compared.
+//! through `run_layer` on the CPU engine and every stored tensor is compared; the CPU engine's
+//! convolution paths are also checked against the definition on bigger shapes.
 use std::path::{Path, PathBuf};
 
 use caffe_rs::engine::cpu::CpuEngine;
@@ -260,6 +261,86 @@ fn all_spatial_cases_covered() {
                 listed.contains(&name.as_str()),
                 "golden case {name} is not covered"
             );
+        }
+    }
+}
+
+/// The CPU engine's convolution paths for bigger shapes than the goldens have (a 1x1 layer that
+/// narrows the channels over 400 positions, a grouped 5x5 layer, a strided 3x3 layer and a 3x3
+/// Winograd layer, three images each): forward, data gradient and weight gradient against the
+/// definition, summed in f64.
+#[test]
+fn cpu_convolution_paths_equal_the_definition() {
+    use caffe_rs::rng::Rng;
+    // (channels, outputs, group, kernel, stride, pad, size)
+    let layers = [
+        (16, 4, 1, 1, 1, 0, 20),
+        (4, 6, 2, 5, 1, 2, 18),
+        (6, 4, 1, 3, 2, 1, 33),
+        (8, 8, 1, 3, 1, 1, 17),
+    ];
+    let mut rng = Rng::new(11);
+    for &(c, o, g, k, s, p, size) in &layers {
+        let batch = 3;
+        let out = (size + 2 * p - k) / s + 1;
+        let mut uniform =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.uniform_range(-1.0, 1.0)).collect() };
+        let x = uniform(batch * c * size * size);
+        let w = uniform(o * (c / g) * k * k);
+        let dy = uniform(batch * o * out * out);
+        let text = format!(
+            "name: \"conv\" type: \"Convolution\" bottom: \"x\" top: \"y\" convolution_param {{ \
+             num_output: {o} group: {g} kernel_size: {k} stride: {s} pad: {p} bias_term: false }}"
+        );
+        let case = LayerCase {
+            param: parse_text(&text, "conv", "caffe.LayerParameter").unwrap(),
+            phase: Phase::Train,
+            bottoms: vec![(vec![batch, c, size, size], x.clone())],
+            params: Some(vec![w.clone()]),
+        };
+        let run = run_layer(&mut CpuEngine::new(), &case, Some(&[dy.clone()]), None).unwrap();
+        let (cg, og) = (c / g, o / g);
+        let mut want_y = vec![0f64; dy.len()];
+        let mut want_dx = vec![0f64; x.len()];
+        let mut want_dw = vec![0f64; w.len()];
+        for b in 0..batch {
+            for oc in 0..o {
+                let grp = oc / og;
+                for ci in 0..cg {
+                    let ic = grp * cg + ci;
+                    for (i, j) in (0..k).flat_map(|i| (0..k).map(move |j| (i, j))) {
+                        let wi = ((oc * cg + ci) * k + i) * k + j;
+                        for (oy, ox) in (0..out).flat_map(|y| (0..out).map(move |x| (y, x))) {
+                            let (iy, ix) = (
+                                (oy * s + i) as isize - p as isize,
+                                (ox * s + j) as isize - p as isize,
+                            );
+                            if iy < 0 || ix < 0 || iy >= size as isize || ix >= size as isize {
+                                continue;
+                            }
+                            let xi = ((b * c + ic) * size + iy as usize) * size + ix as usize;
+                            let yi = ((b * o + oc) * out + oy) * out + ox;
+                            want_y[yi] += x[xi] as f64 * w[wi] as f64;
+                            want_dx[xi] += dy[yi] as f64 * w[wi] as f64;
+                            want_dw[wi] += dy[yi] as f64 * x[xi] as f64;
+                        }
+                    }
+                }
+            }
+        }
+        let what = format!("{c}->{o} group {g} {k}x{k}/{s} pad {p} at {size}x{size}");
+        for (name, got, want) in [
+            ("forward", &run.tops[0].1, &want_y),
+            ("data gradient", &run.bottom_diffs[0], &want_dx),
+            ("weight gradient", &run.param_diffs[0], &want_dw),
+        ] {
+            assert_eq!(got.len(), want.len(), "{what}: {name} length");
+            for (i, (&got, &want)) in got.iter().zip(want.iter()).enumerate() {
+                assert!(
+                    (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{what}: {name}[{i}] = {got}, expected {want}"
+                );
+            }
         }
     }
 }
