@@ -298,7 +298,13 @@ fn cpu_convolution_paths_equal_the_definition() {
             bottoms: vec![(vec![batch, c, size, size], x.clone())],
             params: Some(vec![w.clone()]),
         };
-        let run = run_layer(&mut CpuEngine::new(), &case, Some(&[dy.clone()]), None).unwrap();
+        let run = run_layer(
+            &mut CpuEngine::new(),
+            &case,
+            Some(std::slice::from_ref(&dy)),
+            None,
+        )
+        .unwrap();
         let (cg, og) = (c / g, o / g);
         let mut want_y = vec![0f64; dy.len()];
         let mut want_dx = vec![0f64; x.len()];
