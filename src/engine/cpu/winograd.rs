@@ -15,6 +15,19 @@ use crate::engine::kernels::conv::Winograd;
 /// Floats of V and P per chunk of images: a chunk's working set stays in the last-level cache
 /// range and the buffers stay small for big batches.
 const BUDGET: usize = 1 << 21;
+/// Tiles per chunk beyond which a chunk takes no more images: the products are long enough, and
+/// smaller chunks keep V and P closer to the cores (ResNet's 56x56 32-channel layers, one image
+/// per chunk instead of two: backward about 10% faster).
+const ENOUGH_TILES: usize = 512;
+
+/// Images per chunk, for `per_image` floats of V and P per image within `budget`.
+fn chunk_images(k: &Winograd, per_image: usize, budget: usize) -> usize {
+    let (th, tw) = tiles(k);
+    ENOUGH_TILES
+        .div_ceil((th * tw).max(1))
+        .min(budget / per_image)
+        .clamp(1, k.batch)
+}
 
 /// Output tiles along each axis.
 fn tiles(k: &Winograd) -> (usize, usize) {
@@ -38,7 +51,7 @@ pub fn forward(
         out.iter_mut().for_each(|v| *v = 0.0);
         return;
     }
-    let chunk = (BUDGET / per_image).clamp(1, k.batch);
+    let chunk = chunk_images(k, per_image, BUDGET);
     let mut run = |[u, v, p]: &mut [Vec<f32>; 3]| {
         // Every element used is written before it is read: no zeroing needed.
         for (buf, len) in [
@@ -173,7 +186,7 @@ fn weight_grad_in_chunks(
     if per_image == 0 || k.batch == 0 || cig == 0 {
         return;
     }
-    let chunk = (budget / per_image).clamp(1, k.batch);
+    let chunk = chunk_images(k, per_image, budget);
     let (in_plane, out_plane) = (
         k.in_shape[0] * k.in_shape[1],
         k.out_shape[0] * k.out_shape[1],
