@@ -20,6 +20,7 @@ pub fn run(kernel: &PoolKernel, mem: &mut Memory) -> Result<()> {
             if empty(g) {
                 return Ok(());
             }
+            let spans = column_spans(g);
             mem.with(&[*top, *mask], &[*bottom], |o, i| {
                 let [top, mask] = o else { unreachable!() };
                 let planes: Vec<_> = top_planes(top, g)
@@ -27,7 +28,7 @@ pub fn run(kernel: &PoolKernel, mem: &mut Memory) -> Result<()> {
                     .zip(top_planes(mask, g))
                     .collect();
                 for_planes(g, planes, |p, (top, mask)| {
-                    max_forward(g, plane(i[0], g, p), top, mask)
+                    max_forward(g, &spans, plane(i[0], g, p), top, mask)
                 });
             });
         }
@@ -36,9 +37,12 @@ pub fn run(kernel: &PoolKernel, mem: &mut Memory) -> Result<()> {
             if empty(g) {
                 return Ok(());
             }
+            let spans = column_spans(g);
             mem.with(&[*top], &[*bottom], |o, i| {
                 let planes = top_planes(o[0], g);
-                for_planes(g, planes, |p, top| ave_forward(g, plane(i[0], g, p), top));
+                for_planes(g, planes, |p, top| {
+                    ave_forward(g, &spans, plane(i[0], g, p), top)
+                });
             });
         }
         PoolKernel::StochasticTest { g, bottom, top } => {
@@ -314,10 +318,14 @@ fn sto_window(o: usize, stride: usize, kernel: usize, size: usize) -> (usize, us
     (start, (start + kernel).min(size))
 }
 
+/// Outputs `lo..hi` of a row and the input column of output `lo`, for one kernel column.
+type Span = (usize, usize, usize);
+
 /// For each kernel column kw, the outputs `lo..hi` of a row whose window holds column
 /// `pw * stride_w + kw - pad_w` inside the image, and that column for `pw = lo` (the same for
-/// every row, so computed once per plane instead of two divisions per row and column).
-fn column_spans(g: &PoolGeom) -> Vec<(usize, usize, usize)> {
+/// every row and plane, so computed once per kernel launch: per plane it cost more than global
+/// pooling's 49 additions).
+fn column_spans(g: &PoolGeom) -> Vec<Span> {
     let (pw_n, s) = (g.pooled_w, g.stride_w);
     let last = (g.width + g.pad_w).saturating_sub(1);
     (0..g.kernel_w)
@@ -344,7 +352,7 @@ fn column_spans(g: &PoolGeom) -> Vec<(usize, usize, usize)> {
 /// for stride 1.
 fn sweep_window_row(
     g: &PoolGeom,
-    spans: &[(usize, usize, usize)],
+    spans: &[Span],
     ph: usize,
     mut visit: impl FnMut(usize, usize, usize),
 ) {
@@ -367,7 +375,7 @@ fn select(take: bool, a: f32, b: f32) -> f32 {
 
 /// Caffe's max pooling: the first maximum in row-major window order wins (strict `>`), empty
 /// windows give -FLT_MAX and index -1.
-fn max_forward(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
+fn max_forward(g: &PoolGeom, spans: &[Span], x: &[f32], top: &mut [f32], mask: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if (g.stride_w == 1 || g.stride_w == 2)
         && x.len() <= 1 << 24
@@ -391,11 +399,17 @@ fn max_forward(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
         }
         return;
     }
-    max_forward_portable(g, x, top, mask)
+    max_forward_portable(g, spans, x, top, mask)
 }
 
 /// [`max_forward`] without vector instructions.
-fn max_forward_portable(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f32]) {
+fn max_forward_portable(
+    g: &PoolGeom,
+    spans: &[Span],
+    x: &[f32],
+    top: &mut [f32],
+    mask: &mut [f32],
+) {
     let (pw_n, s) = (g.pooled_w, g.stride_w);
     // Strided 2x2 and 3x3 windows without padding: the outputs whose windows are whole take one
     // unrolled pass each (the row sweep below reads and writes every output once per window
@@ -422,13 +436,12 @@ fn max_forward_portable(g: &PoolGeom, x: &[f32], top: &mut [f32], mask: &mut [f3
     // Indices go through i32, which converts to f32 in vector registers (planes beyond 2^31
     // elements cannot be pooled anyway: the mask holds f32 indices).
     let narrow = x.len() <= i32::MAX as usize;
-    let spans = column_spans(g);
     for ph in first_row..g.pooled_h {
         let best = &mut top[ph * pw_n..][..pw_n];
         let idx = &mut mask[ph * pw_n..][..pw_n];
         best.fill(-f32::MAX);
         idx.fill(-1.0);
-        sweep_window_row(g, &spans, ph, |lo, hi, first| {
+        sweep_window_row(g, spans, ph, |lo, hi, first| {
             let (best, idx) = (&mut best[lo..hi], &mut idx[lo..hi]);
             let src = &x[first..first + (hi - lo - 1) * s + 1];
             if s == 1 && narrow {
@@ -604,13 +617,28 @@ fn max_clipped(g: &PoolGeom, x: &[f32], ph: usize, pw: usize) -> (f32, f32) {
 
 /// Caffe's average pooling: each output sums its window (clipped to the image) in row-major order
 /// and divides by the window's size clipped to the padded image.
-fn ave_forward(g: &PoolGeom, x: &[f32], top: &mut [f32]) {
+fn ave_forward(g: &PoolGeom, spans: &[Span], x: &[f32], top: &mut [f32]) {
     let (pw_n, s) = (g.pooled_w, g.stride_w);
-    let spans = column_spans(g);
+    if pw_n == 1 {
+        // One output per row (global pooling): its window summed row by row, in the same
+        // row-major order, without a sweep call per window element.
+        let (ws, we, wsize) = ave_window(0, g.stride_w, g.pad_w, g.kernel_w, g.width);
+        for (ph, out) in top[..g.pooled_h].iter_mut().enumerate() {
+            let (hs, he, hsize) = ave_window(ph, g.stride_h, g.pad_h, g.kernel_h, g.height);
+            let mut sum = 0f32;
+            for h in hs..he {
+                for &v in &x[h * g.width..][ws..we] {
+                    sum += v;
+                }
+            }
+            *out = sum / (hsize * wsize) as f32;
+        }
+        return;
+    }
     for ph in 0..g.pooled_h {
         let sums = &mut top[ph * pw_n..][..pw_n];
         sums.fill(0.0);
-        sweep_window_row(g, &spans, ph, |lo, hi, first| {
+        sweep_window_row(g, spans, ph, |lo, hi, first| {
             let src = &x[first..first + (hi - lo - 1) * s + 1];
             if s == 1 {
                 for (acc, &v) in sums[lo..hi].iter_mut().zip(src) {
@@ -703,6 +731,71 @@ mod tests {
     /// windows) equals Caffe's loop over its window, on values full of ties, signed zeros, NaNs,
     /// infinities and -FLT_MAX, with and without padding, on rows long enough for several
     /// vectors.
+    /// Average pooling (the row sweep, and the per-output path of one-column outputs) against
+    /// Caffe's loop, bit for bit: window sums in row-major order divided by the padded size.
+    #[test]
+    fn ave_forward_matches_caffes_loop() {
+        let mut rng = Rng::new(4);
+        for case in 0..300 {
+            let (kh, kw) = (1 + case % 4, 1 + (case / 4) % 4);
+            let (sh, sw) = (1 + case % 3, 1 + (case / 3) % 3);
+            let (ph, pw) = ((case / 5) % kh, (case / 7) % kw);
+            let (height, width) = (kh + case % 5, kw + (case / 2) % 6);
+            // The whole width as one window for every fifth case (global pooling's one column).
+            let (kw, pw, sw) = if case % 5 == 0 {
+                (width, 0, 1)
+            } else {
+                (kw, pw, sw)
+            };
+            let pooled = |size: usize, k: usize, s: usize, p: usize| {
+                let n = (size + 2 * p - k).div_ceil(s) + 1;
+                if p > 0 && (n - 1) * s >= size + p {
+                    n - 1
+                } else {
+                    n
+                }
+            };
+            let g = PoolGeom {
+                num: 1,
+                channels: 1,
+                height,
+                width,
+                pooled_h: pooled(height, kh, sh, ph),
+                pooled_w: pooled(width, kw, sw, pw),
+                kernel_h: kh,
+                kernel_w: kw,
+                stride_h: sh,
+                stride_w: sw,
+                pad_h: ph,
+                pad_w: pw,
+                top_num_stride: 0,
+            };
+            let x: Vec<f32> = (0..height * width)
+                .map(|_| rng.uniform_range(-1.0, 1.0))
+                .collect();
+            let mut top = vec![f32::NAN; g.pooled_h * g.pooled_w];
+            ave_forward(&g, &column_spans(&g), &x, &mut top);
+            for oh in 0..g.pooled_h {
+                for ow in 0..g.pooled_w {
+                    let (hs, he, hsize) = ave_window(oh, sh, ph, kh, height);
+                    let (ws, we, wsize) = ave_window(ow, sw, pw, kw, width);
+                    let mut sum = 0f32;
+                    for h in hs..he {
+                        for w in ws..we {
+                            sum += x[h * width + w];
+                        }
+                    }
+                    let want = sum / (hsize * wsize) as f32;
+                    assert_eq!(
+                        top[oh * g.pooled_w + ow].to_bits(),
+                        want.to_bits(),
+                        "output ({oh}, {ow}) of {g:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn max_forward_matches_caffes_loop() {
         let mut rng = Rng::new(3);
@@ -756,7 +849,7 @@ mod tests {
             let n = g.pooled_h * g.pooled_w;
             for run in [max_forward, max_forward_portable] {
                 let (mut top, mut mask) = (vec![f32::NAN; n], vec![f32::NAN; n]);
-                run(&g, &x, &mut top, &mut mask);
+                run(&g, &column_spans(&g), &x, &mut top, &mut mask);
                 for ph in 0..g.pooled_h {
                     for pw in 0..g.pooled_w {
                         let (value, at) = max_clipped(&g, &x, ph, pw);
