@@ -105,10 +105,17 @@ pub fn run(kernel: &PoolKernel, mem: &mut Memory) -> Result<()> {
                 |p, ins, bd| {
                     let (dy, m) = (top_plane(ins[0], g, p), top_plane(ins[1], g, p));
                     #[cfg(target_arch = "x86_64")]
-                    if let Some(same) = &same {
+                    if let Some(same) = &same
+                        && !accumulate
+                    {
                         // SAFETY: SameSizeTaps::of checked the CPU.
-                        unsafe { x86::mask_backward_same_size(same, dy, m, bd) };
-                        return;
+                        let hits = unsafe { x86::mask_backward_same_size(same, dy, m, bd) };
+                        if hits == m.iter().filter(|&&m| m >= 0.0).count() {
+                            return;
+                        }
+                        // Some index lies outside its output's centred window (STOCHASTIC
+                        // pooling ignores the padding): Caffe's scatter instead.
+                        bd.fill(0.0);
                     }
                     for (&d, &m) in dy.iter().zip(m) {
                         if m >= 0.0 && (m as usize) < bd.len() {
@@ -657,21 +664,23 @@ mod x86 {
         }
     }
 
-    /// The backward of [`max_same_size`] (and of any mask whose indices lie in their windows):
-    /// bd[i] += dy[o] for every output o with mask[o] = i, gathered per input, 16 at a time,
-    /// over the outputs whose windows hold it in increasing order (Caffe's scatter loop adds
-    /// them in that order too), instead of a scatter whose adds wait on each other.
+    /// The backward of [`max_same_size`]: bd[i] += dy[o] for every output o with mask[o] = i
+    /// whose window holds i, gathered per input, 16 at a time, over the outputs whose windows
+    /// hold it in increasing order (Caffe's scatter loop adds them in that order too), instead
+    /// of a scatter whose adds wait on each other. Returns how many outputs it took: fewer than
+    /// those with an index when some index lies outside its window.
     #[target_feature(enable = "avx512f")]
     pub(super) fn mask_backward_same_size(
         taps: &super::SameSizeTaps,
         dy: &[f32],
         mask: &[f32],
         bd: &mut [f32],
-    ) {
+    ) -> usize {
         let plane = taps.plane;
         assert!(dy.len() >= plane && mask.len() >= plane && bd.len() >= plane);
         let (chunks, count) = (plane.div_ceil(16), taps.offsets.len());
         let lane_step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let mut hits = 0;
         for c in 0..chunks {
             let first = 16 * c;
             let lanes = ((1u32 << (plane - first).min(16)) - 1) as __mmask16;
@@ -696,10 +705,12 @@ mod x86 {
                 };
                 let hit = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(valid, m, inputs);
                 acc = _mm512_mask_add_ps(acc, hit, acc, d);
+                hits += hit.count_ones() as usize;
             }
             // SAFETY: as the load above.
             unsafe { _mm512_mask_storeu_ps(bd.as_mut_ptr().add(first), lanes, acc) };
         }
+        hits
     }
 
     /// Outputs `cols` of one output row, whose windows span image rows `rows` and lie wholly
@@ -899,6 +910,66 @@ mod tests {
     /// windows) equals Caffe's loop over its window, on values full of ties, signed zeros, NaNs,
     /// infinities and -FLT_MAX, with and without padding, on rows long enough for several
     /// vectors.
+    /// A mask backward on a same-size geometry whose indices lie outside their centred windows
+    /// (STOCHASTIC pooling ignores the padding) still adds every output where its index says.
+    #[test]
+    fn mask_backward_takes_indices_outside_centred_windows() {
+        use crate::engine::{Engine, View};
+        let g = PoolGeom {
+            num: 2,
+            channels: 3,
+            height: 5,
+            width: 6,
+            pooled_h: 5,
+            pooled_w: 6,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 1,
+            pad_w: 1,
+            top_num_stride: 3 * 30,
+        };
+        let mut rng = Rng::new(9);
+        let n = g.num * g.channels * 30;
+        let dy: Vec<f32> = (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
+        // STOCHASTIC's windows start at the output itself: its index o + 2 (o's window is
+        // [o, o + 3) along both axes), clipped to the plane.
+        let mask: Vec<f32> = (0..n)
+            .map(|k| {
+                let o = k % 30;
+                let (y, x) = (o / 6, o % 6);
+                ((y + 2).min(4) * 6 + (x + 2).min(5)) as f32
+            })
+            .collect();
+        let mut want = vec![0f32; n];
+        for (k, (&d, &m)) in dy.iter().zip(&mask).enumerate() {
+            want[k / 30 * 30 + m as usize] += d;
+        }
+        let mut eng = crate::engine::cpu::CpuEngine::new();
+        let view = |eng: &mut crate::engine::cpu::CpuEngine, data: &[f32]| {
+            let v = View::new(eng.alloc(data.len()), 0, data.len());
+            eng.upload(v, data);
+            v
+        };
+        let (vdy, vm, vbd) = (
+            view(&mut eng, &dy),
+            view(&mut eng, &mask),
+            view(&mut eng, &vec![7.0; n]),
+        );
+        let kernel = PoolKernel::MaskBackward {
+            g,
+            top_diff: vdy,
+            mask: vm,
+            bottom_diff: vbd,
+            accumulate: false,
+        };
+        run(&kernel, &mut eng.mem).unwrap();
+        let got = eng.download(vbd);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
+    }
+
     /// The same-size path (stride 1, kernel 2 pad + 1) forward and backward against Caffe's
     /// loops, bit for bit, on inputs full of ties, NaNs and infinities.
     #[cfg(target_arch = "x86_64")]
@@ -960,7 +1031,8 @@ mod tests {
             }
             let mut got = before;
             // SAFETY: as above.
-            unsafe { x86::mask_backward_same_size(&taps, &dy, &mask, &mut got) };
+            let hits = unsafe { x86::mask_backward_same_size(&taps, &dy, &mask, &mut got) };
+            assert_eq!(hits, mask.iter().filter(|&&m| m >= 0.0).count(), "{g:?}");
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "backward of {g:?} on {x:?}");
             for oh in 0..height {
