@@ -906,6 +906,28 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
+    /// `len` values drawn from a few, with ties, signed zeros, NaNs, infinities and -FLT_MAX:
+    /// the inputs on which Caffe's strict `>` and its starting -FLT_MAX show.
+    fn tie_heavy(rng: &mut Rng, len: usize) -> Vec<f32> {
+        let palette = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -f32::MAX,
+            2.5,
+        ];
+        (0..len)
+            .map(|_| {
+                let i = rng.uniform_range(0.0, palette.len() as f32) as usize;
+                palette[i.min(palette.len() - 1)]
+            })
+            .collect()
+    }
+
     /// Every output of `max_forward` (which takes the vector path or the unrolled path for whole
     /// windows) equals Caffe's loop over its window, on values full of ties, signed zeros, NaNs,
     /// infinities and -FLT_MAX, with and without padding, on rows long enough for several
@@ -979,17 +1001,6 @@ mod tests {
             return;
         }
         let mut rng = Rng::new(8);
-        let palette = [
-            0.0,
-            -0.0,
-            1.0,
-            -1.0,
-            f32::NAN,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            -f32::MAX,
-            2.5,
-        ];
         for case in 0..200 {
             let (ph, pw) = (case % 3, (case / 3) % 3);
             let (height, width) = (1 + case % 9 + case / 50, 1 + (case / 2) % 13);
@@ -1009,12 +1020,7 @@ mod tests {
                 top_num_stride: 0,
             };
             let taps = SameSizeTaps::of(&g).expect("a same-size geometry");
-            let x: Vec<f32> = (0..height * width)
-                .map(|_| {
-                    let i = rng.uniform_range(0.0, palette.len() as f32) as usize;
-                    palette[i.min(palette.len() - 1)]
-                })
-                .collect();
+            let x = tie_heavy(&mut rng, height * width);
             let n = height * width;
             let (mut top, mut mask) = (vec![f32::NAN; n], vec![f32::NAN; n]);
             // SAFETY: the CPU has AVX-512F (checked above).
@@ -1117,17 +1123,6 @@ mod tests {
     #[test]
     fn max_forward_matches_caffes_loop() {
         let mut rng = Rng::new(3);
-        let palette = [
-            0.0,
-            -0.0,
-            1.0,
-            -1.0,
-            f32::NAN,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            -f32::MAX,
-            2.5,
-        ];
         for case in 0..400 {
             let k = 2 + case % 2;
             let stride = 1 + case % 3;
@@ -1158,12 +1153,7 @@ mod tests {
                 pad_w: pad,
                 top_num_stride: 0,
             };
-            let x: Vec<f32> = (0..height * width)
-                .map(|_| {
-                    let i = rng.uniform_range(0.0, palette.len() as f32) as usize;
-                    palette[i.min(palette.len() - 1)]
-                })
-                .collect();
+            let x = tie_heavy(&mut rng, height * width);
             let n = g.pooled_h * g.pooled_w;
             for run in [max_forward, max_forward_portable] {
                 let (mut top, mut mask) = (vec![f32::NAN; n], vec![f32::NAN; n]);
