@@ -20,18 +20,111 @@ const BUDGET: usize = 1 << 21;
 /// per chunk instead of two: backward about 10% faster).
 const ENOUGH_TILES: usize = 512;
 
-/// Images per chunk, for `per_image` floats of V and P per image within `budget`.
-fn chunk_images(k: &Winograd, per_image: usize, budget: usize) -> usize {
-    let (th, tw) = tiles(k);
-    ENOUGH_TILES
-        .div_ceil((th * tw).max(1))
-        .min(budget / per_image)
-        .clamp(1, k.batch)
+/// Multiply-adds of a chunk's 16 products from which the cores share each chunk even when there
+/// are chunks enough for every core: the synchronisations then cost little, and whole chunks per
+/// core would need twice the cache (GoogLeNet's 28x28 and 56x56 3x3 layers got slower).
+const SHARED_CHUNK_MACS: usize = 1 << 26;
+
+/// How a call divides its images.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Images per chunk (transforms, then the 16 products, then the output transform).
+    chunk: usize,
+    /// Images per core when each core runs whole chunks alone. Otherwise the cores share each
+    /// step of one chunk at a time, and every step ends in a synchronisation: ResNet's 56x56
+    /// layers have ten chunks of one image, 30 synchronisations of well under 100 us of work each.
+    per_core: Option<usize>,
+}
+
+impl Plan {
+    /// The plan for `per_image` floats of V and P per image within `budget`, on `cores` cores:
+    /// chunks of at most `budget` floats (all cores' chunks together) and about [`ENOUGH_TILES`]
+    /// tiles; whole chunks per core once there are at least as many chunks as cores, unless the
+    /// chunks are big.
+    fn new(k: &Winograd, per_image: usize, budget: usize, cores: usize) -> Self {
+        let (th, tw) = tiles(k);
+        let chunk = ENOUGH_TILES
+            .div_ceil((th * tw).max(1))
+            .min(budget / per_image)
+            .clamp(1, k.batch.max(1));
+        let chunk_macs = 16 * k.out_channels * (k.in_channels / k.groups.max(1)) * chunk * th * tw;
+        if cores > 1 && k.batch.div_ceil(chunk) >= cores && chunk_macs < SHARED_CHUNK_MACS {
+            let per = k.batch.div_ceil(cores);
+            // The cores' chunks share the budget.
+            let fits = (budget / cores / per_image).max(1);
+            Plan {
+                chunk: chunk.min(per).min(fits),
+                per_core: Some(per),
+            }
+        } else {
+            Plan {
+                chunk,
+                per_core: None,
+            }
+        }
+    }
+
+    /// The chunks `(first image, images)` of the images `first..first + images`.
+    fn chunks(&self, first: usize, images: usize) -> impl Iterator<Item = (usize, usize)> {
+        let chunk = self.chunk;
+        (first..first + images)
+            .step_by(chunk)
+            .map(move |f| (f, chunk.min(first + images - f)))
+    }
 }
 
 /// Output tiles along each axis.
 fn tiles(k: &Winograd) -> (usize, usize) {
     (k.out_shape[0].div_ceil(2), k.out_shape[1].div_ceil(2))
+}
+
+/// Grows each buffer to at least its length (contents unspecified).
+fn reserve<const N: usize>(bufs: [(&mut Vec<f32>, usize); N]) {
+    for (buf, len) in bufs {
+        if buf.len() < len {
+            *buf = vec![0f32; len];
+        }
+    }
+}
+
+/// Runs `f` on this thread's scratch buffers.
+fn with_scratch<R>(f: impl FnOnce(&mut [Vec<f32>; 3]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => f(&mut bufs),
+        // Re-entered on this thread (a nested parallel call): fresh buffers.
+        Err(_) => f(&mut Default::default()),
+    })
+}
+
+thread_local! {
+    /// Scratch kept between calls: fresh multi-megabyte buffers would each cost a page fault per
+    /// 4 KiB on every call. Forward: U, V, P; weight gradient: M, V, E.
+    static SCRATCH: std::cell::RefCell<[Vec<f32>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// `f(i)` for i in 0..n, on all cores when `parallel`.
+fn for_each_index(n: usize, parallel: bool, f: impl Fn(usize) + Sync + Send) {
+    if parallel {
+        (0..n).into_par_iter().for_each(f);
+    } else {
+        (0..n).for_each(f);
+    }
+}
+
+/// `f(i, chunk i)` for the chunks of `len` elements of `data`, on all cores when `parallel`.
+fn for_each_chunk(
+    data: &mut [f32],
+    len: usize,
+    parallel: bool,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    if parallel {
+        data.par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        data.chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
+    }
 }
 
 /// out = conv(input, K) for every image, as [`Winograd`] describes.
@@ -43,6 +136,26 @@ pub fn forward(
     out: &mut [f32],
     epilogue: Option<&PlaneEpilogue>,
 ) {
+    forward_planned(
+        k,
+        input,
+        weight,
+        out,
+        epilogue,
+        BUDGET,
+        rayon::current_num_threads(),
+    );
+}
+
+fn forward_planned(
+    k: &Winograd,
+    input: &[f32],
+    weight: &[f32],
+    out: &mut [f32],
+    epilogue: Option<&PlaneEpilogue>,
+    budget: usize,
+    cores: usize,
+) {
     let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
     let cig = ci / g;
     let (th, tw) = tiles(k);
@@ -51,62 +164,81 @@ pub fn forward(
         out.iter_mut().for_each(|v| *v = 0.0);
         return;
     }
-    let chunk = chunk_images(k, per_image, BUDGET);
-    let mut run = |[u, v, p]: &mut [Vec<f32>; 3]| {
+    let plan = Plan::new(k, per_image, budget, cores);
+    let out_len = co * k.out_shape[0] * k.out_shape[1];
+    let (v_len, p_len) = (
+        16 * ci * th * tw * plan.chunk,
+        16 * co * th * tw * plan.chunk,
+    );
+    with_scratch(|[u, v, p]| {
         // Every element used is written before it is read: no zeroing needed.
-        for (buf, len) in [
-            (&mut *u, 16 * co * cig),
-            (&mut *v, 16 * ci * th * tw * chunk),
-            (&mut *p, 16 * co * th * tw * chunk),
-        ] {
-            if buf.len() < len {
-                *buf = vec![0f32; len];
-            }
+        if u.len() < 16 * co * cig {
+            *u = vec![0f32; 16 * co * cig];
         }
         transform_weights(k, weight, u);
-        run_chunks(k, input, out, chunk, u, v, p, epilogue);
-    };
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut bufs) => run(&mut bufs),
-        // Re-entered on this thread (a nested parallel call): fresh buffers.
-        Err(_) => run(&mut Default::default()),
+        let u = &u[..];
+        match plan.per_core {
+            None => {
+                reserve([(v, v_len), (p, p_len)]);
+                for (first, images) in plan.chunks(0, k.batch) {
+                    let out = &mut out[first * out_len..][..images * out_len];
+                    let chunk = Chunk { first, images };
+                    chunk.forward(k, input, out, u, v, p, epilogue, true);
+                }
+            }
+            Some(per) => out[..k.batch * out_len]
+                .par_chunks_mut(per * out_len)
+                .enumerate()
+                .for_each(|(j, outs)| {
+                    with_scratch(|[_, v, p]| {
+                        reserve([(v, v_len), (p, p_len)]);
+                        for (first, images) in plan.chunks(j * per, outs.len() / out_len) {
+                            let out = &mut outs[(first - j * per) * out_len..][..images * out_len];
+                            let chunk = Chunk { first, images };
+                            chunk.forward(k, input, out, u, v, p, epilogue, false);
+                        }
+                    })
+                }),
+        }
     });
 }
 
-thread_local! {
-    /// U, V and P, kept between calls: fresh multi-megabyte buffers would each cost a page
-    /// fault per 4 KiB on every call.
-    static SCRATCH: std::cell::RefCell<[Vec<f32>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+/// The images `first..first + images` of a call.
+#[derive(Clone, Copy)]
+struct Chunk {
+    first: usize,
+    images: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_chunks(
-    k: &Winograd,
-    input: &[f32],
-    out: &mut [f32],
-    chunk: usize,
-    u: &[f32],
-    v: &mut [f32],
-    p: &mut [f32],
-    epilogue: Option<&PlaneEpilogue>,
-) {
-    let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
-    let (cig, cog) = (ci / g, co / g);
-    let (th, tw) = tiles(k);
-    let out_len = co * k.out_shape[0] * k.out_shape[1];
-    for first in (0..k.batch).step_by(chunk) {
-        let images = chunk.min(k.batch - first);
+impl Chunk {
+    /// The forward of this chunk into `out` (its images' outputs) with transformed weights `u`
+    /// and scratch `v`, `p`; every step on all cores when `parallel`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        self,
+        k: &Winograd,
+        input: &[f32],
+        out: &mut [f32],
+        u: &[f32],
+        v: &mut [f32],
+        p: &mut [f32],
+        epilogue: Option<&PlaneEpilogue>,
+        parallel: bool,
+    ) {
+        let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
+        let (cig, cog) = (ci / g, co / g);
+        let (th, tw) = tiles(k);
+        let Chunk { first, images } = self;
         let n = images * th * tw;
         let v = &mut v[..16 * ci * n];
         let p = &mut p[..16 * co * n];
         let in_plane = k.in_shape[0] * k.in_shape[1];
-        transform_planes(
+        self.transform_planes(
             input,
             in_plane,
-            first,
-            images,
             th * tw,
             v,
+            parallel,
             |plane, rows, tile| transform_input_plane(k, plane, rows, n, tile),
         );
         // The 16 * groups products write disjoint rows of P: one product per task, each on one
@@ -116,11 +248,11 @@ fn run_chunks(
             u.as_ptr() as usize,
             v.as_ptr() as usize,
         );
-        (0..16 * g).into_par_iter().for_each(|job| {
+        for_each_index(16 * g, parallel, |job| {
             let (xi, grp) = (job / g, job % g);
             // P[grp's out channels][xi][..] = U[grp's out channels][..][xi] * V[grp's in channels][xi][..]
             // SAFETY: the rows (grp's out channels, xi) of P belong to this job alone; U and V
-            // are only read, and all three outlive the parallel loop.
+            // are only read, and all three outlive the loop.
             unsafe {
                 gemm::gemm(
                     cog,
@@ -145,20 +277,117 @@ fn run_chunks(
                 );
             }
         });
-        let out = &mut out[first * out_len..][..images * out_len];
         let plane_len = k.out_shape[0] * k.out_shape[1];
+        let p = &*p;
         // Output planes in order (image, channel); P rows are (channel, xi, image's tiles).
-        out.par_chunks_mut(plane_len)
-            .enumerate()
-            .for_each(|(i, plane)| {
-                let (b, c) = (i / co, i % co);
-                let rows = &p[c * 16 * n..][..16 * n];
-                transform_output_plane(k, rows, n, b * th * tw, plane);
-                if let Some(epilogue) = epilogue {
-                    // SAFETY: each plane of the output is visited once.
-                    wide(|| unsafe { epilogue.apply(first * co + i, plane) });
-                }
-            });
+        for_each_chunk(out, plane_len, parallel, |i, plane| {
+            let (b, c) = (i / co, i % co);
+            let rows = &p[c * 16 * n..][..16 * n];
+            transform_output_plane(k, rows, n, b * th * tw, plane);
+            if let Some(epilogue) = epilogue {
+                // SAFETY: each plane of the output is visited once.
+                wide(|| unsafe { epilogue.apply(first * co + i, plane) });
+            }
+        });
+    }
+
+    /// Transforms every plane of this chunk's images in `src` (planes of `plane` elements, as
+    /// many channels as `rows` has row blocks) into `rows` ([channel][16][n]): each plane goes
+    /// through `transform(plane, channel rows, first tile)`, image b's tiles from b * `tiles`.
+    fn transform_planes(
+        self,
+        src: &[f32],
+        plane: usize,
+        tiles: usize,
+        rows: &mut [f32],
+        parallel: bool,
+        transform: impl Fn(&[f32], &mut [f32], usize) + Sync + Send,
+    ) {
+        let n = self.images * tiles;
+        let image_len = rows.len() / (16 * n).max(1) * plane;
+        for_each_chunk(rows, 16 * n, parallel, |c, rows| {
+            for b in 0..self.images {
+                let src = &src[(self.first + b) * image_len + c * plane..][..plane];
+                transform(src, rows, b * tiles);
+            }
+        });
+    }
+
+    /// Adds this chunk's tile sums to M ([16][out channel][in channel of the group]; overwrites
+    /// when not `accumulate`), with scratch `v`, `e`; every step on all cores when `parallel`.
+    #[allow(clippy::too_many_arguments)]
+    fn weight_grad(
+        self,
+        k: &Winograd,
+        input: &[f32],
+        out_diff: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        e: &mut [f32],
+        accumulate: bool,
+        parallel: bool,
+    ) {
+        let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
+        let (cig, cog) = (ci / g, co / g);
+        let (th, tw) = tiles(k);
+        let n = self.images * th * tw;
+        let v = &mut v[..16 * ci * n];
+        let e = &mut e[..16 * co * n];
+        let (in_plane, out_plane) = (
+            k.in_shape[0] * k.in_shape[1],
+            k.out_shape[0] * k.out_shape[1],
+        );
+        self.transform_planes(
+            input,
+            in_plane,
+            th * tw,
+            v,
+            parallel,
+            |plane, rows, tile| transform_input_plane(k, plane, rows, n, tile),
+        );
+        self.transform_planes(
+            out_diff,
+            out_plane,
+            th * tw,
+            e,
+            parallel,
+            |plane, rows, tile| transform_grad_plane(k, plane, rows, n, tile),
+        );
+        let (m_addr, e_addr, v_addr) = (
+            m.as_mut_ptr() as usize,
+            e.as_ptr() as usize,
+            v.as_ptr() as usize,
+        );
+        for_each_index(16 * g, parallel, |job| {
+            let (xi, grp) = (job / g, job % g);
+            // M[xi][grp's o][i] (+)= sum over tiles t of E[o][xi][t] * V[grp's i][xi][t],
+            // as its transpose (unit strides where the GEMM kernels want them).
+            // SAFETY: the entries (xi, grp's out channels) of M belong to this job alone; E
+            // and V are only read, and all three outlive the loop.
+            unsafe {
+                gemm::gemm(
+                    cig,
+                    cog,
+                    n,
+                    (m_addr as *mut f32).add((xi * co + grp * cog) * cig),
+                    cig as isize,
+                    1,
+                    accumulate,
+                    (v_addr as *const f32).add((grp * cig * 16 + xi) * n),
+                    1,
+                    (16 * n) as isize,
+                    (e_addr as *const f32).add((grp * cog * 16 + xi) * n),
+                    (16 * n) as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
     }
 }
 
@@ -167,107 +396,72 @@ fn run_chunks(
 /// . (B^T d B)] G, the adjoint of the forward's U -> Y map, so 16 products per 2x2 output-gradient
 /// tile instead of 36. The sums over tiles are 16 GEMMs (out channels x tiles) x (tiles x in
 /// channels) per group, accumulated in M [16][out channel][in channel of the group] over chunks
-/// of images.
+/// of images (one M per core when each core takes whole chunks, summed at the end).
 pub fn weight_grad(k: &Winograd, input: &[f32], out_diff: &[f32], weight_diff: &mut [f32]) {
-    weight_grad_in_chunks(k, input, out_diff, weight_diff, BUDGET)
+    weight_grad_planned(
+        k,
+        input,
+        out_diff,
+        weight_diff,
+        BUDGET,
+        rayon::current_num_threads(),
+    )
 }
 
-fn weight_grad_in_chunks(
+fn weight_grad_planned(
     k: &Winograd,
     input: &[f32],
     out_diff: &[f32],
     weight_diff: &mut [f32],
     budget: usize,
+    cores: usize,
 ) {
     let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
-    let (cig, cog) = (ci / g, co / g);
+    let cig = ci / g;
     let (th, tw) = tiles(k);
     let per_image = 16 * (ci + co) * th * tw;
     if per_image == 0 || k.batch == 0 || cig == 0 {
         return;
     }
-    let chunk = chunk_images(k, per_image, budget);
-    let (in_plane, out_plane) = (
-        k.in_shape[0] * k.in_shape[1],
-        k.out_shape[0] * k.out_shape[1],
+    let plan = Plan::new(k, per_image, budget, cores);
+    let (v_len, e_len) = (
+        16 * ci * th * tw * plan.chunk,
+        16 * co * th * tw * plan.chunk,
     );
-    let mut run = |[m, v, e]: &mut [Vec<f32>; 3]| {
-        for (buf, len) in [
-            (&mut *m, 16 * co * cig),
-            (&mut *v, 16 * ci * th * tw * chunk),
-            (&mut *e, 16 * co * th * tw * chunk),
-        ] {
-            if buf.len() < len {
-                *buf = vec![0f32; len];
-            }
-        }
-        for first in (0..k.batch).step_by(chunk) {
-            let images = chunk.min(k.batch - first);
-            let n = images * th * tw;
-            let v = &mut v[..16 * ci * n];
-            let e = &mut e[..16 * co * n];
-            transform_planes(
-                input,
-                in_plane,
-                first,
-                images,
-                th * tw,
-                v,
-                |plane, rows, tile| transform_input_plane(k, plane, rows, n, tile),
-            );
-            transform_planes(
-                out_diff,
-                out_plane,
-                first,
-                images,
-                th * tw,
-                e,
-                |plane, rows, tile| transform_grad_plane(k, plane, rows, n, tile),
-            );
-            let accumulate = first > 0;
-            let (m_addr, e_addr, v_addr) = (
-                m.as_mut_ptr() as usize,
-                e.as_ptr() as usize,
-                v.as_ptr() as usize,
-            );
-            (0..16 * g).into_par_iter().for_each(|job| {
-                let (xi, grp) = (job / g, job % g);
-                // M[xi][grp's o][i] (+)= sum over tiles t of E[o][xi][t] * V[grp's i][xi][t],
-                // as its transpose (unit strides where the GEMM kernels want them).
-                // SAFETY: the entries (xi, grp's out channels) of M belong to this job alone; E
-                // and V are only read, and all three outlive the parallel loop.
-                unsafe {
-                    gemm::gemm(
-                        cig,
-                        cog,
-                        n,
-                        (m_addr as *mut f32).add((xi * co + grp * cog) * cig),
-                        cig as isize,
-                        1,
-                        accumulate,
-                        (v_addr as *const f32).add((grp * cig * 16 + xi) * n),
-                        1,
-                        (16 * n) as isize,
-                        (e_addr as *const f32).add((grp * cog * 16 + xi) * n),
-                        (16 * n) as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+    let m_len = 16 * co * cig;
+    let slabs = plan.per_core.map_or(1, |per| k.batch.div_ceil(per));
+    with_scratch(|[m, v, e]| {
+        reserve([(m, slabs * m_len)]);
+        let m = &mut m[..slabs * m_len];
+        match plan.per_core {
+            None => {
+                reserve([(v, v_len), (e, e_len)]);
+                for (i, (first, images)) in plan.chunks(0, k.batch).enumerate() {
+                    let chunk = Chunk { first, images };
+                    chunk.weight_grad(k, input, out_diff, m, v, e, i > 0, true);
                 }
-            });
+            }
+            Some(per) => m.par_chunks_mut(m_len).enumerate().for_each(|(j, m)| {
+                with_scratch(|[_, v, e]| {
+                    reserve([(v, v_len), (e, e_len)]);
+                    let images = per.min(k.batch - j * per);
+                    for (i, (first, images)) in plan.chunks(j * per, images).enumerate() {
+                        let chunk = Chunk { first, images };
+                        chunk.weight_grad(k, input, out_diff, m, v, e, i > 0, false);
+                    }
+                })
+            }),
         }
-        // dK(o, i) += G^T M(o, i) G, in the weight layout [o][i][3][3].
-        let m = &m[..16 * co * cig];
+        // dK(o, i) += G^T M(o, i) G, in the weight layout [o][i][3][3], M summed over the slabs.
+        let m = &*m;
         weight_diff[..co * cig * 9]
             .par_chunks_mut(9)
             .enumerate()
             .for_each(|(j, dk)| {
-                let mt: [f32; 16] = std::array::from_fn(|xi| m[xi * co * cig + j]);
+                let mt: [f32; 16] = std::array::from_fn(|xi| {
+                    let at = xi * co * cig + j;
+                    (1..slabs).fold(m[at], |sum, s| sum + m[s * m_len + at])
+                });
                 // s = G^T M (3x4), then dK += s G (3x3).
                 let mut s = [[0f32; 4]; 3];
                 for c in 0..4 {
@@ -282,35 +476,7 @@ fn weight_grad_in_chunks(
                     dk[r * 3 + 2] += 0.5 * (row[1] + row[2]) + row[3];
                 }
             });
-    };
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut bufs) => run(&mut bufs),
-        Err(_) => run(&mut Default::default()),
     });
-}
-
-/// Transforms every plane of the images `first..first + images` of `src` (planes of `plane`
-/// elements, as many channels as `rows` has row blocks) into `rows` ([channel][16][n]): each plane
-/// goes through `transform(plane, channel rows, first tile)`, image b's tiles from b * `tiles`.
-fn transform_planes(
-    src: &[f32],
-    plane: usize,
-    first: usize,
-    images: usize,
-    tiles: usize,
-    rows: &mut [f32],
-    transform: impl Fn(&[f32], &mut [f32], usize) + Sync,
-) {
-    let n = images * tiles;
-    let image_len = rows.len() / (16 * n).max(1) * plane;
-    rows.par_chunks_mut(16 * n)
-        .enumerate()
-        .for_each(|(c, rows)| {
-            for b in 0..images {
-                let src = &src[(first + b) * image_len + c * plane..][..plane];
-                transform(src, rows, b * tiles);
-            }
-        });
 }
 
 /// Up to 16 consecutive 2x2 output tiles of one row of tiles: their first tile in the rows
@@ -414,39 +580,42 @@ fn transform_grad_plane(k: &Winograd, plane: &[f32], rows: &mut [f32], n: usize,
 fn transform_weights(k: &Winograd, weight: &[f32], u: &mut [f32]) {
     let (co, g) = (k.out_channels, k.groups);
     let (cig, cog) = (k.in_channels / g, co / g);
-    for o in 0..co {
-        for i in 0..cig {
-            let mut kernel = [0f32; 9];
-            if k.adjoint {
-                // weight is [in channels][out channels / group][3][3]: K(o, i) = rot180(weight[i'][o']).
-                let (grp, o_local) = (o / cog, o % cog);
-                let src = &weight[((grp * cig + i) * cog + o_local) * 9..][..9];
-                for (d, s) in kernel.iter_mut().zip(src.iter().rev()) {
-                    *d = *s;
+    u[..16 * co * cig]
+        .par_chunks_mut(16 * cig)
+        .enumerate()
+        .for_each(|(o, u)| {
+            for i in 0..cig {
+                let mut kernel = [0f32; 9];
+                if k.adjoint {
+                    // weight is [in channels][out channels / group][3][3]: K(o, i) = rot180(weight[i'][o']).
+                    let (grp, o_local) = (o / cog, o % cog);
+                    let src = &weight[((grp * cig + i) * cog + o_local) * 9..][..9];
+                    for (d, s) in kernel.iter_mut().zip(src.iter().rev()) {
+                        *d = *s;
+                    }
+                } else {
+                    kernel.copy_from_slice(&weight[(o * cig + i) * 9..][..9]);
                 }
-            } else {
-                kernel.copy_from_slice(&weight[(o * cig + i) * 9..][..9]);
+                // s = G K (4x3), then U = s G^T (4x4).
+                let mut s = [[0f32; 3]; 4];
+                for c in 0..3 {
+                    let (g0, g1, g2) = (kernel[c], kernel[3 + c], kernel[6 + c]);
+                    s[0][c] = g0;
+                    s[1][c] = 0.5 * (g0 + g1 + g2);
+                    s[2][c] = 0.5 * (g0 - g1 + g2);
+                    s[3][c] = g2;
+                }
+                for (r, row) in s.iter().enumerate() {
+                    let t = [
+                        row[0],
+                        0.5 * (row[0] + row[1] + row[2]),
+                        0.5 * (row[0] - row[1] + row[2]),
+                        row[2],
+                    ];
+                    u[i * 16 + r * 4..][..4].copy_from_slice(&t);
+                }
             }
-            // s = G K (4x3), then U = s G^T (4x4).
-            let mut s = [[0f32; 3]; 4];
-            for c in 0..3 {
-                let (g0, g1, g2) = (kernel[c], kernel[3 + c], kernel[6 + c]);
-                s[0][c] = g0;
-                s[1][c] = 0.5 * (g0 + g1 + g2);
-                s[2][c] = 0.5 * (g0 - g1 + g2);
-                s[3][c] = g2;
-            }
-            for (r, row) in s.iter().enumerate() {
-                let t = [
-                    row[0],
-                    0.5 * (row[0] + row[1] + row[2]),
-                    0.5 * (row[0] - row[1] + row[2]),
-                    row[2],
-                ];
-                u[(o * cig + i) * 16 + r * 4..][..4].copy_from_slice(&t);
-            }
-        }
-    }
+        });
 }
 
 /// V rows of one channel of one image: rows[xi * n + first_tile + tile] = (B^T d B)[xi] with
@@ -573,26 +742,31 @@ mod x86 {
         // The tiles read columns x0 .. x0 + 2 count + 2 of each row.
         let end = (x0 + 2 * count as isize + 2).min(w);
         // Lanes of a load from column x of a row that lie inside the plane and the run.
-        let lanes = |x: isize| -> __mmask16 {
-            let (first, last) = ((-x).clamp(0, 16), (end - x).clamp(0, 16));
-            (((1u32 << last) - 1) & !((1u32 << first) - 1)) as __mmask16
-        };
-        let load = |y: isize, x: isize| match lanes(x) {
-            _ if y < 0 || y >= h => _mm512_setzero_ps(),
-            0 => _mm512_setzero_ps(),
-            // SAFETY: the mask keeps the lanes inside row y of the plane (checked above);
-            // the others are not accessed.
-            mask => unsafe {
-                _mm512_maskz_loadu_ps(mask, plane.as_ptr().wrapping_offset(y * w + x))
-            },
-        };
-        let d: [[__m512; 4]; 4] = std::array::from_fn(|r| {
+        // Macros, not closures: closures here were not always inlined (a call per load).
+        macro_rules! load {
+            ($y:expr, $x:expr) => {{
+                let (y, x): (isize, isize) = ($y, $x);
+                let (first, last) = ((-x).clamp(0, 16), (end - x).clamp(0, 16));
+                let mask = (((1u32 << last) - 1) & !((1u32 << first) - 1)) as __mmask16;
+                if y < 0 || y >= h || mask == 0 {
+                    _mm512_setzero_ps()
+                } else {
+                    // SAFETY: the mask keeps the lanes inside row y of the plane (checked
+                    // above); the others are not accessed.
+                    unsafe {
+                        _mm512_maskz_loadu_ps(mask, plane.as_ptr().wrapping_offset(y * w + x))
+                    }
+                }
+            }};
+        }
+        let mut d = [[_mm512_setzero_ps(); 4]; 4];
+        for (r, dr) in d.iter_mut().enumerate() {
             let y = y0 + r as isize;
-            let (a, b) = (load(y, x0), load(y, x0 + 16));
-            let (c, e) = (load(y, x0 + 2), load(y, x0 + 18));
+            let (a, b) = (load!(y, x0), load!(y, x0 + 16));
+            let (c, e) = (load!(y, x0 + 2), load!(y, x0 + 18));
             let ([even0, odd0], [even2, odd2]) = (split(a, b), split(c, e));
-            [even0, odd0, even2, odd2]
-        });
+            *dr = [even0, odd0, even2, odd2];
+        }
         let t: [[__m512; 4]; 4] = [
             std::array::from_fn(|c| _mm512_sub_ps(d[0][c], d[2][c])),
             std::array::from_fn(|c| _mm512_add_ps(d[1][c], d[2][c])),
@@ -747,6 +921,22 @@ mod tests {
     use crate::engine::View;
     use crate::rng::Rng;
 
+    /// (budget, cores) pairs that give every kind of plan for `k`: one chunk shared by the cores,
+    /// several chunks shared, whole chunks per core (of one image, of two, more cores than
+    /// chunks of two).
+    fn plans(k: &Winograd) -> [(usize, usize); 6] {
+        let (th, tw) = tiles(k);
+        let per_image = 16 * (k.in_channels + k.out_channels) * th * tw;
+        [
+            (BUDGET, 1),
+            (BUDGET, 2),
+            (1, 1),
+            (1, 2),
+            (2 * per_image, 2),
+            (2 * per_image, 3),
+        ]
+    }
+
     /// Direct convolution (or its adjoint) by the definition.
     fn direct(k: &Winograd, input: &[f32], weight: &[f32]) -> Vec<f32> {
         let (ci, co, g) = (k.in_channels, k.out_channels, k.groups);
@@ -858,7 +1048,7 @@ mod tests {
     fn weight_grad_matches_definition() {
         let mut rng = Rng::new(11);
         for case in 0..40 {
-            let Some(k) = random_geometry(case, 1 + case % 4, false) else {
+            let Some(k) = random_geometry(case, 1 + case % 5, false) else {
                 continue;
             };
             let (ci, co, groups) = (k.in_channels, k.out_channels, k.groups);
@@ -874,15 +1064,16 @@ mod tests {
                 .map(|_| rng.gaussian() as f32)
                 .collect();
             let want = direct_weight_grad(&k, &input, &dy);
-            // A budget of one image per chunk also exercises the accumulation over chunks.
-            for budget in [BUDGET, 1] {
+            // A budget of one image per chunk also exercises the accumulation over chunks, and
+            // more cores the chunks per core.
+            for (budget, cores) in plans(&k) {
                 let mut got = start.clone();
-                weight_grad_in_chunks(&k, &input, &dy, &mut got, budget);
+                weight_grad_planned(&k, &input, &dy, &mut got, budget, cores);
                 for (j, (a, b)) in got.iter().zip(&want).enumerate() {
                     let b = b + start[j];
                     assert!(
                         (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                        "case {case} budget {budget} {k:?}: element {j}: {a} vs {b}"
+                        "case {case} budget {budget} cores {cores} {k:?}: element {j}: {a} vs {b}"
                     );
                 }
             }
@@ -893,7 +1084,7 @@ mod tests {
     fn matches_direct_convolution() {
         let mut rng = Rng::new(7);
         for case in 0..40 {
-            let Some(k) = random_geometry(case, 1 + case % 3, case % 2 == 1) else {
+            let Some(k) = random_geometry(case, 1 + case % 5, case % 2 == 1) else {
                 continue;
             };
             let (ci, co, groups) = (k.in_channels, k.out_channels, k.groups);
@@ -905,13 +1096,15 @@ mod tests {
                 .map(|_| rng.gaussian() as f32)
                 .collect();
             let want = direct(&k, &input, &weight);
-            let mut got = vec![f32::NAN; want.len()];
-            forward(&k, &input, &weight, &mut got, None);
-            for (j, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                    "case {case} {k:?}: element {j}: {a} vs {b}"
-                );
+            for (budget, cores) in plans(&k) {
+                let mut got = vec![f32::NAN; want.len()];
+                forward_planned(&k, &input, &weight, &mut got, None, budget, cores);
+                for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "case {case} budget {budget} cores {cores} {k:?}: element {j}: {a} vs {b}"
+                    );
+                }
             }
         }
     }
