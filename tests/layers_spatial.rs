@@ -266,9 +266,9 @@ fn all_spatial_cases_covered() {
 }
 
 /// The CPU engine's convolution paths for bigger shapes than the goldens have (a 1x1 layer that
-/// narrows the channels over 400 positions, a grouped 5x5 layer, a strided 3x3 layer and a 3x3
-/// Winograd layer, three images each): forward, data gradient and weight gradient against the
-/// definition, summed in f64.
+/// narrows the channels over 400 positions, a grouped 5x5 layer, a strided 3x3 layer, a 3x3
+/// Winograd layer and an RGB 7x7 stride-2 layer that runs directly, three images each): forward,
+/// data gradient and weight gradient against the definition, summed in f64.
 #[test]
 fn cpu_convolution_paths_equal_the_definition() {
     use caffe_rs::rng::Rng;
@@ -278,6 +278,7 @@ fn cpu_convolution_paths_equal_the_definition() {
         (4, 6, 2, 5, 1, 2, 18),
         (6, 4, 1, 3, 2, 1, 33),
         (8, 8, 1, 3, 1, 1, 17),
+        (3, 10, 1, 7, 2, 3, 37),
     ];
     let mut rng = Rng::new(11);
     for &(c, o, g, k, s, p, size) in &layers {

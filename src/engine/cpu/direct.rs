@@ -251,6 +251,8 @@ pub(super) fn forward(
 const WG_CO: usize = 4;
 /// Kernel taps per register block of the weight gradient.
 const WG_TAPS: usize = 6;
+/// Floats of the images' phases the weight gradient splits at a time (a group of images).
+const WG_PHASES: usize = 1 << 21;
 
 /// weight_diff += the weight gradient of the forward [`forward`] computes, from the images and
 /// the output gradient: for each output channel o and tap t, the sum over images, output rows
@@ -268,23 +270,36 @@ pub(super) fn weight_grad(d: &Direct, input: &[f32], out_diff: &[f32], weight_di
     // Whole blocks of taps: the padding repeats tap 0, whose extra sums are dropped.
     let mut offsets = d.offsets.clone();
     offsets.resize(taps.next_multiple_of(WG_TAPS), d.offsets[0]);
-    let mut phases = vec![0f32; d.phases_len()];
-    for b in 0..d.batch {
-        d.split_phases(&input[b * in_len..][..in_len], &mut phases);
-        let dy = &out_diff[b * out_len..][..out_len];
+    // The phases of a group of images are split on all cores, then each core takes its blocks
+    // of channels through the group's images (one synchronisation per group, not per image).
+    let phases_len = d.phases_len();
+    let group = (WG_PHASES / phases_len.max(1)).clamp(1, d.batch);
+    let mut phases = vec![0f32; group * phases_len];
+    for first in (0..d.batch).step_by(group) {
+        let images = group.min(d.batch - first);
+        phases[..images * phases_len]
+            .par_chunks_mut(phases_len)
+            .enumerate()
+            .for_each(|(b, phases)| {
+                d.split_phases(&input[(first + b) * in_len..][..in_len], phases)
+            });
+        let phases = &phases[..images * phases_len];
         weight_diff[..d.out_channels * taps]
             .par_chunks_mut(WG_CO * taps)
             .enumerate()
             .for_each(|(block, dw)| {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: Direct::of checked the CPU; see x86::weight_grad_block.
-                unsafe {
-                    x86::weight_grad_block(d, &phases, dy, &offsets, block * WG_CO, dw)
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    let _ = (block, dw);
-                    unreachable!("Direct::of needs AVX-512");
+                for (b, phases) in phases.chunks_exact(phases_len).enumerate() {
+                    let dy = &out_diff[(first + b) * out_len..][..out_len];
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: Direct::of checked the CPU; see x86::weight_grad_block.
+                    unsafe {
+                        x86::weight_grad_block(d, phases, dy, &offsets, block * WG_CO, dw)
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    {
+                        let _ = (block, dw, phases, dy);
+                        unreachable!("Direct::of needs AVX-512");
+                    }
                 }
             });
     }
