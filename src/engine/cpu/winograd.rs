@@ -452,28 +452,47 @@ fn weight_grad_planned(
                 })
             }),
         }
-        // dK(o, i) += G^T M(o, i) G, in the weight layout [o][i][3][3], M summed over the slabs.
+        // dK(o, i) += G^T M(o, i) G, in the weight layout [o][i][3][3], M summed over the slabs;
+        // 16 consecutive kernels j at a time (lane l: kernel j0 + l), which vectorises.
         let m = &*m;
+        const LANES: usize = 16;
         weight_diff[..co * cig * 9]
-            .par_chunks_mut(9)
+            .par_chunks_mut(9 * LANES)
             .enumerate()
-            .for_each(|(j, dk)| {
-                let mt: [f32; 16] = std::array::from_fn(|xi| {
-                    let at = xi * co * cig + j;
-                    (1..slabs).fold(m[at], |sum, s| sum + m[s * m_len + at])
-                });
-                // s = G^T M (3x4), then dK += s G (3x3).
-                let mut s = [[0f32; 4]; 3];
-                for c in 0..4 {
-                    let (m0, m1, m2, m3) = (mt[c], mt[4 + c], mt[8 + c], mt[12 + c]);
-                    s[0][c] = m0 + 0.5 * (m1 + m2);
-                    s[1][c] = 0.5 * (m1 - m2);
-                    s[2][c] = 0.5 * (m1 + m2) + m3;
+            .for_each(|(block, dk)| {
+                let (j0, lanes) = (block * LANES, dk.len() / 9);
+                let mut mt = [[0f32; LANES]; 16];
+                for (xi, row) in mt.iter_mut().enumerate() {
+                    let at = xi * co * cig + j0;
+                    row[..lanes].copy_from_slice(&m[at..][..lanes]);
+                    for s in 1..slabs {
+                        let slab = &m[s * m_len + at..][..lanes];
+                        row.iter_mut().zip(slab).for_each(|(v, x)| *v += x);
+                    }
                 }
+                // s = G^T M (3x4), then dK = s G (3x3), per lane.
+                let mut s = [[[0f32; LANES]; 4]; 3];
+                for c in 0..4 {
+                    for l in 0..LANES {
+                        let (m0, m1, m2, m3) =
+                            (mt[c][l], mt[4 + c][l], mt[8 + c][l], mt[12 + c][l]);
+                        s[0][c][l] = m0 + 0.5 * (m1 + m2);
+                        s[1][c][l] = 0.5 * (m1 - m2);
+                        s[2][c][l] = 0.5 * (m1 + m2) + m3;
+                    }
+                }
+                let mut sums = [[0f32; LANES]; 9];
                 for (r, row) in s.iter().enumerate() {
-                    dk[r * 3] += row[0] + 0.5 * (row[1] + row[2]);
-                    dk[r * 3 + 1] += 0.5 * (row[1] - row[2]);
-                    dk[r * 3 + 2] += 0.5 * (row[1] + row[2]) + row[3];
+                    for l in 0..LANES {
+                        sums[r * 3][l] = row[0][l] + 0.5 * (row[1][l] + row[2][l]);
+                        sums[r * 3 + 1][l] = 0.5 * (row[1][l] - row[2][l]);
+                        sums[r * 3 + 2][l] = 0.5 * (row[1][l] + row[2][l]) + row[3][l];
+                    }
+                }
+                for (l, dk) in dk.chunks_exact_mut(9).enumerate() {
+                    for (t, d) in dk.iter_mut().enumerate() {
+                        *d += sums[t][l];
+                    }
                 }
             });
     });
