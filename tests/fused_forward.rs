@@ -109,6 +109,54 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "g" bottom: "s2" top: "loss" 
 /// Every blob's data and diff and every parameter's data and diff after a forward and backward
 /// (three iterations, so BatchNorm's batch statistics update and get used again); the number of
 /// fused runs (forward and backward). The inputs and the BatchNorm layers' stored statistics are random.
+/// An Eltwise SUM that reads a convolution's output right after the convolution (and its
+/// in-place layers) joins the convolution's forward, with the in-place layers on its own top:
+/// the ResNet block (BatchNorm, Scale, then the shortcut's sum and a ReLU) on the Winograd path,
+/// a 1x1 convolution first of three bottoms with coefficients and nothing after, a grouped 3x3
+/// convolution in the middle of three bottoms with a Scale (and its saved input) after the sum,
+/// the direct path of an RGB input; an in-place Eltwise and a PROD do not join.
+const JOIN_NET: &str = r#"
+name: "joins"
+force_backward: true
+layer { name: "in" type: "Input" top: "x" top: "y" top: "r" top: "q"
+        input_param { shape { dim: 2 dim: 16 dim: 8 dim: 8 } shape { dim: 2 dim: 24 dim: 8 dim: 8 }
+                      shape { dim: 2 dim: 3 dim: 13 dim: 37 } shape { dim: 2 dim: 8 dim: 7 dim: 19 } } }
+layer { name: "conv1" type: "Convolution" bottom: "x" top: "c1"
+        convolution_param { num_output: 24 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.2 }
+                            bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bn1" type: "BatchNorm" bottom: "c1" top: "c1" batch_norm_param { use_global_stats: true } }
+layer { name: "sc1" type: "Scale" bottom: "c1" top: "c1"
+        scale_param { bias_term: true filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "sum1" type: "Eltwise" bottom: "y" bottom: "c1" top: "s1" }
+layer { name: "relu1" type: "ReLU" bottom: "s1" top: "s1" }
+layer { name: "conv2" type: "Convolution" bottom: "s1" top: "c2"
+        convolution_param { num_output: 24 kernel_size: 1 bias_term: false weight_filler { type: "gaussian" std: 0.2 } } }
+layer { name: "sum2" type: "Eltwise" bottom: "c2" bottom: "s1" bottom: "y" top: "s2"
+        eltwise_param { coeff: 0.5 coeff: -1 coeff: 2 } }
+layer { name: "conv3" type: "Convolution" bottom: "s2" top: "c3"
+        convolution_param { num_output: 24 kernel_size: 3 pad: 1 group: 2 weight_filler { type: "gaussian" std: 0.2 } } }
+layer { name: "relu3" type: "ReLU" bottom: "c3" top: "c3" relu_param { negative_slope: 0.1 } }
+layer { name: "sum3" type: "Eltwise" bottom: "s1" bottom: "c3" bottom: "s2" top: "s3"
+        eltwise_param { coeff: 1 coeff: 0.25 coeff: -0.5 } }
+layer { name: "sig3" type: "Sigmoid" bottom: "s3" top: "s3" }
+layer { name: "sc3" type: "Scale" bottom: "s3" top: "s3"
+        scale_param { bias_term: true filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "pw" type: "Power" bottom: "s3" top: "w" power_param { scale: 0.5 } }
+layer { name: "conv4" type: "Convolution" bottom: "s3" top: "c4"
+        convolution_param { num_output: 24 kernel_size: 1 weight_filler { type: "gaussian" std: 0.2 } } }
+layer { name: "sum4" type: "Eltwise" bottom: "w" bottom: "c4" top: "w" }
+layer { name: "conv5" type: "Convolution" bottom: "w" top: "c5"
+        convolution_param { num_output: 24 kernel_size: 1 weight_filler { type: "gaussian" std: 0.2 } } }
+layer { name: "prod" type: "Eltwise" bottom: "c5" bottom: "y" top: "p" eltwise_param { operation: PROD } }
+layer { name: "convr" type: "Convolution" bottom: "r" top: "cr"
+        convolution_param { num_output: 8 kernel_size: 5 stride: 2 pad: 2 weight_filler { type: "gaussian" std: 0.2 }
+                            bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "sumr" type: "Eltwise" bottom: "q" bottom: "cr" top: "sr" }
+layer { name: "relur" type: "ReLU" bottom: "sr" top: "sr" }
+layer { name: "ls" type: "Reduction" bottom: "p" top: "ls" reduction_param { operation: SUMSQ } loss_weight: 1 }
+layer { name: "lr" type: "Reduction" bottom: "sr" top: "lr" reduction_param { operation: SUMSQ } loss_weight: 1 }
+"#;
+
 fn run(eng: &mut dyn Engine, net: &str, fuse: bool, forward_only: bool) -> (Vec<Vec<f32>>, usize) {
     let param: NetParameter = parse_text(net, "fused.prototxt", "caffe.NetParameter").unwrap();
     let state = make_state(&param, Phase::Train, 0, &[]);
@@ -243,6 +291,26 @@ fn convolution_epilogues_equal_layer_by_layer_on_cpu() {
         .replace("dim: 2 dim: 3", "dim: 1 dim: 3");
     assert_ne!(one_image, CONV_NET);
     check(&mut CpuEngine::new(), &one_image, CONV_NET_RUNS);
+}
+
+// Forward: conv1 ... relu1, conv2 + sum2, conv3 ... sc3, convr ... relur (sum4 and prod stay
+// apart). Backward: bn1 + sc1, sum1 + relu1 + the Split of s1, sum2 + the Split of s2, sum3 +
+// sig3, sumr + relur.
+const JOIN_RUNS: (usize, usize) = (4, 5);
+
+#[test]
+fn convolution_junctions_equal_layer_by_layer_on_cpu() {
+    check(&mut CpuEngine::new(), JOIN_NET, JOIN_RUNS);
+    // One image: the direct convolution splits its rows among the cores, the 1x1 products
+    // run composed (the junction as a pass of its own).
+    let one_image = JOIN_NET.replace("shape { dim: 2", "shape { dim: 1");
+    assert_ne!(one_image, JOIN_NET);
+    check(&mut CpuEngine::new(), &one_image, JOIN_RUNS);
+}
+
+#[test]
+fn convolution_junctions_equal_layer_by_layer_on_gpu() {
+    check(&mut gpu(), JOIN_NET, JOIN_RUNS);
 }
 
 #[test]

@@ -2506,6 +2506,7 @@ impl ConvCase {
             stride: self.stride.clone(),
             dilation: self.dilation.clone(),
             epilogue: Vec::new(),
+            junction: None,
         }
     }
 

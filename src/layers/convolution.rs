@@ -9,8 +9,8 @@ use anyhow::{Result, bail, ensure};
 
 use super::common::{Scratch, canonical_axis, check_count, shape_str};
 use super::{Ctx, Layer, ParamDef, Shapes};
-use crate::engine::kernels::conv::{ConvGemm, ConvKernel};
-use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage};
+use crate::engine::kernels::conv::{ConvGemm, ConvKernel, Epilogue};
+use crate::engine::kernels::elementwise::ChannelDims;
 use crate::engine::{Engine, Kernel, View};
 use crate::proto::{ConvolutionParameter, FillerParameter, LayerParameter, Phase};
 
@@ -356,6 +356,7 @@ impl ConvGeom {
             stride: self.w.stride.clone(),
             dilation: self.w.dilation.clone(),
             epilogue: Vec::new(),
+            junction: None,
         }
     }
 
@@ -370,10 +371,11 @@ impl ConvGeom {
         bias: Option<View>,
         im: View,
         out: View,
-        epilogue: Vec<ChannelStage>,
+        epilogue: Epilogue,
     ) -> Result<()> {
         let k = ConvGemm {
-            epilogue,
+            epilogue: epilogue.stages,
+            junction: epilogue.junction,
             ..self.conv_gemm(eng, col, weight, bias, im, out)
         };
         eng.launch(&Kernel::Conv(ConvKernel::ConvForward(k)))
@@ -452,7 +454,7 @@ impl Layer for Convolution {
     }
 
     fn forward(&mut self, cx: &mut Ctx) -> Result<()> {
-        self.forward_with_epilogue(cx, Vec::new())
+        self.forward_with_epilogue(cx, Epilogue::default())
     }
 
     fn epilogue_dims(&self, _phase: Phase) -> Option<ChannelDims> {
@@ -464,10 +466,10 @@ impl Layer for Convolution {
         ))
     }
 
-    fn forward_with_epilogue(&mut self, cx: &mut Ctx, epilogue: Vec<ChannelStage>) -> Result<()> {
+    fn forward_with_epilogue(&mut self, cx: &mut Ctx, epilogue: Epilogue) -> Result<()> {
         let g = self.geom()?.clone();
         ensure!(
-            epilogue.is_empty() || cx.tops.len() == 1,
+            epilogue == Epilogue::default() || cx.tops.len() == 1,
             "internal: a convolution with {} tops takes no epilogue",
             cx.tops.len()
         );

@@ -80,7 +80,7 @@ impl Layer for Deconvolution {
                     None,
                     t.diff(),
                     b.diff(),
-                    Vec::new(),
+                    Default::default(),
                 )?;
             }
         }

@@ -3,6 +3,7 @@
 //! [`REGISTRY`]; nothing else needs to change to add a layer.
 use anyhow::{Result, bail};
 
+use crate::engine::kernels::conv::Epilogue;
 use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage, UnaryOp};
 use crate::engine::{Engine, TensorId, View};
 use crate::proto::{FillerParameter, LayerParameter, Phase};
@@ -167,9 +168,11 @@ pub trait Layer: Send {
         None
     }
 
-    /// The forward followed by `epilogue` in place on the top (the [`Layer::forward_stage`]
-    /// steps of the layers after it), for a layer whose [`Layer::epilogue_dims`] is Some.
-    fn forward_with_epilogue(&mut self, _cx: &mut Ctx, _epilogue: Vec<ChannelStage>) -> Result<()> {
+    /// The forward followed by `epilogue`: its stages in place on the top (the
+    /// [`Layer::forward_stage`] steps of the layers after it), then its junction (an Eltwise SUM
+    /// reading the top, and the steps on that SUM's top), for a layer whose
+    /// [`Layer::epilogue_dims`] is Some.
+    fn forward_with_epilogue(&mut self, _cx: &mut Ctx, _epilogue: Epilogue) -> Result<()> {
         bail!("internal: this layer's forward takes no epilogue")
     }
 

@@ -4,7 +4,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::builder::{NetGraph, Strictness};
 use super::weights;
 use crate::engine::kernels::Kernel;
-use crate::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel};
+use crate::engine::kernels::conv::{Epilogue, EpilogueJunction};
+use crate::engine::kernels::elementwise::{ChannelDims, ElementwiseKernel, StageOp};
 use crate::engine::{Engine, TensorId, View};
 use crate::format::caffemodel::TrainedWeights;
 use crate::layers::{BackwardStep, Blob, Ctx, Layer, ParamGrad, StageDims, TopSharing};
@@ -56,6 +57,17 @@ fn top_sharing(graph: &NetGraph) -> Vec<Option<(usize, TopSharing)>> {
         }
     }
     shared_from
+}
+
+/// The top of `node` when it is a point-wise step over several bottoms (an Eltwise SUM) that
+/// reads blob `run` once into a top of its own, so that it can join the epilogue of the
+/// convolution that writes `run` (see [`crate::engine::kernels::conv::EpilogueJunction`]).
+fn junction_top(node: &super::builder::LayerNode, run: usize) -> Option<usize> {
+    let &[top] = &node.tops[..] else {
+        return None;
+    };
+    let reads = node.bottoms.iter().filter(|&&b| b == run).count();
+    (node.bottoms.len() >= 2 && reads == 1 && !node.bottoms.contains(&top)).then_some(top)
 }
 
 /// Whether a blob with `sharing` takes `what` (Data: its values; DataAndDiff: its gradients too)
@@ -255,8 +267,10 @@ impl Net {
     /// point-wise pass: layer `i` is a [`crate::layers::Layer::forward_stage`] step from its
     /// first bottom (Eltwise SUM reads the others too) to its one top, or a layer that takes an
     /// epilogue ([`crate::layers::Layer::epilogue_dims`]: a convolution) into its one top, and
-    /// each next layer such a step in place on that top, with the same channel layout. `i + 1`
-    /// when there is nothing to fuse. Reshapes the run's layers.
+    /// each next layer such a step in place on that top, with the same channel layout; after a
+    /// convolution, one Eltwise SUM that reads the run's blob into a top of its own may join too
+    /// (see [`EpilogueJunction`]), and the steps in place on that top after it. `i + 1` when
+    /// there is nothing to fuse. Reshapes the run's layers.
     fn fused_run_end(&mut self, eng: &mut dyn Engine, i: usize, limit: usize) -> Result<usize> {
         if !self.fuse {
             return Ok(i + 1);
@@ -270,14 +284,27 @@ impl Net {
             let layer = node.layer.as_ref()?;
             layer.epilogue_dims(phase).map(StageDims::Channels)
         });
-        let (Some(mut dims), [_, ..], &[top]) = (head_dims, &node.bottoms[..], &node.tops[..])
+        let (Some(mut dims), [_, ..], &[mut top]) = (head_dims, &node.bottoms[..], &node.tops[..])
         else {
             return Ok(i + 1);
         };
+        let epilogue_head = step_dims(node).is_none();
+        let mut joined = false;
         let mut end = i + 1;
         while end < limit {
             let next = &self.graph.layers[end];
-            if next.bottoms != [top] || next.tops != [top] || step_dims(next).is_none() {
+            if step_dims(next).is_none() {
+                break;
+            }
+            if next.bottoms == [top] && next.tops == [top] {
+                // In place on the run's blob.
+            } else if epilogue_head
+                && !joined
+                && let Some(sum_top) = junction_top(next, top)
+            {
+                joined = true;
+                top = sum_top;
+            } else {
                 break;
             }
             self.reshape_if_needed(eng, end)?;
@@ -301,9 +328,20 @@ impl Net {
             .and_then(|l| l.epilogue_dims(phase));
         let first_step = start + usize::from(epilogue_dims.is_some());
         let mut stages = Vec::with_capacity(end - first_step);
+        let mut junction: Option<EpilogueJunction> = None;
+        let mut run_top = self.graph.layers[start].tops[0];
         let mut dims = epilogue_dims.map_or(StageDims::Any, StageDims::Channels);
         for i in first_step..end {
-            let for_backward = !self.forward_only && self.graph.layers[i].need_backward;
+            let node = &self.graph.layers[i];
+            let for_backward = !self.forward_only && node.need_backward;
+            // The Eltwise SUM that reads the run's blob into its own top (see fused_run_end).
+            let joins = epilogue_dims.is_some() && node.tops != [run_top];
+            let sum_blobs = joins.then(|| {
+                let bottoms: Vec<View> =
+                    node.bottoms.iter().map(|&b| self.blobs[b].data()).collect();
+                let position = node.bottoms.iter().position(|&b| b == run_top);
+                (bottoms, position, node.tops[0])
+            });
             let stage = self.with_layer(eng, i, &[], |layer, cx| {
                 dims = layer
                     .stage_dims(phase)
@@ -311,12 +349,33 @@ impl Net {
                     .ok_or_else(|| anyhow!("internal: the layer no longer fuses"))?;
                 layer.forward_stage(cx, for_backward)
             })?;
-            stages.push(stage);
+            match (sum_blobs, &mut junction) {
+                (Some((bottoms, Some(position), top)), None) => {
+                    let StageOp::Sum { coeffs, .. } = stage.op else {
+                        bail!(
+                            "internal: {} joins a convolution's epilogue but is no sum",
+                            self.label(i)
+                        );
+                    };
+                    junction = Some(EpilogueJunction {
+                        coeffs,
+                        bottoms,
+                        position,
+                        top: self.blobs[top].data(),
+                        stages: Vec::new(),
+                    });
+                    run_top = top;
+                }
+                (Some(_), _) => bail!("internal: {} no longer joins the run", self.label(i)),
+                (None, Some(junction)) => junction.stages.push(stage),
+                (None, None) => stages.push(stage),
+            }
         }
         if epilogue_dims.is_some() {
+            let epilogue = Epilogue { stages, junction };
             return self
                 .with_layer(eng, start, &[], |layer, cx| {
-                    layer.forward_with_epilogue(cx, stages)
+                    layer.forward_with_epilogue(cx, epilogue)
                 })
                 .with_context(|| {
                     let names: Vec<String> = (first_step..end).map(|i| self.label(i)).collect();

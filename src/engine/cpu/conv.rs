@@ -2,7 +2,7 @@ use anyhow::{Result, ensure};
 use rayon::prelude::*;
 
 use super::blas::sgemm;
-use super::elementwise::{PlaneEpilogue, stage_operands};
+use super::elementwise::{JunctionOperands, PlaneEpilogue, stage_operands};
 use super::{Memory, wide};
 use crate::engine::View;
 use crate::engine::kernels::blas::Gemm;
@@ -312,19 +312,30 @@ fn with_epilogue<R>(
 ) -> Result<R> {
     let dims = g.out_dims();
     let operands = stage_operands(dims, &g.epilogue)?;
+    let junction = g
+        .junction
+        .as_ref()
+        .map(|j| JunctionOperands::new(dims, j))
+        .transpose()?;
     let bias = g.bias.map(|b| b.slice(0, g.out_channels));
-    let all_outs: Vec<View> = outs.iter().chain(&operands.outs).copied().collect();
+    let all_outs: Vec<View> = (outs.iter().chain(&operands.outs))
+        .chain(junction.iter().flat_map(|j| &j.outs))
+        .copied()
+        .collect();
     let all_ins: Vec<View> = ins
         .iter()
         .chain(&bias)
         .chain(&operands.ins)
+        .chain(junction.iter().flat_map(|j| &j.ins))
         .copied()
         .collect();
     Ok(mem.with(&all_outs, &all_ins, |o, i| {
-        let (own_outs, stage_outs) = o.split_at_mut(outs.len());
-        let (own_ins, rest) = i.split_at(ins.len());
-        let (bias, stage_ins) = rest.split_at(usize::from(bias.is_some()));
-        let epilogue = PlaneEpilogue::new(
+        let (own_outs, o) = o.split_at_mut(outs.len());
+        let (stage_outs, junction_outs) = o.split_at_mut(operands.outs.len());
+        let (own_ins, i) = i.split_at(ins.len());
+        let (bias, i) = i.split_at(usize::from(bias.is_some()));
+        let (stage_ins, junction_ins) = i.split_at(operands.ins.len());
+        let mut epilogue = PlaneEpilogue::new(
             dims,
             bias.first().copied(),
             &g.epilogue,
@@ -332,6 +343,9 @@ fn with_epilogue<R>(
             stage_outs,
             stage_ins,
         );
+        if let (Some(spec), Some(operands)) = (&g.junction, &junction) {
+            epilogue.join(spec, operands, junction_outs, junction_ins);
+        }
         f(own_outs, own_ins, &epilogue)
     }))
 }
@@ -352,7 +366,8 @@ pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<boo
     let slots = g.chunk().min(rayon::current_num_threads());
     // A 1x1 convolution needs no columns: the composed path's batched product does as well,
     // except that here the epilogue runs on each image while it is in cache.
-    let forward_1x1 = matches!(kernel, ConvKernel::ConvForward(_)) && !g.epilogue.is_empty();
+    let forward_1x1 = matches!(kernel, ConvKernel::ConvForward(_))
+        && (!g.epilogue.is_empty() || g.junction.is_some());
     if (g.is_1x1() && !forward_1x1) || slots < 2 || g.batch < 2 {
         return Ok(false);
     }

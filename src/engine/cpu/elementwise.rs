@@ -5,6 +5,7 @@ use rayon::prelude::*;
 use super::{Memory, wide};
 use crate::engine::View;
 use crate::engine::kernels::Kernel;
+use crate::engine::kernels::conv::EpilogueJunction;
 use crate::engine::kernels::elementwise::{
     ChannelDims, ChannelStage, ElementwiseKernel, NaryOp, StageOp, StagePart, SumWeight, UnaryOp,
     dropout_threshold, pcg_hash,
@@ -687,6 +688,41 @@ impl<'a> RowSteps<'a> {
     }
 }
 
+/// The operands of an [`EpilogueJunction`] besides the convolution's output, checked against
+/// `dims`: outputs (the SUM's top, then its steps' outputs) and inputs (the other bottoms, then
+/// its steps' inputs).
+pub(super) struct JunctionOperands {
+    pub outs: Vec<View>,
+    pub ins: Vec<View>,
+    stages: StageOperands,
+    others: usize,
+}
+
+impl JunctionOperands {
+    pub(super) fn new(dims: ChannelDims, junction: &EpilogueJunction) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            junction.coeffs.len() == junction.bottoms.len()
+                && junction.position < junction.bottoms.len(),
+            "junction: {} coefficients for {} bottoms, the convolution's output at {}",
+            junction.coeffs.len(),
+            junction.bottoms.len(),
+            junction.position
+        );
+        let others: Vec<View> = junction.others().collect();
+        check_len(&others, dims.count())?;
+        check_len(&[junction.top], dims.count())?;
+        let stages = stage_operands(dims, &junction.stages)?;
+        Ok(JunctionOperands {
+            outs: std::iter::once(junction.top)
+                .chain(stages.outs.iter().copied())
+                .collect(),
+            ins: others.iter().chain(&stages.ins).copied().collect(),
+            stages,
+            others: others.len(),
+        })
+    }
+}
+
 /// A save's elements, written by plane from several threads.
 #[derive(Clone, Copy)]
 struct SavePtr(*mut f32);
@@ -702,8 +738,45 @@ pub(super) struct PlaneEpilogue<'a> {
     bias: Option<&'a [f32]>,
     steps: RowSteps<'a>,
     saves: Vec<SavePtr>,
+    junction: Option<PlaneJunction<'a>>,
     channels: usize,
     plane: usize,
+    /// Elements of the whole output.
+    count: usize,
+}
+
+/// An [`EpilogueJunction`] with its operands resolved: the top and the saves of its steps are
+/// written by plane through shared pointers, as the epilogue's saves.
+struct PlaneJunction<'a> {
+    coeffs: &'a [f32],
+    position: usize,
+    others: Vec<&'a [f32]>,
+    top: SavePtr,
+    steps: RowSteps<'a>,
+    saves: Vec<SavePtr>,
+}
+
+/// Pointers to the save slices, each checked to hold `count` elements.
+fn save_pointers(saves: &mut [&mut [f32]], count: usize) -> Vec<SavePtr> {
+    saves
+        .iter_mut()
+        .map(|s| {
+            assert!(
+                s.len() >= count,
+                "epilogue output shorter than the convolution's"
+            );
+            SavePtr(s.as_mut_ptr())
+        })
+        .collect()
+}
+
+/// Elements `at..at + len` of an output that [`PlaneEpilogue`] writes by plane.
+///
+/// # Safety
+/// The output holds at least `at + len` elements, and no other thread touches them meanwhile.
+unsafe fn plane_of<'b>(out: SavePtr, at: usize, len: usize) -> &'b mut [f32] {
+    // SAFETY: the caller's.
+    unsafe { std::slice::from_raw_parts_mut(out.0.add(at), len) }
 }
 
 impl<'a> PlaneEpilogue<'a> {
@@ -717,28 +790,43 @@ impl<'a> PlaneEpilogue<'a> {
         ins: &[&'a [f32]],
     ) -> Self {
         let (steps, saves) = RowSteps::new(stages, operands, outs, ins);
-        let saves = saves
-            .iter_mut()
-            .map(|s| {
-                assert!(
-                    s.len() >= dims.count(),
-                    "epilogue save shorter than the output"
-                );
-                SavePtr(s.as_mut_ptr())
-            })
-            .collect();
         PlaneEpilogue {
             bias,
             steps,
-            saves,
+            saves: save_pointers(saves, dims.count()),
+            junction: None,
             channels: dims.channels,
             plane: dims.inner,
+            count: dims.count(),
         }
+    }
+
+    /// Adds the junction to the epilogue: `outs` and `ins` are the slices of
+    /// [`JunctionOperands`]' views.
+    pub(super) fn join(
+        &mut self,
+        junction: &'a EpilogueJunction,
+        operands: &JunctionOperands,
+        outs: &'a mut [&mut [f32]],
+        ins: &[&'a [f32]],
+    ) {
+        let (top, stage_outs) = outs.split_at_mut(1);
+        let (others, stage_ins) = ins.split_at(operands.others);
+        let (steps, saves) =
+            RowSteps::new(&junction.stages, &operands.stages, stage_outs, stage_ins);
+        self.junction = Some(PlaneJunction {
+            coeffs: &junction.coeffs,
+            position: junction.position,
+            others: others.to_vec(),
+            top: save_pointers(top, self.count)[0],
+            steps,
+            saves: save_pointers(saves, self.count),
+        });
     }
 
     /// Whether there is anything to do.
     pub(super) fn is_empty(&self) -> bool {
-        self.bias.is_none() && self.steps.steps.is_empty()
+        self.bias.is_none() && self.steps.steps.is_empty() && self.junction.is_none()
     }
 
     /// Applies the epilogue to plane `index` (= b * channels + c) of the output.
@@ -756,16 +844,32 @@ impl<'a> PlaneEpilogue<'a> {
             let b = bias[c];
             plane.iter_mut().for_each(|v| *v += b);
         }
-        if self.steps.steps.is_empty() {
-            return;
-        }
         let at = index * self.plane;
+        // SAFETY (the saves and the junction's top below): the caller applies this plane on
+        // this thread alone; they hold at least dims.count() elements (checked in new and join).
         self.steps.apply(c, at, plane, |k, values| {
-            // SAFETY: the caller applies this plane on this thread alone; the saves hold at
-            // least dims.count() elements (checked in new).
-            let dst =
-                unsafe { std::slice::from_raw_parts_mut(self.saves[k].0.add(at), values.len()) };
-            dst.copy_from_slice(values);
+            unsafe { plane_of(self.saves[k], at, values.len()) }.copy_from_slice(values);
+        });
+        let Some(j) = &self.junction else {
+            return;
+        };
+        let top = unsafe { plane_of(j.top, at, plane.len()) };
+        // The Eltwise SUM's arithmetic: 0 + coeffs[0] * bottoms[0], then + coeffs[k] * bottoms[k].
+        let mut others = j.others.iter();
+        for (k, &coeff) in j.coeffs.iter().enumerate() {
+            let bottom = match k == j.position {
+                true => &*plane,
+                false => &others.next().expect("checked in JunctionOperands")[at..][..top.len()],
+            };
+            let pairs = top.iter_mut().zip(bottom);
+            if k == 0 {
+                pairs.for_each(|(t, &x)| *t = 0.0 + coeff * x);
+            } else {
+                pairs.for_each(|(t, &x)| *t += coeff * x);
+            }
+        }
+        j.steps.apply(c, at, top, |k, values| {
+            unsafe { plane_of(j.saves[k], at, values.len()) }.copy_from_slice(values);
         });
     }
 }

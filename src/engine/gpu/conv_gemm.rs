@@ -739,11 +739,10 @@ fn forward(e: &mut GpuEngine, k: &ConvGemm, g: &Geo) -> Result<bool> {
             epilogue: pattern.map(|p| (p, k.out_channels)),
         },
     )?;
-    if done
-        && !in_kernel
-        && let Some(epilogue) = k.epilogue_kernel()
-    {
-        e.launch(&epilogue)?;
+    if done {
+        for kernel in k.finishing_kernels(in_kernel) {
+            e.launch(&kernel)?;
+        }
     }
     Ok(done)
 }

@@ -4,7 +4,7 @@
 use anyhow::{Result, ensure};
 
 use crate::engine::kernels::blas::{BlasKernel, Gemm};
-use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage, ElementwiseKernel};
+use crate::engine::kernels::elementwise::{ChannelDims, ChannelStage, ElementwiseKernel, StageOp};
 use crate::engine::{Engine, Kernel, View};
 
 #[derive(Clone, Debug)]
@@ -161,6 +161,8 @@ pub struct ConvGemm {
     /// dims (batch, out_channels, positions)) after the bias: the in-place BatchNorm, Scale and
     /// ReLU layers after a convolution. An engine may apply them as it stores out.
     pub epilogue: Vec<ChannelStage>,
+    /// Forward only: an Eltwise SUM that reads out after the epilogue, fused into the forward.
+    pub junction: Option<EpilogueJunction>,
     pub col: View,
     pub batch: usize,
     pub group: usize,
@@ -175,7 +177,69 @@ pub struct ConvGemm {
     pub dilation: Vec<usize>,
 }
 
+/// What a convolution's forward does after its product: [`ConvGemm::epilogue`] and
+/// [`ConvGemm::junction`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Epilogue {
+    pub stages: Vec<ChannelStage>,
+    pub junction: Option<EpilogueJunction>,
+}
+
+/// An Eltwise SUM with a convolution's output (after its epilogue's steps) among its bottoms,
+/// and the point-wise steps in place on its top after it, fused into the convolution's forward
+/// (ResNet's branch2c and its shortcut): an engine may add the other bottoms to each part of the
+/// output while it is in cache, instead of reading the output back in a pass of its own. The
+/// values are the unfused layers', bit for bit: top = 0 + coeffs[0] * bottoms[0], then
+/// top += coeffs[j] * bottoms[j] in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpilogueJunction {
+    /// One per bottom.
+    pub coeffs: Vec<f32>,
+    /// The SUM's bottoms in order; the one at `position` is the convolution's output.
+    pub bottoms: Vec<View>,
+    pub position: usize,
+    /// The SUM's top, apart from every bottom.
+    pub top: View,
+    /// Steps in place on the top after the sum (the ReLU after a ResNet junction).
+    pub stages: Vec<ChannelStage>,
+}
+
+impl EpilogueJunction {
+    /// The bottoms other than the convolution's output, in order.
+    pub fn others(&self) -> impl Iterator<Item = View> + '_ {
+        (self.bottoms.iter().enumerate())
+            .filter(|&(j, _)| j != self.position)
+            .map(|(_, &b)| b)
+    }
+
+    /// The junction as a pass of its own over `dims` (the convolution's output layout), run after
+    /// the convolution: the Eltwise SUM's fused run.
+    pub fn kernel(&self, dims: ChannelDims) -> Kernel {
+        let sum = ChannelStage {
+            op: StageOp::Sum {
+                coeffs: self.coeffs.clone(),
+                others: self.bottoms[1..].to_vec(),
+            },
+            save: None,
+        };
+        Kernel::Elementwise(ElementwiseKernel::ChannelStages {
+            dims,
+            x: self.bottoms[0],
+            y: self.top,
+            stages: std::iter::once(sum).chain(self.stages.clone()).collect(),
+        })
+    }
+}
+
 impl ConvGemm {
+    /// The kernels that finish a forward once the product (with the bias) is in out: the
+    /// epilogue's steps in place unless `stages_done` (an engine ran them as it stored out), then
+    /// the junction.
+    pub fn finishing_kernels(&self, stages_done: bool) -> Vec<Kernel> {
+        let stages = (!stages_done).then(|| self.epilogue_kernel()).flatten();
+        let junction = self.junction.as_ref().map(|j| j.kernel(self.out_dims()));
+        stages.into_iter().chain(junction).collect()
+    }
     /// This convolution's forward (or, when `adjoint`, its data gradient) as a [`Winograd`]
     /// convolution, when it is 2-D, 3x3, stride 1, undilated, with at least
     /// [`WINOGRAD_MIN_CHANNELS`] channels per group on both sides (the gradient also needs
@@ -550,10 +614,10 @@ pub fn run_composed(eng: &mut dyn Engine, kernel: &ConvKernel) -> Result<()> {
             inner: s,
         }))?;
     }
-    if mode == 0
-        && let Some(epilogue) = k.epilogue_kernel()
-    {
-        eng.launch(&epilogue)?;
+    if mode == 0 {
+        for kernel in k.finishing_kernels(false) {
+            eng.launch(&kernel)?;
+        }
     }
     Ok(())
 }
