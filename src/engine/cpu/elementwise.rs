@@ -857,9 +857,10 @@ impl<'a> PlaneEpilogue<'a> {
         // The Eltwise SUM's arithmetic: 0 + coeffs[0] * bottoms[0], then + coeffs[k] * bottoms[k].
         let mut others = j.others.iter();
         for (k, &coeff) in j.coeffs.iter().enumerate() {
-            let bottom = match k == j.position {
-                true => &*plane,
-                false => &others.next().expect("checked in JunctionOperands")[at..][..top.len()],
+            let bottom = if k == j.position {
+                &*plane
+            } else {
+                &others.next().expect("checked in JunctionOperands")[at..][..top.len()]
             };
             let pairs = top.iter_mut().zip(bottom);
             if k == 0 {
