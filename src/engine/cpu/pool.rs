@@ -683,6 +683,51 @@ mod x86 {
 
     use crate::engine::kernels::pool::PoolGeom;
 
+    /// Caffe's running maximum of one window per lane: from -FLT_MAX and index -1, a tap
+    /// replaces it only when strictly greater, so ties keep the first tap and NaNs never win.
+    struct RunningMax {
+        value: __m512,
+        at: __m512i,
+    }
+
+    impl RunningMax {
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        fn new() -> Self {
+            RunningMax {
+                value: _mm512_set1_ps(-f32::MAX),
+                at: _mm512_set1_epi32(-1),
+            }
+        }
+
+        /// Takes tap `v` (input indices `tap`) in the lanes `lanes`.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        fn take(&mut self, lanes: __mmask16, v: __m512, tap: __m512i) {
+            let gt = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(lanes, v, self.value);
+            self.value = _mm512_mask_blend_ps(gt, self.value, v);
+            self.at = _mm512_mask_blend_epi32(gt, self.at, tap);
+        }
+
+        /// Stores the lanes `lanes` as outputs `first..` of `best` and `idx`.
+        ///
+        /// # Safety
+        /// Those outputs lie within both slices.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn store(&self, best: &mut [f32], idx: &mut [f32], first: usize, lanes: __mmask16) {
+            // SAFETY: the caller's.
+            unsafe {
+                _mm512_mask_storeu_ps(best.as_mut_ptr().add(first), lanes, self.value);
+                _mm512_mask_storeu_ps(
+                    idx.as_mut_ptr().add(first),
+                    lanes,
+                    _mm512_cvtepi32_ps(self.at),
+                );
+            }
+        }
+    }
+
     /// [`super::SameSizeTaps`]' max pooling of one plane: outputs 16 at a time along the plane,
     /// each lane running Caffe's loop over its window (row-major, strict `>`, from -FLT_MAX
     /// and index -1), taps outside the image skipped.
@@ -701,8 +746,7 @@ mod x86 {
             let first = 16 * c;
             let lanes = ((1u32 << (plane - first).min(16)) - 1) as __mmask16;
             let positions = _mm512_add_epi32(lane_step, _mm512_set1_epi32(first as i32));
-            let mut value = _mm512_set1_ps(-f32::MAX);
-            let mut at = _mm512_set1_epi32(-1);
+            let mut max = RunningMax::new();
             for (t, &offset) in taps.offsets.iter().enumerate() {
                 let valid = taps.valid[t * chunks + c] & lanes;
                 // SAFETY: a valid lane's tap lies inside the image, so inside x; the other
@@ -713,16 +757,11 @@ mod x86 {
                         x.as_ptr().wrapping_offset(first as isize + offset),
                     )
                 };
-                let gt = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(valid, v, value);
-                value = _mm512_mask_blend_ps(gt, value, v);
                 let tap = _mm512_add_epi32(positions, _mm512_set1_epi32(offset as i32));
-                at = _mm512_mask_blend_epi32(gt, at, tap);
+                max.take(valid, v, tap);
             }
             // SAFETY: the stored lanes are outputs first..first + 16 within the plane.
-            unsafe {
-                _mm512_mask_storeu_ps(best.as_mut_ptr().add(first), lanes, value);
-                _mm512_mask_storeu_ps(idx.as_mut_ptr().add(first), lanes, _mm512_cvtepi32_ps(at));
-            }
+            unsafe { max.store(best, idx, first, lanes) };
         }
     }
 
@@ -743,8 +782,7 @@ mod x86 {
             // SAFETY: the lanes read bases first..first + 16 within the table.
             let base =
                 unsafe { _mm512_maskz_loadu_epi32(lanes, taps.bases.as_ptr().add(first).cast()) };
-            let mut value = _mm512_set1_ps(-f32::MAX);
-            let mut at = _mm512_set1_epi32(-1);
+            let mut max = RunningMax::new();
             for &offset in &taps.offsets {
                 let tap = _mm512_add_epi32(base, _mm512_set1_epi32(offset));
                 // SAFETY: every window lies inside the plane (NarrowWholeWindows::of), so every
@@ -752,15 +790,10 @@ mod x86 {
                 let v = unsafe {
                     _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), lanes, tap, x.as_ptr())
                 };
-                let gt = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(lanes, v, value);
-                value = _mm512_mask_blend_ps(gt, value, v);
-                at = _mm512_mask_blend_epi32(gt, at, tap);
+                max.take(lanes, v, tap);
             }
             // SAFETY: the stored lanes are outputs first..first + 16 within the plane.
-            unsafe {
-                _mm512_mask_storeu_ps(best.as_mut_ptr().add(first), lanes, value);
-                _mm512_mask_storeu_ps(idx.as_mut_ptr().add(first), lanes, _mm512_cvtepi32_ps(at));
-            }
+            unsafe { max.store(best, idx, first, lanes) };
         }
     }
 
@@ -845,8 +878,7 @@ mod x86 {
         while pw < cols.end {
             let lanes = (cols.end - pw).min(16);
             let left = pw * s - g.pad_w;
-            let mut value = _mm512_set1_ps(-f32::MAX);
-            let mut at = _mm512_set1_epi32(-1);
+            let mut max = RunningMax::new();
             for h in rows.clone() {
                 let row = h * w + left;
                 for j in 0..g.kernel_w {
@@ -861,18 +893,13 @@ mod x86 {
                             _mm512_permutex2var_ps(a, evens, b)
                         }
                     };
-                    let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, value);
-                    value = _mm512_mask_blend_ps(gt, value, v);
                     let tap = _mm512_add_epi32(lane_offsets, _mm512_set1_epi32(p as i32));
-                    at = _mm512_mask_blend_epi32(gt, at, tap);
+                    max.take(0xffff, v, tap);
                 }
             }
             let store = ((1u32 << lanes) - 1) as __mmask16;
             // SAFETY: the stored lanes are outputs pw..pw + lanes <= cols.end <= best.len().
-            unsafe {
-                _mm512_mask_storeu_ps(best.as_mut_ptr().add(pw), store, value);
-                _mm512_mask_storeu_ps(idx.as_mut_ptr().add(pw), store, _mm512_cvtepi32_ps(at));
-            }
+            unsafe { max.store(best, idx, pw, store) };
             pw += lanes;
         }
     }
