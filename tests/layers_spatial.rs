@@ -266,8 +266,9 @@ fn all_spatial_cases_covered() {
 }
 
 /// The CPU engine's convolution paths for bigger shapes than the goldens have (a 1x1 layer that
-/// narrows the channels over 400 positions, a grouped 5x5 layer, a strided 3x3 layer, a 3x3
-/// Winograd layer and an RGB 7x7 stride-2 layer that runs directly, three images each): forward,
+/// narrows the channels over 400 positions, a grouped 5x5 layer whose forward is an implicit
+/// GEMM, a strided 3x3 layer, a 3x3 Winograd layer and an RGB 7x7 stride-2 layer that runs
+/// directly, three images each): forward,
 /// data gradient and weight gradient against the definition, summed in f64.
 #[test]
 fn cpu_convolution_paths_equal_the_definition() {

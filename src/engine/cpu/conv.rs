@@ -3,6 +3,7 @@ use rayon::prelude::*;
 
 use super::blas::sgemm;
 use super::elementwise::{JunctionOperands, PlaneEpilogue, stage_operands};
+use super::implicit::LanePattern;
 use super::{Memory, wide};
 use crate::engine::View;
 use crate::engine::kernels::blas::Gemm;
@@ -270,6 +271,27 @@ pub(super) fn run_winograd(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool
             |o, i, epilogue| super::winograd::forward(&k, i[0], i[1], o[0], Some(epilogue)),
         )?;
     }
+    Ok(true)
+}
+
+/// Runs a convolution's forward as an implicit GEMM when it qualifies
+/// ([`super::implicit::Implicit::of`]: small images); returns whether it did.
+pub(super) fn run_implicit(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool> {
+    let ConvKernel::ConvForward(g) = kernel else {
+        return Ok(false);
+    };
+    g.check()?;
+    let Some(k) = super::implicit::Implicit::of(g) else {
+        return Ok(false);
+    };
+    let (im, out) = (
+        g.im.slice(0, g.batch * g.im_len()),
+        g.out.slice(0, g.batch * g.out_len()),
+    );
+    let weight = g.weight.slice(0, g.out_channels * g.kernel_dim());
+    with_epilogue(mem, g, &[out], &[im, weight], |o, i, epilogue| {
+        super::implicit::forward(&k, i[0], i[1], o[0], epilogue)
+    })?;
     Ok(true)
 }
 
@@ -815,6 +837,10 @@ fn im2col_image_2d(g: &Geo, im: &[f32], col: &mut [f32], parallel: bool) {
         .collect();
     #[cfg(target_arch = "x86_64")]
     let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    // Lines shorter than a vector: one permutation of two loads per 16 columns.
+    let short_lines = (super::implicit::avx512() && ow < 16 && g.stride[1] <= 2)
+        .then(|| LanePattern::new(g.stride[0] * w, ow, oh, g.stride[1]))
+        .flatten();
     let fill_row = |c: usize, i: usize, j: usize, row: &mut [f32]| {
         let plane = &im[c * g.plane..][..g.plane];
         let (off, span) = spans[j];
@@ -824,6 +850,12 @@ fn im2col_image_2d(g: &Geo, im: &[f32], col: &mut [f32], parallel: bool) {
             let step = g.stride[0] * w;
             let first = top as usize * w + off as usize;
             let run = (ow - 1) * g.stride[1] + 1;
+            if let Some(lines) = &short_lines {
+                // The rest of the plane: loads need no masks where it reaches past the lines.
+                let src = &plane[first..];
+                lines.copy(&mut row[..oh * ow], src);
+                return;
+            }
             #[cfg(target_arch = "x86_64")]
             if avx512 && g.stride[1] <= 2 {
                 let src = &plane[first..first + (oh - 1) * step + run];

@@ -3,6 +3,7 @@ mod blas;
 mod conv;
 mod direct;
 mod elementwise;
+mod implicit;
 mod norm;
 mod pool;
 mod skinny;
@@ -291,10 +292,15 @@ impl Engine for CpuEngine {
         if let Kernel::Conv(k) = kernel
             && k.is_composite()
         {
-            if self.fast_conv && conv::run_direct(k, &mut self.mem)? {
+            // Winograd where it applies (3x3), then the implicit GEMM (small images), then the
+            // direct path (few channels): each is faster than the next where both apply.
+            if self.fast_conv && conv::run_winograd(k, &mut self.mem)? {
                 return Ok(());
             }
-            if self.fast_conv && conv::run_winograd(k, &mut self.mem)? {
+            if self.fast_conv && conv::run_implicit(k, &mut self.mem)? {
+                return Ok(());
+            }
+            if self.fast_conv && conv::run_direct(k, &mut self.mem)? {
                 return Ok(());
             }
             if conv::run_per_image(k, &mut self.mem)? {

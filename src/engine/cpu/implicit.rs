@@ -1,0 +1,667 @@
+//! Implicit-GEMM convolution forward (AVX-512): each output plane is computed in registers
+//! straight from a padded copy of the image, with no im2col columns. A tile of R output channels
+//! x V vectors of 16 output positions takes one fused multiply-add per kernel tap, in im2col's
+//! order (channel, kernel row, kernel column), as the product over columns accumulates them.
+//!
+//! The 16 positions of a vector may lie on several output lines (an 8x8 plane has two lines per
+//! vector). For every tap their inputs lie within 32 elements of the vector's first input, at
+//! the same relative places (the [`LanePattern`]), so a vector of inputs is two loads and one
+//! permutation. On small planes (LeNet's 8x8, GoogLeNet's 14x14 and 7x7 5x5 layers) forming
+//! and reading back the columns cost as much as the product itself; here they cost nothing.
+use rayon::prelude::*;
+
+use super::elementwise::PlaneEpilogue;
+use super::wide;
+use crate::engine::kernels::conv::ConvGemm;
+
+/// Padded images of a group up to this many floats (a quarter of a 1 MiB L2 cache): each tile
+/// reads its taps' inputs from all of its group's channels.
+const MAX_IMAGE: usize = 1 << 16;
+/// Elements after a padded image, so that the last vector's two full loads stay inside.
+const SLACK: usize = 32;
+
+/// Where the 16 lanes of each output vector read their inputs: lane t of the vector that starts
+/// at output position p reads `first + index[t]` past a tap's first input, with `index[t] < 32`.
+pub(super) struct LanePattern {
+    vectors: Vec<Lanes>,
+    /// Output positions.
+    len: usize,
+    /// One past the furthest input read (relative to a tap's first input).
+    reach: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Lanes {
+    first: usize,
+    index: [i32; 16],
+    /// The lanes of the two loads that the vector uses, and of the store.
+    loads: [u16; 2],
+    store: u16,
+}
+
+impl LanePattern {
+    /// The pattern of `lines` output lines of `width` positions, where position x of line y
+    /// reads input `y * step + x * stride`; None if some vector's inputs span more than 32
+    /// elements.
+    pub(super) fn new(step: usize, width: usize, lines: usize, stride: usize) -> Option<Self> {
+        let len = lines * width;
+        let source = |pos: usize| (pos / width) * step + (pos % width) * stride;
+        let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
+        let vectors = (0..len)
+            .step_by(16)
+            .map(|at| {
+                let used = (len - at).min(16);
+                let first = source(at);
+                let mut index = [0i32; 16];
+                for (t, v) in index.iter_mut().enumerate().take(used) {
+                    *v = i32::try_from(source(at + t) - first).ok()?;
+                }
+                let span = index.iter().max().map_or(0, |&v| v as usize + 1);
+                (span <= 32).then_some(Lanes {
+                    first,
+                    index,
+                    loads: [lanes(span), lanes(span.saturating_sub(16))],
+                    store: lanes(used),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let reach = if len == 0 { 0 } else { source(len - 1) + 1 };
+        Some(LanePattern {
+            vectors,
+            len,
+            reach,
+        })
+    }
+
+    /// dst[p] = src[source(p)] for every output position p (im2col's row of one tap, whose
+    /// first input `src` starts at).
+    pub(super) fn copy(&self, dst: &mut [f32], src: &[f32]) {
+        assert!(
+            dst.len() == self.len && src.len() >= self.reach,
+            "lane pattern: operands of the wrong length"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if avx512() {
+            // SAFETY: the CPU has AVX-512F; the lengths are checked above.
+            return unsafe { x86::copy(self, dst, src) };
+        }
+        for (v, lanes) in self.vectors.iter().enumerate() {
+            for (t, d) in dst[v * 16..].iter_mut().take(16).enumerate() {
+                *d = src[lanes.first + lanes.index[t] as usize];
+            }
+        }
+    }
+}
+
+pub(super) fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The geometry of a convolution whose forward runs as an implicit GEMM.
+pub(super) struct Implicit {
+    batch: usize,
+    channels: usize,
+    out_channels: usize,
+    group: usize,
+    h: usize,
+    w: usize,
+    ph: usize,
+    pw: usize,
+    /// Padded image height and width.
+    hp: usize,
+    wp: usize,
+    /// Each kernel tap's first input relative to its group's first padded channel, in im2col's
+    /// order within a group.
+    taps: Vec<usize>,
+    lanes: LanePattern,
+}
+
+impl Implicit {
+    /// `g`'s forward as an implicit GEMM, when it has two spatial axes and a kernel bigger than
+    /// 1x1, a group's padded image is at most [`MAX_IMAGE`] floats, its output vectors have a
+    /// [`LanePattern`], and the CPU has AVX-512F.
+    pub(super) fn of(g: &ConvGemm) -> Option<Implicit> {
+        let two_d = [
+            &g.im_shape,
+            &g.col_shape,
+            &g.kernel,
+            &g.stride,
+            &g.pad,
+            &g.dilation,
+        ]
+        .iter()
+        .all(|v| v.len() == 2);
+        if !two_d
+            || g.is_1x1()
+            || g.group == 0
+            || !g.channels.is_multiple_of(g.group)
+            || !g.out_channels.is_multiple_of(g.group)
+            || g.stride.contains(&0)
+            || g.dilation.contains(&0)
+            || !avx512()
+        {
+            return None;
+        }
+        let (h, w, ph, pw) = (g.im_shape[0], g.im_shape[1], g.pad[0], g.pad[1]);
+        let (oh, ow) = (g.col_shape[0], g.col_shape[1]);
+        let (hp, wp) = (h + 2 * ph, w + 2 * pw);
+        // Every tap's inputs lie inside the padded image (Caffe's output size ensures it).
+        let inside = |out: usize, s: usize, k: usize, d: usize, padded: usize| {
+            out == 0 || (out - 1) * s + (k - 1) * d < padded
+        };
+        if !inside(oh, g.stride[0], g.kernel[0], g.dilation[0], hp)
+            || !inside(ow, g.stride[1], g.kernel[1], g.dilation[1], wp)
+            || g.channels / g.group * hp * wp > MAX_IMAGE
+        {
+            return None;
+        }
+        let lanes = LanePattern::new(g.stride[0] * wp, ow, oh, g.stride[1])?;
+        let (kh, kw) = (g.kernel[0], g.kernel[1]);
+        let taps = (0..g.channels / g.group)
+            .flat_map(|c| {
+                (0..kh).flat_map(move |i| {
+                    (0..kw).map(move |j| (c * hp + i * g.dilation[0]) * wp + j * g.dilation[1])
+                })
+            })
+            .collect();
+        Some(Implicit {
+            batch: g.batch,
+            channels: g.channels,
+            out_channels: g.out_channels,
+            group: g.group,
+            h,
+            w,
+            ph,
+            pw,
+            hp,
+            wp,
+            taps,
+            lanes,
+        })
+    }
+
+    fn padded_len(&self) -> usize {
+        self.channels * self.hp * self.wp + SLACK
+    }
+
+    /// One image with its padding (zeros), and zeros after it.
+    fn pad(&self, image: &[f32], padded: &mut [f32]) {
+        let (h, w, hp, wp) = (self.h, self.w, self.hp, self.wp);
+        let body = self.channels * hp * wp;
+        if (hp, wp) == (h, w) {
+            padded[..body].copy_from_slice(&image[..body]);
+            padded[body..].fill(0.0);
+            return;
+        }
+        padded.fill(0.0);
+        for (c, plane) in padded[..body].chunks_exact_mut(hp * wp).enumerate() {
+            for y in 0..h {
+                let row = &mut plane[(y + self.ph) * wp + self.pw..][..w];
+                row.copy_from_slice(&image[(c * h + y) * w..][..w]);
+            }
+        }
+    }
+}
+
+/// The output of one image, written by ranges of channels from several threads.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the threads of one call write disjoint output channels.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+thread_local! {
+    /// One padded image, kept between calls (no page faults for fresh buffers every pass).
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// out = the convolution of every image of `input` with `weight`, then `epilogue` (bias and
+/// steps) on each output plane.
+pub(super) fn forward(
+    k: &Implicit,
+    input: &[f32],
+    weight: &[f32],
+    out: &mut [f32],
+    epilogue: &PlaneEpilogue,
+) {
+    let (in_len, plane) = (k.channels * k.h * k.w, k.lanes.len);
+    let out_len = k.out_channels * plane;
+    assert!(input.len() >= k.batch * in_len && out.len() >= k.batch * out_len);
+    assert!(weight.len() >= k.out_channels * k.taps.len());
+    if k.batch == 0 || out_len == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let finish = |index: usize, p: &mut [f32]| {
+        if !epilogue.is_empty() {
+            // SAFETY: each plane is finished by one task.
+            wide(|| unsafe { epilogue.apply(index, p) });
+        }
+    };
+    if k.batch >= threads {
+        // One image per task.
+        out[..k.batch * out_len]
+            .par_chunks_mut(out_len)
+            .enumerate()
+            .for_each(|(b, out)| {
+                PADDED.with(|cell| {
+                    let mut padded = cell.borrow_mut();
+                    padded.resize(k.padded_len(), 0.0);
+                    k.pad(&input[b * in_len..][..in_len], &mut padded);
+                    channels(
+                        k,
+                        &padded,
+                        weight,
+                        0..k.out_channels,
+                        OutPtr(out.as_mut_ptr()),
+                    );
+                });
+                for (c, p) in out.chunks_mut(plane).enumerate() {
+                    finish(b * k.out_channels + c, p);
+                }
+            });
+    } else {
+        // Few images: each one's output channels shared by the cores.
+        let mut padded = vec![0f32; k.padded_len()];
+        let parts = threads.min(k.out_channels);
+        for (b, out) in out[..k.batch * out_len].chunks_mut(out_len).enumerate() {
+            k.pad(&input[b * in_len..][..in_len], &mut padded);
+            let ptr = OutPtr(out.as_mut_ptr());
+            (0..parts).into_par_iter().for_each(|p| {
+                let range = p * k.out_channels / parts..(p + 1) * k.out_channels / parts;
+                channels(k, &padded, weight, range, ptr);
+            });
+            out.par_chunks_mut(plane)
+                .enumerate()
+                .for_each(|(c, p)| finish(b * k.out_channels + c, p));
+        }
+    }
+}
+
+/// Output channels `range` of one image (every position) from its padded copy.
+fn channels(
+    k: &Implicit,
+    padded: &[f32],
+    weight: &[f32],
+    range: std::ops::Range<usize>,
+    out: OutPtr,
+) {
+    assert!(padded.len() >= k.padded_len() && range.end <= k.out_channels);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: Implicit::of checked the CPU and that every tap's inputs lie inside the padded
+    // image (with SLACK for the full loads); the assert keeps the rows within the output.
+    unsafe {
+        x86::channels(k, padded, weight, range, out.0)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (k, padded, weight, range, out);
+        unreachable!("Implicit::of needs AVX-512");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Implicit, LanePattern, Lanes};
+
+    /// Loads lane set `l` relative to `src`: two loads (full ones where `full`, else under
+    /// their masks) and their permutation.
+    #[inline(always)]
+    unsafe fn gather(l: &Lanes, index: __m512i, src: *const f32, full: bool) -> __m512 {
+        // SAFETY: the caller's: full loads where 32 elements remain, else the masks.
+        unsafe {
+            let p = src.add(l.first);
+            let (low, high) = if full {
+                (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)))
+            } else {
+                (
+                    _mm512_maskz_loadu_ps(l.loads[0], p),
+                    _mm512_maskz_loadu_ps(l.loads[1], p.add(16)),
+                )
+            };
+            _mm512_permutex2var_ps(low, index, high)
+        }
+    }
+
+    /// Masked stores are slow (AMD Zen 4): only where the vector ends the run.
+    #[inline(always)]
+    unsafe fn store(dst: *mut f32, lanes: u16, v: __m512) {
+        // SAFETY: the caller's.
+        unsafe {
+            if lanes == u16::MAX {
+                _mm512_storeu_ps(dst, v)
+            } else {
+                _mm512_mask_storeu_ps(dst, lanes, v)
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F; `src` holds `p.reach` elements.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn copy(p: &LanePattern, dst: &mut [f32], src: &[f32]) {
+        for (v, l) in p.vectors.iter().enumerate() {
+            // SAFETY: full loads only where 32 elements remain in `src`; the store covers this
+            // vector's lanes of `dst` (p.len elements).
+            unsafe {
+                let index = _mm512_loadu_si512(l.index.as_ptr().cast());
+                let full = l.first + 32 <= src.len();
+                let v512 = gather(l, index, src.as_ptr(), full);
+                store(dst.as_mut_ptr().add(v * 16), l.store, v512);
+            }
+        }
+    }
+
+    /// Output channels `range` of one image.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `padded` holds the padded image and its slack, `weight` every
+    /// channel's taps, `out` the image's output planes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn channels(
+        k: &Implicit,
+        padded: &[f32],
+        weight: &[f32],
+        range: std::ops::Range<usize>,
+        out: *mut f32,
+    ) {
+        let (kd, plane, vectors) = (k.taps.len(), k.lanes.len, &k.lanes.vectors);
+        let og = k.out_channels / k.group;
+        let group_len = k.channels / k.group * k.hp * k.wp;
+        let mut o = range.start;
+        while o < range.end {
+            let group = o / og;
+            let end = range.end.min((group + 1) * og);
+            // SAFETY: the caller's; the group's channels lie within the padded image.
+            let image = unsafe { padded.as_ptr().add(group * group_len) };
+            let mut v0 = 0;
+            while v0 < vectors.len() {
+                let v = (vectors.len() - v0).min(4);
+                let lanes = &vectors[v0..v0 + v];
+                // Channels o..end in tiles of R, then one tile of the rest (R as many as the
+                // registers hold with V vectors).
+                macro_rules! rows {
+                    ($v:literal, $r:literal, $($rest:literal)*) => {{
+                        let lanes: &[Lanes; $v] = lanes.try_into().expect("a lane set per vector");
+                        let mut r = o;
+                        // SAFETY: rows r..r + R <= end of the weight and the output; the
+                        // lanes' inputs lie inside the padded image plus its slack.
+                        unsafe {
+                            while r + $r <= end {
+                                let (w, dst) = (weight.as_ptr().add(r * kd), out.add(r * plane));
+                                tile::<$v, $r>(&k.taps, w, kd, image, lanes, dst.add(16 * v0), plane);
+                                r += $r;
+                            }
+                            let (w, dst) = (weight.as_ptr().add(r * kd), out.add(r * plane));
+                            let dst = dst.add(16 * v0);
+                            match end - r {
+                                $($rest => tile::<$v, $rest>(&k.taps, w, kd, image, lanes, dst, plane),)*
+                                _ => {}
+                            }
+                        }
+                    }};
+                }
+                match v {
+                    4 => rows!(4, 5, 1 2 3 4),
+                    3 => rows!(3, 7, 1 2 3 4 5 6),
+                    2 => rows!(2, 12, 1 2 3 4 5 6 7 8 9 10 11),
+                    _ => rows!(1, 12, 1 2 3 4 5 6 7 8 9 10 11),
+                }
+                v0 += v;
+            }
+            o = end;
+        }
+    }
+
+    /// R output channels x V vectors: the sum over taps of weight x input, stored.
+    #[inline(always)]
+    unsafe fn tile<const V: usize, const R: usize>(
+        taps: &[usize],
+        weight: *const f32,
+        kd: usize,
+        image: *const f32,
+        lanes: &[Lanes; V],
+        out: *mut f32,
+        plane: usize,
+    ) {
+        // SAFETY: the caller's (see channels).
+        unsafe {
+            let index: [__m512i; V] =
+                std::array::from_fn(|j| _mm512_loadu_si512(lanes[j].index.as_ptr().cast()));
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            for (t, &tap) in taps.iter().enumerate() {
+                let src = image.add(tap);
+                let x: [__m512; V] =
+                    std::array::from_fn(|j| gather(&lanes[j], index[j], src, true));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm512_set1_ps(*weight.add(r * kd + t));
+                    for j in 0..V {
+                        acc[j] = _mm512_fmadd_ps(a, x[j], acc[j]);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for j in 0..V {
+                    store(out.add(r * plane + 16 * j), lanes[j].store, acc[j]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::cpu::elementwise::stage_operands;
+    use crate::engine::{TensorId, View};
+    use crate::rng::Rng;
+
+    /// A convolution's geometry: (batch, channels, outputs, group), then per axis (image,
+    /// kernel, stride, pad, dilation).
+    struct Case {
+        batch: usize,
+        channels: usize,
+        outputs: usize,
+        group: usize,
+        axes: [(usize, usize, usize, usize, usize); 2],
+    }
+
+    impl Case {
+        fn out_shape(&self) -> [usize; 2] {
+            self.axes
+                .map(|(size, k, s, p, d)| (size + 2 * p - (d * (k - 1) + 1)) / s + 1)
+        }
+
+        fn gemm(&self) -> ConvGemm {
+            let view = |id: u32| View::new(TensorId(id), 0, 0);
+            ConvGemm {
+                im: view(0),
+                out: view(1),
+                weight: view(2),
+                bias: None,
+                epilogue: Vec::new(),
+                junction: None,
+                col: view(3),
+                batch: self.batch,
+                group: self.group,
+                channels: self.channels,
+                out_channels: self.outputs,
+                im_shape: self.axes.map(|a| a.0).to_vec(),
+                col_shape: self.out_shape().to_vec(),
+                kernel: self.axes.map(|a| a.1).to_vec(),
+                stride: self.axes.map(|a| a.2).to_vec(),
+                pad: self.axes.map(|a| a.3).to_vec(),
+                dilation: self.axes.map(|a| a.4).to_vec(),
+            }
+        }
+
+        /// The convolution plus bias by its definition, summed in f64.
+        fn definition(&self, input: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
+            let [(h, kh, sh, ph, dh), (w, kw, sw, pw, dw)] = self.axes;
+            let [oh, ow] = self.out_shape();
+            let (cg, og) = (self.channels / self.group, self.outputs / self.group);
+            let mut out = vec![0f32; self.batch * self.outputs * oh * ow];
+            for b in 0..self.batch {
+                for o in 0..self.outputs {
+                    for (y, x) in (0..oh).flat_map(|y| (0..ow).map(move |x| (y, x))) {
+                        let mut acc = bias[o] as f64;
+                        for i in 0..cg {
+                            let c = o / og * cg + i;
+                            for (ky, kx) in (0..kh).flat_map(|i| (0..kw).map(move |j| (i, j))) {
+                                let iy = (y * sh + ky * dh) as isize - ph as isize;
+                                let ix = (x * sw + kx * dw) as isize - pw as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let v = input
+                                    [((b * self.channels + c) * h + iy as usize) * w + ix as usize];
+                                acc += weight[((o * cg + i) * kh + ky) * kw + kx] as f64 * v as f64;
+                            }
+                        }
+                        out[((b * self.outputs + o) * oh + y) * ow + x] = acc as f32;
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    /// Forward with a bias on `threads` cores against the definition.
+    fn check(case: &Case, threads: usize) {
+        let g = case.gemm();
+        let k = Implicit::of(&g).expect("the case runs as an implicit GEMM");
+        let mut rng = Rng::new(7);
+        let mut uniform =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect() };
+        let [(h, kh, ..), (w, kw, ..)] = case.axes;
+        let input = uniform(case.batch * case.channels * h * w);
+        let weight = uniform(case.outputs * case.channels / case.group * kh * kw);
+        let bias = uniform(case.outputs);
+        let want = case.definition(&input, &weight, &bias);
+        let mut out = vec![f32::NAN; want.len()];
+        let dims = g.out_dims();
+        let operands = stage_operands(dims, &[]).unwrap();
+        let epilogue = PlaneEpilogue::new(dims, Some(&bias), &[], &operands, &mut [], &[]);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| forward(&k, &input, &weight, &mut out, &epilogue));
+        for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
+            assert!(
+                (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{:?} x{} on {threads} cores: out[{i}] = {got}, expected {want}",
+                case.axes,
+                case.channels
+            );
+        }
+    }
+
+    #[test]
+    fn forward_equals_the_definition() {
+        if !avx512() {
+            return;
+        }
+        let cases = [
+            // LeNet's conv2 (two 8-wide lines per vector) and conv1 (lines across vectors).
+            Case {
+                batch: 3,
+                channels: 20,
+                outputs: 50,
+                group: 1,
+                axes: [(12, 5, 1, 0, 1); 2],
+            },
+            Case {
+                batch: 2,
+                channels: 1,
+                outputs: 20,
+                group: 1,
+                axes: [(28, 5, 1, 0, 1); 2],
+            },
+            // Groups, dilation, a 3x5 kernel, unequal padding, a 10x7 plane (a partial fifth
+            // vector), 13 channels per group (tiles and a rest for 4 vectors and for 1).
+            Case {
+                batch: 2,
+                channels: 4,
+                outputs: 26,
+                group: 2,
+                axes: [(10, 3, 1, 2, 2), (9, 5, 1, 1, 1)],
+            },
+            // Stride 2 within 16-wide lines; 2 and 3 vectors with their rests.
+            Case {
+                batch: 2,
+                channels: 3,
+                outputs: 9,
+                group: 1,
+                axes: [(5, 3, 2, 1, 1), (31, 3, 2, 1, 1)],
+            },
+            Case {
+                batch: 1,
+                channels: 2,
+                outputs: 15,
+                group: 1,
+                axes: [(4, 2, 1, 0, 1), (9, 2, 1, 0, 1)],
+            },
+            Case {
+                batch: 1,
+                channels: 2,
+                outputs: 16,
+                group: 1,
+                axes: [(4, 2, 1, 0, 1), (13, 2, 1, 0, 1)],
+            },
+        ];
+        for case in &cases {
+            for threads in [1, 2, 3] {
+                check(case, threads);
+            }
+        }
+    }
+
+    #[test]
+    fn only_patterns_within_two_loads_run() {
+        let case = |axes| Case {
+            batch: 1,
+            channels: 3,
+            outputs: 4,
+            group: 1,
+            axes,
+        };
+        // Stride 4: 16 positions span 61 inputs.
+        assert!(Implicit::of(&case([(40, 3, 4, 0, 1); 2]).gemm()).is_none());
+        // Two 8-wide lines 34 inputs apart.
+        assert!(Implicit::of(&case([(15, 3, 2, 1, 1); 2]).gemm()).is_none());
+        // 1x1 needs no columns anyway; big images stay on the column path.
+        assert!(Implicit::of(&case([(12, 1, 1, 0, 1); 2]).gemm()).is_none());
+        assert!(Implicit::of(&case([(160, 3, 1, 1, 1); 2]).gemm()).is_none());
+        if avx512() {
+            assert!(Implicit::of(&case([(15, 3, 1, 1, 1); 2]).gemm()).is_some());
+        }
+    }
+
+    #[test]
+    fn lane_pattern_copies_every_position() {
+        // (step, width, lines, stride)
+        for (step, width, lines, stride) in
+            [(12, 8, 8, 1), (28, 24, 24, 1), (33, 16, 3, 2), (9, 7, 5, 1)]
+        {
+            let p = LanePattern::new(step, width, lines, stride).unwrap();
+            let reach = (lines - 1) * step + (width - 1) * stride + 1;
+            let src: Vec<f32> = (0..reach).map(|v| v as f32).collect();
+            let mut dst = vec![f32::NAN; width * lines];
+            p.copy(&mut dst, &src);
+            for (pos, &v) in dst.iter().enumerate() {
+                assert_eq!(v, ((pos / width) * step + (pos % width) * stride) as f32);
+            }
+        }
+        assert!(LanePattern::new(40, 8, 2, 1).is_none());
+    }
+}
