@@ -312,6 +312,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Implicit, LanePattern, Lanes};
+    use crate::engine::cpu::tiles::{Rows, rows_1, rows_2, rows_3, rows_4, store};
 
     /// Loads lane set `l` relative to `src`: two loads (full ones where `full`, else under
     /// their masks) and their permutation.
@@ -332,19 +333,6 @@ mod x86 {
         }
     }
 
-    /// Masked stores are slow (AMD Zen 4): only where the vector ends the run.
-    #[inline(always)]
-    unsafe fn store(dst: *mut f32, lanes: u16, v: __m512) {
-        // SAFETY: the caller's.
-        unsafe {
-            if lanes == u16::MAX {
-                _mm512_storeu_ps(dst, v)
-            } else {
-                _mm512_mask_storeu_ps(dst, lanes, v)
-            }
-        }
-    }
-
     /// # Safety
     /// The CPU has AVX-512F; `src` holds `p.reach` elements.
     #[target_feature(enable = "avx512f")]
@@ -358,6 +346,30 @@ mod x86 {
                 let v512 = gather(l, index, src.as_ptr(), full);
                 store(dst.as_mut_ptr().add(v * 16), l.store, v512);
             }
+        }
+    }
+
+    /// B's rows of a tile of V vectors: row t gathers the inputs of tap t.
+    struct Gathered<'a, const V: usize> {
+        image: *const f32,
+        taps: &'a [usize],
+        lanes: &'a [Lanes; V],
+        index: [__m512i; V],
+    }
+
+    impl<const V: usize> Rows<V> for Gathered<'_, V> {
+        #[inline(always)]
+        unsafe fn row(&self, t: usize) -> [__m512; V] {
+            // SAFETY: the caller's: every tap's inputs lie inside the padded image and its
+            // slack (Implicit::of).
+            unsafe {
+                let src = self.image.add(*self.taps.get_unchecked(t));
+                std::array::from_fn(|j| gather(&self.lanes[j], self.index[j], src, true))
+            }
+        }
+
+        fn stores(&self) -> [u16; V] {
+            self.lanes.map(|l| l.store)
         }
     }
 
@@ -387,73 +399,32 @@ mod x86 {
             while v0 < vectors.len() {
                 let v = (vectors.len() - v0).min(4);
                 let lanes = &vectors[v0..v0 + v];
-                // Channels o..end in tiles of R, then one tile of the rest (R as many as the
-                // registers hold with V vectors).
-                macro_rules! rows {
-                    ($v:literal, $r:literal, $($rest:literal)*) => {{
-                        let lanes: &[Lanes; $v] = lanes.try_into().expect("a lane set per vector");
-                        let mut r = o;
-                        // SAFETY: rows r..r + R <= end of the weight and the output; the
-                        // lanes' inputs lie inside the padded image plus its slack.
-                        unsafe {
-                            while r + $r <= end {
-                                let (w, dst) = (weight.as_ptr().add(r * kd), out.add(r * plane));
-                                tile::<$v, $r>(&k.taps, w, kd, image, lanes, dst.add(16 * v0), plane);
-                                r += $r;
-                            }
-                            let (w, dst) = (weight.as_ptr().add(r * kd), out.add(r * plane));
-                            let dst = dst.add(16 * v0);
-                            match end - r {
-                                $($rest => tile::<$v, $rest>(&k.taps, w, kd, image, lanes, dst, plane),)*
-                                _ => {}
-                            }
-                        }
-                    }};
-                }
-                match v {
-                    4 => rows!(4, 5, 1 2 3 4),
-                    3 => rows!(3, 7, 1 2 3 4 5 6),
-                    2 => rows!(2, 12, 1 2 3 4 5 6 7 8 9 10 11),
-                    _ => rows!(1, 12, 1 2 3 4 5 6 7 8 9 10 11),
+                // SAFETY: channels o..end of the weight and the output (vectors v0.. of each
+                // plane); the lanes' inputs lie inside the padded image plus its slack.
+                unsafe {
+                    let (w, dst) = (weight.as_ptr().add(o * kd), out.add(o * plane + 16 * v0));
+                    macro_rules! go {
+                        ($rows:ident, $v:literal) => {{
+                            let lanes: &[Lanes; $v] = lanes.try_into().expect("one per vector");
+                            let src = Gathered {
+                                image,
+                                taps: &k.taps,
+                                lanes,
+                                index: lanes.map(|l| _mm512_loadu_si512(l.index.as_ptr().cast())),
+                            };
+                            $rows(&src, kd, w, kd, dst, plane, end - o)
+                        }};
+                    }
+                    match v {
+                        4 => go!(rows_4, 4),
+                        3 => go!(rows_3, 3),
+                        2 => go!(rows_2, 2),
+                        _ => go!(rows_1, 1),
+                    }
                 }
                 v0 += v;
             }
             o = end;
-        }
-    }
-
-    /// R output channels x V vectors: the sum over taps of weight x input, stored.
-    #[inline(always)]
-    unsafe fn tile<const V: usize, const R: usize>(
-        taps: &[usize],
-        weight: *const f32,
-        kd: usize,
-        image: *const f32,
-        lanes: &[Lanes; V],
-        out: *mut f32,
-        plane: usize,
-    ) {
-        // SAFETY: the caller's (see channels).
-        unsafe {
-            let index: [__m512i; V] =
-                std::array::from_fn(|j| _mm512_loadu_si512(lanes[j].index.as_ptr().cast()));
-            let mut acc = [[_mm512_setzero_ps(); V]; R];
-            for (t, &tap) in taps.iter().enumerate() {
-                let src = image.add(tap);
-                let x: [__m512; V] =
-                    std::array::from_fn(|j| gather(&lanes[j], index[j], src, true));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let a = _mm512_set1_ps(*weight.add(r * kd + t));
-                    for j in 0..V {
-                        acc[j] = _mm512_fmadd_ps(a, x[j], acc[j]);
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate() {
-                for j in 0..V {
-                    store(out.add(r * plane + 16 * j), lanes[j].store, acc[j]);
-                }
-            }
         }
     }
 }

@@ -9,6 +9,7 @@ mod pool;
 mod skinny;
 mod softmax;
 mod solver;
+mod tiles;
 mod transfer;
 mod winograd;
 
