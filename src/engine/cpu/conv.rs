@@ -323,6 +323,75 @@ pub(super) fn run_direct(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool> 
     Ok(true)
 }
 
+/// The output of one image, written in disjoint parts (rows or channels) from several threads.
+#[derive(Clone, Copy)]
+pub(super) struct OutPtr(pub *mut f32);
+// SAFETY: the threads of one call write disjoint parts of the image.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+thread_local! {
+    /// One image's form for [`forward_by_image`] (padded, or split into phases), kept between
+    /// calls (no page faults for fresh buffers every pass).
+    static IMAGE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A convolution forward that computes images from a form of their own (a padded copy, row
+/// phases): with at least as many images as cores, each core takes whole images, their form
+/// `prepare(b, form)` (`form_len` floats), `compute(form, 0..units, out)`, then the epilogue on
+/// each of the image's planes while they are in its cache. With fewer images, each image's form
+/// is made once and its `units` (output rows or channels) split into `parts` on the cores. `dims`
+/// = (images, output channels, positions per plane).
+pub(super) fn forward_by_image(
+    (batch, channels, plane): (usize, usize, usize),
+    out: &mut [f32],
+    epilogue: &PlaneEpilogue,
+    (form_len, units, parts): (usize, usize, usize),
+    prepare: impl Fn(usize, &mut [f32]) + Sync,
+    compute: impl Fn(&[f32], std::ops::Range<usize>, OutPtr) + Sync,
+) {
+    let out_len = channels * plane;
+    assert!(out.len() >= batch * out_len);
+    if batch == 0 || out_len == 0 {
+        return;
+    }
+    let finish = |index: usize, p: &mut [f32]| {
+        if !epilogue.is_empty() {
+            // SAFETY: each plane is finished by one task.
+            wide(|| unsafe { epilogue.apply(index, p) });
+        }
+    };
+    if batch >= rayon::current_num_threads() {
+        out[..batch * out_len]
+            .par_chunks_mut(out_len)
+            .enumerate()
+            .for_each(|(b, out)| {
+                IMAGE.with(|cell| {
+                    let mut form = cell.borrow_mut();
+                    form.resize(form_len, 0.0);
+                    prepare(b, &mut form);
+                    compute(&form, 0..units, OutPtr(out.as_mut_ptr()));
+                });
+                for (c, p) in out.chunks_mut(plane).enumerate() {
+                    finish(b * channels + c, p);
+                }
+            });
+        return;
+    }
+    let mut form = vec![0f32; form_len];
+    let parts = parts.clamp(1, units.max(1));
+    for (b, out) in out[..batch * out_len].chunks_mut(out_len).enumerate() {
+        prepare(b, &mut form);
+        let ptr = OutPtr(out.as_mut_ptr());
+        (0..parts).into_par_iter().for_each(|p| {
+            compute(&form, p * units / parts..(p + 1) * units / parts, ptr);
+        });
+        out.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(c, p)| finish(b * channels + c, p));
+    }
+}
+
 /// Runs `f(outs, ins, epilogue)` on the slices of `outs` and `ins` with the forward epilogue of
 /// `g` (its bias and steps, see [`PlaneEpilogue`]), whose operands it borrows as well.
 fn with_epilogue<R>(

@@ -12,8 +12,8 @@
 //! for every tap.
 use rayon::prelude::*;
 
+use super::conv::{OutPtr, forward_by_image};
 use super::elementwise::PlaneEpilogue;
-use super::wide;
 use crate::engine::kernels::conv::ConvGemm;
 
 /// Input channels up to which the forward runs directly.
@@ -176,18 +176,6 @@ fn avx512() -> bool {
     }
 }
 
-/// The output of one image, written by output rows from several threads.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the threads of one call write disjoint output rows.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-thread_local! {
-    /// One image's phases, kept between calls (no page faults for fresh buffers every pass).
-    static PHASES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// out = the convolution of every image of `input` with `weight`, then `epilogue` (bias and
 /// steps) on each output plane.
 pub(super) fn forward(
@@ -197,54 +185,18 @@ pub(super) fn forward(
     out: &mut [f32],
     epilogue: &PlaneEpilogue,
 ) {
-    let (in_len, plane) = (d.channels * d.h * d.w, d.oh * d.ow);
-    let out_len = d.out_channels * plane;
-    assert!(input.len() >= d.batch * in_len && out.len() >= d.batch * out_len);
+    let in_len = d.channels * d.h * d.w;
+    assert!(input.len() >= d.batch * in_len);
     assert!(weight.len() >= d.out_channels * d.taps());
-    if d.batch == 0 || out_len == 0 {
-        return;
-    }
     let packed = d.pack_weights(weight);
-    let threads = rayon::current_num_threads();
-    // The bias and steps of output plane `index` (= image * out_channels + channel).
-    let finish = |index: usize, p: &mut [f32]| {
-        if !epilogue.is_empty() {
-            // SAFETY: each plane is finished by one task.
-            wide(|| unsafe { epilogue.apply(index, p) });
-        }
-    };
-    if d.batch >= threads {
-        // One image per task.
-        out[..d.batch * out_len]
-            .par_chunks_mut(out_len)
-            .enumerate()
-            .for_each(|(b, out)| {
-                PHASES.with(|cell| {
-                    let mut phases = cell.borrow_mut();
-                    phases.resize(d.phases_len(), 0.0);
-                    d.split_phases(&input[b * in_len..][..in_len], &mut phases);
-                    rows(d, &phases, &packed, 0..d.oh, OutPtr(out.as_mut_ptr()));
-                });
-                for (c, p) in out.chunks_mut(plane).enumerate() {
-                    finish(b * d.out_channels + c, p);
-                }
-            });
-    } else {
-        // Few images: each one's rows on every core.
-        let mut phases = vec![0f32; d.phases_len()];
-        let blocks = d.oh.min(4 * threads);
-        for (b, out) in out[..d.batch * out_len].chunks_mut(out_len).enumerate() {
-            d.split_phases(&input[b * in_len..][..in_len], &mut phases);
-            let ptr = OutPtr(out.as_mut_ptr());
-            (0..blocks).into_par_iter().for_each(|k| {
-                let ys = k * d.oh / blocks..(k + 1) * d.oh / blocks;
-                rows(d, &phases, &packed, ys, ptr);
-            });
-            out.par_chunks_mut(plane)
-                .enumerate()
-                .for_each(|(c, p)| finish(b * d.out_channels + c, p));
-        }
-    }
+    forward_by_image(
+        (d.batch, d.out_channels, d.oh * d.ow),
+        out,
+        epilogue,
+        (d.phases_len(), d.oh, 4 * rayon::current_num_threads()),
+        |b, phases| d.split_phases(&input[b * in_len..][..in_len], phases),
+        |phases, ys, out| rows(d, phases, &packed, ys, out),
+    );
 }
 
 /// Output channels per block of the weight gradient (each task owns whole rows of the diff).

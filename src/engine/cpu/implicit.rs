@@ -8,10 +8,8 @@
 //! the same relative places (the [`LanePattern`]), so a vector of inputs is two loads and one
 //! permutation. On small planes (LeNet's 8x8, GoogLeNet's 14x14 and 7x7 5x5 layers) forming
 //! and reading back the columns cost as much as the product itself; here they cost nothing.
-use rayon::prelude::*;
-
+use super::conv::{OutPtr, forward_by_image};
 use super::elementwise::PlaneEpilogue;
-use super::wide;
 use crate::engine::kernels::conv::ConvGemm;
 
 /// Padded images of a group up to this many floats (a quarter of a 1 MiB L2 cache): each tile
@@ -210,18 +208,6 @@ impl Implicit {
     }
 }
 
-/// The output of one image, written by ranges of channels from several threads.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the threads of one call write disjoint output channels.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-thread_local! {
-    /// One padded image, kept between calls (no page faults for fresh buffers every pass).
-    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// out = the convolution of every image of `input` with `weight`, then `epilogue` (bias and
 /// steps) on each output plane.
 pub(super) fn forward(
@@ -231,58 +217,17 @@ pub(super) fn forward(
     out: &mut [f32],
     epilogue: &PlaneEpilogue,
 ) {
-    let (in_len, plane) = (k.channels * k.h * k.w, k.lanes.len);
-    let out_len = k.out_channels * plane;
-    assert!(input.len() >= k.batch * in_len && out.len() >= k.batch * out_len);
+    let in_len = k.channels * k.h * k.w;
+    assert!(input.len() >= k.batch * in_len);
     assert!(weight.len() >= k.out_channels * k.taps.len());
-    if k.batch == 0 || out_len == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let finish = |index: usize, p: &mut [f32]| {
-        if !epilogue.is_empty() {
-            // SAFETY: each plane is finished by one task.
-            wide(|| unsafe { epilogue.apply(index, p) });
-        }
-    };
-    if k.batch >= threads {
-        // One image per task.
-        out[..k.batch * out_len]
-            .par_chunks_mut(out_len)
-            .enumerate()
-            .for_each(|(b, out)| {
-                PADDED.with(|cell| {
-                    let mut padded = cell.borrow_mut();
-                    padded.resize(k.padded_len(), 0.0);
-                    k.pad(&input[b * in_len..][..in_len], &mut padded);
-                    channels(
-                        k,
-                        &padded,
-                        weight,
-                        0..k.out_channels,
-                        OutPtr(out.as_mut_ptr()),
-                    );
-                });
-                for (c, p) in out.chunks_mut(plane).enumerate() {
-                    finish(b * k.out_channels + c, p);
-                }
-            });
-    } else {
-        // Few images: each one's output channels shared by the cores.
-        let mut padded = vec![0f32; k.padded_len()];
-        let parts = threads.min(k.out_channels);
-        for (b, out) in out[..k.batch * out_len].chunks_mut(out_len).enumerate() {
-            k.pad(&input[b * in_len..][..in_len], &mut padded);
-            let ptr = OutPtr(out.as_mut_ptr());
-            (0..parts).into_par_iter().for_each(|p| {
-                let range = p * k.out_channels / parts..(p + 1) * k.out_channels / parts;
-                channels(k, &padded, weight, range, ptr);
-            });
-            out.par_chunks_mut(plane)
-                .enumerate()
-                .for_each(|(c, p)| finish(b * k.out_channels + c, p));
-        }
-    }
+    forward_by_image(
+        (k.batch, k.out_channels, k.lanes.len),
+        out,
+        epilogue,
+        (k.padded_len(), k.out_channels, rayon::current_num_threads()),
+        |b, padded| k.pad(&input[b * in_len..][..in_len], padded),
+        |padded, range, out| channels(k, padded, weight, range, out),
+    );
 }
 
 /// Output channels `range` of one image (every position) from its padded copy.
