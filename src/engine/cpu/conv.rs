@@ -274,14 +274,22 @@ pub(super) fn run_winograd(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool
     Ok(true)
 }
 
-/// Runs a convolution's forward as an implicit GEMM when it qualifies
-/// ([`super::implicit::Implicit::of`]: small images); returns whether it did.
+/// Runs a convolution's forward, or its data gradient at stride 1, as an implicit GEMM when it
+/// qualifies ([`super::implicit::Implicit::of`]: small images); returns whether it did.
 pub(super) fn run_implicit(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool> {
-    let ConvKernel::ConvForward(g) = kernel else {
-        return Ok(false);
+    use super::implicit::{Implicit, forward};
+    let (g, adjoint) = match kernel {
+        ConvKernel::ConvForward(g) => (g, false),
+        ConvKernel::ConvBackwardData(g) => (g, true),
+        _ => return Ok(false),
     };
     g.check()?;
-    let Some(k) = super::implicit::Implicit::of(g) else {
+    let implicit = if adjoint {
+        Implicit::of_adjoint(g)
+    } else {
+        Implicit::of(g)
+    };
+    let Some(k) = implicit else {
         return Ok(false);
     };
     let (im, out) = (
@@ -289,9 +297,16 @@ pub(super) fn run_implicit(kernel: &ConvKernel, mem: &mut Memory) -> Result<bool
         g.out.slice(0, g.batch * g.out_len()),
     );
     let weight = g.weight.slice(0, g.out_channels * g.kernel_dim());
-    with_epilogue(mem, g, &[out], &[im, weight], |o, i, epilogue| {
-        super::implicit::forward(&k, i[0], i[1], o[0], epilogue)
-    })?;
+    if adjoint {
+        // Here `im` is the data gradient (overwritten) and `out` the output gradient.
+        mem.with(&[im], &[out, weight], |o, i| {
+            forward(&k, i[0], i[1], o[0], None)
+        });
+    } else {
+        with_epilogue(mem, g, &[out], &[im, weight], |o, i, epilogue| {
+            forward(&k, i[0], i[1], o[0], Some(epilogue))
+        })?;
+    }
     Ok(true)
 }
 
@@ -345,7 +360,7 @@ thread_local! {
 pub(super) fn forward_by_image(
     (batch, channels, plane): (usize, usize, usize),
     out: &mut [f32],
-    epilogue: &PlaneEpilogue,
+    epilogue: Option<&PlaneEpilogue>,
     (form_len, units, parts): (usize, usize, usize),
     prepare: impl Fn(usize, &mut [f32]) + Sync,
     compute: impl Fn(&[f32], std::ops::Range<usize>, OutPtr) + Sync,
@@ -356,7 +371,7 @@ pub(super) fn forward_by_image(
         return;
     }
     let finish = |index: usize, p: &mut [f32]| {
-        if !epilogue.is_empty() {
+        if let Some(epilogue) = epilogue.filter(|e| !e.is_empty()) {
             // SAFETY: each plane is finished by one task.
             wide(|| unsafe { epilogue.apply(index, p) });
         }

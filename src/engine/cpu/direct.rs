@@ -192,7 +192,7 @@ pub(super) fn forward(
     forward_by_image(
         (d.batch, d.out_channels, d.oh * d.ow),
         out,
-        epilogue,
+        Some(epilogue),
         (d.phases_len(), d.oh, 4 * rayon::current_num_threads()),
         |b, phases| d.split_phases(&input[b * in_len..][..in_len], phases),
         |phases, ys, out| rows(d, phases, &packed, ys, out),

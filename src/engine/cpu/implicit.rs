@@ -119,6 +119,9 @@ pub(super) struct Implicit {
     /// order within a group.
     taps: Vec<usize>,
     lanes: LanePattern,
+    /// For a data gradient: the forward's (output channels per group, kernel height and
+    /// width), whose weights this convolution takes flipped and transposed.
+    adjoint: Option<(usize, usize, usize)>,
 }
 
 impl Implicit {
@@ -170,6 +173,7 @@ impl Implicit {
             })
             .collect();
         Some(Implicit {
+            adjoint: None,
             batch: g.batch,
             channels: g.channels,
             out_channels: g.out_channels,
@@ -183,6 +187,62 @@ impl Implicit {
             taps,
             lanes,
         })
+    }
+
+    /// `g`'s data gradient as the forward of the transposed convolution (of the output gradient
+    /// with the kernels flipped, channels and outputs swapped, padding `dilation * (kernel - 1) -
+    /// pad`), when `g` has stride 1, its output is at least 4/5 of its image (the transposed
+    /// convolution also multiplies the zeros around the output: LeNet's 8x8 conv2 output padded
+    /// to 16x16 took 2.25 times the work and was slower than columns), and that forward
+    /// qualifies for [`Implicit::of`].
+    pub(super) fn of_adjoint(g: &ConvGemm) -> Option<Implicit> {
+        let (image, output): (usize, usize) =
+            (g.im_shape.iter().product(), g.col_shape.iter().product());
+        if g.stride.iter().any(|&s| s != 1)
+            || g.kernel.len() != g.pad.len()
+            || 5 * output < 4 * image
+        {
+            return None;
+        }
+        let pad = (0..g.kernel.len())
+            .map(|d| (g.dilation.get(d)? * (g.kernel[d].checked_sub(1)?)).checked_sub(g.pad[d]))
+            .collect::<Option<Vec<_>>>()?;
+        let transposed = ConvGemm {
+            channels: g.out_channels,
+            out_channels: g.channels,
+            im_shape: g.col_shape.clone(),
+            col_shape: g.im_shape.clone(),
+            pad,
+            ..g.clone()
+        };
+        let k = Implicit::of(&transposed)?;
+        let og = g.out_channels.checked_div(g.group)?;
+        Some(Implicit {
+            adjoint: Some((og, g.kernel[0], g.kernel[1])),
+            ..k
+        })
+    }
+
+    /// The weights this convolution multiplies by: `weight` itself, or for a data gradient the
+    /// forward's weights ([group][output][channel][kernel]) as [group][channel][output][flipped
+    /// kernel].
+    fn weights<'a>(&self, weight: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        let Some((og, kh, kw)) = self.adjoint else {
+            return weight.into();
+        };
+        let (cg, taps) = (self.out_channels / self.group, kh * kw);
+        let mut flipped = vec![0f32; self.group * og * cg * taps];
+        for (g, group) in flipped.chunks_exact_mut(cg * og * taps).enumerate() {
+            for (c, row) in group.chunks_exact_mut(og * taps).enumerate() {
+                for (o, kernel) in row.chunks_exact_mut(taps).enumerate() {
+                    let src = &weight[((g * og + o) * cg + c) * taps..][..taps];
+                    for (v, &w) in kernel.iter_mut().zip(src.iter().rev()) {
+                        *v = w;
+                    }
+                }
+            }
+        }
+        flipped.into()
     }
 
     fn padded_len(&self) -> usize {
@@ -209,17 +269,19 @@ impl Implicit {
 }
 
 /// out = the convolution of every image of `input` with `weight`, then `epilogue` (bias and
-/// steps) on each output plane.
+/// steps) on each output plane. For a data gradient ([`Implicit::of_adjoint`]), `input` is the
+/// output gradient, `weight` the forward's weights and `out` the data gradient.
 pub(super) fn forward(
     k: &Implicit,
     input: &[f32],
     weight: &[f32],
     out: &mut [f32],
-    epilogue: &PlaneEpilogue,
+    epilogue: Option<&PlaneEpilogue>,
 ) {
     let in_len = k.channels * k.h * k.w;
     assert!(input.len() >= k.batch * in_len);
     assert!(weight.len() >= k.out_channels * k.taps.len());
+    let weight = &*k.weights(weight);
     forward_by_image(
         (k.batch, k.out_channels, k.lanes.len),
         out,
@@ -451,6 +513,63 @@ mod tests {
         }
     }
 
+    /// The data gradient by its definition: dx[c](y, x) sums w[o][c](ky, kx) dy[o](oy, ox) over
+    /// the outputs that read (y, x).
+    fn data_gradient(case: &Case, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+        let [(h, kh, sh, ph, dh), (w, kw, sw, pw, dw)] = case.axes;
+        let [oh, ow] = case.out_shape();
+        let (cg, og) = (case.channels / case.group, case.outputs / case.group);
+        let mut dx = vec![0f64; case.batch * case.channels * h * w];
+        for b in 0..case.batch {
+            for o in 0..case.outputs {
+                for (y, x) in (0..oh).flat_map(|y| (0..ow).map(move |x| (y, x))) {
+                    let g = dy[((b * case.outputs + o) * oh + y) * ow + x] as f64;
+                    for i in 0..cg {
+                        let c = o / og * cg + i;
+                        for (ky, kx) in (0..kh).flat_map(|i| (0..kw).map(move |j| (i, j))) {
+                            let iy = (y * sh + ky * dh) as isize - ph as isize;
+                            let ix = (x * sw + kx * dw) as isize - pw as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                continue;
+                            }
+                            let at = ((b * case.channels + c) * h + iy as usize) * w + ix as usize;
+                            dx[at] += weight[((o * cg + i) * kh + ky) * kw + kx] as f64 * g;
+                        }
+                    }
+                }
+            }
+        }
+        dx.into_iter().map(|v| v as f32).collect()
+    }
+
+    /// The data gradient on `threads` cores against the definition.
+    fn check_adjoint(case: &Case, threads: usize) {
+        let k = Implicit::of_adjoint(&case.gemm()).expect("the gradient runs as an implicit GEMM");
+        let mut rng = Rng::new(9);
+        let mut uniform =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect() };
+        let [(h, kh, ..), (w, kw, ..)] = case.axes;
+        let [oh, ow] = case.out_shape();
+        let dy = uniform(case.batch * case.outputs * oh * ow);
+        let weight = uniform(case.outputs * case.channels / case.group * kh * kw);
+        let want = data_gradient(case, &dy, &weight);
+        let mut dx = vec![f32::NAN; case.batch * case.channels * h * w];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| forward(&k, &dy, &weight, &mut dx, None));
+        for (i, (&got, &want)) in dx.iter().zip(&want).enumerate() {
+            // Sums of 1250 products in f32, which cancel: the error is the terms' scale's.
+            assert!(
+                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{:?} x{} gradient on {threads} cores: dx[{i}] = {got}, expected {want}",
+                case.axes,
+                case.channels
+            );
+        }
+    }
+
     /// Forward with a bias on `threads` cores against the definition.
     fn check(case: &Case, threads: usize) {
         let g = case.gemm();
@@ -471,7 +590,7 @@ mod tests {
             .num_threads(threads)
             .build()
             .unwrap();
-        pool.install(|| forward(&k, &input, &weight, &mut out, &epilogue));
+        pool.install(|| forward(&k, &input, &weight, &mut out, Some(&epilogue)));
         for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
             assert!(
                 (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
@@ -540,6 +659,66 @@ mod tests {
                 check(case, threads);
             }
         }
+    }
+
+    #[test]
+    fn data_gradient_equals_the_definition() {
+        if !avx512() {
+            return;
+        }
+        let cases = [
+            // A 5x5 layer that keeps its size (GoogLeNet's): the gradient padded by 2.
+            Case {
+                batch: 3,
+                channels: 20,
+                outputs: 50,
+                group: 1,
+                axes: [(12, 5, 1, 2, 1); 2],
+            },
+            // Groups, dilation, a 3x5 kernel and unequal padding.
+            Case {
+                batch: 2,
+                channels: 4,
+                outputs: 26,
+                group: 2,
+                axes: [(10, 3, 1, 2, 2), (9, 5, 1, 2, 1)],
+            },
+            // Padding beyond the kernel's reach would need a negative padding: not here.
+            Case {
+                batch: 1,
+                channels: 6,
+                outputs: 5,
+                group: 1,
+                axes: [(7, 3, 1, 3, 1), (7, 3, 1, 0, 1)],
+            },
+        ];
+        for (n, case) in cases.iter().enumerate() {
+            if n == 2 {
+                assert!(Implicit::of_adjoint(&case.gemm()).is_none());
+                continue;
+            }
+            for threads in [1, 2] {
+                check_adjoint(case, threads);
+            }
+        }
+        // Strided layers' gradients take the column path, and so do those of layers whose output
+        // is much smaller than their image (LeNet's conv2, 12x12 -> 8x8).
+        let lenet = Case {
+            batch: 1,
+            channels: 20,
+            outputs: 50,
+            group: 1,
+            axes: [(12, 5, 1, 0, 1); 2],
+        };
+        assert!(Implicit::of_adjoint(&lenet.gemm()).is_none());
+        let strided = Case {
+            batch: 1,
+            channels: 3,
+            outputs: 4,
+            group: 1,
+            axes: [(5, 3, 2, 1, 1), (31, 3, 2, 1, 1)],
+        };
+        assert!(Implicit::of_adjoint(&strided.gemm()).is_none());
     }
 
     #[test]
