@@ -250,7 +250,7 @@ pub fn sgemm(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool) {
         && g.trans_b
         && (skinny::MAX_ROWS + 1..=TILED_MAX_ROWS).contains(&m)
         && work >= 1 << 20
-        && super::implicit::avx512()
+        && super::has_avx512()
     {
         return tiled_a_bt((m, n, k), g.alpha, a, b, g.beta, c);
     }

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::conv::{OutPtr, forward_by_image};
 use super::elementwise::PlaneEpilogue;
+use super::has_avx512;
 use crate::engine::kernels::conv::ConvGemm;
 
 /// Input channels up to which the forward runs directly.
@@ -66,7 +67,7 @@ impl Direct {
             || g.channels > MAX_CHANNELS
             || g.is_1x1()
             || g.stride.contains(&0)
-            || !avx512()
+            || !has_avx512()
         {
             return None;
         }
@@ -162,17 +163,6 @@ impl Direct {
                 }
             }
         }
-    }
-}
-
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 

@@ -10,6 +10,7 @@
 //! and reading back the columns cost as much as the product itself; here they cost nothing.
 use super::conv::{OutPtr, forward_by_image};
 use super::elementwise::PlaneEpilogue;
+use super::has_avx512;
 use crate::engine::kernels::conv::ConvGemm;
 
 /// Padded images of a group up to this many floats (a quarter of a 1 MiB L2 cache): each tile
@@ -52,7 +53,7 @@ impl LanePattern {
                 let first = source(at);
                 let mut index = [0i32; 16];
                 for (t, v) in index.iter_mut().enumerate().take(used) {
-                    *v = i32::try_from(source(at + t) - first).ok()?;
+                    *v = i32::try_from(source(at + t).checked_sub(first)?).ok()?;
                 }
                 let span = index.iter().max().map_or(0, |&v| v as usize + 1);
                 (span <= 32).then_some(Lanes {
@@ -79,7 +80,7 @@ impl LanePattern {
             "lane pattern: operands of the wrong length"
         );
         #[cfg(target_arch = "x86_64")]
-        if avx512() {
+        if has_avx512() {
             // SAFETY: the CPU has AVX-512F; the lengths are checked above.
             return unsafe { x86::copy(self, dst, src) };
         }
@@ -88,17 +89,6 @@ impl LanePattern {
                 *d = src[lanes.first + lanes.index[t] as usize];
             }
         }
-    }
-}
-
-pub(super) fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
@@ -146,7 +136,7 @@ impl Implicit {
             || !g.out_channels.is_multiple_of(g.group)
             || g.stride.contains(&0)
             || g.dilation.contains(&0)
-            || !avx512()
+            || !has_avx512()
         {
             return None;
         }
@@ -603,7 +593,7 @@ mod tests {
 
     #[test]
     fn forward_equals_the_definition() {
-        if !avx512() {
+        if !has_avx512() {
             return;
         }
         let cases = [
@@ -663,7 +653,7 @@ mod tests {
 
     #[test]
     fn data_gradient_equals_the_definition() {
-        if !avx512() {
+        if !has_avx512() {
             return;
         }
         let cases = [
@@ -737,7 +727,7 @@ mod tests {
         // 1x1 needs no columns anyway; big images stay on the column path.
         assert!(Implicit::of(&case([(12, 1, 1, 0, 1); 2]).gemm()).is_none());
         assert!(Implicit::of(&case([(160, 3, 1, 1, 1); 2]).gemm()).is_none());
-        if avx512() {
+        if has_avx512() {
             assert!(Implicit::of(&case([(15, 3, 1, 1, 1); 2]).gemm()).is_some());
         }
     }

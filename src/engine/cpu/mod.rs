@@ -36,6 +36,19 @@ pub(super) fn wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether the CPU has AVX-512F, which the hand-written kernels (direct and implicit
+/// convolutions, register tiles) need.
+pub(super) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Host memory of the CPU engine: one Vec per tensor.
 #[derive(Default)]
 pub struct Memory {
