@@ -136,6 +136,7 @@ impl Implicit {
             || !g.out_channels.is_multiple_of(g.group)
             || g.stride.contains(&0)
             || g.dilation.contains(&0)
+            || g.kernel.contains(&0)
             || !has_avx512()
         {
             return None;
