@@ -919,10 +919,9 @@ fn im2col_image_2d(g: &Geo, im: &[f32], col: &mut [f32], parallel: bool) {
             (off, g.line_span(off))
         })
         .collect();
-    #[cfg(target_arch = "x86_64")]
-    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    let avx512 = super::has_avx512();
     // Lines shorter than a vector: one permutation of two loads per 16 columns.
-    let short_lines = (super::has_avx512() && ow < 16 && g.stride[1] <= 2)
+    let short_lines = (avx512 && ow < 16 && g.stride[1] <= 2)
         .then(|| LanePattern::new(g.stride[0] * w, ow, oh, g.stride[1]))
         .flatten();
     let fill_row = |c: usize, i: usize, j: usize, row: &mut [f32]| {

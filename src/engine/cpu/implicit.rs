@@ -434,14 +434,30 @@ mod tests {
     use crate::engine::{TensorId, View};
     use crate::rng::Rng;
 
-    /// A convolution's geometry: (batch, channels, outputs, group), then per axis (image,
-    /// kernel, stride, pad, dilation).
+    /// Per axis: (image, kernel, stride, pad, dilation).
+    type Axis = (usize, usize, usize, usize, usize);
+
+    /// A convolution's geometry.
     struct Case {
         batch: usize,
         channels: usize,
         outputs: usize,
         group: usize,
-        axes: [(usize, usize, usize, usize, usize); 2],
+        axes: [Axis; 2],
+    }
+
+    /// (batch, channels, outputs, group) and the two axes.
+    fn case(
+        (batch, channels, outputs, group): (usize, usize, usize, usize),
+        axes: [Axis; 2],
+    ) -> Case {
+        Case {
+            batch,
+            channels,
+            outputs,
+            group,
+            axes,
+        }
     }
 
     impl Case {
@@ -473,16 +489,28 @@ mod tests {
             }
         }
 
-        /// The convolution plus bias by its definition, summed in f64.
-        fn definition(&self, input: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
+        fn input_len(&self) -> usize {
+            self.batch * self.channels * self.axes[0].0 * self.axes[1].0
+        }
+
+        fn output_len(&self) -> usize {
+            self.batch * self.outputs * self.out_shape().iter().product::<usize>()
+        }
+
+        fn weight_len(&self) -> usize {
+            self.outputs * self.channels / self.group * self.axes[0].1 * self.axes[1].1
+        }
+
+        /// Calls `f(output, input, weight)` with the indices of every product the convolution
+        /// sums (its definition), output by output.
+        fn products(&self, mut f: impl FnMut(usize, usize, usize)) {
             let [(h, kh, sh, ph, dh), (w, kw, sw, pw, dw)] = self.axes;
             let [oh, ow] = self.out_shape();
             let (cg, og) = (self.channels / self.group, self.outputs / self.group);
-            let mut out = vec![0f32; self.batch * self.outputs * oh * ow];
             for b in 0..self.batch {
                 for o in 0..self.outputs {
                     for (y, x) in (0..oh).flat_map(|y| (0..ow).map(move |x| (y, x))) {
-                        let mut acc = bias[o] as f64;
+                        let out = ((b * self.outputs + o) * oh + y) * ow + x;
                         for i in 0..cg {
                             let c = o / og * cg + i;
                             for (ky, kx) in (0..kh).flat_map(|i| (0..kw).map(move |j| (i, j))) {
@@ -491,105 +519,81 @@ mod tests {
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                     continue;
                                 }
-                                let v = input
-                                    [((b * self.channels + c) * h + iy as usize) * w + ix as usize];
-                                acc += weight[((o * cg + i) * kh + ky) * kw + kx] as f64 * v as f64;
+                                let input =
+                                    ((b * self.channels + c) * h + iy as usize) * w + ix as usize;
+                                f(out, input, ((o * cg + i) * kh + ky) * kw + kx);
                             }
-                        }
-                        out[((b * self.outputs + o) * oh + y) * ow + x] = acc as f32;
-                    }
-                }
-            }
-            out
-        }
-    }
-
-    /// The data gradient by its definition: dx[c](y, x) sums w[o][c](ky, kx) dy[o](oy, ox) over
-    /// the outputs that read (y, x).
-    fn data_gradient(case: &Case, dy: &[f32], weight: &[f32]) -> Vec<f32> {
-        let [(h, kh, sh, ph, dh), (w, kw, sw, pw, dw)] = case.axes;
-        let [oh, ow] = case.out_shape();
-        let (cg, og) = (case.channels / case.group, case.outputs / case.group);
-        let mut dx = vec![0f64; case.batch * case.channels * h * w];
-        for b in 0..case.batch {
-            for o in 0..case.outputs {
-                for (y, x) in (0..oh).flat_map(|y| (0..ow).map(move |x| (y, x))) {
-                    let g = dy[((b * case.outputs + o) * oh + y) * ow + x] as f64;
-                    for i in 0..cg {
-                        let c = o / og * cg + i;
-                        for (ky, kx) in (0..kh).flat_map(|i| (0..kw).map(move |j| (i, j))) {
-                            let iy = (y * sh + ky * dh) as isize - ph as isize;
-                            let ix = (x * sw + kx * dw) as isize - pw as isize;
-                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                continue;
-                            }
-                            let at = ((b * case.channels + c) * h + iy as usize) * w + ix as usize;
-                            dx[at] += weight[((o * cg + i) * kh + ky) * kw + kx] as f64 * g;
                         }
                     }
                 }
             }
         }
-        dx.into_iter().map(|v| v as f32).collect()
     }
 
-    /// The data gradient on `threads` cores against the definition.
-    fn check_adjoint(case: &Case, threads: usize) {
-        let k = Implicit::of_adjoint(&case.gemm()).expect("the gradient runs as an implicit GEMM");
-        let mut rng = Rng::new(9);
-        let mut uniform =
-            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect() };
-        let [(h, kh, ..), (w, kw, ..)] = case.axes;
-        let [oh, ow] = case.out_shape();
-        let dy = uniform(case.batch * case.outputs * oh * ow);
-        let weight = uniform(case.outputs * case.channels / case.group * kh * kw);
-        let want = data_gradient(case, &dy, &weight);
-        let mut dx = vec![f32::NAN; case.batch * case.channels * h * w];
+    fn uniform(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect()
+    }
+
+    /// Runs `f` on a pool of `threads` cores.
+    fn on_cores<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .unwrap();
-        pool.install(|| forward(&k, &dy, &weight, &mut dx, None));
-        for (i, (&got, &want)) in dx.iter().zip(&want).enumerate() {
-            // Sums of 1250 products in f32, which cancel: the error is the terms' scale's.
+        pool.install(f)
+    }
+
+    fn assert_close(what: &str, got: &[f32], want: &[f64], tolerance: f64) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (&got, &want)) in got.iter().zip(want).enumerate() {
             assert!(
-                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                "{:?} x{} gradient on {threads} cores: dx[{i}] = {got}, expected {want}",
-                case.axes,
-                case.channels
+                (got as f64 - want).abs() <= tolerance * (1.0 + want.abs()),
+                "{what}: [{i}] = {got}, expected {want}"
             );
         }
     }
 
     /// Forward with a bias on `threads` cores against the definition.
-    fn check(case: &Case, threads: usize) {
+    fn check_forward(case: &Case, threads: usize) {
         let g = case.gemm();
         let k = Implicit::of(&g).expect("the case runs as an implicit GEMM");
         let mut rng = Rng::new(7);
-        let mut uniform =
-            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform_range(-1.0, 1.0)).collect() };
-        let [(h, kh, ..), (w, kw, ..)] = case.axes;
-        let input = uniform(case.batch * case.channels * h * w);
-        let weight = uniform(case.outputs * case.channels / case.group * kh * kw);
-        let bias = uniform(case.outputs);
-        let want = case.definition(&input, &weight, &bias);
+        let input = uniform(&mut rng, case.input_len());
+        let weight = uniform(&mut rng, case.weight_len());
+        let bias = uniform(&mut rng, case.outputs);
+        let plane = case.out_shape().iter().product::<usize>();
+        let mut want: Vec<f64> = (0..case.output_len())
+            .map(|at| bias[at / plane % case.outputs] as f64)
+            .collect();
+        case.products(|o, i, w| want[o] += weight[w] as f64 * input[i] as f64);
         let mut out = vec![f32::NAN; want.len()];
         let dims = g.out_dims();
         let operands = stage_operands(dims, &[]).unwrap();
         let epilogue = PlaneEpilogue::new(dims, Some(&bias), &[], &operands, &mut [], &[]);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| forward(&k, &input, &weight, &mut out, Some(&epilogue)));
-        for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
-            assert!(
-                (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                "{:?} x{} on {threads} cores: out[{i}] = {got}, expected {want}",
-                case.axes,
-                case.channels
-            );
-        }
+        on_cores(threads, || {
+            forward(&k, &input, &weight, &mut out, Some(&epilogue))
+        });
+        let what = format!("{:?} x{} on {threads} cores", case.axes, case.channels);
+        assert_close(&what, &out, &want, 1e-5);
+    }
+
+    /// The data gradient on `threads` cores against the definition: dx sums weight x dy over
+    /// the outputs that read each input.
+    fn check_data_gradient(case: &Case, threads: usize) {
+        let k = Implicit::of_adjoint(&case.gemm()).expect("the gradient runs as an implicit GEMM");
+        let mut rng = Rng::new(9);
+        let dy = uniform(&mut rng, case.output_len());
+        let weight = uniform(&mut rng, case.weight_len());
+        let mut want = vec![0f64; case.input_len()];
+        case.products(|o, i, w| want[i] += weight[w] as f64 * dy[o] as f64);
+        let mut dx = vec![f32::NAN; want.len()];
+        on_cores(threads, || forward(&k, &dy, &weight, &mut dx, None));
+        // Sums of 1250 products in f32, which cancel: the error is the terms' scale's.
+        let what = format!(
+            "{:?} x{} gradient on {threads} cores",
+            case.axes, case.channels
+        );
+        assert_close(&what, &dx, &want, 1e-4);
     }
 
     #[test]
@@ -599,55 +603,19 @@ mod tests {
         }
         let cases = [
             // LeNet's conv2 (two 8-wide lines per vector) and conv1 (lines across vectors).
-            Case {
-                batch: 3,
-                channels: 20,
-                outputs: 50,
-                group: 1,
-                axes: [(12, 5, 1, 0, 1); 2],
-            },
-            Case {
-                batch: 2,
-                channels: 1,
-                outputs: 20,
-                group: 1,
-                axes: [(28, 5, 1, 0, 1); 2],
-            },
+            case((3, 20, 50, 1), [(12, 5, 1, 0, 1); 2]),
+            case((2, 1, 20, 1), [(28, 5, 1, 0, 1); 2]),
             // Groups, dilation, a 3x5 kernel, unequal padding, a 10x7 plane (a partial fifth
             // vector), 13 channels per group (tiles and a rest for 4 vectors and for 1).
-            Case {
-                batch: 2,
-                channels: 4,
-                outputs: 26,
-                group: 2,
-                axes: [(10, 3, 1, 2, 2), (9, 5, 1, 1, 1)],
-            },
+            case((2, 4, 26, 2), [(10, 3, 1, 2, 2), (9, 5, 1, 1, 1)]),
             // Stride 2 within 16-wide lines; 2 and 3 vectors with their rests.
-            Case {
-                batch: 2,
-                channels: 3,
-                outputs: 9,
-                group: 1,
-                axes: [(5, 3, 2, 1, 1), (31, 3, 2, 1, 1)],
-            },
-            Case {
-                batch: 1,
-                channels: 2,
-                outputs: 15,
-                group: 1,
-                axes: [(4, 2, 1, 0, 1), (9, 2, 1, 0, 1)],
-            },
-            Case {
-                batch: 1,
-                channels: 2,
-                outputs: 16,
-                group: 1,
-                axes: [(4, 2, 1, 0, 1), (13, 2, 1, 0, 1)],
-            },
+            case((2, 3, 9, 1), [(5, 3, 2, 1, 1), (31, 3, 2, 1, 1)]),
+            case((1, 2, 15, 1), [(4, 2, 1, 0, 1), (9, 2, 1, 0, 1)]),
+            case((1, 2, 16, 1), [(4, 2, 1, 0, 1), (13, 2, 1, 0, 1)]),
         ];
         for case in &cases {
             for threads in [1, 2, 3] {
-                check(case, threads);
+                check_forward(case, threads);
             }
         }
     }
@@ -659,77 +627,44 @@ mod tests {
         }
         let cases = [
             // A 5x5 layer that keeps its size (GoogLeNet's): the gradient padded by 2.
-            Case {
-                batch: 3,
-                channels: 20,
-                outputs: 50,
-                group: 1,
-                axes: [(12, 5, 1, 2, 1); 2],
-            },
+            case((3, 20, 50, 1), [(12, 5, 1, 2, 1); 2]),
             // Groups, dilation, a 3x5 kernel and unequal padding.
-            Case {
-                batch: 2,
-                channels: 4,
-                outputs: 26,
-                group: 2,
-                axes: [(10, 3, 1, 2, 2), (9, 5, 1, 2, 1)],
-            },
-            // Padding beyond the kernel's reach would need a negative padding: not here.
-            Case {
-                batch: 1,
-                channels: 6,
-                outputs: 5,
-                group: 1,
-                axes: [(7, 3, 1, 3, 1), (7, 3, 1, 0, 1)],
-            },
+            case((2, 4, 26, 2), [(10, 3, 1, 2, 2), (9, 5, 1, 2, 1)]),
         ];
-        for (n, case) in cases.iter().enumerate() {
-            if n == 2 {
-                assert!(Implicit::of_adjoint(&case.gemm()).is_none());
-                continue;
-            }
+        for case in &cases {
             for threads in [1, 2] {
-                check_adjoint(case, threads);
+                check_data_gradient(case, threads);
             }
         }
-        // Strided layers' gradients take the column path, and so do those of layers whose output
-        // is much smaller than their image (LeNet's conv2, 12x12 -> 8x8).
-        let lenet = Case {
-            batch: 1,
-            channels: 20,
-            outputs: 50,
-            group: 1,
-            axes: [(12, 5, 1, 0, 1); 2],
-        };
-        assert!(Implicit::of_adjoint(&lenet.gemm()).is_none());
-        let strided = Case {
-            batch: 1,
-            channels: 3,
-            outputs: 4,
-            group: 1,
-            axes: [(5, 3, 2, 1, 1), (31, 3, 2, 1, 1)],
-        };
-        assert!(Implicit::of_adjoint(&strided.gemm()).is_none());
+        let column_path = [
+            // Padding beyond the kernel's reach (a negative padding for the transposed layer).
+            case((1, 6, 5, 1), [(7, 3, 1, 3, 1), (7, 3, 1, 0, 1)]),
+            // An output much smaller than its image (LeNet's conv2, 12x12 -> 8x8).
+            case((1, 20, 50, 1), [(12, 5, 1, 0, 1); 2]),
+            // Stride 2.
+            case((1, 3, 4, 1), [(5, 3, 2, 1, 1), (31, 3, 2, 1, 1)]),
+        ];
+        for case in &column_path {
+            assert!(
+                Implicit::of_adjoint(&case.gemm()).is_none(),
+                "{:?}",
+                case.axes
+            );
+        }
     }
 
     #[test]
     fn only_patterns_within_two_loads_run() {
-        let case = |axes| Case {
-            batch: 1,
-            channels: 3,
-            outputs: 4,
-            group: 1,
-            axes,
-        };
+        let three = |axes| case((1, 3, 4, 1), axes);
         // Stride 4: 16 positions span 61 inputs.
-        assert!(Implicit::of(&case([(40, 3, 4, 0, 1); 2]).gemm()).is_none());
+        assert!(Implicit::of(&three([(40, 3, 4, 0, 1); 2]).gemm()).is_none());
         // Two 8-wide lines 34 inputs apart.
-        assert!(Implicit::of(&case([(15, 3, 2, 1, 1); 2]).gemm()).is_none());
+        assert!(Implicit::of(&three([(15, 3, 2, 1, 1); 2]).gemm()).is_none());
         // 1x1 needs no columns anyway; big images stay on the column path.
-        assert!(Implicit::of(&case([(12, 1, 1, 0, 1); 2]).gemm()).is_none());
-        assert!(Implicit::of(&case([(160, 3, 1, 1, 1); 2]).gemm()).is_none());
+        assert!(Implicit::of(&three([(12, 1, 1, 0, 1); 2]).gemm()).is_none());
+        assert!(Implicit::of(&three([(160, 3, 1, 1, 1); 2]).gemm()).is_none());
         if has_avx512() {
-            assert!(Implicit::of(&case([(15, 3, 1, 1, 1); 2]).gemm()).is_some());
+            assert!(Implicit::of(&three([(15, 3, 1, 1, 1); 2]).gemm()).is_some());
         }
     }
 
