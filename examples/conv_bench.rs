@@ -2,7 +2,8 @@
 //! by the wall clock and by process CPU time (robust to other load):
 //! `conv_bench NET.prototxt [ITERS] [GFLOP]`. With GFLOP (the pass's work) given, prints GFLOP/s
 //! too (CPU time scaled to 2 threads). The passes keep nothing for a backward (as `forward` and
-//! `test` do) unless CAFFE_RS_BENCH_BACKWARD is set.
+//! `test` do) unless CAFFE_RS_BENCH_BACKWARD is set. With PER_LAYER set, prints each layer's (or
+//! fused run's) median time instead.
 use std::path::Path;
 use std::time::Instant;
 
@@ -39,6 +40,10 @@ fn main() {
     net.forward_only = std::env::var_os("CAFFE_RS_BENCH_BACKWARD").is_none();
     net.forward(eng).unwrap();
     eng.sync().unwrap();
+    if std::env::var_os("PER_LAYER").is_some() {
+        per_layer(&mut net, eng, iters);
+        return;
+    }
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
     for _ in 0..iters {
         let (t, c) = (Instant::now(), cpu_seconds());
@@ -60,4 +65,27 @@ fn main() {
         c * 1e3 / 2.0,
         rate(c / 2.0)
     );
+}
+
+/// Prints the median time of each layer's forward (a fused run's on its first layer).
+fn per_layer(net: &mut Net, eng: &mut dyn Engine, iters: usize) {
+    let n = net.graph.layers.len();
+    let mut times = vec![Vec::new(); n];
+    for _ in 0..iters {
+        let mut i = 0;
+        while i < n {
+            let t = Instant::now();
+            let next = net.forward_step(eng, i, n).unwrap();
+            eng.sync().unwrap();
+            times[i].push(t.elapsed().as_secs_f64() * 1e3);
+            i = next;
+        }
+    }
+    for (i, t) in times.iter_mut().enumerate() {
+        if t.is_empty() {
+            continue;
+        }
+        t.sort_by(f64::total_cmp);
+        println!("{} {:.3} ms", net.graph.layers[i].name(), t[t.len() / 2]);
+    }
 }
