@@ -266,23 +266,25 @@ fn all_spatial_cases_covered() {
 }
 
 /// The CPU engine's convolution paths for bigger shapes than the goldens have (a 1x1 layer that
-/// narrows the channels over 400 positions, a grouped 5x5 layer whose forward is an implicit
-/// GEMM, a strided 3x3 layer, a 3x3 Winograd layer and an RGB 7x7 stride-2 layer that runs
-/// directly, three images each): forward,
-/// data gradient and weight gradient against the definition, summed in f64.
+/// narrows the channels over 400 positions, a 1x1 layer with a bias on 7x7 planes whose forward
+/// multiplies the images side by side, a grouped 5x5 layer whose forward is an implicit GEMM, a
+/// strided 3x3 layer, a 3x3 Winograd layer and an RGB 7x7 stride-2 layer that runs directly,
+/// three images each): forward, data gradient and weight (and bias) gradient against the
+/// definition, summed in f64.
 #[test]
 fn cpu_convolution_paths_equal_the_definition() {
     use caffe_rs::rng::Rng;
-    // (channels, outputs, group, kernel, stride, pad, size)
+    // (channels, outputs, group, kernel, stride, pad, size, bias)
     let layers = [
-        (16, 4, 1, 1, 1, 0, 20),
-        (4, 6, 2, 5, 1, 2, 18),
-        (6, 4, 1, 3, 2, 1, 33),
-        (8, 8, 1, 3, 1, 1, 17),
-        (3, 10, 1, 7, 2, 3, 37),
+        (16, 4, 1, 1, 1, 0, 20, false),
+        (40, 24, 1, 1, 1, 0, 7, true),
+        (4, 6, 2, 5, 1, 2, 18, false),
+        (6, 4, 1, 3, 2, 1, 33, false),
+        (8, 8, 1, 3, 1, 1, 17, false),
+        (3, 10, 1, 7, 2, 3, 37, false),
     ];
     let mut rng = Rng::new(11);
-    for &(c, o, g, k, s, p, size) in &layers {
+    for &(c, o, g, k, s, p, size, bias) in &layers {
         let batch = 3;
         let out = (size + 2 * p - k) / s + 1;
         let mut uniform =
@@ -290,15 +292,20 @@ fn cpu_convolution_paths_equal_the_definition() {
         let x = uniform(batch * c * size * size);
         let w = uniform(o * (c / g) * k * k);
         let dy = uniform(batch * o * out * out);
+        let b_values = uniform(o);
         let text = format!(
             "name: \"conv\" type: \"Convolution\" bottom: \"x\" top: \"y\" convolution_param {{ \
-             num_output: {o} group: {g} kernel_size: {k} stride: {s} pad: {p} bias_term: false }}"
+             num_output: {o} group: {g} kernel_size: {k} stride: {s} pad: {p} bias_term: {bias} }}"
         );
         let case = LayerCase {
             param: parse_text(&text, "conv", "caffe.LayerParameter").unwrap(),
             phase: Phase::Train,
             bottoms: vec![(vec![batch, c, size, size], x.clone())],
-            params: Some(vec![w.clone()]),
+            params: Some(if bias {
+                vec![w.clone(), b_values.clone()]
+            } else {
+                vec![w.clone()]
+            }),
         };
         let run = run_layer(
             &mut CpuEngine::new(),
@@ -308,7 +315,20 @@ fn cpu_convolution_paths_equal_the_definition() {
         )
         .unwrap();
         let (cg, og) = (c / g, o / g);
-        let mut want_y = vec![0f64; dy.len()];
+        let plane = out * out;
+        let mut want_y: Vec<f64> = (0..dy.len())
+            .map(|i| {
+                if bias {
+                    b_values[i / plane % o] as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut want_db = vec![0f64; o];
+        for (i, &d) in dy.iter().enumerate() {
+            want_db[i / plane % o] += d as f64;
+        }
         let mut want_dx = vec![0f64; x.len()];
         let mut want_dw = vec![0f64; w.len()];
         for b in 0..batch {
@@ -337,11 +357,15 @@ fn cpu_convolution_paths_equal_the_definition() {
             }
         }
         let what = format!("{c}->{o} group {g} {k}x{k}/{s} pad {p} at {size}x{size}");
-        for (name, got, want) in [
+        let mut checks = vec![
             ("forward", &run.tops[0].1, &want_y),
             ("data gradient", &run.bottom_diffs[0], &want_dx),
             ("weight gradient", &run.param_diffs[0], &want_dw),
-        ] {
+        ];
+        if bias {
+            checks.push(("bias gradient", &run.param_diffs[1], &want_db));
+        }
+        for (name, got, want) in checks {
             assert_eq!(got.len(), want.len(), "{what}: {name} length");
             for (i, (&got, &want)) in got.iter().zip(want.iter()).enumerate() {
                 assert!(
