@@ -122,6 +122,10 @@ enum Command {
         /// Network stages, comma-separated
         #[arg(long, value_delimiter = ',')]
         stage: Vec<String>,
+        /// Time forwards only, keeping nothing for a backward (a deployed net's inference time;
+        /// not in Caffe)
+        #[arg(long = "forward_only", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+        forward_only: bool,
     },
     /// Run a net on tensors from a safetensors file and write every blob (and gradients)
     Forward {
@@ -336,6 +340,7 @@ fn run(cli: Cli) -> Result<()> {
             phase,
             level,
             stage,
+            forward_only,
         } => {
             let mut eng = engine(gpu.as_deref())?;
             tools::time::run(
@@ -348,6 +353,7 @@ fn run(cli: Cli) -> Result<()> {
                     level,
                     stages: stage,
                     gpu: gpu.is_some(),
+                    forward_only,
                 },
             )?;
         }

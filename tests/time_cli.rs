@@ -246,3 +246,45 @@ layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
     assert!(backward(&apart, "scale") > 0.0, "{apart}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `-forward_only` times forwards alone, as `forward` and `test` run them: every layer's forward
+/// line, the average forward pass and one line per iteration, and no backward lines.
+#[test]
+fn cpu_time_forward_only_reports_forwards_only() {
+    let log = time(&["-iterations", "2", "-forward_only"], &[]);
+    let msgs = messages(&log);
+    assert!(
+        msgs.contains(&"Testing for 2 iterations. Forward only: nothing is kept for a backward."),
+        "{log}"
+    );
+    let forwards: Vec<&str> = msgs
+        .iter()
+        .filter_map(|m| {
+            m.split_once("\tforward: ")
+                .map(|(name, _)| name.trim_start())
+        })
+        .collect();
+    assert_eq!(forwards, LAYERS);
+    for absent in [
+        "\tbackward: ",
+        "Average Backward pass",
+        "Forward-Backward",
+        "Performing Backward",
+    ] {
+        assert!(!log.contains(absent), "{absent:?} in\n{log}");
+    }
+    let per_iteration = msgs
+        .iter()
+        .filter(|m| m.starts_with("Iteration: ") && m.contains(" forward time: "))
+        .count();
+    assert_eq!(per_iteration, 2, "{log}");
+    let forward = msgs
+        .iter()
+        .find_map(|m| m.strip_prefix("Average Forward pass: "))
+        .unwrap_or_else(|| panic!("no average forward line:\n{log}"));
+    let layers: f64 = msgs
+        .iter()
+        .filter_map(|m| m.split_once("\tforward: ").map(|(_, t)| ms(t)))
+        .sum();
+    check_sum("forward", layers, ms(forward));
+}

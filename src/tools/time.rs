@@ -20,6 +20,9 @@ pub struct TimeArgs {
     /// GPU mode (`-gpu` given): per-layer times come from device timestamps where the adapter has
     /// them.
     pub gpu: bool,
+    /// Time forwards as `forward` and `test` run them (nothing kept for a backward), without
+    /// backwards: a deployed net's inference time. Caffe's `time` has no such flag.
+    pub forward_only: bool,
 }
 
 pub struct Timing {
@@ -39,6 +42,7 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
     }
     let weights = crate::format::caffemodel::WeightsFile::open_list(args.weights.as_deref())?;
     let mut net = Net::new_for_weights(graph, eng, Some(1701), &weights)?;
+    net.forward_only = args.forward_only;
     for w in weights {
         net.copy_trained_layers(eng, &w, &mut |l| info("net.cpp:1137", l))?;
     }
@@ -49,15 +53,25 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
         "caffe.cpp:354",
         &format!("Initial loss: {}", fmt_g(net.loss(eng) as f64)),
     );
-    info("caffe.cpp:355", "Performing Backward");
-    // As every timed backward does (so the warm-up also builds the pipelines those use).
-    net.clear_param_diffs();
-    net.backward(eng)?;
+    if !args.forward_only {
+        info("caffe.cpp:355", "Performing Backward");
+        // As every timed backward does (so the warm-up also builds the pipelines those use).
+        net.clear_param_diffs();
+        net.backward(eng)?;
+    }
     eng.sync()?;
     info("caffe.cpp:368", "*** Benchmark begins ***");
     info(
         "caffe.cpp:369",
-        &format!("Testing for {} iterations.", args.iterations),
+        &format!(
+            "Testing for {} iterations.{}",
+            args.iterations,
+            if args.forward_only {
+                " Forward only: nothing is kept for a backward."
+            } else {
+                ""
+            }
+        ),
     );
     // Per-layer clock. With device timestamps a whole forward (and a whole backward) is recorded
     // as one submission with a timestamp at every layer boundary; otherwise each layer is
@@ -114,6 +128,17 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
             );
         }
         forward_total += forward_timer.elapsed().as_secs_f64() * 1e3;
+        if args.forward_only {
+            info(
+                "caffe.cpp:397",
+                &format!(
+                    "Iteration: {} forward time: {} ms.",
+                    j + 1,
+                    fmt_g(iter_timer.elapsed().as_secs_f64() * 1e3)
+                ),
+            );
+            continue;
+        }
         // Each backward starts from cleared parameter diffs, as in a training iteration (Caffe's
         // time lets them accumulate, which changes only values nobody reads).
         net.clear_param_diffs();
@@ -170,24 +195,28 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
             "caffe.cpp:403",
             &format!("{name:>10}\tforward: {} ms.", fmt_g(fwd[i] / n)),
         );
-        info(
-            "caffe.cpp:406",
-            &format!("{name:>10}\tbackward: {} ms.", fmt_g(bwd[i] / n)),
-        );
+        if !args.forward_only {
+            info(
+                "caffe.cpp:406",
+                &format!("{name:>10}\tbackward: {} ms.", fmt_g(bwd[i] / n)),
+            );
+        }
         layers.push((name.to_string(), fwd[i] / n, bwd[i] / n));
     }
     info(
         "caffe.cpp:411",
         &format!("Average Forward pass: {} ms.", fmt_g(forward_total / n)),
     );
-    info(
-        "caffe.cpp:413",
-        &format!("Average Backward pass: {} ms.", fmt_g(backward_total / n)),
-    );
-    info(
-        "caffe.cpp:415",
-        &format!("Average Forward-Backward: {} ms.", fmt_g(total_ms / n)),
-    );
+    if !args.forward_only {
+        info(
+            "caffe.cpp:413",
+            &format!("Average Backward pass: {} ms.", fmt_g(backward_total / n)),
+        );
+        info(
+            "caffe.cpp:415",
+            &format!("Average Forward-Backward: {} ms.", fmt_g(total_ms / n)),
+        );
+    }
     info(
         "caffe.cpp:416",
         &format!("Total Time: {} ms.", fmt_g(total_ms)),
