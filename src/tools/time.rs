@@ -38,7 +38,7 @@ pub fn run(eng: &mut dyn Engine, args: &TimeArgs) -> Result<Timing> {
     let mut graph = graph;
     // Caffe's time runs every layer's Backward (parameter gradients included), loss or not.
     for node in &mut graph.layers {
-        node.need_backward = true;
+        node.need_backward = !args.forward_only;
     }
     let weights = crate::format::caffemodel::WeightsFile::open_list(args.weights.as_deref())?;
     let mut net = Net::new_for_weights(graph, eng, Some(1701), &weights)?;

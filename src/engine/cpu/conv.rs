@@ -387,8 +387,9 @@ pub(super) fn forward_by_image(
                     prepare(b, &mut form);
                     compute(&form, 0..units, OutPtr(out.as_mut_ptr()));
                 });
-                for (c, p) in out.chunks_mut(plane).enumerate() {
-                    finish(b * channels + c, p);
+                if let Some(epilogue) = epilogue {
+                    // SAFETY: each image is finished by one task.
+                    unsafe { epilogue.apply_image(b, out) };
                 }
             });
         return;
@@ -505,14 +506,8 @@ fn forward_1x1_side_by_side(
                 for (c, dst) in image.chunks_exact_mut(plane).enumerate() {
                     dst.copy_from_slice(&products[c * columns + b * plane..][..plane]);
                 }
-                if !epilogue.is_empty() {
-                    wide(|| {
-                        for (c, dst) in image.chunks_exact_mut(plane).enumerate() {
-                            // SAFETY: each image is finished by one task.
-                            unsafe { epilogue.apply(b * outputs + c, dst) };
-                        }
-                    });
-                }
+                // SAFETY: each image is finished by one task.
+                unsafe { epilogue.apply_image(b, image) };
             });
     });
 }
@@ -614,16 +609,8 @@ pub(super) fn run_per_image(kernel: &ConvKernel, mem: &mut Memory) -> Result<boo
                                     &mut out[gi * out_group..][..out_group],
                                 );
                             }
-                            if !epilogue.is_empty() {
-                                wide(|| {
-                                    for (c, plane) in out.chunks_mut(s).enumerate() {
-                                        // SAFETY: each image is computed by one task.
-                                        unsafe {
-                                            epilogue.apply(image * g.out_channels + c, plane)
-                                        };
-                                    }
-                                });
-                            }
+                            // SAFETY: each image is computed by one task.
+                            unsafe { epilogue.apply_image(image, out) };
                         }
                     });
             })?;

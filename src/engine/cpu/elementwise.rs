@@ -829,6 +829,22 @@ impl<'a> PlaneEpilogue<'a> {
         self.bias.is_none() && self.steps.steps.is_empty() && self.junction.is_none()
     }
 
+    /// Applies the epilogue to every plane of image `b`, whose output is `image`, on 16 lanes.
+    ///
+    /// # Safety
+    /// As for [`PlaneEpilogue::apply`]: one task at a time finishes an image.
+    pub(super) unsafe fn apply_image(&self, b: usize, image: &mut [f32]) {
+        if self.is_empty() {
+            return;
+        }
+        super::wide(|| {
+            for (c, plane) in image.chunks_exact_mut(self.plane).enumerate() {
+                // SAFETY: the caller's.
+                unsafe { self.apply(b * self.channels + c, plane) };
+            }
+        });
+    }
+
     /// Applies the epilogue to plane `index` (= b * channels + c) of the output.
     ///
     /// # Safety
